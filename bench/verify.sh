@@ -1,0 +1,454 @@
+#!/usr/bin/env bash
+# bench/verify.sh — throughput/latency benchmark of the ForwardAuth service
+# `mcp-gateway-verify`, in one run against one verify process:
+#
+#   (a) wrk on GET /health                       — no-op baseline of the HTTP stack
+#   (b) wrk on /verify with a valid, cached token — the hot path Traefik hits
+#       (+ number of Redis commands issued during (b), via INFO commandstats)
+#   (c) wrk on /verify after restarting verify with VERIFY_CACHE_CAPACITY=0
+#       — cold path: RSA signature check and a Redis lookup on every request
+#
+# For (b) and (c) it also reads the service's own histogram
+# mcp_gateway_verify_decision_duration_seconds from /metrics (difference of the
+# scrapes taken just before and just after the run).
+#
+# Results are printed to stdout and appended to bench/RESULTS.md.  Timing
+# targets are reported but never asserted (shared, noisy machines); the script
+# fails only on correctness problems: a service that does not start, a /verify
+# check that does not answer 200, or any non-2xx response during a run.
+#
+# Usage:   bash bench/verify.sh
+# Env:     DURATION=10s CONNECTIONS=64 THREADS=2 WARMUP=2s
+#          SKIP_BUILD=1   use the existing target/release binaries
+#          KEEP_TMP=1     keep the scratch directory (logs, wrk output, scrapes)
+# Helpers: bench/verify-headers.lua, bench/parse_wrk.py,
+#          bench/histogram_quantiles.py, bench/redis_calls.py
+#          (offline self-test of the parsers: bash bench/selftest.sh)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+BENCH=$ROOT/bench
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2s}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP_TMP=${KEEP_TMP:-0}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RESULTS=$BENCH/RESULTS.md
+HIST=mcp_gateway_verify_decision_duration_seconds
+
+VERIFY_BIN=$TARGET_DIR/release/mcp-gateway-verify
+CLI_BIN=$TARGET_DIR/release/mcp-gateway
+
+# Headers of an allowed ForwardAuth request (used by curl; wrk reads the same
+# values in verify-headers.lua).
+FWD_PROTO=http FWD_HOST=mcp.localhost FWD_URI=/mcp FWD_METHOD=POST
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/verify-bench.XXXXXX")
+REDIS_PID='' VERIFY_PID='' VERIFY_LOG=''
+
+# True while PID is alive (a zombie child that has exited counts as dead).
+is_running() {
+  local st
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $st != Z* ]]
+}
+
+# SIGTERM, wait up to 5 s, then SIGKILL; reap the child.
+stop_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    is_running "$pid" || break
+    sleep 0.1
+  done
+  if is_running "$pid"; then
+    log "pid $pid still alive 5 s after SIGTERM, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  [[ -n $VERIFY_PID ]] && stop_pid "$VERIFY_PID"
+  [[ -n $REDIS_PID ]] && stop_pid "$REDIS_PID"
+  if ((rc != 0)); then
+    local f
+    for f in "$WORK"/verify-*.log "$WORK"/redis.log; do
+      [[ -s $f ]] || continue
+      log "---- last lines of $(basename "$f") ----"
+      tail -n 20 "$f" >&2
+    done
+  fi
+  if [[ $KEEP_TMP == 1 ]]; then log "scratch files kept in $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+as_root() {
+  if ((EUID == 0)); then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root for: $*"
+  fi
+}
+
+# ensure_cmd COMMAND PACKAGE: apt-get install PACKAGE when COMMAND is missing
+# (apt-get update and retry once if the first install fails).
+ensure_cmd() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "$1 not found, installing package $2"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >&2; then
+    as_root apt-get update >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >&2
+  fi
+  command -v "$1" >/dev/null 2>&1 || die "$1 still missing after installing $2"
+}
+
+# A currently free TCP port on 127.0.0.1 (tiny race until the service binds it).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+# HTTP status code of a request ("000" when the connection fails).
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
+
+verify_curl_headers() {
+  VERIFY_HEADERS=(
+    -H "Authorization: Bearer $BENCH_TOKEN"
+    -H "X-Forwarded-Proto: $FWD_PROTO"
+    -H "X-Forwarded-Host: $FWD_HOST"
+    -H "X-Forwarded-Uri: $FWD_URI"
+    -H "X-Forwarded-Method: $FWD_METHOD"
+  )
+}
+
+# start_verify LABEL [VAR=VALUE...]: start verify on a fresh loopback port with
+# the extra environment, wait (max 30 s) until GET /health answers 200.
+start_verify() {
+  local label=$1 i code=''
+  shift
+  VERIFY_PORT=$(free_port)
+  VERIFY_LOG=$WORK/verify-$label.log
+  BASE=http://127.0.0.1:$VERIFY_PORT
+  log "starting mcp-gateway-verify ($label) on 127.0.0.1:$VERIFY_PORT ${*:+with $*}"
+  env "$@" LISTEN_ADDR="127.0.0.1:$VERIFY_PORT" "$VERIFY_BIN" >"$VERIFY_LOG" 2>&1 &
+  VERIFY_PID=$!
+  for ((i = 0; i < 300; i++)); do
+    is_running "$VERIFY_PID" || die "mcp-gateway-verify ($label) exited during startup"
+    code=$(http_code "$BASE/health")
+    [[ $code == 200 ]] && return 0
+    sleep 0.1
+  done
+  die "mcp-gateway-verify ($label): GET /health did not answer 200 within 30 s (last: $code)"
+}
+
+stop_verify() {
+  [[ -n $VERIFY_PID ]] || return 0
+  log "stopping mcp-gateway-verify (pid $VERIFY_PID)"
+  stop_pid "$VERIFY_PID"
+  VERIFY_PID=''
+}
+
+# One curl request to /verify with the bench token; must answer 200.
+check_verify_ok() {
+  local code
+  code=$(http_code "${VERIFY_HEADERS[@]}" "$BASE/verify")
+  if [[ $code != 200 ]]; then
+    log "response body:"
+    curl -s --max-time 5 -D - "${VERIFY_HEADERS[@]}" "$BASE/verify" >&2 || true
+    die "/verify with a valid token answered $code, expected 200 ($1)"
+  fi
+  log "/verify with the bench token -> 200 ($1)"
+}
+
+# Plausibility check (warning only): without a token /verify must not allow.
+check_verify_denies() {
+  local code
+  code=$(http_code -H "X-Forwarded-Proto: $FWD_PROTO" -H "X-Forwarded-Host: $FWD_HOST" \
+    -H "X-Forwarded-Uri: $FWD_URI" -H "X-Forwarded-Method: $FWD_METHOD" "$BASE/verify")
+  if [[ $code == 2* ]]; then
+    log "WARNING: /verify WITHOUT a token answered $code — the benchmark may not measure real verification"
+  else
+    log "/verify without a token -> $code (denied, as expected)"
+  fi
+}
+
+# wrk_run OUTFILE DURATION PATH [LUA_SCRIPT]
+wrk_run() {
+  local out=$1 dur=$2 path=$3
+  shift 3
+  local args=(-t "$THREADS" -c "$CONNECTIONS" -d "$dur" --latency)
+  if (($# > 0)); then args+=(-s "$1"); fi
+  if ! wrk "${args[@]}" "$BASE$path" >"$out" 2>&1; then
+    cat "$out" >&2
+    die "wrk failed on $path"
+  fi
+}
+
+declare -A R=()   # results, keyed "<run>.<field>"
+FAILURES=()       # correctness problems found during the runs
+
+# store PREFIX TEXT: put the KEY=VALUE lines of TEXT into R[PREFIX.KEY]
+store() {
+  local prefix=$1 k v
+  while IFS='=' read -r k v; do
+    if [[ -n $k ]]; then R[$prefix.$k]=$v; fi
+  done <<<"$2"
+}
+
+# measure RUN PATH [LUA_SCRIPT]: unrecorded warm-up is done by the caller;
+# this is the recorded wrk run, parsed into R[RUN.*] and checked for non-2xx.
+measure() {
+  local run=$1 path=$2
+  shift 2
+  local out=$WORK/wrk-$run.txt parsed
+  log "($run) wrk -t$THREADS -c$CONNECTIONS -d$DURATION $path"
+  wrk_run "$out" "$DURATION" "$path" "$@"
+  cat "$out" >&2
+  parsed=$(python3 "$BENCH/parse_wrk.py" "$out") || die "($run) could not parse wrk output"
+  store "$run" "$parsed"
+  if [[ ${R[$run.requests]} == 0 ]]; then FAILURES+=("($run) no request completed"); fi
+  if [[ ${R[$run.non2xx]} != 0 ]]; then FAILURES+=("($run) ${R[$run.non2xx]} non-2xx responses"); fi
+  if [[ "${R[$run.sock_connect]} ${R[$run.sock_read]} ${R[$run.sock_write]} ${R[$run.sock_timeout]}" != "0 0 0 0" ]]; then
+    log "WARNING: ($run) socket errors: connect ${R[$run.sock_connect]}, read ${R[$run.sock_read]}, write ${R[$run.sock_write]}, timeout ${R[$run.sock_timeout]}"
+  fi
+  # The service must have survived the run.
+  is_running "$VERIFY_PID" || die "($run) mcp-gateway-verify died during the run"
+  [[ $(http_code "$BASE/health") == 200 ]] || die "($run) /health no longer answers 200 after the run"
+}
+
+warm_up() {
+  log "($1) warm-up: wrk -d$WARMUP $2 (not recorded)"
+  wrk_run "$WORK/wrk-$1-warmup.txt" "$WARMUP" "${@:2}"
+}
+
+# scrape FILE: GET /metrics into FILE; returns 1 (and warns) on failure.
+scrape() {
+  curl -fsS --max-time 5 -o "$1" "$BASE/metrics" && return 0
+  log "WARNING: GET /metrics failed"
+  return 1
+}
+
+# decision_quantiles RUN BEFORE AFTER: p50/p99 of the decision histogram
+# between two scrapes into R[RUN.dec.{count,p50_us,p99_us}]; "n/a" when unavailable.
+decision_quantiles() {
+  local run=$1 out
+  R[$run.dec.p50_us]=n/a R[$run.dec.p99_us]=n/a R[$run.dec.count]=n/a
+  if [[ -s $2 && -s $3 ]] && out=$(python3 "$BENCH/histogram_quantiles.py" "$HIST" "$2" "$3" 0.5 0.99); then
+    store "$run.dec" "$out"
+  else
+    log "WARNING: ($run) no usable $HIST histogram in /metrics"
+  fi
+}
+
+# redis_count RUN: Redis commands since the last CONFIG RESETSTAT into R[RUN.redis_*]
+redis_count() {
+  local out
+  rcli INFO commandstats >"$WORK/redis-$1.txt"
+  out=$(python3 "$BENCH/redis_calls.py" "$WORK/redis-$1.txt")
+  R[$1.redis_total]=$(sed -n 's/^total=//p' <<<"$out")
+  R[$1.redis_detail]=$(sed -n 's/^cmd_\(.*\)=\(.*\)/\1=\2/p' <<<"$out" | paste -sd' ' -)
+}
+
+# ---------------------------------------------------------------------------
+# 1. tools and binaries
+# ---------------------------------------------------------------------------
+command -v python3 >/dev/null 2>&1 || die "python3 is required"
+ensure_cmd wrk wrk
+ensure_cmd redis-server redis-server
+ensure_cmd redis-cli redis-tools
+ensure_cmd curl curl
+
+if [[ $SKIP_BUILD != 1 ]]; then
+  log "cargo build --release --bins"
+  cargo build --release --bins >&2
+fi
+[[ -x $VERIFY_BIN ]] || die "$VERIFY_BIN missing (build first or unset SKIP_BUILD)"
+[[ -x $CLI_BIN ]] || die "$CLI_BIN missing (build first or unset SKIP_BUILD)"
+
+# ---------------------------------------------------------------------------
+# 2. private Redis on a free loopback port (no persistence)
+# ---------------------------------------------------------------------------
+REDIS_PORT=$(free_port)
+log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+  --daemonize no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+for ((i = 0; i < 100; i++)); do
+  is_running "$REDIS_PID" || die "redis-server exited during startup"
+  [[ $(rcli PING 2>/dev/null || true) == PONG ]] && break
+  sleep 0.1
+done
+[[ $(rcli PING 2>/dev/null || true) == PONG ]] || die "redis-server did not answer PING within 10 s"
+
+# ---------------------------------------------------------------------------
+# 3. configuration: fresh RS256 key + the service environment
+# ---------------------------------------------------------------------------
+unset JWT_ALGORITHM JWT_PRIVATE_KEY_B64 VERIFY_CACHE_CAPACITY LISTEN_ADDR
+keys_out=$("$CLI_BIN" keys generate --alg RS256) || die "mcp-gateway keys generate failed"
+while IFS= read -r line; do
+  case $line in
+    JWT_ALGORITHM=*) export JWT_ALGORITHM=${line#*=} ;;
+    JWT_PRIVATE_KEY_B64=*) export JWT_PRIVATE_KEY_B64=${line#*=} ;;
+    '') ;;
+    *) log "WARNING: unexpected line from 'keys generate': ${line:0:60}" ;;
+  esac
+done <<<"$keys_out"
+[[ ${JWT_ALGORITHM:-} == RS256 ]] || die "'keys generate' did not print JWT_ALGORITHM=RS256"
+[[ -n ${JWT_PRIVATE_KEY_B64:-} ]] || die "'keys generate' did not print JWT_PRIVATE_KEY_B64=..."
+
+export BASE_DOMAIN=localhost
+export ISSUER_URL=http://auth.localhost
+export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+export RESOURCE_HOSTS=mcp.localhost
+export ALLOWED_GITHUB_USERS='*'
+export LOG_FORMAT=json
+export RUST_LOG=warn
+
+# ---------------------------------------------------------------------------
+# 4.–6. verify up, token minted, one allowed request checked with curl
+# ---------------------------------------------------------------------------
+start_verify warm
+
+BENCH_TOKEN=$("$CLI_BIN" tokens mint --user-id 1 --user alice --client-id bench \
+  --scope mcp --resource "http://$FWD_HOST$FWD_URI") || die "mcp-gateway tokens mint failed"
+BENCH_TOKEN=${BENCH_TOKEN//[$'\r\n\t ']/}
+[[ -n $BENCH_TOKEN ]] || die "'tokens mint' printed no token"
+[[ $BENCH_TOKEN == *.*.* ]] || log "WARNING: minted token does not look like a JWT: ${BENCH_TOKEN:0:40}..."
+export BENCH_TOKEN BENCH_FWD_PROTO=$FWD_PROTO BENCH_FWD_HOST=$FWD_HOST \
+  BENCH_FWD_URI=$FWD_URI BENCH_FWD_METHOD=$FWD_METHOD   # read by verify-headers.lua
+verify_curl_headers
+check_verify_ok "warm process"
+check_verify_denies
+
+LUA=$BENCH/verify-headers.lua
+
+# ---------------------------------------------------------------------------
+# 7a. baseline: GET /health
+# ---------------------------------------------------------------------------
+warm_up a /health
+measure a /health
+
+# ---------------------------------------------------------------------------
+# 7b. hot path: /verify with the cached token; count Redis commands
+# ---------------------------------------------------------------------------
+warm_up b /verify "$LUA"
+rcli CONFIG RESETSTAT >/dev/null
+scrape "$WORK/metrics-b-before.txt" || true
+measure b /verify "$LUA"
+scrape "$WORK/metrics-b-after.txt" || true
+redis_count b
+decision_quantiles b "$WORK/metrics-b-before.txt" "$WORK/metrics-b-after.txt"
+
+# ---------------------------------------------------------------------------
+# 7c. cold path: restart verify with both caches disabled
+# ---------------------------------------------------------------------------
+stop_verify
+start_verify cold VERIFY_CACHE_CAPACITY=0
+check_verify_ok "VERIFY_CACHE_CAPACITY=0"
+warm_up c /verify "$LUA"
+rcli CONFIG RESETSTAT >/dev/null
+scrape "$WORK/metrics-c-before.txt" || true
+measure c /verify "$LUA"
+scrape "$WORK/metrics-c-after.txt" || true
+redis_count c
+decision_quantiles c "$WORK/metrics-c-before.txt" "$WORK/metrics-c-after.txt"
+stop_verify
+
+# ---------------------------------------------------------------------------
+# 8. report: stdout + append to bench/RESULTS.md
+# ---------------------------------------------------------------------------
+ratio=$(awk -v b="${R[b.rps]}" -v a="${R[a.rps]}" 'BEGIN { printf "%.3f", (a > 0 ? b / a : 0) }')
+meets=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.9 ? "yes" : "no") }')
+us() { awk -v v="$1" 'BEGIN { printf "%.1f", v }'; }
+per_req() { awk -v n="$1" -v r="$2" 'BEGIN { if (r > 0) printf "%.3f", n / r; else print "n/a" }'; }
+
+cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
+[[ -n $cpu ]] || cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+[[ -z $(git -C "$ROOT" status --porcelain 2>/dev/null) ]] || commit="$commit + uncommitted changes"
+
+section=$WORK/section.md
+{
+  echo
+  echo "## Run $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
+  echo
+  echo "- machine: nproc=$(nproc), CPU: ${cpu:-unknown}, kernel $(uname -r)"
+  echo "- wrk: \`-t$THREADS -c$CONNECTIONS -d$DURATION --latency\`, unrecorded $WARMUP warm-up before each run; $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}')"
+  echo "- tree: $commit"
+  echo
+  echo "| run | rps | p50 (µs) | p99 (µs) | non-2xx |"
+  echo "|---|---:|---:|---:|---:|"
+  for run in a b c; do
+    case $run in
+      a) label="(a) GET /health (baseline)" ;;
+      b) label="(b) /verify, cached token" ;;
+      c) label="(c) /verify, VERIFY_CACHE_CAPACITY=0 (cold)" ;;
+    esac
+    echo "| $label | ${R[$run.rps]} | $(us "${R[$run.p50_us]}") | $(us "${R[$run.p99_us]}") | ${R[$run.non2xx]} |"
+  done
+  echo
+  echo "- ratio (b)/(a) rps: $ratio — target ≥ 0.9: $([[ $meets == yes ]] && echo met || echo NOT met)"
+  echo "- Redis commands during (b): ${R[b.redis_total]} for ${R[b.requests]} requests ($(per_req "${R[b.redis_total]}" "${R[b.requests]}")/request)${R[b.redis_detail]:+: ${R[b.redis_detail]}}"
+  echo "- Redis commands during (c): ${R[c.redis_total]} for ${R[c.requests]} requests ($(per_req "${R[c.redis_total]}" "${R[c.requests]}")/request)${R[c.redis_detail]:+: ${R[c.redis_detail]}}"
+  echo "- decision latency (b), p50 / p99: ${R[b.dec.p50_us]} / ${R[b.dec.p99_us]} µs (${R[b.dec.count]} observations)"
+  echo "- decision latency (c), p50 / p99: ${R[c.dec.p50_us]} / ${R[c.dec.p99_us]} µs (${R[c.dec.count]} observations)"
+  for run in a b c; do
+    errs="connect ${R[$run.sock_connect]}, read ${R[$run.sock_read]}, write ${R[$run.sock_write]}, timeout ${R[$run.sock_timeout]}"
+    [[ $errs == "connect 0, read 0, write 0, timeout 0" ]] || echo "- ($run) wrk socket errors: $errs"
+  done
+  for f in "${FAILURES[@]}"; do echo "- FAILED: $f"; done
+} >"$section"
+
+echo "==================== summary ===================="
+cat "$section"
+
+if ((${#FAILURES[@]} > 0)); then
+  log "correctness check failed; not appending to $RESULTS"
+  exit 1
+fi
+
+if [[ ! -s $RESULTS ]]; then
+  cat >"$RESULTS" <<'EOF'
+# mcp-gateway-verify benchmark
+
+Throughput and latency of the ForwardAuth service `mcp-gateway-verify`
+(what Traefik calls on every request), measured with `wrk` against one local
+verify process with its own throw-away `redis-server`, everything on loopback:
+
+- **(a)** `GET /health` — no-op baseline of the HTTP stack;
+- **(b)** `/verify` with a valid token that is already cached — the hot path;
+  Redis commands issued during (b) are counted (`INFO commandstats`);
+- **(c)** `/verify` after a restart with `VERIFY_CACHE_CAPACITY=0` — both caches
+  off, so every request checks the RSA signature and asks Redis.
+
+rps and p50/p99 come from `wrk --latency` (client side, includes the loopback
+round trip); "decision latency" is the service's own histogram
+`mcp_gateway_verify_decision_duration_seconds` over the measured run only
+(difference of `/metrics` scrapes before and after), interpolated like
+Prometheus' `histogram_quantile`. Target: (b) ≥ 0.9 × (a) rps. The script
+reports it but does not enforce it (machines are shared and noisy); it fails
+only when a service does not start or a response is not 2xx.
+
+Rerun: `bash bench/verify.sh` (env: `DURATION=10s CONNECTIONS=64 THREADS=2`,
+`SKIP_BUILD=1` to reuse `target/release`). Parser self-test:
+`bash bench/selftest.sh`. Each run appends a dated section below.
+EOF
+fi
+cat "$section" >>"$RESULTS"
+log "appended results to ${RESULTS#"$ROOT"/}"

@@ -1,0 +1,990 @@
+//! Configuration: one optional TOML file overlaid by environment variables (DESIGN §6), parsed
+//! into validated types before any port is bound.
+//!
+//! Every setting has one public name, the environment variable (`ACCESS_TOKEN_LIFETIME`); in the
+//! TOML file the same name is written in lower case (`access_token_lifetime = 3600`). A bad value
+//! is a [`ConfigError`] naming the variable; the binaries print it on one line and exit 64.
+//! The environment is read through [`ConfigSource`], so tests hand in a map instead of calling
+//! `set_var`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use ipnet::IpNet;
+
+use crate::token::keys::{KeyMaterial, KeySet, SigningAlgorithm};
+
+/// Exit status for a configuration error (`EX_USAGE` of sysexits.h).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// A bad configuration value: which variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    pub var: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(var: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            var: var.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A value that must never reach a log line or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where settings come from: an optional TOML file and an environment map.
+#[derive(Clone, Default)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    pub env: HashMap<String, String>,
+}
+
+impl fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigSource")
+            .field("file", &self.file)
+            .field("env", &format_args!("{} variables", self.env.len()))
+            .finish()
+    }
+}
+
+impl ConfigSource {
+    /// The process environment, plus the file given with `--config`.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        Self {
+            file,
+            env: std::env::vars().collect(),
+        }
+    }
+
+    /// Only the given variables (tests, embedded use).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            file: None,
+            env: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// Sets one variable, replacing an earlier value.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// What verify does when the store cannot be asked (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// 503 for anything not decidable without the store; the liveness cache is dropped as soon
+    /// as the revocation feed is lost.
+    Closed,
+    /// Keep serving positives still in the liveness cache while the store is away.
+    Cached,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `ALLOWED_GITHUB_USERS`: GitHub logins, compared trimmed and case-insensitively.
+/// Empty allows nobody; `*` allows everyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowList {
+    Everyone,
+    Users(Vec<String>),
+}
+
+impl AllowList {
+    pub fn parse(raw: &str) -> Self {
+        let names: Vec<String> = split_list(raw).map(|n| n.to_ascii_lowercase()).collect();
+        if names.iter().any(|n| n == "*") {
+            AllowList::Everyone
+        } else {
+            AllowList::Users(names)
+        }
+    }
+
+    pub fn allows(&self, user: &str) -> bool {
+        match self {
+            AllowList::Everyone => true,
+            AllowList::Users(names) => {
+                let user = user.trim();
+                names.iter().any(|n| n.eq_ignore_ascii_case(user))
+            }
+        }
+    }
+}
+
+/// One `RESOURCE_HOSTS` entry: `mcp.example.com`, `*.example.com` (subdomains, not the apex),
+/// or `*` (any host). Matched against the host without its port unless the pattern has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Any,
+    Exact(String),
+    Subdomains(String),
+}
+
+impl HostPattern {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim().to_ascii_lowercase();
+        if raw == "*" {
+            return Ok(HostPattern::Any);
+        }
+        let (suffix, wildcard) = match raw.strip_prefix("*.") {
+            Some(rest) => (rest.to_string(), true),
+            None => (raw.clone(), false),
+        };
+        let valid = !suffix.is_empty()
+            && suffix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+            && !suffix.starts_with('.')
+            && !suffix.ends_with('.');
+        if !valid {
+            return Err(format!("{raw:?} is not a host name or *.domain pattern"));
+        }
+        Ok(if wildcard {
+            HostPattern::Subdomains(format!(".{suffix}"))
+        } else {
+            HostPattern::Exact(suffix)
+        })
+    }
+
+    /// `host` is lower-case, possibly with a `:port`.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Any => true,
+            HostPattern::Exact(name) => {
+                host == name || (!name.contains(':') && strip_port(host) == name)
+            }
+            HostPattern::Subdomains(dot_suffix) => {
+                let h = if dot_suffix.contains(':') {
+                    host
+                } else {
+                    strip_port(host)
+                };
+                h.len() > dot_suffix.len() && h.ends_with(dot_suffix.as_str())
+            }
+        }
+    }
+}
+
+/// The host part of `host[:port]`, IPv6 literals included.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// `REQUIRED_SCOPES`: scopes every token must carry, globally or under a host/path prefix.
+///
+/// Grammar: rules separated by `;`, each `[prefix=]scope scope …` where prefix is `host`,
+/// `host/path` or `/path`. All rules that match a request apply (their scopes add up).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopePolicy {
+    rules: Vec<ScopeRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ScopeRule {
+    prefix: Option<String>,
+    scopes: Vec<String>,
+}
+
+impl ScopePolicy {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for part in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (prefix, scopes) = match part.split_once('=') {
+                Some((prefix, scopes)) => {
+                    let prefix = prefix.trim().to_ascii_lowercase();
+                    if prefix.is_empty() {
+                        return Err(format!("rule {part:?} has an empty prefix"));
+                    }
+                    (Some(prefix), scopes)
+                }
+                None => (None, part),
+            };
+            let scopes: Vec<String> = split_list(scopes).map(str::to_string).collect();
+            if scopes.is_empty() {
+                return Err(format!("rule {part:?} names no scope"));
+            }
+            if let Some(bad) = scopes.iter().find(|s| !is_scope_token(s)) {
+                return Err(format!(
+                    "{bad:?} is not a valid scope token (RFC 6749 §3.3)"
+                ));
+            }
+            rules.push(ScopeRule { prefix, scopes });
+        }
+        Ok(Self { rules })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The scopes a request to `host` + `path` needs, without duplicates.
+    pub fn required_for(&self, host: &str, path: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for rule in &self.rules {
+            let applies = match &rule.prefix {
+                None => true,
+                Some(p) if p.starts_with('/') => path.starts_with(p.as_str()),
+                Some(p) => match p.split_once('/') {
+                    Some((h, rest)) => {
+                        strip_port(host) == h
+                            && path.len() > rest.len()
+                            && path[1..].starts_with(rest)
+                    }
+                    None => strip_port(host) == p || host == p,
+                },
+            };
+            if applies {
+                for s in &rule.scopes {
+                    if !out.contains(&s.as_str()) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every scope any rule names.
+    pub fn all_scopes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in self.rules.iter().flat_map(|r| r.scopes.iter()) {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+}
+
+/// RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// Which bindings the authorization server writes into new tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BindingPolicy {
+    pub ip: bool,
+    pub user_agent: bool,
+    pub client_cert: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubSettings {
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret<String>>,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub api_url: String,
+}
+
+/// Validated settings shared by every binary.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `ISSUER_URL` without a trailing slash (default `https://auth.${BASE_DOMAIN}`).
+    pub issuer: String,
+    pub base_domain: String,
+    pub keys: Arc<KeySet>,
+    pub redis_url: Secret<String>,
+    pub github: GithubSettings,
+    /// `None` when `ALLOWED_GITHUB_USERS` is not set at all: verify then leaves the decision to
+    /// the authorization server, which treats "not set" as "nobody".
+    pub allowed_users: Option<AllowList>,
+    pub access_token_lifetime: Duration,
+    pub refresh_token_lifetime: Duration,
+    /// `None` = registrations never expire (`CLIENT_LIFETIME=0`).
+    pub client_lifetime: Option<Duration>,
+    pub custom_claims: serde_json::Map<String, serde_json::Value>,
+    pub bind: BindingPolicy,
+    pub mfa_required: bool,
+    pub mfa_provider: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub debug: bool,
+    pub log_format: LogFormat,
+    /// `None` = the binary's own default port.
+    pub listen_addr: Option<SocketAddr>,
+    pub resource_hosts: Vec<HostPattern>,
+    pub resource_path: String,
+    pub resource_name: String,
+    pub accept_issuer_audience: bool,
+    pub required_scopes: ScopePolicy,
+    pub scopes_supported: Vec<String>,
+    pub forward_access_token: bool,
+    pub verify_cache_ttl: Duration,
+    /// 0 disables both verify caches (every request verifies and asks the store).
+    pub verify_cache_capacity: u64,
+    pub failure_mode: FailureMode,
+}
+
+const DEFAULT_GITHUB_AUTHORIZE_URL: &str = "https://github.com/login/oauth/authorize";
+const DEFAULT_GITHUB_TOKEN_URL: &str = "https://github.com/login/oauth/access_token";
+const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+
+impl Settings {
+    pub fn load(source: &ConfigSource) -> Result<Self, ConfigError> {
+        let raw = Raw::gather(source)?;
+        Self::from_raw(&raw)
+    }
+
+    /// The listen address, or the binary's default.
+    pub fn listen_addr_or(&self, default: SocketAddr) -> SocketAddr {
+        self.listen_addr.unwrap_or(default)
+    }
+
+    fn from_raw(raw: &Raw) -> Result<Self, ConfigError> {
+        let base_domain = match raw.get("BASE_DOMAIN") {
+            Some(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                HostPattern::parse(&d).map_err(|e| ConfigError::new("BASE_DOMAIN", e))?;
+                d
+            }
+            None => "localhost".to_string(),
+        };
+        let issuer = match raw.get("ISSUER_URL") {
+            Some(u) => parse_http_url("ISSUER_URL", u)?,
+            None => format!("https://auth.{base_domain}"),
+        };
+        let algorithm = match raw.get("JWT_ALGORITHM") {
+            Some(a) => {
+                SigningAlgorithm::parse(a).map_err(|e| ConfigError::new("JWT_ALGORITHM", e))?
+            }
+            None => SigningAlgorithm::Rs256,
+        };
+        let keys = Arc::new(load_keys(raw, algorithm)?);
+
+        let mut redis_url = raw
+            .get("REDIS_URL")
+            .unwrap_or("redis://127.0.0.1:6379")
+            .to_string();
+        let parsed = url::Url::parse(&redis_url)
+            .map_err(|e| ConfigError::new("REDIS_URL", format!("not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                "scheme must be redis://, rediss:// or unix://",
+            ));
+        }
+        if let Some(password) = raw.get("REDIS_PASSWORD") {
+            if parsed.password().is_none() {
+                let mut with_pw = parsed.clone();
+                with_pw
+                    .set_password(Some(password))
+                    .map_err(|_| ConfigError::new("REDIS_PASSWORD", "cannot be set on this URL"))?;
+                redis_url = with_pw.to_string();
+            }
+        }
+
+        let github = GithubSettings {
+            client_id: raw.get("GITHUB_CLIENT_ID").map(str::to_string),
+            client_secret: raw
+                .get("GITHUB_CLIENT_SECRET")
+                .map(|s| Secret::new(s.to_string())),
+            authorize_url: raw
+                .get("GITHUB_AUTHORIZE_URL")
+                .map(|u| parse_http_url("GITHUB_AUTHORIZE_URL", u))
+                .transpose()?
+                .unwrap_or_else(|| DEFAULT_GITHUB_AUTHORIZE_URL.into()),
+            token_url: raw
+                .get("GITHUB_TOKEN_URL")
+                .map(|u| parse_http_url("GITHUB_TOKEN_URL", u))
+                .transpose()?
+                .unwrap_or_else(|| DEFAULT_GITHUB_TOKEN_URL.into()),
+            api_url: raw
+                .get("GITHUB_API_URL")
+                .map(|u| parse_http_url("GITHUB_API_URL", u))
+                .transpose()?
+                .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.into()),
+        };
+
+        let allowed_users = raw.get_raw("ALLOWED_GITHUB_USERS").map(AllowList::parse);
+
+        let access_token_lifetime = raw.duration("ACCESS_TOKEN_LIFETIME", 30 * 86_400)?;
+        if access_token_lifetime.is_zero() {
+            return Err(ConfigError::new(
+                "ACCESS_TOKEN_LIFETIME",
+                "must be at least 1 second",
+            ));
+        }
+        let refresh_token_lifetime = raw.duration("REFRESH_TOKEN_LIFETIME", 365 * 86_400)?;
+        if refresh_token_lifetime.is_zero() {
+            return Err(ConfigError::new(
+                "REFRESH_TOKEN_LIFETIME",
+                "must be at least 1 second",
+            ));
+        }
+        let client_lifetime =
+            Some(raw.duration("CLIENT_LIFETIME", 90 * 86_400)?).filter(|d| !d.is_zero());
+
+        let custom_claims = match raw.get("TOKEN_CUSTOM_CLAIMS") {
+            None => serde_json::Map::new(),
+            Some(json) => match serde_json::from_str::<serde_json::Value>(json) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(_) => {
+                    return Err(ConfigError::new(
+                        "TOKEN_CUSTOM_CLAIMS",
+                        "must be a JSON object",
+                    ));
+                }
+                Err(e) => {
+                    return Err(ConfigError::new(
+                        "TOKEN_CUSTOM_CLAIMS",
+                        format!("not valid JSON: {e}"),
+                    ));
+                }
+            },
+        };
+
+        let mfa_provider = raw
+            .get("TOKEN_MFA_PROVIDER")
+            .unwrap_or("totp")
+            .to_ascii_lowercase();
+        if mfa_provider != "totp" {
+            return Err(ConfigError::new(
+                "TOKEN_MFA_PROVIDER",
+                format!("{mfa_provider:?} is not supported (only \"totp\")"),
+            ));
+        }
+
+        let trusted_proxies = match raw.get("TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(list) => split_list(list)
+                .map(|p| parse_net(p).map_err(|e| ConfigError::new("TRUSTED_PROXIES", e)))
+                .collect::<Result<_, _>>()?,
+        };
+
+        let log_format = match raw
+            .get("LOG_FORMAT")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("json") => LogFormat::Json,
+            Some("text") | Some("pretty") => LogFormat::Text,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("{other:?} is not one of json, text"),
+                ));
+            }
+        };
+
+        let listen_addr = raw
+            .get("LISTEN_ADDR")
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::new(
+                        "LISTEN_ADDR",
+                        format!("{a:?} is not an address like 0.0.0.0:8081"),
+                    )
+                })
+            })
+            .transpose()?;
+
+        let resource_hosts = split_list(
+            &raw.get("RESOURCE_HOSTS")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("*.{base_domain}")),
+        )
+        .map(|p| HostPattern::parse(p).map_err(|e| ConfigError::new("RESOURCE_HOSTS", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+        if resource_hosts.is_empty() {
+            return Err(ConfigError::new("RESOURCE_HOSTS", "names no host"));
+        }
+
+        let resource_path = raw.get("RESOURCE_PATH").unwrap_or("/mcp").to_string();
+        if !resource_path.starts_with('/')
+            || resource_path.contains(['?', '#', ' '])
+            || (resource_path.len() > 1 && resource_path.ends_with('/'))
+        {
+            return Err(ConfigError::new(
+                "RESOURCE_PATH",
+                "must be a path like /mcp (leading slash, no query, no trailing slash)",
+            ));
+        }
+
+        let required_scopes = ScopePolicy::parse(raw.get("REQUIRED_SCOPES").unwrap_or(""))
+            .map_err(|e| ConfigError::new("REQUIRED_SCOPES", e))?;
+        let scopes_supported = match raw.get("SCOPES_SUPPORTED") {
+            Some(list) => {
+                let scopes: Vec<String> = split_list(list).map(str::to_string).collect();
+                if let Some(bad) = scopes.iter().find(|s| !is_scope_token(s)) {
+                    return Err(ConfigError::new(
+                        "SCOPES_SUPPORTED",
+                        format!("{bad:?} is not a valid scope token"),
+                    ));
+                }
+                scopes
+            }
+            None => {
+                let mut s = vec!["mcp".to_string()];
+                for extra in required_scopes.all_scopes() {
+                    if !s.contains(&extra) {
+                        s.push(extra);
+                    }
+                }
+                s
+            }
+        };
+
+        let verify_cache_ttl = raw.duration("VERIFY_CACHE_TTL", 30)?;
+        if verify_cache_ttl.is_zero() {
+            return Err(ConfigError::new(
+                "VERIFY_CACHE_TTL",
+                "must be at least 1 second (use VERIFY_CACHE_CAPACITY=0 to disable caching)",
+            ));
+        }
+
+        let failure_mode = match raw
+            .get("REDIS_FAILURE_MODE")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("closed") => FailureMode::Closed,
+            Some("cached") => FailureMode::Cached,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "REDIS_FAILURE_MODE",
+                    format!("{other:?} is not one of closed, cached"),
+                ));
+            }
+        };
+
+        Ok(Settings {
+            issuer,
+            base_domain,
+            keys,
+            redis_url: Secret::new(redis_url),
+            github,
+            allowed_users,
+            access_token_lifetime,
+            refresh_token_lifetime,
+            client_lifetime,
+            custom_claims,
+            bind: BindingPolicy {
+                ip: raw.bool("TOKEN_BIND_IP", false)?,
+                user_agent: raw.bool("TOKEN_BIND_UA", false)?,
+                client_cert: raw.bool("TOKEN_BIND_CERT", false)?,
+            },
+            mfa_required: raw.bool("TOKEN_MFA_REQUIRED", false)?,
+            mfa_provider,
+            trusted_proxies,
+            debug: raw.bool("DEBUG", false)?,
+            log_format,
+            listen_addr,
+            resource_hosts,
+            resource_path,
+            resource_name: raw.get("RESOURCE_NAME").unwrap_or("MCP server").to_string(),
+            accept_issuer_audience: raw.bool("ACCEPT_ISSUER_AUDIENCE", false)?,
+            required_scopes,
+            scopes_supported,
+            forward_access_token: raw.bool("FORWARD_ACCESS_TOKEN", false)?,
+            verify_cache_ttl,
+            verify_cache_capacity: raw.number("VERIFY_CACHE_CAPACITY", 100_000)?,
+            failure_mode,
+        })
+    }
+}
+
+fn load_keys(raw: &Raw, algorithm: SigningAlgorithm) -> Result<KeySet, ConfigError> {
+    let signing = if algorithm == SigningAlgorithm::Hs256 {
+        match raw.get("GATEWAY_JWT_SECRET") {
+            Some(secret) => Some(
+                KeyMaterial::hmac_secret(secret.as_bytes())
+                    .map_err(|e| ConfigError::new("GATEWAY_JWT_SECRET", e))?,
+            ),
+            None => None,
+        }
+    } else {
+        let (var, pem) = match (
+            raw.get("JWT_PRIVATE_KEY_B64"),
+            raw.get("JWT_PRIVATE_KEY_FILE"),
+        ) {
+            (Some(b64), _) => (
+                "JWT_PRIVATE_KEY_B64",
+                decode_pem_b64(b64).map_err(|e| ConfigError::new("JWT_PRIVATE_KEY_B64", e))?,
+            ),
+            (None, Some(path)) => (
+                "JWT_PRIVATE_KEY_FILE",
+                std::fs::read(path).map_err(|e| {
+                    ConfigError::new("JWT_PRIVATE_KEY_FILE", format!("cannot read {path}: {e}"))
+                })?,
+            ),
+            (None, None) => ("JWT_PRIVATE_KEY_B64", Vec::new()),
+        };
+        if pem.is_empty() {
+            None
+        } else {
+            Some(KeyMaterial::private_pem(algorithm, &pem).map_err(|e| ConfigError::new(var, e))?)
+        }
+    };
+
+    let mut verification = Vec::new();
+    if let Some(list) = raw.get("JWT_VERIFICATION_KEYS_B64") {
+        for (i, item) in split_list(list).enumerate() {
+            let var = "JWT_VERIFICATION_KEYS_B64";
+            let pem = decode_pem_b64(item)
+                .map_err(|e| ConfigError::new(var, format!("key {}: {e}", i + 1)))?;
+            let key = KeyMaterial::any_pem(&pem)
+                .map_err(|e| ConfigError::new(var, format!("key {}: {e}", i + 1)))?;
+            verification.push(key);
+        }
+    }
+    if algorithm == SigningAlgorithm::Hs256 {
+        // Previous HMAC secrets, so an HS256 secret can rotate too.
+        if let Some(list) = raw.get("GATEWAY_JWT_PREVIOUS_SECRETS") {
+            for item in split_list(list) {
+                verification.push(
+                    KeyMaterial::hmac_secret(item.as_bytes())
+                        .map_err(|e| ConfigError::new("GATEWAY_JWT_PREVIOUS_SECRETS", e))?,
+                );
+            }
+        }
+    }
+
+    if signing.is_none() && verification.is_empty() {
+        let (var, hint) = if algorithm == SigningAlgorithm::Hs256 {
+            (
+                "GATEWAY_JWT_SECRET",
+                "required for HS256 (mcp-gateway generate-jwt-secret)",
+            )
+        } else {
+            (
+                "JWT_PRIVATE_KEY_B64",
+                "required (or JWT_PRIVATE_KEY_FILE): generate one with `mcp-gateway keys generate`",
+            )
+        };
+        return Err(ConfigError::new(var, hint));
+    }
+    KeySet::new(signing, verification).map_err(|e| ConfigError::new("JWT_VERIFICATION_KEYS_B64", e))
+}
+
+/// Accepts base64 of a PEM (the seed's form), with or without line breaks, or the PEM itself.
+fn decode_pem_b64(value: &str) -> Result<Vec<u8>, String> {
+    let trimmed = value.trim();
+    if trimmed.starts_with("-----BEGIN") {
+        return Ok(trimmed.replace("\\n", "\n").into_bytes());
+    }
+    let compact: String = trimmed.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|_| "not base64 of a PEM key".to_string())
+}
+
+fn parse_http_url(var: &str, value: &str) -> Result<String, ConfigError> {
+    let url = url::Url::parse(value.trim())
+        .map_err(|e| ConfigError::new(var, format!("{value:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(var, "must be an http(s) URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(var, "must not have a query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+fn parse_net(value: &str) -> Result<IpNet, String> {
+    if let Ok(net) = value.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    value
+        .parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{value:?} is neither an IP address nor a CIDR range"))
+}
+
+/// Splits a list written with commas and/or white space.
+pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(|c: char| c == ',' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// The merged raw values, keyed by lower-case name.
+struct Raw {
+    values: HashMap<String, String>,
+}
+
+impl Raw {
+    fn gather(source: &ConfigSource) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = &source.file {
+            if !file.exists() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("{} does not exist", file.display()),
+                ));
+            }
+            builder = builder.add_source(
+                config::File::from(file.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::default().source(Some(
+                source
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )),
+        );
+        let merged = builder
+            .build()
+            .map_err(|e| ConfigError::new("--config", e.to_string()))?;
+        let table: HashMap<String, config::Value> = merged
+            .try_deserialize()
+            .map_err(|e| ConfigError::new("--config", e.to_string()))?;
+        let mut values = HashMap::with_capacity(table.len());
+        for (key, value) in table {
+            let key = key.to_ascii_lowercase();
+            let text = match value.clone().into_string() {
+                Ok(s) => s,
+                Err(_) => match value.into_array() {
+                    Ok(items) => items
+                        .into_iter()
+                        .map(|v| v.into_string())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| {
+                            ConfigError::new(
+                                key.to_ascii_uppercase(),
+                                "list items must be plain values",
+                            )
+                        })?
+                        .join(","),
+                    Err(_) => continue, // tables belong to no setting of ours
+                },
+            };
+            values.insert(key, text);
+        }
+        Ok(Self { values })
+    }
+
+    /// The value, trimmed; empty counts as unset.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.get_raw(name).filter(|v| !v.is_empty())
+    }
+
+    /// The value, trimmed, empty kept (for settings where "set to nothing" means something).
+    fn get_raw(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(&name.to_ascii_lowercase())
+            .map(|v| v.trim())
+    }
+
+    fn bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(other) => Err(ConfigError::new(
+                name,
+                format!("{other:?} is not a boolean (true or false)"),
+            )),
+        }
+    }
+
+    fn number(&self, name: &str, default: u64) -> Result<u64, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                ConfigError::new(name, format!("{v:?} is not a whole non-negative number"))
+            }),
+        }
+    }
+
+    /// Seconds, as a plain number or with a unit: `3600`, `90s`, `15m`, `12h`, `30d`.
+    fn duration(&self, name: &str, default_secs: u64) -> Result<Duration, ConfigError> {
+        match self.get(name) {
+            None => Ok(Duration::from_secs(default_secs)),
+            Some(v) => parse_duration(v).map_err(|e| ConfigError::new(name, e)),
+        }
+    }
+}
+
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&v[..i], &v[i..]),
+        None => (v, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{v:?} is not a duration (seconds, or a number with s, m, h or d)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{v:?} has an unknown unit (use s, m, h or d)")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{v:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hs_source() -> ConfigSource {
+        ConfigSource::from_pairs([
+            ("JWT_ALGORITHM", "HS256"),
+            (
+                "GATEWAY_JWT_SECRET",
+                "0123456789abcdef0123456789abcdef-test",
+            ),
+            ("BASE_DOMAIN", "example.com"),
+        ])
+    }
+
+    #[test]
+    fn defaults_follow_base_domain() {
+        let s = Settings::load(&hs_source()).unwrap();
+        assert_eq!(s.issuer, "https://auth.example.com");
+        assert!(s.resource_hosts[0].matches("mcp.example.com"));
+        assert!(!s.resource_hosts[0].matches("example.com"));
+        assert!(!s.resource_hosts[0].matches("mcp.example.com.evil.net"));
+        assert_eq!(s.resource_path, "/mcp");
+        assert_eq!(s.access_token_lifetime, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.failure_mode, FailureMode::Closed);
+        assert!(s.allowed_users.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("ACCESS_TOKEN_LIFETIME", "soon"),
+            ("LISTEN_ADDR", "nowhere"),
+            ("REDIS_FAILURE_MODE", "open"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TOKEN_CUSTOM_CLAIMS", "[1]"),
+            ("JWT_ALGORITHM", "none"),
+            ("ISSUER_URL", "ftp://x"),
+            ("TOKEN_BIND_IP", "maybe"),
+            ("REQUIRED_SCOPES", "a=\"b\""),
+        ] {
+            let err = Settings::load(&hs_source().with(var, value)).unwrap_err();
+            assert_eq!(err.var, var, "{err}");
+        }
+    }
+
+    #[test]
+    fn short_hmac_secret_is_refused() {
+        let err = Settings::load(&hs_source().with("GATEWAY_JWT_SECRET", "short")).unwrap_err();
+        assert_eq!(err.var, "GATEWAY_JWT_SECRET");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let s = Settings::load(
+            &hs_source()
+                .with("REDIS_URL", "redis://:hunter2hunter2@127.0.0.1:6379")
+                .with("GITHUB_CLIENT_SECRET", "ghsecretvalue"),
+        )
+        .unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("hunter2"));
+        assert!(!dbg.contains("ghsecretvalue"));
+        assert!(!dbg.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn allow_list_semantics() {
+        assert!(!AllowList::parse("").allows("alice"));
+        assert!(AllowList::parse("*").allows("anyone"));
+        let list = AllowList::parse(" Alice , bob");
+        assert!(list.allows("alice"));
+        assert!(list.allows("BOB "));
+        assert!(!list.allows("carol"));
+    }
+
+    #[test]
+    fn scope_policy_by_prefix() {
+        let p =
+            ScopePolicy::parse("mcp; admin.example.com=mcp:admin; /mcp/tools=mcp:write").unwrap();
+        assert_eq!(p.required_for("a.example.com", "/mcp"), vec!["mcp"]);
+        assert_eq!(
+            p.required_for("admin.example.com:443", "/mcp"),
+            vec!["mcp", "mcp:admin"]
+        );
+        assert_eq!(
+            p.required_for("a.example.com", "/mcp/tools/x"),
+            vec!["mcp", "mcp:write"]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_duration("1w").is_err());
+    }
+
+    #[test]
+    fn toml_file_is_overlaid_by_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(
+            &path,
+            "base_domain = \"file.example\"\naccess_token_lifetime = 120\nrequired_scopes = \"mcp\"\n",
+        )
+        .unwrap();
+        let mut source = hs_source().with("ACCESS_TOKEN_LIFETIME", "60");
+        source.env.remove("BASE_DOMAIN");
+        source.file = Some(path);
+        let s = Settings::load(&source).unwrap();
+        assert_eq!(s.base_domain, "file.example");
+        assert_eq!(s.access_token_lifetime, Duration::from_secs(60));
+        assert!(!s.required_scopes.is_empty());
+    }
+}

@@ -1,0 +1,41 @@
+//! # MCP OAuth Gateway
+//!
+//! An OAuth 2.1 gateway that puts login in front of any MCP (Model Context Protocol) server
+//! without the MCP server knowing anything about OAuth. A reverse proxy (Traefik, Caddy, nginx)
+//! asks [`verify`] about every MCP request ("ForwardAuth"); the answer comes from in-memory
+//! caches when warm, with no I/O.
+//!
+//! ## Module map
+//!
+//! | module | responsibility |
+//! |---|---|
+//! | [`config`] | raw settings (TOML file + environment) parsed into validated [`config::Settings`] |
+//! | [`token`] | access-token claims, signing and verification keys, JWKS, mint and validate (pure, no I/O) |
+//! | [`store`] | the [`store::Store`] trait, its Redis and in-memory implementations, key names |
+//! | [`verify`] | the ForwardAuth service: `/verify`, caches, revocation feed, protected-resource metadata |
+//! | [`cli`] | the operator CLI `mcp-gateway` |
+//! | [`telemetry`] | logging setup |
+//! | [`clock`] | the injectable clock every time decision goes through |
+//!
+//! ## Trust model
+//!
+//! * Only the proxy talks to `mcp-gateway-verify`. The proxy strips client-supplied
+//!   `X-Forwarded-*` headers (`trustForwardHeader: false` in Traefik) and sets its own, so the
+//!   resource (`X-Forwarded-Proto` + `X-Forwarded-Host`) is the proxy's word. `Host` is never
+//!   used for a decision: under Traefik and nginx it names the gateway, not the MCP server.
+//! * The client IP is the right-most `X-Forwarded-For` hop that is not a configured trusted
+//!   proxy; anything to its left was written by the client and is ignored.
+//! * A token is accepted only when its signature verifies with the key its `kid` names, with that
+//!   key's own algorithm (never `none`, never HMAC keyed with a public key), its issuer is ours,
+//!   its audience names the resource being accessed, and its `jti` is still on the allow-list in
+//!   the store. Revocation deletes the allow-list entry and is broadcast to every verify replica.
+//! * When the store cannot be asked, verify answers 503, never 401: a 401 would send every MCP
+//!   client into a new login.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod store;
+pub mod telemetry;
+pub mod token;
+pub mod verify;

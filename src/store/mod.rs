@@ -1,0 +1,121 @@
+//! Persistent state behind both services: the [`Store`] trait, its Redis implementation
+//! (production) and its in-memory implementation (`mcp-gateway dev`, tests), with one set of
+//! key names ([`keys`]) and the same behaviour: TTLs on every key, atomic take, pub/sub
+//! revocations. Every operation is one atomic Redis command or script (DESIGN §5).
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be asked (down, timed out, refused): verify answers 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be read back.
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// `oauth:token:{jti}`: an issued access token. Its existence is the allow-list entry that
+/// verify checks; revocation deletes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub jti: String,
+    /// GitHub user id (`sub`).
+    pub user_id: String,
+    /// GitHub login; indexes `oauth:user_tokens:{username}`.
+    pub username: String,
+    pub client_id: String,
+    pub scope: String,
+    pub audience: Vec<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// Refresh family the token came from, when it came from a refresh flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_id: Option<String>,
+}
+
+/// Remaining lifetime of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    Missing,
+    Persistent,
+    Expires(Duration),
+}
+
+/// Revoked `jti`s as they are published. The stream ends when the subscription is lost;
+/// the subscriber must then assume it missed messages.
+pub type RevocationStream = BoxStream<'static, String>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reachability (`/ready`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Records an issued token and indexes it by user and client; the record lives until the
+    /// token expires. `now` is Unix seconds.
+    async fn put_token(&self, record: &TokenRecord, now: i64) -> StoreResult<()>;
+
+    async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>>;
+
+    /// Whether the allow-list entry exists: the one question verify asks on a cache miss.
+    async fn token_is_live(&self, jti: &str) -> StoreResult<bool>;
+
+    /// Deletes the record and its index entries and publishes the revocation, atomically.
+    /// Returns whether a live record existed.
+    async fn revoke_token(&self, jti: &str) -> StoreResult<bool>;
+
+    /// Live `jti`s indexed under `index_key` (`oauth:user_tokens:…`/`oauth:client_tokens:…`).
+    async fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>>;
+
+    async fn subscribe_revocations(&self) -> StoreResult<RevocationStream>;
+
+    /// Sets `key` (overwriting), with a TTL or none.
+    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()>;
+
+    /// Sets `key` only if it does not exist; returns whether it was set.
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<bool>;
+
+    async fn get(&self, key: &str) -> StoreResult<Option<String>>;
+
+    /// Reads and deletes in one step (GETDEL): of N concurrent takers exactly one gets it.
+    async fn take(&self, key: &str) -> StoreResult<Option<String>>;
+
+    async fn delete(&self, key: &str) -> StoreResult<bool>;
+
+    async fn ttl(&self, key: &str) -> StoreResult<Ttl>;
+}
+
+/// TTL in whole seconds for a record that expires at `expires_at`, at least one second.
+pub(crate) fn seconds_until(expires_at: i64, now: i64) -> u64 {
+    u64::try_from(expires_at.saturating_sub(now))
+        .unwrap_or(0)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seconds_until_is_at_least_one() {
+        assert_eq!(super::seconds_until(100, 40), 60);
+        assert_eq!(super::seconds_until(100, 100), 1);
+        assert_eq!(super::seconds_until(100, 200), 1);
+    }
+}
