@@ -1,1 +1,124 @@
-//! placeholder
+//! The operator CLI `mcp-gateway`: one file per command group. Settings come from the
+//! environment overlaid on the env file (`--env-file`, default `.env` when it exists), exactly
+//! as the services read them, so a token minted here verifies there.
+
+pub mod envfile;
+pub mod keys;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, ConfigSource, EXIT_CONFIG, Settings};
+use crate::store::{RedisStore, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcp-gateway",
+    version,
+    about = "Operate the MCP OAuth gateway: keys, tokens, clients"
+)]
+pub struct Cli {
+    /// TOML configuration file (same names as the environment variables, lower case).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Env file read for settings (default: .env when present) and updated by commands that
+    /// save secrets.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Redis URL (overrides REDIS_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new random GATEWAY_JWT_SECRET (64 characters) for HS256.
+    GenerateJwtSecret,
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Access tokens.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+}
+
+/// A failed command: what to print, and the exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Config(_) => ExitCode::from(EXIT_CONFIG as u8),
+            CliError::Failed(_) => ExitCode::from(1),
+        }
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+pub async fn run(cli: Cli) -> CliResult {
+    match &cli.command {
+        Command::GenerateJwtSecret => {
+            println!("{}", crate::token::keys::generate_secret());
+            Ok(())
+        }
+        Command::Keys(cmd) => keys::run(&cli, cmd),
+        Command::Tokens(cmd) => tokens::run(&cli, cmd).await,
+    }
+}
+
+impl Cli {
+    /// The env file to read: the one named, else `.env` if it exists.
+    pub fn env_file_to_read(&self) -> Option<PathBuf> {
+        match &self.env_file {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from(".env")).filter(|p| p.exists()),
+        }
+    }
+
+    /// Settings as the services would see them, plus this invocation's overrides.
+    pub fn settings(&self) -> CliResult<Settings> {
+        let mut source = ConfigSource::from_process(self.config.clone());
+        if let Some(path) = self.env_file_to_read() {
+            overlay_env_file(&mut source, &path)?;
+        }
+        if let Some(url) = &self.redis_url {
+            source.env.insert("REDIS_URL".into(), url.clone());
+        }
+        Ok(Settings::load(&source)?)
+    }
+
+    pub fn store(&self, settings: &Settings) -> CliResult<Arc<dyn Store>> {
+        let store = RedisStore::connect(settings.redis_url.expose())
+            .map_err(|e| CliError::Failed(format!("cannot use REDIS_URL: {e}")))?;
+        Ok(Arc::new(store))
+    }
+}
+
+/// Values from the env file fill in what the process environment does not set.
+fn overlay_env_file(source: &mut ConfigSource, path: &Path) -> CliResult {
+    if !path.exists() {
+        return Err(CliError::Failed(format!(
+            "env file {} does not exist",
+            path.display()
+        )));
+    }
+    let pairs = envfile::read(path)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    for (key, value) in pairs {
+        source.env.entry(key).or_insert(value);
+    }
+    Ok(())
+}

@@ -1,1 +1,239 @@
-//! placeholder
+//! `mcp-gateway-verify`: the ForwardAuth service (DESIGN §2, §4, §7).
+//!
+//! Routes: `/verify` (any method), RFC 9728 protected-resource metadata on
+//! `/.well-known/oauth-protected-resource[/<path>]`, `/health`, `/ready`, `/metrics`.
+//! On a warm cache a decision is two in-memory lookups and no I/O; the store is asked only on
+//! a liveness miss, and every replica hears revocations through the feed.
+
+pub mod cache;
+pub mod error;
+pub mod feed;
+pub mod forward_auth;
+pub mod metrics;
+pub mod request;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::store::Store;
+use crate::token::{KeySet, ValidationPolicy};
+
+use cache::{LivenessCache, TokenCache};
+use metrics::VerifyMetrics;
+use request::Target;
+
+/// Where verify listens unless `LISTEN_ADDR` says otherwise.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8081";
+
+/// Everything a decision reads, shared by all workers.
+pub struct VerifyState {
+    pub settings: Settings,
+    pub keys: Arc<KeySet>,
+    pub validation: ValidationPolicy,
+    pub tokens: TokenCache,
+    pub liveness: LivenessCache,
+    /// Whether the revocation subscription is established right now.
+    pub feed_up: AtomicBool,
+    pub store: Arc<dyn Store>,
+    pub metrics: VerifyMetrics,
+    pub clock: SharedClock,
+}
+
+impl VerifyState {
+    pub fn new(settings: Settings, store: Arc<dyn Store>, clock: SharedClock) -> Self {
+        let validation = ValidationPolicy::new(settings.issuer.clone());
+        Self {
+            keys: settings.keys.clone(),
+            tokens: TokenCache::new(
+                settings.verify_cache_capacity,
+                clock.clone(),
+                validation.leeway,
+            ),
+            liveness: LivenessCache::new(settings.verify_cache_capacity, settings.verify_cache_ttl),
+            validation,
+            feed_up: AtomicBool::new(false),
+            store,
+            metrics: VerifyMetrics::new(),
+            clock,
+            settings,
+        }
+    }
+}
+
+/// Mounts verify's routes (also used by `mcp-gateway dev`, which serves auth and verify
+/// from one process).
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<VerifyState>) {
+    cfg.app_data(state)
+        .route("/verify", web::route().to(forward_auth::forward_auth))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            web::get().to(protected_resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{path:.*}",
+            web::get().to(protected_resource_metadata),
+        )
+        .route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics_text));
+}
+
+/// A bound, not yet running verify server.
+pub struct VerifyServer {
+    server: Server,
+    addr: SocketAddr,
+    feed: tokio::task::JoinHandle<()>,
+    state: web::Data<VerifyState>,
+}
+
+impl VerifyServer {
+    /// Binds `LISTEN_ADDR` (port 0 allowed) and starts the revocation feed. Must be called
+    /// inside a Tokio runtime.
+    pub fn build(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+    ) -> std::io::Result<Self> {
+        let default: SocketAddr = DEFAULT_LISTEN_ADDR.parse().expect("valid default address");
+        let listener = TcpListener::bind(settings.listen_addr_or(default))?;
+        Self::from_listener(listener, settings, store, clock)
+    }
+
+    pub fn from_listener(
+        listener: TcpListener,
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let state = web::Data::new(VerifyState::new(settings, store, clock));
+        let feed = tokio::spawn(feed::run(state.clone().into_inner()));
+        let app_state = state.clone();
+        let server =
+            HttpServer::new(move || App::new().configure(|cfg| configure(cfg, app_state.clone())))
+                .listen(listener)?
+                // SIGTERM stops accepting and lets in-flight requests finish.
+                .shutdown_timeout(30)
+                .run();
+        Ok(Self {
+            server,
+            addr,
+            feed,
+            state,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Shared state, for tests and the dev server.
+    pub fn state(&self) -> web::Data<VerifyState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or the handle stops it), draining in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.feed.abort();
+        result
+    }
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .body(r#"{"status":"ok"}"#)
+}
+
+/// Ready = the store answers, the keys are loaded (they are, or we would not have started),
+/// and revocations are being heard.
+async fn ready(state: web::Data<VerifyState>) -> HttpResponse {
+    let store_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let feed_ok = state.feed_up.load(Ordering::Relaxed);
+    let body = serde_json::json!({
+        "status": if store_ok && feed_ok { "ready" } else { "not_ready" },
+        "store": if store_ok { "ok" } else { "unreachable" },
+        "revocation_feed": if feed_ok { "subscribed" } else { "down" },
+        "keys": state.keys.iter().count(),
+    });
+    let mut response = if store_ok && feed_ok {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    response
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body(body.to_string())
+}
+
+async fn metrics_text(state: web::Data<VerifyState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
+        .body(state.metrics.render())
+}
+
+/// RFC 9728 protected-resource metadata for the MCP host the proxy forwarded. Traefik routes
+/// these paths to verify without the forwardAuth middleware, adding `X-Forwarded-*`.
+async fn protected_resource_metadata(
+    req: HttpRequest,
+    state: web::Data<VerifyState>,
+) -> HttpResponse {
+    let settings = &state.settings;
+    let suffix = req.match_info().get("path").unwrap_or("");
+    let path_ok = suffix.is_empty() || settings.resource_path.trim_start_matches('/') == suffix;
+    let mut headers = req.headers().clone();
+    // Reached directly (no proxy in front, e.g. `mcp-gateway dev`): the connection's own
+    // scheme and Host stand in for the forwarded ones. Only metadata, never a decision.
+    if !headers.contains_key(request::X_FORWARDED_HOST) {
+        let info = req.connection_info();
+        if let Ok(host) = info.host().parse() {
+            headers.insert(
+                actix_web::http::header::HeaderName::from_static(request::X_FORWARDED_HOST),
+                host,
+            );
+        }
+        if !headers.contains_key(request::X_FORWARDED_PROTO) {
+            if let Ok(proto) = info.scheme().parse() {
+                headers.insert(
+                    actix_web::http::header::HeaderName::from_static(request::X_FORWARDED_PROTO),
+                    proto,
+                );
+            }
+        }
+    }
+    let target = Target::from_headers(&headers, &settings.resource_hosts);
+    let (Some(target), true) = (target, path_ok) else {
+        return HttpResponse::NotFound()
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .body(r#"{"error":"not_found","error_description":"no protected resource here"}"#);
+    };
+    let body = serde_json::json!({
+        "resource": target.resource(&settings.resource_path),
+        "authorization_servers": [settings.issuer],
+        "scopes_supported": settings.scopes_supported,
+        "bearer_methods_supported": ["header"],
+        "resource_name": settings.resource_name,
+    });
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .body(body.to_string())
+}

@@ -1,0 +1,180 @@
+//! The two verify caches (DESIGN §2 steps 2–3).
+//!
+//! * [`TokenCache`]: token string → verified claims and pre-built identity headers. An entry
+//!   never outlives the token's `exp`; a hit costs one hash and no signature check.
+//! * [`LivenessCache`]: `jti` → whether the allow-list entry exists, with a short TTL and
+//!   single-flight loading, so N concurrent misses for one token make one store call.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use moka::Expiry;
+
+use crate::clock::SharedClock;
+use crate::store::{Store, StoreError};
+use crate::token::AccessClaims;
+
+pub const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+pub const X_USER_NAME: HeaderName = HeaderName::from_static("x-user-name");
+pub const X_USER_EMAIL: HeaderName = HeaderName::from_static("x-user-email");
+pub const X_AUTH_CLIENT_ID: HeaderName = HeaderName::from_static("x-auth-client-id");
+pub const X_AUTH_SCOPE: HeaderName = HeaderName::from_static("x-auth-scope");
+pub const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+
+/// Every identity header verify may send; the proxy must copy (and so overwrite) all of them.
+pub const IDENTITY_HEADERS: [&str; 6] = [
+    "X-User-Id",
+    "X-User-Name",
+    "X-User-Email",
+    "X-Auth-Client-Id",
+    "X-Auth-Scope",
+    "X-Auth-Token",
+];
+
+/// A token whose signature, type, issuer and lifetime have been checked, with everything the
+/// hot path needs already computed.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub claims: AccessClaims,
+    /// The `bind_ip` claim parsed; `Some(None)` when it is present but unreadable, which no
+    /// client address can match.
+    pub bind_ip: Option<Option<IpAddr>>,
+    pub has_otp: bool,
+    pub identity_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl VerifiedToken {
+    pub fn new(claims: AccessClaims, token: &str, forward_token: bool) -> Self {
+        let mut identity_headers = vec![
+            (X_USER_ID, header_value(&claims.sub)),
+            (X_USER_NAME, header_value(&claims.username)),
+        ];
+        if let Some(email) = claims.email.as_deref().filter(|e| !e.is_empty()) {
+            identity_headers.push((X_USER_EMAIL, header_value(email)));
+        }
+        identity_headers.push((X_AUTH_CLIENT_ID, header_value(&claims.client_id)));
+        identity_headers.push((X_AUTH_SCOPE, header_value(&claims.scope)));
+        if forward_token {
+            identity_headers.push((X_AUTH_TOKEN, header_value(token)));
+        }
+        Self {
+            bind_ip: claims.bind_ip.as_deref().map(|ip| ip.parse().ok()),
+            has_otp: claims.has_amr("otp"),
+            claims,
+            identity_headers,
+        }
+    }
+}
+
+/// Header values from claim text: control characters cannot travel in a header and are
+/// replaced, so a crafted name can never split or inject headers.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| {
+        let clean: String = text
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        HeaderValue::from_bytes(clean.as_bytes()).unwrap_or(HeaderValue::from_static(""))
+    })
+}
+
+/// Entries live until the token's `exp` plus the validation leeway, by the service clock.
+struct UntilExpiry {
+    clock: SharedClock,
+    leeway: i64,
+}
+
+impl Expiry<String, Arc<VerifiedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<VerifiedToken>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        let remaining = value
+            .claims
+            .exp
+            .saturating_add(self.leeway)
+            .saturating_sub(self.clock.now_unix());
+        Some(Duration::from_secs(u64::try_from(remaining).unwrap_or(0)))
+    }
+}
+
+/// Token string → verified token. Disabled (every lookup misses) when capacity is 0.
+pub struct TokenCache {
+    inner: Option<moka::sync::Cache<String, Arc<VerifiedToken>>>,
+}
+
+impl TokenCache {
+    pub fn new(capacity: u64, clock: SharedClock, leeway: i64) -> Self {
+        let inner = (capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExpiry { clock, leeway })
+                .build()
+        });
+        Self { inner }
+    }
+
+    pub fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
+        self.inner.as_ref()?.get(token)
+    }
+
+    pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {
+        if let Some(cache) = &self.inner {
+            cache.insert(token.to_string(), verified);
+        }
+    }
+}
+
+/// `jti` → live or revoked, backed by the store's allow-list.
+pub struct LivenessCache {
+    inner: Option<moka::future::Cache<String, bool>>,
+}
+
+impl LivenessCache {
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        let inner = (capacity > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build()
+        });
+        Self { inner }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    pub async fn get(&self, jti: &str) -> Option<bool> {
+        self.inner.as_ref()?.get(jti).await
+    }
+
+    /// The cached answer, or one store lookup shared by every concurrent caller for `jti`.
+    pub async fn get_or_load(&self, jti: &str, store: &Arc<dyn Store>) -> Result<bool, StoreError> {
+        match &self.inner {
+            Some(cache) => cache
+                .try_get_with_by_ref(jti, store.token_is_live(jti))
+                .await
+                .map_err(|e| (*e).clone()),
+            None => store.token_is_live(jti).await,
+        }
+    }
+
+    /// A revocation heard on the feed: known dead from now on, without asking the store.
+    pub async fn mark_revoked(&self, jti: String) {
+        if let Some(cache) = &self.inner {
+            cache.insert(jti, false).await;
+        }
+    }
+
+    /// Forget everything (the feed was lost: revocations may have been missed).
+    pub fn clear(&self) {
+        if let Some(cache) = &self.inner {
+            cache.invalidate_all();
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! `GET /verify` (any method): the ForwardAuth decision, DESIGN §2 steps 1–6, in that order.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use actix_web::http::header::{HeaderMap, USER_AGENT};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::config::FailureMode;
+use crate::store::StoreError;
+use crate::token::{TokenError, sha256_b64url, validate};
+
+use super::VerifyState;
+use super::cache::VerifiedToken;
+use super::error::Denial;
+use super::metrics::Reason;
+use super::request::{Target, bearer_token, client_cert_thumbprint, client_ip};
+
+pub async fn forward_auth(req: HttpRequest, state: web::Data<VerifyState>) -> HttpResponse {
+    let started = Instant::now();
+    let headers = req.headers();
+    let target = Target::from_headers(headers, &state.settings.resource_hosts);
+    let outcome = state.decide(headers, target.as_ref()).await;
+    let response = match &outcome {
+        Ok(verified) => {
+            let mut ok = HttpResponse::Ok();
+            for (name, value) in &verified.identity_headers {
+                ok.insert_header((name.clone(), value.clone()));
+            }
+            ok.finish()
+        }
+        Err(denial) => {
+            let path = &state.settings.resource_path;
+            let metadata_url = target.as_ref().map(|t| t.metadata_url(path));
+            let scope = state.challenge_scope(target.as_ref());
+            denial
+                .clone()
+                .into_response(metadata_url.as_deref(), scope.as_deref())
+        }
+    };
+    let reason = match &outcome {
+        Ok(_) => Reason::Ok,
+        Err(denial) => denial.reason,
+    };
+    state
+        .metrics
+        .record(reason, started.elapsed().as_secs_f64());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let client_id = outcome.as_ref().map(|v| v.claims.client_id.as_str()).ok();
+        tracing::debug!(reason = reason.as_str(), client_id, "verify decision");
+    }
+    response
+}
+
+impl VerifyState {
+    pub(crate) async fn decide(
+        &self,
+        headers: &HeaderMap,
+        target: Option<&Target<'_>>,
+    ) -> Result<Arc<VerifiedToken>, Denial> {
+        let settings = &self.settings;
+        let token = bearer_token(headers).ok_or(Denial::new(
+            Reason::NoToken,
+            "the request has no bearer token in the Authorization header",
+        ))?;
+        let verified = self.verified(token)?;
+        let claims = &verified.claims;
+        if self.clock.now_unix() > claims.exp.saturating_add(self.validation.leeway) {
+            return Err(Denial::new(Reason::Expired, "the token has expired"));
+        }
+
+        let Some(target) = target else {
+            return Err(Denial::new(
+                Reason::WrongAudience,
+                "the request does not name a resource this gateway protects",
+            ));
+        };
+        let audience_ok = claims.aud.iter().any(|aud| {
+            target.is_resource(aud, &settings.resource_path)
+                || (settings.accept_issuer_audience && aud == settings.issuer)
+        });
+        if !audience_ok {
+            return Err(Denial::new(
+                Reason::WrongAudience,
+                "the token is not valid for this resource",
+            ));
+        }
+
+        match self.is_live(&claims.jti).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Denial::new(Reason::Revoked, "the token has been revoked")),
+            Err(e) => {
+                tracing::warn!(error = %e, "token liveness cannot be decided");
+                return Err(Denial::new(
+                    Reason::StoreUnavailable,
+                    "the token's status cannot be checked right now; retry shortly",
+                ));
+            }
+        }
+
+        if let Some(bound) = verified.bind_ip {
+            let client = client_ip(headers, &settings.trusted_proxies);
+            if bound.is_none() || client != bound {
+                return Err(Denial::new(
+                    Reason::BindingMismatch,
+                    "the token is bound to another client address",
+                ));
+            }
+        }
+        if let Some(bound) = claims.bind_ua.as_deref() {
+            let ua = headers.get(USER_AGENT).map(|v| v.as_bytes()).unwrap_or(b"");
+            if sha256_b64url(ua) != bound {
+                return Err(Denial::new(
+                    Reason::BindingMismatch,
+                    "the token is bound to another user agent",
+                ));
+            }
+        }
+        if let Some(bound) = claims.cnf.as_ref().and_then(|c| c.x5t_s256.as_deref()) {
+            if client_cert_thumbprint(headers).as_deref() != Some(bound) {
+                return Err(Denial::new(
+                    Reason::BindingMismatch,
+                    "the token is bound to another client certificate",
+                ));
+            }
+        }
+        if settings.mfa_required && !verified.has_otp {
+            return Err(Denial::new(
+                Reason::MfaRequired,
+                "the token was issued without a second factor",
+            ));
+        }
+
+        if let Some(allowed) = &settings.allowed_users {
+            if !allowed.allows(&claims.username) {
+                return Err(Denial::new(
+                    Reason::UserNotAllowed,
+                    "the user is not allowed to use this gateway",
+                ));
+            }
+        }
+        if !settings.required_scopes.is_empty() {
+            let required = settings
+                .required_scopes
+                .required_for(&target.host, target.path);
+            if required
+                .iter()
+                .any(|needed| !claims.scopes().any(|s| s == *needed))
+            {
+                return Err(Denial {
+                    reason: Reason::InsufficientScope,
+                    description: "the token lacks a scope this resource requires",
+                    scope: Some(required.join(" ")),
+                });
+            }
+        }
+        Ok(verified)
+    }
+
+    /// The verified token from the cache, or validated now and cached.
+    fn verified(&self, token: &str) -> Result<Arc<VerifiedToken>, Denial> {
+        if let Some(hit) = self.tokens.get(token) {
+            self.metrics.token_cache.hit.inc();
+            return Ok(hit);
+        }
+        self.metrics.token_cache.miss.inc();
+        let claims = validate(token, &self.keys, &self.validation, self.clock.now_unix())
+            .map_err(token_denial)?;
+        let verified = Arc::new(VerifiedToken::new(
+            claims,
+            token,
+            self.settings.forward_access_token,
+        ));
+        self.tokens.insert(token, verified.clone());
+        Ok(verified)
+    }
+
+    /// Whether the allow-list entry for `jti` exists. The cache is trusted only while the
+    /// revocation feed is up, or when the operator chose to serve cached positives.
+    async fn is_live(&self, jti: &str) -> Result<bool, StoreError> {
+        let cache_trusted = self.liveness.is_enabled()
+            && (self.feed_up.load(Ordering::Relaxed)
+                || self.settings.failure_mode == FailureMode::Cached);
+        if cache_trusted {
+            if let Some(live) = self.liveness.get(jti).await {
+                self.metrics.liveness_cache.hit.inc();
+                return Ok(live);
+            }
+            self.metrics.liveness_cache.miss.inc();
+            self.liveness.get_or_load(jti, &self.store).await
+        } else {
+            self.metrics.liveness_cache.miss.inc();
+            self.store.token_is_live(jti).await
+        }
+        .inspect_err(|_| self.metrics.redis_errors.inc())
+    }
+
+    /// The `scope` of a challenge: what this route requires, else what the resource supports.
+    pub(crate) fn challenge_scope(&self, target: Option<&Target<'_>>) -> Option<String> {
+        let required = match target {
+            Some(t) => self.settings.required_scopes.required_for(&t.host, t.path),
+            None => Vec::new(),
+        };
+        let scope = if required.is_empty() {
+            self.settings.scopes_supported.join(" ")
+        } else {
+            required.join(" ")
+        };
+        (!scope.is_empty()).then_some(scope)
+    }
+}
+
+fn token_denial(error: TokenError) -> Denial {
+    let (reason, description) = match error {
+        TokenError::Malformed => (Reason::Malformed, "the token is not a well-formed JWT"),
+        TokenError::WrongType => (Reason::Malformed, "the token is not an access token (typ)"),
+        TokenError::MissingJti => (Reason::Malformed, "the token has no jti"),
+        TokenError::AlgorithmNotAllowed => (
+            Reason::BadSignature,
+            "the token's signing algorithm is not accepted",
+        ),
+        TokenError::UnknownKid => (Reason::UnknownKid, "the token's signing key is unknown"),
+        TokenError::BadSignature => (Reason::BadSignature, "the token signature is invalid"),
+        TokenError::WrongIssuer => (
+            Reason::WrongIssuer,
+            "the token was issued by another issuer",
+        ),
+        TokenError::Expired => (Reason::Expired, "the token has expired"),
+        TokenError::NotYetValid => (Reason::Expired, "the token is not valid yet"),
+        TokenError::NoSigningKey | TokenError::Signing(_) => {
+            (Reason::BadSignature, "the token cannot be verified")
+        }
+    };
+    Denial::new(reason, description)
+}

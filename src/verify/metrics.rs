@@ -1,0 +1,208 @@
+//! Prometheus metrics of the verify service (DESIGN §7). Handles are resolved once at start so
+//! the hot path only touches atomics; labels never carry a user, a token or a path.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Why a request was allowed or refused: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Ok,
+    NoToken,
+    Malformed,
+    BadSignature,
+    UnknownKid,
+    WrongIssuer,
+    Expired,
+    WrongAudience,
+    Revoked,
+    BindingMismatch,
+    MfaRequired,
+    InsufficientScope,
+    UserNotAllowed,
+    StoreUnavailable,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 14] = [
+        Reason::Ok,
+        Reason::NoToken,
+        Reason::Malformed,
+        Reason::BadSignature,
+        Reason::UnknownKid,
+        Reason::WrongIssuer,
+        Reason::Expired,
+        Reason::WrongAudience,
+        Reason::Revoked,
+        Reason::BindingMismatch,
+        Reason::MfaRequired,
+        Reason::InsufficientScope,
+        Reason::UserNotAllowed,
+        Reason::StoreUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::NoToken => "no_token",
+            Reason::Malformed => "malformed",
+            Reason::BadSignature => "bad_signature",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::Expired => "expired",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::Revoked => "revoked",
+            Reason::BindingMismatch => "binding_mismatch",
+            Reason::MfaRequired => "mfa_required",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::UserNotAllowed => "user_not_allowed",
+            Reason::StoreUnavailable => "store_unavailable",
+        }
+    }
+
+    /// The `outcome` label.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Reason::Ok => "allowed",
+            Reason::StoreUnavailable => "unavailable",
+            _ => "denied",
+        }
+    }
+
+    fn index(self) -> usize {
+        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Sub-millisecond resolution where the hot path lives, up to a second for cold misses.
+pub const DECISION_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+pub struct CacheCounters {
+    pub hit: IntCounter,
+    pub miss: IntCounter,
+}
+
+pub struct VerifyMetrics {
+    registry: Registry,
+    decisions: Vec<IntCounter>,
+    pub decision_seconds: Histogram,
+    pub token_cache: CacheCounters,
+    pub liveness_cache: CacheCounters,
+    pub redis_errors: IntCounter,
+    pub feed_up: IntGauge,
+    pub feed_reconnects: IntCounter,
+    pub revocations_received: IntCounter,
+}
+
+impl VerifyMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let decisions_vec = IntCounterVec::new(
+            Opts::new(
+                "mcp_gateway_verify_decisions_total",
+                "ForwardAuth decisions by outcome and reason",
+            ),
+            &["outcome", "reason"],
+        )
+        .expect("static metric definition");
+        let decisions = Reason::ALL
+            .iter()
+            .map(|r| decisions_vec.with_label_values(&[r.outcome(), r.as_str()]))
+            .collect();
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "mcp_gateway_verify_decision_duration_seconds",
+                "Time to decide one /verify request, in seconds",
+            )
+            .buckets(DECISION_BUCKETS.to_vec()),
+        )
+        .expect("static metric definition");
+        let cache = IntCounterVec::new(
+            Opts::new(
+                "mcp_gateway_verify_cache_requests_total",
+                "Verify cache lookups by cache and result",
+            ),
+            &["cache", "result"],
+        )
+        .expect("static metric definition");
+        let counters = |name: &str| CacheCounters {
+            hit: cache.with_label_values(&[name, "hit"]),
+            miss: cache.with_label_values(&[name, "miss"]),
+        };
+        let token_cache = counters("token");
+        let liveness_cache = counters("liveness");
+        let redis_errors = IntCounter::new(
+            "mcp_gateway_redis_errors_total",
+            "Store operations that failed (Redis unreachable, timed out or refused)",
+        )
+        .expect("static metric definition");
+        let feed_up = IntGauge::new(
+            "mcp_gateway_revocation_feed_up",
+            "1 while the revocation subscription is established",
+        )
+        .expect("static metric definition");
+        let feed_reconnects = IntCounter::new(
+            "mcp_gateway_revocation_feed_reconnects_total",
+            "Times the revocation subscription was lost",
+        )
+        .expect("static metric definition");
+        let revocations_received = IntCounter::new(
+            "mcp_gateway_revocations_received_total",
+            "Revocation messages received from the feed",
+        )
+        .expect("static metric definition");
+
+        for collector in [
+            Box::new(decisions_vec) as Box<dyn prometheus::core::Collector>,
+            Box::new(decision_seconds.clone()),
+            Box::new(cache),
+            Box::new(redis_errors.clone()),
+            Box::new(feed_up.clone()),
+            Box::new(feed_reconnects.clone()),
+            Box::new(revocations_received.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Self {
+            registry,
+            decisions,
+            decision_seconds,
+            token_cache,
+            liveness_cache,
+            redis_errors,
+            feed_up,
+            feed_reconnects,
+            revocations_received,
+        }
+    }
+
+    pub fn record(&self, reason: Reason, seconds: f64) {
+        self.decisions[reason.index()].inc();
+        self.decision_seconds.observe(seconds);
+    }
+
+    pub fn decisions(&self, reason: Reason) -> u64 {
+        self.decisions[reason.index()].get()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for VerifyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

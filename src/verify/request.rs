@@ -1,0 +1,268 @@
+//! What verify reads from the proxy's request: the bearer token (RFC 6750 §2.1), the resource
+//! being accessed (DESIGN §4), the client IP behind trusted proxies, and the client
+//! certificate Traefik's passTLSClientCert forwards (RFC 8705 thumbprint).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use actix_web::http::header::HeaderMap;
+use base64::Engine;
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+use crate::config::HostPattern;
+
+pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+pub const X_FORWARDED_URI: &str = "x-forwarded-uri";
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_TLS_CLIENT_CERT: &str = "x-forwarded-tls-client-cert";
+
+/// The bearer token of `Authorization: Bearer <t>`: scheme case-insensitive, one or more
+/// spaces. Tokens in the query string are never looked at.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(actix_web::http::header::AUTHORIZATION);
+    let value = values.next()?;
+    if values.next().is_some() {
+        // Two Authorization headers: ambiguous, so no credential at all.
+        return None;
+    }
+    let value = value.to_str().ok()?;
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || !rest.starts_with(' ') {
+        return None;
+    }
+    let token = rest.trim_start_matches(' ').trim_end();
+    let is_b64token = !token.is_empty()
+        && token.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+        });
+    is_b64token.then_some(token)
+}
+
+/// The resource the proxied request is for: `{proto}://{host}` from the proxy's
+/// `X-Forwarded-*` headers. `Host` is never used: under Traefik and nginx it names us.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub proto: &'static str,
+    /// Lower-case, port kept.
+    pub host: Cow<'a, str>,
+    /// Path of the original request, without its query.
+    pub path: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// `None` when the proxy sent no usable host or protocol, or the host is not one of ours.
+    pub fn from_headers(headers: &'a HeaderMap, hosts: &[HostPattern]) -> Option<Self> {
+        let proto = match headers.get(X_FORWARDED_PROTO)?.as_bytes() {
+            p if p.eq_ignore_ascii_case(b"https") => "https",
+            p if p.eq_ignore_ascii_case(b"http") => "http",
+            _ => return None,
+        };
+        let host = headers.get(X_FORWARDED_HOST)?.to_str().ok()?;
+        // A proxy chain may list several hosts; the first is the client's.
+        let host = host.split(',').next()?.trim();
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        {
+            return None;
+        }
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        if !hosts.iter().any(|p| p.matches(&host)) {
+            return None;
+        }
+        let path = headers
+            .get(X_FORWARDED_URI)
+            .and_then(|v| v.to_str().ok())
+            .map(|uri| uri.split(['?', '#']).next().unwrap_or(""))
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or("/");
+        Some(Self { proto, host, path })
+    }
+
+    /// Whether `aud` is exactly `{proto}://{host}{resource_path}`, without allocating.
+    pub fn is_resource(&self, aud: &str, resource_path: &str) -> bool {
+        let Some(rest) = aud.strip_prefix(self.proto) else {
+            return false;
+        };
+        let Some(rest) = rest.strip_prefix("://") else {
+            return false;
+        };
+        let host = self.host.as_ref();
+        rest.len() == host.len() + resource_path.len()
+            && rest[..host.len()].eq_ignore_ascii_case(host)
+            && &rest[host.len()..] == resource_path
+    }
+
+    pub fn resource(&self, resource_path: &str) -> String {
+        format!("{}://{}{}", self.proto, self.host, resource_path)
+    }
+
+    /// RFC 9728 §3.1: the metadata URL for resource `https://h/mcp` is
+    /// `https://h/.well-known/oauth-protected-resource/mcp`.
+    pub fn metadata_url(&self, resource_path: &str) -> String {
+        let suffix = if resource_path == "/" {
+            ""
+        } else {
+            resource_path
+        };
+        format!(
+            "{}://{}/.well-known/oauth-protected-resource{}",
+            self.proto, self.host, suffix
+        )
+    }
+}
+
+/// The client's address: the right-most `X-Forwarded-For` hop that is not a trusted proxy.
+/// Hops to its left were written by the client and prove nothing.
+pub fn client_ip(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let values: Vec<_> = headers.get_all(X_FORWARDED_FOR).collect();
+    for value in values.iter().rev() {
+        for hop in value.to_str().ok()?.rsplit(',') {
+            let ip = parse_hop(hop.trim())?;
+            if !trusted.iter().any(|net| net.contains(&ip)) {
+                return Some(ip);
+            }
+        }
+    }
+    None
+}
+
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    // `[v6]:port` or `v4:port`
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    hop.rsplit_once(':')?.0.parse().ok()
+}
+
+/// RFC 8705 `x5t#S256` of the certificate in `X-Forwarded-Tls-Client-Cert`: Traefik sends the
+/// PEM body URL-escaped, without delimiters or line breaks; a chain is comma-separated and the
+/// leaf comes first. A complete PEM is accepted too (nginx's `$ssl_client_escaped_cert`).
+pub fn client_cert_thumbprint(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(X_FORWARDED_TLS_CLIENT_CERT)?.to_str().ok()?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
+    let leaf = decoded.split(',').next()?;
+    let body: String = leaf
+        .replace("-----BEGIN CERTIFICATE-----", "")
+        .replace("-----END CERTIFICATE-----", "")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .ok()?;
+    Some(crate::token::b64url(&Sha256::digest(&der)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_extraction() {
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer abc.def")])),
+            Some("abc.def")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "bEaReR    abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer")])), None);
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearerabc")])),
+            None
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer a b")])),
+            None
+        );
+        assert_eq!(
+            bearer_token(&headers(&[
+                ("authorization", "Bearer a"),
+                ("authorization", "Bearer b")
+            ])),
+            None
+        );
+    }
+
+    #[test]
+    fn right_most_untrusted_hop() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.7, 10.0.0.2")]);
+        assert_eq!(
+            client_ip(&h, &trusted),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "10.1.1.1"),
+        ]);
+        assert_eq!(
+            client_ip(&h, &trusted),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        let h = headers(&[("x-forwarded-for", "[2001:db8::1]:4711")]);
+        assert_eq!(client_ip(&h, &[]), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(client_ip(&headers(&[]), &trusted), None);
+        assert_eq!(
+            client_ip(&headers(&[("x-forwarded-for", "garbage")]), &trusted),
+            None
+        );
+    }
+
+    #[test]
+    fn target_and_audience() {
+        let hosts = vec![HostPattern::parse("*.example.com").unwrap()];
+        let h = headers(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "MCP.example.com"),
+            ("x-forwarded-uri", "/mcp?x=1"),
+        ]);
+        let t = Target::from_headers(&h, &hosts).unwrap();
+        assert_eq!(t.path, "/mcp");
+        assert!(t.is_resource("https://mcp.example.com/mcp", "/mcp"));
+        assert!(!t.is_resource("https://mcp.example.com/mcp/", "/mcp"));
+        assert!(!t.is_resource("http://mcp.example.com/mcp", "/mcp"));
+        assert!(!t.is_resource("https://other.example.com/mcp", "/mcp"));
+        assert_eq!(
+            t.metadata_url("/mcp"),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        let foreign = headers(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.com"),
+        ]);
+        assert!(Target::from_headers(&foreign, &hosts).is_none());
+        let no_proto = headers(&[("x-forwarded-host", "mcp.example.com")]);
+        assert!(Target::from_headers(&no_proto, &hosts).is_none());
+    }
+}
