@@ -413,14 +413,14 @@ impl Settings {
                 "scheme must be redis://, rediss:// or unix://",
             ));
         }
-        if let Some(password) = raw.get("REDIS_PASSWORD") {
-            if parsed.password().is_none() {
-                let mut with_pw = parsed.clone();
-                with_pw
-                    .set_password(Some(password))
-                    .map_err(|_| ConfigError::new("REDIS_PASSWORD", "cannot be set on this URL"))?;
-                redis_url = with_pw.to_string();
-            }
+        if let Some(password) = raw.get("REDIS_PASSWORD")
+            && parsed.password().is_none()
+        {
+            let mut with_pw = parsed.clone();
+            with_pw
+                .set_password(Some(password))
+                .map_err(|_| ConfigError::new("REDIS_PASSWORD", "cannot be set on this URL"))?;
+            redis_url = with_pw.to_string();
         }
 
         let github = GithubSettings {

@@ -13,7 +13,7 @@ use crate::token::{MintRequest, mint};
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// Mint an access token and put it on the allow-list; prints only the token.
-    Mint(MintArgs),
+    Mint(Box<MintArgs>),
     /// Revoke a token by jti (or --token): deletes it and tells every verify replica.
     Revoke {
         /// The token's jti.

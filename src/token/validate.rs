@@ -102,10 +102,10 @@ pub fn validate(
     if now > claims.exp.saturating_add(policy.leeway) {
         return Err(TokenError::Expired);
     }
-    if let Some(nbf) = claims.nbf {
-        if nbf > now.saturating_add(policy.leeway) {
-            return Err(TokenError::NotYetValid);
-        }
+    if let Some(nbf) = claims.nbf
+        && nbf > now.saturating_add(policy.leeway)
+    {
+        return Err(TokenError::NotYetValid);
     }
     if claims.iat > now.saturating_add(policy.leeway) {
         return Err(TokenError::NotYetValid);

@@ -117,13 +117,13 @@ impl VerifyState {
                 ));
             }
         }
-        if let Some(bound) = claims.cnf.as_ref().and_then(|c| c.x5t_s256.as_deref()) {
-            if client_cert_thumbprint(headers).as_deref() != Some(bound) {
-                return Err(Denial::new(
-                    Reason::BindingMismatch,
-                    "the token is bound to another client certificate",
-                ));
-            }
+        if let Some(bound) = claims.cnf.as_ref().and_then(|c| c.x5t_s256.as_deref())
+            && client_cert_thumbprint(headers).as_deref() != Some(bound)
+        {
+            return Err(Denial::new(
+                Reason::BindingMismatch,
+                "the token is bound to another client certificate",
+            ));
         }
         if settings.mfa_required && !verified.has_otp {
             return Err(Denial::new(
@@ -132,13 +132,13 @@ impl VerifyState {
             ));
         }
 
-        if let Some(allowed) = &settings.allowed_users {
-            if !allowed.allows(&claims.username) {
-                return Err(Denial::new(
-                    Reason::UserNotAllowed,
-                    "the user is not allowed to use this gateway",
-                ));
-            }
+        if let Some(allowed) = &settings.allowed_users
+            && !allowed.allows(&claims.username)
+        {
+            return Err(Denial::new(
+                Reason::UserNotAllowed,
+                "the user is not allowed to use this gateway",
+            ));
         }
         if !settings.required_scopes.is_empty() {
             let required = settings

@@ -209,13 +209,13 @@ async fn protected_resource_metadata(
                 host,
             );
         }
-        if !headers.contains_key(request::X_FORWARDED_PROTO) {
-            if let Ok(proto) = info.scheme().parse() {
-                headers.insert(
-                    actix_web::http::header::HeaderName::from_static(request::X_FORWARDED_PROTO),
-                    proto,
-                );
-            }
+        if !headers.contains_key(request::X_FORWARDED_PROTO)
+            && let Ok(proto) = info.scheme().parse()
+        {
+            headers.insert(
+                actix_web::http::header::HeaderName::from_static(request::X_FORWARDED_PROTO),
+                proto,
+            );
         }
     }
     let target = Target::from_headers(&headers, &settings.resource_hosts);

@@ -1,1 +1,7 @@
-fn main() {}
+//! The one integration-test binary. Every test starts its own `redis-server` on a free
+//! loopback port and the real services on port 0, and talks to them over HTTP.
+
+mod cli;
+mod helpers;
+mod store_contract;
+mod verify;

@@ -1,0 +1,229 @@
+//! The operator CLI as operators run it: the real binary, a real Redis, the real verify.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::helpers::*;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(bin("mcp-gateway"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("mcp-gateway runs")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn generate_jwt_secret_is_64_url_safe_characters() {
+    let out = run(&["generate-jwt-secret"], &[]);
+    assert!(out.status.success());
+    let secret = stdout(&out).trim().to_string();
+    assert_eq!(secret.len(), 64);
+    assert!(
+        secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_ne!(secret, stdout(&run(&["generate-jwt-secret"], &[])).trim());
+}
+
+#[test]
+fn keys_generate_prints_env_lines_that_the_services_accept() {
+    for alg in ["RS256", "ES256", "EdDSA", "HS256"] {
+        let out = run(&["keys", "generate", "--alg", alg], &[]);
+        assert!(
+            out.status.success(),
+            "{alg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = stdout(&out);
+        let pairs = mcp_oauth_gateway::cli::envfile::parse(&text);
+        assert_eq!(pairs.len(), 2, "{alg}: {text}");
+        assert_eq!(pairs[0], ("JWT_ALGORITHM".to_string(), alg.to_string()));
+        let mut env: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        env.push(("BASE_DOMAIN", "example.com"));
+        let check = Command::new(bin("mcp-gateway-verify"))
+            .arg("--check-config")
+            .env_clear()
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{alg}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let bad = run(&["keys", "generate", "--alg", "none"], &[]);
+    assert_eq!(bad.status.code(), Some(1));
+}
+
+#[test]
+fn keys_generate_updates_an_env_file_in_place_privately() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join(".env");
+    std::fs::write(
+        &env_file,
+        "# my gateway\nBASE_DOMAIN=example.com\nJWT_ALGORITHM=HS256\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "keys",
+            "generate",
+            "--alg",
+            "ES256",
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    let said = stdout(&out);
+    assert!(said.contains("JWT_PRIVATE_KEY_B64"), "{said}");
+    let text = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        !said.contains(text.lines().last().unwrap()),
+        "the key is never echoed"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        &lines[..3],
+        &[
+            "# my gateway",
+            "BASE_DOMAIN=example.com",
+            "JWT_ALGORITHM=ES256"
+        ]
+    );
+    assert!(lines[3].starts_with("JWT_PRIVATE_KEY_B64="));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn a_bad_setting_exits_64_with_one_line_naming_it() {
+    let out = Command::new(bin("mcp-gateway-verify"))
+        .env_clear()
+        .env("JWT_ALGORITHM", "HS256")
+        .env("GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef0123")
+        .env("VERIFY_CACHE_TTL", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("VERIFY_CACHE_TTL"), "{err}");
+    // No key at all.
+    let out = Command::new(bin("mcp-gateway-verify"))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_PRIVATE_KEY_B64"));
+    // A secret that is too short is named, never printed.
+    let out = Command::new(bin("mcp-gateway-verify"))
+        .env_clear()
+        .env("JWT_ALGORITHM", "HS256")
+        .env("GATEWAY_JWT_SECRET", "tooshortsecret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GATEWAY_JWT_SECRET") && !err.contains("tooshortsecret"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_tokens_verify_and_revoked_ones_stop() {
+    let redis = RedisServer::start().await;
+    let source = base_env(&redis);
+    let verify = Verify::start(&source, redis.store()).await;
+    let url = redis.url();
+    let env = [
+        ("JWT_ALGORITHM", "RS256"),
+        ("JWT_PRIVATE_KEY_B64", rsa_key_b64()),
+        ("BASE_DOMAIN", "example.com"),
+        ("REDIS_URL", url.as_str()),
+    ];
+    let mint_args = [
+        "tokens",
+        "mint",
+        "--user-id",
+        "7",
+        "--user",
+        "alice",
+        "--client-id",
+        "cli",
+        "--scope",
+        "mcp",
+        "--resource",
+        RESOURCE,
+        "--lifetime",
+        "600",
+    ];
+    let out = run(&mint_args, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = stdout(&out).trim().to_string();
+    assert_eq!(stdout(&out).lines().count(), 1, "only the token is printed");
+    let resp = verify
+        .request(Some(&token), "mcp.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-user-id"], "7");
+    assert_eq!(resp.headers()["x-auth-client-id"], "cli");
+
+    let out = run(&["tokens", "revoke", "--token", &token], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(1), || async {
+        verify.status(&token).await == 401
+    })
+    .await
+    .expect("revoked within a second");
+    // Revoking again is reported as a failure: nothing was live.
+    let out = run(&["tokens", "revoke", "--token", &token], &env);
+    assert_eq!(out.status.code(), Some(1));
+
+    // And by jti.
+    let out = run(&mint_args, &env);
+    let second = stdout(&out).trim().to_string();
+    assert_eq!(verify.status(&second).await, 200);
+    let payload = second.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let out = run(&["tokens", "revoke", claims["jti"].as_str().unwrap()], &env);
+    assert!(out.status.success());
+    wait_for(Duration::from_secs(1), || async {
+        verify.status(&second).await == 401
+    })
+    .await
+    .expect("revoked by jti within a second");
+}

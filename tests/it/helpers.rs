@@ -1,0 +1,369 @@
+//! Test harness: real `redis-server` processes, the real verify service, token minting.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use mcp_oauth_gateway::clock::{self, Clock};
+use mcp_oauth_gateway::config::{ConfigSource, Settings};
+use mcp_oauth_gateway::store::{RedisStore, Store, TokenRecord};
+use mcp_oauth_gateway::token::keys::{KeyMaterial, SigningAlgorithm};
+use mcp_oauth_gateway::token::{MintRequest, mint};
+use mcp_oauth_gateway::verify::VerifyServer;
+
+pub const RESOURCE: &str = "https://mcp.example.com/mcp";
+pub const ISSUER: &str = "https://auth.example.com";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A private `redis-server` on a free loopback port, killed on drop. Data survives
+/// [`RedisServer::stop`] + [`RedisServer::restart`] (saved to its own folder on shutdown).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", self.dir.path().to_str().expect("utf-8 temp path")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (see README: apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = self.try_connection().await {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// A plain connection for the test's own inspection of Redis.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.try_connection().await.expect("connect to test redis")
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::new(RedisStore::connect(&self.url()).expect("redis store"))
+    }
+
+    /// Saves the data set and stops the server.
+    pub async fn stop(&mut self) {
+        let mut conn = self.conn().await;
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
+            .arg("SAVE")
+            .query_async(&mut conn)
+            .await;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port with the saved data.
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+
+    /// Calls of one command since the last `CONFIG RESETSTAT` (INFO commandstats).
+    pub async fn command_calls(&self, command: &str) -> u64 {
+        let mut conn = self.conn().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub async fn reset_stats(&self) {
+        let mut conn = self.conn().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG RESETSTAT");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One RSA key per test run (generation is the slow part), as `JWT_PRIVATE_KEY_B64`.
+pub fn rsa_key_b64() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let (_, pem) = KeyMaterial::generate(SigningAlgorithm::Rs256).expect("RSA key");
+        base64::engine::general_purpose::STANDARD.encode(pem)
+    })
+}
+
+/// The environment every verify test starts from; tests add or replace variables.
+pub fn base_env(redis: &RedisServer) -> ConfigSource {
+    ConfigSource::from_pairs([
+        ("JWT_ALGORITHM", "RS256"),
+        ("JWT_PRIVATE_KEY_B64", rsa_key_b64()),
+        ("BASE_DOMAIN", "example.com"),
+        ("REDIS_URL", redis.url().as_str()),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("ALLOWED_GITHUB_USERS", "alice, bob"),
+    ])
+}
+
+pub fn settings(source: &ConfigSource) -> Settings {
+    Settings::load(source).expect("test settings are valid")
+}
+
+/// A running verify service.
+pub struct Verify {
+    pub base: String,
+    pub settings: Settings,
+}
+
+impl Verify {
+    pub async fn start(source: &ConfigSource, store: Arc<dyn Store>) -> Self {
+        let settings = settings(source);
+        let server =
+            VerifyServer::build(settings.clone(), store, clock::system()).expect("verify binds");
+        let base = format!("http://{}", server.addr());
+        tokio::spawn(server.run_until_stopped());
+        let verify = Verify { base, settings };
+        verify.wait_ready().await;
+        verify
+    }
+
+    pub async fn wait_ready(&self) {
+        wait_for(Duration::from_secs(10), || async {
+            http()
+                .get(format!("{}/ready", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await
+        .expect("verify became ready");
+    }
+
+    /// `/verify` as Traefik calls it for a request to `https://{host}/mcp`.
+    pub fn request(&self, token: Option<&str>, host: &str) -> reqwest::RequestBuilder {
+        let mut req = http()
+            .get(format!("{}/verify", self.base))
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", host)
+            .header("X-Forwarded-Uri", "/mcp")
+            .header("X-Forwarded-Method", "POST");
+        if let Some(token) = token {
+            req = req.header("Authorization", format!("Bearer {token}"));
+        }
+        req
+    }
+
+    pub async fn status(&self, token: &str) -> u16 {
+        self.request(Some(token), "mcp.example.com")
+            .send()
+            .await
+            .expect("verify answers")
+            .status()
+            .as_u16()
+    }
+
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let text = http()
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub async fn decisions(&self, reason: &str) -> f64 {
+        let outcome = match reason {
+            "ok" => "allowed",
+            "store_unavailable" => "unavailable",
+            _ => "denied",
+        };
+        self.metric(&format!(
+            "mcp_gateway_verify_decisions_total{{outcome=\"{outcome}\",reason=\"{reason}\"}}"
+        ))
+        .await
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client")
+        })
+        .clone()
+}
+
+/// Polls `check` until it holds; `Err` with the time waited when it never does.
+pub async fn wait_for<F, Fut>(limit: Duration, mut check: F) -> Result<Duration, Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return Err(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What a test token says; defaults to alice on the standard resource.
+#[derive(Clone)]
+pub struct TokenSpec {
+    pub user: &'static str,
+    pub audience: Vec<String>,
+    pub scope: &'static str,
+    pub email: Option<&'static str>,
+    pub amr: Vec<String>,
+    pub bind_ip: Option<String>,
+    pub bind_ua: Option<String>,
+    pub cert_thumbprint: Option<String>,
+    pub lifetime: Duration,
+    /// Seconds to shift the minting clock (negative: minted in the past).
+    pub minted_at_offset: i64,
+}
+
+impl Default for TokenSpec {
+    fn default() -> Self {
+        Self {
+            user: "alice",
+            audience: vec![RESOURCE.to_string()],
+            scope: "mcp",
+            email: None,
+            amr: vec!["github".into()],
+            bind_ip: None,
+            bind_ua: None,
+            cert_thumbprint: None,
+            lifetime: Duration::from_secs(3600),
+            minted_at_offset: 0,
+        }
+    }
+}
+
+/// Mints a token with the settings' key and records it in the store, as the CLI does.
+/// Returns the token and its jti.
+pub async fn mint_token(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    spec: TokenSpec,
+) -> (String, String) {
+    let now = clock::SystemClock.now_unix() + spec.minted_at_offset;
+    let minted = mint(
+        &settings.keys,
+        &settings.issuer,
+        MintRequest {
+            subject: format!("{}-id", spec.user),
+            username: spec.user.into(),
+            email: spec.email.map(str::to_string),
+            name: None,
+            client_id: "client-1".into(),
+            scope: spec.scope.into(),
+            audience: spec.audience.clone(),
+            lifetime: spec.lifetime,
+            amr: spec.amr.clone(),
+            cert_thumbprint: spec.cert_thumbprint.clone(),
+            bind_ip: spec.bind_ip.clone(),
+            bind_ua: spec.bind_ua.clone(),
+            custom_claims: Default::default(),
+        },
+        now,
+    )
+    .expect("mint");
+    let c = &minted.claims;
+    store
+        .put_token(
+            &TokenRecord {
+                jti: c.jti.clone(),
+                user_id: c.sub.clone(),
+                username: c.username.clone(),
+                client_id: c.client_id.clone(),
+                scope: c.scope.clone(),
+                audience: c.aud.iter().map(str::to_string).collect(),
+                issued_at: c.iat,
+                expires_at: c.exp,
+                family_id: None,
+            },
+            clock::SystemClock.now_unix(),
+        )
+        .await
+        .expect("record token");
+    (minted.token, c.jti.clone())
+}
+
+/// Path of a binary of this package, built by cargo for the integration tests.
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "mcp-gateway" => PathBuf::from(env!("CARGO_BIN_EXE_mcp-gateway")),
+        "mcp-gateway-verify" => PathBuf::from(env!("CARGO_BIN_EXE_mcp-gateway-verify")),
+        other => panic!("unknown binary {other}"),
+    }
+}
