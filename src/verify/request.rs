@@ -54,10 +54,13 @@ pub struct Target<'a> {
 impl<'a> Target<'a> {
     /// `None` when the proxy sent no usable host or protocol, or the host is not one of ours.
     pub fn from_headers(headers: &'a HeaderMap, hosts: &[HostPattern]) -> Option<Self> {
-        let proto = match headers.get(X_FORWARDED_PROTO)?.as_bytes() {
-            p if p.eq_ignore_ascii_case(b"https") => "https",
-            p if p.eq_ignore_ascii_case(b"http") => "http",
-            _ => return None,
+        // Every proxy we support sets it; a bare ForwardAuth client that does not is taken
+        // to be serving HTTPS, the only scheme a production MCP resource has.
+        let proto = match headers.get(X_FORWARDED_PROTO).map(|v| v.as_bytes()) {
+            None => "https",
+            Some(p) if p.eq_ignore_ascii_case(b"https") => "https",
+            Some(p) if p.eq_ignore_ascii_case(b"http") => "http",
+            Some(_) => return None,
         };
         let host = headers.get(X_FORWARDED_HOST)?.to_str().ok()?;
         // A proxy chain may list several hosts; the first is the client's.
@@ -263,6 +266,14 @@ mod tests {
         ]);
         assert!(Target::from_headers(&foreign, &hosts).is_none());
         let no_proto = headers(&[("x-forwarded-host", "mcp.example.com")]);
-        assert!(Target::from_headers(&no_proto, &hosts).is_none());
+        assert_eq!(
+            Target::from_headers(&no_proto, &hosts).unwrap().proto,
+            "https"
+        );
+        let bad_proto = headers(&[
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-host", "mcp.example.com"),
+        ]);
+        assert!(Target::from_headers(&bad_proto, &hosts).is_none());
     }
 }

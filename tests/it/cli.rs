@@ -227,3 +227,48 @@ async fn minted_tokens_verify_and_revoked_ones_stop() {
     .await
     .expect("revoked by jti within a second");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    // A "Redis" that accepts connections and never answers: /ready then takes its full
+    // 2 s timeout, long enough to send SIGTERM while the request is in flight.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let port = free_port();
+    let mut child = Command::new(bin("mcp-gateway-verify"))
+        .env_clear()
+        .env("JWT_ALGORITHM", "RS256")
+        .env("JWT_PRIVATE_KEY_B64", rsa_key_b64())
+        .env("BASE_DOMAIN", "example.com")
+        .env("REDIS_URL", format!("redis://127.0.0.1:{silent_port}"))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(Duration::from_secs(10), || async {
+        http().get(format!("{base}/health")).send().await.is_ok()
+    })
+    .await
+    .expect("verify started");
+
+    let in_flight = tokio::spawn(http().get(format!("{base}/ready")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
+    assert_eq!(resp.status(), 503);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "graceful exit, got {status:?}");
+    // And it no longer accepts connections.
+    assert!(http().get(format!("{base}/health")).send().await.is_err());
+    drop(silent);
+}
