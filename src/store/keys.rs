@@ -6,6 +6,12 @@ pub const REVOCATION_CHANNEL: &str = "oauth:revocations";
 pub const TOKEN_PREFIX: &str = "oauth:token:";
 pub const USER_TOKENS_PREFIX: &str = "oauth:user_tokens:";
 pub const CLIENT_TOKENS_PREFIX: &str = "oauth:client_tokens:";
+pub const CLIENT_PREFIX: &str = "oauth:client:";
+pub const REFRESH_PREFIX: &str = "oauth:refresh:";
+pub const FAMILY_PREFIX: &str = "oauth:family:";
+pub const FAMILY_REVOKED_PREFIX: &str = "oauth:family_revoked:";
+pub const CLIENT_FAMILIES_PREFIX: &str = "oauth:client_families:";
+pub const CONSENT_PREFIX: &str = "oauth:consent:";
 
 pub fn token(jti: &str) -> String {
     format!("{TOKEN_PREFIX}{jti}")
@@ -47,4 +53,23 @@ pub fn consent(user: &str, client_id: &str) -> String {
 
 pub fn mfa(user: &str) -> String {
     format!("oauth:mfa:{}", user.to_ascii_lowercase())
+}
+
+/// Tombstone of a revoked refresh family: a late rotation in that family must fail.
+pub fn family_revoked(id: &str) -> String {
+    format!("{FAMILY_REVOKED_PREFIX}{id}")
+}
+
+/// Sorted set of the refresh families issued to a client (score: family expiry).
+pub fn client_families(client_id: &str) -> String {
+    format!("{CLIENT_FAMILIES_PREFIX}{client_id}")
+}
+
+/// Family members are `t:{jti}` (access tokens) and `r:{refresh hash}`.
+pub fn family_token_member(jti: &str) -> String {
+    format!("t:{jti}")
+}
+
+pub fn family_refresh_member(hash: &str) -> String {
+    format!("r:{hash}")
 }

@@ -11,7 +11,10 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::keys;
-use super::{RevocationStream, Store, StoreError, StoreResult, TokenRecord, Ttl, seconds_until};
+use super::{
+    GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreError, StoreResult,
+    TokenRecord, Ttl, seconds_until,
+};
 
 enum Value {
     Text(String),
@@ -84,6 +87,133 @@ impl MemoryStore {
     fn deadline(ttl: Option<Duration>, now: Instant) -> Option<Instant> {
         ttl.map(|d| now + d.max(Duration::from_millis(1)))
     }
+
+    /// ZADD with the index living at least until `deadline`; prunes members expired by `prune_before`.
+    fn index_add(
+        map: &mut HashMap<String, Entry>,
+        index: String,
+        member: &str,
+        score: i64,
+        prune_before: Option<i64>,
+        deadline: Instant,
+        now: Instant,
+    ) {
+        let entry = map.entry(index).or_insert_with(|| Entry {
+            value: Value::Index(HashMap::new()),
+            expires_at: None,
+        });
+        if !entry.live(now) || !matches!(entry.value, Value::Index(_)) {
+            *entry = Entry {
+                value: Value::Index(HashMap::new()),
+                expires_at: None,
+            };
+        }
+        if let Value::Index(members) = &mut entry.value {
+            if let Some(cutoff) = prune_before {
+                members.retain(|_, exp| *exp >= cutoff);
+            }
+            members.insert(member.to_string(), score);
+        }
+        entry.expires_at = Some(entry.expires_at.map_or(deadline, |t| t.max(deadline)));
+    }
+
+    fn index_members(map: &mut HashMap<String, Entry>, index: &str, now: Instant) -> Vec<String> {
+        match map.get(index) {
+            Some(e) if e.live(now) => match &e.value {
+                Value::Index(members) => members.keys().cloned().collect(),
+                Value::Text(_) => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    fn put_token_locked(
+        map: &mut HashMap<String, Entry>,
+        record: &TokenRecord,
+        json: String,
+        now: Instant,
+        now_unix: i64,
+    ) {
+        let deadline = now + Duration::from_secs(seconds_until(record.expires_at, now_unix));
+        map.insert(
+            keys::token(&record.jti),
+            Entry {
+                value: Value::Text(json),
+                expires_at: Some(deadline),
+            },
+        );
+        for index in [
+            keys::user_tokens(&record.username),
+            keys::client_tokens(&record.client_id),
+        ] {
+            Self::index_add(
+                map,
+                index,
+                &record.jti,
+                record.expires_at,
+                Some(now_unix),
+                deadline,
+                now,
+            );
+        }
+    }
+
+    /// Deletes a token record and its index entries; the caller publishes `jti`.
+    fn revoke_token_locked(map: &mut HashMap<String, Entry>, jti: &str, now: Instant) -> bool {
+        let Some(json) = Self::text(map, &keys::token(jti), now) else {
+            return false;
+        };
+        map.remove(&keys::token(jti));
+        if let Ok(record) = serde_json::from_str::<TokenRecord>(&json) {
+            for index in [
+                keys::user_tokens(&record.username),
+                keys::client_tokens(&record.client_id),
+            ] {
+                if let Some(Entry {
+                    value: Value::Index(members),
+                    ..
+                }) = map.get_mut(&index)
+                {
+                    members.remove(jti);
+                }
+            }
+        }
+        true
+    }
+
+    fn revoke_family_locked(
+        map: &mut HashMap<String, Entry>,
+        family_id: &str,
+        tombstone_ttl: Duration,
+        now: Instant,
+        published: &mut Vec<String>,
+    ) -> usize {
+        let members = Self::index_members(map, &keys::family(family_id), now);
+        for member in &members {
+            if let Some(jti) = member.strip_prefix("t:") {
+                Self::revoke_token_locked(map, jti, now);
+                published.push(jti.to_string());
+            } else if let Some(hash) = member.strip_prefix("r:") {
+                map.remove(&keys::refresh(hash));
+            }
+        }
+        map.remove(&keys::family(family_id));
+        map.insert(
+            keys::family_revoked(family_id),
+            Entry {
+                value: Value::Text("1".into()),
+                expires_at: Some(now + tombstone_ttl.max(Duration::from_secs(1))),
+            },
+        );
+        members.len()
+    }
+
+    fn publish(&self, jtis: Vec<String>) {
+        for jti in jtis {
+            // No receivers is not an error: nobody is listening yet.
+            let _ = self.revocations.send(jti);
+        }
+    }
 }
 
 #[async_trait]
@@ -94,41 +224,7 @@ impl Store for MemoryStore {
 
     async fn put_token(&self, record: &TokenRecord, now_unix: i64) -> StoreResult<()> {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let ttl = Duration::from_secs(seconds_until(record.expires_at, now_unix));
-        self.with(|map, now| {
-            let deadline = now + ttl;
-            map.insert(
-                keys::token(&record.jti),
-                Entry {
-                    value: Value::Text(json),
-                    expires_at: Some(deadline),
-                },
-            );
-            for index in [
-                keys::user_tokens(&record.username),
-                keys::client_tokens(&record.client_id),
-            ] {
-                let entry = map
-                    .entry(index)
-                    .and_modify(|e| {
-                        if !e.live(now) || !matches!(e.value, Value::Index(_)) {
-                            *e = Entry {
-                                value: Value::Index(HashMap::new()),
-                                expires_at: None,
-                            };
-                        }
-                    })
-                    .or_insert_with(|| Entry {
-                        value: Value::Index(HashMap::new()),
-                        expires_at: None,
-                    });
-                if let Value::Index(members) = &mut entry.value {
-                    members.retain(|_, exp| *exp >= now_unix);
-                    members.insert(record.jti.clone(), record.expires_at);
-                }
-                entry.expires_at = Some(entry.expires_at.map_or(deadline, |t| t.max(deadline)));
-            }
-        });
+        self.with(|map, now| Self::put_token_locked(map, record, json, now, now_unix));
         Ok(())
     }
 
@@ -143,29 +239,8 @@ impl Store for MemoryStore {
     }
 
     async fn revoke_token(&self, jti: &str) -> StoreResult<bool> {
-        let existed = self.with(|map, now| {
-            let Some(json) = Self::text(map, &keys::token(jti), now) else {
-                return false;
-            };
-            map.remove(&keys::token(jti));
-            if let Ok(record) = serde_json::from_str::<TokenRecord>(&json) {
-                for index in [
-                    keys::user_tokens(&record.username),
-                    keys::client_tokens(&record.client_id),
-                ] {
-                    if let Some(Entry {
-                        value: Value::Index(members),
-                        ..
-                    }) = map.get_mut(&index)
-                    {
-                        members.remove(jti);
-                    }
-                }
-            }
-            true
-        });
-        // No receivers is not an error: nobody is listening yet.
-        let _ = self.revocations.send(jti.to_string());
+        let existed = self.with(|map, now| Self::revoke_token_locked(map, jti, now));
+        self.publish(vec![jti.to_string()]);
         Ok(existed)
     }
 
@@ -255,5 +330,133 @@ impl Store for MemoryStore {
             },
             _ => Ttl::Missing,
         }))
+    }
+
+    async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption> {
+        Ok(self.with(|map, now| {
+            let Some(value) = Self::text(map, code_key, now) else {
+                return Redemption::Missing;
+            };
+            if let Ok(marker) = serde_json::from_str::<serde_json::Value>(&value) {
+                if marker.get("redeemed").and_then(|r| r.as_bool()) == Some(true) {
+                    let family_id = marker["family_id"].as_str().unwrap_or("").to_string();
+                    return Redemption::Reused { family_id };
+                }
+            }
+            let marker = serde_json::json!({"redeemed": true, "family_id": family_id}).to_string();
+            if let Some(entry) = map.get_mut(code_key) {
+                entry.value = Value::Text(marker);
+            }
+            Redemption::Fresh(value)
+        }))
+    }
+
+    async fn issue_grant(&self, grant: &GrantWrite, now_unix: i64) -> StoreResult<GrantOutcome> {
+        let token_json =
+            serde_json::to_string(&grant.token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let refresh_ttl = Duration::from_secs(seconds_until(grant.refresh_expires_at, now_unix));
+        let mut published = Vec::new();
+        let outcome = self.with(|map, now| {
+            if Self::text(map, &keys::family_revoked(&grant.family_id), now).is_some() {
+                return GrantOutcome::FamilyRevoked;
+            }
+            if let Some(old) = &grant.rotate_from {
+                let key = keys::refresh(old);
+                let Some(json) = Self::text(map, &key, now) else {
+                    return GrantOutcome::Missing;
+                };
+                let Ok(mut record) = serde_json::from_str::<serde_json::Value>(&json) else {
+                    return GrantOutcome::Missing;
+                };
+                if record.get("used").and_then(|u| u.as_bool()) == Some(true) {
+                    let family = record["family_id"]
+                        .as_str()
+                        .unwrap_or(&grant.family_id)
+                        .to_string();
+                    Self::revoke_family_locked(map, &family, refresh_ttl, now, &mut published);
+                    return GrantOutcome::Reused;
+                }
+                record["used"] = true.into();
+                if let Some(entry) = map.get_mut(&key) {
+                    entry.value = Value::Text(record.to_string());
+                }
+            }
+            Self::put_token_locked(map, &grant.token, token_json, now, now_unix);
+            let refresh_deadline = now + refresh_ttl;
+            map.insert(
+                keys::refresh(&grant.refresh_hash),
+                Entry {
+                    value: Value::Text(grant.refresh_json.clone()),
+                    expires_at: Some(refresh_deadline),
+                },
+            );
+            let refresh_exp = now_unix + refresh_ttl.as_secs() as i64;
+            let family = keys::family(&grant.family_id);
+            Self::index_add(
+                map,
+                family.clone(),
+                &keys::family_token_member(&grant.token.jti),
+                grant.token.expires_at,
+                None,
+                refresh_deadline,
+                now,
+            );
+            Self::index_add(
+                map,
+                family,
+                &keys::family_refresh_member(&grant.refresh_hash),
+                refresh_exp,
+                None,
+                refresh_deadline,
+                now,
+            );
+            Self::index_add(
+                map,
+                keys::client_families(&grant.token.client_id),
+                &grant.family_id,
+                refresh_exp,
+                None,
+                refresh_deadline,
+                now,
+            );
+            GrantOutcome::Issued
+        });
+        self.publish(published);
+        Ok(outcome)
+    }
+
+    async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+        let mut published = Vec::new();
+        let n = self.with(|map, now| {
+            Self::revoke_family_locked(map, family_id, tombstone_ttl, now, &mut published)
+        });
+        self.publish(published);
+        Ok(n)
+    }
+
+    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+        let mut published = Vec::new();
+        let revoked = self.with(|map, now| {
+            map.remove(&keys::client(client_id));
+            let families_key = keys::client_families(client_id);
+            for family in Self::index_members(map, &families_key, now) {
+                Self::revoke_family_locked(map, &family, tombstone_ttl, now, &mut published);
+            }
+            map.remove(&families_key);
+            let tokens_key = keys::client_tokens(client_id);
+            let mut revoked = 0;
+            for jti in Self::index_members(map, &tokens_key, now) {
+                if Self::revoke_token_locked(map, &jti, now) {
+                    revoked += 1;
+                }
+                published.push(jti);
+            }
+            map.remove(&tokens_key);
+            let suffix = format!(":{client_id}");
+            map.retain(|key, _| !(key.starts_with(keys::CONSENT_PREFIX) && key.ends_with(&suffix)));
+            revoked
+        });
+        self.publish(published);
+        Ok(revoked)
     }
 }

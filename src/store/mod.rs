@@ -47,6 +47,42 @@ pub struct TokenRecord {
     pub family_id: Option<String>,
 }
 
+/// What redeeming an authorization code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    /// First redemption: the code record; the code is now marked redeemed into `family_id`.
+    Fresh(String),
+    /// Redeemed before: the family its tokens went to, to be revoked (RFC 6749 §4.1.2).
+    Reused {
+        family_id: String,
+    },
+    Missing,
+}
+
+/// Tokens to record for one grant: an access token and a refresh token in a family,
+/// optionally rotating an earlier refresh token of that family.
+#[derive(Debug, Clone)]
+pub struct GrantWrite {
+    pub token: TokenRecord,
+    pub refresh_hash: String,
+    pub refresh_json: String,
+    pub refresh_expires_at: i64,
+    pub family_id: String,
+    /// Hash of the refresh token being rotated (refresh grant), marked used atomically.
+    pub rotate_from: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantOutcome {
+    Issued,
+    /// The refresh token to rotate does not exist (expired, revoked, never issued).
+    Missing,
+    /// The refresh token was already used: the whole family has been revoked.
+    Reused,
+    /// The family was revoked (code reuse, client deletion): nothing issued.
+    FamilyRevoked,
+}
+
 /// Remaining lifetime of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ttl {
@@ -101,6 +137,22 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> StoreResult<bool>;
 
     async fn ttl(&self, key: &str) -> StoreResult<Ttl>;
+
+    /// Atomically takes an authorization code for redemption, leaving a marker (same TTL) that
+    /// names `family_id`, so a second redemption can revoke what the first issued.
+    async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption>;
+
+    /// Records a grant's tokens; with `rotate_from`, only if that refresh token is unused
+    /// (marking it used), and revoking the whole family if it was used before.
+    async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome>;
+
+    /// Revokes every access and refresh token of a family (publishing each jti) and leaves a
+    /// tombstone for `tombstone_ttl`. Returns how many members were removed.
+    async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize>;
+
+    /// Deletes a client registration and everything issued to it: access tokens, refresh
+    /// families, consents. Returns how many access tokens outside refresh families it revoked.
+    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize>;
 }
 
 /// TTL in whole seconds for a record that expires at `expires_at`, at least one second.

@@ -9,49 +9,176 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::keys;
-use super::{RevocationStream, Store, StoreError, StoreResult, TokenRecord, Ttl, seconds_until};
+use super::{
+    GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreError, StoreResult,
+    TokenRecord, Ttl, seconds_until,
+};
 
 /// How long one command may take before the store counts as unavailable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
 
-// KEYS: token, user index, client index. ARGV: record JSON, ttl, exp, jti, now.
-const PUT_TOKEN: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-for i = 2, 3 do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[5])
-  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4])
-  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[2]) then
-    redis.call('EXPIRE', KEYS[i], ARGV[2])
+/// Functions every script shares. Key prefixes are substituted from [`keys`] when the
+/// scripts are built, so Lua and Rust name keys identically.
+const PRELUDE: &str = r#"
+local T, U, C, R, F, FR, CF, CL, CO, CH =
+  '{TOKEN}', '{USER_TOKENS}', '{CLIENT_TOKENS}', '{REFRESH}', '{FAMILY}', '{FAMILY_REVOKED}',
+  '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}'
+
+local function decode(v)
+  local ok, r = pcall(cjson.decode, v)
+  if ok and type(r) == 'table' then return r end
+  return nil
+end
+
+local function put_token(jti, json, ttl, exp, username, client_id, now)
+  redis.call('SET', T .. jti, json, 'EX', ttl)
+  for _, idx in ipairs({U .. string.lower(username), C .. client_id}) do
+    redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. now)
+    redis.call('ZADD', idx, exp, jti)
+    if redis.call('TTL', idx) < tonumber(ttl) then redis.call('EXPIRE', idx, ttl) end
   end
 end
+
+local function revoke_jti(jti)
+  local v = redis.call('GET', T .. jti)
+  if v then
+    redis.call('DEL', T .. jti)
+    local r = decode(v)
+    if r then
+      if type(r.username) == 'string' then redis.call('ZREM', U .. string.lower(r.username), jti) end
+      if type(r.client_id) == 'string' then redis.call('ZREM', C .. r.client_id, jti) end
+    end
+  end
+  redis.call('PUBLISH', CH, jti)
+  if v then return 1 else return 0 end
+end
+
+local function revoke_family(fid, tombstone_ttl)
+  local members = redis.call('ZRANGE', F .. fid, 0, -1)
+  for _, m in ipairs(members) do
+    local kind, id = string.sub(m, 1, 2), string.sub(m, 3)
+    if kind == 't:' then revoke_jti(id) elseif kind == 'r:' then redis.call('DEL', R .. id) end
+  end
+  redis.call('DEL', F .. fid)
+  redis.call('SET', FR .. fid, '1', 'EX', tombstone_ttl)
+  return #members
+end
+"#;
+
+// ARGV: jti, record JSON, ttl, exp, username, client_id, now.
+const PUT_TOKEN: &str = r#"
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return 1
 "#;
 
-// KEYS: token. ARGV: jti, user index prefix, client index prefix, channel.
+// ARGV: jti.
 const REVOKE_TOKEN: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if v then
-  redis.call('DEL', KEYS[1])
-  local ok, r = pcall(cjson.decode, v)
-  if ok and type(r) == 'table' then
-    if type(r.username) == 'string' then
-      redis.call('ZREM', ARGV[2] .. string.lower(r.username), ARGV[1])
-    end
-    if type(r.client_id) == 'string' then
-      redis.call('ZREM', ARGV[3] .. r.client_id, ARGV[1])
-    end
-  end
-end
-redis.call('PUBLISH', ARGV[4], ARGV[1])
-if v then return 1 else return 0 end
+return revoke_jti(ARGV[1])
 "#;
+
+// KEYS: code. ARGV: family id.
+const REDEEM_CODE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then return {'missing', ''} end
+local r = decode(v)
+if r and r.redeemed then return {'reused', r.family_id or ''} end
+redis.call('SET', KEYS[1], cjson.encode({redeemed = true, family_id = ARGV[1]}), 'KEEPTTL')
+return {'fresh', v}
+"#;
+
+// ARGV: jti, token JSON, token ttl, token exp, username, client_id, now,
+//       refresh hash, refresh JSON, refresh ttl, family id, rotate-from hash or '', tombstone ttl.
+const ISSUE_GRANT: &str = r#"
+local fid, rotate_from = ARGV[11], ARGV[12]
+if redis.call('EXISTS', FR .. fid) == 1 then return 'revoked' end
+if rotate_from ~= '' then
+  local v = redis.call('GET', R .. rotate_from)
+  if not v then return 'missing' end
+  local r = decode(v)
+  if not r then return 'missing' end
+  if r.used then
+    revoke_family(r.family_id or fid, ARGV[13])
+    return 'reused'
+  end
+  r.used = true
+  redis.call('SET', R .. rotate_from, cjson.encode(r), 'KEEPTTL')
+end
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+redis.call('SET', R .. ARGV[8], ARGV[9], 'EX', ARGV[10])
+local refresh_exp = tonumber(ARGV[7]) + tonumber(ARGV[10])
+redis.call('ZADD', F .. fid, ARGV[4], 't:' .. ARGV[1])
+redis.call('ZADD', F .. fid, refresh_exp, 'r:' .. ARGV[8])
+if redis.call('TTL', F .. fid) < tonumber(ARGV[10]) then redis.call('EXPIRE', F .. fid, ARGV[10]) end
+redis.call('ZADD', CF .. ARGV[6], refresh_exp, fid)
+if redis.call('TTL', CF .. ARGV[6]) < tonumber(ARGV[10]) then redis.call('EXPIRE', CF .. ARGV[6], ARGV[10]) end
+return 'issued'
+"#;
+
+// ARGV: family id, tombstone ttl.
+const REVOKE_FAMILY: &str = r#"
+return revoke_family(ARGV[1], ARGV[2])
+"#;
+
+// ARGV: client id, tombstone ttl.
+const DELETE_CLIENT: &str = r#"
+local cid, ttl = ARGV[1], ARGV[2]
+redis.call('DEL', CL .. cid)
+for _, fid in ipairs(redis.call('ZRANGE', CF .. cid, 0, -1)) do revoke_family(fid, ttl) end
+redis.call('DEL', CF .. cid)
+local n = 0
+for _, jti in ipairs(redis.call('ZRANGE', C .. cid, 0, -1)) do n = n + revoke_jti(jti) end
+redis.call('DEL', C .. cid)
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', CO .. '*:' .. cid, 'COUNT', 500)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do redis.call('DEL', key) end
+until cursor == '0'
+return n
+"#;
+
+fn script(body: &str) -> redis::Script {
+    let prelude = PRELUDE
+        .replace("{TOKEN}", keys::TOKEN_PREFIX)
+        .replace("{USER_TOKENS}", keys::USER_TOKENS_PREFIX)
+        .replace("{CLIENT_TOKENS}", keys::CLIENT_TOKENS_PREFIX)
+        .replace("{REFRESH}", keys::REFRESH_PREFIX)
+        .replace("{FAMILY_REVOKED}", keys::FAMILY_REVOKED_PREFIX)
+        .replace("{FAMILY}", keys::FAMILY_PREFIX)
+        .replace("{CLIENT_FAMILIES}", keys::CLIENT_FAMILIES_PREFIX)
+        .replace("{CLIENT}", keys::CLIENT_PREFIX)
+        .replace("{CONSENT}", keys::CONSENT_PREFIX)
+        .replace("{CHANNEL}", keys::REVOCATION_CHANNEL);
+    redis::Script::new(&format!("{prelude}\n{body}"))
+}
+
+struct Scripts {
+    put_token: redis::Script,
+    revoke_token: redis::Script,
+    redeem_code: redis::Script,
+    issue_grant: redis::Script,
+    revoke_family: redis::Script,
+    delete_client: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            put_token: script(PUT_TOKEN),
+            revoke_token: script(REVOKE_TOKEN),
+            redeem_code: script(REDEEM_CODE),
+            issue_grant: script(ISSUE_GRANT),
+            revoke_family: script(REVOKE_FAMILY),
+            delete_client: script(DELETE_CLIENT),
+        }
+    }
+}
 
 pub struct RedisStore {
     client: redis::Client,
     conn: ConnectionManager,
-    put_token: redis::Script,
-    revoke_token: redis::Script,
+    scripts: Scripts,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -79,8 +206,7 @@ impl RedisStore {
         Ok(Self {
             client,
             conn,
-            put_token: redis::Script::new(PUT_TOKEN),
-            revoke_token: redis::Script::new(REVOKE_TOKEN),
+            scripts: Scripts::new(),
         })
     }
 
@@ -103,14 +229,14 @@ impl Store for RedisStore {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let ttl = seconds_until(record.expires_at, now);
         let _: i64 = self
+            .scripts
             .put_token
-            .key(keys::token(&record.jti))
-            .key(keys::user_tokens(&record.username))
-            .key(keys::client_tokens(&record.client_id))
+            .arg(&record.jti)
             .arg(json)
             .arg(ttl)
             .arg(record.expires_at)
-            .arg(&record.jti)
+            .arg(&record.username)
+            .arg(&record.client_id)
             .arg(now)
             .invoke_async(&mut self.conn())
             .await
@@ -137,12 +263,9 @@ impl Store for RedisStore {
 
     async fn revoke_token(&self, jti: &str) -> StoreResult<bool> {
         let existed: i64 = self
+            .scripts
             .revoke_token
-            .key(keys::token(jti))
             .arg(jti)
-            .arg(keys::USER_TOKENS_PREFIX)
-            .arg(keys::CLIENT_TOKENS_PREFIX)
-            .arg(keys::REVOCATION_CHANNEL)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -222,5 +345,77 @@ impl Store for RedisStore {
             -1 => Ttl::Persistent,
             ms => Ttl::Expires(Duration::from_millis(ms.max(0) as u64)),
         })
+    }
+
+    async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption> {
+        let (kind, value): (String, String) = self
+            .scripts
+            .redeem_code
+            .key(code_key)
+            .arg(family_id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(match kind.as_str() {
+            "fresh" => Redemption::Fresh(value),
+            "reused" => Redemption::Reused { family_id: value },
+            _ => Redemption::Missing,
+        })
+    }
+
+    async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome> {
+        let token = &grant.token;
+        let token_json =
+            serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
+        let outcome: String = self
+            .scripts
+            .issue_grant
+            .arg(&token.jti)
+            .arg(token_json)
+            .arg(seconds_until(token.expires_at, now))
+            .arg(token.expires_at)
+            .arg(&token.username)
+            .arg(&token.client_id)
+            .arg(now)
+            .arg(&grant.refresh_hash)
+            .arg(&grant.refresh_json)
+            .arg(refresh_ttl)
+            .arg(&grant.family_id)
+            .arg(grant.rotate_from.as_deref().unwrap_or(""))
+            .arg(refresh_ttl)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(match outcome.as_str() {
+            "issued" => GrantOutcome::Issued,
+            "reused" => GrantOutcome::Reused,
+            "revoked" => GrantOutcome::FamilyRevoked,
+            _ => GrantOutcome::Missing,
+        })
+    }
+
+    async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+        let n: i64 = self
+            .scripts
+            .revoke_family
+            .arg(family_id)
+            .arg(tombstone_ttl.as_secs().max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n.max(0) as usize)
+    }
+
+    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+        let n: i64 = self
+            .scripts
+            .delete_client
+            .arg(client_id)
+            .arg(tombstone_ttl.as_secs().max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n.max(0) as usize)
     }
 }

@@ -191,3 +191,207 @@ contract!(revocations_are_published, |store| {
             .expect("messages arrive");
     assert_eq!(got, vec!["j9".to_string(), "never-issued".to_string()]);
 });
+
+use mcp_oauth_gateway::store::{GrantOutcome, GrantWrite, Redemption};
+
+fn grant(
+    jti: &str,
+    client: &str,
+    family: &str,
+    refresh: &str,
+    rotate_from: Option<&str>,
+) -> GrantWrite {
+    let now = SystemClock.now_unix();
+    GrantWrite {
+        token: record(jti, "erin", client, 600),
+        refresh_hash: refresh.into(),
+        refresh_json: serde_json::json!({"family_id": family, "client_id": client, "used": false})
+            .to_string(),
+        refresh_expires_at: now + 3600,
+        family_id: family.into(),
+        rotate_from: rotate_from.map(str::to_string),
+    }
+}
+
+contract!(codes_redeem_once_and_remember_the_family, |store| {
+    store
+        .put(
+            "oauth:code:h1",
+            r#"{"client_id":"c1"}"#,
+            Some(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    let results = join_all((0..20).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .redeem_code("oauth:code:h1", &format!("fam{i}"))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let fresh: Vec<_> = results
+        .iter()
+        .filter(|r| matches!(r, Redemption::Fresh(_)))
+        .collect();
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0], &Redemption::Fresh(r#"{"client_id":"c1"}"#.into()));
+    let reused: Vec<_> = results
+        .iter()
+        .filter_map(|r| match r {
+            Redemption::Reused { family_id } => Some(family_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reused.len(), 19);
+    assert!(
+        reused.windows(2).all(|w| w[0] == w[1]),
+        "all name the winner's family"
+    );
+    // The marker keeps the code's TTL.
+    assert!(matches!(
+        store.ttl("oauth:code:h1").await.unwrap(),
+        Ttl::Expires(_)
+    ));
+    assert_eq!(
+        store.redeem_code("oauth:code:none", "f").await.unwrap(),
+        Redemption::Missing
+    );
+});
+
+contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
+    let now = SystemClock.now_unix();
+    let mut feed = store.subscribe_revocations().await.unwrap();
+    assert_eq!(
+        store
+            .issue_grant(&grant("a1", "c1", "F", "r1", None), now)
+            .await
+            .unwrap(),
+        GrantOutcome::Issued
+    );
+    assert!(store.token_is_live("a1").await.unwrap());
+    assert!(store.get("oauth:refresh:r1").await.unwrap().is_some());
+    assert_eq!(
+        store
+            .issue_grant(&grant("a2", "c1", "F", "r2", Some("r1")), now)
+            .await
+            .unwrap(),
+        GrantOutcome::Issued
+    );
+    let r1: serde_json::Value =
+        serde_json::from_str(&store.get("oauth:refresh:r1").await.unwrap().unwrap()).unwrap();
+    assert_eq!(r1["used"], true);
+    // r1 again: reuse. Everything in the family dies, the rotated-in tokens included.
+    assert_eq!(
+        store
+            .issue_grant(&grant("a3", "c1", "F", "r3", Some("r1")), now)
+            .await
+            .unwrap(),
+        GrantOutcome::Reused
+    );
+    for jti in ["a1", "a2", "a3"] {
+        assert!(!store.token_is_live(jti).await.unwrap(), "{jti}");
+    }
+    assert_eq!(store.get("oauth:refresh:r2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .issue_grant(&grant("a4", "c1", "F", "r4", Some("r2")), now)
+            .await
+            .unwrap(),
+        GrantOutcome::FamilyRevoked
+    );
+    assert_eq!(
+        store
+            .issue_grant(&grant("a5", "c1", "G", "r5", Some("nope")), now)
+            .await
+            .unwrap(),
+        GrantOutcome::Missing
+    );
+    let heard: Vec<String> =
+        tokio::time::timeout(Duration::from_secs(2), feed.by_ref().take(2).collect())
+            .await
+            .expect("revocations published");
+    let mut heard = heard;
+    heard.sort();
+    assert_eq!(heard, vec!["a1".to_string(), "a2".to_string()]);
+});
+
+contract!(concurrent_rotations_issue_exactly_once, |store| {
+    let now = SystemClock.now_unix();
+    store
+        .issue_grant(&grant("b0", "c1", "H", "s0", None), now)
+        .await
+        .unwrap();
+    let outcomes = join_all((0..50).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .issue_grant(
+                    &grant(
+                        &format!("b{}", i + 1),
+                        "c1",
+                        "H",
+                        &format!("s{}", i + 1),
+                        Some("s0"),
+                    ),
+                    now,
+                )
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == GrantOutcome::Issued)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+});
+
+contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
+    let now = SystemClock.now_unix();
+    store.put("oauth:client:c7", "{}", None).await.unwrap();
+    store
+        .put("oauth:consent:erin:c7", "{}", None)
+        .await
+        .unwrap();
+    store
+        .put("oauth:consent:erin:c8", "{}", None)
+        .await
+        .unwrap();
+    store
+        .issue_grant(&grant("d1", "c7", "K", "t1", None), now)
+        .await
+        .unwrap();
+    store
+        .put_token(&record("d2", "erin", "c7", 600), now)
+        .await
+        .unwrap();
+    store
+        .put_token(&record("d3", "erin", "c8", 600), now)
+        .await
+        .unwrap();
+    store
+        .delete_client("c7", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(store.get("oauth:client:c7").await.unwrap(), None);
+    assert_eq!(store.get("oauth:consent:erin:c7").await.unwrap(), None);
+    assert!(store.get("oauth:consent:erin:c8").await.unwrap().is_some());
+    assert!(!store.token_is_live("d1").await.unwrap());
+    assert!(!store.token_is_live("d2").await.unwrap());
+    assert!(store.token_is_live("d3").await.unwrap());
+    assert_eq!(store.get("oauth:refresh:t1").await.unwrap(), None);
+    assert!(
+        store
+            .indexed_tokens("oauth:client_tokens:c7", now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+});
