@@ -337,11 +337,11 @@ impl Store for MemoryStore {
             let Some(value) = Self::text(map, code_key, now) else {
                 return Redemption::Missing;
             };
-            if let Ok(marker) = serde_json::from_str::<serde_json::Value>(&value) {
-                if marker.get("redeemed").and_then(|r| r.as_bool()) == Some(true) {
-                    let family_id = marker["family_id"].as_str().unwrap_or("").to_string();
-                    return Redemption::Reused { family_id };
-                }
+            if let Ok(marker) = serde_json::from_str::<serde_json::Value>(&value)
+                && marker.get("redeemed").and_then(|r| r.as_bool()) == Some(true)
+            {
+                let family_id = marker["family_id"].as_str().unwrap_or("").to_string();
+                return Redemption::Reused { family_id };
             }
             let marker = serde_json::json!({"redeemed": true, "family_id": family_id}).to_string();
             if let Some(entry) = map.get_mut(code_key) {
