@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -43,6 +44,10 @@ pub struct VerifiedToken {
     pub bind_ip: Option<Option<IpAddr>>,
     pub has_otp: bool,
     pub identity_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Liveness confirmed under this epoch of the revocation feed …
+    stamp_epoch: AtomicU64,
+    /// … and good until this service-clock millisecond (the store answer's TTL end).
+    stamp_until_ms: AtomicU64,
 }
 
 impl VerifiedToken {
@@ -64,7 +69,22 @@ impl VerifiedToken {
             has_otp: claims.has_amr("otp"),
             claims,
             identity_headers,
+            stamp_epoch: AtomicU64::new(u64::MAX),
+            stamp_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The hot path's liveness answer: known live under `epoch` until a later millisecond.
+    /// Any revocation message or feed interruption moves the epoch on, so a stamp never
+    /// outlives information the feed may have carried.
+    pub fn live_by_stamp(&self, epoch: u64, now_ms: u64) -> bool {
+        self.stamp_epoch.load(Ordering::Acquire) == epoch
+            && self.stamp_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    pub fn stamp_live(&self, epoch: u64, until_ms: u64) {
+        self.stamp_until_ms.store(until_ms, Ordering::Relaxed);
+        self.stamp_epoch.store(epoch, Ordering::Release);
     }
 }
 
@@ -104,7 +124,7 @@ impl Expiry<String, Arc<VerifiedToken>> for UntilExpiry {
 
 /// Token string → verified token. Disabled (every lookup misses) when capacity is 0.
 pub struct TokenCache {
-    inner: Option<moka::sync::Cache<String, Arc<VerifiedToken>>>,
+    inner: Option<moka::sync::Cache<String, Arc<VerifiedToken>, foldhash::fast::RandomState>>,
 }
 
 impl TokenCache {
@@ -113,7 +133,8 @@ impl TokenCache {
             moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(UntilExpiry { clock, leeway })
-                .build()
+                // Keys are ~700-byte tokens: SipHash would cost more than the rest of a hit.
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         Self { inner }
     }
@@ -129,9 +150,16 @@ impl TokenCache {
     }
 }
 
+/// A liveness answer and the service-clock millisecond it was read from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    pub live: bool,
+    pub read_at_ms: u64,
+}
+
 /// `jti` → live or revoked, backed by the store's allow-list.
 pub struct LivenessCache {
-    inner: Option<moka::future::Cache<String, bool>>,
+    inner: Option<moka::future::Cache<String, Liveness>>,
 }
 
 impl LivenessCache {
@@ -149,25 +177,40 @@ impl LivenessCache {
         self.inner.is_some()
     }
 
-    pub async fn get(&self, jti: &str) -> Option<bool> {
+    pub async fn get(&self, jti: &str) -> Option<Liveness> {
         self.inner.as_ref()?.get(jti).await
     }
 
     /// The cached answer, or one store lookup shared by every concurrent caller for `jti`.
-    pub async fn get_or_load(&self, jti: &str, store: &Arc<dyn Store>) -> Result<bool, StoreError> {
+    pub async fn get_or_load(
+        &self,
+        jti: &str,
+        store: &Arc<dyn Store>,
+        now_ms: u64,
+    ) -> Result<Liveness, StoreError> {
+        let load = async move {
+            store.token_is_live(jti).await.map(|live| Liveness {
+                live,
+                read_at_ms: now_ms,
+            })
+        };
         match &self.inner {
             Some(cache) => cache
-                .try_get_with_by_ref(jti, store.token_is_live(jti))
+                .try_get_with_by_ref(jti, load)
                 .await
                 .map_err(|e| (*e).clone()),
-            None => store.token_is_live(jti).await,
+            None => load.await,
         }
     }
 
     /// A revocation heard on the feed: known dead from now on, without asking the store.
-    pub async fn mark_revoked(&self, jti: String) {
+    pub async fn mark_revoked(&self, jti: String, now_ms: u64) {
         if let Some(cache) = &self.inner {
-            cache.insert(jti, false).await;
+            let dead = Liveness {
+                live: false,
+                read_at_ms: now_ms,
+            };
+            cache.insert(jti, dead).await;
         }
     }
 

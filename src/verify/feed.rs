@@ -24,15 +24,18 @@ pub async fn run(state: Arc<VerifyState>) {
         match state.store.subscribe_revocations().await {
             Ok(mut stream) => {
                 state.liveness.clear();
+                state.advance_liveness_epoch();
                 state.feed_up.store(true, Ordering::SeqCst);
                 state.metrics.feed_up.set(1);
                 tracing::info!("revocation feed subscribed");
                 backoff = MIN_BACKOFF;
                 while let Some(jti) = stream.next().await {
                     state.metrics.revocations_received.inc();
-                    state.liveness.mark_revoked(jti).await;
+                    state.liveness.mark_revoked(jti, state.now_ms()).await;
+                    state.advance_liveness_epoch();
                 }
                 state.feed_up.store(false, Ordering::SeqCst);
+                state.advance_liveness_epoch();
                 state.metrics.feed_up.set(0);
                 state.metrics.feed_reconnects.inc();
                 if state.settings.failure_mode == FailureMode::Closed {

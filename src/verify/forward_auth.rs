@@ -21,7 +21,7 @@ pub async fn forward_auth(req: HttpRequest, state: web::Data<VerifyState>) -> Ht
     let started = Instant::now();
     let headers = req.headers();
     let target = Target::from_headers(headers, &state.settings.resource_hosts);
-    let outcome = state.decide(headers, target.as_ref()).await;
+    let outcome = state.decide(headers, target.as_ref(), started).await;
     let response = match &outcome {
         Ok(verified) => {
             let mut ok = HttpResponse::Ok();
@@ -58,6 +58,7 @@ impl VerifyState {
         &self,
         headers: &HeaderMap,
         target: Option<&Target<'_>>,
+        started: Instant,
     ) -> Result<Arc<VerifiedToken>, Denial> {
         let settings = &self.settings;
         let token = bearer_token(headers).ok_or(Denial::new(
@@ -87,7 +88,7 @@ impl VerifyState {
             ));
         }
 
-        match self.is_live(&claims.jti).await {
+        match self.is_live(&verified, self.millis_at(started)).await {
             Ok(true) => {}
             Ok(false) => return Err(Denial::new(Reason::Revoked, "the token has been revoked")),
             Err(e) => {
@@ -176,24 +177,46 @@ impl VerifyState {
         Ok(verified)
     }
 
-    /// Whether the allow-list entry for `jti` exists. The cache is trusted only while the
-    /// revocation feed is up, or when the operator chose to serve cached positives.
-    async fn is_live(&self, jti: &str) -> Result<bool, StoreError> {
+    /// Whether the allow-list entry for the token's `jti` exists. On a warm token this is two
+    /// atomic loads (the stamp); otherwise the liveness cache, trusted only while the
+    /// revocation feed is up or when the operator chose to serve cached positives, and last
+    /// the store.
+    async fn is_live(&self, verified: &VerifiedToken, now_ms: u64) -> Result<bool, StoreError> {
+        let epoch = self.liveness_epoch.load(Ordering::Acquire);
+        if verified.live_by_stamp(epoch, now_ms) {
+            self.metrics.liveness_cache.hit.inc();
+            return Ok(true);
+        }
+        let jti = verified.claims.jti.as_str();
         let cache_trusted = self.liveness.is_enabled()
             && (self.feed_up.load(Ordering::Relaxed)
                 || self.settings.failure_mode == FailureMode::Cached);
-        if cache_trusted {
-            if let Some(live) = self.liveness.get(jti).await {
-                self.metrics.liveness_cache.hit.inc();
-                return Ok(live);
-            }
+        if !cache_trusted {
             self.metrics.liveness_cache.miss.inc();
-            self.liveness.get_or_load(jti, &self.store).await
-        } else {
-            self.metrics.liveness_cache.miss.inc();
-            self.store.token_is_live(jti).await
+            return self
+                .store
+                .token_is_live(jti)
+                .await
+                .inspect_err(|_| self.metrics.redis_errors.inc());
         }
-        .inspect_err(|_| self.metrics.redis_errors.inc())
+        let answer = match self.liveness.get(jti).await {
+            Some(hit) => {
+                self.metrics.liveness_cache.hit.inc();
+                hit
+            }
+            None => {
+                self.metrics.liveness_cache.miss.inc();
+                self.liveness
+                    .get_or_load(jti, &self.store, now_ms)
+                    .await
+                    .inspect_err(|_| self.metrics.redis_errors.inc())?
+            }
+        };
+        if answer.live {
+            let ttl_ms = self.settings.verify_cache_ttl.as_millis() as u64;
+            verified.stamp_live(epoch, answer.read_at_ms.saturating_add(ttl_ms));
+        }
+        Ok(answer.live)
     }
 
     /// The `scope` of a challenge: what this route requires, else what the resource supports.

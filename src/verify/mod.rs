@@ -14,8 +14,8 @@ pub mod request;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
@@ -42,6 +42,11 @@ pub struct VerifyState {
     pub liveness: LivenessCache,
     /// Whether the revocation subscription is established right now.
     pub feed_up: AtomicBool,
+    /// Moves on with every revocation heard and every feed interruption; liveness stamps on
+    /// cached tokens are valid only under the epoch they were made in.
+    pub liveness_epoch: AtomicU64,
+    /// Origin of the service's millisecond clock for cache stamps.
+    pub started: Instant,
     pub store: Arc<dyn Store>,
     pub metrics: VerifyMetrics,
     pub clock: SharedClock,
@@ -60,11 +65,29 @@ impl VerifyState {
             liveness: LivenessCache::new(settings.verify_cache_capacity, settings.verify_cache_ttl),
             validation,
             feed_up: AtomicBool::new(false),
+            liveness_epoch: AtomicU64::new(0),
+            started: Instant::now(),
             store,
             metrics: VerifyMetrics::new(),
             clock,
             settings,
         }
+    }
+}
+
+impl VerifyState {
+    /// Milliseconds of the service clock at `at`.
+    pub fn millis_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.millis_at(Instant::now())
+    }
+
+    /// Invalidates every liveness stamp (a revocation was heard, or the feed was interrupted).
+    pub fn advance_liveness_epoch(&self) {
+        self.liveness_epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 

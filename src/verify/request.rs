@@ -22,22 +22,30 @@ pub const X_FORWARDED_TLS_CLIENT_CERT: &str = "x-forwarded-tls-client-cert";
 /// spaces. Tokens in the query string are never looked at.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let mut values = headers.get_all(actix_web::http::header::AUTHORIZATION);
-    let value = values.next()?;
+    let value = values.next()?.as_bytes();
     if values.next().is_some() {
         // Two Authorization headers: ambiguous, so no credential at all.
         return None;
     }
-    let value = value.to_str().ok()?;
-    let (scheme, rest) = value.split_at_checked(6)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || !rest.starts_with(' ') {
+    if value.len() < 8 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
         return None;
     }
-    let token = rest.trim_start_matches(' ').trim_end();
+    let mut token = &value[7..];
+    while let [b' ', rest @ ..] = token {
+        token = rest;
+    }
+    while let [rest @ .., b' '] = token {
+        token = rest;
+    }
+    // One pass: the b64token alphabet (RFC 6750 §2.1) is ASCII, so it is also valid UTF-8.
     let is_b64token = !token.is_empty()
-        && token.bytes().all(|b| {
+        && token.iter().all(|&b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
         });
-    is_b64token.then_some(token)
+    if !is_b64token {
+        return None;
+    }
+    std::str::from_utf8(token).ok()
 }
 
 /// The resource the proxied request is for: `{proto}://{host}` from the proxy's
