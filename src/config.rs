@@ -318,6 +318,14 @@ pub struct BindingPolicy {
     pub client_cert: bool,
 }
 
+/// Requests per client IP per minute on the public endpoints; 0 = unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub register: u32,
+    pub authorize: u32,
+    pub token: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct GithubSettings {
     pub client_id: Option<String>,
@@ -363,6 +371,7 @@ pub struct Settings {
     /// 0 disables both verify caches (every request verifies and asks the store).
     pub verify_cache_capacity: u64,
     pub failure_mode: FailureMode,
+    pub rate_limits: RateLimitSettings,
 }
 
 const DEFAULT_GITHUB_AUTHORIZE_URL: &str = "https://github.com/login/oauth/authorize";
@@ -629,6 +638,11 @@ impl Settings {
             verify_cache_ttl,
             verify_cache_capacity: raw.number("VERIFY_CACHE_CAPACITY", 100_000)?,
             failure_mode,
+            rate_limits: RateLimitSettings {
+                register: raw.number_u32("RATE_LIMIT_REGISTER", 20)?,
+                authorize: raw.number_u32("RATE_LIMIT_AUTHORIZE", 60)?,
+                token: raw.number_u32("RATE_LIMIT_TOKEN", 300)?,
+            },
         })
     }
 }
@@ -839,6 +853,11 @@ impl Raw {
                 ConfigError::new(name, format!("{v:?} is not a whole non-negative number"))
             }),
         }
+    }
+
+    fn number_u32(&self, name: &str, default: u32) -> Result<u32, ConfigError> {
+        let n = self.number(name, u64::from(default))?;
+        u32::try_from(n).map_err(|_| ConfigError::new(name, format!("{n} is too large")))
     }
 
     /// Seconds, as a plain number or with a unit: `3600`, `90s`, `15m`, `12h`, `30d`.

@@ -12,6 +12,7 @@
 //! | [`config`] | raw settings (TOML file + environment) parsed into validated [`config::Settings`] |
 //! | [`token`] | access-token claims, signing and verification keys, JWKS, mint and validate (pure, no I/O) |
 //! | [`store`] | the [`store::Store`] trait, its Redis and in-memory implementations, key names |
+//! | [`auth`] | the authorization server: metadata, registration, authorize + consent, GitHub login, token, revoke, introspect |
 //! | [`verify`] | the ForwardAuth service: `/verify`, caches, revocation feed, protected-resource metadata |
 //! | [`cli`] | the operator CLI `mcp-gateway` |
 //! | [`telemetry`] | logging setup |
@@ -32,6 +33,7 @@
 //! * When the store cannot be asked, verify answers 503, never 401: a 401 would send every MCP
 //!   client into a new login.
 
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

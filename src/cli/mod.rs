@@ -2,6 +2,7 @@
 //! environment overlaid on the env file (`--env-file`, default `.env` when it exists), exactly
 //! as the services read them, so a token minted here verifies there.
 
+pub mod dev;
 pub mod envfile;
 pub mod keys;
 pub mod tokens;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Access tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Run the whole gateway (authorization server + verify) on an embedded store with a
+    /// development login, for a first try. Loopback only.
+    Dev(dev::DevArgs),
 }
 
 /// A failed command: what to print, and the exit status.
@@ -76,6 +80,7 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::Keys(cmd) => keys::run(&cli, cmd),
         Command::Tokens(cmd) => tokens::run(&cli, cmd).await,
+        Command::Dev(args) => dev::run(&cli, args).await,
     }
 }
 

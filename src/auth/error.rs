@@ -1,0 +1,166 @@
+//! One error type for the authorization server, with one table from error to status and
+//! headers (RFC 6749 §5.2, RFC 7591 §3.2.2, RFC 7592 §2, RFC 6750 §3). The client sees the
+//! RFC error and a description; the cause chain goes to the log.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {description}")]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub description: String,
+    pub challenge: Option<&'static str>,
+    pub retry_after: Option<u64>,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            challenge: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// Client authentication failed (RFC 6749 §5.2): 401 with a Basic challenge.
+    pub fn invalid_client(description: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description);
+        e.challenge = Some("Basic realm=\"auth\"");
+        e
+    }
+
+    pub fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
+    pub fn unauthorized_client(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
+    }
+
+    pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            description,
+        )
+    }
+
+    pub fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+    }
+
+    /// RFC 8707 §2: the requested resource is not one we serve.
+    pub fn invalid_target(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_target", description)
+    }
+
+    pub fn invalid_client_metadata(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            description,
+        )
+    }
+
+    pub fn invalid_redirect_uri(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_redirect_uri", description)
+    }
+
+    /// RFC 7592 §2: no registration access token.
+    pub fn registration_token_missing() -> Self {
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "a registration access token is required",
+        );
+        e.challenge = Some("Bearer realm=\"auth\"");
+        e
+    }
+
+    pub fn registration_token_wrong() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_token",
+            "the registration access token is not valid for this client",
+        )
+    }
+
+    pub fn unknown_client() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_client", "no such client")
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many requests from this address; retry later",
+        );
+        e.retry_after = Some(retry_after_secs.max(1));
+        e
+    }
+
+    pub fn temporarily_unavailable(description: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            description,
+        );
+        e.retry_after = Some(2);
+        e
+    }
+
+    pub fn server_error(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            description,
+        )
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "store operation failed");
+        match e {
+            StoreError::Unavailable(_) => {
+                OAuthError::temporarily_unavailable("storage is unavailable; retry shortly")
+            }
+            StoreError::Corrupt(_) => OAuthError::server_error("stored data could not be read"),
+        }
+    }
+}
+
+impl ResponseError for OAuthError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut builder = HttpResponse::build(self.status);
+        builder
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .insert_header((PRAGMA, "no-cache"));
+        if let Some(challenge) = self.challenge {
+            builder.insert_header((WWW_AUTHENTICATE, challenge));
+        }
+        if let Some(secs) = self.retry_after {
+            builder.insert_header((RETRY_AFTER, secs.to_string()));
+        }
+        builder.body(
+            serde_json::json!({"error": self.code, "error_description": self.description})
+                .to_string(),
+        )
+    }
+}

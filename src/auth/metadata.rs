@@ -1,0 +1,59 @@
+//! Authorization-server metadata (RFC 8414), also served at the OpenID-configuration path
+//! some clients try first, and the JWKS (RFC 7517) that resource servers verify with.
+
+use actix_web::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{HttpResponse, web};
+
+use super::AuthState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/.well-known/oauth-authorization-server",
+        web::get().to(metadata),
+    )
+    .route("/.well-known/openid-configuration", web::get().to(metadata))
+    .route("/jwks", web::get().to(jwks))
+    .route("/.well-known/jwks.json", web::get().to(jwks));
+}
+
+pub fn document(state: &AuthState) -> serde_json::Value {
+    let auth_methods = ["client_secret_basic", "client_secret_post", "none"];
+    serde_json::json!({
+        "issuer": state.settings.issuer,
+        "authorization_endpoint": state.endpoint("/authorize"),
+        "token_endpoint": state.endpoint("/token"),
+        "registration_endpoint": state.endpoint("/register"),
+        "revocation_endpoint": state.endpoint("/revoke"),
+        "introspection_endpoint": state.endpoint("/introspect"),
+        "jwks_uri": state.endpoint("/jwks"),
+        "scopes_supported": state.settings.scopes_supported,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": false,
+        "service_documentation": "https://github.com/modelcontextprotocol",
+    })
+}
+
+async fn metadata(state: web::Data<AuthState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .body(document(&state).to_string())
+}
+
+async fn jwks(state: web::Data<AuthState>) -> HttpResponse {
+    let body = serde_json::to_string(&state.settings.keys.jwks())
+        .unwrap_or_else(|_| "{\"keys\":[]}".into());
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .body(body)
+}

@@ -1,0 +1,242 @@
+//! `mcp-gateway-auth`: the OAuth 2.1 authorization server MCP clients log in through
+//! (DESIGN §3). One file per endpoint group:
+//!
+//! | module | endpoints | standards |
+//! |---|---|---|
+//! | [`metadata`] | `/.well-known/oauth-authorization-server`, `/.well-known/openid-configuration`, `/jwks` | RFC 8414, RFC 7517 |
+//! | [`register`] | `POST /register`, `GET/PUT/DELETE /register/{client_id}` | RFC 7591, RFC 7592 |
+//! | [`authorize`] | `GET /authorize`, `GET/POST /consent` | OAuth 2.1 §4.1, RFC 7636, RFC 8707, RFC 9207 |
+//! | [`callback`] | `GET /callback` (GitHub), `GET/POST /dev/login` (dev mode) | — |
+//! | [`token`] | `POST /token` | OAuth 2.1 §4.1.3, §4.3, RFC 6749 §5 |
+//! | [`revoke`] | `POST /revoke`, `POST /introspect` | RFC 7009, RFC 7662 |
+//! | [`pages`] | `/error`, `/success`, the HTML layout | — |
+//!
+//! [`github`] talks to the upstream identity provider; [`client_auth`] authenticates clients
+//! at the token, revocation and introspection endpoints; [`ratelimit`] guards the public
+//! endpoints per client IP.
+
+pub mod authorize;
+pub mod callback;
+pub mod client_auth;
+pub mod error;
+pub mod github;
+pub mod metadata;
+pub mod metrics;
+pub mod pages;
+pub mod ratelimit;
+pub mod register;
+pub mod revoke;
+pub mod token;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::store::Store;
+
+pub use error::OAuthError;
+
+/// Where auth listens unless `LISTEN_ADDR` says otherwise.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
+
+/// Authorization codes live at most this long (OAuth 2.1 recommends ≤ 10 minutes).
+pub const CODE_LIFETIME: Duration = Duration::from_secs(600);
+/// A pending authorization (consent, then the upstream login) must finish within this.
+pub const PENDING_LIFETIME: Duration = Duration::from_secs(300);
+/// How long a consent given for (user, client) is remembered.
+pub const CONSENT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// Who logs users in: GitHub in production, a loopback-only form in `mcp-gateway dev`.
+#[derive(Clone)]
+pub enum Upstream {
+    Github(github::GithubClient),
+    DevLogin,
+}
+
+/// The identity the upstream vouched for; what our tokens say about the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamUser {
+    /// GitHub's numeric user id, as text (`sub`).
+    pub id: String,
+    pub login: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// Everything the handlers share.
+pub struct AuthState {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub clock: SharedClock,
+    pub upstream: Upstream,
+    pub metrics: metrics::AuthMetrics,
+    pub limits: ratelimit::RateLimits,
+    pub pages: pages::Pages,
+    /// Key for the browser-session cookie that lets a returning user skip consent.
+    pub cookie_key: [u8; 32],
+}
+
+impl AuthState {
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        upstream: Upstream,
+    ) -> Self {
+        // Derived from the signing key: sessions survive restarts and work on every replica.
+        let cookie_key = match settings.keys.signing_key().and_then(|k| k.encoding()) {
+            Some(key) => {
+                use sha2::Digest;
+                let mut hasher = sha2::Sha256::new();
+                hasher.update(b"mcp-gateway session cookie\0");
+                hasher.update(key.as_bytes());
+                hasher.finalize().into()
+            }
+            None => rand::random(),
+        };
+        Self {
+            limits: ratelimit::RateLimits::new(&settings),
+            settings,
+            store,
+            clock,
+            upstream,
+            metrics: metrics::AuthMetrics::new(),
+            pages: pages::Pages::new(),
+            cookie_key,
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_unix()
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.settings.issuer)
+    }
+
+    /// Whether our own pages are served over HTTPS (cookies then get `Secure`).
+    pub fn secure_cookies(&self) -> bool {
+        self.settings.issuer.starts_with("https://")
+    }
+
+    /// The client's address: right-most untrusted `X-Forwarded-For` hop, else the peer.
+    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        crate::verify::request::client_ip(req.headers(), &self.settings.trusted_proxies)
+            .or_else(|| req.peer_addr().map(|a| a.ip()))
+    }
+}
+
+/// Mounts the authorization server's routes.
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AuthState>) {
+    cfg.app_data(state)
+        .app_data(web::PayloadConfig::new(64 * 1024))
+        .app_data(web::FormConfig::default().limit(16 * 1024))
+        .configure(metadata::routes)
+        .configure(register::routes)
+        .configure(authorize::routes)
+        .configure(callback::routes)
+        .configure(token::routes)
+        .configure(revoke::routes)
+        .configure(pages::routes)
+        .route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics_text));
+}
+
+/// A bound, not yet running authorization server.
+pub struct AuthServer {
+    server: Server,
+    addr: SocketAddr,
+    state: web::Data<AuthState>,
+}
+
+impl AuthServer {
+    pub fn build(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        upstream: Upstream,
+    ) -> std::io::Result<Self> {
+        let default: SocketAddr = DEFAULT_LISTEN_ADDR.parse().expect("valid default address");
+        let listener = TcpListener::bind(settings.listen_addr_or(default))?;
+        Self::from_listener(listener, settings, store, clock, upstream)
+    }
+
+    pub fn from_listener(
+        listener: TcpListener,
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        upstream: Upstream,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let state = web::Data::new(AuthState::new(settings, store, clock, upstream));
+        let app_state = state.clone();
+        let server =
+            HttpServer::new(move || App::new().configure(|cfg| configure(cfg, app_state.clone())))
+                .listen(listener)?
+                .shutdown_timeout(30)
+                .run();
+        Ok(Self {
+            server,
+            addr,
+            state,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> web::Data<AuthState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .body(r#"{"status":"ok"}"#)
+}
+
+/// Ready = the store answers and a signing key is loaded.
+async fn ready(state: web::Data<AuthState>) -> HttpResponse {
+    let store_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let keys_ok = state.settings.keys.signing_key().is_some();
+    let body = serde_json::json!({
+        "status": if store_ok && keys_ok { "ready" } else { "not_ready" },
+        "store": if store_ok { "ok" } else { "unreachable" },
+        "signing_key": keys_ok,
+    });
+    let mut response = if store_ok && keys_ok {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    response
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body(body.to_string())
+}
+
+async fn metrics_text(state: web::Data<AuthState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
+        .body(state.metrics.render())
+}

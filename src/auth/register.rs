@@ -1,0 +1,551 @@
+//! Dynamic client registration (RFC 7591) and management (RFC 7592).
+//!
+//! Redirect URIs: `https`, loopback `http` (`localhost`, `127.0.0.1`, `[::1]` exactly; any
+//! port at redemption, RFC 8252 §7.3), private-use schemes (RFC 8252 §7.1), and the
+//! out-of-band `urn:ietf:wg:oauth:2.0:oob`. Client secrets and registration access tokens are
+//! stored only as SHA-256 hashes.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::ratelimit::Limited;
+use super::{AuthState, OAuthError};
+use crate::config::is_scope_token;
+use crate::store::keys;
+use crate::token::{random_token, sha256_b64url};
+
+pub const OOB_REDIRECT: &str = "urn:ietf:wg:oauth:2.0:oob";
+const MAX_TEXT: usize = 512;
+const MAX_REDIRECT_URIS: usize = 20;
+
+/// A registered client as stored under `oauth:client:{client_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_hash: Option<String>,
+    pub registration_token_hash: String,
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+    pub client_id_issued_at: i64,
+    /// 0 = never (RFC 7591 §3.2.1).
+    pub client_secret_expires_at: i64,
+}
+
+impl ClientRecord {
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    /// The registered redirect URI `requested` matches: exactly, or for loopback `http` URIs
+    /// with any port (RFC 8252 §7.3).
+    pub fn matching_redirect(&self, requested: &str) -> Option<&str> {
+        self.redirect_uris
+            .iter()
+            .find(|registered| redirect_matches(registered, requested))
+            .map(String::as_str)
+    }
+
+    pub fn display_name(&self) -> &str {
+        self.client_name.as_deref().unwrap_or(&self.client_id)
+    }
+}
+
+/// Client metadata as a client sends it.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientMetadata {
+    pub client_id: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub grant_types: Option<Vec<String>>,
+    pub response_types: Option<Vec<String>>,
+    pub client_name: Option<String>,
+    pub client_uri: Option<String>,
+    pub logo_uri: Option<String>,
+    pub scope: Option<String>,
+    pub contacts: Option<Vec<String>>,
+    pub software_id: Option<String>,
+    pub software_version: Option<String>,
+}
+
+/// Whether `uri` may be registered as a redirect URI.
+pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
+    if uri == OOB_REDIRECT {
+        return Ok(());
+    }
+    let url = url::Url::parse(uri).map_err(|_| format!("{uri:?} is not an absolute URI"))?;
+    if url.fragment().is_some() {
+        return Err(format!("{uri:?} has a fragment"));
+    }
+    match url.scheme() {
+        "https" if url.host_str().is_some() => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
+        "http" => Err(format!(
+            "{uri:?}: plain http is allowed only for localhost, 127.0.0.1 and [::1]"
+        )),
+        "javascript" | "data" | "file" | "vbscript" | "about" | "blob" | "ftp" | "ws" | "wss" => {
+            Err(format!("{uri:?}: scheme not allowed"))
+        }
+        "https" => Err(format!("{uri:?} has no host")),
+        // Private-use URI schemes of native apps (RFC 8252 §7.1).
+        _ => Ok(()),
+    }
+}
+
+/// Exactly `localhost`, `127.0.0.1` or `[::1]`: `localhost.evil.com` is not loopback.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
+        Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
+        None => false,
+    }
+}
+
+pub fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    a.scheme() == "http"
+        && b.scheme() == "http"
+        && is_loopback(&a)
+        && a.host() == b.host()
+        && a.path() == b.path()
+        && a.query() == b.query()
+        && b.fragment().is_none()
+}
+
+/// Validated metadata, with RFC 7591 defaults applied.
+fn validate(metadata: ClientMetadata, state: &AuthState) -> Result<ValidMetadata, OAuthError> {
+    let redirect_uris = metadata.redirect_uris.unwrap_or_default();
+    if redirect_uris.is_empty() {
+        return Err(OAuthError::invalid_redirect_uri(
+            "redirect_uris is required",
+        ));
+    }
+    if redirect_uris.len() > MAX_REDIRECT_URIS {
+        return Err(OAuthError::invalid_redirect_uri("too many redirect_uris"));
+    }
+    for uri in &redirect_uris {
+        if uri.len() > 2048 {
+            return Err(OAuthError::invalid_redirect_uri("redirect URI too long"));
+        }
+        validate_redirect_uri(uri).map_err(OAuthError::invalid_redirect_uri)?;
+    }
+    let method = metadata
+        .token_endpoint_auth_method
+        .unwrap_or_else(|| "client_secret_basic".into());
+    if !matches!(
+        method.as_str(),
+        "none" | "client_secret_basic" | "client_secret_post"
+    ) {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "token_endpoint_auth_method {method:?} is not supported"
+        )));
+    }
+    let grant_types = metadata
+        .grant_types
+        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+    if grant_types.is_empty()
+        || grant_types
+            .iter()
+            .any(|g| g != "authorization_code" && g != "refresh_token")
+    {
+        return Err(OAuthError::invalid_client_metadata(
+            "grant_types may contain only authorization_code and refresh_token",
+        ));
+    }
+    let response_types = metadata
+        .response_types
+        .unwrap_or_else(|| vec!["code".into()]);
+    if response_types.iter().any(|r| r != "code") {
+        return Err(OAuthError::invalid_client_metadata(
+            "response_types may contain only code",
+        ));
+    }
+    if let Some(scope) = &metadata.scope {
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            if !is_scope_token(s) || !state.settings.scopes_supported.iter().any(|x| x == s) {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "scope {s:?} is not supported"
+                )));
+            }
+        }
+    }
+    let text = |name: &str, value: Option<String>| -> Result<Option<String>, OAuthError> {
+        match value {
+            Some(v) if v.len() > MAX_TEXT || v.chars().any(char::is_control) => {
+                Err(OAuthError::invalid_client_metadata(format!(
+                    "{name} is too long or has control characters"
+                )))
+            }
+            other => Ok(other.filter(|v| !v.is_empty())),
+        }
+    };
+    let web_uri = |name: &str, value: Option<String>| -> Result<Option<String>, OAuthError> {
+        let value = text(name, value)?;
+        if let Some(v) = &value {
+            let ok = url::Url::parse(v).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
+            if !ok {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "{name} must be an http(s) URL"
+                )));
+            }
+        }
+        Ok(value)
+    };
+    Ok(ValidMetadata {
+        redirect_uris,
+        token_endpoint_auth_method: method,
+        grant_types,
+        response_types,
+        client_name: text("client_name", metadata.client_name)?,
+        client_uri: web_uri("client_uri", metadata.client_uri)?,
+        logo_uri: web_uri("logo_uri", metadata.logo_uri)?,
+        scope: text("scope", metadata.scope)?,
+        contacts: metadata
+            .contacts
+            .unwrap_or_default()
+            .into_iter()
+            .take(10)
+            .collect(),
+        software_id: text("software_id", metadata.software_id)?,
+        software_version: text("software_version", metadata.software_version)?,
+    })
+}
+
+struct ValidMetadata {
+    redirect_uris: Vec<String>,
+    token_endpoint_auth_method: String,
+    grant_types: Vec<String>,
+    response_types: Vec<String>,
+    client_name: Option<String>,
+    client_uri: Option<String>,
+    logo_uri: Option<String>,
+    scope: Option<String>,
+    contacts: Vec<String>,
+    software_id: Option<String>,
+    software_version: Option<String>,
+}
+
+impl ValidMetadata {
+    fn apply(self, record: &mut ClientRecord) {
+        record.redirect_uris = self.redirect_uris;
+        record.token_endpoint_auth_method = self.token_endpoint_auth_method;
+        record.grant_types = self.grant_types;
+        record.response_types = self.response_types;
+        record.client_name = self.client_name;
+        record.client_uri = self.client_uri;
+        record.logo_uri = self.logo_uri;
+        record.scope = self.scope;
+        record.contacts = self.contacts;
+        record.software_id = self.software_id;
+        record.software_version = self.software_version;
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/register", web::post().to(register))
+        .route("/register/{client_id}", web::get().to(read))
+        .route("/register/{client_id}", web::put().to(update))
+        .route("/register/{client_id}", web::delete().to(delete));
+}
+
+/// The client's metadata as RFC 7591 §3.2.1 returns it.
+fn client_json(
+    state: &AuthState,
+    record: &ClientRecord,
+    secret: Option<&str>,
+    registration_token: Option<&str>,
+) -> serde_json::Value {
+    let mut body = serde_json::to_value(record).unwrap_or_default();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("client_secret_hash");
+        map.remove("registration_token_hash");
+        if let Some(secret) = secret {
+            map.insert("client_secret".into(), secret.into());
+        }
+        if let Some(token) = registration_token {
+            map.insert("registration_access_token".into(), token.into());
+        }
+        map.insert(
+            "registration_client_uri".into(),
+            state
+                .endpoint(&format!("/register/{}", record.client_id))
+                .into(),
+        );
+    }
+    body
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .insert_header((PRAGMA, "no-cache"))
+        .body(body.to_string())
+}
+
+fn parse_metadata(req: &HttpRequest, body: &[u8]) -> Result<ClientMetadata, OAuthError> {
+    let json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Err(OAuthError::invalid_client_metadata(
+            "the body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| OAuthError::invalid_client_metadata(format!("invalid client metadata: {e}")))
+}
+
+fn track(
+    state: &AuthState,
+    endpoint: &str,
+    result: Result<HttpResponse, OAuthError>,
+) -> HttpResponse {
+    result.unwrap_or_else(|e| {
+        state.metrics.error(endpoint, e.code);
+        actix_web::ResponseError::error_response(&e)
+    })
+}
+
+async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
+    let result = async {
+        state.limits.check(Limited::Register, state.client_ip(&req))?;
+        let metadata = validate(parse_metadata(&req, &body)?, &state)?;
+        let now = state.now();
+        let public = metadata.token_endpoint_auth_method == "none";
+        let secret = (!public).then(random_token);
+        let registration_token = random_token();
+        let lifetime = state.settings.client_lifetime;
+        let mut record = ClientRecord {
+            client_id: random_token()[..22].to_string(),
+            client_secret_hash: secret.as_deref().map(|s| sha256_b64url(s.as_bytes())),
+            registration_token_hash: sha256_b64url(registration_token.as_bytes()),
+            redirect_uris: Vec::new(),
+            token_endpoint_auth_method: String::new(),
+            grant_types: Vec::new(),
+            response_types: Vec::new(),
+            client_name: None,
+            client_uri: None,
+            logo_uri: None,
+            scope: None,
+            contacts: Vec::new(),
+            software_id: None,
+            software_version: None,
+            client_id_issued_at: now,
+            client_secret_expires_at: lifetime.map_or(0, |d| now + d.as_secs() as i64),
+        };
+        metadata.apply(&mut record);
+        let json = serde_json::to_string(&record).map_err(|e| OAuthError::server_error(e.to_string()))?;
+        state
+            .store
+            .put(&keys::client(&record.client_id), &json, lifetime)
+            .await?;
+        state.metrics.registrations.inc();
+        tracing::info!(client_id = %record.client_id, name = ?record.client_name, "client registered");
+        Ok(json_response(
+            StatusCode::CREATED,
+            client_json(&state, &record, secret.as_deref(), Some(&registration_token)),
+        ))
+    }
+    .await;
+    track(&state, "register", result)
+}
+
+/// RFC 7592 §2: 401 without a token, then 404 for an unknown client, then 403 for a wrong token.
+async fn authorized_client(
+    req: &HttpRequest,
+    state: &AuthState,
+    client_id: &str,
+) -> Result<ClientRecord, OAuthError> {
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(OAuthError::registration_token_missing)?;
+    let client = super::client_auth::load_client(state, client_id)
+        .await?
+        .ok_or_else(OAuthError::unknown_client)?;
+    let presented = sha256_b64url(token.as_bytes());
+    if !bool::from(
+        presented
+            .as_bytes()
+            .ct_eq(client.registration_token_hash.as_bytes()),
+    ) {
+        return Err(OAuthError::registration_token_wrong());
+    }
+    Ok(client)
+}
+
+async fn read(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AuthState>,
+) -> HttpResponse {
+    let result = async {
+        let client = authorized_client(&req, &state, &path).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            client_json(&state, &client, None, None),
+        ))
+    }
+    .await;
+    track(&state, "register", result)
+}
+
+async fn update(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AuthState>,
+) -> HttpResponse {
+    let result = async {
+        let mut client = authorized_client(&req, &state, &path).await?;
+        let metadata = parse_metadata(&req, &body)?;
+        if metadata.client_id.as_deref() != Some(client.client_id.as_str()) {
+            return Err(OAuthError::invalid_client_metadata(
+                "client_id in the body must be this client's id",
+            ));
+        }
+        let was_public = client.client_secret_hash.is_none();
+        let metadata = validate(metadata, &state)?;
+        if (metadata.token_endpoint_auth_method == "none") != was_public {
+            return Err(OAuthError::invalid_client_metadata(
+                "a client cannot switch between public and confidential; register a new one",
+            ));
+        }
+        metadata.apply(&mut client);
+        let json =
+            serde_json::to_string(&client).map_err(|e| OAuthError::server_error(e.to_string()))?;
+        let ttl = (client.client_secret_expires_at != 0).then(|| {
+            std::time::Duration::from_secs(
+                (client.client_secret_expires_at - state.now()).max(1) as u64
+            )
+        });
+        state
+            .store
+            .put(&keys::client(&client.client_id), &json, ttl)
+            .await?;
+        Ok(json_response(
+            StatusCode::OK,
+            client_json(&state, &client, None, None),
+        ))
+    }
+    .await;
+    track(&state, "register", result)
+}
+
+async fn delete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AuthState>,
+) -> HttpResponse {
+    let result = async {
+        let client = authorized_client(&req, &state, &path).await?;
+        let revoked = state
+            .store
+            .delete_client(&client.client_id, state.settings.refresh_token_lifetime)
+            .await?;
+        tracing::info!(client_id = %client.client_id, revoked, "client deleted with everything issued to it");
+        Ok(HttpResponse::NoContent()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .finish())
+    }
+    .await;
+    track(&state, "register", result)
+}
+
+/// Shared by the other endpoint groups.
+pub(crate) fn track_result(
+    state: &AuthState,
+    endpoint: &str,
+    result: Result<HttpResponse, OAuthError>,
+) -> HttpResponse {
+    track(state, endpoint, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uri_rules() {
+        for ok in [
+            "https://claude.ai/api/mcp/auth_callback",
+            "http://localhost:8080/cb",
+            "http://127.0.0.1/cb",
+            "http://[::1]:3000/cb",
+            "com.example.app:/oauth",
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+            OOB_REDIRECT,
+        ] {
+            assert!(validate_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://localhost.evil.com/cb",
+            "http://127.0.0.2/cb",
+            "http://example.com/cb",
+            "https://example.com/cb#frag",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "/relative",
+            "https:///nohost",
+        ] {
+            assert!(validate_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_redirects_match_on_any_port_only() {
+        assert!(redirect_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:5555/cb"
+        ));
+        assert!(redirect_matches(
+            "http://localhost:1/cb",
+            "http://localhost:2/cb"
+        ));
+        assert!(!redirect_matches(
+            "http://localhost:1/cb",
+            "http://localhost:2/other"
+        ));
+        assert!(!redirect_matches(
+            "https://a.com/cb",
+            "https://a.com:444/cb"
+        ));
+        assert!(!redirect_matches(
+            "http://localhost/cb",
+            "http://localhost.evil.com/cb"
+        ));
+    }
+}

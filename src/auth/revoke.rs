@@ -1,0 +1,133 @@
+//! Token revocation (RFC 7009) and introspection (RFC 7662). Both authenticate the client and
+//! act only on that client's own tokens; revocation always answers 200 so it reveals nothing,
+//! and introspection answers `active: false` for anything not live.
+
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::client_auth::{authenticate, parse_form};
+use super::register::{ClientRecord, track_result};
+use super::token::RefreshRecord;
+use super::{AuthState, OAuthError};
+use crate::store::keys;
+use crate::token::{AccessClaims, ValidationPolicy, sha256_b64url, validate};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/revoke", web::post().to(revoke))
+        .route("/introspect", web::post().to(introspect));
+}
+
+/// What a presented token is, if it is one of ours.
+enum Known {
+    Access(AccessClaims),
+    Refresh(RefreshRecord),
+    Unknown,
+}
+
+async fn identify(state: &AuthState, token: &str) -> Result<Known, OAuthError> {
+    if token.matches('.').count() == 2 {
+        let policy = ValidationPolicy::new(state.settings.issuer.clone());
+        if let Ok(claims) = validate(token, &state.settings.keys, &policy, state.now()) {
+            return Ok(Known::Access(claims));
+        }
+        return Ok(Known::Unknown);
+    }
+    let hash = sha256_b64url(token.as_bytes());
+    Ok(match state.store.get(&keys::refresh(&hash)).await? {
+        Some(json) => serde_json::from_str(&json).map_or(Known::Unknown, Known::Refresh),
+        None => Known::Unknown,
+    })
+}
+
+fn owned(client: &ClientRecord, client_id: &str) -> bool {
+    client.client_id == client_id
+}
+
+async fn revoke(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
+    let result = async {
+        let form = parse_form(&req, &body)?;
+        let client = authenticate(&state, &req, &form).await?;
+        let token = form
+            .get("token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        match identify(&state, token).await? {
+            Known::Access(claims) if owned(&client, &claims.client_id) => {
+                state.store.revoke_token(&claims.jti).await?;
+                tracing::info!(client_id = %client.client_id, "access token revoked");
+            }
+            Known::Refresh(record) if owned(&client, &record.client_id) => {
+                // Revoking a refresh token ends the grant: its access tokens go too.
+                state
+                    .store
+                    .revoke_family(&record.family_id, state.settings.refresh_token_lifetime)
+                    .await?;
+                tracing::info!(client_id = %client.client_id, "refresh token revoked with its family");
+            }
+            _ => {}
+        }
+        Ok(HttpResponse::Ok()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .finish())
+    }
+    .await;
+    track_result(&state, "revoke", result)
+}
+
+async fn introspect(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AuthState>,
+) -> HttpResponse {
+    let result = async {
+        let form = parse_form(&req, &body)?;
+        let client = authenticate(&state, &req, &form).await?;
+        let token = form
+            .get("token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let answer = match identify(&state, token).await? {
+            Known::Access(claims)
+                if owned(&client, &claims.client_id)
+                    && state.store.token_is_live(&claims.jti).await? =>
+            {
+                serde_json::json!({
+                    "active": true,
+                    "token_type": "Bearer",
+                    "scope": claims.scope,
+                    "client_id": claims.client_id,
+                    "username": claims.username,
+                    "sub": claims.sub,
+                    "aud": claims.aud,
+                    "iss": claims.iss,
+                    "exp": claims.exp,
+                    "iat": claims.iat,
+                    "jti": claims.jti,
+                })
+            }
+            Known::Refresh(record)
+                if owned(&client, &record.client_id)
+                    && !record.used
+                    && record.expires_at > state.now() =>
+            {
+                serde_json::json!({
+                    "active": true,
+                    "token_type": "refresh_token",
+                    "scope": record.scope,
+                    "client_id": record.client_id,
+                    "username": record.user.login,
+                    "sub": record.user.id,
+                    "exp": record.expires_at,
+                    "iat": record.issued_at,
+                })
+            }
+            _ => serde_json::json!({"active": false}),
+        };
+        Ok(HttpResponse::Ok()
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .body(answer.to_string()))
+    }
+    .await;
+    track_result(&state, "introspect", result)
+}

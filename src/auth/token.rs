@@ -1,0 +1,392 @@
+//! `POST /token` (OAuth 2.1 §3.2): the authorization-code grant (single atomic redemption,
+//! PKCE S256, exact redirect URI, code bound to its client; a second redemption revokes what
+//! the first issued) and the refresh-token grant (rotation on every use; reuse of a rotated
+//! token revokes the whole family; bound to its client; allow-list re-checked).
+
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, USER_AGENT};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::authorize::resolve_resource;
+use super::callback::CodeRecord;
+use super::client_auth::{authenticate, parse_form};
+use super::ratelimit::Limited;
+use super::register::{ClientRecord, track_result};
+use super::{AuthState, OAuthError, UpstreamUser};
+use crate::store::{GrantOutcome, GrantWrite, Redemption, TokenRecord, keys};
+use crate::token::{MintRequest, mint, random_token, sha256_b64url};
+
+/// A refresh token, under `oauth:refresh:{sha256(token)}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub family_id: String,
+    pub client_id: String,
+    pub user: UpstreamUser,
+    pub scope: String,
+    pub resource: Option<String>,
+    pub amr: Vec<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    #[serde(default)]
+    pub used: bool,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/token", web::post().to(token));
+}
+
+async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
+    let result = async {
+        state.limits.check(Limited::Token, state.client_ip(&req))?;
+        let form = parse_form(&req, &body)?;
+        let grant_type = form
+            .get("grant_type")
+            .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+        if !matches!(grant_type.as_str(), "authorization_code" | "refresh_token") {
+            return Err(OAuthError::unsupported_grant_type(format!(
+                "grant_type {grant_type:?} is not supported"
+            )));
+        }
+        let client = authenticate(&state, &req, &form).await?;
+        if !client.allows_grant(grant_type) {
+            return Err(OAuthError::unauthorized_client(format!(
+                "this client is not registered for {grant_type}"
+            )));
+        }
+        match grant_type.as_str() {
+            "authorization_code" => authorization_code(&state, &req, &client, &form).await,
+            _ => refresh(&state, &req, &client, &form).await,
+        }
+    }
+    .await;
+    track_result(&state, "token", result)
+}
+
+type Form = std::collections::HashMap<String, String>;
+
+/// A non-empty form parameter.
+fn param<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
+    form.get(name).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+/// RFC 7636 §4.1: 43–128 unreserved characters.
+fn valid_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+async fn authorization_code(
+    state: &AuthState,
+    req: &HttpRequest,
+    client: &ClientRecord,
+    form: &Form,
+) -> Result<HttpResponse, OAuthError> {
+    let param = |name: &str| param(form, name);
+    let code = param("code").ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+    let verifier = param("code_verifier")
+        .ok_or_else(|| OAuthError::invalid_request("code_verifier is required (PKCE)"))?;
+    let family_id = random_token();
+    let code_key = keys::code(&sha256_b64url(code.as_bytes()));
+    let record: CodeRecord = match state.store.redeem_code(&code_key, &family_id).await? {
+        Redemption::Missing => {
+            return Err(OAuthError::invalid_grant(
+                "the code is invalid or has expired",
+            ));
+        }
+        Redemption::Reused { family_id } => {
+            // RFC 6749 §4.1.2: a replayed code revokes the tokens issued with it.
+            if !family_id.is_empty() {
+                let revoked = state
+                    .store
+                    .revoke_family(&family_id, state.settings.refresh_token_lifetime)
+                    .await?;
+                tracing::warn!(
+                    revoked,
+                    "authorization code replayed: its tokens are revoked"
+                );
+            }
+            return Err(OAuthError::invalid_grant("the code was already used"));
+        }
+        Redemption::Fresh(json) => serde_json::from_str(&json)
+            .map_err(|_| OAuthError::server_error("stored code is unreadable"))?,
+    };
+    if record.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    match param("redirect_uri") {
+        Some(uri) if uri != record.redirect_uri => {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        None if record.redirect_uri_explicit => {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri is required: the authorization request had one",
+            ));
+        }
+        _ => {}
+    }
+    if !valid_verifier(verifier) {
+        return Err(OAuthError::invalid_grant("code_verifier is malformed"));
+    }
+    let computed = sha256_b64url(verifier.as_bytes());
+    if !bool::from(computed.as_bytes().ct_eq(record.code_challenge.as_bytes())) {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    let resource = match (param("resource"), &record.resource) {
+        (None, r) => r.clone(),
+        (Some(asked), Some(bound)) => {
+            let asked = resolve_resource(state, asked).map_err(OAuthError::invalid_target)?;
+            if &asked != bound {
+                return Err(OAuthError::invalid_target(
+                    "resource differs from the authorization request",
+                ));
+            }
+            Some(asked)
+        }
+        (Some(asked), None) => {
+            Some(resolve_resource(state, asked).map_err(OAuthError::invalid_target)?)
+        }
+    };
+    let grant = Grant {
+        user: record.user,
+        scope: record.scope,
+        resource,
+        amr: record.amr,
+        family_id,
+        rotate_from: None,
+    };
+    issue(state, req, client, grant, "authorization_code").await
+}
+
+async fn refresh(
+    state: &AuthState,
+    req: &HttpRequest,
+    client: &ClientRecord,
+    form: &Form,
+) -> Result<HttpResponse, OAuthError> {
+    let param = |name: &str| param(form, name);
+    let presented = param("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let hash = sha256_b64url(presented.as_bytes());
+    let record: RefreshRecord = match state.store.get(&keys::refresh(&hash)).await? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|_| OAuthError::server_error("stored refresh token is unreadable"))?,
+        None => {
+            return Err(OAuthError::invalid_grant(
+                "the refresh token is invalid, expired or revoked",
+            ));
+        }
+    };
+    if record.client_id != client.client_id {
+        // Someone else's token: refuse without touching it.
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    let allowed = state
+        .settings
+        .allowed_users
+        .as_ref()
+        .is_some_and(|list| list.allows(&record.user.login));
+    if !allowed {
+        state
+            .store
+            .revoke_family(&record.family_id, state.settings.refresh_token_lifetime)
+            .await?;
+        return Err(OAuthError::invalid_grant("the user is no longer allowed"));
+    }
+    let scope = match param("scope") {
+        None => record.scope.clone(),
+        Some(asked) => {
+            let granted: Vec<&str> = record.scope.split(' ').collect();
+            if let Some(extra) = asked
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .find(|s| !granted.contains(s))
+            {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope {extra:?} was not granted"
+                )));
+            }
+            asked
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    if let Some(asked) = param("resource") {
+        let asked = resolve_resource(state, asked).map_err(OAuthError::invalid_target)?;
+        if record.resource.as_deref() != Some(asked.as_str()) {
+            return Err(OAuthError::invalid_target(
+                "resource differs from the original grant",
+            ));
+        }
+    }
+    let grant = Grant {
+        user: record.user,
+        scope,
+        resource: record.resource,
+        amr: record.amr,
+        family_id: record.family_id,
+        rotate_from: Some(hash),
+    };
+    issue(state, req, client, grant, "refresh_token").await
+}
+
+struct Grant {
+    user: UpstreamUser,
+    scope: String,
+    resource: Option<String>,
+    amr: Vec<String>,
+    family_id: String,
+    rotate_from: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    scope: &'a str,
+}
+
+/// Mints the access and refresh tokens and records them in one atomic step.
+async fn issue(
+    state: &AuthState,
+    req: &HttpRequest,
+    client: &ClientRecord,
+    grant: Grant,
+    grant_type: &str,
+) -> Result<HttpResponse, OAuthError> {
+    let settings = &state.settings;
+    let now = state.now();
+    let bind = settings.bind;
+    let bind_ip = if bind.ip {
+        Some(
+            state
+                .client_ip(req)
+                .ok_or_else(|| OAuthError::invalid_request("the client address is unknown"))?
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    let bind_ua = bind.user_agent.then(|| {
+        let ua = req
+            .headers()
+            .get(USER_AGENT)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
+        sha256_b64url(ua)
+    });
+    let cert_thumbprint = if bind.client_cert {
+        Some(
+            crate::verify::request::client_cert_thumbprint(req.headers()).ok_or_else(|| {
+                OAuthError::invalid_request("a TLS client certificate is required")
+            })?,
+        )
+    } else {
+        None
+    };
+    let minted = mint(
+        &settings.keys,
+        &settings.issuer,
+        MintRequest {
+            subject: grant.user.id.clone(),
+            username: grant.user.login.clone(),
+            email: grant.user.email.clone(),
+            name: grant.user.name.clone(),
+            client_id: client.client_id.clone(),
+            scope: grant.scope.clone(),
+            audience: grant.resource.iter().cloned().collect(),
+            lifetime: settings.access_token_lifetime,
+            amr: grant.amr.clone(),
+            cert_thumbprint,
+            bind_ip,
+            bind_ua,
+            custom_claims: settings.custom_claims.clone(),
+        },
+        now,
+    )
+    .map_err(|e| OAuthError::server_error(format!("cannot sign the token: {e}")))?;
+    let refresh_token = random_token();
+    let refresh_hash = sha256_b64url(refresh_token.as_bytes());
+    let refresh_expires_at = now + settings.refresh_token_lifetime.as_secs() as i64;
+    let refresh_record = RefreshRecord {
+        family_id: grant.family_id.clone(),
+        client_id: client.client_id.clone(),
+        user: grant.user.clone(),
+        scope: grant.scope.clone(),
+        resource: grant.resource.clone(),
+        amr: grant.amr,
+        issued_at: now,
+        expires_at: refresh_expires_at,
+        used: false,
+    };
+    let claims = &minted.claims;
+    let write = GrantWrite {
+        token: TokenRecord {
+            jti: claims.jti.clone(),
+            user_id: claims.sub.clone(),
+            username: claims.username.clone(),
+            client_id: claims.client_id.clone(),
+            scope: claims.scope.clone(),
+            audience: claims.aud.iter().map(str::to_string).collect(),
+            issued_at: claims.iat,
+            expires_at: claims.exp,
+            family_id: Some(grant.family_id.clone()),
+        },
+        refresh_hash,
+        refresh_json: serde_json::to_string(&refresh_record)
+            .map_err(|e| OAuthError::server_error(e.to_string()))?,
+        refresh_expires_at,
+        family_id: grant.family_id,
+        rotate_from: grant.rotate_from,
+    };
+    match state.store.issue_grant(&write, now).await? {
+        GrantOutcome::Issued => {}
+        GrantOutcome::Missing => {
+            return Err(OAuthError::invalid_grant(
+                "the refresh token is invalid, expired or revoked",
+            ));
+        }
+        GrantOutcome::Reused => {
+            tracing::warn!(client_id = %client.client_id, "refresh token replayed: its family is revoked");
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was already used; every token of this grant is now revoked",
+            ));
+        }
+        GrantOutcome::FamilyRevoked => {
+            return Err(OAuthError::invalid_grant("this grant has been revoked"));
+        }
+    }
+    state
+        .metrics
+        .tokens_issued
+        .with_label_values(&[grant_type])
+        .inc();
+    let offers_refresh = client.allows_grant("refresh_token");
+    let body = TokenResponse {
+        access_token: &minted.token,
+        token_type: "Bearer",
+        expires_in: settings.access_token_lifetime.as_secs(),
+        refresh_token: offers_refresh.then_some(refresh_token.as_str()),
+        scope: &grant.scope,
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .insert_header((PRAGMA, "no-cache"))
+        .body(serde_json::to_string(&body).map_err(|e| OAuthError::server_error(e.to_string()))?))
+}
