@@ -186,9 +186,11 @@ async fn access_token(
     ])
 }
 
-fn token_user(req: &HttpRequest, state: &FakeState) -> Result<String, HttpResponse> {
+fn token_user(req: &HttpRequest, state: &FakeState) -> Result<String, Box<HttpResponse>> {
     if user_agent(req).is_none() {
-        return Err(HttpResponse::Forbidden().body("Request forbidden by administrative rules."));
+        return Err(Box::new(
+            HttpResponse::Forbidden().body("Request forbidden by administrative rules."),
+        ));
     }
     let auth = req
         .headers()
@@ -218,7 +220,7 @@ async fn user(req: HttpRequest, state: web::Data<FakeState>) -> HttpResponse {
             "name": format!("{login} Example"),
             "email": null,
         })),
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -229,6 +231,6 @@ async fn emails(req: HttpRequest, state: web::Data<FakeState>) -> HttpResponse {
             {"email": format!("{login}@unverified.example"), "primary": false, "verified": false},
             {"email": format!("{login}@example.com"), "primary": true, "verified": true},
         ])),
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
