@@ -208,7 +208,10 @@ fn token_user(req: &HttpRequest, state: &FakeState) -> Result<String, Box<HttpRe
         .get(token)
         .cloned()
         .ok_or_else(|| {
-            HttpResponse::Unauthorized().json(serde_json::json!({"message": "Bad credentials"}))
+            Box::new(
+                HttpResponse::Unauthorized()
+                    .json(serde_json::json!({"message": "Bad credentials"})),
+            )
         })
 }
 
