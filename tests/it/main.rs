@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod dev;
 mod fake_github;
 mod helpers;
 mod store_contract;
