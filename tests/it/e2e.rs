@@ -130,14 +130,13 @@ fn clean_command(program: &Path) -> Command {
 /// process behind it dies.
 async fn wait_http(proc: &mut Proc, url: &str, status: Option<u16>, limit: Duration) {
     let start = Instant::now();
-    let mut last = String::from("no answer");
     loop {
         proc.assert_alive();
-        match http().get(url).send().await {
+        let last = match http().get(url).send().await {
             Ok(r) if status.is_none_or(|s| r.status().as_u16() == s) => return,
-            Ok(r) => last = format!("HTTP {}", r.status()),
-            Err(e) => last = e.to_string(),
-        }
+            Ok(r) => format!("HTTP {}", r.status()),
+            Err(e) => e.to_string(),
+        };
         assert!(
             start.elapsed() < limit,
             "{} not up at {url} after {limit:?} ({last}):\n{}",
@@ -250,9 +249,11 @@ impl Stack {
         // The MCP server, unchanged: it knows nothing of OAuth.
         let mport = free_port();
         let mut cmd = clean_command(&node22());
-        cmd.arg(e2e_dir().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
-            .arg("streamableHttp")
-            .env("PORT", mport.to_string());
+        cmd.arg(
+            e2e_dir().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+        )
+        .arg("streamableHttp")
+        .env("PORT", mport.to_string());
         let mut mcp = Proc::spawn("server-everything", cmd, &logs);
         let mcp_backend = format!("http://127.0.0.1:{mport}");
         // GET /mcp without a session is a 400: any answer means it is up.
@@ -269,13 +270,13 @@ impl Stack {
         let static_conf = substitute(
             &std::fs::read_to_string(repo().join("traefik/traefik.yml")).expect("traefik.yml"),
             &[
-                ("address: \":80\"", format!("address: \"127.0.0.1:{tport}\"")),
+                (
+                    "address: \":80\"",
+                    format!("address: \"127.0.0.1:{tport}\""),
+                ),
                 (
                     "filename: /etc/traefik/dynamic.yml",
-                    format!(
-                        "filename: {}",
-                        repo().join("traefik/dynamic.yml").display()
-                    ),
+                    format!("filename: {}", repo().join("traefik/dynamic.yml").display()),
                 ),
             ],
         );
@@ -444,7 +445,12 @@ async fn e2e_mcp_sdk_client_logs_in_through_traefik_and_calls_a_tool() {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    assert_eq!(res.status(), 401, "unauthenticated POST /mcp{}", stack.logs());
+    assert_eq!(
+        res.status(),
+        401,
+        "unauthenticated POST /mcp{}",
+        stack.logs()
+    );
     let prm_url = format!(
         "http://localhost:{}/.well-known/oauth-protected-resource/mcp",
         stack.traefik_port
@@ -490,8 +496,14 @@ async fn e2e_mcp_sdk_client_logs_in_through_traefik_and_calls_a_tool() {
         s(&flow, "/first_www_authenticate").contains("resource_metadata="),
         "first 401 names resource_metadata",
     );
-    check(!s(&flow, "/client_id").is_empty(), "a client_id was registered");
-    check(s(&flow, "/issuer") == stack.issuer, "metadata issuer = ISSUER_URL");
+    check(
+        !s(&flow, "/client_id").is_empty(),
+        "a client_id was registered",
+    );
+    check(
+        s(&flow, "/issuer") == stack.issuer,
+        "metadata issuer = ISSUER_URL",
+    );
     check(
         s(&flow, "/authorization_request/code_challenge_method") == "S256",
         "PKCE S256 in the authorization request",
@@ -518,7 +530,10 @@ async fn e2e_mcp_sdk_client_logs_in_through_traefik_and_calls_a_tool() {
         s(&flow, "/token/jwt_header/typ") == "at+jwt",
         "access token typ at+jwt",
     );
-    let aud = flow.pointer("/token/claims/aud").cloned().unwrap_or_default();
+    let aud = flow
+        .pointer("/token/claims/aud")
+        .cloned()
+        .unwrap_or_default();
     let aud_ok = aud.as_str() == Some(stack.mcp_url.as_str())
         || aud
             .as_array()
@@ -547,7 +562,10 @@ async fn e2e_mcp_sdk_client_logs_in_through_traefik_and_calls_a_tool() {
         s(&flow, "/tool_result").contains("hi"),
         "the echo tool answered",
     );
-    check(b(&flow, "/refresh_rotated"), "refresh rotates the refresh token");
+    check(
+        b(&flow, "/refresh_rotated"),
+        "refresh rotates the refresh token",
+    );
     check(
         b(&flow, "/access_token_changed"),
         "refresh issues a new access token",

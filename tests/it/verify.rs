@@ -733,7 +733,7 @@ async fn health_ready_and_metrics() {
         .unwrap();
     for name in [
         "mcp_gateway_verify_decisions_total{outcome=\"denied\",reason=\"no_token\"} 1",
-        "mcp_gateway_verify_decision_duration_seconds_bucket{le=\"0.00001\"}",
+        "mcp_gateway_verify_decision_duration_seconds_bucket{le=\"0.000001\"}",
         "mcp_gateway_verify_cache_requests_total{cache=\"liveness\",result=\"hit\"}",
         "mcp_gateway_redis_errors_total",
         "mcp_gateway_revocation_feed_up 1",
