@@ -50,16 +50,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 #[inline(always)]
 fn is_b64token_byte(b: u8) -> bool {
-    let lower = b | 0x20;
-    ((lower >= b'a') & (lower <= b'z'))
-        | ((b >= b'0') & (b <= b'9'))
-        | (b == b'-')
-        | (b == b'.')
-        | (b == b'_')
-        | (b == b'~')
-        | (b == b'+')
-        | (b == b'/')
-        | (b == b'=')
+    (b | 0x20).is_ascii_lowercase()
+        | b.is_ascii_digit()
+        | matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
 }
 
 /// The resource the proxied request is for: `{proto}://{host}` from the proxy's

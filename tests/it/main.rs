@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod dev;
+mod e2e;
 mod fake_github;
 mod helpers;
 mod store_contract;
