@@ -152,6 +152,64 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AuthState>) {
         .route("/metrics", web::get().to(metrics_text));
 }
 
+/// Endpoints browser-based MCP clients call cross-origin. Never the HTML pages: a page
+/// readable cross-origin would leak its CSRF token.
+fn cors_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/token" | "/register" | "/revoke" | "/introspect" | "/jwks"
+    ) || path.starts_with("/register/")
+        || path.starts_with("/.well-known/")
+}
+
+/// CORS for [`cors_path`]: `*` (no cookies are involved there) and preflight answers.
+fn cors<S>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: actix_web::dev::Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+        >,
+{
+    use actix_web::http::header::{
+        ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+        ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, HeaderValue,
+    };
+    use futures_util::future::{Either, ready};
+    let allowed = cors_path(req.path());
+    if allowed && req.method() == actix_web::http::Method::OPTIONS {
+        let preflight = HttpResponse::NoContent()
+            .insert_header((ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+            .insert_header((
+                ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, POST, PUT, DELETE, OPTIONS",
+            ))
+            .insert_header((
+                ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type, MCP-Protocol-Version",
+            ))
+            .insert_header((ACCESS_CONTROL_MAX_AGE, "86400"))
+            .finish();
+        return Either::Left(ready(Ok(req.into_response(preflight))));
+    }
+    let call = srv.call(req);
+    Either::Right(async move {
+        let mut res = call.await?;
+        if allowed {
+            let headers = res.headers_mut();
+            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            headers.insert(
+                ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("WWW-Authenticate, Retry-After"),
+            );
+        }
+        Ok(res)
+    })
+}
+
 /// A bound, not yet running authorization server.
 pub struct AuthServer {
     server: Server,
@@ -181,11 +239,14 @@ impl AuthServer {
         let addr = listener.local_addr()?;
         let state = web::Data::new(AuthState::new(settings, store, clock, upstream));
         let app_state = state.clone();
-        let server =
-            HttpServer::new(move || App::new().configure(|cfg| configure(cfg, app_state.clone())))
-                .listen(listener)?
-                .shutdown_timeout(30)
-                .run();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap_fn(cors)
+                .configure(|cfg| configure(cfg, app_state.clone()))
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
         Ok(Self {
             server,
             addr,

@@ -1149,3 +1149,39 @@ async fn a_github_failure_reaches_the_client_as_access_denied() {
         .unwrap();
     assert!(location(&resp).contains("/error?"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_clients_get_cors_on_machine_endpoints_only() {
+    let gw = Gateway::start(&[]).await;
+    let preflight = http()
+        .request(reqwest::Method::OPTIONS, gw.url("/token"))
+        .header("Origin", "http://localhost:6274")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(header(&preflight, "access-control-allow-origin"), "*");
+    let meta = http()
+        .get(gw.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&meta, "access-control-allow-origin"), "*");
+    let resp = gw
+        .register(json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+        .await;
+    assert_eq!(header(&resp, "access-control-allow-origin"), "*");
+    // The consent page carries a CSRF token: it must never be readable cross-origin.
+    let client: Value = resp.json().await.unwrap();
+    let (_, challenge) = pkce();
+    let b = browser();
+    let consent = location(
+        &b.get(gw.authorize_url(&client, &challenge, &[]))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let page = b.get(&consent).send().await.unwrap();
+    assert!(page.headers().get("access-control-allow-origin").is_none());
+}
