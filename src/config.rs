@@ -691,8 +691,9 @@ fn load_keys(raw: &Raw, algorithm: SigningAlgorithm) -> Result<KeySet, ConfigErr
             verification.push(key);
         }
     }
-    if algorithm == SigningAlgorithm::Hs256 {
-        // Previous HMAC secrets, so an HS256 secret can rotate too.
+    {
+        // Previous HMAC secrets, so an HS256 secret can rotate (or give way to another
+        // algorithm) without logging anyone out.
         if let Some(list) = raw.get("GATEWAY_JWT_PREVIOUS_SECRETS") {
             for item in split_list(list) {
                 verification.push(

@@ -2,9 +2,14 @@
 //! environment overlaid on the env file (`--env-file`, default `.env` when it exists), exactly
 //! as the services read them, so a token minted here verifies there.
 
+pub mod admin;
+pub mod backup;
+pub mod clients;
 pub mod dev;
 pub mod envfile;
 pub mod keys;
+pub mod login;
+pub mod stats;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +38,9 @@ pub struct Cli {
     /// Redis URL (overrides REDIS_URL).
     #[arg(long, global = true, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// Machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +55,31 @@ pub enum Command {
     /// Access tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Registered clients.
+    #[command(subcommand)]
+    Clients(clients::ClientsCommand),
+    /// Counts: clients, live tokens, refresh families, per client and per user.
+    Stats,
+    /// Write every oauth:* key (type, value, remaining TTL) to a JSON file.
+    Backup {
+        /// Output file (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Restore a backup: idempotent, TTLs kept (less the time since the backup).
+    Restore {
+        file: std::path::PathBuf,
+        /// Show what would be restored, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Log in to an MCP server through its gateway (discovery, registration, PKCE, loopback
+    /// redirect) and save the tokens as MCP_CLIENT_* in the env file.
+    Login(login::LoginArgs),
+    /// Refresh the saved tokens that expire soon, saving the rotated refresh tokens.
+    Refresh(login::RefreshArgs),
+    /// Obtain the gateway's own GATEWAY_OAUTH_* tokens and client through its login flow.
+    GithubToken(login::GithubTokenArgs),
     /// Run the whole gateway (authorization server + verify) on an embedded store with a
     /// development login, for a first try. Loopback only.
     Dev(dev::DevArgs),
@@ -78,9 +111,16 @@ pub async fn run(cli: Cli) -> CliResult {
             println!("{}", crate::token::keys::generate_secret());
             Ok(())
         }
-        Command::Keys(cmd) => keys::run(&cli, cmd),
+        Command::Keys(cmd) => keys::run(&cli, cmd).await,
         Command::Tokens(cmd) => tokens::run(&cli, cmd).await,
         Command::Dev(args) => dev::run(&cli, args).await,
+        Command::Clients(cmd) => clients::run(&cli, cmd).await,
+        Command::Stats => stats::run(&cli).await,
+        Command::Backup { out } => backup::backup(&cli, out.as_deref()).await,
+        Command::Restore { file, dry_run } => backup::restore(&cli, file, *dry_run).await,
+        Command::Login(args) => login::login(&cli, args).await,
+        Command::Refresh(args) => login::refresh(&cli, args).await,
+        Command::GithubToken(args) => login::github_token(&cli, args).await,
     }
 }
 
@@ -103,6 +143,17 @@ impl Cli {
             source.env.insert("REDIS_URL".into(), url.clone());
         }
         Ok(Settings::load(&source)?)
+    }
+
+    /// The env file commands write to: the one named, else `.env`.
+    pub fn env_file_to_write(&self) -> PathBuf {
+        self.env_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".env"))
+    }
+
+    pub async fn admin(&self, settings: &Settings) -> CliResult<admin::Admin> {
+        admin::Admin::connect(settings.redis_url.expose()).await
     }
 
     pub fn store(&self, settings: &Settings) -> CliResult<Arc<dyn Store>> {

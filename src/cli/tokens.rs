@@ -1,28 +1,55 @@
-//! `mcp-gateway tokens …`: mint and revoke access tokens.
+//! `mcp-gateway tokens …`: list, inspect, mint, revoke and tidy access tokens, and check the
+//! tokens saved in the env file.
 
 use std::time::Duration;
 
 use base64::Engine;
 use clap::{Args, Subcommand};
+use redis::AsyncCommands;
 
-use super::{Cli, CliError, CliResult};
+use super::admin::{Admin, print_table, redis_failed, relative};
+use super::{Cli, CliError, CliResult, envfile};
 use crate::clock::{Clock, SystemClock};
-use crate::store::TokenRecord;
-use crate::token::{MintRequest, mint};
+use crate::store::{TokenRecord, keys};
+use crate::token::{MintRequest, ValidationPolicy, mint, validate};
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
+    /// Live tokens (or, with --expired, index entries of tokens that have expired).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        expired: bool,
+    },
+    /// One token's record.
+    Show { jti: String },
     /// Mint an access token and put it on the allow-list; prints only the token.
     Mint(Box<MintArgs>),
-    /// Revoke a token by jti (or --token): deletes it and tells every verify replica.
+    /// Revoke by jti, by token, or every token of a user or client (with their refresh
+    /// grants); every verify replica is told at once.
     Revoke {
-        /// The token's jti.
-        #[arg(required_unless_present = "token", conflicts_with = "token")]
+        #[arg(conflicts_with_all = ["token", "user", "client"])]
         jti: Option<String>,
-        /// The token itself; its jti is read from it.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["user", "client"])]
         token: Option<String>,
+        #[arg(long, conflicts_with = "client")]
+        user: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
     },
+    /// The tokens saved in the env file: whose, which client, when they expire.
+    CheckExpiry,
+    /// Check the saved tokens against the keys, the allow-list and Redis, and with
+    /// --verify-url against a live /verify.
+    Validate {
+        #[arg(long, value_name = "URL")]
+        verify_url: Option<String>,
+    },
+    /// Remove expired index entries and orphans (entries whose token is gone).
+    PurgeExpired,
 }
 
 #[derive(Debug, Args)]
@@ -63,18 +90,181 @@ pub struct MintArgs {
     pub bind_cert_thumbprint: Option<String>,
 }
 
+/// The env-file variables that hold saved access tokens (the seed's names).
+pub const SAVED_TOKENS: [&str; 2] = ["MCP_CLIENT_ACCESS_TOKEN", "GATEWAY_OAUTH_ACCESS_TOKEN"];
+
 pub async fn run(cli: &Cli, cmd: &TokensCommand) -> CliResult {
     match cmd {
+        TokensCommand::List {
+            user,
+            client,
+            expired,
+        } => list(cli, user.as_deref(), client.as_deref(), *expired).await,
+        TokensCommand::Show { jti } => show(cli, jti).await,
         TokensCommand::Mint(args) => mint_token(cli, args).await,
-        TokensCommand::Revoke { jti, token } => {
-            let jti = match (jti, token) {
-                (Some(jti), _) => jti.clone(),
-                (None, Some(token)) => jti_of(token)?,
-                (None, None) => return Err(CliError::Failed("give a JTI or --token".into())),
-            };
-            revoke(cli, &jti).await
+        TokensCommand::Revoke {
+            jti,
+            token,
+            user,
+            client,
+        } => match (jti, token, user, client) {
+            (Some(jti), ..) => revoke(cli, jti).await,
+            (None, Some(token), ..) => revoke(cli, &jti_of(token)?).await,
+            (None, None, Some(user), _) => {
+                revoke_all(cli, &keys::user_tokens(user), "user", user).await
+            }
+            (None, None, None, Some(client)) => {
+                revoke_all(cli, &keys::client_tokens(client), "client", client).await
+            }
+            _ => Err(CliError::Failed(
+                "give a JTI, --token, --user or --client".into(),
+            )),
+        },
+        TokensCommand::CheckExpiry => check_expiry(cli),
+        TokensCommand::Validate { verify_url } => validate_saved(cli, verify_url.as_deref()).await,
+        TokensCommand::PurgeExpired => purge_expired(cli).await,
+    }
+}
+
+fn now() -> i64 {
+    SystemClock.now_unix()
+}
+
+fn record_json(record: &TokenRecord, ttl_ms: Option<i64>) -> serde_json::Value {
+    let mut v = serde_json::to_value(record).unwrap_or_default();
+    if let (Some(ttl), Some(map)) = (ttl_ms, v.as_object_mut()) {
+        map.insert("ttl_seconds".into(), (ttl / 1000).into());
+    }
+    v
+}
+
+/// Live token records, optionally those of one index (user or client).
+pub async fn live_tokens(admin: &mut Admin, index: Option<&str>) -> CliResult<Vec<TokenRecord>> {
+    let keys: Vec<String> = match index {
+        Some(index) => admin
+            .zset(index)
+            .await?
+            .into_iter()
+            .map(|(jti, _)| keys::token(&jti))
+            .collect(),
+        None => admin.scan(&format!("{}*", keys::TOKEN_PREFIX)).await?,
+    };
+    let mut records: Vec<TokenRecord> = admin
+        .values(&keys)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter_map(|json| serde_json::from_str(&json).ok())
+        .collect();
+    records.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.jti.cmp(&b.jti)));
+    Ok(records)
+}
+
+async fn list(cli: &Cli, user: Option<&str>, client: Option<&str>, expired: bool) -> CliResult {
+    let settings = cli.settings()?;
+    let mut admin = cli.admin(&settings).await?;
+    let index = match (user, client) {
+        (Some(u), _) => Some(keys::user_tokens(u)),
+        (None, Some(c)) => Some(keys::client_tokens(c)),
+        _ => None,
+    };
+    let now = now();
+    if expired {
+        // What remains of expired tokens is their index entries.
+        let indexes = match &index {
+            Some(i) => vec![i.clone()],
+            None => {
+                admin
+                    .scan(&format!("{}*", keys::USER_TOKENS_PREFIX))
+                    .await?
+            }
+        };
+        let mut rows = Vec::new();
+        let mut items = Vec::new();
+        for idx in indexes {
+            let user = idx
+                .strip_prefix(keys::USER_TOKENS_PREFIX)
+                .unwrap_or("")
+                .to_string();
+            for (jti, exp) in admin.zset(&idx).await? {
+                if (exp as i64) < now {
+                    rows.push(vec![jti.clone(), user.clone(), relative(exp as i64 - now)]);
+                    items.push(
+                        serde_json::json!({"jti": jti, "index": idx, "expires_at": exp as i64}),
+                    );
+                }
+            }
+        }
+        print_table(
+            cli.json,
+            &serde_json::Value::Array(items),
+            &["JTI", "USER", "EXPIRED"],
+            &rows,
+        );
+        return Ok(());
+    }
+    let mut records = live_tokens(&mut admin, index.as_deref()).await?;
+    if let (Some(u), Some(c)) = (user, client) {
+        records.retain(|r| r.username.eq_ignore_ascii_case(u) && r.client_id == c);
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.jti.clone(),
+                r.username.clone(),
+                r.client_id.clone(),
+                r.scope.clone(),
+                relative(r.expires_at - now),
+            ]
+        })
+        .collect();
+    let json = serde_json::Value::Array(records.iter().map(|r| record_json(r, None)).collect());
+    print_table(
+        cli.json,
+        &json,
+        &["JTI", "USER", "CLIENT", "SCOPE", "EXPIRES"],
+        &rows,
+    );
+    Ok(())
+}
+
+async fn show(cli: &Cli, jti: &str) -> CliResult {
+    let settings = cli.settings()?;
+    let mut admin = cli.admin(&settings).await?;
+    let raw: Option<String> = admin
+        .conn
+        .get(keys::token(jti))
+        .await
+        .map_err(redis_failed)?;
+    let record: TokenRecord = raw
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .ok_or_else(|| CliError::Failed(format!("no live token with jti {jti}")))?;
+    let ttl = admin.pttl(&keys::token(jti)).await?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&record_json(&record, Some(ttl))).unwrap_or_default()
+        );
+    } else {
+        let now = now();
+        println!("jti        {}", record.jti);
+        println!("user       {} (id {})", record.username, record.user_id);
+        println!("client     {}", record.client_id);
+        println!("scope      {}", record.scope);
+        println!("audience   {}", record.audience.join(" "));
+        println!(
+            "issued     {}",
+            relative(record.issued_at - now)
+                .replace("in ", "")
+                .replace("expired ", "")
+        );
+        println!("expires    {}", relative(record.expires_at - now));
+        if let Some(f) = &record.family_id {
+            println!("family     {f}");
         }
     }
+    Ok(())
 }
 
 async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
@@ -88,7 +278,7 @@ async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
             )));
         }
     }
-    let now = SystemClock.now_unix();
+    let now = now();
     let lifetime = args
         .lifetime
         .map(Duration::from_secs)
@@ -151,23 +341,267 @@ async fn revoke(cli: &Cli, jti: &str) -> CliResult {
     }
 }
 
-/// The `jti` of a token, read without checking the signature: revoking is always safe, and
-/// an operator must be able to revoke a token signed by a key that is gone.
-fn jti_of(token: &str) -> CliResult<String> {
+/// Every token in an index, with the refresh grants they came from.
+async fn revoke_all(cli: &Cli, index: &str, what: &str, name: &str) -> CliResult {
+    let settings = cli.settings()?;
+    let mut admin = cli.admin(&settings).await?;
+    let store = cli.store(&settings)?;
+    let records = live_tokens(&mut admin, Some(index)).await?;
+    let mut families: Vec<String> = records.iter().filter_map(|r| r.family_id.clone()).collect();
+    if what == "client" {
+        families.extend(
+            admin
+                .zset(&keys::client_families(name))
+                .await?
+                .into_iter()
+                .map(|(f, _)| f),
+        );
+    }
+    families.sort();
+    families.dedup();
+    let failed = |e: crate::store::StoreError| CliError::Failed(format!("cannot revoke: {e}"));
+    for family in &families {
+        store
+            .revoke_family(family, settings.refresh_token_lifetime)
+            .await
+            .map_err(failed)?;
+    }
+    let mut revoked = 0;
+    for record in &records {
+        // Already gone if its family was revoked above; the call still announces it.
+        store.revoke_token(&record.jti).await.map_err(failed)?;
+        revoked += 1;
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({"revoked_tokens": revoked, "revoked_refresh_families": families.len()})
+        );
+    } else {
+        println!(
+            "revoked {revoked} access tokens and {} refresh grants of {what} {name}",
+            families.len()
+        );
+    }
+    Ok(())
+}
+
+/// The claims of a token, read without checking it (for display and revocation only).
+pub fn unverified_claims(token: &str) -> CliResult<serde_json::Value> {
     let payload = token
         .trim()
         .split('.')
         .nth(1)
-        .ok_or_else(|| CliError::Failed("--token is not a JWT".into()))?;
+        .ok_or_else(|| CliError::Failed("not a JWT".into()))?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
-        .map_err(|_| CliError::Failed("--token payload is not base64url".into()))?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|_| CliError::Failed("--token payload is not JSON".into()))?;
-    claims
+        .map_err(|_| CliError::Failed("JWT payload is not base64url".into()))?;
+    serde_json::from_slice(&bytes).map_err(|_| CliError::Failed("JWT payload is not JSON".into()))
+}
+
+/// The `jti` of a token, read without checking the signature: revoking is always safe, and
+/// an operator must be able to revoke a token signed by a key that is gone.
+fn jti_of(token: &str) -> CliResult<String> {
+    unverified_claims(token)?
         .get("jti")
         .and_then(|j| j.as_str())
         .filter(|j| !j.is_empty())
         .map(str::to_string)
         .ok_or_else(|| CliError::Failed("--token has no jti".into()))
+}
+
+fn saved_tokens(cli: &Cli) -> CliResult<Vec<(String, String)>> {
+    let path = cli.env_file_to_write();
+    let pairs = envfile::read(&path)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    Ok(pairs
+        .into_iter()
+        .filter(|(k, v)| SAVED_TOKENS.contains(&k.as_str()) && !v.is_empty())
+        .collect())
+}
+
+fn check_expiry(cli: &Cli) -> CliResult {
+    let now = now();
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    let mut any_expired = false;
+    for (var, token) in saved_tokens(cli)? {
+        let claims = unverified_claims(&token)?;
+        let exp = claims["exp"].as_i64().unwrap_or(0);
+        any_expired |= exp <= now;
+        rows.push(vec![
+            var.clone(),
+            claims["username"].as_str().unwrap_or("?").to_string(),
+            claims["client_id"].as_str().unwrap_or("?").to_string(),
+            relative(exp - now),
+        ]);
+        items.push(serde_json::json!({"variable": var, "user": claims["username"], "client_id": claims["client_id"], "expires_at": exp, "expired": exp <= now}));
+    }
+    if rows.is_empty() {
+        return Err(CliError::Failed(format!(
+            "no saved tokens ({}) in {}",
+            SAVED_TOKENS.join(", "),
+            cli.env_file_to_write().display()
+        )));
+    }
+    print_table(
+        cli.json,
+        &serde_json::Value::Array(items),
+        &["VARIABLE", "USER", "CLIENT", "EXPIRES"],
+        &rows,
+    );
+    if any_expired {
+        return Err(CliError::Failed(
+            "a saved token has expired: run `mcp-gateway refresh`".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn validate_saved(cli: &Cli, verify_url: Option<&str>) -> CliResult {
+    let settings = cli.settings()?;
+    let store = cli.store(&settings)?;
+    let policy = ValidationPolicy::new(settings.issuer.clone());
+    let http = reqwest::Client::new();
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    let mut all_ok = true;
+    for (var, token) in saved_tokens(cli)? {
+        let (verdict, live) = match validate(&token, &settings.keys, &policy, now()) {
+            Err(e) => (format!("invalid: {e}"), false),
+            Ok(claims) => {
+                let allowed = settings
+                    .allowed_users
+                    .as_ref()
+                    .is_none_or(|l| l.allows(&claims.username));
+                let live = store.token_is_live(&claims.jti).await.unwrap_or(false);
+                match (allowed, live) {
+                    (false, _) => (format!("user {} is not allowed", claims.username), false),
+                    (true, false) => ("revoked or unknown to Redis".to_string(), false),
+                    (true, true) => ("valid".to_string(), true),
+                }
+            }
+        };
+        let mut remote = String::from("-");
+        if let Some(url) = verify_url {
+            let claims = unverified_claims(&token).unwrap_or_default();
+            let aud = match &claims["aud"] {
+                serde_json::Value::Array(a) => {
+                    a.first().and_then(|v| v.as_str()).unwrap_or("").to_string()
+                }
+                v => v.as_str().unwrap_or("").to_string(),
+            };
+            let target = url::Url::parse(&aud).ok();
+            let mut req = http
+                .get(format!("{}/verify", url.trim_end_matches('/')))
+                .bearer_auth(&token);
+            if let Some(t) = &target {
+                let host = match t.port() {
+                    Some(p) => format!("{}:{p}", t.host_str().unwrap_or("")),
+                    None => t.host_str().unwrap_or("").to_string(),
+                };
+                req = req
+                    .header("X-Forwarded-Proto", t.scheme())
+                    .header("X-Forwarded-Host", host)
+                    .header("X-Forwarded-Uri", t.path());
+            }
+            remote = match req.send().await {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            all_ok &= remote == "200";
+        }
+        all_ok &= live;
+        rows.push(vec![var.clone(), verdict.clone(), remote.clone()]);
+        items
+            .push(serde_json::json!({"variable": var, "result": verdict, "verify_status": remote}));
+    }
+    if rows.is_empty() {
+        return Err(CliError::Failed("no saved tokens in the env file".into()));
+    }
+    print_table(
+        cli.json,
+        &serde_json::Value::Array(items),
+        &["VARIABLE", "RESULT", "VERIFY"],
+        &rows,
+    );
+    if all_ok {
+        Ok(())
+    } else {
+        Err(CliError::Failed("some saved tokens are not valid".into()))
+    }
+}
+
+async fn purge_expired(cli: &Cli) -> CliResult {
+    let settings = cli.settings()?;
+    let mut admin = cli.admin(&settings).await?;
+    let now = now();
+    let mut removed_index = 0u64;
+    let mut removed_orphans = 0u64;
+    let mut removed_families = 0u64;
+    for prefix in [keys::USER_TOKENS_PREFIX, keys::CLIENT_TOKENS_PREFIX] {
+        for index in admin.scan(&format!("{prefix}*")).await? {
+            let n: u64 = admin
+                .conn
+                .zrembyscore(&index, "-inf", format!("({now}"))
+                .await
+                .map_err(redis_failed)?;
+            removed_index += n;
+            for (jti, _) in admin.zset(&index).await? {
+                let exists: bool = admin
+                    .conn
+                    .exists(keys::token(&jti))
+                    .await
+                    .map_err(redis_failed)?;
+                if !exists {
+                    let n: u64 = admin.conn.zrem(&index, &jti).await.map_err(redis_failed)?;
+                    removed_orphans += n;
+                }
+            }
+        }
+    }
+    for family in admin.scan(&format!("{}*", keys::FAMILY_PREFIX)).await? {
+        for (member, _) in admin.zset(&family).await? {
+            let key = match (member.strip_prefix("t:"), member.strip_prefix("r:")) {
+                (Some(jti), _) => keys::token(jti),
+                (_, Some(hash)) => keys::refresh(hash),
+                _ => continue,
+            };
+            let exists: bool = admin.conn.exists(&key).await.map_err(redis_failed)?;
+            if !exists {
+                let n: u64 = admin
+                    .conn
+                    .zrem(&family, &member)
+                    .await
+                    .map_err(redis_failed)?;
+                removed_orphans += n;
+            }
+        }
+        let left: u64 = admin.conn.zcard(&family).await.map_err(redis_failed)?;
+        if left == 0 {
+            removed_families += 1;
+        }
+    }
+    for index in admin
+        .scan(&format!("{}*", keys::CLIENT_FAMILIES_PREFIX))
+        .await?
+    {
+        let n: u64 = admin
+            .conn
+            .zrembyscore(&index, "-inf", format!("({now}"))
+            .await
+            .map_err(redis_failed)?;
+        removed_index += n;
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({"expired_index_entries": removed_index, "orphans": removed_orphans, "empty_families": removed_families})
+        );
+    } else {
+        println!(
+            "removed {removed_index} expired index entries and {removed_orphans} orphans; {removed_families} refresh families emptied"
+        );
+    }
+    Ok(())
 }

@@ -272,3 +272,67 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(http().get(format!("{base}/health")).send().await.is_err());
     drop(silent);
 }
+
+/// The seed's recipe names, each wired to an `mcp-gateway` command that exists.
+#[test]
+fn the_justfile_covers_every_seed_recipe_with_real_commands() {
+    let justfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/justfile")).unwrap();
+    let recipes: Vec<&str> = justfile
+        .lines()
+        .filter(|l| {
+            !l.starts_with(' ') && !l.starts_with('#') && l.contains(':') && !l.contains(":=")
+        })
+        .map(|l| l.split([' ', ':']).next().unwrap())
+        .collect();
+    for name in [
+        "generate-jwt-secret",
+        "generate-rsa-keys",
+        "generate-github-token",
+        "mcp-client-token",
+        "refresh-tokens",
+        "check-token-expiry",
+        "oauth-purge-expired",
+        "oauth-backup",
+        "oauth-restore",
+        "oauth-delete-token",
+        "oauth-delete-registration",
+        "oauth-delete-client-complete",
+        "oauth-list-tokens",
+        "oauth-list-registrations",
+        "oauth-stats",
+        "validate-tokens",
+        "logs",
+        "exec",
+        "up",
+        "down",
+        "dev",
+        "test",
+        "bench",
+    ] {
+        assert!(recipes.contains(&name), "recipe {name} missing");
+    }
+    // Every `{{cli}} …` line names a subcommand the binary has.
+    for line in justfile
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("{{cli}} "))
+    {
+        let words: Vec<&str> = line
+            .split_whitespace()
+            .filter(|w| {
+                !w.starts_with("{{") && !w.starts_with("--") && *w != ".env" && *w != "RS256"
+            })
+            .take(2)
+            .collect();
+        let out = Command::new(bin("mcp-gateway"))
+            .args(&words)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`mcp-gateway {}` does not exist",
+            words.join(" ")
+        );
+    }
+}

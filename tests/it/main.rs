@@ -3,9 +3,22 @@
 
 mod auth;
 mod cli;
+mod cli_ops;
 mod dev;
 mod e2e;
 mod fake_github;
 mod helpers;
 mod store_contract;
 mod verify;
+
+/// The claims of a JWT, unverified (tests only inspect what they minted).
+pub fn auth_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON")
+}

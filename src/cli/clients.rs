@@ -1,0 +1,173 @@
+//! `mcp-gateway clients …`: registered clients (RFC 7591 registrations).
+
+use clap::Subcommand;
+use redis::AsyncCommands;
+
+use super::admin::{Admin, print_table, redis_failed, relative};
+use super::{Cli, CliError, CliResult};
+use crate::auth::register::ClientRecord;
+use crate::clock::{Clock, SystemClock};
+use crate::store::keys;
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Every registered client.
+    List,
+    /// One client's registration and its live tokens.
+    Show { client_id: String },
+    /// Delete a registration; with --complete also its access and refresh tokens, codes and
+    /// consents (every verify replica is told).
+    Delete {
+        client_id: String,
+        #[arg(long)]
+        complete: bool,
+    },
+}
+
+pub async fn run(cli: &Cli, cmd: &ClientsCommand) -> CliResult {
+    match cmd {
+        ClientsCommand::List => list(cli).await,
+        ClientsCommand::Show { client_id } => show(cli, client_id).await,
+        ClientsCommand::Delete {
+            client_id,
+            complete,
+        } => delete(cli, client_id, *complete).await,
+    }
+}
+
+pub async fn all_clients(admin: &mut Admin) -> CliResult<Vec<ClientRecord>> {
+    let keys = admin.scan(&format!("{}*", keys::CLIENT_PREFIX)).await?;
+    let mut clients: Vec<ClientRecord> = admin
+        .values(&keys)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter_map(|j| serde_json::from_str(&j).ok())
+        .collect();
+    clients.sort_by_key(|c| c.client_id_issued_at);
+    Ok(clients)
+}
+
+/// The registration as shown to operators: never a secret or its hash.
+fn public_json(client: &ClientRecord, live_tokens: usize) -> serde_json::Value {
+    let mut v = serde_json::to_value(client).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("client_secret_hash");
+        map.remove("registration_token_hash");
+        map.insert("live_tokens".into(), live_tokens.into());
+    }
+    v
+}
+
+async fn live_count(admin: &mut Admin, client_id: &str) -> CliResult<usize> {
+    let now = SystemClock.now_unix();
+    let n: usize = admin
+        .conn
+        .zcount(keys::client_tokens(client_id), now, "+inf")
+        .await
+        .map_err(redis_failed)?;
+    Ok(n)
+}
+
+async fn list(cli: &Cli) -> CliResult {
+    let settings = cli.settings()?;
+    let mut admin = cli.admin(&settings).await?;
+    let now = SystemClock.now_unix();
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    for client in all_clients(&mut admin).await? {
+        let live = live_count(&mut admin, &client.client_id).await?;
+        rows.push(vec![
+            client.client_id.clone(),
+            client.client_name.clone().unwrap_or_default(),
+            client.token_endpoint_auth_method.clone(),
+            client.redirect_uris.join(" "),
+            live.to_string(),
+            if client.client_secret_expires_at == 0 {
+                "never".into()
+            } else {
+                relative(client.client_secret_expires_at - now)
+            },
+        ]);
+        items.push(public_json(&client, live));
+    }
+    print_table(
+        cli.json,
+        &serde_json::Value::Array(items),
+        &[
+            "CLIENT_ID",
+            "NAME",
+            "AUTH",
+            "REDIRECT_URIS",
+            "TOKENS",
+            "EXPIRES",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+async fn load(admin: &mut Admin, client_id: &str) -> CliResult<ClientRecord> {
+    let raw: Option<String> = admin
+        .conn
+        .get(keys::client(client_id))
+        .await
+        .map_err(redis_failed)?;
+    raw.and_then(|j| serde_json::from_str(&j).ok())
+        .ok_or_else(|| CliError::Failed(format!("no client {client_id}")))
+}
+
+async fn show(cli: &Cli, client_id: &str) -> CliResult {
+    let settings = cli.settings()?;
+    let mut admin = cli.admin(&settings).await?;
+    let client = load(&mut admin, client_id).await?;
+    let live = live_count(&mut admin, client_id).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&public_json(&client, live)).unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn delete(cli: &Cli, client_id: &str, complete: bool) -> CliResult {
+    let settings = cli.settings()?;
+    let mut admin = cli.admin(&settings).await?;
+    if !complete {
+        let removed: u64 = admin
+            .conn
+            .del(keys::client(client_id))
+            .await
+            .map_err(redis_failed)?;
+        if removed == 0 {
+            return Err(CliError::Failed(format!("no client {client_id}")));
+        }
+        println!(
+            "deleted the registration of {client_id} (its tokens stay valid until they expire; --complete revokes them)"
+        );
+        return Ok(());
+    }
+    let store = cli.store(&settings)?;
+    let revoked = store
+        .delete_client(client_id, settings.refresh_token_lifetime)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot delete: {e}")))?;
+    // Outstanding codes and pending authorizations name the client only in their value.
+    let mut pending = 0;
+    for pattern in ["oauth:code:*", "oauth:state:*"] {
+        let keys = admin.scan(pattern).await?;
+        let values = admin.values(&keys).await?;
+        for (key, value) in keys.iter().zip(values) {
+            let belongs = value
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+                .is_some_and(|v| v["client_id"].as_str() == Some(client_id));
+            if belongs {
+                let _: u64 = admin.conn.del(key).await.map_err(redis_failed)?;
+                pending += 1;
+            }
+        }
+    }
+    println!(
+        "deleted client {client_id} with everything issued to it ({revoked} loose access tokens, {pending} codes or pending logins)"
+    );
+    Ok(())
+}
