@@ -318,6 +318,17 @@ pub struct BindingPolicy {
     pub client_cert: bool,
 }
 
+/// The second factor's knobs (TOTP).
+#[derive(Debug, Clone)]
+pub struct MfaSettings {
+    /// `MFA_ENCRYPTION_KEY`: 32 bytes, base64. Unset: derived from the signing key.
+    pub encryption_key: Option<Secret<[u8; 32]>>,
+    /// Failures within `failure_window` that lock a user and an address out.
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    pub lockout: Duration,
+}
+
 /// Requests per client IP per minute on the public endpoints; 0 = unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitSettings {
@@ -372,6 +383,7 @@ pub struct Settings {
     pub verify_cache_capacity: u64,
     pub failure_mode: FailureMode,
     pub rate_limits: RateLimitSettings,
+    pub mfa: MfaSettings,
 }
 
 const DEFAULT_GITHUB_AUTHORIZE_URL: &str = "https://github.com/login/oauth/authorize";
@@ -638,6 +650,29 @@ impl Settings {
             verify_cache_ttl,
             verify_cache_capacity: raw.number("VERIFY_CACHE_CAPACITY", 100_000)?,
             failure_mode,
+            mfa: MfaSettings {
+                encryption_key: match raw.get("MFA_ENCRYPTION_KEY") {
+                    None => None,
+                    Some(b64) => {
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(b64.trim())
+                            .or_else(|_| {
+                                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim())
+                            })
+                            .map_err(|_| ConfigError::new("MFA_ENCRYPTION_KEY", "not base64"))?;
+                        let key: [u8; 32] = bytes.try_into().map_err(|_| {
+                            ConfigError::new(
+                                "MFA_ENCRYPTION_KEY",
+                                "must be 32 bytes (openssl rand -base64 32)",
+                            )
+                        })?;
+                        Some(Secret::new(key))
+                    }
+                },
+                max_failures: raw.number_u32("MFA_MAX_FAILURES", 3)?.max(1),
+                failure_window: raw.duration("MFA_FAILURE_WINDOW", 120)?,
+                lockout: raw.duration("MFA_LOCKOUT", 300)?,
+            },
             rate_limits: RateLimitSettings {
                 register: raw.number_u32("RATE_LIMIT_REGISTER", 20)?,
                 authorize: raw.number_u32("RATE_LIMIT_AUTHORIZE", 60)?,

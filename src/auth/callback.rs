@@ -158,6 +158,20 @@ pub async fn complete_login(
             "this account is not allowed to use this gateway",
         );
     }
+    if state.settings.mfa_required {
+        return super::mfa::begin(state, pending, user).await;
+    }
+    issue_code(state, pending, user, vec!["github".into()]).await
+}
+
+/// Issues our single-use authorization code and sends the browser back to the client.
+pub async fn issue_code(
+    state: &AuthState,
+    pending: PendingAuthorization,
+    user: UpstreamUser,
+    amr: Vec<String>,
+) -> HttpResponse {
+    let client_state = pending.state.as_deref();
     let code = random_token();
     let record = CodeRecord {
         client_id: pending.client_id.clone(),
@@ -167,7 +181,7 @@ pub async fn complete_login(
         scope: pending.scope.clone(),
         resource: pending.resource.clone(),
         user: user.clone(),
-        amr: vec!["github".into()],
+        amr,
         issued_at: state.now(),
     };
     let stored = async {

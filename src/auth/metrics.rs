@@ -10,6 +10,8 @@ pub struct AuthMetrics {
     pub errors: IntCounterVec,
     pub upstream_failures: IntCounter,
     pub logins: IntCounter,
+    pub mfa_failures: IntCounter,
+    pub mfa_lockouts: IntCounter,
 }
 
 impl AuthMetrics {
@@ -46,8 +48,20 @@ impl AuthMetrics {
             "Completed upstream logins that issued an authorization code",
         )
         .expect("static metric definition");
+        let mfa_failures = IntCounter::new(
+            "mcp_gateway_mfa_failures_total",
+            "Wrong, replayed or malformed second-factor codes",
+        )
+        .expect("static metric definition");
+        let mfa_lockouts = IntCounter::new(
+            "mcp_gateway_mfa_lockouts_total",
+            "Users or addresses locked out after repeated second-factor failures",
+        )
+        .expect("static metric definition");
         for c in [
-            Box::new(tokens_issued.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mfa_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mfa_lockouts.clone()),
+            Box::new(tokens_issued.clone()),
             Box::new(registrations.clone()),
             Box::new(errors.clone()),
             Box::new(upstream_failures.clone()),
@@ -62,6 +76,8 @@ impl AuthMetrics {
             errors,
             upstream_failures,
             logins,
+            mfa_failures,
+            mfa_lockouts,
         }
     }
 

@@ -22,11 +22,13 @@ pub mod error;
 pub mod github;
 pub mod metadata;
 pub mod metrics;
+pub mod mfa;
 pub mod pages;
 pub mod ratelimit;
 pub mod register;
 pub mod revoke;
 pub mod token;
+pub mod totp;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -83,6 +85,8 @@ pub struct AuthState {
     pub pages: pages::Pages,
     /// Key for the browser-session cookie that lets a returning user skip consent.
     pub cookie_key: [u8; 32],
+    /// Encrypts TOTP secrets at rest.
+    pub mfa_box: totp::SecretBox,
 }
 
 impl AuthState {
@@ -103,7 +107,18 @@ impl AuthState {
             }
             None => rand::random(),
         };
+        let mfa_key = match &settings.mfa.encryption_key {
+            Some(key) => *key.expose(),
+            None => {
+                use sha2::Digest;
+                let mut hasher = sha2::Sha256::new();
+                hasher.update(b"mcp-gateway totp secrets\0");
+                hasher.update(cookie_key);
+                hasher.finalize().into()
+            }
+        };
         Self {
+            mfa_box: totp::SecretBox::new(mfa_key),
             limits: ratelimit::RateLimits::new(&settings),
             settings,
             store,
@@ -144,6 +159,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AuthState>) {
         .configure(register::routes)
         .configure(authorize::routes)
         .configure(callback::routes)
+        .configure(mfa::routes)
         .configure(token::routes)
         .configure(revoke::routes)
         .configure(pages::routes)

@@ -20,6 +20,18 @@ impl Default for Pages {
 }
 
 impl Pages {
+    /// Every page renders from these; a test renders each one.
+    pub const TEMPLATES: [&'static str; 8] = [
+        "layout.html",
+        "consent.html",
+        "error.html",
+        "success.html",
+        "dev_login.html",
+        "mfa_enrol.html",
+        "mfa_verify.html",
+        "mfa_recovery.html",
+    ];
+
     pub fn new() -> Self {
         let mut env = Environment::new();
         // Auto-escaping is on for `.html` names: every value inserted is HTML-escaped.
@@ -28,6 +40,18 @@ impl Pages {
             ("consent.html", include_str!("../../templates/consent.html")),
             ("error.html", include_str!("../../templates/error.html")),
             ("success.html", include_str!("../../templates/success.html")),
+            (
+                "mfa_enrol.html",
+                include_str!("../../templates/mfa_enrol.html"),
+            ),
+            (
+                "mfa_verify.html",
+                include_str!("../../templates/mfa_verify.html"),
+            ),
+            (
+                "mfa_recovery.html",
+                include_str!("../../templates/mfa_recovery.html"),
+            ),
             (
                 "dev_login.html",
                 include_str!("../../templates/dev_login.html"),
@@ -137,4 +161,30 @@ async fn success(query: web::Query<SuccessQuery>, state: web::Data<AuthState>) -
         minijinja::context! { code => code, state => query.state.as_deref() },
     );
     state.pages.respond(StatusCode::OK, html, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_is_registered_and_escapes() {
+        let pages = Pages::new();
+        for name in Pages::TEMPLATES.iter().filter(|n| **n != "layout.html") {
+            let html = pages.render(
+                name,
+                minijinja::context! { error => "<script>x</script>", user => "<b>u</b>", codes => ["a"], client_name => "<i>c</i>" },
+            );
+            assert!(
+                html.contains("<!doctype html>"),
+                "{name} did not render: {html}"
+            );
+            assert!(
+                !html.contains("<script>x")
+                    && !html.contains("<b>u</b>")
+                    && !html.contains("<i>c</i>"),
+                "{name} escapes"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@ pub mod dev;
 pub mod envfile;
 pub mod keys;
 pub mod login;
+pub mod mfa;
 pub mod stats;
 pub mod tokens;
 
@@ -78,6 +79,9 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Refresh the saved tokens that expire soon, saving the rotated refresh tokens.
     Refresh(login::RefreshArgs),
+    /// A user's second factor (TOTP): status, reset.
+    #[command(subcommand)]
+    Mfa(mfa::MfaCommand),
     /// Obtain the gateway's own GATEWAY_OAUTH_* tokens and client through its login flow.
     GithubToken(login::GithubTokenArgs),
     /// Run the whole gateway (authorization server + verify) on an embedded store with a
@@ -121,6 +125,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Login(args) => login::login(&cli, args).await,
         Command::Refresh(args) => login::refresh(&cli, args).await,
         Command::GithubToken(args) => login::github_token(&cli, args).await,
+        Command::Mfa(cmd) => mfa::run(&cli, cmd).await,
     }
 }
 

@@ -459,4 +459,28 @@ impl Store for MemoryStore {
         self.publish(published);
         Ok(revoked)
     }
+
+    async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {
+        Ok(self.with(|map, now| {
+            let current = Self::text(map, key, now).and_then(|v| v.parse::<u64>().ok());
+            match current {
+                Some(n) => {
+                    if let Some(entry) = map.get_mut(key) {
+                        entry.value = Value::Text((n + 1).to_string());
+                    }
+                    n + 1
+                }
+                None => {
+                    map.insert(
+                        key.to_string(),
+                        Entry {
+                            value: Value::Text("1".into()),
+                            expires_at: Self::deadline(Some(window), now),
+                        },
+                    );
+                    1
+                }
+            }
+        }))
+    }
 }

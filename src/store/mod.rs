@@ -138,6 +138,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn ttl(&self, key: &str) -> StoreResult<Ttl>;
 
+    /// Increments a counter, starting its `window` when it is created; returns the new count.
+    async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64>;
+
     /// Atomically takes an authorization code for redemption, leaving a marker (same TTL) that
     /// names `family_id`, so a second redemption can revoke what the first issued.
     async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption>;

@@ -115,6 +115,13 @@ if redis.call('TTL', CF .. ARGV[6]) < tonumber(ARGV[10]) then redis.call('EXPIRE
 return 'issued'
 "#;
 
+// KEYS: counter. ARGV: window in ms.
+const INCR_WITHIN: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"#;
+
 // ARGV: family id, tombstone ttl.
 const REVOKE_FAMILY: &str = r#"
 return revoke_family(ARGV[1], ARGV[2])
@@ -160,6 +167,7 @@ struct Scripts {
     issue_grant: redis::Script,
     revoke_family: redis::Script,
     delete_client: redis::Script,
+    incr_within: redis::Script,
 }
 
 impl Scripts {
@@ -171,6 +179,7 @@ impl Scripts {
             issue_grant: script(ISSUE_GRANT),
             revoke_family: script(REVOKE_FAMILY),
             delete_client: script(DELETE_CLIENT),
+            incr_within: redis::Script::new(INCR_WITHIN),
         }
     }
 }
@@ -417,5 +426,17 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(n.max(0) as usize)
+    }
+
+    async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {
+        let n: i64 = self
+            .scripts
+            .incr_within
+            .key(key)
+            .arg(window.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(n.max(0) as u64)
     }
 }

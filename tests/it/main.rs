@@ -8,6 +8,7 @@ mod dev;
 mod e2e;
 mod fake_github;
 mod helpers;
+mod mfa;
 mod store_contract;
 mod verify;
 

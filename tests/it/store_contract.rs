@@ -395,3 +395,32 @@ contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
             .is_empty()
     );
 });
+
+contract!(counters_count_within_their_window, |store| {
+    let window = Duration::from_millis(400);
+    let counts = join_all((0..10).map(|_| {
+        let store = store.clone();
+        async move {
+            store
+                .incr_within("oauth:mfa_fail:user:x", window)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let mut sorted = counts.clone();
+    sorted.sort();
+    assert_eq!(sorted, (1..=10).collect::<Vec<u64>>(), "atomic increments");
+    assert!(
+        matches!(store.ttl("oauth:mfa_fail:user:x").await.unwrap(), Ttl::Expires(d) if d <= window)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        store
+            .incr_within("oauth:mfa_fail:user:x", window)
+            .await
+            .unwrap(),
+        1,
+        "a new window"
+    );
+});

@@ -1,0 +1,282 @@
+//! The TOTP second factor over HTTP: enrolment, verification, replay, recovery codes,
+//! lockout, and verify refusing tokens without it.
+
+use std::time::Duration;
+
+use mcp_oauth_gateway::auth::totp;
+use mcp_oauth_gateway::clock::{Clock, SystemClock};
+use redis::AsyncCommands;
+use serde_json::Value;
+
+use crate::auth::{Gateway, REDIRECT, browser, hidden, location, pkce, query};
+use crate::auth_claims;
+use crate::helpers::*;
+
+fn base32_decode(text: &str) -> Vec<u8> {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut buffer, mut bits, mut out) = (0u32, 0u32, Vec::new());
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let v = alphabet.iter().position(|a| *a == c).expect("base32") as u32;
+        buffer = (buffer << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            out.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    out
+}
+
+fn code_now(secret: &[u8], offset_steps: i64) -> String {
+    let step = totp::step_of(SystemClock.now_unix()) + offset_steps;
+    totp::code_at_step(secret, step as u64, 6)
+}
+
+/// authorize → consent → GitHub → callback, which now stops at the TOTP step.
+async fn to_mfa(gw: &Gateway, client: &Value) -> (reqwest::Client, String, String) {
+    let (verifier, challenge) = pkce();
+    let b = browser();
+    let resp = b
+        .get(gw.authorize_url(client, &challenge, &[]))
+        .send()
+        .await
+        .unwrap();
+    let html = b
+        .get(location(&resp))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("request", hidden(&html, "request")),
+        ("csrf_token", hidden(&html, "csrf_token")),
+        ("decision", "approve".to_string()),
+    ];
+    let resp = b.post(gw.url("/consent")).form(&form).send().await.unwrap();
+    let resp = b.get(location(&resp)).send().await.unwrap();
+    let resp = b.get(location(&resp)).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        303,
+        "the callback stops at the second factor"
+    );
+    let mfa = location(&resp);
+    assert!(mfa.starts_with(&gw.url("/mfa?session=")), "{mfa}");
+    (b, mfa, verifier)
+}
+
+async fn post_code(
+    gw: &Gateway,
+    b: &reqwest::Client,
+    page: &str,
+    field: &str,
+    value: &str,
+) -> reqwest::Response {
+    let form = [
+        ("session", hidden(page, "session")),
+        ("csrf_token", hidden(page, "csrf_token")),
+        (field, value.to_string()),
+    ];
+    b.post(gw.url("/mfa")).form(&form).send().await.unwrap()
+}
+
+async fn redeem(gw: &Gateway, client: &Value, resp: reqwest::Response, verifier: &str) -> Value {
+    assert_eq!(resp.status(), 302);
+    let to = url::Url::parse(&location(&resp)).unwrap();
+    assert!(to.as_str().starts_with(REDIRECT));
+    let code = query(&to, "code").expect("a code after the second factor");
+    let resp = gw.redeem(client, &code, verifier).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_then_verification_with_codes_and_recovery_codes() {
+    let gw = Gateway::start(&[("TOKEN_MFA_REQUIRED", "true")]).await;
+    let client = gw.client("none").await;
+
+    // First login: enrol.
+    let (b, mfa_url, verifier) = to_mfa(&gw, &client).await;
+    let page = b.get(&mfa_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("frame-ancestors 'none'"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<svg"), "QR code inline");
+    let shown = html
+        .split("<p class=\"mono\"><strong>")
+        .nth(1)
+        .unwrap()
+        .split("</strong>")
+        .next()
+        .unwrap();
+    let secret = base32_decode(shown);
+    assert_eq!(secret.len(), 20);
+    let resp = post_code(&gw, &b, &html, "code", "000000").await;
+    assert_eq!(resp.status(), 400);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("not right"));
+    let resp = post_code(&gw, &b, &html, "code", &code_now(&secret, 0)).await;
+    assert_eq!(resp.status(), 200);
+    let recovery_page = resp.text().await.unwrap();
+    let codes: Vec<String> = recovery_page
+        .split("<li>")
+        .skip(1)
+        .map(|s| s.split("</li>").next().unwrap().to_string())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let form = [
+        ("session", hidden(&recovery_page, "session")),
+        ("csrf_token", hidden(&recovery_page, "csrf_token")),
+    ];
+    let resp = b
+        .post(gw.url("/mfa/continue"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let tokens = redeem(&gw, &client, resp, &verifier).await;
+    let claims = auth_claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], serde_json::json!(["github", "otp"]));
+
+    // At rest: the secret is sealed, the recovery codes hashed.
+    let mut conn = gw.redis.conn().await;
+    let stored: String = conn.get("oauth:mfa:alice").await.unwrap();
+    assert!(!stored.contains(&totp::base32(&secret)));
+    let keys: Vec<String> = conn.keys("oauth:mfa_recovery:alice:*").await.unwrap();
+    assert_eq!(keys.len(), 10);
+    assert!(
+        !keys
+            .iter()
+            .any(|k| codes.iter().any(|c| k.contains(c.as_str())))
+    );
+
+    // Refresh keeps amr.
+    let resp = gw
+        .token(
+            &client,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    let refreshed: Value = resp.json().await.unwrap();
+    assert_eq!(
+        auth_claims(refreshed["access_token"].as_str().unwrap())["amr"],
+        serde_json::json!(["github", "otp"])
+    );
+
+    // Second login: verify; the code just used is refused (same window), the next one works.
+    let (b, mfa_url, verifier) = to_mfa(&gw, &client).await;
+    let html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("Two-factor sign-in") && !html.contains("<svg"));
+    let used = code_now(&secret, 0);
+    let resp = post_code(&gw, &b, &html, "code", &used).await;
+    assert_eq!(resp.status(), 400);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("already used"), "replay refused");
+    let resp = post_code(&gw, &b, &html, "code", &code_now(&secret, 1)).await;
+    redeem(&gw, &client, resp, &verifier).await;
+
+    // Third login: a recovery code works once.
+    let (b, mfa_url, verifier) = to_mfa(&gw, &client).await;
+    let html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
+    let resp = post_code(&gw, &b, &html, "recovery_code", &codes[0].to_uppercase()).await;
+    redeem(&gw, &client, resp, &verifier).await;
+    let (b, mfa_url, _) = to_mfa(&gw, &client).await;
+    let html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
+    let resp = post_code(&gw, &b, &html, "recovery_code", &codes[0]).await;
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_the_user_out() {
+    let gw = Gateway::start(&[
+        ("TOKEN_MFA_REQUIRED", "true"),
+        ("MFA_MAX_FAILURES", "3"),
+        ("MFA_LOCKOUT", "300"),
+    ])
+    .await;
+    let client = gw.client("none").await;
+    let (b, mfa_url, _) = to_mfa(&gw, &client).await;
+    let mut html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
+    for attempt in 1..=3 {
+        let resp = post_code(&gw, &b, &html, "code", "123456").await;
+        if attempt < 3 {
+            assert_eq!(resp.status(), 400);
+            html = resp.text().await.unwrap();
+        } else {
+            assert_eq!(resp.status(), 429, "locked after the third failure");
+            assert!(resp.text().await.unwrap().contains("locked"));
+        }
+    }
+    // Locked even with the right code, and on a fresh login from the same address.
+    let resp = b.get(&mfa_url).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let metrics = http()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("mcp_gateway_mfa_failures_total 3"));
+    assert!(metrics.contains("mcp_gateway_mfa_lockouts_total 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_tokens_without_the_second_factor_and_the_cli_resets_it() {
+    let gw = Gateway::start(&[]).await;
+    let client = gw.client("none").await;
+    let tokens = gw.tokens(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(gw.verify.status(access).await, 200);
+    // Switching MFA on makes earlier tokens stop working at verify.
+    let strict = Verify::start(
+        &base_env(&gw.redis)
+            .with("ISSUER_URL", gw.issuer.as_str())
+            .with("TOKEN_MFA_REQUIRED", "true"),
+        gw.redis.store(),
+    )
+    .await;
+    assert_eq!(strict.status(access).await, 401);
+    assert_eq!(strict.decisions("mfa_required").await, 1.0);
+
+    // mfa status / reset.
+    let mut conn = gw.redis.conn().await;
+    let _: () = conn
+        .set(
+            "oauth:mfa:alice",
+            r#"{"provider":"totp","secret":"x","enrolled_at":1}"#,
+        )
+        .await
+        .unwrap();
+    let _: () = conn.set("oauth:mfa_recovery:alice:abc", "1").await.unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin("mcp-gateway"))
+            .args(args)
+            .env_clear()
+            .env("JWT_ALGORITHM", "RS256")
+            .env("JWT_PRIVATE_KEY_B64", rsa_key_b64())
+            .env("REDIS_URL", gw.redis.url())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--json", "mfa", "status", "alice"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["enrolled"], true);
+    assert_eq!(status["recovery_codes_left"], 1);
+    assert!(run(&["mfa", "reset", "alice"]).status.success());
+    let left: Vec<String> = conn.keys("oauth:mfa*").await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(run(&["mfa", "reset", "alice"]).status.code(), Some(1));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
