@@ -268,7 +268,10 @@ async fn dev_login_page(
         "dev_login.html",
         minijinja::context! { state => id, csrf_token => pending.csrf, suggested => "" },
     );
-    let mut response = state.pages.respond(StatusCode::OK, html, &[]);
+    // The form ends in a redirect to the client (or to /mfa): CSP form-action must allow it.
+    let target = client_redirect(&state, &pending.redirect_uri, &[]);
+    let origins: Vec<String> = super::pages::csp_origin(&target).into_iter().collect();
+    let mut response = state.pages.respond(StatusCode::OK, html, &origins);
     let _ = response.add_cookie(&csrf_cookie(&state, &pending.csrf, "/dev/login"));
     response
 }

@@ -239,9 +239,17 @@ async fn render(
             },
         )
     };
-    let mut response = state.pages.respond(status, html, &[]);
+    let mut response = state
+        .pages
+        .respond(status, html, &client_origin(state, pending));
     let _ = response.add_cookie(&csrf_cookie(state, &pending.csrf, "/mfa"));
     response
+}
+
+/// The form's success redirects to the client: CSP `form-action` must allow its origin.
+fn client_origin(state: &AuthState, pending: &MfaPending) -> Vec<String> {
+    let target = super::authorize::client_redirect(state, &pending.authorization.redirect_uri, &[]);
+    super::pages::csp_origin(&target).into_iter().collect()
 }
 
 #[derive(Deserialize)]
@@ -460,7 +468,9 @@ async fn confirm_enrolment(
         "mfa_recovery.html",
         minijinja::context! { codes => codes, session => id, csrf_token => pending.csrf },
     );
-    let mut response = state.pages.respond(StatusCode::OK, html, &[]);
+    let mut response = state
+        .pages
+        .respond(StatusCode::OK, html, &client_origin(state, pending));
     let _ = response.add_cookie(&csrf_cookie(state, &pending.csrf, "/mfa"));
     response
 }

@@ -2,6 +2,7 @@
 //! loopback port and the real services on port 0, and talks to them over HTTP.
 
 mod auth;
+mod browser;
 mod cli;
 mod cli_ops;
 mod dev;

@@ -1,0 +1,88 @@
+//! A real headless Chromium logs in through the gateway's pages with the second factor on:
+//! consent, development login, TOTP enrolment, recovery codes, and a second login with a
+//! code (e2e/browser/login.mjs, playwright-core driving Debian's Chromium). Each page is
+//! screenshotted at phone width; `docs/screenshots/` holds a committed set for the README.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_enrols_and_logs_in_with_a_second_factor() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/e2e/browser/login.mjs");
+    assert!(
+        std::path::Path::new(&format!("{root}/e2e/browser/node_modules/playwright-core")).exists(),
+        "playwright-core is missing: run scripts/browser-deps"
+    );
+    let (auth_port, verify_port) = (free_port(), free_port());
+    let _dev = Child(
+        Command::new(bin("mcp-gateway"))
+            .args([
+                "dev",
+                "--listen",
+                &format!("127.0.0.1:{auth_port}"),
+                "--verify-listen",
+                &format!("127.0.0.1:{verify_port}"),
+            ])
+            .current_dir(tempfile::tempdir().unwrap().path())
+            .env_clear()
+            .env("TOKEN_MFA_REQUIRED", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let issuer = format!("http://127.0.0.1:{auth_port}");
+    wait_for(Duration::from_secs(10), || async {
+        http()
+            .get(format!("{issuer}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
+    .expect("dev mode is up");
+    let shots = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let shots = shots.path().to_path_buf();
+        move || {
+            Command::new("node")
+                .arg(&script)
+                .arg(&issuer)
+                .arg(&shots)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(result["ok"], true);
+    assert_eq!(result["recovery_codes"], 10);
+    assert_eq!(result["first_amr"], serde_json::json!(["github", "otp"]));
+    assert_eq!(result["second_amr"], serde_json::json!(["github", "otp"]));
+    assert_eq!(result["error_page_escaped"], true);
+    for step in result["steps"].as_array().unwrap() {
+        let png =
+            std::fs::read(shots.path().join(format!("{}.png", step.as_str().unwrap()))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{step} is a PNG");
+    }
+    assert_eq!(result["steps"].as_array().unwrap().len(), 7);
+}
