@@ -3,19 +3,9 @@
 //! code (e2e/browser/login.mjs, playwright-core driving Debian's Chromium). Each page is
 //! screenshotted at phone width; `docs/screenshots/` holds a committed set for the README.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use crate::helpers::*;
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::dev_gateway::DevGateway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_enrols_and_logs_in_with_a_second_factor() {
@@ -25,34 +15,8 @@ async fn a_real_browser_enrols_and_logs_in_with_a_second_factor() {
         std::path::Path::new(&format!("{root}/e2e/browser/node_modules/playwright-core")).exists(),
         "playwright-core is missing: run scripts/browser-deps"
     );
-    let (auth_port, verify_port) = (free_port(), free_port());
-    let _dev = Child(
-        Command::new(bin("mcp-gateway"))
-            .args([
-                "dev",
-                "--listen",
-                &format!("127.0.0.1:{auth_port}"),
-                "--verify-listen",
-                &format!("127.0.0.1:{verify_port}"),
-            ])
-            .current_dir(tempfile::tempdir().unwrap().path())
-            .env_clear()
-            .env("TOKEN_MFA_REQUIRED", "true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let issuer = format!("http://127.0.0.1:{auth_port}");
-    wait_for(Duration::from_secs(10), || async {
-        http()
-            .get(format!("{issuer}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await
-    .expect("dev mode is up");
+    let dev = DevGateway::start(&[("TOKEN_MFA_REQUIRED", "true")]).await;
+    let issuer = dev.issuer.clone();
     let shots = tempfile::tempdir().unwrap();
     let out = tokio::task::spawn_blocking({
         let shots = shots.path().to_path_buf();

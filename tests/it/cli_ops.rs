@@ -8,7 +8,8 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use crate::auth::{Gateway, browser, hidden, location};
+use crate::auth::{Gateway, browser, location};
+use crate::dev_gateway::{ChildGuard, DevGateway, consent_and_dev_login};
 use crate::helpers::*;
 
 fn cli(gw: &Gateway, dir: &Path, args: &[&str]) -> Output {
@@ -431,58 +432,10 @@ async fn saved_tokens_are_checked_for_expiry_and_validity() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Drives the browser part of a login printed by the CLI against `mcp-gateway dev`.
+/// The browser part of a login printed by the CLI, against `mcp-gateway dev`; the final
+/// redirect goes to the CLI's loopback listener.
 async fn drive_dev_login(authorize_url: &str, issuer: &str) {
-    let b = browser();
-    let resp = b.get(authorize_url).send().await.unwrap();
-    assert_eq!(resp.status(), 307);
-    let html = b
-        .get(location(&resp))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("request", hidden(&html, "request")),
-        ("csrf_token", hidden(&html, "csrf_token")),
-        ("decision", "approve".to_string()),
-    ];
-    let resp = b
-        .post(format!("{issuer}/consent"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let html = b
-        .get(location(&resp))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("state", hidden(&html, "state")),
-        ("csrf_token", hidden(&html, "csrf_token")),
-        ("login", "alice".to_string()),
-    ];
-    let resp = b
-        .post(format!("{issuer}/dev/login"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let resp = consent_and_dev_login(&browser(), issuer, authorize_url, "alice").await;
     assert_eq!(resp.status(), 302);
     let back = http().get(location(&resp)).send().await.unwrap();
     assert_eq!(back.status(), 200, "the CLI's loopback listener answered");
@@ -490,7 +443,7 @@ async fn drive_dev_login(authorize_url: &str, issuer: &str) {
 
 /// Runs a login-style command, reading the URL it prints and driving the browser step.
 async fn login_with(dir: &Path, args: &[&str], issuer: &str) {
-    let mut child = Child(
+    let mut child = ChildGuard(
         Command::new(bin("mcp-gateway"))
             .args(args)
             .current_dir(dir)
@@ -528,34 +481,8 @@ async fn login_with(dir: &Path, args: &[&str], issuer: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_refresh_and_github_token_complete_against_dev_mode() {
-    let (auth_port, verify_port) = (free_port(), free_port());
-    let _dev = Child(
-        Command::new(bin("mcp-gateway"))
-            .args([
-                "dev",
-                "--listen",
-                &format!("127.0.0.1:{auth_port}"),
-                "--verify-listen",
-                &format!("127.0.0.1:{verify_port}"),
-            ])
-            .current_dir(tempfile::tempdir().unwrap().path())
-            .env_clear()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let issuer = format!("http://127.0.0.1:{auth_port}");
-    let verify = format!("http://127.0.0.1:{verify_port}");
-    wait_for(Duration::from_secs(10), || async {
-        http()
-            .get(format!("{verify}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await
-    .expect("dev mode is up");
+    let dev = DevGateway::start(&[]).await;
+    let (issuer, verify, verify_port) = (dev.issuer.clone(), dev.verify.clone(), dev.verify_port);
     let dir = tempfile::tempdir().unwrap();
     login_with(
         dir.path(),

@@ -2,39 +2,17 @@
 //! login, loopback only.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::auth::{browser, hidden, location, pkce, query};
+use crate::auth::{browser, location, pkce, query};
+use crate::dev_gateway::{DevGateway, consent_and_dev_login};
 use crate::helpers::*;
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_mode_runs_a_complete_gateway_on_loopback() {
-    let (auth_port, verify_port) = (free_port(), free_port());
-    let mut child = Child(
-        Command::new(bin("mcp-gateway"))
-            .args(["dev", "--listen", &format!("127.0.0.1:{auth_port}")])
-            .args(["--verify-listen", &format!("127.0.0.1:{verify_port}")])
-            .current_dir(tempfile::tempdir().unwrap().path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
+    let (dev, stdout) = DevGateway::spawn(&[]);
     let banner = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
@@ -45,8 +23,8 @@ async fn dev_mode_runs_a_complete_gateway_on_loopback() {
     })
     .await
     .unwrap();
-    let issuer = format!("http://127.0.0.1:{auth_port}");
-    let verify = format!("http://127.0.0.1:{verify_port}");
+    let issuer = dev.issuer.clone();
+    let verify = dev.verify.clone();
     assert!(banner.contains(&issuer), "{banner}");
     assert!(banner.contains(&format!("{verify}/verify")), "{banner}");
     assert!(
@@ -101,51 +79,7 @@ async fn dev_mode_runs_a_complete_gateway_on_loopback() {
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256")
         .append_pair("resource", "http://localhost:3000/mcp");
-    let resp = b.get(url.as_str()).send().await.unwrap();
-    assert_eq!(resp.status(), 307);
-    let html = b
-        .get(location(&resp))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("request", hidden(&html, "request")),
-        ("csrf_token", hidden(&html, "csrf_token")),
-        ("decision", "approve".to_string()),
-    ];
-    let resp = b
-        .post(format!("{issuer}/consent"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let login_page = location(&resp);
-    assert!(
-        login_page.starts_with(&format!("{issuer}/dev/login")),
-        "{login_page}"
-    );
-    let html = b
-        .get(&login_page)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("state", hidden(&html, "state")),
-        ("csrf_token", hidden(&html, "csrf_token")),
-        ("login", "newcomer".to_string()),
-    ];
-    let resp = b
-        .post(format!("{issuer}/dev/login"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let resp = consent_and_dev_login(&b, &issuer, url.as_str(), "newcomer").await;
     assert_eq!(resp.status(), 302);
     let code = query(&url::Url::parse(&location(&resp)).unwrap(), "code").unwrap();
     let tokens: Value = http()
@@ -174,8 +108,7 @@ async fn dev_mode_runs_a_complete_gateway_on_loopback() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-user-name"], "newcomer");
-    drop(child);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(dev);
 }
 
 #[test]

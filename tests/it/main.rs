@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod cli_ops;
 mod dev;
+mod dev_gateway;
 mod e2e;
 mod fake_github;
 mod helpers;
