@@ -16,6 +16,8 @@ pub struct OAuthError {
     pub description: String,
     pub challenge: Option<&'static str>,
     pub retry_after: Option<u64>,
+    /// The store failed (counted as `mcp_gateway_redis_errors_total`).
+    pub store_failure: bool,
 }
 
 impl OAuthError {
@@ -26,6 +28,7 @@ impl OAuthError {
             description: description.into(),
             challenge: None,
             retry_after: None,
+            store_failure: false,
         }
     }
 
@@ -132,12 +135,14 @@ impl OAuthError {
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
         tracing::warn!(error = %e, "store operation failed");
-        match e {
+        let mut error = match e {
             StoreError::Unavailable(_) => {
                 OAuthError::temporarily_unavailable("storage is unavailable; retry shortly")
             }
             StoreError::Corrupt(_) => OAuthError::server_error("stored data could not be read"),
-        }
+        };
+        error.store_failure = true;
+        error
     }
 }
 

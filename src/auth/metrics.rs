@@ -12,6 +12,7 @@ pub struct AuthMetrics {
     pub logins: IntCounter,
     pub mfa_failures: IntCounter,
     pub mfa_lockouts: IntCounter,
+    pub redis_errors: IntCounter,
 }
 
 impl AuthMetrics {
@@ -58,8 +59,14 @@ impl AuthMetrics {
             "Users or addresses locked out after repeated second-factor failures",
         )
         .expect("static metric definition");
+        let redis_errors = IntCounter::new(
+            "mcp_gateway_redis_errors_total",
+            "Store operations that failed (Redis unreachable, timed out or refused)",
+        )
+        .expect("static metric definition");
         for c in [
-            Box::new(mfa_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(redis_errors.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mfa_failures.clone()),
             Box::new(mfa_lockouts.clone()),
             Box::new(tokens_issued.clone()),
             Box::new(registrations.clone()),
@@ -78,6 +85,7 @@ impl AuthMetrics {
             logins,
             mfa_failures,
             mfa_lockouts,
+            redis_errors,
         }
     }
 

@@ -330,6 +330,9 @@ fn track(
 ) -> HttpResponse {
     result.unwrap_or_else(|e| {
         state.metrics.error(endpoint, e.code);
+        if e.store_failure {
+            state.metrics.redis_errors.inc();
+        }
         actix_web::ResponseError::error_response(&e)
     })
 }

@@ -1185,3 +1185,34 @@ async fn browser_clients_get_cors_on_machine_endpoints_only() {
     let page = b.get(&consent).send().await.unwrap();
     assert!(page.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_503_with_retry_after_and_counted() {
+    let mut gw = Gateway::start(&[]).await;
+    let client = gw.client("none").await;
+    gw.redis.stop().await;
+    let resp = gw
+        .token(
+            &client,
+            &[("grant_type", "refresh_token"), ("refresh_token", "x")],
+        )
+        .await;
+    assert_eq!(header(&resp, "retry-after"), "2");
+    assert_oauth_error(resp, 503, "temporarily_unavailable").await;
+    let resp = gw.register(json!({"redirect_uris": [REDIRECT]})).await;
+    assert_oauth_error(resp, 503, "temporarily_unavailable").await;
+    let metrics = http()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcp_gateway_redis_errors_total 2"),
+        "{metrics}"
+    );
+    let ready = http().get(gw.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+}
