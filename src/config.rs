@@ -264,18 +264,21 @@ impl ScopePolicy {
         self.rules.is_empty()
     }
 
-    /// The scopes a request to `host` + `path` needs, without duplicates.
-    pub fn required_for(&self, host: &str, path: &str) -> Vec<&str> {
+    /// The scopes a request to `host` + `path` needs, without duplicates. With no readable
+    /// path (`None`), every path rule applies: an unreadable path must not skip a rule.
+    pub fn required_for(&self, host: &str, path: Option<&str>) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for rule in &self.rules {
-            let applies = match &rule.prefix {
-                None => true,
-                Some(p) if p.starts_with('/') => path.starts_with(p.as_str()),
-                Some(p) => match p.split_once('/') {
+            let applies = match (&rule.prefix, path) {
+                (None, _) => true,
+                (Some(p), None) if p.starts_with('/') => true,
+                (Some(p), Some(path)) if p.starts_with('/') => path.starts_with(p.as_str()),
+                (Some(p), path) => match p.split_once('/') {
                     Some((h, rest)) => {
                         strip_port(host) == h
-                            && path.len() > rest.len()
-                            && path[1..].starts_with(rest)
+                            && path.is_none_or(|path| {
+                                path.len() > rest.len() && path[1..].starts_with(rest)
+                            })
                     }
                     None => strip_port(host) == p || host == p,
                 },
@@ -1006,13 +1009,18 @@ mod tests {
     fn scope_policy_by_prefix() {
         let p =
             ScopePolicy::parse("mcp; admin.example.com=mcp:admin; /mcp/tools=mcp:write").unwrap();
-        assert_eq!(p.required_for("a.example.com", "/mcp"), vec!["mcp"]);
+        assert_eq!(p.required_for("a.example.com", Some("/mcp")), vec!["mcp"]);
         assert_eq!(
-            p.required_for("admin.example.com:443", "/mcp"),
+            p.required_for("a.example.com", None),
+            vec!["mcp", "mcp:write"],
+            "no readable path: every path rule"
+        );
+        assert_eq!(
+            p.required_for("admin.example.com:443", Some("/mcp")),
             vec!["mcp", "mcp:admin"]
         );
         assert_eq!(
-            p.required_for("a.example.com", "/mcp/tools/x"),
+            p.required_for("a.example.com", Some("/mcp/tools/x")),
             vec!["mcp", "mcp:write"]
         );
     }

@@ -48,7 +48,9 @@ function totp(secret, offsetSteps = 0) {
 // The "client": a loopback redirect receiver.
 const received = [];
 const receiver = createServer((req, res) => {
-  received.push(new URL(req.url, "http://127.0.0.1"));
+  const url = new URL(req.url, "http://127.0.0.1");
+  // Only the redirect counts: the browser also asks for /favicon.ico.
+  if (url.pathname === "/callback") received.push(url);
   res.writeHead(200, { "content-type": "text/html" });
   res.end("<!doctype html><title>Client</title><p>Back at the MCP client.</p>");
 });

@@ -347,7 +347,7 @@ async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState
         let registration_token = random_token();
         let lifetime = state.settings.client_lifetime;
         let mut record = ClientRecord {
-            client_id: random_token()[..22].to_string(),
+            client_id: crate::token::random_id(16),
             client_secret_hash: secret.as_deref().map(|s| sha256_b64url(s.as_bytes())),
             registration_token_hash: sha256_b64url(registration_token.as_bytes()),
             redirect_uris: Vec::new(),

@@ -14,10 +14,14 @@ pub enum ClientsCommand {
     /// Every registered client.
     List,
     /// One client's registration and its live tokens.
-    Show { client_id: String },
+    Show {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Delete a registration; with --complete also its access and refresh tokens, codes and
     /// consents (every verify replica is told).
     Delete {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long)]
         complete: bool,

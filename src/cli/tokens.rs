@@ -25,13 +25,16 @@ pub enum TokensCommand {
         expired: bool,
     },
     /// One token's record.
-    Show { jti: String },
+    Show {
+        #[arg(allow_hyphen_values = true)]
+        jti: String,
+    },
     /// Mint an access token and put it on the allow-list; prints only the token.
     Mint(Box<MintArgs>),
     /// Revoke by jti, by token, or every token of a user or client (with their refresh
     /// grants); every verify replica is told at once.
     Revoke {
-        #[arg(conflicts_with_all = ["token", "user", "client"])]
+        #[arg(conflicts_with_all = ["token", "user", "client"], allow_hyphen_values = true)]
         jti: Option<String>,
         #[arg(long, conflicts_with_all = ["user", "client"])]
         token: Option<String>,

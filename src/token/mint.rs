@@ -56,7 +56,6 @@ pub fn mint(
         .into_iter()
         .filter(|(name, _)| !REGISTERED_CLAIMS.contains(&name.as_str()))
         .collect();
-    let jti_bytes: [u8; 16] = rand::random();
     let lifetime = i64::try_from(request.lifetime.as_secs()).unwrap_or(i64::MAX / 2);
     let claims = AccessClaims {
         iss: issuer.to_string(),
@@ -65,7 +64,7 @@ pub fn mint(
         exp: now.saturating_add(lifetime),
         iat: now,
         nbf: None,
-        jti: super::b64url(&jti_bytes),
+        jti: super::random_id(16),
         client_id: request.client_id,
         scope: request.scope,
         username: request.username,

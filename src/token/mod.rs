@@ -26,6 +26,18 @@ pub fn sha256_b64url(data: &[u8]) -> String {
     b64url(&Sha256::digest(data))
 }
 
+/// A random identifier of `bytes` random bytes, base64url, never starting with `-` or `_`
+/// (so it can never be mistaken for a command-line flag): jti, client_id.
+pub fn random_id(bytes: usize) -> String {
+    loop {
+        let raw: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+        let id = b64url(&raw);
+        if id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return id;
+        }
+    }
+}
+
 /// A fresh 256-bit random value, base64url: refresh tokens, codes, registration tokens.
 pub fn random_token() -> String {
     let bytes: [u8; 32] = rand::random();

@@ -144,7 +144,7 @@ impl VerifyState {
         if !settings.required_scopes.is_empty() {
             let required = settings
                 .required_scopes
-                .required_for(&target.host, target.path);
+                .required_for(&target.host, target.path.as_deref());
             if required
                 .iter()
                 .any(|needed| !claims.scopes().any(|s| s == *needed))
@@ -222,7 +222,10 @@ impl VerifyState {
     /// The `scope` of a challenge: what this route requires, else what the resource supports.
     pub(crate) fn challenge_scope(&self, target: Option<&Target<'_>>) -> Option<String> {
         let required = match target {
-            Some(t) => self.settings.required_scopes.required_for(&t.host, t.path),
+            Some(t) => self
+                .settings
+                .required_scopes
+                .required_for(&t.host, t.path.as_deref()),
             None => Vec::new(),
         };
         let scope = if required.is_empty() {

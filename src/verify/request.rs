@@ -62,8 +62,9 @@ pub struct Target<'a> {
     pub proto: &'static str,
     /// Lower-case, port kept.
     pub host: Cow<'a, str>,
-    /// Path of the original request, without its query.
-    pub path: &'a str,
+    /// Path of the original request as its backend will resolve it (see [`normalize_path`]);
+    /// `None` when the proxy sent none or one that cannot be read: every path rule applies.
+    pub path: Option<Cow<'a, str>>,
 }
 
 impl<'a> Target<'a> {
@@ -98,9 +99,7 @@ impl<'a> Target<'a> {
         let path = headers
             .get(X_FORWARDED_URI)
             .and_then(|v| v.to_str().ok())
-            .map(|uri| uri.split(['?', '#']).next().unwrap_or(""))
-            .filter(|p| p.starts_with('/'))
-            .unwrap_or("/");
+            .and_then(normalize_path);
         Some(Self { proto, host, path })
     }
 
@@ -135,6 +134,61 @@ impl<'a> Target<'a> {
             self.proto, self.host, suffix
         )
     }
+}
+
+/// The path a backend resolves `uri` to: query and fragment dropped, percent-encoded
+/// unreserved characters decoded, dot segments removed (RFC 3986 §5.2.4), repeated slashes
+/// merged. Scope rules are matched on this, so `/mcp/../admin` or `/%61dmin` cannot slip past
+/// a rule for `/admin` behind a proxy that forwards paths unnormalised. `None` for anything
+/// that is not an absolute path of visible ASCII with valid escapes.
+pub fn normalize_path(uri: &str) -> Option<Cow<'_, str>> {
+    let path = uri.split(['?', '#']).next().unwrap_or("");
+    if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    if !path.contains('%') && !path.contains("//") && !path.contains("/.") {
+        return Some(Cow::Borrowed(path));
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = path.get(i + 1..i + 3)?;
+            let value = u8::from_str_radix(hex, 16).ok()?;
+            if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+                decoded.push(value as char);
+            } else {
+                // Reserved or special: stays encoded (an encoded `/` is not a separator).
+                decoded.push('%');
+                decoded.push_str(&hex.to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            decoded.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut out = String::with_capacity(decoded.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    Some(Cow::Owned(out))
 }
 
 /// The client's address: the right-most `X-Forwarded-For` hop that is not a trusted proxy.
@@ -233,6 +287,29 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_normalised_before_rules_see_them() {
+        for (raw, expected) in [
+            ("/mcp", Some("/mcp")),
+            ("/mcp?x=1#f", Some("/mcp")),
+            ("/mcp/../admin", Some("/admin")),
+            ("/mcp/./../admin/x", Some("/admin/x")),
+            ("//admin", Some("/admin")),
+            ("/%61dmin", Some("/admin")),
+            ("/mcp/%2e%2e/admin", Some("/admin")),
+            ("/a%2Fb", Some("/a%2Fb")),
+            ("/../../admin", Some("/admin")),
+            ("/admin/", Some("/admin/")),
+            ("/a/..", Some("/")),
+            ("relative", None),
+            ("/bad%zz", None),
+            ("/trunc%4", None),
+            ("/sp ace", None),
+        ] {
+            assert_eq!(normalize_path(raw).as_deref(), expected, "{raw}");
+        }
+    }
+
+    #[test]
     fn right_most_untrusted_hop() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.7, 10.0.0.2")]);
@@ -266,7 +343,7 @@ mod tests {
             ("x-forwarded-uri", "/mcp?x=1"),
         ]);
         let t = Target::from_headers(&h, &hosts).unwrap();
-        assert_eq!(t.path, "/mcp");
+        assert_eq!(t.path.as_deref(), Some("/mcp"));
         assert!(t.is_resource("https://mcp.example.com/mcp", "/mcp"));
         assert!(!t.is_resource("https://mcp.example.com/mcp/", "/mcp"));
         assert!(!t.is_resource("http://mcp.example.com/mcp", "/mcp"));

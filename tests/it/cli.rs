@@ -336,3 +336,48 @@ fn the_justfile_covers_every_seed_recipe_with_real_commands() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifiers_starting_with_a_dash_are_not_flags() {
+    let redis = RedisServer::start().await;
+    let store = redis.store();
+    let now = mcp_oauth_gateway::clock::Clock::now_unix(&mcp_oauth_gateway::clock::SystemClock);
+    let record = mcp_oauth_gateway::store::TokenRecord {
+        jti: "-RdashJti".into(),
+        user_id: "1".into(),
+        username: "alice".into(),
+        client_id: "-Cdash".into(),
+        scope: "mcp".into(),
+        audience: vec![RESOURCE.into()],
+        issued_at: now,
+        expires_at: now + 600,
+        family_id: None,
+    };
+    store.put_token(&record, now).await.unwrap();
+    let url = redis.url();
+    let env = [
+        ("JWT_ALGORITHM", "RS256"),
+        ("JWT_PRIVATE_KEY_B64", rsa_key_b64()),
+        ("REDIS_URL", url.as_str()),
+    ];
+    let out = run(&["tokens", "show", "-RdashJti"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["tokens", "revoke", "-RdashJti"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!store.token_is_live("-RdashJti").await.unwrap());
+    // Newly generated identifiers never start with a dash.
+    for _ in 0..200 {
+        assert!(
+            mcp_oauth_gateway::token::random_id(16)
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
+        );
+    }
+}

@@ -761,3 +761,48 @@ async fn entries_never_outlive_the_token() {
     .await
     .expect("refused once expired although cached");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_scope_rules_see_the_normalised_path() {
+    let redis = RedisServer::start().await;
+    let store = redis.store();
+    let verify = Verify::start(
+        &base_env(&redis).with("REQUIRED_SCOPES", "mcp; /admin=mcp:admin"),
+        store.clone(),
+    )
+    .await;
+    let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let with_uri = |uri: Option<&'static str>| {
+        let mut req = crate::helpers::http()
+            .get(format!("{}/verify", verify.base))
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "mcp.example.com")
+            .header("Authorization", format!("Bearer {token}"));
+        if let Some(uri) = uri {
+            req = req.header("X-Forwarded-Uri", uri);
+        }
+        req
+    };
+    assert_eq!(with_uri(Some("/mcp")).send().await.unwrap().status(), 200);
+    // Proxies that forward the path unnormalised must not let these past the /admin rule.
+    for uri in [
+        "/admin",
+        "/mcp/../admin",
+        "/%61dmin/x",
+        "//admin",
+        "/mcp/%2e%2e/admin?x=/mcp",
+    ] {
+        let resp = with_uri(Some(uri)).send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{uri}");
+        assert!(
+            header(&resp, "www-authenticate").contains("scope=\"mcp mcp:admin\""),
+            "{uri}"
+        );
+    }
+    // No readable path: every rule applies (fail closed).
+    assert_eq!(with_uri(None).send().await.unwrap().status(), 403);
+    assert_eq!(
+        with_uri(Some("/bad%zz")).send().await.unwrap().status(),
+        403
+    );
+}

@@ -1,0 +1,248 @@
+//! Through Traefik (the main target), more real MCP clients log in and call a tool, and verify
+//! scales out: the stack of `e2e_stack.rs` with
+//!
+//! - `mcp-remote@0.15.1`, the stdio bridge desktop clients run (`e2e/mcp-remote-flow.mjs`:
+//!   its browser is a stand-in that records the URL, and the browser step is driven headlessly);
+//! - the MCP Python SDK `mcp==2.3.0` (`e2e/mcp-python-flow.py`: `OAuthClientProvider` with a
+//!   redirect and a callback handler driving the same browser step);
+//! - two verify replicas behind Traefik's one forwardAuth address: a token revoked with the CLI
+//!   is refused by both, and through Traefik, within a second.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::e2e_stack::*;
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_mcp_remote_logs_in_through_traefik_and_calls_a_tool() {
+    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+        return;
+    }
+    let stack = Stack::start().await;
+    let (flow, stderr) = stack
+        .run_script(
+            "mcp-remote-flow.mjs",
+            &[&stack.mcp_url, &stack.issuer],
+            Duration::from_secs(90),
+        )
+        .await;
+    let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
+    assert!(
+        b(&flow, "/ok"),
+        "mcp-remote did not complete: {}\n{pretty}\nstderr:\n{stderr}{}",
+        s(&flow, "/error"),
+        stack.logs()
+    );
+    let mut failures = Vec::new();
+    let mut check = |ok: bool, what: &str| {
+        if !ok {
+            failures.push(what.to_string());
+        }
+    };
+    check(
+        s(&flow, "/authorization_request/code_challenge_method") == "S256",
+        "PKCE S256",
+    );
+    check(
+        s(&flow, "/authorization_request/resource") == stack.mcp_url,
+        "resource = the MCP URL",
+    );
+    check(
+        s(&flow, "/callback_iss") == stack.issuer,
+        "the redirect carries iss = issuer",
+    );
+    check(
+        n(&flow, "/callback_status") == 200,
+        "mcp-remote's callback took the code",
+    );
+    check(
+        s(&flow, "/tool_result").contains("hi (mcp-remote)"),
+        "the echo tool answered through mcp-remote",
+    );
+    check(
+        flow.pointer("/saved_files")
+            .and_then(Value::as_array)
+            .is_some_and(|f| {
+                f.iter()
+                    .any(|x| x.as_str().is_some_and(|p| p.ends_with("_tokens.json")))
+            }),
+        "mcp-remote saved its tokens",
+    );
+    assert!(
+        failures.is_empty(),
+        "mcp-remote checks failed:\n  - {}\n{pretty}{}",
+        failures.join("\n  - "),
+        stack.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_python_mcp_sdk_logs_in_through_traefik_and_calls_a_tool() {
+    if !e2e_enabled(&[Proxy::Traefik.bin(), python_mcp()]) {
+        return;
+    }
+    let stack = Stack::start().await;
+    let (flow, stderr) = stack
+        .run_python(
+            "mcp-python-flow.py",
+            &[&stack.mcp_url],
+            Duration::from_secs(90),
+        )
+        .await;
+    let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
+    assert!(
+        b(&flow, "/ok"),
+        "the Python SDK flow did not complete: {}\n{pretty}\nstderr:\n{stderr}{}",
+        s(&flow, "/error"),
+        stack.logs()
+    );
+    let mut failures = Vec::new();
+    let mut check = |ok: bool, what: &str| {
+        if !ok {
+            failures.push(what.to_string());
+        }
+    };
+    check(
+        s(&flow, "/authorization_request/code_challenge_method") == "S256",
+        "PKCE S256",
+    );
+    check(
+        s(&flow, "/authorization_request/resource") == stack.mcp_url,
+        "resource = the MCP URL",
+    );
+    let hops: Vec<i64> = flow
+        .pointer("/browser_steps")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|v| v.as_i64().unwrap_or(-1)).collect())
+        .unwrap_or_default();
+    check(
+        hops == [307, 200, 303, 302, 302],
+        "browser hops authorize 307, consent 200, consent POST 303, GitHub 302, callback 302",
+    );
+    check(
+        s(&flow, "/callback_iss") == stack.issuer,
+        "the redirect carries iss = issuer",
+    );
+    check(
+        b(&flow, "/client_registered"),
+        "the SDK registered a client",
+    );
+    check(
+        b(&flow, "/token/has_refresh_token"),
+        "a refresh token was issued",
+    );
+    check(
+        s(&flow, "/tool_result").contains("hi (python)"),
+        "the echo tool answered",
+    );
+    assert!(
+        failures.is_empty(),
+        "Python SDK checks failed:\n  - {}\n{pretty}{}",
+        failures.join("\n  - "),
+        stack.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_cli_revocation_reaches_two_verify_replicas_behind_traefik_within_a_second() {
+    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+        return;
+    }
+    let stack = Stack::builder(Proxy::Traefik)
+        .verify_replicas(2)
+        .start()
+        .await;
+    let token = stack.mint(&["--scope", "mcp", "--resource", &stack.mcp_url]);
+
+    // Traefik's forwardAuth reaches the replicas in turn: both vouch for the token.
+    for i in 0..6 {
+        let status = through_traefik(&stack, &token).await;
+        assert_eq!(status, 200, "request {i} through Traefik{}", stack.logs());
+    }
+    for url in &stack.verify_urls {
+        let allowed = allowed_decisions(url).await;
+        assert!(
+            allowed >= 1.0,
+            "replica {url} decided no request ({allowed}): the balancer did not spread them{}",
+            stack.logs()
+        );
+    }
+
+    let out = stack.cli(&["tokens", "revoke", "--token", &token]);
+    assert!(
+        out.status.success(),
+        "mcp-gateway tokens revoke: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked = Instant::now();
+
+    // Each replica directly, and Traefik twice (so both replicas through it), until all refuse.
+    let host = format!("localhost:{}", stack.proxy_port);
+    let mut last = Vec::new();
+    let elapsed = loop {
+        last.clear();
+        for url in &stack.verify_urls {
+            let status = http()
+                .get(format!("{url}/verify"))
+                .header("Authorization", format!("Bearer {token}"))
+                .header("X-Forwarded-Proto", "http")
+                .header("X-Forwarded-Host", &host)
+                .header("X-Forwarded-Uri", "/mcp")
+                .send()
+                .await
+                .expect("verify answers")
+                .status()
+                .as_u16();
+            last.push(format!("{url}: {status}"));
+        }
+        for _ in 0..2 {
+            let status = through_traefik(&stack, &token).await;
+            last.push(format!("traefik: {status}"));
+        }
+        if last.iter().all(|l| l.ends_with(": 401")) {
+            break revoked.elapsed();
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "the revoked token is still accepted 1 s after `tokens revoke`: {last:?}{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("revocation refused on both replicas and through Traefik after {elapsed:?}");
+}
+
+async fn through_traefik(stack: &Stack, token: &str) -> u16 {
+    http()
+        .post(&stack.mcp_url)
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(INITIALIZE)
+        .send()
+        .await
+        .expect("Traefik answers")
+        .status()
+        .as_u16()
+}
+
+async fn allowed_decisions(verify: &str) -> f64 {
+    let text = http()
+        .get(format!("{verify}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find(|l| {
+            l.starts_with("mcp_gateway_verify_decisions_total{outcome=\"allowed\",reason=\"ok\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
