@@ -24,9 +24,9 @@ rotate-keys:
 generate-github-token *flags:
     {{cli}} github-token {{flags}}
 
-# Log in to an MCP server; saves MCP_CLIENT_* to .env.
-mcp-client-token server_url *flags:
-    {{cli}} login --server-url {{server_url}} {{flags}}
+# Log in to an MCP server (URL, or MCP_SERVER_URL); saves MCP_CLIENT_* to .env.
+mcp-client-token *args:
+    {{cli}} login {{args}}
 
 # Refresh the saved tokens that expire within a day (rotating their refresh tokens).
 refresh-tokens *flags:
@@ -50,7 +50,7 @@ oauth-backup file="backups/oauth-backup.json":
     {{cli}} backup --out {{file}}
 
 # Restore a backup (idempotent, TTLs kept); add --dry-run to only look.
-oauth-restore file *flags:
+oauth-restore file="backups/oauth-backup.json" *flags:
     {{cli}} restore {{flags}} {{file}}
 
 # Revoke one access token by jti.

@@ -235,6 +235,7 @@ async fn render(
             "mfa_enrol.html",
             minijinja::context! {
                 user => login, qr => totp::qr_svg(&uri), secret => grouped.join(" "),
+                secret_raw => key, otpauth_uri => uri,
                 session => id, csrf_token => pending.csrf, error => error,
             },
         )

@@ -134,7 +134,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> CliResult {
     );
     println!();
     println!(
-        "Put an MCP server behind Traefik with forwardAuth to {verify_base}/verify (README, \"Behind Traefik\")."
+        "Put an MCP server behind Traefik with forwardAuth to {verify_base}/verify (README, \"Deploy\")."
     );
     println!("Press Ctrl-C to stop.");
 

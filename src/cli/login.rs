@@ -16,8 +16,11 @@ use crate::token::{random_token, sha256_b64url};
 #[derive(Debug, Args)]
 pub struct LoginArgs {
     /// The MCP server's URL, e.g. https://mcp.example.com/mcp.
-    #[arg(long)]
-    pub server_url: String,
+    #[arg(long = "server-url", env = "MCP_SERVER_URL", value_name = "URL")]
+    pub server_url_flag: Option<String>,
+    /// The same, as a plain argument (wins over the flag).
+    #[arg(value_name = "SERVER_URL")]
+    pub server_url: Option<String>,
     #[command(flatten)]
     pub browser: BrowserArgs,
 }
@@ -398,8 +401,15 @@ async fn token_request(
 }
 
 pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
+    let server_url = args
+        .server_url
+        .as_deref()
+        .or(args.server_url_flag.as_deref())
+        .ok_or_else(|| {
+            CliError::Failed("give the MCP server URL (or set MCP_SERVER_URL)".into())
+        })?;
     let http = http()?;
-    let (resource, issuer) = discover_resource(&http, &args.server_url).await?;
+    let (resource, issuer) = discover_resource(&http, server_url).await?;
     authorize(cli, &issuer, Some(&resource), &args.browser, &MCP_CLIENT).await
 }
 
