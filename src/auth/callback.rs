@@ -240,30 +240,40 @@ struct DevLoginQuery {
     state: Option<String>,
 }
 
+/// The approved login a development-login request continues, or the page to answer with.
+async fn dev_pending(
+    state: &AuthState,
+    id: Option<&str>,
+) -> Result<(String, PendingAuthorization), HttpResponse> {
+    if !matches!(state.upstream, Upstream::DevLogin) {
+        return Err(HttpResponse::NotFound().finish());
+    }
+    let Some(id) = id else {
+        return Err(state.pages.error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "no login in progress",
+        ));
+    };
+    match load_pending(state, id).await {
+        Ok(Some(p)) if p.approved => Ok((id.to_string(), p)),
+        _ => Err(state.pages.error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_state",
+            "this login is unknown or has expired",
+        )),
+    }
+}
+
 async fn dev_login_page(
     query: web::Query<DevLoginQuery>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    if !matches!(state.upstream, Upstream::DevLogin) {
-        return HttpResponse::NotFound().finish();
-    }
-    let Some(id) = query.state.as_deref() else {
-        return state.pages.error_page(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "no login in progress",
-        );
+    let (id, pending) = match dev_pending(&state, query.state.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let pending = match load_pending(&state, id).await {
-        Ok(Some(p)) if p.approved => p,
-        _ => {
-            return state.pages.error_page(
-                StatusCode::BAD_REQUEST,
-                "invalid_state",
-                "this login is unknown or has expired",
-            );
-        }
-    };
+    let id = id.as_str();
     let html = state.pages.render(
         "dev_login.html",
         minijinja::context! { state => id, csrf_token => pending.csrf, suggested => "" },
@@ -288,26 +298,11 @@ async fn dev_login(
     form: web::Form<DevLoginForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    if !matches!(state.upstream, Upstream::DevLogin) {
-        return HttpResponse::NotFound().finish();
-    }
-    let Some(id) = form.state.as_deref() else {
-        return state.pages.error_page(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "no login in progress",
-        );
+    let (id, pending) = match dev_pending(&state, form.state.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let pending = match load_pending(&state, id).await {
-        Ok(Some(p)) if p.approved => p,
-        _ => {
-            return state.pages.error_page(
-                StatusCode::BAD_REQUEST,
-                "invalid_state",
-                "this login is unknown or has expired",
-            );
-        }
-    };
+    let id = id.as_str();
     if !csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
         return state.pages.error_page(
             StatusCode::FORBIDDEN,

@@ -336,17 +336,7 @@ async fn issue(
     };
     let claims = &minted.claims;
     let write = GrantWrite {
-        token: TokenRecord {
-            jti: claims.jti.clone(),
-            user_id: claims.sub.clone(),
-            username: claims.username.clone(),
-            client_id: claims.client_id.clone(),
-            scope: claims.scope.clone(),
-            audience: claims.aud.iter().map(str::to_string).collect(),
-            issued_at: claims.iat,
-            expires_at: claims.exp,
-            family_id: Some(grant.family_id.clone()),
-        },
+        token: TokenRecord::for_claims(claims, Some(grant.family_id.clone())),
         refresh_hash,
         refresh_json: serde_json::to_string(&refresh_record)
             .map_err(|e| OAuthError::server_error(e.to_string()))?,

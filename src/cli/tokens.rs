@@ -307,17 +307,7 @@ async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
     let minted = mint(&settings.keys, &settings.issuer, request, now)
         .map_err(|e| CliError::Failed(format!("cannot mint: {e}")))?;
     let claims = &minted.claims;
-    let record = TokenRecord {
-        jti: claims.jti.clone(),
-        user_id: claims.sub.clone(),
-        username: claims.username.clone(),
-        client_id: claims.client_id.clone(),
-        scope: claims.scope.clone(),
-        audience: claims.aud.iter().map(str::to_string).collect(),
-        issued_at: claims.iat,
-        expires_at: claims.exp,
-        family_id: None,
-    };
+    let record = TokenRecord::for_claims(claims, None);
     let store = cli.store(&settings)?;
     store
         .put_token(&record, now)

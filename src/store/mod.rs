@@ -83,6 +83,23 @@ pub enum GrantOutcome {
     FamilyRevoked,
 }
 
+impl TokenRecord {
+    /// The allow-list record of a freshly minted token.
+    pub fn for_claims(claims: &crate::token::AccessClaims, family_id: Option<String>) -> Self {
+        Self {
+            jti: claims.jti.clone(),
+            user_id: claims.sub.clone(),
+            username: claims.username.clone(),
+            client_id: claims.client_id.clone(),
+            scope: claims.scope.clone(),
+            audience: claims.aud.iter().map(str::to_string).collect(),
+            issued_at: claims.iat,
+            expires_at: claims.exp,
+            family_id,
+        }
+    }
+}
+
 /// Remaining lifetime of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ttl {

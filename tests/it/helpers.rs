@@ -341,17 +341,7 @@ pub async fn mint_token(
     let c = &minted.claims;
     store
         .put_token(
-            &TokenRecord {
-                jti: c.jti.clone(),
-                user_id: c.sub.clone(),
-                username: c.username.clone(),
-                client_id: c.client_id.clone(),
-                scope: c.scope.clone(),
-                audience: c.aud.iter().map(str::to_string).collect(),
-                issued_at: c.iat,
-                expires_at: c.exp,
-                family_id: None,
-            },
+            &TokenRecord::for_claims(c, None),
             clock::SystemClock.now_unix(),
         )
         .await
