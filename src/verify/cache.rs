@@ -122,8 +122,25 @@ impl Expiry<String, Arc<VerifiedToken>> for UntilExpiry {
     }
 }
 
-/// Token string → verified token. Disabled (every lookup misses) when capacity is 0.
+/// Entries each worker thread keeps in front of the shared cache.
+const FRONT_CAPACITY: usize = 4096;
+
+type FrontMap = std::collections::HashMap<(u64, u64), (Box<str>, Arc<VerifiedToken>)>;
+
+thread_local! {
+    /// Per worker thread, keyed by (cache instance, token hash): a hit touches no shared
+    /// memory at all. Safe to keep: a verified token only ever becomes invalid by `exp`, which
+    /// every request checks, and revocation is decided by the liveness stamp, not here.
+    static FRONT: std::cell::RefCell<FrontMap> = std::cell::RefCell::new(FrontMap::new());
+}
+
+static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Token string → verified token: a per-thread front over a shared, bounded moka cache whose
+/// entries expire with the token. Disabled (every lookup misses) when capacity is 0.
 pub struct TokenCache {
+    id: u64,
+    hasher: foldhash::fast::RandomState,
     inner: Option<moka::sync::Cache<String, Arc<VerifiedToken>, foldhash::fast::RandomState>>,
 }
 
@@ -136,17 +153,50 @@ impl TokenCache {
                 // Keys are ~700-byte tokens: SipHash would cost more than the rest of a hit.
                 .build_with_hasher(foldhash::fast::RandomState::default())
         });
-        Self { inner }
+        Self {
+            id: NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            hasher: foldhash::fast::RandomState::default(),
+            inner,
+        }
+    }
+
+    fn front_key(&self, token: &str) -> (u64, u64) {
+        use std::hash::BuildHasher;
+        (self.id, self.hasher.hash_one(token))
     }
 
     pub fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
-        self.inner.as_ref()?.get(token)
+        let shared = self.inner.as_ref()?;
+        let key = self.front_key(token);
+        let front = FRONT.with(|f| {
+            f.borrow()
+                .get(&key)
+                .filter(|(t, _)| &**t == token)
+                .map(|(_, v)| v.clone())
+        });
+        if front.is_some() {
+            return front;
+        }
+        let found = shared.get(token)?;
+        self.remember(key, token, found.clone());
+        Some(found)
     }
 
     pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {
         if let Some(cache) = &self.inner {
-            cache.insert(token.to_string(), verified);
+            cache.insert(token.to_string(), verified.clone());
+            self.remember(self.front_key(token), token, verified);
         }
+    }
+
+    fn remember(&self, key: (u64, u64), token: &str, verified: Arc<VerifiedToken>) {
+        FRONT.with(|f| {
+            let mut front = f.borrow_mut();
+            if front.len() >= FRONT_CAPACITY {
+                front.clear();
+            }
+            front.insert(key, (token.into(), verified));
+        });
     }
 }
 
