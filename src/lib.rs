@@ -15,6 +15,7 @@
 //! | [`auth`] | the authorization server: metadata, registration, authorize + consent, GitHub login, token, revoke, introspect |
 //! | [`verify`] | the ForwardAuth service: `/verify`, caches, revocation feed, protected-resource metadata |
 //! | [`cli`] | the operator CLI `mcp-gateway` |
+//! | [`service`] | what both service binaries do around their server: settings, store, serving |
 //! | [`telemetry`] | logging setup |
 //! | [`clock`] | the injectable clock every time decision goes through |
 //!
@@ -37,6 +38,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod token;
