@@ -41,6 +41,10 @@ pub struct PendingAuthorization {
     pub resource: Option<String>,
     pub csrf: String,
     pub approved: bool,
+    /// Approved without the consent page because this user consented before: the upstream
+    /// login must then be that user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remembered_for: Option<String>,
     pub created_at: i64,
 }
 
@@ -284,6 +288,7 @@ async fn authorize(
         resource,
         csrf: random_token(),
         approved: remembered,
+        remembered_for: session_user.filter(|_| remembered),
         created_at: state.now(),
     };
     if let Err(e) = save_pending(&state, &id, &pending).await {

@@ -142,6 +142,20 @@ pub async fn complete_login(
     user: UpstreamUser,
 ) -> HttpResponse {
     let client_state = pending.state.as_deref();
+    // Consent was skipped for the user this browser remembered: another account that signs in
+    // upstream has approved nothing.
+    if let Some(remembered) = &pending.remembered_for
+        && !remembered.eq_ignore_ascii_case(&user.login)
+    {
+        tracing::info!(login = %user.login, "remembered consent belongs to another account");
+        return redirect_error(
+            state,
+            &pending.redirect_uri,
+            client_state,
+            "access_denied",
+            "a different account signed in than the one that approved this client; start again",
+        );
+    }
     // Not configured = nobody: a forgotten setting must not open the gateway to everyone.
     let allowed = state
         .settings

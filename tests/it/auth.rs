@@ -1216,3 +1216,48 @@ async fn a_redis_outage_is_503_with_retry_after_and_counted() {
     let ready = http().get(gw.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_consent_skips_the_page_only_for_the_same_account() {
+    let gw = Gateway::start(&[]).await;
+    let client = gw.client("none").await;
+    let b = browser();
+    let (_, challenge) = pkce();
+    let first = gw
+        .browser_login(&b, &gw.authorize_url(&client, &challenge, &[]))
+        .await;
+    assert!(query(&first, "code").is_some());
+    // Same browser, same account: straight to GitHub, no consent page.
+    let resp = b
+        .get(gw.authorize_url(&client, &challenge, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 307);
+    let to_github = location(&resp);
+    assert!(to_github.starts_with(&gw.github.base), "{to_github}");
+    let resp = b
+        .get(location(&b.get(&to_github).send().await.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    let back = url::Url::parse(&location(&resp)).unwrap();
+    assert!(query(&back, "code").is_some(), "{back}");
+    // Same browser, but GitHub now signs in another account: it approved nothing.
+    gw.github.sign_in_as("bob");
+    let resp = b
+        .get(gw.authorize_url(&client, &challenge, &[]))
+        .send()
+        .await
+        .unwrap();
+    let to_github = location(&resp);
+    assert!(to_github.starts_with(&gw.github.base));
+    let resp = b
+        .get(location(&b.get(&to_github).send().await.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    let back = url::Url::parse(&location(&resp)).unwrap();
+    assert_eq!(query(&back, "error").as_deref(), Some("access_denied"));
+    assert!(query(&back, "code").is_none());
+}
