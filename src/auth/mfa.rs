@@ -113,6 +113,16 @@ async fn load(state: &AuthState, id: &str) -> Option<MfaPending> {
     serde_json::from_str(&json).ok()
 }
 
+/// The login waiting under the form's or link's `session`, or the page to answer with.
+async fn pending_for(
+    state: &AuthState,
+    session: Option<&str>,
+) -> Result<(String, MfaPending), HttpResponse> {
+    let id = session.ok_or_else(|| expired(state))?;
+    let pending = load(state, id).await.ok_or_else(|| expired(state))?;
+    Ok((id.to_string(), pending))
+}
+
 pub async fn enrolment(state: &AuthState, user: &str) -> Option<MfaRecord> {
     let json = state.store.get(&keys::mfa(user)).await.ok()??;
     serde_json::from_str(&json).ok()
@@ -263,12 +273,11 @@ async fn page(
     query: web::Query<PageQuery>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let Some(id) = query.session.as_deref() else {
-        return expired(&state);
+    let (mut pending, id) = match pending_for(&state, query.session.as_deref()).await {
+        Ok((id, pending)) => (pending, id),
+        Err(page) => return page,
     };
-    let Some(mut pending) = load(&state, id).await else {
-        return expired(&state);
-    };
+    let id = id.as_str();
     if let Some(left) = locked(&state, &pending.user.login, &client_ip(&state, &req)).await {
         return locked_page(&state, left);
     }
@@ -288,12 +297,11 @@ async fn submit(
     form: web::Form<CodeForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let Some(id) = form.session.as_deref() else {
-        return expired(&state);
+    let (mut pending, id) = match pending_for(&state, form.session.as_deref()).await {
+        Ok((id, pending)) => (pending, id),
+        Err(page) => return page,
     };
-    let Some(mut pending) = load(&state, id).await else {
-        return expired(&state);
-    };
+    let id = id.as_str();
     if !mfa_csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
         return state.pages.error_page(
             StatusCode::FORBIDDEN,
@@ -487,12 +495,11 @@ async fn finish_enrolment(
     form: web::Form<ContinueForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let Some(id) = form.session.as_deref() else {
-        return expired(&state);
+    let (pending, id) = match pending_for(&state, form.session.as_deref()).await {
+        Ok((id, pending)) => (pending, id),
+        Err(page) => return page,
     };
-    let Some(pending) = load(&state, id).await else {
-        return expired(&state);
-    };
+    let id = id.as_str();
     if !mfa_csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
         return state.pages.error_page(
             StatusCode::FORBIDDEN,

@@ -86,25 +86,7 @@ impl Gateway {
     /// The browser part: authorize → consent → GitHub → callback. Returns the final
     /// redirect to the client (with `code`, `state`, `iss`).
     pub async fn browser_login(&self, browser: &reqwest::Client, authorize_url: &str) -> url::Url {
-        let resp = browser.get(authorize_url).send().await.unwrap();
-        assert_eq!(resp.status(), 307, "authorize answers 307");
-        let consent_url = location(&resp);
-        let resp = browser.get(&consent_url).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        assert!(header(&resp, "content-security-policy").contains("frame-ancestors 'none'"));
-        let html = resp.text().await.unwrap();
-        let form = [
-            ("request", hidden(&html, "request")),
-            ("csrf_token", hidden(&html, "csrf_token")),
-            ("decision", "approve".to_string()),
-        ];
-        let resp = browser
-            .post(self.url("/consent"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 303);
+        let resp = approve_consent(browser, &self.issuer, authorize_url).await;
         let github_url = location(&resp);
         assert!(github_url.starts_with(&self.github.base), "{github_url}");
         let resp = browser.get(&github_url).send().await.unwrap();
@@ -179,6 +161,34 @@ impl Gateway {
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
     }
+}
+
+/// authorize → consent page → approve. Returns the answer to the approval (303 on to the
+/// upstream login).
+pub async fn approve_consent(
+    browser: &reqwest::Client,
+    issuer: &str,
+    authorize_url: &str,
+) -> reqwest::Response {
+    let resp = browser.get(authorize_url).send().await.unwrap();
+    assert_eq!(resp.status(), 307, "authorize answers 307");
+    let resp = browser.get(location(&resp)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-security-policy").contains("frame-ancestors 'none'"));
+    let html = resp.text().await.unwrap();
+    let form = [
+        ("request", hidden(&html, "request")),
+        ("csrf_token", hidden(&html, "csrf_token")),
+        ("decision", "approve".to_string()),
+    ];
+    let resp = browser
+        .post(format!("{issuer}/consent"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "approval goes on to the upstream login");
+    resp
 }
 
 pub fn browser() -> reqwest::Client {

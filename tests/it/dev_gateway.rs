@@ -4,7 +4,7 @@
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use crate::auth::{hidden, location};
+use crate::auth::{approve_consent, hidden, location};
 use crate::helpers::*;
 
 /// Kills the child process when dropped.
@@ -77,27 +77,7 @@ pub async fn consent_and_dev_login(
     authorize_url: &str,
     login: &str,
 ) -> reqwest::Response {
-    let resp = browser.get(authorize_url).send().await.unwrap();
-    assert_eq!(resp.status(), 307, "authorize answers 307");
-    let html = browser
-        .get(location(&resp))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("request", hidden(&html, "request")),
-        ("csrf_token", hidden(&html, "csrf_token")),
-        ("decision", "approve".to_string()),
-    ];
-    let resp = browser
-        .post(format!("{issuer}/consent"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let resp = approve_consent(browser, issuer, authorize_url).await;
     let login_page = location(&resp);
     assert!(
         login_page.starts_with(&format!("{issuer}/dev/login")),

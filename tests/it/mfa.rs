@@ -8,7 +8,7 @@ use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use crate::auth::{Gateway, REDIRECT, browser, hidden, location, pkce, query};
+use crate::auth::{Gateway, REDIRECT, approve_consent, browser, hidden, location, pkce, query};
 use crate::auth_claims;
 use crate::helpers::*;
 
@@ -36,25 +36,7 @@ fn code_now(secret: &[u8], offset_steps: i64) -> String {
 async fn to_mfa(gw: &Gateway, client: &Value) -> (reqwest::Client, String, String) {
     let (verifier, challenge) = pkce();
     let b = browser();
-    let resp = b
-        .get(gw.authorize_url(client, &challenge, &[]))
-        .send()
-        .await
-        .unwrap();
-    let html = b
-        .get(location(&resp))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("request", hidden(&html, "request")),
-        ("csrf_token", hidden(&html, "csrf_token")),
-        ("decision", "approve".to_string()),
-    ];
-    let resp = b.post(gw.url("/consent")).form(&form).send().await.unwrap();
+    let resp = approve_consent(&b, &gw.issuer, &gw.authorize_url(client, &challenge, &[])).await;
     let resp = b.get(location(&resp)).send().await.unwrap();
     let resp = b.get(location(&resp)).send().await.unwrap();
     assert_eq!(
