@@ -72,3 +72,46 @@ pub async fn serve(
         }
     }
 }
+
+/// `/health`: the process serves. Identical for both services.
+pub async fn health() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CONTENT_TYPE, "application/json"))
+        .body(r#"{"status":"ok"}"#)
+}
+
+/// Whether the store answers a PING within two seconds (`/ready`).
+pub async fn store_reachable(store: &dyn Store) -> bool {
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), store.ping()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// `/ready`: 200 when `ready`, else 503; `details` says which check failed.
+pub fn ready_response(ready: bool, details: serde_json::Value) -> actix_web::HttpResponse {
+    use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+    let mut body = serde_json::json!({"status": if ready { "ready" } else { "not_ready" }});
+    if let (Some(map), serde_json::Value::Object(extra)) = (body.as_object_mut(), details) {
+        map.extend(extra);
+    }
+    let mut response = if ready {
+        actix_web::HttpResponse::Ok()
+    } else {
+        actix_web::HttpResponse::ServiceUnavailable()
+    };
+    response
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body(body.to_string())
+}
+
+/// `/metrics`: the Prometheus text exposition.
+pub fn metrics_response(text: String) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .insert_header((
+            actix_web::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ))
+        .body(text)
+}

@@ -273,8 +273,8 @@ async fn page(
     query: web::Query<PageQuery>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let (mut pending, id) = match pending_for(&state, query.session.as_deref()).await {
-        Ok((id, pending)) => (pending, id),
+    let (id, mut pending) = match pending_for(&state, query.session.as_deref()).await {
+        Ok(found) => found,
         Err(page) => return page,
     };
     let id = id.as_str();
@@ -297,8 +297,8 @@ async fn submit(
     form: web::Form<CodeForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let (mut pending, id) = match pending_for(&state, form.session.as_deref()).await {
-        Ok((id, pending)) => (pending, id),
+    let (id, mut pending) = match pending_for(&state, form.session.as_deref()).await {
+        Ok(found) => found,
         Err(page) => return page,
     };
     let id = id.as_str();
@@ -495,8 +495,8 @@ async fn finish_enrolment(
     form: web::Form<ContinueForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let (pending, id) = match pending_for(&state, form.session.as_deref()).await {
-        Ok((id, pending)) => (pending, id),
+    let (id, pending) = match pending_for(&state, form.session.as_deref()).await {
+        Ok(found) => found,
         Err(page) => return page,
     };
     let id = id.as_str();

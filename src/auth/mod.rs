@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
 
@@ -163,7 +162,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AuthState>) {
         .configure(token::routes)
         .configure(revoke::routes)
         .configure(pages::routes)
-        .route("/health", web::get().to(health))
+        .route("/health", web::get().to(crate::service::health))
         .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics_text));
 }
@@ -283,37 +282,19 @@ impl AuthServer {
     }
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .body(r#"{"status":"ok"}"#)
-}
-
 /// Ready = the store answers and a signing key is loaded.
 async fn ready(state: web::Data<AuthState>) -> HttpResponse {
-    let store_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let store_ok = crate::service::store_reachable(state.store.as_ref()).await;
     let keys_ok = state.settings.keys.signing_key().is_some();
-    let body = serde_json::json!({
-        "status": if store_ok && keys_ok { "ready" } else { "not_ready" },
-        "store": if store_ok { "ok" } else { "unreachable" },
-        "signing_key": keys_ok,
-    });
-    let mut response = if store_ok && keys_ok {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::ServiceUnavailable()
-    };
-    response
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .body(body.to_string())
+    crate::service::ready_response(
+        store_ok && keys_ok,
+        serde_json::json!({
+            "store": if store_ok { "ok" } else { "unreachable" },
+            "signing_key": keys_ok,
+        }),
+    )
 }
 
 async fn metrics_text(state: web::Data<AuthState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
-        .body(state.metrics.render())
+    crate::service::metrics_response(state.metrics.render())
 }

@@ -15,7 +15,7 @@ pub mod request;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::dev::Server;
 use actix_web::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
@@ -104,7 +104,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<VerifyState>) {
             "/.well-known/oauth-protected-resource/{path:.*}",
             web::get().to(protected_resource_metadata),
         )
-        .route("/health", web::get().to(health))
+        .route("/health", web::get().to(crate::service::health))
         .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics_text));
 }
@@ -175,41 +175,23 @@ impl VerifyServer {
     }
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .body(r#"{"status":"ok"}"#)
-}
-
 /// Ready = the store answers, the keys are loaded (they are, or we would not have started),
 /// and revocations are being heard.
 async fn ready(state: web::Data<VerifyState>) -> HttpResponse {
-    let store_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let store_ok = crate::service::store_reachable(state.store.as_ref()).await;
     let feed_ok = state.feed_up.load(Ordering::Relaxed);
-    let body = serde_json::json!({
-        "status": if store_ok && feed_ok { "ready" } else { "not_ready" },
-        "store": if store_ok { "ok" } else { "unreachable" },
-        "revocation_feed": if feed_ok { "subscribed" } else { "down" },
-        "keys": state.keys.iter().count(),
-    });
-    let mut response = if store_ok && feed_ok {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::ServiceUnavailable()
-    };
-    response
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .body(body.to_string())
+    crate::service::ready_response(
+        store_ok && feed_ok,
+        serde_json::json!({
+            "store": if store_ok { "ok" } else { "unreachable" },
+            "revocation_feed": if feed_ok { "subscribed" } else { "down" },
+            "keys": state.keys.iter().count(),
+        }),
+    )
 }
 
 async fn metrics_text(state: web::Data<VerifyState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
-        .body(state.metrics.render())
+    crate::service::metrics_response(state.metrics.render())
 }
 
 /// RFC 9728 protected-resource metadata for the MCP host the proxy forwarded. Traefik routes
