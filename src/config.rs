@@ -120,30 +120,43 @@ pub enum LogFormat {
     Text,
 }
 
-/// `ALLOWED_GITHUB_USERS`: GitHub logins, compared trimmed and case-insensitively.
-/// Empty allows nobody; `*` allows everyone.
+/// `ALLOWED_GITHUB_USERS`: GitHub logins, compared trimmed and case-insensitively, and
+/// `id:583231` entries naming the immutable numeric account id (`sub`), which a renamed and
+/// re-registered login cannot take over. Empty allows nobody; `*` allows everyone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowList {
     Everyone,
-    Users(Vec<String>),
+    Users {
+        logins: Vec<String>,
+        ids: Vec<String>,
+    },
 }
 
 impl AllowList {
     pub fn parse(raw: &str) -> Self {
-        let names: Vec<String> = split_list(raw).map(|n| n.to_ascii_lowercase()).collect();
-        if names.iter().any(|n| n == "*") {
-            AllowList::Everyone
-        } else {
-            AllowList::Users(names)
+        let entries: Vec<String> = split_list(raw).map(|n| n.to_ascii_lowercase()).collect();
+        if entries.iter().any(|n| n == "*") {
+            return AllowList::Everyone;
+        }
+        let (ids, logins): (Vec<String>, Vec<String>) =
+            entries.into_iter().partition(|e| e.starts_with("id:"));
+        AllowList::Users {
+            logins,
+            ids: ids
+                .into_iter()
+                .map(|e| e.trim_start_matches("id:").to_string())
+                .collect(),
         }
     }
 
-    pub fn allows(&self, user: &str) -> bool {
+    /// Whether the account with id `id` (our `sub`) and login `login` may use the gateway.
+    pub fn allows(&self, id: &str, login: &str) -> bool {
         match self {
             AllowList::Everyone => true,
-            AllowList::Users(names) => {
-                let user = user.trim();
-                names.iter().any(|n| n.eq_ignore_ascii_case(user))
+            AllowList::Users { logins, ids } => {
+                let login = login.trim();
+                ids.iter().any(|i| i == id.trim())
+                    || logins.iter().any(|n| n.eq_ignore_ascii_case(login))
             }
         }
     }
@@ -228,7 +241,10 @@ pub struct ScopePolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ScopeRule {
-    prefix: Option<String>,
+    /// Lower-case host the rule is limited to.
+    host: Option<String>,
+    /// Path prefix, normalised as request paths are ([`crate::verify::request::normalize_path`]).
+    path: Option<String>,
     scopes: Vec<String>,
 }
 
@@ -236,15 +252,27 @@ impl ScopePolicy {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let mut rules = Vec::new();
         for part in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (prefix, scopes) = match part.split_once('=') {
+            let (host, path, scopes) = match part.split_once('=') {
                 Some((prefix, scopes)) => {
-                    let prefix = prefix.trim().to_ascii_lowercase();
+                    let prefix = prefix.trim();
                     if prefix.is_empty() {
                         return Err(format!("rule {part:?} has an empty prefix"));
                     }
-                    (Some(prefix), scopes)
+                    let (host, path) = match prefix.find('/') {
+                        Some(0) => (None, Some(prefix)),
+                        Some(at) => (Some(&prefix[..at]), Some(&prefix[at..])),
+                        None => (Some(prefix), None),
+                    };
+                    let path = path
+                        .map(|p| {
+                            crate::verify::request::normalize_path(p)
+                                .map(|p| p.into_owned())
+                                .ok_or_else(|| format!("rule {part:?} has an unreadable path"))
+                        })
+                        .transpose()?;
+                    (host.map(str::to_ascii_lowercase), path, scopes)
                 }
-                None => (None, part),
+                None => (None, None, part),
             };
             let scopes: Vec<String> = split_list(scopes).map(str::to_string).collect();
             if scopes.is_empty() {
@@ -255,7 +283,7 @@ impl ScopePolicy {
                     "{bad:?} is not a valid scope token (RFC 6749 §3.3)"
                 ));
             }
-            rules.push(ScopeRule { prefix, scopes });
+            rules.push(ScopeRule { host, path, scopes });
         }
         Ok(Self { rules })
     }
@@ -264,26 +292,21 @@ impl ScopePolicy {
         self.rules.is_empty()
     }
 
-    /// The scopes a request to `host` + `path` needs, without duplicates. With no readable
-    /// path (`None`), every path rule applies: an unreadable path must not skip a rule.
+    /// The scopes a request to `host` + `path` needs, without duplicates. `path` comes from
+    /// [`crate::verify::request::normalize_path`]; with no readable path (`None`), every path
+    /// rule applies: an unreadable path must not skip a rule.
     pub fn required_for(&self, host: &str, path: Option<&str>) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for rule in &self.rules {
-            let applies = match (&rule.prefix, path) {
-                (None, _) => true,
-                (Some(p), None) if p.starts_with('/') => true,
-                (Some(p), Some(path)) if p.starts_with('/') => path.starts_with(p.as_str()),
-                (Some(p), path) => match p.split_once('/') {
-                    Some((h, rest)) => {
-                        strip_port(host) == h
-                            && path.is_none_or(|path| {
-                                path.len() > rest.len() && path[1..].starts_with(rest)
-                            })
-                    }
-                    None => strip_port(host) == p || host == p,
-                },
+            let host_ok = rule
+                .host
+                .as_deref()
+                .is_none_or(|h| strip_port(host) == h || host == h);
+            let path_ok = match (rule.path.as_deref(), path) {
+                (None, _) | (Some(_), None) => true,
+                (Some(prefix), Some(path)) => path.starts_with(prefix),
             };
-            if applies {
+            if host_ok && path_ok {
                 for s in &rule.scopes {
                     if !out.contains(&s.as_str()) {
                         out.push(s);
@@ -997,12 +1020,16 @@ mod tests {
 
     #[test]
     fn allow_list_semantics() {
-        assert!(!AllowList::parse("").allows("alice"));
-        assert!(AllowList::parse("*").allows("anyone"));
+        assert!(!AllowList::parse("").allows("1", "alice"));
+        assert!(AllowList::parse("*").allows("1", "anyone"));
         let list = AllowList::parse(" Alice , bob");
-        assert!(list.allows("alice"));
-        assert!(list.allows("BOB "));
-        assert!(!list.allows("carol"));
+        assert!(list.allows("1", "alice"));
+        assert!(list.allows("2", "BOB "));
+        assert!(!list.allows("3", "carol"));
+        let by_id = AllowList::parse("id:583231, bob");
+        assert!(by_id.allows("583231", "renamed-alice"));
+        assert!(!by_id.allows("583232", "583231"));
+        assert!(!by_id.allows("9", "id:583231"));
     }
 
     #[test]
@@ -1023,6 +1050,30 @@ mod tests {
             p.required_for("a.example.com", Some("/mcp/tools/x")),
             vec!["mcp", "mcp:write"]
         );
+        // Rule prefixes are normalised as request paths are: case, escapes, separators.
+        let p = ScopePolicy::parse("/mcp/Tools=mcp:admin; Admin.Example.com/A%2fB=x").unwrap();
+        let path = |raw| {
+            crate::verify::request::normalize_path(raw)
+                .unwrap()
+                .into_owned()
+        };
+        for raw in [
+            "/MCP/TOOLS",
+            "/mcp%2Ftools",
+            "/mcp%5Ctools/x",
+            "/mcp/./TOOLS",
+        ] {
+            assert_eq!(
+                p.required_for("a", Some(&path(raw))),
+                vec!["mcp:admin"],
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            p.required_for("admin.example.com", Some(&path("/a/b/c"))),
+            vec!["x"]
+        );
+        assert!(ScopePolicy::parse("/bad%zz=x").is_err());
     }
 
     #[test]

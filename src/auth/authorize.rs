@@ -17,15 +17,20 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::client_auth::load_client;
+use super::consent::{self, ConsentRecord, ConsentRequest};
 use super::pages::csp_origin;
 use super::ratelimit::Limited;
 use super::register::{ClientRecord, OOB_REDIRECT};
 use super::{AuthState, OAuthError, PENDING_LIFETIME, Upstream};
 use crate::store::keys;
-use crate::token::random_token;
+use crate::token::{random_token, sha256_b64url};
 
 pub const CSRF_COOKIE: &str = "mcp_csrf";
 pub const SESSION_COOKIE: &str = "mcp_session";
+/// Binds a login in progress to its browser. Over HTTPS it is a `__Host-` cookie, which a
+/// sibling subdomain cannot plant.
+pub const LOGIN_COOKIE: &str = "mcp_login";
+pub const LOGIN_COOKIE_SECURE: &str = "__Host-mcp_login";
 
 /// An authorization in progress, under `oauth:state:{id}`; `id` is also the `state` we send
 /// upstream, taken once at the callback.
@@ -45,7 +50,34 @@ pub struct PendingAuthorization {
     /// login must then be that user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remembered_for: Option<String>,
+    /// SHA-256 of the login cookie of the browser that approved: only that browser may finish
+    /// this login (a GitHub URL forwarded to someone else must not log them in for us).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<String>,
     pub created_at: i64,
+}
+
+impl PendingAuthorization {
+    /// What the user approves: the scope and the resource (the issuer when none was named).
+    pub fn consent_request<'a>(&'a self, issuer: &'a str) -> ConsentRequest<'a> {
+        ConsentRequest {
+            scope: &self.scope,
+            resource: self.resource.as_deref().unwrap_or(issuer),
+        }
+    }
+
+    /// Whether `req` comes from the browser that approved this login, in constant time.
+    pub fn same_browser(&self, req: &HttpRequest) -> bool {
+        let (Some(expected), Some(cookie)) = (self.browser.as_deref(), login_cookie_value(req))
+        else {
+            return false;
+        };
+        bool::from(
+            sha256_b64url(cookie.as_bytes())
+                .as_bytes()
+                .ct_eq(expected.as_bytes()),
+        )
+    }
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -218,10 +250,24 @@ async fn authorize(
         None => return page_error("invalid_request", "redirect_uri is required"),
     };
 
-    // From here on the redirect URI is trustworthy: errors go back to the client.
+    // RFC 9700 §4.11.2: anyone can register a redirect URI, so errors go back to it only when
+    // this browser's user has approved the client before; otherwise we would be an open
+    // redirector for whoever registered `https://evil.example/landing`.
+    let session_user = session_user(&state, &req);
+    let consent: Option<ConsentRecord> = match &session_user {
+        Some(user) => match consent::load(&state, user, &client.client_id).await {
+            Ok(found) => found,
+            Err(e) => return state.pages.error_page(e.status, e.code, &e.description),
+        },
+        None => None,
+    };
     let client_state = params.get("state").copied();
     let fail = |error: &str, description: &str| {
-        redirect_error(&state, &redirect_uri, client_state, error, description)
+        if consent.is_some() {
+            redirect_error(&state, &redirect_uri, client_state, error, description)
+        } else {
+            page_error(error, description)
+        }
     };
     if params.get("response_type") != Some(&"code") {
         return fail("unsupported_response_type", "response_type must be code");
@@ -266,19 +312,15 @@ async fn authorize(
         None => None,
     };
 
-    let session_user = session_user(&state, &req);
-    let remembered = match &session_user {
-        Some(user) => matches!(
-            state
-                .store
-                .get(&keys::consent(user, &client.client_id))
-                .await,
-            Ok(Some(_))
-        ),
-        None => false,
+    // Consent is skipped only for what this user approved before: a wider scope or another
+    // resource shows the page again.
+    let request = ConsentRequest {
+        scope: &scope,
+        resource: resource.as_deref().unwrap_or(&state.settings.issuer),
     };
+    let remembered = consent.as_ref().is_some_and(|c| c.covers(request));
     let id = random_token();
-    let pending = PendingAuthorization {
+    let mut pending = PendingAuthorization {
         client_id: client.client_id.clone(),
         redirect_uri,
         redirect_uri_explicit: explicit,
@@ -289,8 +331,10 @@ async fn authorize(
         csrf: random_token(),
         approved: remembered,
         remembered_for: session_user.filter(|_| remembered),
+        browser: None,
         created_at: state.now(),
     };
+    let login_cookie = remembered.then(|| bind_browser(&state, &req, &mut pending));
     if let Err(e) = save_pending(&state, &id, &pending).await {
         return state.pages.error_page(e.status, e.code, &e.description);
     }
@@ -299,10 +343,72 @@ async fn authorize(
     } else {
         state.endpoint(&format!("/consent?request={id}"))
     };
-    HttpResponse::TemporaryRedirect()
+    let mut response = HttpResponse::TemporaryRedirect()
         .insert_header((LOCATION, location))
         .insert_header((CACHE_CONTROL, "no-store"))
+        .finish();
+    if let Some(cookie) = login_cookie {
+        let _ = response.add_cookie(&cookie);
+    }
+    response
+}
+
+fn login_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        LOGIN_COOKIE_SECURE
+    } else {
+        LOGIN_COOKIE
+    }
+}
+
+/// The browser's login cookie, when it has a well-formed one.
+fn login_cookie_value(req: &HttpRequest) -> Option<String> {
+    [LOGIN_COOKIE_SECURE, LOGIN_COOKIE]
+        .iter()
+        .filter_map(|name| req.cookie(name))
+        .map(|c| c.value().to_string())
+        .find(|v| {
+            v.len() == 43
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Binds `pending` to this browser (reusing its login cookie, so two sign-ins in one browser
+/// both finish) and returns the cookie to set: HttpOnly, and SameSite=Lax so it comes along
+/// on the top-level redirect back from the upstream login.
+pub fn bind_browser(
+    state: &AuthState,
+    req: &HttpRequest,
+    pending: &mut PendingAuthorization,
+) -> Cookie<'static> {
+    let value = login_cookie_value(req).unwrap_or_else(random_token);
+    pending.browser = Some(sha256_b64url(value.as_bytes()));
+    let secure = state.secure_cookies();
+    Cookie::build(login_cookie_name(secure), value)
+        .path("/")
+        .http_only(true)
+        .secure(secure)
+        .same_site(SameSite::Lax)
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            PENDING_LIFETIME.as_secs() as i64,
+        ))
         .finish()
+}
+
+/// The page for a login step reached from a browser that did not approve it.
+pub fn other_browser_page(state: &AuthState, step: &str) -> HttpResponse {
+    state.metrics.error(step, "access_denied");
+    tracing::warn!(
+        step,
+        "login step from a browser that did not start it: refused"
+    );
+    state.pages.error_page(
+        StatusCode::FORBIDDEN,
+        "access_denied",
+        "this sign-in was started in another browser. If you did not start it, close this page; \
+         otherwise start again from your application",
+    )
 }
 
 pub async fn save_pending(
@@ -387,7 +493,6 @@ async fn consent_page(
     query: web::Query<ConsentQuery>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let _ = &req;
     let Some(id) = query.request.as_deref() else {
         return state.pages.error_page(
             StatusCode::BAD_REQUEST,
@@ -428,6 +533,22 @@ async fn consent_page(
         .resource
         .clone()
         .unwrap_or_else(|| state.settings.issuer.clone());
+    // A user who approved this client before sees what this request adds.
+    let previous = match session_user(&state, &req) {
+        Some(user) => consent::load(&state, &user, &pending.client_id)
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let request = pending.consent_request(&state.settings.issuer);
+    let new_scopes: Vec<&str> = previous
+        .as_ref()
+        .map(|c| c.new_scopes(request))
+        .unwrap_or_default();
+    let new_resource = previous
+        .as_ref()
+        .is_some_and(|c| !c.covers_resource(request.resource));
     let html = state.pages.render(
         "consent.html",
         minijinja::context! {
@@ -436,6 +557,9 @@ async fn consent_page(
             resource_name => state.settings.resource_name,
             resource => resource,
             scope => pending.scope,
+            previously_approved => previous.is_some(),
+            new_scopes => new_scopes,
+            new_resource => new_resource,
             redirect_host => redirect_host,
             upstream_name => upstream_name(&state),
             request_id => id,
@@ -494,13 +618,16 @@ async fn consent_decision(
         );
     }
     pending.approved = true;
+    let cookie = bind_browser(&state, &req, &mut pending);
     if let Err(e) = save_pending(&state, id, &pending).await {
         return state.pages.error_page(e.status, e.code, &e.description);
     }
-    HttpResponse::SeeOther()
+    let mut response = HttpResponse::SeeOther()
         .insert_header((LOCATION, upstream_login_url(&state, id)))
         .insert_header((CACHE_CONTROL, "no-store"))
-        .finish()
+        .finish();
+    let _ = response.add_cookie(&cookie);
+    response
 }
 
 /// The browser-session cookie: `login.expiry.hmac`, proving this browser completed a login.
@@ -525,7 +652,7 @@ pub fn session_cookie(state: &AuthState, login: &str) -> Cookie<'static> {
     .finish()
 }
 
-fn session_user(state: &AuthState, req: &HttpRequest) -> Option<String> {
+pub fn session_user(state: &AuthState, req: &HttpRequest) -> Option<String> {
     use base64::Engine;
     let cookie = req.cookie(SESSION_COOKIE)?;
     let (payload, tag) = cookie.value().rsplit_once('.')?;

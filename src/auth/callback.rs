@@ -9,11 +9,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::authorize::{
-    PendingAuthorization, client_redirect, csrf_cookie, csrf_ok, load_pending, redirect_error,
-    session_cookie,
+    PendingAuthorization, client_redirect, csrf_cookie, csrf_ok, load_pending, other_browser_page,
+    redirect_error, session_cookie,
 };
 use super::github::UpstreamError;
-use super::{AuthState, CODE_LIFETIME, CONSENT_LIFETIME, Upstream, UpstreamUser};
+use super::{AuthState, CODE_LIFETIME, Upstream, UpstreamUser};
 use crate::store::keys;
 use crate::token::{random_token, sha256_b64url};
 
@@ -88,6 +88,11 @@ async fn callback(
             "this login is unknown, was already used, or has expired",
         );
     };
+    // The GitHub URL carries our state: whoever it was sent to must not finish a login that
+    // another browser approved (the state is spent either way).
+    if !pending.same_browser(&req) {
+        return other_browser_page(&state, "callback");
+    }
     let client_state = pending.state.as_deref();
     if query.error.is_some() {
         return redirect_error(
@@ -161,7 +166,7 @@ pub async fn complete_login(
         .settings
         .allowed_users
         .as_ref()
-        .is_some_and(|list| list.allows(&user.login));
+        .is_some_and(|list| list.allows(&user.id, &user.login));
     if !allowed {
         tracing::info!(login = %user.login, "login refused: user not in ALLOWED_GITHUB_USERS");
         return redirect_error(
@@ -171,6 +176,28 @@ pub async fn complete_login(
             "access_denied",
             "this account is not allowed to use this gateway",
         );
+    }
+    match super::identity::pin_login(state, &user).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return redirect_error(
+                state,
+                &pending.redirect_uri,
+                client_state,
+                "access_denied",
+                "this account name belonged to another account before; ask an operator",
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.description, "cannot record the login's account id");
+            return redirect_error(
+                state,
+                &pending.redirect_uri,
+                client_state,
+                "temporarily_unavailable",
+                "storage is unavailable",
+            );
+        }
     }
     if state.settings.mfa_required {
         return super::mfa::begin(state, pending, user).await;
@@ -209,16 +236,14 @@ pub async fn issue_code(
             )
             .await
             .map_err(|e| e.to_string())?;
-        let consent = serde_json::json!({"scope": pending.scope, "at": state.now()}).to_string();
-        state
-            .store
-            .put(
-                &keys::consent(&user.login, &pending.client_id),
-                &consent,
-                Some(CONSENT_LIFETIME),
-            )
-            .await
-            .map_err(|e| e.to_string())
+        super::consent::record(
+            state,
+            &user.login,
+            &pending.client_id,
+            pending.consent_request(&state.settings.issuer),
+        )
+        .await
+        .map_err(|e| e.description)
     }
     .await;
     if let Err(e) = stored {
@@ -280,6 +305,7 @@ async fn dev_pending(
 }
 
 async fn dev_login_page(
+    req: HttpRequest,
     query: web::Query<DevLoginQuery>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
@@ -287,6 +313,9 @@ async fn dev_login_page(
         Ok(found) => found,
         Err(page) => return page,
     };
+    if !pending.same_browser(&req) {
+        return other_browser_page(&state, "dev_login");
+    }
     let id = id.as_str();
     let html = state.pages.render(
         "dev_login.html",
@@ -317,6 +346,9 @@ async fn dev_login(
         Err(page) => return page,
     };
     let id = id.as_str();
+    if !pending.same_browser(&req) {
+        return other_browser_page(&state, "dev_login");
+    }
     if !csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
         return state.pages.error_page(
             StatusCode::FORBIDDEN,

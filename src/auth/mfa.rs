@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::authorize::{PendingAuthorization, csrf_cookie, csrf_ok};
 use super::callback::issue_code;
 use super::{AuthState, PENDING_LIFETIME, UpstreamUser, totp};
-use crate::store::keys;
+use crate::store::{Attempt, keys};
 use crate::token::random_token;
 
 /// A login waiting for its second factor, under `oauth:state:mfa:{id}`.
@@ -113,13 +113,18 @@ async fn load(state: &AuthState, id: &str) -> Option<MfaPending> {
     serde_json::from_str(&json).ok()
 }
 
-/// The login waiting under the form's or link's `session`, or the page to answer with.
+/// The login waiting under the form's or link's `session`, or the page to answer with. Only
+/// the browser that approved the login may continue it.
 async fn pending_for(
     state: &AuthState,
+    req: &HttpRequest,
     session: Option<&str>,
 ) -> Result<(String, MfaPending), HttpResponse> {
     let id = session.ok_or_else(|| expired(state))?;
     let pending = load(state, id).await.ok_or_else(|| expired(state))?;
+    if !pending.authorization.same_browser(req) {
+        return Err(super::authorize::other_browser_page(state, "mfa"));
+    }
     Ok((id.to_string(), pending))
 }
 
@@ -154,32 +159,51 @@ fn locked_page(state: &AuthState, seconds: u64) -> HttpResponse {
     page
 }
 
-/// Counts a failure for the user and the address; locks both out past the limit.
-async fn record_failure(state: &AuthState, user: &str, ip: &str) -> bool {
+/// Reserves one attempt for the user and the address before any code is looked at: past
+/// `MFA_MAX_FAILURES` within the window both are locked out, and of N guesses sent at once
+/// only the first ones up to the limit are ever evaluated. `Ok(count)` is this attempt's number.
+async fn reserve_attempt(state: &AuthState, user: &str, ip: &str) -> Result<u64, HttpResponse> {
+    let mfa = &state.settings.mfa;
+    let counters = [failure_key("user", user), failure_key("ip", ip)];
+    let locks = [lock_key("user", user), lock_key("ip", ip)];
+    match state
+        .store
+        .reserve_attempt(
+            &counters,
+            &locks,
+            u64::from(mfa.max_failures),
+            mfa.failure_window,
+            mfa.lockout,
+        )
+        .await
+    {
+        Ok(Attempt::Allowed { count }) => Ok(count),
+        Ok(Attempt::Locked(left)) => Err(locked_page(state, left.as_secs().max(1))),
+        Err(_) => Err(state.pages.error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "storage is unavailable; try again",
+        )),
+    }
+}
+
+/// A wrong code: counted already by its reservation; the last one allowed locks both out.
+async fn record_failure(state: &AuthState, user: &str, ip: &str, attempt: u64) -> bool {
     state.metrics.mfa_failures.inc();
     let mfa = &state.settings.mfa;
-    let mut lock = false;
+    if attempt < u64::from(mfa.max_failures) {
+        return false;
+    }
+    state.metrics.mfa_lockouts.inc();
+    tracing::warn!(login = %user, "second factor locked out after repeated failures");
     for (kind, who) in [("user", user), ("ip", ip)] {
-        if let Ok(n) = state
+        let _ = state
             .store
-            .incr_within(&failure_key(kind, who), mfa.failure_window)
-            .await
-        {
-            lock |= n >= u64::from(mfa.max_failures);
-        }
+            .put(&lock_key(kind, who), "1", Some(mfa.lockout))
+            .await;
+        let _ = state.store.delete(&failure_key(kind, who)).await;
     }
-    if lock {
-        state.metrics.mfa_lockouts.inc();
-        tracing::warn!(login = %user, "second factor locked out after repeated failures");
-        for (kind, who) in [("user", user), ("ip", ip)] {
-            let _ = state
-                .store
-                .put(&lock_key(kind, who), "1", Some(mfa.lockout))
-                .await;
-            let _ = state.store.delete(&failure_key(kind, who)).await;
-        }
-    }
-    lock
+    true
 }
 
 /// A success wipes the slate for this user and address.
@@ -273,7 +297,7 @@ async fn page(
     query: web::Query<PageQuery>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let (id, mut pending) = match pending_for(&state, query.session.as_deref()).await {
+    let (id, mut pending) = match pending_for(&state, &req, query.session.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
     };
@@ -297,7 +321,7 @@ async fn submit(
     form: web::Form<CodeForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let (id, mut pending) = match pending_for(&state, form.session.as_deref()).await {
+    let (id, mut pending) = match pending_for(&state, &req, form.session.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
     };
@@ -311,9 +335,10 @@ async fn submit(
     }
     let login = pending.user.login.clone();
     let ip = client_ip(&state, &req);
-    if let Some(left) = locked(&state, &login, &ip).await {
-        return locked_page(&state, left);
-    }
+    let attempt = match reserve_attempt(&state, &login, &ip).await {
+        Ok(n) => n,
+        Err(page) => return page,
+    };
     let now = state.now();
     let code = form
         .code
@@ -393,7 +418,7 @@ async fn submit(
             .await
         }
         Err(message) => {
-            if record_failure(&state, &login, &ip).await {
+            if record_failure(&state, &login, &ip, attempt).await {
                 return locked_page(&state, state.settings.mfa.lockout.as_secs());
             }
             render(
@@ -495,7 +520,7 @@ async fn finish_enrolment(
     form: web::Form<ContinueForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let (id, pending) = match pending_for(&state, form.session.as_deref()).await {
+    let (id, pending) = match pending_for(&state, &req, form.session.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
     };

@@ -18,8 +18,10 @@
 pub mod authorize;
 pub mod callback;
 pub mod client_auth;
+pub mod consent;
 pub mod error;
 pub mod github;
+pub mod identity;
 pub mod metadata;
 pub mod metrics;
 pub mod mfa;
@@ -86,6 +88,8 @@ pub struct AuthState {
     pub cookie_key: [u8; 32],
     /// Encrypts TOTP secrets at rest.
     pub mfa_box: totp::SecretBox,
+    /// Who the client is: the peer, or what a trusted proxy says.
+    pub client_address: crate::verify::request::ClientAddress,
 }
 
 impl AuthState {
@@ -118,6 +122,9 @@ impl AuthState {
         };
         Self {
             mfa_box: totp::SecretBox::new(mfa_key),
+            client_address: crate::verify::request::ClientAddress::new(
+                settings.trusted_proxies.clone(),
+            ),
             limits: ratelimit::RateLimits::new(&settings),
             settings,
             store,
@@ -142,10 +149,11 @@ impl AuthState {
         self.settings.issuer.starts_with("https://")
     }
 
-    /// The client's address: right-most untrusted `X-Forwarded-For` hop, else the peer.
+    /// The client's address: the peer, or behind a trusted proxy the right-most untrusted
+    /// `X-Forwarded-For` hop.
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
-        crate::verify::request::client_ip(req.headers(), &self.settings.trusted_proxies)
-            .or_else(|| req.peer_addr().map(|a| a.ip()))
+        self.client_address
+            .resolve(req.headers(), req.peer_addr().map(|a| a.ip()))
     }
 }
 

@@ -20,6 +20,7 @@ use crate::token::{random_token, sha256_b64url};
 pub const OOB_REDIRECT: &str = "urn:ietf:wg:oauth:2.0:oob";
 const MAX_TEXT: usize = 512;
 const MAX_REDIRECT_URIS: usize = 20;
+const MAX_CONTACTS: usize = 10;
 
 /// A registered client as stored under `oauth:client:{client_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,12 +226,19 @@ fn validate(metadata: ClientMetadata, state: &AuthState) -> Result<ValidMetadata
         client_uri: web_uri("client_uri", metadata.client_uri)?,
         logo_uri: web_uri("logo_uri", metadata.logo_uri)?,
         scope: text("scope", metadata.scope)?,
-        contacts: metadata
-            .contacts
-            .unwrap_or_default()
-            .into_iter()
-            .take(10)
-            .collect(),
+        contacts: {
+            let contacts = metadata.contacts.unwrap_or_default();
+            if contacts.len() > MAX_CONTACTS {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "contacts may list at most {MAX_CONTACTS} addresses"
+                )));
+            }
+            contacts
+                .into_iter()
+                .map(|c| text("contacts", Some(c)))
+                .filter_map(Result::transpose)
+                .collect::<Result<Vec<_>, _>>()?
+        },
         software_id: text("software_id", metadata.software_id)?,
         software_version: text("software_version", metadata.software_version)?,
     })

@@ -30,6 +30,29 @@ pub struct RefreshRecord {
     pub expires_at: i64,
     #[serde(default)]
     pub used: bool,
+    /// What the grant's tokens are bound to (RFC 8705 §4 for the certificate): kept from the
+    /// first token on, so a refresh token presented from elsewhere yields nothing.
+    #[serde(default, skip_serializing_if = "Binding::is_empty")]
+    pub binding: Binding,
+}
+
+/// The client properties a grant is bound to (each only when that binding was on).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// SHA-256 of the User-Agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ua: Option<String>,
+    /// RFC 8705 `x5t#S256` of the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+}
+
+impl Binding {
+    pub fn is_empty(&self) -> bool {
+        self.ip.is_none() && self.ua.is_none() && self.cert.is_none()
+    }
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -162,6 +185,7 @@ async fn authorization_code(
         amr: record.amr,
         family_id,
         rotate_from: None,
+        bound: Binding::default(),
     };
     issue(state, req, client, grant, "authorization_code").await
 }
@@ -195,7 +219,7 @@ async fn refresh(
         .settings
         .allowed_users
         .as_ref()
-        .is_some_and(|list| list.allows(&record.user.login));
+        .is_some_and(|list| list.allows(&record.user.id, &record.user.login));
     if !allowed {
         state
             .store
@@ -238,6 +262,7 @@ async fn refresh(
         amr: record.amr,
         family_id: record.family_id,
         rotate_from: Some(hash),
+        bound: record.binding,
     };
     issue(state, req, client, grant, "refresh_token").await
 }
@@ -249,6 +274,8 @@ struct Grant {
     amr: Vec<String>,
     family_id: String,
     rotate_from: Option<String>,
+    /// The binding the grant already has (refresh), checked against this request.
+    bound: Binding,
 }
 
 #[derive(Serialize)]
@@ -261,6 +288,62 @@ struct TokenResponse<'a> {
     scope: &'a str,
 }
 
+/// The binding of the tokens to issue: what the grant is bound to already, which this request
+/// must match (`invalid_grant` otherwise: a stolen refresh token is useless elsewhere), plus
+/// what the settings bind for the first time. A client whose address changes must log in
+/// again while `TOKEN_BIND_IP` is on.
+fn binding_for(
+    state: &AuthState,
+    req: &HttpRequest,
+    bound: &Binding,
+) -> Result<Binding, OAuthError> {
+    let bind = state.settings.bind;
+    let ip = state.client_ip(req).map(|ip| ip.to_string());
+    let ua = || {
+        let ua = req
+            .headers()
+            .get(USER_AGENT)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
+        sha256_b64url(ua)
+    };
+    let cert = crate::verify::request::client_cert_thumbprint(req.headers());
+    let mismatch = |what: &str| {
+        tracing::warn!(what, "refresh token presented by another client: refused");
+        Err(OAuthError::invalid_grant(format!(
+            "the refresh token is bound to another client {what}"
+        )))
+    };
+    if bound.ip.is_some() && bound.ip != ip {
+        return mismatch("address");
+    }
+    if let Some(was) = &bound.ua
+        && *was != ua()
+    {
+        return mismatch("user agent");
+    }
+    if bound.cert.is_some() && bound.cert != cert {
+        return mismatch("certificate");
+    }
+    let ip = match (&bound.ip, bind.ip) {
+        (Some(was), _) => Some(was.clone()),
+        (None, true) => {
+            Some(ip.ok_or_else(|| OAuthError::invalid_request("the client address is unknown"))?)
+        }
+        (None, false) => None,
+    };
+    let ua = bound.ua.clone().or_else(|| bind.user_agent.then(ua));
+    let cert =
+        match (&bound.cert, bind.client_cert) {
+            (Some(was), _) => Some(was.clone()),
+            (None, true) => Some(cert.ok_or_else(|| {
+                OAuthError::invalid_request("a TLS client certificate is required")
+            })?),
+            (None, false) => None,
+        };
+    Ok(Binding { ip, ua, cert })
+}
+
 /// Mints the access and refresh tokens and records them in one atomic step.
 async fn issue(
     state: &AuthState,
@@ -271,34 +354,7 @@ async fn issue(
 ) -> Result<HttpResponse, OAuthError> {
     let settings = &state.settings;
     let now = state.now();
-    let bind = settings.bind;
-    let bind_ip = if bind.ip {
-        Some(
-            state
-                .client_ip(req)
-                .ok_or_else(|| OAuthError::invalid_request("the client address is unknown"))?
-                .to_string(),
-        )
-    } else {
-        None
-    };
-    let bind_ua = bind.user_agent.then(|| {
-        let ua = req
-            .headers()
-            .get(USER_AGENT)
-            .map(|v| v.as_bytes())
-            .unwrap_or(b"");
-        sha256_b64url(ua)
-    });
-    let cert_thumbprint = if bind.client_cert {
-        Some(
-            crate::verify::request::client_cert_thumbprint(req.headers()).ok_or_else(|| {
-                OAuthError::invalid_request("a TLS client certificate is required")
-            })?,
-        )
-    } else {
-        None
-    };
+    let binding = binding_for(state, req, &grant.bound)?;
     let minted = mint(
         &settings.keys,
         &settings.issuer,
@@ -312,9 +368,9 @@ async fn issue(
             audience: grant.resource.iter().cloned().collect(),
             lifetime: settings.access_token_lifetime,
             amr: grant.amr.clone(),
-            cert_thumbprint,
-            bind_ip,
-            bind_ua,
+            cert_thumbprint: binding.cert.clone(),
+            bind_ip: binding.ip.clone(),
+            bind_ua: binding.ua.clone(),
             custom_claims: settings.custom_claims.clone(),
         },
         now,
@@ -333,6 +389,7 @@ async fn issue(
         issued_at: now,
         expires_at: refresh_expires_at,
         used: false,
+        binding,
     };
     let claims = &minted.claims;
     let write = GrantWrite {

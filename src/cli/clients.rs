@@ -170,6 +170,13 @@ async fn delete(cli: &Cli, client_id: &str, complete: bool) -> CliResult {
             }
         }
     }
+    // Consents recorded before they were indexed per client, found from here, not in Redis.
+    for key in admin
+        .scan(&format!("{}*:{client_id}", keys::CONSENT_PREFIX))
+        .await?
+    {
+        let _: u64 = admin.conn.del(&key).await.map_err(redis_failed)?;
+    }
     println!(
         "deleted client {client_id} with everything issued to it ({revoked} loose access tokens, {pending} codes or pending logins)"
     );

@@ -341,23 +341,25 @@ async fn revoke_all(cli: &Cli, index: &str, what: &str, name: &str) -> CliResult
     let store = cli.store(&settings)?;
     let records = live_tokens(&mut admin, Some(index)).await?;
     let mut families: Vec<String> = records.iter().filter_map(|r| r.family_id.clone()).collect();
-    if what == "client" {
-        families.extend(
-            admin
-                .zset(&keys::client_families(name))
-                .await?
-                .into_iter()
-                .map(|(f, _)| f),
-        );
-    }
+    // Through the family index too: a grant whose access tokens expired or were revoked
+    // alone still has a live refresh token.
+    let family_index = match what {
+        "client" => keys::client_families(name),
+        _ => keys::user_families(name),
+    };
+    families.extend(admin.zset(&family_index).await?.into_iter().map(|(f, _)| f));
     families.sort();
     families.dedup();
     let failed = |e: crate::store::StoreError| CliError::Failed(format!("cannot revoke: {e}"));
+    let mut grants = 0;
     for family in &families {
-        store
+        let members = store
             .revoke_family(family, settings.refresh_token_lifetime)
             .await
             .map_err(failed)?;
+        if members > 0 {
+            grants += 1;
+        }
     }
     let mut revoked = 0;
     for record in &records {
@@ -368,13 +370,10 @@ async fn revoke_all(cli: &Cli, index: &str, what: &str, name: &str) -> CliResult
     if cli.json {
         println!(
             "{}",
-            serde_json::json!({"revoked_tokens": revoked, "revoked_refresh_families": families.len()})
+            serde_json::json!({"revoked_tokens": revoked, "revoked_refresh_families": grants})
         );
     } else {
-        println!(
-            "revoked {revoked} access tokens and {} refresh grants of {what} {name}",
-            families.len()
-        );
+        println!("revoked {revoked} access tokens and {grants} refresh grants of {what} {name}");
     }
     Ok(())
 }
@@ -466,7 +465,7 @@ async fn validate_saved(cli: &Cli, verify_url: Option<&str>) -> CliResult {
                 let allowed = settings
                     .allowed_users
                     .as_ref()
-                    .is_none_or(|l| l.allows(&claims.username));
+                    .is_none_or(|l| l.allows(&claims.sub, &claims.username));
                 let live = store.token_is_live(&claims.jti).await.unwrap_or(false);
                 match (allowed, live) {
                     (false, _) => (format!("user {} is not allowed", claims.username), false),

@@ -12,6 +12,8 @@ pub const FAMILY_PREFIX: &str = "oauth:family:";
 pub const FAMILY_REVOKED_PREFIX: &str = "oauth:family_revoked:";
 pub const CLIENT_FAMILIES_PREFIX: &str = "oauth:client_families:";
 pub const CONSENT_PREFIX: &str = "oauth:consent:";
+pub const CLIENT_CONSENTS_PREFIX: &str = "oauth:client_consents:";
+pub const USER_FAMILIES_PREFIX: &str = "oauth:user_families:";
 
 pub fn token(jti: &str) -> String {
     format!("{TOKEN_PREFIX}{jti}")
@@ -51,6 +53,11 @@ pub fn consent(user: &str, client_id: &str) -> String {
     format!("oauth:consent:{}:{client_id}", user.to_ascii_lowercase())
 }
 
+/// The upstream account id a login name was first seen with.
+pub fn login_id(login: &str) -> String {
+    format!("oauth:login_id:{}", login.trim().to_ascii_lowercase())
+}
+
 pub fn mfa(user: &str) -> String {
     format!("oauth:mfa:{}", user.to_ascii_lowercase())
 }
@@ -63,6 +70,17 @@ pub fn family_revoked(id: &str) -> String {
 /// Sorted set of the refresh families issued to a client (score: family expiry).
 pub fn client_families(client_id: &str) -> String {
     format!("{CLIENT_FAMILIES_PREFIX}{client_id}")
+}
+
+/// Sorted set of the refresh families issued to a user (score: family expiry), so revoking a
+/// user reaches grants whose access tokens are long gone.
+pub fn user_families(username: &str) -> String {
+    format!("{USER_FAMILIES_PREFIX}{}", username.to_ascii_lowercase())
+}
+
+/// Sorted set of the users (lower-case) who consented to a client (score: consent expiry).
+pub fn client_consents(client_id: &str) -> String {
+    format!("{CLIENT_CONSENTS_PREFIX}{client_id}")
 }
 
 /// Family members are `t:{jti}` (access tokens) and `r:{refresh hash}`.

@@ -12,8 +12,8 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::keys;
 use super::{
-    GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreError, StoreResult,
-    TokenRecord, Ttl, seconds_until,
+    Attempt, GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreError,
+    StoreResult, TokenRecord, Ttl, seconds_until,
 };
 
 enum Value {
@@ -410,15 +410,20 @@ impl Store for MemoryStore {
                 refresh_deadline,
                 now,
             );
-            Self::index_add(
-                map,
+            for index in [
                 keys::client_families(&grant.token.client_id),
-                &grant.family_id,
-                refresh_exp,
-                None,
-                refresh_deadline,
-                now,
-            );
+                keys::user_families(&grant.token.username),
+            ] {
+                Self::index_add(
+                    map,
+                    index,
+                    &grant.family_id,
+                    refresh_exp,
+                    Some(now_unix),
+                    refresh_deadline,
+                    now,
+                );
+            }
             GrantOutcome::Issued
         });
         self.publish(published);
@@ -432,6 +437,36 @@ impl Store for MemoryStore {
         });
         self.publish(published);
         Ok(n)
+    }
+
+    async fn put_consent(
+        &self,
+        user: &str,
+        client_id: &str,
+        json: &str,
+        ttl: Duration,
+        now_unix: i64,
+    ) -> StoreResult<()> {
+        self.with(|map, now| {
+            let deadline = now + ttl.max(Duration::from_secs(1));
+            map.insert(
+                keys::consent(user, client_id),
+                Entry {
+                    value: Value::Text(json.to_string()),
+                    expires_at: Some(deadline),
+                },
+            );
+            Self::index_add(
+                map,
+                keys::client_consents(client_id),
+                &user.to_ascii_lowercase(),
+                now_unix + ttl.as_secs() as i64,
+                Some(now_unix),
+                deadline,
+                now,
+            );
+        });
+        Ok(())
     }
 
     async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
@@ -452,12 +487,67 @@ impl Store for MemoryStore {
                 published.push(jti);
             }
             map.remove(&tokens_key);
-            let suffix = format!(":{client_id}");
-            map.retain(|key, _| !(key.starts_with(keys::CONSENT_PREFIX) && key.ends_with(&suffix)));
+            let consents_key = keys::client_consents(client_id);
+            for user in Self::index_members(map, &consents_key, now) {
+                map.remove(&keys::consent(&user, client_id));
+            }
+            map.remove(&consents_key);
             revoked
         });
         self.publish(published);
         Ok(revoked)
+    }
+
+    async fn reserve_attempt(
+        &self,
+        counters: &[String],
+        locks: &[String],
+        max: u64,
+        window: Duration,
+        lockout: Duration,
+    ) -> StoreResult<Attempt> {
+        Ok(self.with(|map, now| {
+            for lock in locks {
+                if let Some(entry) = map.get(lock).filter(|e| e.live(now)) {
+                    return Attempt::Locked(entry.expires_at.map_or(lockout, |t| t - now));
+                }
+            }
+            let mut highest = 0;
+            for key in counters {
+                let n = Self::text(map, key, now)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                let expires_at = match map.get(key) {
+                    Some(entry) if n > 1 => entry.expires_at,
+                    _ => Self::deadline(Some(window), now),
+                };
+                map.insert(
+                    key.clone(),
+                    Entry {
+                        value: Value::Text(n.to_string()),
+                        expires_at,
+                    },
+                );
+                highest = highest.max(n);
+            }
+            if highest > max {
+                for lock in locks {
+                    map.insert(
+                        lock.clone(),
+                        Entry {
+                            value: Value::Text("1".into()),
+                            expires_at: Self::deadline(Some(lockout), now),
+                        },
+                    );
+                }
+                for key in counters {
+                    map.remove(key);
+                }
+                return Attempt::Locked(lockout);
+            }
+            Attempt::Allowed { count: highest }
+        }))
     }
 
     async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {

@@ -100,6 +100,15 @@ impl TokenRecord {
     }
 }
 
+/// What reserving a guarded attempt (a TOTP code, say) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Counted; `count` is the highest counter now (1 for a first attempt in the window).
+    Allowed { count: u64 },
+    /// Locked out for this long: the attempt must not be evaluated.
+    Locked(Duration),
+}
+
 /// Remaining lifetime of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ttl {
@@ -158,6 +167,19 @@ pub trait Store: Send + Sync + 'static {
     /// Increments a counter, starting its `window` when it is created; returns the new count.
     async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64>;
 
+    /// Counts one attempt on every key of `counters` (each starting its `window` when created)
+    /// unless a key of `locks` exists; when a counter passes `max`, sets every lock for
+    /// `lockout`, clears the counters and refuses. One atomic step, so N concurrent attempts
+    /// count N, and none past `max` is evaluated.
+    async fn reserve_attempt(
+        &self,
+        counters: &[String],
+        locks: &[String],
+        max: u64,
+        window: Duration,
+        lockout: Duration,
+    ) -> StoreResult<Attempt>;
+
     /// Atomically takes an authorization code for redemption, leaving a marker (same TTL) that
     /// names `family_id`, so a second redemption can revoke what the first issued.
     async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption>;
@@ -169,6 +191,17 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes every access and refresh token of a family (publishing each jti) and leaves a
     /// tombstone for `tombstone_ttl`. Returns how many members were removed.
     async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize>;
+
+    /// Stores `user`'s consent to `client_id` and indexes it under the client (so deleting the
+    /// client finds it), atomically.
+    async fn put_consent(
+        &self,
+        user: &str,
+        client_id: &str,
+        json: &str,
+        ttl: Duration,
+        now: i64,
+    ) -> StoreResult<()>;
 
     /// Deletes a client registration and everything issued to it: access tokens, refresh
     /// families, consents. Returns how many access tokens outside refresh families it revoked.

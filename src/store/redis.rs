@@ -10,8 +10,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::keys;
 use super::{
-    GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreError, StoreResult,
-    TokenRecord, Ttl, seconds_until,
+    Attempt, GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreError,
+    StoreResult, TokenRecord, Ttl, seconds_until,
 };
 
 /// How long one command may take before the store counts as unavailable.
@@ -21,9 +21,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// Functions every script shares. Key prefixes are substituted from [`keys`] when the
 /// scripts are built, so Lua and Rust name keys identically.
 const PRELUDE: &str = r#"
-local T, U, C, R, F, FR, CF, CL, CO, CH =
+local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC =
   '{TOKEN}', '{USER_TOKENS}', '{CLIENT_TOKENS}', '{REFRESH}', '{FAMILY}', '{FAMILY_REVOKED}',
-  '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}'
+  '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}', '{USER_FAMILIES}', '{CLIENT_CONSENTS}'
 
 local function decode(v)
   local ok, r = pcall(cjson.decode, v)
@@ -110,9 +110,22 @@ local refresh_exp = tonumber(ARGV[7]) + tonumber(ARGV[10])
 redis.call('ZADD', F .. fid, ARGV[4], 't:' .. ARGV[1])
 redis.call('ZADD', F .. fid, refresh_exp, 'r:' .. ARGV[8])
 if redis.call('TTL', F .. fid) < tonumber(ARGV[10]) then redis.call('EXPIRE', F .. fid, ARGV[10]) end
-redis.call('ZADD', CF .. ARGV[6], refresh_exp, fid)
-if redis.call('TTL', CF .. ARGV[6]) < tonumber(ARGV[10]) then redis.call('EXPIRE', CF .. ARGV[6], ARGV[10]) end
+for _, idx in ipairs({CF .. ARGV[6], UF .. string.lower(ARGV[5])}) do
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. ARGV[7])
+  redis.call('ZADD', idx, refresh_exp, fid)
+  if redis.call('TTL', idx) < tonumber(ARGV[10]) then redis.call('EXPIRE', idx, ARGV[10]) end
+end
 return 'issued'
+"#;
+
+// KEYS: consent, client's consent index. ARGV: JSON, ttl, user (lower-case), now.
+const PUT_CONSENT: &str = r#"
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + ttl, ARGV[3])
+if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
+return 1
 "#;
 
 // KEYS: counter. ARGV: window in ms.
@@ -120,6 +133,28 @@ const INCR_WITHIN: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
+"#;
+
+// KEYS: counters, then locks. ARGV: number of counters, max, window ms, lockout ms.
+const RESERVE_ATTEMPT: &str = r#"
+local nc, max, lockout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+for i = nc + 1, #KEYS do
+  local left = redis.call('PTTL', KEYS[i])
+  if left > 0 then return {'locked', left} end
+  if left == -1 then return {'locked', lockout} end
+end
+local n = 0
+for i = 1, nc do
+  local c = redis.call('INCR', KEYS[i])
+  if c == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+  if c > n then n = c end
+end
+if n > max then
+  for i = nc + 1, #KEYS do redis.call('SET', KEYS[i], '1', 'PX', lockout) end
+  for i = 1, nc do redis.call('DEL', KEYS[i]) end
+  return {'locked', lockout}
+end
+return {'allowed', n}
 "#;
 
 // ARGV: family id, tombstone ttl.
@@ -136,12 +171,10 @@ redis.call('DEL', CF .. cid)
 local n = 0
 for _, jti in ipairs(redis.call('ZRANGE', C .. cid, 0, -1)) do n = n + revoke_jti(jti) end
 redis.call('DEL', C .. cid)
-local cursor = '0'
-repeat
-  local page = redis.call('SCAN', cursor, 'MATCH', CO .. '*:' .. cid, 'COUNT', 500)
-  cursor = page[1]
-  for _, key in ipairs(page[2]) do redis.call('DEL', key) end
-until cursor == '0'
+for _, user in ipairs(redis.call('ZRANGE', CC .. cid, 0, -1)) do
+  redis.call('DEL', CO .. user .. ':' .. cid)
+end
+redis.call('DEL', CC .. cid)
 return n
 "#;
 
@@ -154,6 +187,8 @@ fn script(body: &str) -> redis::Script {
         .replace("{FAMILY_REVOKED}", keys::FAMILY_REVOKED_PREFIX)
         .replace("{FAMILY}", keys::FAMILY_PREFIX)
         .replace("{CLIENT_FAMILIES}", keys::CLIENT_FAMILIES_PREFIX)
+        .replace("{USER_FAMILIES}", keys::USER_FAMILIES_PREFIX)
+        .replace("{CLIENT_CONSENTS}", keys::CLIENT_CONSENTS_PREFIX)
         .replace("{CLIENT}", keys::CLIENT_PREFIX)
         .replace("{CONSENT}", keys::CONSENT_PREFIX)
         .replace("{CHANNEL}", keys::REVOCATION_CHANNEL);
@@ -167,7 +202,9 @@ struct Scripts {
     issue_grant: redis::Script,
     revoke_family: redis::Script,
     delete_client: redis::Script,
+    put_consent: redis::Script,
     incr_within: redis::Script,
+    reserve_attempt: redis::Script,
 }
 
 impl Scripts {
@@ -179,7 +216,9 @@ impl Scripts {
             issue_grant: script(ISSUE_GRANT),
             revoke_family: script(REVOKE_FAMILY),
             delete_client: script(DELETE_CLIENT),
+            put_consent: redis::Script::new(PUT_CONSENT),
             incr_within: redis::Script::new(INCR_WITHIN),
+            reserve_attempt: redis::Script::new(RESERVE_ATTEMPT),
         }
     }
 }
@@ -416,6 +455,29 @@ impl Store for RedisStore {
         Ok(n.max(0) as usize)
     }
 
+    async fn put_consent(
+        &self,
+        user: &str,
+        client_id: &str,
+        json: &str,
+        ttl: Duration,
+        now: i64,
+    ) -> StoreResult<()> {
+        let _: i64 = self
+            .scripts
+            .put_consent
+            .key(keys::consent(user, client_id))
+            .key(keys::client_consents(client_id))
+            .arg(json)
+            .arg(ttl.as_secs().max(1))
+            .arg(user.to_ascii_lowercase())
+            .arg(now)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
         let n: i64 = self
             .scripts
@@ -426,6 +488,33 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(n.max(0) as usize)
+    }
+
+    async fn reserve_attempt(
+        &self,
+        counters: &[String],
+        locks: &[String],
+        max: u64,
+        window: Duration,
+        lockout: Duration,
+    ) -> StoreResult<Attempt> {
+        let mut invocation = self.scripts.reserve_attempt.prepare_invoke();
+        for key in counters.iter().chain(locks) {
+            invocation.key(key);
+        }
+        let (kind, n): (String, i64) = invocation
+            .arg(counters.len())
+            .arg(max)
+            .arg(window.as_millis().max(1) as u64)
+            .arg(lockout.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let n = n.max(0) as u64;
+        Ok(match kind.as_str() {
+            "allowed" => Attempt::Allowed { count: n },
+            _ => Attempt::Locked(Duration::from_millis(n)),
+        })
     }
 
     async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {

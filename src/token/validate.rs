@@ -63,6 +63,11 @@ pub fn validate(
         Ok(h) => h,
         Err(_) => return Err(classify_bad_header(token)),
     };
+    // RFC 7515 §4.1.11: we understand no extension, so a token that names any as critical
+    // must be refused, never validated as if the extension were absent.
+    if has_crit(token) {
+        return Err(TokenError::Malformed);
+    }
     match header
         .typ
         .as_deref()
@@ -114,6 +119,18 @@ pub fn validate(
         return Err(TokenError::MissingJti);
     }
     Ok(claims)
+}
+
+/// Whether the JOSE header carries `crit` (with any value, `null` and `[]` included).
+fn has_crit(token: &str) -> bool {
+    let first = token.split('.').next().unwrap_or("");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(first.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).ok()
+        })
+        .is_none_or(|header| header.contains_key("crit"))
 }
 
 /// A header jsonwebtoken cannot read is either not JSON at all, or names an algorithm it does
@@ -243,6 +260,42 @@ mod tests {
             validate(&token, &keys, &policy(), NOW),
             Err(TokenError::AlgorithmNotAllowed)
         );
+    }
+
+    #[test]
+    fn a_critical_extension_we_do_not_know_is_refused() {
+        let secret = [7u8; 32];
+        let keys = KeySet::new(Some(KeyMaterial::hmac_secret(&secret).unwrap()), vec![]).unwrap();
+        let kid = keys.signing_key().unwrap().kid().to_string();
+        let sign = |header: serde_json::Value| {
+            let input = format!(
+                "{}.{}",
+                b64url(header.to_string().as_bytes()),
+                b64url(claims_json(NOW + 60).to_string().as_bytes())
+            );
+            let tag = aws_lc_rs::hmac::sign(
+                &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
+                input.as_bytes(),
+            );
+            format!("{input}.{}", b64url(tag.as_ref()))
+        };
+        let plain = sign(serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}));
+        assert!(validate(&plain, &keys, &policy(), NOW).is_ok());
+        for crit in [
+            serde_json::json!(["exp"]),
+            serde_json::json!(["b64"]),
+            serde_json::json!([]),
+            serde_json::Value::Null,
+        ] {
+            let token = sign(serde_json::json!({
+                "alg": "HS256", "typ": "at+jwt", "kid": kid, "crit": crit, "b64": false, "exp": 1
+            }));
+            assert_eq!(
+                validate(&token, &keys, &policy(), NOW),
+                Err(TokenError::Malformed),
+                "crit {crit}"
+            );
+        }
     }
 
     #[test]

@@ -15,13 +15,14 @@ use super::VerifyState;
 use super::cache::VerifiedToken;
 use super::error::Denial;
 use super::metrics::Reason;
-use super::request::{Target, bearer_token, client_cert_thumbprint, client_ip};
+use super::request::{Target, bearer_token, client_cert_thumbprint};
 
 pub async fn forward_auth(req: HttpRequest, state: web::Data<VerifyState>) -> HttpResponse {
     let started = Instant::now();
     let headers = req.headers();
     let target = Target::from_headers(headers, &state.settings.resource_hosts);
-    let outcome = state.decide(headers, target.as_ref(), started).await;
+    let peer = req.peer_addr().map(|a| a.ip());
+    let outcome = state.decide(headers, peer, target.as_ref(), started).await;
     let response = match &outcome {
         Ok(verified) => {
             let mut ok = HttpResponse::Ok();
@@ -57,6 +58,7 @@ impl VerifyState {
     pub(crate) async fn decide(
         &self,
         headers: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
         target: Option<&Target<'_>>,
         started: Instant,
     ) -> Result<Arc<VerifiedToken>, Denial> {
@@ -101,7 +103,7 @@ impl VerifyState {
         }
 
         if let Some(bound) = verified.bind_ip {
-            let client = client_ip(headers, &settings.trusted_proxies);
+            let client = self.client_address.resolve(headers, peer);
             if bound.is_none() || client != bound {
                 return Err(Denial::new(
                     Reason::BindingMismatch,
@@ -134,7 +136,7 @@ impl VerifyState {
         }
 
         if let Some(allowed) = &settings.allowed_users
-            && !allowed.allows(&claims.username)
+            && !allowed.allows(&claims.sub, &claims.username)
         {
             return Err(Denial::new(
                 Reason::UserNotAllowed,

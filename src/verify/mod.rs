@@ -50,6 +50,8 @@ pub struct VerifyState {
     pub store: Arc<dyn Store>,
     pub metrics: VerifyMetrics,
     pub clock: SharedClock,
+    /// Who the client is: what a trusted proxy says in `X-Forwarded-For`.
+    pub client_address: request::ClientAddress,
 }
 
 impl VerifyState {
@@ -70,6 +72,7 @@ impl VerifyState {
             store,
             metrics: VerifyMetrics::new(),
             clock,
+            client_address: request::ClientAddress::new(settings.trusted_proxies.clone()),
             settings,
         }
     }

@@ -537,15 +537,25 @@ async fn authorize_refuses_before_redirecting_anywhere_untrusted() {
         assert!(resp.headers().get("location").is_none());
         assert!(header(&resp, "content-type").starts_with("text/html"));
     }
-    // Trusted redirect: errors go back to the client with state and iss.
-    for (extra, error) in [
+    // A registered redirect URI proves nothing (anyone can register one): before this
+    // browser's user approved the client, errors are a page, never a redirect (RFC 9700
+    // §4.11.2). After approval, errors go back to the client with state and iss.
+    let user = browser();
+    let approved = gw.authorize_url(&client, &challenge, &[]);
+    gw.browser_login(&user, &approved).await;
+    let cases = [
         (vec![("code_challenge_method", "plain")], "invalid_request"),
         (vec![("scope", "admin")], "invalid_scope"),
         (
             vec![("resource", "https://evil.example/mcp")],
             "invalid_target",
         ),
-    ] {
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
+    ];
+    for (extra, error) in cases {
         let mut url = url::Url::parse(&gw.authorize_url(&client, &challenge, &[])).unwrap();
         let pairs: Vec<(String, String)> = url
             .query_pairs()
@@ -557,6 +567,10 @@ async fn authorize_refuses_before_redirecting_anywhere_untrusted() {
             .extend_pairs(pairs)
             .extend_pairs(extra.iter().copied());
         let resp = http().get(url.as_str()).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{error} without consent");
+        assert!(resp.headers().get("location").is_none(), "{error}");
+        assert!(resp.text().await.unwrap().contains(error));
+        let resp = user.get(url.as_str()).send().await.unwrap();
         assert_eq!(resp.status(), 302, "{error}");
         let to = url::Url::parse(&location(&resp)).unwrap();
         assert!(to.as_str().starts_with(REDIRECT));
@@ -569,8 +583,50 @@ async fn authorize_refuses_before_redirecting_anywhere_untrusted() {
         "/authorize?response_type=code&client_id={id}&redirect_uri={REDIRECT}"
     ));
     let resp = http().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().get("location").is_none());
+    let resp = user.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 302);
     assert!(location(&resp).contains("error=invalid_request"));
+}
+
+/// An attacker registers a client with his own redirect URI and uses our host as a
+/// redirector: no error sends a victim's browser there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_errors_are_no_open_redirect() {
+    let gw = Gateway::start(&[]).await;
+    let resp = gw
+        .register(json!({
+            "redirect_uris": ["https://evil.example/landing"],
+            "token_endpoint_auth_method": "none",
+        }))
+        .await;
+    assert_eq!(resp.status(), 201);
+    let evil: Value = resp.json().await.unwrap();
+    let id = evil["client_id"].as_str().unwrap();
+    let victim = browser();
+    // The victim has an account here and approved another client: that proves nothing for this one.
+    let own = gw.client("none").await;
+    let (_, challenge) = pkce();
+    gw.browser_login(&victim, &gw.authorize_url(&own, &challenge, &[]))
+        .await;
+    for query in [
+        format!("response_type=token&client_id={id}"),
+        format!("response_type=code&client_id={id}"),
+        format!("response_type=code&client_id={id}&code_challenge=x&code_challenge_method=plain"),
+        format!(
+            "response_type=code&client_id={id}&redirect_uri=https%3A%2F%2Fevil.example%2Flanding&scope=nope"
+        ),
+    ] {
+        let resp = victim
+            .get(gw.url(&format!("/authorize?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{query}");
+        assert!(resp.headers().get("location").is_none(), "{query}");
+        assert!(header(&resp, "content-type").starts_with("text/html"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

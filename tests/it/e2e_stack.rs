@@ -320,6 +320,8 @@ impl Stack {
             ("RESOURCE_HOSTS", "localhost".to_string()),
             ("ALLOWED_GITHUB_USERS", "alice".to_string()),
             ("LOG_FORMAT", "text".to_string()),
+            // The proxies run on loopback: only their X-Forwarded-For counts.
+            ("TRUSTED_PROXIES", "127.0.0.1, ::1".to_string()),
             ("RUST_LOG", "info".to_string()),
         ];
         let aport = free_port();

@@ -356,14 +356,13 @@ contract!(concurrent_rotations_issue_exactly_once, |store| {
 contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
     let now = SystemClock.now_unix();
     store.put("oauth:client:c7", "{}", None).await.unwrap();
-    store
-        .put("oauth:consent:erin:c7", "{}", None)
-        .await
-        .unwrap();
-    store
-        .put("oauth:consent:erin:c8", "{}", None)
-        .await
-        .unwrap();
+    // Consents are indexed per client, so deleting one finds them without a keyspace scan.
+    for client in ["c7", "c8"] {
+        store
+            .put_consent("Erin", client, "{}", Duration::from_secs(600), now)
+            .await
+            .unwrap();
+    }
     store
         .issue_grant(&grant("d1", "c7", "K", "t1", None), now)
         .await
@@ -383,6 +382,14 @@ contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
     assert_eq!(store.get("oauth:client:c7").await.unwrap(), None);
     assert_eq!(store.get("oauth:consent:erin:c7").await.unwrap(), None);
     assert!(store.get("oauth:consent:erin:c8").await.unwrap().is_some());
+    assert_eq!(
+        store.ttl("oauth:client_consents:c7").await.unwrap(),
+        Ttl::Missing
+    );
+    assert!(matches!(
+        store.ttl("oauth:client_consents:c8").await.unwrap(),
+        Ttl::Expires(_)
+    ));
     assert!(!store.token_is_live("d1").await.unwrap());
     assert!(!store.token_is_live("d2").await.unwrap());
     assert!(store.token_is_live("d3").await.unwrap());
