@@ -138,8 +138,12 @@ pub fn redirect_matches(registered: &str, requested: &str) -> bool {
         && b.fragment().is_none()
 }
 
-/// Validated metadata, with RFC 7591 defaults applied.
-fn validate(metadata: ClientMetadata, state: &AuthState) -> Result<ValidMetadata, OAuthError> {
+/// Validated metadata, with RFC 7591 defaults applied; `scopes_supported` is what a client
+/// may register.
+pub fn validate(
+    metadata: ClientMetadata,
+    scopes_supported: &[String],
+) -> Result<ValidMetadata, OAuthError> {
     let redirect_uris = metadata.redirect_uris.unwrap_or_default();
     if redirect_uris.is_empty() {
         return Err(OAuthError::invalid_redirect_uri(
@@ -188,7 +192,7 @@ fn validate(metadata: ClientMetadata, state: &AuthState) -> Result<ValidMetadata
     }
     if let Some(scope) = &metadata.scope {
         for s in scope.split(' ').filter(|s| !s.is_empty()) {
-            if !is_scope_token(s) || !state.settings.scopes_supported.iter().any(|x| x == s) {
+            if !is_scope_token(s) || !scopes_supported.iter().any(|x| x == s) {
                 return Err(OAuthError::invalid_client_metadata(format!(
                     "scope {s:?} is not supported"
                 )));
@@ -244,7 +248,8 @@ fn validate(metadata: ClientMetadata, state: &AuthState) -> Result<ValidMetadata
     })
 }
 
-struct ValidMetadata {
+/// Registration metadata that passed [`validate`].
+pub struct ValidMetadata {
     redirect_uris: Vec<String>,
     token_endpoint_auth_method: String,
     grant_types: Vec<String>,
@@ -348,7 +353,7 @@ fn track(
 async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
     let result = async {
         state.limits.check(Limited::Register, state.client_ip(&req))?;
-        let metadata = validate(parse_metadata(&req, &body)?, &state)?;
+        let metadata = validate(parse_metadata(&req, &body)?, &state.settings.scopes_supported)?;
         let now = state.now();
         let public = metadata.token_endpoint_auth_method == "none";
         let secret = (!public).then(random_token);
@@ -449,7 +454,7 @@ async fn update(
             ));
         }
         let was_public = client.client_secret_hash.is_none();
-        let metadata = validate(metadata, &state)?;
+        let metadata = validate(metadata, &state.settings.scopes_supported)?;
         if (metadata.token_endpoint_auth_method == "none") != was_public {
             return Err(OAuthError::invalid_client_metadata(
                 "a client cannot switch between public and confidential; register a new one",

@@ -12,7 +12,7 @@ use crate::auth::{Gateway, browser, location};
 use crate::dev_gateway::{ChildGuard, DevGateway, consent_and_dev_login};
 use crate::helpers::*;
 
-fn cli(gw: &Gateway, dir: &Path, args: &[&str]) -> Output {
+pub fn cli(gw: &Gateway, dir: &Path, args: &[&str]) -> Output {
     Command::new(bin("mcp-gateway"))
         .args(args)
         .current_dir(dir)
@@ -28,7 +28,7 @@ fn cli(gw: &Gateway, dir: &Path, args: &[&str]) -> Output {
         .expect("mcp-gateway runs")
 }
 
-fn ok(out: &Output) -> String {
+pub fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "failed: {}\n{}",

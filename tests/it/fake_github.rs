@@ -22,6 +22,9 @@ pub struct Seen {
 pub struct FakeState {
     /// The GitHub login the next authorization signs in as.
     pub login: Mutex<String>,
+    /// The account id `/user` reports instead of the one derived from the login (a renamed
+    /// login re-registered by someone else).
+    pub id_override: Mutex<Option<u64>>,
     codes: Mutex<HashMap<String, String>>,
     tokens: Mutex<HashMap<String, String>>,
     pub seen: Mutex<Seen>,
@@ -36,6 +39,7 @@ impl FakeGithub {
     pub fn start() -> Self {
         let state = web::Data::new(FakeState {
             login: Mutex::new("alice".into()),
+            id_override: Mutex::new(None),
             codes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             seen: Mutex::new(Seen::default()),
@@ -61,6 +65,11 @@ impl FakeGithub {
 
     pub fn sign_in_as(&self, login: &str) {
         *self.state.login.lock().unwrap() = login.into();
+    }
+
+    /// From now on `/user` reports this account id for whoever signs in.
+    pub fn report_account_id(&self, id: u64) {
+        *self.state.id_override.lock().unwrap() = Some(id);
     }
 
     pub fn env(&self) -> Vec<(&'static str, String)> {
@@ -218,7 +227,7 @@ fn token_user(req: &HttpRequest, state: &FakeState) -> Result<String, Box<HttpRe
 async fn user(req: HttpRequest, state: web::Data<FakeState>) -> HttpResponse {
     match token_user(&req, &state) {
         Ok(login) => HttpResponse::Ok().json(serde_json::json!({
-            "id": 1000 + login.len() as u64,
+            "id": state.id_override.lock().unwrap().unwrap_or(1000 + login.len() as u64),
             "login": login,
             "name": format!("{login} Example"),
             "email": null,

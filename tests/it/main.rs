@@ -14,6 +14,8 @@ mod e2e_stack;
 mod fake_github;
 mod helpers;
 mod mfa;
+mod properties;
+mod security;
 mod store_contract;
 mod verify;
 

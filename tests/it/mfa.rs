@@ -12,7 +12,7 @@ use crate::auth::{Gateway, REDIRECT, approve_consent, browser, hidden, location,
 use crate::auth_claims;
 use crate::helpers::*;
 
-fn base32_decode(text: &str) -> Vec<u8> {
+pub fn base32_decode(text: &str) -> Vec<u8> {
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let (mut buffer, mut bits, mut out) = (0u32, 0u32, Vec::new());
     for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
@@ -27,13 +27,13 @@ fn base32_decode(text: &str) -> Vec<u8> {
     out
 }
 
-fn code_now(secret: &[u8], offset_steps: i64) -> String {
+pub fn code_now(secret: &[u8], offset_steps: i64) -> String {
     let step = totp::step_of(SystemClock.now_unix()) + offset_steps;
     totp::code_at_step(secret, step as u64, 6)
 }
 
 /// authorize → consent → GitHub → callback, which now stops at the TOTP step.
-async fn to_mfa(gw: &Gateway, client: &Value) -> (reqwest::Client, String, String) {
+pub async fn to_mfa(gw: &Gateway, client: &Value) -> (reqwest::Client, String, String) {
     let (verifier, challenge) = pkce();
     let b = browser();
     let resp = approve_consent(&b, &gw.issuer, &gw.authorize_url(client, &challenge, &[])).await;
@@ -49,7 +49,7 @@ async fn to_mfa(gw: &Gateway, client: &Value) -> (reqwest::Client, String, Strin
     (b, mfa, verifier)
 }
 
-async fn post_code(
+pub async fn post_code(
     gw: &Gateway,
     b: &reqwest::Client,
     page: &str,
