@@ -278,6 +278,34 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
             res.status, res.body
         ),
     );
+    // From another address (127.0.0.2 is loopback too): verify believes the proxy's
+    // X-Forwarded-For (the proxy is in TRUSTED_PROXIES), not its own TCP peer.
+    let elsewhere = stack.mint(&[
+        "--scope",
+        "mcp",
+        "--resource",
+        &resource,
+        "--bind-ip",
+        "127.0.0.2",
+    ]);
+    let res = request_from("127.0.0.2", &resource, Some(&elsewhere), &[]).await;
+    expect(
+        &mut failures,
+        echoed(&res).is_some(),
+        format!(
+            "a token bound to 127.0.0.2 from 127.0.0.2: expected 200, got {} {}",
+            res.status, res.body
+        ),
+    );
+    let res = request_from("127.0.0.2", &resource, Some(&loopback), &[]).await;
+    expect_refusal(
+        &mut failures,
+        "a token bound to 127.0.0.1, from 127.0.0.2",
+        &res,
+        401,
+        "invalid_token",
+        port,
+    );
 
     // X-Forwarded-Tls-Client-Cert: a certificate-bound token (RFC 8705), no TLS at all.
     let der = b"e2e: not a certificate, but verify hashes whatever it is given";
@@ -477,7 +505,32 @@ fn echoed(res: &Answer) -> Option<Value> {
 
 /// An MCP request (POST initialize) through the proxy.
 async fn request(url: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Answer {
-    let mut req = http()
+    send(http(), url, token, headers).await
+}
+
+/// `request` from the loopback address `local` instead of 127.0.0.1.
+async fn request_from(
+    local: &str,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let client = reqwest::Client::builder()
+        .local_address(local.parse::<std::net::IpAddr>().ok())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    send(client, url, token, headers).await
+}
+
+async fn send(
+    client: reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = client
         .post(url)
         .header("Content-Type", "application/json")
         .header("Accept", "application/json, text/event-stream")
