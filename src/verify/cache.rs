@@ -208,8 +208,17 @@ pub struct Liveness {
 }
 
 /// `jti` → live or revoked, backed by the store's allow-list.
+///
+/// A load races the revocation feed: Redis may answer "live" just before the token is revoked,
+/// and the feed's "revoked" may then land before the load's answer is stored, which would
+/// overwrite it. So every revocation heard is also kept in `revoked` (for longer than a
+/// liveness answer lives), and no answer read from the cache or a load counts as live for a
+/// `jti` in it. A load that spans a feed interruption (`generation` moved: messages may have
+/// been missed) is not trusted either and is read again.
 pub struct LivenessCache {
     inner: Option<moka::future::Cache<String, Liveness>>,
+    revoked: Option<moka::sync::Cache<String, ()>>,
+    generation: AtomicU64,
 }
 
 impl LivenessCache {
@@ -220,41 +229,86 @@ impl LivenessCache {
                 .time_to_live(ttl)
                 .build()
         });
-        Self { inner }
+        // Only needs to outlive any load in flight and any live answer cached before the
+        // revocation: twice the liveness TTL, plus the store's response timeout.
+        let revoked = (capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity.max(10_000))
+                .time_to_live(ttl * 2 + Duration::from_secs(2))
+                .build()
+        });
+        Self {
+            inner,
+            revoked,
+            generation: AtomicU64::new(0),
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()
     }
 
+    fn revoked_recently(&self, jti: &str) -> bool {
+        self.revoked.as_ref().is_some_and(|r| r.contains_key(jti))
+    }
+
+    /// The cached answer; a revocation heard since it was stored wins.
     pub async fn get(&self, jti: &str) -> Option<Liveness> {
-        self.inner.as_ref()?.get(jti).await
+        let mut hit = self.inner.as_ref()?.get(jti).await?;
+        if hit.live && self.revoked_recently(jti) {
+            hit.live = false;
+        }
+        Some(hit)
     }
 
     /// The cached answer, or one store lookup shared by every concurrent caller for `jti`.
+    /// The answer counts only if no revocation of `jti` and no feed interruption happened
+    /// while it was being read.
     pub async fn get_or_load(
         &self,
         jti: &str,
         store: &Arc<dyn Store>,
         now_ms: u64,
     ) -> Result<Liveness, StoreError> {
-        let load = async move {
+        let load = || async move {
             store.token_is_live(jti).await.map(|live| Liveness {
                 live,
                 read_at_ms: now_ms,
             })
         };
-        match &self.inner {
-            Some(cache) => cache
-                .try_get_with_by_ref(jti, load)
+        let Some(cache) = &self.inner else {
+            return load().await;
+        };
+        for _ in 0..2 {
+            let generation = self.generation.load(Ordering::Acquire);
+            let mut answer = cache
+                .try_get_with_by_ref(jti, load())
                 .await
-                .map_err(|e| (*e).clone()),
-            None => load.await,
+                .map_err(|e| (*e).clone())?;
+            if answer.live && self.revoked_recently(jti) {
+                // The feed's verdict may have been overwritten by this load: restore it.
+                answer.live = false;
+                cache.insert(jti.to_string(), answer).await;
+                return Ok(answer);
+            }
+            if self.generation.load(Ordering::Acquire) == generation {
+                return Ok(answer);
+            }
+            cache.invalidate(jti).await;
         }
+        // The feed keeps dropping: ask the store directly, caching nothing.
+        let answer = load().await?;
+        Ok(Liveness {
+            live: answer.live && !self.revoked_recently(jti),
+            ..answer
+        })
     }
 
     /// A revocation heard on the feed: known dead from now on, without asking the store.
     pub async fn mark_revoked(&self, jti: String, now_ms: u64) {
+        if let Some(revoked) = &self.revoked {
+            revoked.insert(jti.clone(), ());
+        }
         if let Some(cache) = &self.inner {
             let dead = Liveness {
                 live: false,
@@ -264,8 +318,10 @@ impl LivenessCache {
         }
     }
 
-    /// Forget everything (the feed was lost: revocations may have been missed).
+    /// Forget every answer (the feed was lost or re-established: revocations may have been
+    /// missed); loads in flight across this are read again.
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(cache) = &self.inner {
             cache.invalidate_all();
         }

@@ -18,6 +18,7 @@ mod properties;
 mod security;
 mod store_contract;
 mod verify;
+mod verify_faults;
 
 /// The claims of a JWT, unverified (tests only inspect what they minted).
 pub fn auth_claims(token: &str) -> serde_json::Value {

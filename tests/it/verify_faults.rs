@@ -1,0 +1,249 @@
+//! verify under faults: revocations racing liveness loads, a black-holed revocation feed,
+//! SIGTERM under load. Every fault is real (a Redis connection killed, a TCP proxy that stops
+//! forwarding, a signal to the release binary); the one stand-in is a store wrapper that holds a
+//! liveness answer until the test lets it go, to drive one interleaving exactly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use mcp_oauth_gateway::store::{
+    Attempt, GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreResult,
+    TokenRecord, Ttl,
+};
+use tokio::sync::Notify;
+
+use crate::helpers::*;
+
+/// The real store, except that `token_is_live` — once `hold` is set — reads its answer and
+/// then waits for `release` before returning it: the Redis reply is "in flight".
+struct GatedStore {
+    inner: Arc<dyn Store>,
+    hold: AtomicBool,
+    arrived: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    async fn put_token(&self, record: &TokenRecord, now: i64) -> StoreResult<()> {
+        self.inner.put_token(record, now).await
+    }
+    async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>> {
+        self.inner.token(jti).await
+    }
+    async fn token_is_live(&self, jti: &str) -> StoreResult<bool> {
+        let answer = self.inner.token_is_live(jti).await;
+        if self.hold.load(Ordering::SeqCst) {
+            let released = self.release.notified();
+            self.arrived.notify_one();
+            released.await;
+        }
+        answer
+    }
+    async fn revoke_token(&self, jti: &str) -> StoreResult<bool> {
+        self.inner.revoke_token(jti).await
+    }
+    async fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>> {
+        self.inner.indexed_tokens(index_key, now).await
+    }
+    async fn subscribe_revocations(&self) -> StoreResult<RevocationStream> {
+        self.inner.subscribe_revocations().await
+    }
+    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
+        self.inner.put(key, value, ttl).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<bool> {
+        self.inner.put_if_absent(key, value, ttl).await
+    }
+    async fn get(&self, key: &str) -> StoreResult<Option<String>> {
+        self.inner.get(key).await
+    }
+    async fn take(&self, key: &str) -> StoreResult<Option<String>> {
+        self.inner.take(key).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<bool> {
+        self.inner.delete(key).await
+    }
+    async fn ttl(&self, key: &str) -> StoreResult<Ttl> {
+        self.inner.ttl(key).await
+    }
+    async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {
+        self.inner.incr_within(key, window).await
+    }
+    async fn reserve_attempt(
+        &self,
+        counters: &[String],
+        locks: &[String],
+        max: u64,
+        window: Duration,
+        lockout: Duration,
+    ) -> StoreResult<Attempt> {
+        self.inner
+            .reserve_attempt(counters, locks, max, window, lockout)
+            .await
+    }
+    async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption> {
+        self.inner.redeem_code(code_key, family_id).await
+    }
+    async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome> {
+        self.inner.issue_grant(grant, now).await
+    }
+    async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+        self.inner.revoke_family(family_id, tombstone_ttl).await
+    }
+    async fn put_consent(
+        &self,
+        user: &str,
+        client_id: &str,
+        json: &str,
+        ttl: Duration,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.inner
+            .put_consent(user, client_id, json, ttl, now)
+            .await
+    }
+    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+        self.inner.delete_client(client_id, tombstone_ttl).await
+    }
+}
+
+/// Cuts verify's subscription (CLIENT KILL) and waits until it is back: the liveness cache is
+/// then empty and every cached token's next request loads its liveness.
+async fn reconnect_feed(redis: &RedisServer, verify: &Verify) {
+    let before = verify
+        .metric("mcp_gateway_revocation_feed_reconnects_total")
+        .await;
+    let mut conn = redis.conn().await;
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(5), || async {
+        verify
+            .metric("mcp_gateway_revocation_feed_reconnects_total")
+            .await
+            > before
+            && verify.metric("mcp_gateway_revocation_feed_up").await == 1.0
+    })
+    .await
+    .expect("feed resubscribed");
+}
+
+/// Redis answers "live", the token is revoked and the feed hears it, and only then does the
+/// answer reach the cache: the revocation must win, for this request and every later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_during_a_liveness_load_is_never_lost() {
+    let redis = RedisServer::start().await;
+    let store = redis.store();
+    let gated = Arc::new(GatedStore {
+        inner: store.clone(),
+        hold: AtomicBool::new(false),
+        arrived: Notify::new(),
+        release: Notify::new(),
+    });
+    let verify = Verify::start(&base_env(&redis), gated.clone()).await;
+    let (token, jti) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    assert_eq!(verify.status(&token).await, 200);
+    reconnect_feed(&redis, &verify).await;
+
+    gated.hold.store(true, Ordering::SeqCst);
+    let arrived = gated.arrived.notified();
+    let request = tokio::spawn({
+        let base = verify.base.clone();
+        let token = token.clone();
+        async move {
+            http()
+                .get(format!("{base}/verify"))
+                .header("X-Forwarded-Proto", "https")
+                .header("X-Forwarded-Host", "mcp.example.com")
+                .header("X-Forwarded-Uri", "/mcp")
+                .header("Authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    arrived.await; // Redis said "live"; the answer is held.
+    let heard = verify
+        .metric("mcp_gateway_revocations_received_total")
+        .await;
+    assert!(store.revoke_token(&jti).await.unwrap());
+    wait_for(Duration::from_secs(2), || async {
+        verify
+            .metric("mcp_gateway_revocations_received_total")
+            .await
+            > heard
+    })
+    .await
+    .expect("the feed heard the revocation");
+    gated.hold.store(false, Ordering::SeqCst);
+    gated.release.notify_one();
+    assert_eq!(
+        request.await.unwrap(),
+        401,
+        "the held answer lost to the revocation"
+    );
+    for _ in 0..5 {
+        assert_eq!(verify.status(&token).await, 401);
+    }
+}
+
+/// Many cached tokens, liveness cache emptied by a feed reconnect, each token requested and
+/// revoked at the same moment: once the revocations are published and heard, none is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_racing_loads_under_load_lose_nothing() {
+    const TOKENS: usize = 1000;
+    let redis = RedisServer::start().await;
+    let store = redis.store();
+    let verify = Verify::start(&base_env(&redis), store.clone()).await;
+    let mut tokens = Vec::new();
+    for _ in 0..TOKENS {
+        tokens.push(mint_token(&verify.settings, &store, TokenSpec::default()).await);
+    }
+    let warm = join_all(tokens.iter().map(|(t, _)| verify.status(t))).await;
+    assert!(warm.iter().all(|s| *s == 200));
+    reconnect_feed(&redis, &verify).await;
+
+    let heard = verify
+        .metric("mcp_gateway_revocations_received_total")
+        .await;
+    let races = tokens.iter().map(|(token, jti)| {
+        let store = store.clone();
+        let verify = &verify;
+        async move {
+            let (_, revoked) = tokio::join!(verify.status(token), store.revoke_token(jti));
+            assert!(revoked.unwrap());
+        }
+    });
+    join_all(races).await;
+    wait_for(Duration::from_secs(5), || async {
+        verify
+            .metric("mcp_gateway_revocations_received_total")
+            .await
+            >= heard + TOKENS as f64
+    })
+    .await
+    .expect("every revocation heard");
+    let after = join_all(tokens.iter().map(|(t, _)| verify.status(t))).await;
+    let served = after.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        served, 0,
+        "revoked tokens served 200 after their revocation"
+    );
+}
