@@ -17,6 +17,12 @@ use super::{
 /// How long one command may take before the store counts as unavailable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// The revocation subscription is PINGed this often …
+pub const FEED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1_000);
+/// … and counts as lost when a PING goes unanswered this long: a connection black-holed by
+/// the network (no FIN, no RST) is noticed within interval + timeout, not after the TCP
+/// timeout, and verify stops trusting its cache.
+pub const FEED_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(2_000);
 
 /// Functions every script shares. Key prefixes are substituted from [`keys`] when the
 /// scripts are built, so Lua and Rust name keys identically.
@@ -336,9 +342,32 @@ impl Store for RedisStore {
             .subscribe(keys::REVOCATION_CHANNEL)
             .await
             .map_err(unavailable)?;
-        Ok(pubsub
-            .into_on_message()
+        let (mut sink, messages) = pubsub.split();
+        let (mut lost, lost_signal) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FEED_HEARTBEAT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    // The subscriber dropped the stream: nothing left to watch.
+                    _ = lost.closed() => return,
+                    _ = tick.tick() => {}
+                }
+                let pong =
+                    tokio::time::timeout(FEED_HEARTBEAT_TIMEOUT, sink.ping::<redis::Value>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    tracing::warn!(
+                        timeout_ms = FEED_HEARTBEAT_TIMEOUT.as_millis() as u64,
+                        "revocation subscription did not answer its heartbeat: treating it as lost"
+                    );
+                    let _ = lost.send(());
+                    return;
+                }
+            }
+        });
+        Ok(messages
             .filter_map(|msg| async move { msg.get_payload::<String>().ok() })
+            .take_until(lost_signal)
             .boxed())
     }
 

@@ -247,3 +247,129 @@ async fn revocations_racing_loads_under_load_lose_nothing() {
         "revoked tokens served 200 after their revocation"
     );
 }
+
+/// A TCP proxy in front of Redis that can black-hole every connection: bytes stop flowing in
+/// both directions and nothing is closed (no FIN, no RST), as when a network path dies.
+struct BlackHoleProxy {
+    port: u16,
+    black_hole: Arc<AtomicBool>,
+}
+
+impl BlackHoleProxy {
+    async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let black_hole = Arc::new(AtomicBool::new(false));
+        let flag = black_hole.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(pump(cr, sw, flag.clone()), pump(sr, cw, flag));
+                });
+            }
+        });
+        Self { port, black_hole }
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    black_hole: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while black_hole.load(Ordering::SeqCst) {
+            // Hold both sockets open and move nothing.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let n = match tokio::time::timeout(Duration::from_millis(50), from.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(n)) => n,
+        };
+        while black_hole.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Redis traffic black-holed: the subscription looks alive to TCP, but its heartbeat goes
+/// unanswered, so within the heartbeat bound verify is not ready and serves no cached token
+/// (a revocation it cannot hear may have happened); once the path is back, the revoked token
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_feed_is_noticed_within_the_heartbeat_bound() {
+    use mcp_oauth_gateway::store::RedisStore;
+    use mcp_oauth_gateway::store::redis::{FEED_HEARTBEAT_INTERVAL, FEED_HEARTBEAT_TIMEOUT};
+    let redis = RedisServer::start().await;
+    let direct = redis.store();
+    let redis_port: u16 = redis.url().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = BlackHoleProxy::start(redis_port).await;
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&via_proxy).unwrap());
+    let verify = Verify::start(
+        &base_env(&redis).with("REDIS_URL", via_proxy.as_str()),
+        store,
+    )
+    .await;
+    verify.wait_ready().await;
+    let (token, jti) = mint_token(&verify.settings, &direct, TokenSpec::default()).await;
+    assert_eq!(verify.status(&token).await, 200);
+    assert_eq!(verify.status(&token).await, 200);
+
+    proxy.black_hole.store(true, Ordering::SeqCst);
+    let cut = std::time::Instant::now();
+    // Revoked where this replica cannot hear it.
+    assert!(direct.revoke_token(&jti).await.unwrap());
+    let bound = FEED_HEARTBEAT_INTERVAL + FEED_HEARTBEAT_TIMEOUT + Duration::from_millis(500);
+    let mut not_ready_after = None;
+    while cut.elapsed() < bound + Duration::from_secs(2) {
+        let status = verify.status(&token).await;
+        if cut.elapsed() > bound {
+            assert_ne!(
+                status,
+                200,
+                "a cached token served {:?} after the cut",
+                cut.elapsed()
+            );
+        }
+        assert_ne!(status, 401, "an outage is never a 401");
+        let ready = http()
+            .get(format!("{}/ready", verify.base))
+            .send()
+            .await
+            .unwrap();
+        let status = ready.status();
+        let body: serde_json::Value = ready.json().await.unwrap();
+        if body["revocation_feed"] == "down" && not_ready_after.is_none() {
+            assert_eq!(status, 503);
+            not_ready_after = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let noticed = not_ready_after.expect("/ready reported the feed down");
+    assert!(
+        noticed <= bound,
+        "noticed after {noticed:?}, bound {bound:?}"
+    );
+    assert_eq!(verify.metric("mcp_gateway_revocation_feed_up").await, 0.0);
+
+    proxy.black_hole.store(false, Ordering::SeqCst);
+    wait_for(Duration::from_secs(15), || async {
+        verify.status(&token).await == 401
+    })
+    .await
+    .expect("the revoked token is refused once Redis is reachable again");
+}
