@@ -405,6 +405,9 @@ pub struct Settings {
     pub scopes_supported: Vec<String>,
     pub forward_access_token: bool,
     pub verify_cache_ttl: Duration,
+    /// `SHUTDOWN_DRAIN`: after SIGTERM, how long requests are still answered (with
+    /// `Connection: close`, `/ready` 503) before the server stops.
+    pub shutdown_drain: Duration,
     /// 0 disables both verify caches (every request verifies and asks the store).
     pub verify_cache_capacity: u64,
     pub failure_mode: FailureMode,
@@ -674,6 +677,7 @@ impl Settings {
             scopes_supported,
             forward_access_token: raw.bool("FORWARD_ACCESS_TOKEN", false)?,
             verify_cache_ttl,
+            shutdown_drain: raw.duration("SHUTDOWN_DRAIN", 5)?,
             verify_cache_capacity: raw.number("VERIFY_CACHE_CAPACITY", 100_000)?,
             failure_mode,
             mfa: MfaSettings {

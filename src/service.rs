@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::config::{ConfigSource, EXIT_CONFIG, Settings};
 use crate::store::{RedisStore, Store};
@@ -114,4 +116,99 @@ pub fn metrics_response(text: String) -> actix_web::HttpResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         ))
         .body(text)
+}
+
+/// Set once SIGTERM or SIGINT arrived: the service is draining. `/ready` answers 503 (so the
+/// proxy and Kubernetes stop sending), every response says `Connection: close`, and requests
+/// are still answered, on open connections too, for `SHUTDOWN_DRAIN`; then the server stops
+/// and in-flight requests finish.
+#[derive(Debug, Default)]
+pub struct Draining(AtomicBool);
+
+impl Draining {
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Middleware: while draining, close each connection after its response, so clients move to
+/// another replica without a request lost on a connection the server is about to drop.
+pub fn close_connections_while_draining<S>(
+    draining: Arc<Draining>,
+) -> impl Fn(
+    actix_web::dev::ServiceRequest,
+    &S,
+) -> futures_util::future::LocalBoxFuture<
+    'static,
+    Result<actix_web::dev::ServiceResponse, actix_web::Error>,
+> + Clone
+where
+    S: actix_web::dev::Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+        > + 'static,
+{
+    use futures_util::FutureExt;
+    move |req, srv| {
+        let call = srv.call(req);
+        let draining = draining.clone();
+        async move {
+            let mut res = call.await?;
+            if draining.is_draining() {
+                res.response_mut()
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+            }
+            Ok(res)
+        }
+        .boxed_local()
+    }
+}
+
+/// Waits for SIGTERM or SIGINT, drains for `drain`, then stops `server` gracefully.
+pub fn stop_on_signal(
+    server: actix_web::dev::ServerHandle,
+    draining: Arc<Draining>,
+    drain: Duration,
+) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        draining.start();
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: not ready, still answering during the drain period"
+        );
+        tokio::time::sleep(drain).await;
+        server.stop(true).await;
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -90,6 +90,8 @@ pub struct AuthState {
     pub mfa_box: totp::SecretBox,
     /// Who the client is: the peer, or what a trusted proxy says.
     pub client_address: crate::verify::request::ClientAddress,
+    /// Set on SIGTERM: not ready, connections closed after each response.
+    pub draining: Arc<crate::service::Draining>,
 }
 
 impl AuthState {
@@ -125,6 +127,7 @@ impl AuthState {
             client_address: crate::verify::request::ClientAddress::new(
                 settings.trusted_proxies.clone(),
             ),
+            draining: Arc::default(),
             limits: ratelimit::RateLimits::new(&settings),
             settings,
             store,
@@ -262,12 +265,18 @@ impl AuthServer {
         let addr = listener.local_addr()?;
         let state = web::Data::new(AuthState::new(settings, store, clock, upstream));
         let app_state = state.clone();
+        let draining = state.draining.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap_fn(cors)
+                .wrap_fn(crate::service::close_connections_while_draining(
+                    draining.clone(),
+                ))
                 .configure(|cfg| configure(cfg, app_state.clone()))
         })
         .listen(listener)?
+        // Signals are ours (`run_until_stopped`): drain first, then stop.
+        .disable_signals()
         .shutdown_timeout(30)
         .run();
         Ok(Self {
@@ -285,20 +294,29 @@ impl AuthServer {
         self.state.clone()
     }
 
+    /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` (not ready, still
+    /// answering) and stops, letting in-flight requests finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        crate::service::stop_on_signal(
+            self.server.handle(),
+            self.state.draining.clone(),
+            self.state.settings.shutdown_drain,
+        );
         self.server.await
     }
 }
 
 /// Ready = the store answers and a signing key is loaded.
 async fn ready(state: web::Data<AuthState>) -> HttpResponse {
-    let store_ok = crate::service::store_reachable(state.store.as_ref()).await;
+    let draining = state.draining.is_draining();
+    let store_ok = !draining && crate::service::store_reachable(state.store.as_ref()).await;
     let keys_ok = state.settings.keys.signing_key().is_some();
     crate::service::ready_response(
-        store_ok && keys_ok,
+        store_ok && keys_ok && !draining,
         serde_json::json!({
-            "store": if store_ok { "ok" } else { "unreachable" },
+            "store": if store_ok { "ok" } else if draining { "not_checked" } else { "unreachable" },
             "signing_key": keys_ok,
+            "shutting_down": draining,
         }),
     )
 }

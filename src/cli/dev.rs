@@ -65,6 +65,10 @@ pub fn dev_settings(cli: &Cli, args: &DevArgs) -> CliResult<(Settings, bool)> {
             base64::engine::general_purpose::STANDARD.encode(pem),
         );
     }
+    // Nothing routes around a development gateway: Ctrl-C stops it at once.
+    if !source.env.contains_key("SHUTDOWN_DRAIN") {
+        source.env.insert("SHUTDOWN_DRAIN".into(), "0".into());
+    }
     Ok((Settings::load(&source)?, use_redis))
 }
 

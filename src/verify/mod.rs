@@ -52,6 +52,8 @@ pub struct VerifyState {
     pub clock: SharedClock,
     /// Who the client is: what a trusted proxy says in `X-Forwarded-For`.
     pub client_address: request::ClientAddress,
+    /// Set on SIGTERM: not ready, connections closed after each response.
+    pub draining: Arc<crate::service::Draining>,
 }
 
 impl VerifyState {
@@ -73,6 +75,7 @@ impl VerifyState {
             metrics: VerifyMetrics::new(),
             clock,
             client_address: request::ClientAddress::new(settings.trusted_proxies.clone()),
+            draining: Arc::default(),
             settings,
         }
     }
@@ -143,12 +146,20 @@ impl VerifyServer {
         let state = web::Data::new(VerifyState::new(settings, store, clock));
         let feed = tokio::spawn(feed::run(state.clone().into_inner()));
         let app_state = state.clone();
-        let server =
-            HttpServer::new(move || App::new().configure(|cfg| configure(cfg, app_state.clone())))
-                .listen(listener)?
-                // SIGTERM stops accepting and lets in-flight requests finish.
-                .shutdown_timeout(30)
-                .run();
+        let draining = state.draining.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap_fn(crate::service::close_connections_while_draining(
+                    draining.clone(),
+                ))
+                .configure(|cfg| configure(cfg, app_state.clone()))
+        })
+        .listen(listener)?
+        // Signals are ours (`run_until_stopped`): drain first, then stop; in-flight requests
+        // then get up to 30 s.
+        .disable_signals()
+        .shutdown_timeout(30)
+        .run();
         Ok(Self {
             server,
             addr,
@@ -170,8 +181,14 @@ impl VerifyServer {
         self.state.clone()
     }
 
-    /// Serves until SIGTERM/SIGINT (or the handle stops it), draining in-flight requests.
+    /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` (not ready, still
+    /// answering) and stops, letting in-flight requests finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        crate::service::stop_on_signal(
+            self.server.handle(),
+            self.state.draining.clone(),
+            self.state.settings.shutdown_drain,
+        );
         let result = self.server.await;
         self.feed.abort();
         result
@@ -181,14 +198,16 @@ impl VerifyServer {
 /// Ready = the store answers, the keys are loaded (they are, or we would not have started),
 /// and revocations are being heard.
 async fn ready(state: web::Data<VerifyState>) -> HttpResponse {
-    let store_ok = crate::service::store_reachable(state.store.as_ref()).await;
+    let draining = state.draining.is_draining();
+    let store_ok = !draining && crate::service::store_reachable(state.store.as_ref()).await;
     let feed_ok = state.feed_up.load(Ordering::Relaxed);
     crate::service::ready_response(
-        store_ok && feed_ok,
+        store_ok && feed_ok && !draining,
         serde_json::json!({
-            "store": if store_ok { "ok" } else { "unreachable" },
+            "store": if store_ok { "ok" } else if draining { "not_checked" } else { "unreachable" },
             "revocation_feed": if feed_ok { "subscribed" } else { "down" },
             "keys": state.keys.iter().count(),
+            "shutting_down": draining,
         }),
     )
 }

@@ -354,6 +354,7 @@ pub fn bin(name: &str) -> PathBuf {
     match name {
         "mcp-gateway" => PathBuf::from(env!("CARGO_BIN_EXE_mcp-gateway")),
         "mcp-gateway-verify" => PathBuf::from(env!("CARGO_BIN_EXE_mcp-gateway-verify")),
+        "mcp-gateway-auth" => PathBuf::from(env!("CARGO_BIN_EXE_mcp-gateway-auth")),
         other => panic!("unknown binary {other}"),
     }
 }

@@ -373,3 +373,139 @@ async fn a_silent_feed_is_noticed_within_the_heartbeat_bound() {
     .await
     .expect("the revoked token is refused once Redis is reachable again");
 }
+
+/// Load on 32 keep-alive connections, SIGTERM to the release binary, load going on: every
+/// request gets an answer (no EOF, no reset), `/ready` turns 503 at once, responses tell the
+/// clients to close, and the process exits cleanly after the drain period.
+async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)], path: &str) {
+    use std::process::Command;
+    let port = free_port();
+    let mut child = Command::new(bin(binary))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHUTDOWN_DRAIN", "3")
+        .env("LOG_FORMAT", "text")
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(Duration::from_secs(10), || async {
+        http()
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
+    .expect("service ready");
+
+    let signalled = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (signalled, stop) = (signalled.clone(), stop.clone());
+            let url = format!("{base}{path}");
+            tokio::spawn(async move {
+                // One connection per worker, kept alive between requests.
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
+                let (mut ok, mut errors, mut closing) = (0u32, Vec::new(), 0u32);
+                while !stop.load(Ordering::SeqCst) {
+                    let after_signal = signalled.load(Ordering::SeqCst);
+                    match client
+                        .get(&url)
+                        .header("X-Forwarded-Proto", "https")
+                        .header("X-Forwarded-Host", "mcp.example.com")
+                        .send()
+                        .await
+                    {
+                        Ok(resp) => {
+                            ok += 1;
+                            if after_signal
+                                && resp
+                                    .headers()
+                                    .get("connection")
+                                    .is_some_and(|v| v == "close")
+                            {
+                                closing += 1;
+                            }
+                            let _ = resp.bytes().await;
+                        }
+                        Err(e) => errors.push(format!("{e:?}")),
+                    }
+                }
+                (ok, errors, closing)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    signalled.store(true, Ordering::SeqCst);
+    let ready = wait_for(Duration::from_secs(1), || async {
+        http()
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    assert!(ready.is_ok(), "/ready 503 right after SIGTERM");
+    // The proxy keeps sending for a while before it notices.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    let mut closing = 0;
+    for worker in workers {
+        let (ok, errors, closes) = worker.await.unwrap();
+        assert!(errors.is_empty(), "requests without a response: {errors:?}");
+        total += ok;
+        closing += closes;
+    }
+    assert!(total > 100, "load ran: {total} requests");
+    assert!(
+        closing > 0,
+        "responses during the drain say Connection: close"
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "clean exit after the drain: {status:?}");
+}
+
+fn service_env(redis: &RedisServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("JWT_ALGORITHM", "RS256".into()),
+        ("JWT_PRIVATE_KEY_B64", rsa_key_b64().into()),
+        ("BASE_DOMAIN", "example.com".into()),
+        ("REDIS_URL", redis.url()),
+        ("ALLOWED_GITHUB_USERS", "alice".into()),
+        ("GITHUB_CLIENT_ID", "id".into()),
+        ("GITHUB_CLIENT_SECRET", "secret".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_drains_on_sigterm_without_losing_a_request() {
+    let redis = RedisServer::start().await;
+    sigterm_under_load_loses_no_request("mcp-gateway-verify", &service_env(&redis), "/verify")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_drains_on_sigterm_without_losing_a_request() {
+    let redis = RedisServer::start().await;
+    sigterm_under_load_loses_no_request(
+        "mcp-gateway-auth",
+        &service_env(&redis),
+        "/.well-known/oauth-authorization-server",
+    )
+    .await;
+}
