@@ -10,9 +10,11 @@
 // 3. transport.finishAuth(code) (the SDK's code exchange), reconnect, tools/list, tools/call echo
 // 4. refresh through the SDK's auth() (refresh_token grant): the refresh token must rotate, and the
 //    new access token must work
-// 5. the rotated-out refresh token must be refused (400 invalid_grant); that reuse must revoke the
-//    family (the new refresh token refused too, the new access token rejected by verify)
-// 6. the authorization code cannot be redeemed twice (400 invalid_grant)
+// 5. a retry of the rotated-out refresh token while its successor is unused gets that same
+//    successor (a client that lost the answer is not logged out); once the successor was used,
+//    the rotated-out token must be refused (400 invalid_grant), and that reuse must revoke the
+//    family (the newest refresh token refused too, its access token rejected by verify)
+// 6. the authorization code cannot be redeemed again (400 invalid_grant)
 //
 // Prints ONE JSON line on stdout ({"ok":true,…} or {"ok":false,"error":…}); exits 0 only when every
 // step ran (assertions on the values are the caller's: tests/it/e2e.rs). Bounded: 60 s overall.
@@ -178,7 +180,7 @@ async function rawRefresh(metadata, client, refreshToken) {
   } catch {
     /* not JSON */
   }
-  return { status: res.status, error: json?.error ?? null, error_description: json?.error_description ?? null, cache_control: res.headers.get("cache-control"), body: json ? undefined : text.slice(0, 300) };
+  return { status: res.status, error: json?.error ?? null, error_description: json?.error_description ?? null, cache_control: res.headers.get("cache-control"), refresh_token: json?.refresh_token, access_token: json?.access_token, body: json ? undefined : text.slice(0, 300) };
 }
 
 async function rawCodeRedeem(metadata, client, code, verifier, redirectUri) {
@@ -291,23 +293,29 @@ async function main() {
   out.tool_result_after_refresh = call2.text;
   step("tool_call_after_refresh");
 
-  // 5. Reuse of the rotated-out refresh token.
+  // 5. A retry of the rotated-out refresh token (the answer was lost) gets the same successor.
   const clientInfo = provider.clientInformation();
+  const retry = await rawRefresh(metadata, clientInfo, before.refresh_token);
+  out.retry_same_successor = retry.status === 200 && retry.refresh_token === after.refresh_token && retry.access_token === after.access_token;
+  step("rotated_refresh_retry", { status: retry.status, same: out.retry_same_successor });
+  // The successor is used; from then on the rotated-out token is a replay ...
+  const newest = await rawRefresh(metadata, clientInfo, after.refresh_token);
+  if (newest.status !== 200) throw new FlowError(`the successor refresh token was refused (${newest.status})`, newest);
   const reuse = await rawRefresh(metadata, clientInfo, before.refresh_token);
-  out.old_refresh = reuse;
+  out.old_refresh = { ...reuse, refresh_token: undefined, access_token: undefined };
   out.old_refresh_refused = reuse.status === 400 && reuse.error === "invalid_grant";
-  step("old_refresh_reuse", reuse);
+  step("old_refresh_reuse", out.old_refresh);
 
-  // ... which revokes the family: the current refresh token and access token die with it.
-  const family = await rawRefresh(metadata, clientInfo, after.refresh_token);
-  out.family_refresh = family;
+  // ... which revokes the family: the newest refresh token and access token die with it.
+  const family = await rawRefresh(metadata, clientInfo, newest.refresh_token);
+  out.family_refresh = { ...family, refresh_token: undefined, access_token: undefined };
   out.family_refresh_refused = family.status === 400 && family.error === "invalid_grant";
   let lastStatus = null;
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline) {
     const res = await fetch(mcpUrl, {
       method: "POST",
-      headers: { Authorization: `Bearer ${after.access_token}`, "Content-Type": "application/json", Accept: "application/json, text/event-stream" },
+      headers: { Authorization: `Bearer ${newest.access_token}`, "Content-Type": "application/json", Accept: "application/json, text/event-stream" },
       body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "e2e", version: "1" } } }),
       signal: AbortSignal.timeout(5000),
     });

@@ -405,6 +405,9 @@ pub struct Settings {
     pub scopes_supported: Vec<String>,
     pub forward_access_token: bool,
     pub verify_cache_ttl: Duration,
+    /// `REFRESH_REUSE_GRACE`: how long a token request's answer is kept for a retry of the
+    /// same request (a refresh token just rotated out, a code just redeemed).
+    pub refresh_reuse_grace: Duration,
     /// `SHUTDOWN_DRAIN`: after SIGTERM, how long requests are still answered (with
     /// `Connection: close`, `/ready` 503) before the server stops.
     pub shutdown_drain: Duration,
@@ -678,6 +681,7 @@ impl Settings {
             forward_access_token: raw.bool("FORWARD_ACCESS_TOKEN", false)?,
             verify_cache_ttl,
             shutdown_drain: raw.duration("SHUTDOWN_DRAIN", 5)?,
+            refresh_reuse_grace: raw.duration("REFRESH_REUSE_GRACE", 60)?,
             verify_cache_capacity: raw.number("VERIFY_CACHE_CAPACITY", 100_000)?,
             failure_mode,
             mfa: MfaSettings {

@@ -14,7 +14,7 @@ use super::client_auth::{authenticate, parse_form};
 use super::ratelimit::Limited;
 use super::register::{ClientRecord, track_result};
 use super::{AuthState, OAuthError, UpstreamUser};
-use crate::store::{GrantOutcome, GrantWrite, Redemption, TokenRecord, keys};
+use crate::store::{GrantOutcome, GrantResult, GrantWrite, TokenRecord, keys};
 use crate::token::{MintRequest, mint, random_token, sha256_b64url};
 
 /// A refresh token, under `oauth:refresh:{sha256(token)}`.
@@ -34,6 +34,10 @@ pub struct RefreshRecord {
     /// first token on, so a refresh token presented from elsewhere yields nothing.
     #[serde(default, skip_serializing_if = "Binding::is_empty")]
     pub binding: Binding,
+    /// Hash of the refresh token this one replaced: its retry window ends when this one is
+    /// first used (the store reads this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_from: Option<String>,
 }
 
 /// The client properties a grant is bound to (each only when that binding was on).
@@ -111,31 +115,66 @@ async fn authorization_code(
     let code = param("code").ok_or_else(|| OAuthError::invalid_request("code is required"))?;
     let verifier = param("code_verifier")
         .ok_or_else(|| OAuthError::invalid_request("code_verifier is required (PKCE)"))?;
-    let family_id = random_token();
-    let code_key = keys::code(&sha256_b64url(code.as_bytes()));
-    let record: CodeRecord = match state.store.redeem_code(&code_key, &family_id).await? {
-        Redemption::Missing => {
+    let code_hash = sha256_b64url(code.as_bytes());
+    let code_key = keys::code(&code_hash);
+    let retry = Retry::new(&code_hash, code, Some(verifier));
+    let stored: serde_json::Value = match state.store.get(&code_key).await? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|_| OAuthError::server_error("stored code is unreadable"))?,
+        None => {
             return Err(OAuthError::invalid_grant(
                 "the code is invalid or has expired",
             ));
         }
-        Redemption::Reused { family_id } => {
-            // RFC 6749 §4.1.2: a replayed code revokes the tokens issued with it.
-            if !family_id.is_empty() {
-                let revoked = state
-                    .store
-                    .revoke_family(&family_id, state.settings.refresh_token_lifetime)
-                    .await?;
-                tracing::warn!(
-                    revoked,
-                    "authorization code replayed: its tokens are revoked"
-                );
-            }
-            return Err(OAuthError::invalid_grant("the code was already used"));
-        }
-        Redemption::Fresh(json) => serde_json::from_str(&json)
-            .map_err(|_| OAuthError::server_error("stored code is unreadable"))?,
     };
+    if stored.get("redeemed").and_then(|r| r.as_bool()) == Some(true) {
+        // The same exchange again (its answer was lost): the same answer, while its grant
+        // stands. Anything else is a replay.
+        let family_id = stored["family_id"].as_str().unwrap_or("");
+        let revoked = state.store.get(&keys::family_revoked(family_id)).await?;
+        if revoked.is_none()
+            && let Some(sealed) = state.store.get(&retry.key).await?
+            && let Some(answer) = retry.open(&sealed, &client.client_id)
+        {
+            return Ok(answer);
+        }
+        return Err(code_replayed(state, family_id).await);
+    }
+    let record: CodeRecord = serde_json::from_value(stored)
+        .map_err(|_| OAuthError::server_error("stored code is unreadable"))?;
+    let checked = check_code(state, client, form, &record, verifier);
+    let resource = match checked {
+        Ok(resource) => resource,
+        Err(e) => {
+            // A code presented wrongly has leaked or is being guessed at: it is spent.
+            state.store.delete(&code_key).await?;
+            return Err(e);
+        }
+    };
+    let grant = Grant {
+        user: record.user,
+        scope: record.scope,
+        resource,
+        amr: record.amr,
+        family_id: random_token(),
+        rotate_from: None,
+        redeem_code: Some(code_key),
+        bound: Binding::default(),
+        retry,
+    };
+    issue(state, req, client, grant, "authorization_code").await
+}
+
+/// The code is this client's, for this redirect URI and PKCE verifier; returns the resource
+/// the tokens are for.
+fn check_code(
+    state: &AuthState,
+    client: &ClientRecord,
+    form: &Form,
+    record: &CodeRecord,
+    verifier: &str,
+) -> Result<Option<String>, OAuthError> {
+    let param = |name: &str| param(form, name);
     if record.client_id != client.client_id {
         return Err(OAuthError::invalid_grant(
             "the code was issued to another client",
@@ -163,7 +202,7 @@ async fn authorization_code(
             "code_verifier does not match the code_challenge",
         ));
     }
-    let resource = match (param("resource"), &record.resource) {
+    Ok(match (param("resource"), &record.resource) {
         (None, r) => r.clone(),
         (Some(asked), Some(bound)) => {
             let asked = resolve_resource(state, asked).map_err(OAuthError::invalid_target)?;
@@ -177,17 +216,56 @@ async fn authorization_code(
         (Some(asked), None) => {
             Some(resolve_resource(state, asked).map_err(OAuthError::invalid_target)?)
         }
-    };
-    let grant = Grant {
-        user: record.user,
-        scope: record.scope,
-        resource,
-        amr: record.amr,
-        family_id,
-        rotate_from: None,
-        bound: Binding::default(),
-    };
-    issue(state, req, client, grant, "authorization_code").await
+    })
+}
+
+/// RFC 6749 §4.1.2: a replayed code revokes the tokens issued with it.
+async fn code_replayed(state: &AuthState, family_id: &str) -> OAuthError {
+    if !family_id.is_empty() {
+        match state
+            .store
+            .revoke_family(family_id, state.settings.refresh_token_lifetime)
+            .await
+        {
+            Ok(revoked) => {
+                tracing::warn!(
+                    revoked,
+                    "authorization code replayed: its tokens are revoked"
+                )
+            }
+            Err(e) => return e.into(),
+        }
+    }
+    OAuthError::invalid_grant("the code was already used")
+}
+
+/// How a token request is made safe to retry: its answer is kept, sealed with a key derived
+/// from what the client presented (the code and its PKCE verifier, or the refresh token), so
+/// only the same request can read it back, under the hash of the credential.
+struct Retry {
+    key: String,
+    sealer: super::totp::SecretBox,
+}
+
+impl Retry {
+    fn new(credential_hash: &str, credential: &str, verifier: Option<&str>) -> Self {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"mcp-gateway grant result\0");
+        hasher.update(credential.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(verifier.unwrap_or("").as_bytes());
+        Self {
+            key: keys::grant_result(credential_hash),
+            sealer: super::totp::SecretBox::new(hasher.finalize().into()),
+        }
+    }
+
+    /// The kept answer, when it opens for this request and client.
+    fn open(&self, sealed: &str, client_id: &str) -> Option<HttpResponse> {
+        let body = self.sealer.open(client_id, sealed)?;
+        Some(token_response(String::from_utf8(body).ok()?))
+    }
 }
 
 async fn refresh(
@@ -261,7 +339,9 @@ async fn refresh(
         resource: record.resource,
         amr: record.amr,
         family_id: record.family_id,
+        retry: Retry::new(&hash, presented, None),
         rotate_from: Some(hash),
+        redeem_code: None,
         bound: record.binding,
     };
     issue(state, req, client, grant, "refresh_token").await
@@ -274,8 +354,10 @@ struct Grant {
     amr: Vec<String>,
     family_id: String,
     rotate_from: Option<String>,
+    redeem_code: Option<String>,
     /// The binding the grant already has (refresh), checked against this request.
     bound: Binding,
+    retry: Retry,
 }
 
 #[derive(Serialize)]
@@ -390,7 +472,17 @@ async fn issue(
         expires_at: refresh_expires_at,
         used: false,
         binding,
+        rotated_from: grant.rotate_from.clone(),
     };
+    let offers_refresh = client.allows_grant("refresh_token");
+    let body = serde_json::to_string(&TokenResponse {
+        access_token: &minted.token,
+        token_type: "Bearer",
+        expires_in: settings.access_token_lifetime.as_secs(),
+        refresh_token: offers_refresh.then_some(refresh_token.as_str()),
+        scope: &grant.scope,
+    })
+    .map_err(|e| OAuthError::server_error(e.to_string()))?;
     let claims = &minted.claims;
     let write = GrantWrite {
         token: TokenRecord::for_claims(claims, Some(grant.family_id.clone())),
@@ -400,12 +492,28 @@ async fn issue(
         refresh_expires_at,
         family_id: grant.family_id,
         rotate_from: grant.rotate_from,
+        redeem_code: grant.redeem_code,
+        result: Some(GrantResult {
+            key: grant.retry.key.clone(),
+            sealed: grant.retry.sealer.seal(&client.client_id, body.as_bytes()),
+            ttl: settings.refresh_reuse_grace,
+        }),
     };
     match state.store.issue_grant(&write, now).await? {
         GrantOutcome::Issued => {}
+        GrantOutcome::Replayed(sealed) => {
+            // The same request moments ago (a retry, or concurrent duplicates): its answer.
+            return grant
+                .retry
+                .open(&sealed, &client.client_id)
+                .ok_or_else(|| OAuthError::invalid_grant("this grant was already used"));
+        }
+        GrantOutcome::CodeReused { family_id } => {
+            return Err(code_replayed(state, &family_id).await);
+        }
         GrantOutcome::Missing => {
             return Err(OAuthError::invalid_grant(
-                "the refresh token is invalid, expired or revoked",
+                "the code or refresh token is invalid, expired or revoked",
             ));
         }
         GrantOutcome::Reused => {
@@ -423,17 +531,14 @@ async fn issue(
         .tokens_issued
         .with_label_values(&[grant_type])
         .inc();
-    let offers_refresh = client.allows_grant("refresh_token");
-    let body = TokenResponse {
-        access_token: &minted.token,
-        token_type: "Bearer",
-        expires_in: settings.access_token_lifetime.as_secs(),
-        refresh_token: offers_refresh.then_some(refresh_token.as_str()),
-        scope: &grant.scope,
-    };
-    Ok(HttpResponse::Ok()
+    Ok(token_response(body))
+}
+
+/// A token response (RFC 6749 §5.1): never cached.
+fn token_response(body: String) -> HttpResponse {
+    HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "application/json"))
         .insert_header((CACHE_CONTROL, "no-store"))
         .insert_header((PRAGMA, "no-cache"))
-        .body(serde_json::to_string(&body).map_err(|e| OAuthError::server_error(e.to_string()))?))
+        .body(body)
 }

@@ -16,9 +16,13 @@ impl Admin {
     pub async fn connect(url: &str) -> Result<Self, CliError> {
         let client =
             redis::Client::open(url).map_err(|e| CliError::Failed(format!("REDIS_URL: {e}")))?;
+        // The services' timeouts: a stalled Redis is an error here too, never a hang.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(crate::store::redis::RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(crate::store::redis::CONNECT_TIMEOUT));
         let conn = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
+            client.get_multiplexed_async_connection_with_config(&config),
         )
         .await
         .map_err(|_| CliError::Failed("Redis did not answer within 5 s".into()))?

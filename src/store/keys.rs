@@ -14,6 +14,7 @@ pub const CLIENT_FAMILIES_PREFIX: &str = "oauth:client_families:";
 pub const CONSENT_PREFIX: &str = "oauth:consent:";
 pub const CLIENT_CONSENTS_PREFIX: &str = "oauth:client_consents:";
 pub const USER_FAMILIES_PREFIX: &str = "oauth:user_families:";
+pub const GRANT_RESULT_PREFIX: &str = "oauth:grant_result:";
 
 pub fn token(jti: &str) -> String {
     format!("{TOKEN_PREFIX}{jti}")
@@ -81,6 +82,12 @@ pub fn user_families(username: &str) -> String {
 /// Sorted set of the users (lower-case) who consented to a client (score: consent expiry).
 pub fn client_consents(client_id: &str) -> String {
     format!("{CLIENT_CONSENTS_PREFIX}{client_id}")
+}
+
+/// The sealed answer to a token request, by the SHA-256 of the code or refresh token it
+/// presented: a retry within the window gets the same tokens.
+pub fn grant_result(credential_hash: &str) -> String {
+    format!("{GRANT_RESULT_PREFIX}{credential_hash}")
 }
 
 /// Family members are `t:{jti}` (access tokens) and `r:{refresh hash}`.

@@ -12,8 +12,8 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::keys;
 use super::{
-    Attempt, GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreError,
-    StoreResult, TokenRecord, Ttl, seconds_until,
+    Attempt, GrantOutcome, GrantWrite, RevocationStream, Store, StoreError, StoreResult,
+    TokenRecord, Ttl, seconds_until,
 };
 
 enum Value {
@@ -332,25 +332,6 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption> {
-        Ok(self.with(|map, now| {
-            let Some(value) = Self::text(map, code_key, now) else {
-                return Redemption::Missing;
-            };
-            if let Ok(marker) = serde_json::from_str::<serde_json::Value>(&value)
-                && marker.get("redeemed").and_then(|r| r.as_bool()) == Some(true)
-            {
-                let family_id = marker["family_id"].as_str().unwrap_or("").to_string();
-                return Redemption::Reused { family_id };
-            }
-            let marker = serde_json::json!({"redeemed": true, "family_id": family_id}).to_string();
-            if let Some(entry) = map.get_mut(code_key) {
-                entry.value = Value::Text(marker);
-            }
-            Redemption::Fresh(value)
-        }))
-    }
-
     async fn issue_grant(&self, grant: &GrantWrite, now_unix: i64) -> StoreResult<GrantOutcome> {
         let token_json =
             serde_json::to_string(&grant.token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -359,6 +340,27 @@ impl Store for MemoryStore {
         let outcome = self.with(|map, now| {
             if Self::text(map, &keys::family_revoked(&grant.family_id), now).is_some() {
                 return GrantOutcome::FamilyRevoked;
+            }
+            if let Some(result) = &grant.result
+                && let Some(prior) = Self::text(map, &result.key, now)
+            {
+                return GrantOutcome::Replayed(prior);
+            }
+            if let Some(code_key) = &grant.redeem_code {
+                let Some(value) = Self::text(map, code_key, now) else {
+                    return GrantOutcome::Missing;
+                };
+                if let Ok(marker) = serde_json::from_str::<serde_json::Value>(&value)
+                    && marker.get("redeemed").and_then(|r| r.as_bool()) == Some(true)
+                {
+                    let family_id = marker["family_id"].as_str().unwrap_or("").to_string();
+                    return GrantOutcome::CodeReused { family_id };
+                }
+                let marker =
+                    serde_json::json!({"redeemed": true, "family_id": grant.family_id}).to_string();
+                if let Some(entry) = map.get_mut(code_key) {
+                    entry.value = Value::Text(marker);
+                }
             }
             if let Some(old) = &grant.rotate_from {
                 let key = keys::refresh(old);
@@ -379,6 +381,9 @@ impl Store for MemoryStore {
                 record["used"] = true.into();
                 if let Some(entry) = map.get_mut(&key) {
                     entry.value = Value::Text(record.to_string());
+                }
+                if let Some(predecessor) = record.get("rotated_from").and_then(|p| p.as_str()) {
+                    map.remove(&keys::grant_result(predecessor));
                 }
             }
             Self::put_token_locked(map, &grant.token, token_json, now, now_unix);
@@ -422,6 +427,15 @@ impl Store for MemoryStore {
                     Some(now_unix),
                     refresh_deadline,
                     now,
+                );
+            }
+            if let Some(result) = &grant.result {
+                map.insert(
+                    result.key.clone(),
+                    Entry {
+                        value: Value::Text(result.sealed.clone()),
+                        expires_at: Self::deadline(Some(result.ttl), now),
+                    },
                 );
             }
             GrantOutcome::Issued

@@ -47,18 +47,6 @@ pub struct TokenRecord {
     pub family_id: Option<String>,
 }
 
-/// What redeeming an authorization code found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Redemption {
-    /// First redemption: the code record; the code is now marked redeemed into `family_id`.
-    Fresh(String),
-    /// Redeemed before: the family its tokens went to, to be revoked (RFC 6749 §4.1.2).
-    Reused {
-        family_id: String,
-    },
-    Missing,
-}
-
 /// Tokens to record for one grant: an access token and a refresh token in a family,
 /// optionally rotating an earlier refresh token of that family.
 #[derive(Debug, Clone)]
@@ -70,17 +58,38 @@ pub struct GrantWrite {
     pub family_id: String,
     /// Hash of the refresh token being rotated (refresh grant), marked used atomically.
     pub rotate_from: Option<String>,
+    /// Key of the authorization code this grant redeems (`oauth:code:…`), marked redeemed into
+    /// `family_id` in the same step.
+    pub redeem_code: Option<String>,
+    /// What this grant answered, kept so a retry of the same request (a client that lost the
+    /// response, a store timeout) gets the same tokens instead of a reuse verdict.
+    pub result: Option<GrantResult>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A grant's answer, sealed with a key only the presenter of the credential can derive,
+/// under `oauth:grant_result:{sha256(credential)}` for `ttl`.
+#[derive(Debug, Clone)]
+pub struct GrantResult {
+    pub key: String,
+    pub sealed: String,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantOutcome {
     Issued,
-    /// The refresh token to rotate does not exist (expired, revoked, never issued).
+    /// The code or refresh token does not exist (expired, revoked, never issued).
     Missing,
     /// The refresh token was already used: the whole family has been revoked.
     Reused,
+    /// The code was already redeemed, into this family (its tokens must be revoked).
+    CodeReused {
+        family_id: String,
+    },
     /// The family was revoked (code reuse, client deletion): nothing issued.
     FamilyRevoked,
+    /// The same credential was presented moments ago: nothing issued, here is its answer.
+    Replayed(String),
 }
 
 impl TokenRecord {
@@ -180,12 +189,12 @@ pub trait Store: Send + Sync + 'static {
         lockout: Duration,
     ) -> StoreResult<Attempt>;
 
-    /// Atomically takes an authorization code for redemption, leaving a marker (same TTL) that
-    /// names `family_id`, so a second redemption can revoke what the first issued.
-    async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption>;
-
-    /// Records a grant's tokens; with `rotate_from`, only if that refresh token is unused
-    /// (marking it used), and revoking the whole family if it was used before.
+    /// Records a grant's tokens, in one atomic step that is safe to retry: an answer still kept
+    /// under `result.key` is returned instead (`Replayed`); with `redeem_code`, only if that
+    /// code is unredeemed (leaving a marker with its TTL that names the family, so a second
+    /// redemption can revoke what the first issued); with `rotate_from`, only if that refresh
+    /// token is unused (marking it used, ending its predecessor's retry window, and revoking
+    /// the whole family if it was used before).
     async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome>;
 
     /// Revokes every access and refresh token of a family (publishing each jti) and leaves a

@@ -10,13 +10,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::keys;
 use super::{
-    Attempt, GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreError,
-    StoreResult, TokenRecord, Ttl, seconds_until,
+    Attempt, GrantOutcome, GrantWrite, RevocationStream, Store, StoreError, StoreResult,
+    TokenRecord, Ttl, seconds_until,
 };
 
-/// How long one command may take before the store counts as unavailable.
-const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How long one command may take before the store counts as unavailable (the services and
+/// the CLI alike). Every state change is safe to retry after it.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// The revocation subscription is PINGed this often …
 pub const FEED_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1_000);
 /// … and counts as lost when a PING goes unanswered this long: a connection black-holed by
@@ -27,9 +28,10 @@ pub const FEED_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// Functions every script shares. Key prefixes are substituted from [`keys`] when the
 /// scripts are built, so Lua and Rust name keys identically.
 const PRELUDE: &str = r#"
-local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC =
+local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC, GR =
   '{TOKEN}', '{USER_TOKENS}', '{CLIENT_TOKENS}', '{REFRESH}', '{FAMILY}', '{FAMILY_REVOKED}',
-  '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}', '{USER_FAMILIES}', '{CLIENT_CONSENTS}'
+  '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}', '{USER_FAMILIES}', '{CLIENT_CONSENTS}',
+  '{GRANT_RESULT}'
 
 local function decode(v)
   local ok, r = pcall(cjson.decode, v)
@@ -83,32 +85,36 @@ const REVOKE_TOKEN: &str = r#"
 return revoke_jti(ARGV[1])
 "#;
 
-// KEYS: code. ARGV: family id.
-const REDEEM_CODE: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if not v then return {'missing', ''} end
-local r = decode(v)
-if r and r.redeemed then return {'reused', r.family_id or ''} end
-redis.call('SET', KEYS[1], cjson.encode({redeemed = true, family_id = ARGV[1]}), 'KEEPTTL')
-return {'fresh', v}
-"#;
-
 // ARGV: jti, token JSON, token ttl, token exp, username, client_id, now,
-//       refresh hash, refresh JSON, refresh ttl, family id, rotate-from hash or '', tombstone ttl.
+//       refresh hash, refresh JSON, refresh ttl, family id, rotate-from hash or '', tombstone ttl,
+//       code key or '', result key or '', sealed result, result ttl ms.
 const ISSUE_GRANT: &str = r#"
-local fid, rotate_from = ARGV[11], ARGV[12]
-if redis.call('EXISTS', FR .. fid) == 1 then return 'revoked' end
+local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
+if redis.call('EXISTS', FR .. fid) == 1 then return {'revoked', ''} end
+if result_key ~= '' then
+  local prior = redis.call('GET', result_key)
+  if prior then return {'replayed', prior} end
+end
+if code_key ~= '' then
+  local v = redis.call('GET', code_key)
+  if not v then return {'missing', ''} end
+  local r = decode(v)
+  if r and r.redeemed then return {'code_reused', r.family_id or ''} end
+  redis.call('SET', code_key, cjson.encode({redeemed = true, family_id = fid}), 'KEEPTTL')
+end
 if rotate_from ~= '' then
   local v = redis.call('GET', R .. rotate_from)
-  if not v then return 'missing' end
+  if not v then return {'missing', ''} end
   local r = decode(v)
-  if not r then return 'missing' end
+  if not r then return {'missing', ''} end
   if r.used then
     revoke_family(r.family_id or fid, ARGV[13])
-    return 'reused'
+    return {'reused', ''}
   end
   r.used = true
   redis.call('SET', R .. rotate_from, cjson.encode(r), 'KEEPTTL')
+  -- Its successor is in use: the predecessor's retry window ends here.
+  if type(r.rotated_from) == 'string' then redis.call('DEL', GR .. r.rotated_from) end
 end
 put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 redis.call('SET', R .. ARGV[8], ARGV[9], 'EX', ARGV[10])
@@ -121,7 +127,8 @@ for _, idx in ipairs({CF .. ARGV[6], UF .. string.lower(ARGV[5])}) do
   redis.call('ZADD', idx, refresh_exp, fid)
   if redis.call('TTL', idx) < tonumber(ARGV[10]) then redis.call('EXPIRE', idx, ARGV[10]) end
 end
-return 'issued'
+if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
+return {'issued', ''}
 "#;
 
 // KEYS: consent, client's consent index. ARGV: JSON, ttl, user (lower-case), now.
@@ -195,6 +202,7 @@ fn script(body: &str) -> redis::Script {
         .replace("{CLIENT_FAMILIES}", keys::CLIENT_FAMILIES_PREFIX)
         .replace("{USER_FAMILIES}", keys::USER_FAMILIES_PREFIX)
         .replace("{CLIENT_CONSENTS}", keys::CLIENT_CONSENTS_PREFIX)
+        .replace("{GRANT_RESULT}", keys::GRANT_RESULT_PREFIX)
         .replace("{CLIENT}", keys::CLIENT_PREFIX)
         .replace("{CONSENT}", keys::CONSENT_PREFIX)
         .replace("{CHANNEL}", keys::REVOCATION_CHANNEL);
@@ -204,7 +212,6 @@ fn script(body: &str) -> redis::Script {
 struct Scripts {
     put_token: redis::Script,
     revoke_token: redis::Script,
-    redeem_code: redis::Script,
     issue_grant: redis::Script,
     revoke_family: redis::Script,
     delete_client: redis::Script,
@@ -218,7 +225,6 @@ impl Scripts {
         Self {
             put_token: script(PUT_TOKEN),
             revoke_token: script(REVOKE_TOKEN),
-            redeem_code: script(REDEEM_CODE),
             issue_grant: script(ISSUE_GRANT),
             revoke_family: script(REVOKE_FAMILY),
             delete_client: script(DELETE_CLIENT),
@@ -424,28 +430,13 @@ impl Store for RedisStore {
         })
     }
 
-    async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption> {
-        let (kind, value): (String, String) = self
-            .scripts
-            .redeem_code
-            .key(code_key)
-            .arg(family_id)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(match kind.as_str() {
-            "fresh" => Redemption::Fresh(value),
-            "reused" => Redemption::Reused { family_id: value },
-            _ => Redemption::Missing,
-        })
-    }
-
     async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome> {
         let token = &grant.token;
         let token_json =
             serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
-        let outcome: String = self
+        let result = grant.result.as_ref();
+        let (kind, value): (String, String) = self
             .scripts
             .issue_grant
             .arg(&token.jti)
@@ -461,12 +452,18 @@ impl Store for RedisStore {
             .arg(&grant.family_id)
             .arg(grant.rotate_from.as_deref().unwrap_or(""))
             .arg(refresh_ttl)
+            .arg(grant.redeem_code.as_deref().unwrap_or(""))
+            .arg(result.map_or("", |r| r.key.as_str()))
+            .arg(result.map_or("", |r| r.sealed.as_str()))
+            .arg(result.map_or(1, |r| r.ttl.as_millis().max(1) as u64))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(match outcome.as_str() {
+        Ok(match kind.as_str() {
             "issued" => GrantOutcome::Issued,
+            "replayed" => GrantOutcome::Replayed(value),
             "reused" => GrantOutcome::Reused,
+            "code_reused" => GrantOutcome::CodeReused { family_id: value },
             "revoked" => GrantOutcome::FamilyRevoked,
             _ => GrantOutcome::Missing,
         })

@@ -931,8 +931,12 @@ pub async fn assert_sdk_login_and_tool_call(stack: &Stack) {
         "the refreshed access token works through the proxy",
     );
     check(
+        b(&flow, "/retry_same_successor"),
+        "a retry of the rotated-out refresh token gets the same successor",
+    );
+    check(
         b(&flow, "/old_refresh_refused"),
-        "the rotated-out refresh token is refused with 400 invalid_grant",
+        "once the successor was used, the rotated-out refresh token is refused with 400 invalid_grant",
     );
     check(
         b(&flow, "/family_refresh_refused"),
@@ -944,7 +948,7 @@ pub async fn assert_sdk_login_and_tool_call(stack: &Stack) {
     );
     check(
         b(&flow, "/code_reuse_refused"),
-        "the authorization code cannot be redeemed twice (400 invalid_grant)",
+        "the authorization code cannot be redeemed again (400 invalid_grant)",
     );
     assert!(
         failures.is_empty(),

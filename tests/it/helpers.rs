@@ -47,6 +47,8 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // DEBUG SLEEP stalls Redis in the timeout tests.
+            .args(["--enable-debug-command", "local"])
             .args(["--dir", self.dir.path().to_str().expect("utf-8 temp path")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

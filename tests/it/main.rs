@@ -15,6 +15,7 @@ mod fake_github;
 mod helpers;
 mod mfa;
 mod properties;
+mod retries;
 mod security;
 mod store_contract;
 mod verify;

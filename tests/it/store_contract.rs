@@ -192,7 +192,7 @@ contract!(revocations_are_published, |store| {
     assert_eq!(got, vec!["j9".to_string(), "never-issued".to_string()]);
 });
 
-use mcp_oauth_gateway::store::{GrantOutcome, GrantWrite, Redemption};
+use mcp_oauth_gateway::store::{GrantOutcome, GrantResult, GrantWrite};
 
 fn grant(
     jti: &str,
@@ -210,10 +210,13 @@ fn grant(
         refresh_expires_at: now + 3600,
         family_id: family.into(),
         rotate_from: rotate_from.map(str::to_string),
+        redeem_code: None,
+        result: None,
     }
 }
 
 contract!(codes_redeem_once_and_remember_the_family, |store| {
+    let now = SystemClock.now_unix();
     store
         .put(
             "oauth:code:h1",
@@ -225,41 +228,107 @@ contract!(codes_redeem_once_and_remember_the_family, |store| {
     let results = join_all((0..20).map(|i| {
         let store = store.clone();
         async move {
-            store
-                .redeem_code("oauth:code:h1", &format!("fam{i}"))
-                .await
-                .unwrap()
+            let mut write = grant(
+                &format!("j{i}"),
+                "c1",
+                &format!("fam{i}"),
+                &format!("r{i}"),
+                None,
+            );
+            write.redeem_code = Some("oauth:code:h1".into());
+            store.issue_grant(&write, now).await.unwrap()
         }
     }))
     .await;
-    let fresh: Vec<_> = results
-        .iter()
-        .filter(|r| matches!(r, Redemption::Fresh(_)))
+    let issued: Vec<usize> = (0..20)
+        .filter(|i| results[*i] == GrantOutcome::Issued)
         .collect();
-    assert_eq!(fresh.len(), 1);
-    assert_eq!(fresh[0], &Redemption::Fresh(r#"{"client_id":"c1"}"#.into()));
+    assert_eq!(issued.len(), 1, "{results:?}");
+    let winner = format!("fam{}", issued[0]);
     let reused: Vec<_> = results
         .iter()
         .filter_map(|r| match r {
-            Redemption::Reused { family_id } => Some(family_id.clone()),
+            GrantOutcome::CodeReused { family_id } => Some(family_id.clone()),
             _ => None,
         })
         .collect();
     assert_eq!(reused.len(), 19);
     assert!(
-        reused.windows(2).all(|w| w[0] == w[1]),
+        reused.iter().all(|f| *f == winner),
         "all name the winner's family"
     );
+    // Only the winner's tokens exist.
+    for i in 0..20 {
+        assert_eq!(
+            store.token_is_live(&format!("j{i}")).await.unwrap(),
+            i == issued[0]
+        );
+    }
     // The marker keeps the code's TTL.
     assert!(matches!(
         store.ttl("oauth:code:h1").await.unwrap(),
         Ttl::Expires(_)
     ));
+    let mut missing = grant("jx", "c1", "fx", "rx", None);
+    missing.redeem_code = Some("oauth:code:none".into());
     assert_eq!(
-        store.redeem_code("oauth:code:none", "f").await.unwrap(),
-        Redemption::Missing
+        store.issue_grant(&missing, now).await.unwrap(),
+        GrantOutcome::Missing
     );
 });
+
+contract!(
+    a_grant_retried_within_its_window_replays_its_answer,
+    |store| {
+        let now = SystemClock.now_unix();
+        let kept = |sealed: &str| GrantResult {
+            key: "oauth:grant_result:p1".into(),
+            sealed: sealed.into(),
+            ttl: Duration::from_millis(700),
+        };
+        let mut first = grant("g1", "c1", "G", "s1", None);
+        first.result = Some(kept("answer-1"));
+        assert_eq!(
+            store.issue_grant(&first, now).await.unwrap(),
+            GrantOutcome::Issued
+        );
+        // The same request again (its answer was lost): nothing new, the same answer.
+        let mut again = grant("g2", "c1", "G", "s2", None);
+        again.result = Some(kept("answer-2"));
+        assert_eq!(
+            store.issue_grant(&again, now).await.unwrap(),
+            GrantOutcome::Replayed("answer-1".into())
+        );
+        assert!(!store.token_is_live("g2").await.unwrap());
+        assert_eq!(store.get("oauth:refresh:s2").await.unwrap(), None);
+        // Rotating s1 with a successor that names it; using the successor ends s1's window.
+        let mut rotate = grant("g3", "c1", "G", "s3", Some("s1"));
+        rotate.refresh_json = serde_json::json!({"family_id": "G", "client_id": "c1", "used": false, "rotated_from": "p1"}).to_string();
+        rotate.result = Some(GrantResult {
+            key: "oauth:grant_result:s1".into(),
+            sealed: "answer-3".into(),
+            ttl: Duration::from_secs(60),
+        });
+        assert_eq!(
+            store.issue_grant(&rotate, now).await.unwrap(),
+            GrantOutcome::Issued
+        );
+        let mut next = grant("g4", "c1", "G", "s4", Some("s3"));
+        next.result = Some(GrantResult {
+            key: "oauth:grant_result:s3".into(),
+            sealed: "answer-4".into(),
+            ttl: Duration::from_secs(60),
+        });
+        assert_eq!(
+            store.issue_grant(&next, now).await.unwrap(),
+            GrantOutcome::Issued
+        );
+        assert_eq!(store.get("oauth:grant_result:p1").await.unwrap(), None);
+        // Past its window an answer is gone.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(store.get("oauth:grant_result:p1").await.unwrap(), None);
+    }
+);
 
 contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
     let now = SystemClock.now_unix();

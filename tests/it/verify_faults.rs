@@ -10,8 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use mcp_oauth_gateway::store::{
-    Attempt, GrantOutcome, GrantWrite, Redemption, RevocationStream, Store, StoreResult,
-    TokenRecord, Ttl,
+    Attempt, GrantOutcome, GrantWrite, RevocationStream, Store, StoreResult, TokenRecord, Ttl,
 };
 use tokio::sync::Notify;
 
@@ -92,9 +91,6 @@ impl Store for GatedStore {
         self.inner
             .reserve_attempt(counters, locks, max, window, lockout)
             .await
-    }
-    async fn redeem_code(&self, code_key: &str, family_id: &str) -> StoreResult<Redemption> {
-        self.inner.redeem_code(code_key, family_id).await
     }
     async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome> {
         self.inner.issue_grant(grant, now).await
@@ -386,6 +382,8 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("SHUTDOWN_DRAIN", "3")
         .env("LOG_FORMAT", "text")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");

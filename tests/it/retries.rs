@@ -1,0 +1,112 @@
+//! A store call that times out while Redis still executes it must not leave the client with
+//! a wrong answer: the retry the 503 asks for gets the outcome of the first execution. Redis
+//! is stalled for real, with `DEBUG SLEEP` and `CLIENT PAUSE`, longer than the services'
+//! one-second response timeout.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::auth::{Gateway, REDIRECT};
+
+/// Stalls Redis for `seconds` from another connection, in the background.
+fn stall(gw: &Gateway, command: &'static str, arg: &'static str) -> tokio::task::JoinHandle<()> {
+    let url = gw.redis.url();
+    tokio::spawn(async move {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(command);
+        match command {
+            "CLIENT" => cmd.arg("PAUSE").arg(arg).arg("WRITE"),
+            _ => cmd.arg("SLEEP").arg(arg),
+        };
+        let _: redis::RedisResult<redis::Value> = cmd.query_async(&mut conn).await;
+    })
+}
+
+async fn refresh(gw: &Gateway, client: &Value, token: &str) -> reqwest::Response {
+    gw.token(
+        client,
+        &[("grant_type", "refresh_token"), ("refresh_token", token)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_timed_out_is_retried_into_the_same_successor() {
+    for (command, arg) in [("DEBUG", "1.6"), ("CLIENT", "1600")] {
+        let gw = Gateway::start(&[]).await;
+        let client = gw.client("none").await;
+        let tokens = gw.tokens(&client).await;
+        let presented = tokens["refresh_token"].as_str().unwrap();
+
+        let stalled = stall(&gw, command, arg);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let resp = refresh(&gw, &client, presented).await;
+        assert_eq!(resp.status(), 503, "{command}: the store timed out");
+        assert!(resp.headers().contains_key("retry-after"));
+        stalled.await.unwrap();
+
+        // Redis ran the rotation after all; the retry gets its outcome, not a reuse verdict.
+        let resp = refresh(&gw, &client, presented).await;
+        assert_eq!(resp.status(), 200, "{command}: the retry succeeds");
+        let successor: Value = resp.json().await.unwrap();
+        let access = successor["access_token"].as_str().unwrap();
+        assert_eq!(gw.verify.status(access).await, 200, "{command}: recorded");
+        let again: Value = refresh(&gw, &client, presented).await.json().await.unwrap();
+        assert_eq!(
+            again, successor,
+            "{command}: one successor, however often retried"
+        );
+        let next = refresh(&gw, &client, successor["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(next.status(), 200, "{command}: the grant lives on");
+        assert_eq!(
+            gw.verify
+                .status(tokens["access_token"].as_str().unwrap())
+                .await,
+            200,
+            "{command}: no family revoked"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_redemption_that_timed_out_is_retried_into_the_same_tokens() {
+    for (command, arg) in [("CLIENT", "1600"), ("DEBUG", "1.6")] {
+        let gw = Gateway::start(&[]).await;
+        let client = gw.client("none").await;
+        let (code, verifier) = gw.code_for(&client, &[]).await;
+        let stalled = stall(&gw, command, arg);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let resp = gw.redeem(&client, &code, &verifier).await;
+        assert_eq!(resp.status(), 503, "{command}: the store timed out");
+        stalled.await.unwrap();
+        let resp = gw.redeem(&client, &code, &verifier).await;
+        assert_eq!(resp.status(), 200, "{command}: the retry succeeds");
+        let tokens: Value = resp.json().await.unwrap();
+        assert_eq!(
+            gw.verify
+                .status(tokens["access_token"].as_str().unwrap())
+                .await,
+            200
+        );
+        // Another client, or the same client without the verifier, cannot read the answer.
+        let (wrong, _) = crate::auth::pkce();
+        let resp = gw
+            .token(
+                &client,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("code_verifier", &wrong),
+                    ("redirect_uri", REDIRECT),
+                ],
+            )
+            .await;
+        assert_eq!(
+            resp.status(),
+            400,
+            "{command}: a replay without the verifier"
+        );
+    }
+}
