@@ -321,6 +321,7 @@ export RESOURCE_HOSTS=mcp.localhost
 export ALLOWED_GITHUB_USERS='*'
 export LOG_FORMAT=json
 export RUST_LOG=warn
+export SHUTDOWN_DRAIN=0   # stop at once between runs
 
 # ---------------------------------------------------------------------------
 # 4.–6. verify up, token minted, one allowed request checked with curl

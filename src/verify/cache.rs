@@ -8,10 +8,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use moka::Expiry;
 
 use crate::clock::SharedClock;
 use crate::store::{Store, StoreError};
@@ -34,57 +33,178 @@ pub const IDENTITY_HEADERS: [&str; 6] = [
     "X-Auth-Token",
 ];
 
-/// A token whose signature, type, issuer and lifetime have been checked, with everything the
-/// hot path needs already computed.
+/// A token whose signature, type, issuer and lifetime have been checked, reduced to what a
+/// decision and the identity headers need. Compact on purpose (about 150 bytes): 100,000 of
+/// them must fit in a few tens of MiB, so what tokens share comes from one [`Interner`]
+/// allocation: the audience list, and the identity headers of a (user, client, scope).
 #[derive(Debug)]
 pub struct VerifiedToken {
-    pub claims: AccessClaims,
-    /// The `bind_ip` claim parsed; `Some(None)` when it is present but unreadable, which no
-    /// client address can match.
-    pub bind_ip: Option<Option<IpAddr>>,
+    pub exp: i64,
+    pub jti: Box<str>,
+    pub aud: Arc<[Arc<str>]>,
+    identity: Arc<Identity>,
+    /// `X-Auth-Token`, when `FORWARD_ACCESS_TOKEN` is on.
+    token: Option<Box<HeaderValue>>,
+    /// Bindings, when the token has any (most have none).
+    bindings: Option<Box<Bindings>>,
     pub has_otp: bool,
-    pub identity_headers: Vec<(HeaderName, HeaderValue)>,
     /// Liveness confirmed under this epoch of the revocation feed …
     stamp_epoch: AtomicU64,
+    /// … when this many revocations had been heard …
+    stamp_revocations: AtomicU64,
     /// … and good until this service-clock millisecond (the store answer's TTL end).
     stamp_until_ms: AtomicU64,
 }
 
+/// The identity headers of a 200, built once per (user, client, scope, e-mail) and shared by
+/// every token that carries them. User, client and scope are read back from them.
+#[derive(Debug)]
+struct Identity {
+    user_id: HeaderValue,
+    user_name: HeaderValue,
+    email: Option<HeaderValue>,
+    client_id: HeaderValue,
+    scope: HeaderValue,
+}
+
+#[derive(Debug, Default)]
+struct Bindings {
+    /// The `bind_ip` claim parsed; `Some(None)` when it is present but unreadable, which no
+    /// client address can match.
+    ip: Option<Option<IpAddr>>,
+    /// base64url(SHA-256(User-Agent)).
+    ua: Option<Box<str>>,
+    /// RFC 8705 `x5t#S256`.
+    cert: Option<Box<str>>,
+}
+
+/// What a token's liveness stamp says about it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// Live, and nothing was revoked since: no lookup at all.
+    Live,
+    /// Live when stamped, but revocations were heard since: only a revocation of this `jti`
+    /// can matter (ask [`LivenessCache::revoked_recently`]).
+    Recheck,
+    /// No usable answer (expired, never stamped, or the feed was interrupted since).
+    Stale,
+}
+
 impl VerifiedToken {
-    pub fn new(claims: AccessClaims, token: &str, forward_token: bool) -> Self {
-        let mut identity_headers = vec![
-            (X_USER_ID, header_value(&claims.sub)),
-            (X_USER_NAME, header_value(&claims.username)),
-        ];
-        if let Some(email) = claims.email.as_deref().filter(|e| !e.is_empty()) {
-            identity_headers.push((X_USER_EMAIL, header_value(email)));
-        }
-        identity_headers.push((X_AUTH_CLIENT_ID, header_value(&claims.client_id)));
-        identity_headers.push((X_AUTH_SCOPE, header_value(&claims.scope)));
-        if forward_token {
-            identity_headers.push((X_AUTH_TOKEN, header_value(token)));
-        }
+    pub fn new(claims: AccessClaims, token: &str, forward_token: bool, strings: &Interner) -> Self {
+        let has_otp = claims.has_amr("otp");
+        let bindings = (claims.bind_ip.is_some()
+            || claims.bind_ua.is_some()
+            || claims.cnf.is_some())
+        .then(|| {
+            Box::new(Bindings {
+                ip: claims.bind_ip.as_deref().map(|ip| ip.parse().ok()),
+                ua: claims.bind_ua.clone().map(String::into_boxed_str),
+                cert: claims
+                    .cnf
+                    .as_ref()
+                    .and_then(|c| c.x5t_s256.clone())
+                    .map(String::into_boxed_str),
+            })
+        });
         Self {
-            bind_ip: claims.bind_ip.as_deref().map(|ip| ip.parse().ok()),
-            has_otp: claims.has_amr("otp"),
-            claims,
-            identity_headers,
+            exp: claims.exp,
+            aud: strings.audience(&claims.aud),
+            identity: strings.identity(&claims),
+            token: forward_token.then(|| Box::new(header_value(token))),
+            bindings,
+            has_otp,
+            jti: claims.jti.into_boxed_str(),
             stamp_epoch: AtomicU64::new(u64::MAX),
+            stamp_revocations: AtomicU64::new(0),
             stamp_until_ms: AtomicU64::new(0),
         }
     }
 
-    /// The hot path's liveness answer: known live under `epoch` until a later millisecond.
-    /// Any revocation message or feed interruption moves the epoch on, so a stamp never
-    /// outlives information the feed may have carried.
-    pub fn live_by_stamp(&self, epoch: u64, now_ms: u64) -> bool {
-        self.stamp_epoch.load(Ordering::Acquire) == epoch
-            && self.stamp_until_ms.load(Ordering::Relaxed) > now_ms
+    /// `sub`, as its header carries it.
+    pub fn user_id(&self) -> &str {
+        self.identity.user_id.to_str().unwrap_or("")
     }
 
-    pub fn stamp_live(&self, epoch: u64, until_ms: u64) {
+    /// `username`, as its header carries it.
+    pub fn username(&self) -> &str {
+        self.identity.user_name.to_str().unwrap_or("")
+    }
+
+    pub fn client_id(&self) -> &str {
+        self.identity.client_id.to_str().unwrap_or("")
+    }
+
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.identity
+            .scope
+            .to_str()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn bind_ip(&self) -> Option<Option<IpAddr>> {
+        self.bindings.as_ref().and_then(|b| b.ip)
+    }
+
+    pub fn bind_ua(&self) -> Option<&str> {
+        self.bindings.as_ref().and_then(|b| b.ua.as_deref())
+    }
+
+    pub fn cert_thumbprint(&self) -> Option<&str> {
+        self.bindings.as_ref().and_then(|b| b.cert.as_deref())
+    }
+
+    /// The identity headers of a 200, in order.
+    pub fn identity_headers(&self) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
+        let id = &*self.identity;
+        [
+            (X_USER_ID, Some(&id.user_id)),
+            (X_USER_NAME, Some(&id.user_name)),
+            (X_USER_EMAIL, id.email.as_ref()),
+            (X_AUTH_CLIENT_ID, Some(&id.client_id)),
+            (X_AUTH_SCOPE, Some(&id.scope)),
+            (X_AUTH_TOKEN, self.token.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+    }
+
+    /// The hot path's liveness answer: known live under feed `epoch` until a later millisecond,
+    /// and, when no revocation was heard since (`revocations` unchanged), without any lookup.
+    /// A feed interruption moves the epoch on, so a stamp never outlives information the feed
+    /// may have carried.
+    pub fn stamp(&self, epoch: u64, revocations: u64, now_ms: u64) -> Stamp {
+        if self.stamp_epoch.load(Ordering::Acquire) != epoch
+            || self.stamp_until_ms.load(Ordering::Relaxed) <= now_ms
+        {
+            return Stamp::Stale;
+        }
+        if self.stamp_revocations.load(Ordering::Relaxed) == revocations {
+            Stamp::Live
+        } else {
+            Stamp::Recheck
+        }
+    }
+
+    /// `revocations` counts the revocations heard before the store was asked.
+    pub fn stamp_live(&self, epoch: u64, revocations: u64, until_ms: u64) {
         self.stamp_until_ms.store(until_ms, Ordering::Relaxed);
+        self.stamp_revocations.store(revocations, Ordering::Relaxed);
         self.stamp_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// None of the revocations heard up to `revocations` named this token.
+    pub fn restamp(&self, revocations: u64) {
+        self.stamp_revocations
+            .fetch_max(revocations, Ordering::Relaxed);
+    }
+
+    /// Whether the store said "live" less than a liveness TTL ago, whatever the feed did
+    /// since (`REDIS_FAILURE_MODE=cached` serves such tokens through an outage).
+    pub fn recently_live(&self, now_ms: u64) -> bool {
+        self.stamp_until_ms.load(Ordering::Relaxed) > now_ms
     }
 }
 
@@ -100,63 +220,111 @@ fn header_value(text: &str) -> HeaderValue {
     })
 }
 
-/// Entries live until the token's `exp` plus the validation leeway, by the service clock.
-struct UntilExpiry {
-    clock: SharedClock,
-    leeway: i64,
+/// Shares what recurs across tokens: audience lists and identity headers, one allocation
+/// each, referenced by every cached token that carries it. Bounded: past `MAX_INTERNED`
+/// distinct values new ones are simply not shared. Used on cache misses only.
+#[derive(Default)]
+pub struct Interner {
+    audiences: std::sync::Mutex<std::collections::HashMap<Vec<String>, AudienceList>>,
+    identities: std::sync::Mutex<std::collections::HashMap<IdentityKey, Arc<Identity>>>,
 }
 
-impl Expiry<String, Arc<VerifiedToken>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Arc<VerifiedToken>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        let remaining = value
-            .claims
-            .exp
-            .saturating_add(self.leeway)
-            .saturating_sub(self.clock.now_unix());
-        Some(Duration::from_secs(u64::try_from(remaining).unwrap_or(0)))
+type IdentityKey = (String, String, Option<String>, String, String);
+type AudienceList = Arc<[Arc<str>]>;
+
+const MAX_INTERNED: usize = 65_536;
+
+impl Interner {
+    fn audience(&self, aud: &crate::token::Audience) -> Arc<[Arc<str>]> {
+        let list: Vec<String> = aud.iter().map(str::to_string).collect();
+        let mut map = self.audiences.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(shared) = map.get(&list) {
+            return shared.clone();
+        }
+        let shared: Arc<[Arc<str>]> = list.iter().map(|a| Arc::from(a.as_str())).collect();
+        if map.len() < MAX_INTERNED {
+            map.insert(list, shared.clone());
+        }
+        shared
+    }
+
+    fn identity(&self, claims: &AccessClaims) -> Arc<Identity> {
+        let email = claims.email.clone().filter(|e| !e.is_empty());
+        let key: IdentityKey = (
+            claims.sub.clone(),
+            claims.username.clone(),
+            email,
+            claims.client_id.clone(),
+            claims.scope.clone(),
+        );
+        let mut map = self.identities.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(shared) = map.get(&key) {
+            return shared.clone();
+        }
+        let shared = Arc::new(Identity {
+            user_id: header_value(&key.0),
+            user_name: header_value(&key.1),
+            email: key.2.as_deref().map(header_value),
+            client_id: header_value(&key.3),
+            scope: header_value(&key.4),
+        });
+        if map.len() < MAX_INTERNED {
+            map.insert(key, shared.clone());
+        }
+        shared
     }
 }
 
+impl std::fmt::Debug for Interner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interner")
+    }
+}
+
+/// The shared cache's key: SHA-256 of the token. Collision-resistant, so a crafted token can
+/// never be taken for a cached one, and 32 bytes instead of the token's ~700.
+type TokenDigest = [u8; 32];
+
+fn digest(token: &str) -> TokenDigest {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
 /// Entries each worker thread keeps in front of the shared cache.
-const FRONT_CAPACITY: usize = 4096;
+const FRONT_CAPACITY: usize = 1024;
 
 type FrontMap = std::collections::HashMap<(u64, u64), (Box<str>, Arc<VerifiedToken>)>;
 
 thread_local! {
-    /// Per worker thread, keyed by (cache instance, token hash): a hit touches no shared
-    /// memory at all. Safe to keep: a verified token only ever becomes invalid by `exp`, which
-    /// every request checks, and revocation is decided by the liveness stamp, not here.
+    /// Per worker thread, keyed by (cache instance, token hash) and checked against the whole
+    /// token: a hit touches no shared memory and computes no digest. Safe to keep: a verified
+    /// token only ever becomes invalid by `exp`, which every request checks, and revocation is
+    /// decided by the liveness stamp, not here.
     static FRONT: std::cell::RefCell<FrontMap> = std::cell::RefCell::new(FrontMap::new());
 }
 
 static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Token string → verified token: a per-thread front over a shared, bounded moka cache whose
-/// entries expire with the token. Disabled (every lookup misses) when capacity is 0.
+/// Token → verified token: a per-thread front over a shared, bounded map keyed by the token's
+/// digest. An entry never serves past the token's `exp` (plus the validation leeway).
+/// Disabled (every lookup misses) when capacity is 0.
 pub struct TokenCache {
     id: u64,
     hasher: foldhash::fast::RandomState,
-    inner: Option<moka::sync::Cache<String, Arc<VerifiedToken>, foldhash::fast::RandomState>>,
+    shared: Option<SharedTokens>,
+    /// Strings shared by the cached tokens.
+    pub strings: Interner,
 }
 
 impl TokenCache {
     pub fn new(capacity: u64, clock: SharedClock, leeway: i64) -> Self {
-        let inner = (capacity > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExpiry { clock, leeway })
-                // Keys are ~700-byte tokens: SipHash would cost more than the rest of a hit.
-                .build_with_hasher(foldhash::fast::RandomState::default())
-        });
         Self {
             id: NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             hasher: foldhash::fast::RandomState::default(),
-            inner,
+            shared: (capacity > 0).then(|| SharedTokens::new(capacity, clock, leeway)),
+            strings: Interner::default(),
         }
     }
 
@@ -166,7 +334,7 @@ impl TokenCache {
     }
 
     pub fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
-        let shared = self.inner.as_ref()?;
+        let shared = self.shared.as_ref()?;
         let key = self.front_key(token);
         let front = FRONT.with(|f| {
             f.borrow()
@@ -177,16 +345,25 @@ impl TokenCache {
         if front.is_some() {
             return front;
         }
-        let found = shared.get(token)?;
+        let found = shared.get(&digest(token))?;
         self.remember(key, token, found.clone());
         Some(found)
     }
 
     pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {
-        if let Some(cache) = &self.inner {
-            cache.insert(token.to_string(), verified.clone());
+        if let Some(shared) = &self.shared {
+            shared.insert(digest(token), verified.clone());
             self.remember(self.front_key(token), token, verified);
         }
+    }
+
+    /// Tokens in the shared map (expired ones included until they are evicted).
+    pub fn len(&self) -> usize {
+        self.shared.as_ref().map_or(0, SharedTokens::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn remember(&self, key: (u64, u64), token: &str, verified: Arc<VerifiedToken>) {
@@ -197,6 +374,87 @@ impl TokenCache {
             }
             front.insert(key, (token.into(), verified));
         });
+    }
+}
+
+/// The shared map: shards of a plain hash map (about 90 bytes an entry, where a general cache
+/// spends several hundred) plus each shard's keys in insertion order. A full shard evicts
+/// expired entries and then the oldest. Reads take a shard's read lock, and only on a miss
+/// of the per-thread front.
+struct SharedTokens {
+    shards: Box<[std::sync::RwLock<Shard>]>,
+    per_shard: usize,
+    clock: SharedClock,
+    leeway: i64,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: std::collections::HashMap<TokenDigest, Arc<VerifiedToken>, foldhash::fast::RandomState>,
+    order: std::collections::VecDeque<TokenDigest>,
+}
+
+const SHARDS: usize = 64;
+
+impl SharedTokens {
+    fn new(capacity: u64, clock: SharedClock, leeway: i64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+        let shards = if capacity < SHARDS * 16 { 1 } else { SHARDS };
+        Self {
+            shards: (0..shards).map(|_| Default::default()).collect(),
+            per_shard: capacity.div_ceil(shards).max(1),
+            clock,
+            leeway,
+        }
+    }
+
+    fn shard(&self, key: &TokenDigest) -> &std::sync::RwLock<Shard> {
+        // The digest is uniformly distributed: its first byte picks the shard.
+        &self.shards[usize::from(key[0]) % self.shards.len()]
+    }
+
+    fn expired(&self, token: &VerifiedToken, now: i64) -> bool {
+        token.exp.saturating_add(self.leeway) < now
+    }
+
+    fn get(&self, key: &TokenDigest) -> Option<Arc<VerifiedToken>> {
+        let shard = self.shard(key).read().unwrap_or_else(|p| p.into_inner());
+        let found = shard.map.get(key)?;
+        (!self.expired(found, self.clock.now_unix())).then(|| found.clone())
+    }
+
+    fn insert(&self, key: TokenDigest, token: Arc<VerifiedToken>) {
+        let now = self.clock.now_unix();
+        let mut shard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = shard.map.get_mut(&key) {
+            *existing = token;
+            return;
+        }
+        while shard.map.len() >= self.per_shard {
+            let Some(oldest) = shard.order.pop_front() else {
+                break;
+            };
+            shard.map.remove(&oldest);
+        }
+        // Expired entries at the front go too (tokens mostly expire in insertion order).
+        while let Some(front) = shard.order.front().copied() {
+            match shard.map.get(&front) {
+                Some(t) if !self.expired(t, now) => break,
+                _ => {
+                    shard.order.pop_front();
+                    shard.map.remove(&front);
+                }
+            }
+        }
+        shard.map.insert(key, token);
+        shard.order.push_back(key);
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).map.len())
+            .sum()
     }
 }
 
@@ -219,36 +477,58 @@ pub struct LivenessCache {
     inner: Option<moka::future::Cache<String, Liveness>>,
     revoked: Option<moka::sync::Cache<String, ()>>,
     generation: AtomicU64,
+    /// Revocations heard so far; a token stamped at an older count checks `revoked` once.
+    revocations: AtomicU64,
 }
 
+/// Answers kept per `jti` besides the stamps on the tokens themselves: only for loads in
+/// flight (single-flight) and tokens requested again soon under another stamp, so a few.
+const LIVENESS_ANSWERS: u64 = 10_000;
+/// Revocations remembered (for longer than any stamp lives). Past this many within that
+/// time, the oldest are forgotten, and `feed_epoch` moves on so every stamp is re-read.
+const REVOCATIONS_REMEMBERED: u64 = 100_000;
+
 impl LivenessCache {
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
+    /// `feed_epoch` is the verify state's epoch; it moves on if revocations are ever evicted
+    /// before they could have stopped mattering.
+    pub fn new(capacity: u64, ttl: Duration, feed_epoch: Arc<AtomicU64>) -> Self {
         let inner = (capacity > 0).then(|| {
             moka::future::Cache::builder()
-                .max_capacity(capacity)
+                .max_capacity(capacity.min(LIVENESS_ANSWERS))
                 .time_to_live(ttl)
                 .build()
         });
-        // Only needs to outlive any load in flight and any live answer cached before the
+        // Only needs to outlive any load in flight and any live stamp made before the
         // revocation: twice the liveness TTL, plus the store's response timeout.
         let revoked = (capacity > 0).then(|| {
             moka::sync::Cache::builder()
-                .max_capacity(capacity.max(10_000))
+                .max_capacity(REVOCATIONS_REMEMBERED)
                 .time_to_live(ttl * 2 + Duration::from_secs(2))
+                .eviction_listener(move |_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        feed_epoch.fetch_add(1, Ordering::AcqRel);
+                    }
+                })
                 .build()
         });
         Self {
             inner,
             revoked,
             generation: AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
         }
+    }
+
+    /// How many revocations were heard so far.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
     }
 
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()
     }
 
-    fn revoked_recently(&self, jti: &str) -> bool {
+    pub fn revoked_recently(&self, jti: &str) -> bool {
         self.revoked.as_ref().is_some_and(|r| r.contains_key(jti))
     }
 
@@ -309,6 +589,8 @@ impl LivenessCache {
         if let Some(revoked) = &self.revoked {
             revoked.insert(jti.clone(), ());
         }
+        // After the insert: whoever sees the new count finds the jti in `revoked`.
+        self.revocations.fetch_add(1, Ordering::AcqRel);
         if let Some(cache) = &self.inner {
             let dead = Liveness {
                 live: false,
@@ -325,5 +607,46 @@ impl LivenessCache {
         if let Some(cache) = &self.inner {
             cache.invalidate_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn verified(jti: &str, exp: i64, strings: &Interner) -> Arc<VerifiedToken> {
+        let claims: AccessClaims = serde_json::from_value(serde_json::json!({
+            "iss": "https://auth.example.com", "sub": "42", "aud": "https://mcp.example.com/mcp",
+            "exp": exp, "jti": jti, "client_id": "c", "scope": "mcp", "username": "alice"
+        }))
+        .unwrap();
+        Arc::new(VerifiedToken::new(claims, "t", false, strings))
+    }
+
+    #[test]
+    fn the_shared_map_is_bounded_and_never_serves_an_expired_token() {
+        let clock = ManualClock::new(1_000);
+        let cache = TokenCache::new(3, Arc::new(clock.clone()), 30);
+        for i in 0..4 {
+            let token = format!("token-{i}");
+            cache.insert(&token, verified(&format!("j{i}"), 2_000, &cache.strings));
+        }
+        assert_eq!(cache.len(), 3, "the oldest was evicted");
+        let shared = cache.shared.as_ref().unwrap();
+        assert!(shared.get(&digest("token-0")).is_none());
+        assert_eq!(&*shared.get(&digest("token-3")).unwrap().jti, "j3");
+        clock.set(2_031);
+        assert!(
+            shared.get(&digest("token-3")).is_none(),
+            "past exp + leeway"
+        );
+        // Identity headers and audiences are shared, not copied per token.
+        let a = verified("a", 2_000, &cache.strings);
+        let b = verified("b", 2_000, &cache.strings);
+        assert!(Arc::ptr_eq(&a.identity, &b.identity));
+        assert!(Arc::ptr_eq(&a.aud, &b.aud));
+        assert_eq!(a.username(), "alice");
+        assert_eq!(a.scopes().collect::<Vec<_>>(), ["mcp"]);
     }
 }

@@ -32,7 +32,6 @@ pub async fn run(state: Arc<VerifyState>) {
                 while let Some(jti) = stream.next().await {
                     state.metrics.revocations_received.inc();
                     state.liveness.mark_revoked(jti, state.now_ms()).await;
-                    state.advance_liveness_epoch();
                 }
                 state.feed_up.store(false, Ordering::SeqCst);
                 state.advance_liveness_epoch();

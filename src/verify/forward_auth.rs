@@ -12,7 +12,7 @@ use crate::store::StoreError;
 use crate::token::{TokenError, sha256_b64url, validate};
 
 use super::VerifyState;
-use super::cache::VerifiedToken;
+use super::cache::{Liveness, Stamp, VerifiedToken};
 use super::error::Denial;
 use super::metrics::Reason;
 use super::request::{Target, bearer_token, client_cert_thumbprint};
@@ -26,8 +26,8 @@ pub async fn forward_auth(req: HttpRequest, state: web::Data<VerifyState>) -> Ht
     let response = match &outcome {
         Ok(verified) => {
             let mut ok = HttpResponse::Ok();
-            for (name, value) in &verified.identity_headers {
-                ok.insert_header((name.clone(), value.clone()));
+            for (name, value) in verified.identity_headers() {
+                ok.insert_header((name, value.clone()));
             }
             ok.finish()
         }
@@ -48,7 +48,7 @@ pub async fn forward_auth(req: HttpRequest, state: web::Data<VerifyState>) -> Ht
         .metrics
         .record(reason, started.elapsed().as_secs_f64());
     if tracing::enabled!(tracing::Level::DEBUG) {
-        let client_id = outcome.as_ref().map(|v| v.claims.client_id.as_str()).ok();
+        let client_id = outcome.as_ref().map(|v| v.client_id()).ok();
         tracing::debug!(reason = reason.as_str(), client_id, "verify decision");
     }
     response
@@ -68,8 +68,7 @@ impl VerifyState {
             "the request has no bearer token in the Authorization header",
         ))?;
         let verified = self.verified(token)?;
-        let claims = &verified.claims;
-        if self.clock.now_unix() > claims.exp.saturating_add(self.validation.leeway) {
+        if self.clock.now_unix() > verified.exp.saturating_add(self.validation.leeway) {
             return Err(Denial::new(Reason::Expired, "the token has expired"));
         }
 
@@ -79,9 +78,9 @@ impl VerifyState {
                 "the request does not name a resource this gateway protects",
             ));
         };
-        let audience_ok = claims.aud.iter().any(|aud| {
+        let audience_ok = verified.aud.iter().any(|aud| {
             target.is_resource(aud, &settings.resource_path)
-                || (settings.accept_issuer_audience && aud == settings.issuer)
+                || (settings.accept_issuer_audience && **aud == *settings.issuer)
         });
         if !audience_ok {
             return Err(Denial::new(
@@ -102,7 +101,7 @@ impl VerifyState {
             }
         }
 
-        if let Some(bound) = verified.bind_ip {
+        if let Some(bound) = verified.bind_ip() {
             let client = self.client_address.resolve(headers, peer);
             if bound.is_none() || client != bound {
                 return Err(Denial::new(
@@ -111,7 +110,7 @@ impl VerifyState {
                 ));
             }
         }
-        if let Some(bound) = claims.bind_ua.as_deref() {
+        if let Some(bound) = verified.bind_ua() {
             let ua = headers.get(USER_AGENT).map(|v| v.as_bytes()).unwrap_or(b"");
             if sha256_b64url(ua) != bound {
                 return Err(Denial::new(
@@ -120,7 +119,7 @@ impl VerifyState {
                 ));
             }
         }
-        if let Some(bound) = claims.cnf.as_ref().and_then(|c| c.x5t_s256.as_deref())
+        if let Some(bound) = verified.cert_thumbprint()
             && client_cert_thumbprint(headers).as_deref() != Some(bound)
         {
             return Err(Denial::new(
@@ -136,7 +135,7 @@ impl VerifyState {
         }
 
         if let Some(allowed) = &settings.allowed_users
-            && !allowed.allows(&claims.sub, &claims.username)
+            && !allowed.allows(verified.user_id(), verified.username())
         {
             return Err(Denial::new(
                 Reason::UserNotAllowed,
@@ -149,7 +148,7 @@ impl VerifyState {
                 .required_for(&target.host, target.path.as_deref());
             if required
                 .iter()
-                .any(|needed| !claims.scopes().any(|s| s == *needed))
+                .any(|needed| !verified.scopes().any(|s| s == *needed))
             {
                 return Err(Denial {
                     reason: Reason::InsufficientScope,
@@ -174,49 +173,76 @@ impl VerifyState {
             claims,
             token,
             self.settings.forward_access_token,
+            &self.tokens.strings,
         ));
         self.tokens.insert(token, verified.clone());
         Ok(verified)
     }
 
     /// Whether the allow-list entry for the token's `jti` exists. On a warm token this is two
-    /// atomic loads (the stamp); otherwise the liveness cache, trusted only while the
-    /// revocation feed is up or when the operator chose to serve cached positives, and last
-    /// the store.
+    /// atomic loads (the stamp), plus one set lookup the first time after revocations were
+    /// heard; otherwise the liveness cache, trusted only while the revocation feed is up or
+    /// when the operator chose to serve cached positives, and last the store.
     async fn is_live(&self, verified: &VerifiedToken, now_ms: u64) -> Result<bool, StoreError> {
         let epoch = self.liveness_epoch.load(Ordering::Acquire);
-        if verified.live_by_stamp(epoch, now_ms) {
-            self.metrics.liveness_cache.hit.inc();
-            return Ok(true);
+        let revocations = self.liveness.revocations();
+        let jti = &*verified.jti;
+        match verified.stamp(epoch, revocations, now_ms) {
+            Stamp::Live => {
+                self.metrics.liveness_cache.hit.inc();
+                return Ok(true);
+            }
+            Stamp::Recheck => {
+                self.metrics.liveness_cache.hit.inc();
+                if self.liveness.revoked_recently(jti) {
+                    return Ok(false);
+                }
+                verified.restamp(revocations);
+                return Ok(true);
+            }
+            Stamp::Stale => {}
         }
-        let jti = verified.claims.jti.as_str();
-        let cache_trusted = self.liveness.is_enabled()
-            && (self.feed_up.load(Ordering::Relaxed)
-                || self.settings.failure_mode == FailureMode::Cached);
-        if !cache_trusted {
+        let cached_mode = self.settings.failure_mode == FailureMode::Cached;
+        let cache_trusted =
+            self.liveness.is_enabled() && (self.feed_up.load(Ordering::Relaxed) || cached_mode);
+        let answer = if !cache_trusted {
             self.metrics.liveness_cache.miss.inc();
-            return self
-                .store
+            self.store
                 .token_is_live(jti)
                 .await
-                .inspect_err(|_| self.metrics.redis_errors.inc());
-        }
-        let answer = match self.liveness.get(jti).await {
-            Some(hit) => {
-                self.metrics.liveness_cache.hit.inc();
-                hit
-            }
-            None => {
-                self.metrics.liveness_cache.miss.inc();
-                self.liveness
-                    .get_or_load(jti, &self.store, now_ms)
-                    .await
-                    .inspect_err(|_| self.metrics.redis_errors.inc())?
+                .inspect_err(|_| self.metrics.redis_errors.inc())
+                .map(|live| Liveness {
+                    live: live && !self.liveness.revoked_recently(jti),
+                    read_at_ms: now_ms,
+                })
+        } else {
+            match self.liveness.get(jti).await {
+                Some(hit) => {
+                    self.metrics.liveness_cache.hit.inc();
+                    Ok(hit)
+                }
+                None => {
+                    self.metrics.liveness_cache.miss.inc();
+                    self.liveness
+                        .get_or_load(jti, &self.store, now_ms)
+                        .await
+                        .inspect_err(|_| self.metrics.redis_errors.inc())
+                }
             }
         };
-        if answer.live {
+        let answer = match answer {
+            Ok(answer) => answer,
+            // Serving cached positives through an outage: what the store said less than a
+            // liveness TTL ago, unless a revocation was heard since.
+            Err(_) if cached_mode && verified.recently_live(now_ms) => {
+                return Ok(!self.liveness.revoked_recently(jti));
+            }
+            Err(e) => return Err(e),
+        };
+        // Stamped only while revocations can be heard: a stamp must never hide one.
+        if answer.live && self.liveness.is_enabled() && self.feed_up.load(Ordering::Relaxed) {
             let ttl_ms = self.settings.verify_cache_ttl.as_millis() as u64;
-            verified.stamp_live(epoch, answer.read_at_ms.saturating_add(ttl_ms));
+            verified.stamp_live(epoch, revocations, answer.read_at_ms.saturating_add(ttl_ms));
         }
         Ok(answer.live)
     }

@@ -42,9 +42,10 @@ pub struct VerifyState {
     pub liveness: LivenessCache,
     /// Whether the revocation subscription is established right now.
     pub feed_up: AtomicBool,
-    /// Moves on with every revocation heard and every feed interruption; liveness stamps on
-    /// cached tokens are valid only under the epoch they were made in.
-    pub liveness_epoch: AtomicU64,
+    /// Moves on with every feed interruption (and if revocations were ever forgotten too
+    /// early); liveness stamps on cached tokens are valid only under the epoch they were made
+    /// in. A single revocation does not move it: it is checked against the revoked set.
+    pub liveness_epoch: Arc<AtomicU64>,
     /// Origin of the service's millisecond clock for cache stamps.
     pub started: Instant,
     pub store: Arc<dyn Store>,
@@ -59,6 +60,7 @@ pub struct VerifyState {
 impl VerifyState {
     pub fn new(settings: Settings, store: Arc<dyn Store>, clock: SharedClock) -> Self {
         let validation = ValidationPolicy::new(settings.issuer.clone());
+        let liveness_epoch = Arc::new(AtomicU64::new(0));
         Self {
             keys: settings.keys.clone(),
             tokens: TokenCache::new(
@@ -66,10 +68,14 @@ impl VerifyState {
                 clock.clone(),
                 validation.leeway,
             ),
-            liveness: LivenessCache::new(settings.verify_cache_capacity, settings.verify_cache_ttl),
+            liveness: LivenessCache::new(
+                settings.verify_cache_capacity,
+                settings.verify_cache_ttl,
+                liveness_epoch.clone(),
+            ),
             validation,
             feed_up: AtomicBool::new(false),
-            liveness_epoch: AtomicU64::new(0),
+            liveness_epoch,
             started: Instant::now(),
             store,
             metrics: VerifyMetrics::new(),
@@ -91,7 +97,7 @@ impl VerifyState {
         self.millis_at(Instant::now())
     }
 
-    /// Invalidates every liveness stamp (a revocation was heard, or the feed was interrupted).
+    /// Invalidates every liveness stamp (the feed was interrupted).
     pub fn advance_liveness_epoch(&self) {
         self.liveness_epoch.fetch_add(1, Ordering::AcqRel);
     }
