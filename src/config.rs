@@ -408,6 +408,12 @@ pub struct Settings {
     /// `REFRESH_REUSE_GRACE`: how long a token request's answer is kept for a retry of the
     /// same request (a refresh token just rotated out, a code just redeemed).
     pub refresh_reuse_grace: Duration,
+    /// `SCOPE_HIERARCHY`: broader scopes that imply narrower ones, for every scope check.
+    pub scope_hierarchy: crate::policy::ScopeHierarchy,
+    /// `TOOL_POLICY` (and `[[tool_policy]]`): per-method and per-tool rules at verify.
+    pub tool_policy: crate::policy::ToolPolicy,
+    /// `TOOL_POLICY_HEADER`: send `X-Auth-Denied-Tools` to the MCP server.
+    pub tool_policy_header: bool,
     /// `SHUTDOWN_DRAIN`: after SIGTERM, how long requests are still answered (with
     /// `Connection: close`, `/ready` 503) before the server stops.
     pub shutdown_drain: Duration,
@@ -605,6 +611,32 @@ impl Settings {
 
         let required_scopes = ScopePolicy::parse(raw.get("REQUIRED_SCOPES").unwrap_or(""))
             .map_err(|e| ConfigError::new("REQUIRED_SCOPES", e))?;
+        let scope_hierarchy =
+            crate::policy::ScopeHierarchy::parse(raw.get("SCOPE_HIERARCHY").unwrap_or(""))
+                .map_err(|e| ConfigError::new("SCOPE_HIERARCHY", e))?;
+        let mut tool_policy =
+            crate::policy::ToolPolicy::parse(raw.get("TOOL_POLICY").unwrap_or(""))
+                .map_err(|e| ConfigError::new("TOOL_POLICY", e))?;
+        if let Some(tables) = &raw.tool_tables {
+            tool_policy.rules.extend(
+                crate::policy::ToolPolicy::from_tables(tables.clone())
+                    .map_err(|e| ConfigError::new("TOOL_POLICY", e))?,
+            );
+        }
+        tool_policy.missing_name = match raw
+            .get("TOOL_POLICY_MISSING_NAME")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("deny") => crate::policy::MissingName::Deny,
+            Some("allow") => crate::policy::MissingName::Allow,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "TOOL_POLICY_MISSING_NAME",
+                    format!("{other:?} is not one of deny, allow"),
+                ));
+            }
+        };
         let scopes_supported = match raw.get("SCOPES_SUPPORTED") {
             Some(list) => {
                 let scopes: Vec<String> = split_list(list).map(str::to_string).collect();
@@ -618,7 +650,11 @@ impl Settings {
             }
             None => {
                 let mut s = vec!["mcp".to_string()];
-                for extra in required_scopes.all_scopes() {
+                for extra in required_scopes
+                    .all_scopes()
+                    .into_iter()
+                    .chain(tool_policy.all_scopes())
+                {
                     if !s.contains(&extra) {
                         s.push(extra);
                     }
@@ -682,6 +718,9 @@ impl Settings {
             verify_cache_ttl,
             shutdown_drain: raw.duration("SHUTDOWN_DRAIN", 5)?,
             refresh_reuse_grace: raw.duration("REFRESH_REUSE_GRACE", 60)?,
+            tool_policy_header: raw.bool("TOOL_POLICY_HEADER", false)?,
+            scope_hierarchy,
+            tool_policy,
             verify_cache_capacity: raw.number("VERIFY_CACHE_CAPACITY", 100_000)?,
             failure_mode,
             mfa: MfaSettings {
@@ -834,6 +873,8 @@ pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
 /// The merged raw values, keyed by lower-case name.
 struct Raw {
     values: HashMap<String, String>,
+    /// `[[tool_policy]]` tables of a TOML file.
+    tool_tables: Option<Vec<crate::policy::RawToolRule>>,
 }
 
 impl Raw {
@@ -868,8 +909,17 @@ impl Raw {
             .try_deserialize()
             .map_err(|e| ConfigError::new("--config", e.to_string()))?;
         let mut values = HashMap::with_capacity(table.len());
+        let mut tool_tables = None;
         for (key, value) in table {
             let key = key.to_ascii_lowercase();
+            if key == "tool_policy" && value.clone().into_string().is_err() {
+                let tables: Vec<crate::policy::RawToolRule> =
+                    value.try_deserialize().map_err(|e| {
+                        ConfigError::new("TOOL_POLICY", format!("[[tool_policy]]: {e}"))
+                    })?;
+                tool_tables = Some(tables);
+                continue;
+            }
             let text = match value.clone().into_string() {
                 Ok(s) => s,
                 Err(_) => match value.into_array() {
@@ -889,7 +939,10 @@ impl Raw {
             };
             values.insert(key, text);
         }
-        Ok(Self { values })
+        Ok(Self {
+            values,
+            tool_tables,
+        })
     }
 
     /// The value, trimmed; empty counts as unset.

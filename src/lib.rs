@@ -10,6 +10,7 @@
 //! | module | responsibility |
 //! |---|---|
 //! | [`config`] | raw settings (TOML file + environment) parsed into validated [`config::Settings`] |
+//! | [`policy`] | scope hierarchies and per-tool rules (pure types, evaluated at ForwardAuth) |
 //! | [`token`] | access-token claims, signing and verification keys, JWKS, mint and validate (pure, no I/O) |
 //! | [`store`] | the [`store::Store`] trait, its Redis and in-memory implementations, key names |
 //! | [`auth`] | the authorization server: metadata, registration, authorize + consent, GitHub login, token, revoke, introspect |
@@ -38,6 +39,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod policy;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -47,6 +47,19 @@ pub fn start<T>(
         .map_err(|e| config_error(name, format!("REDIS_URL: {e}")))?;
     if args.check_config {
         println!("configuration ok");
+        if !settings.tool_policy.is_empty() {
+            println!("tool policy ({} rules):", settings.tool_policy.rules.len());
+            for line in settings.tool_policy.describe() {
+                println!("  {line}");
+            }
+            println!(
+                "  a request that names no tool where a rule needs one: {:?}",
+                settings.tool_policy.missing_name
+            );
+        }
+        if !settings.scope_hierarchy.is_empty() {
+            println!("scope hierarchy: {}", settings.scope_hierarchy.describe());
+        }
         return Ok(None);
     }
     crate::telemetry::init(&settings);

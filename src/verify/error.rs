@@ -18,7 +18,13 @@ pub struct Denial {
     pub description: &'static str,
     /// For `insufficient_scope`: the scopes the route needs.
     pub scope: Option<String>,
+    /// For a request that is not readable JSON-RPC: the JSON-RPC error code of the answer.
+    pub jsonrpc_code: Option<i32>,
 }
+
+/// JSON-RPC error codes of a 400: the body does not parse, and MCP's HeaderMismatch.
+pub const JSONRPC_PARSE_ERROR: i32 = -32700;
+pub const JSONRPC_HEADER_MISMATCH: i32 = -32020;
 
 impl Denial {
     pub fn new(reason: Reason, description: &'static str) -> Self {
@@ -26,12 +32,14 @@ impl Denial {
             reason,
             description,
             scope: None,
+            jsonrpc_code: None,
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self.reason {
-            Reason::InsufficientScope => StatusCode::FORBIDDEN,
+            Reason::InsufficientScope | Reason::ToolNotAllowed => StatusCode::FORBIDDEN,
+            Reason::BadRequest => StatusCode::BAD_REQUEST,
             Reason::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -42,6 +50,8 @@ impl Denial {
         match self.reason {
             Reason::NoToken => "invalid_request",
             Reason::InsufficientScope => "insufficient_scope",
+            Reason::ToolNotAllowed => "access_denied",
+            Reason::BadRequest => "invalid_request",
             Reason::StoreUnavailable => "temporarily_unavailable",
             _ => "invalid_token",
         }
@@ -63,6 +73,25 @@ impl Denial {
                 let mut challenge = String::from("Bearer error=\"insufficient_scope\"");
                 push_param(&mut challenge, "error_description", Some(self.description));
                 push_param(&mut challenge, "scope", needed);
+                push_param(&mut challenge, "resource_metadata", metadata_url);
+                builder.insert_header((WWW_AUTHENTICATE, challenge));
+            }
+            Reason::BadRequest => {
+                // A JSON-RPC answer the MCP client understands (no credential problem).
+                let body = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": null,
+                    "error": {
+                        "code": self.jsonrpc_code.unwrap_or(JSONRPC_PARSE_ERROR),
+                        "message": self.description,
+                    },
+                });
+                return builder.body(body.to_string());
+            }
+            Reason::ToolNotAllowed => {
+                // Not a scope problem: no step-up would help, so no error in the challenge.
+                let mut challenge = String::from("Bearer realm=\"mcp\"");
+                push_param(&mut challenge, "error_description", Some(self.description));
                 push_param(&mut challenge, "resource_metadata", metadata_url);
                 builder.insert_header((WWW_AUTHENTICATE, challenge));
             }

@@ -17,17 +17,39 @@ use super::error::Denial;
 use super::metrics::Reason;
 use super::request::{Target, bearer_token, client_cert_thumbprint};
 
-pub async fn forward_auth(req: HttpRequest, state: web::Data<VerifyState>) -> HttpResponse {
+/// The largest forwarded request body read for the per-tool policy (Traefik's `maxBodySize`
+/// in the shipped configuration is the same).
+pub const FORWARDED_BODY_LIMIT: usize = 1024 * 1024;
+
+pub const X_AUTH_DENIED_TOOLS: &str = "x-auth-denied-tools";
+
+pub async fn forward_auth(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<VerifyState>,
+) -> HttpResponse {
     let started = Instant::now();
     let headers = req.headers();
     let target = Target::from_headers(headers, &state.settings.resource_hosts);
     let peer = req.peer_addr().map(|a| a.ip());
-    let outcome = state.decide(headers, peer, target.as_ref(), started).await;
+    let outcome = state
+        .decide(headers, &body, peer, target.as_ref(), started)
+        .await;
     let response = match &outcome {
         Ok(verified) => {
             let mut ok = HttpResponse::Ok();
             for (name, value) in verified.identity_headers() {
                 ok.insert_header((name, value.clone()));
+            }
+            if state.settings.tool_policy_header && !state.settings.tool_policy.is_empty() {
+                let scopes: Vec<&str> = verified.scopes().collect();
+                let denied = state.settings.tool_policy.denied_tools(
+                    &state.settings.scope_hierarchy,
+                    &scopes,
+                    verified.user_id(),
+                    verified.username(),
+                );
+                ok.insert_header((X_AUTH_DENIED_TOOLS, denied.join(",")));
             }
             ok.finish()
         }
@@ -58,6 +80,7 @@ impl VerifyState {
     pub(crate) async fn decide(
         &self,
         headers: &HeaderMap,
+        body: &[u8],
         peer: Option<std::net::IpAddr>,
         target: Option<&Target<'_>>,
         started: Instant,
@@ -142,22 +165,100 @@ impl VerifyState {
                 "the user is not allowed to use this gateway",
             ));
         }
-        if !settings.required_scopes.is_empty() {
-            let required = settings
+        let hierarchy = &settings.scope_hierarchy;
+        let required: Vec<&str> = if settings.required_scopes.is_empty() {
+            Vec::new()
+        } else {
+            settings
                 .required_scopes
-                .required_for(&target.host, target.path.as_deref());
-            if required
-                .iter()
-                .any(|needed| !verified.scopes().any(|s| s == *needed))
-            {
-                return Err(Denial {
-                    reason: Reason::InsufficientScope,
-                    description: "the token lacks a scope this resource requires",
-                    scope: Some(required.join(" ")),
-                });
+                .required_for(&target.host, target.path.as_deref())
+        };
+        let tool_scopes = if settings.tool_policy.is_empty() || !is_mcp_message(headers) {
+            Vec::new()
+        } else {
+            self.tool_requirement(headers, body, &verified)?
+        };
+        let missing = required
+            .iter()
+            .chain(&tool_scopes)
+            .any(|needed| !hierarchy.satisfies(verified.scopes(), needed));
+        if missing {
+            // Every scope the operation needs, in one challenge, so a step-up asks once.
+            let mut all: Vec<&str> = required;
+            for s in tool_scopes {
+                if !all.contains(&s) {
+                    all.push(s);
+                }
             }
+            return Err(Denial {
+                reason: Reason::InsufficientScope,
+                description: "the token lacks a scope this resource requires",
+                scope: Some(all.join(" ")),
+                jsonrpc_code: None,
+            });
         }
         Ok(verified)
+    }
+
+    /// The scopes the per-tool policy requires of this request's calls; a refusal when the
+    /// request cannot be read, names no tool where a rule needs one, or the user is not one
+    /// a rule admits.
+    fn tool_requirement<'p>(
+        &'p self,
+        headers: &HeaderMap,
+        body: &[u8],
+        verified: &VerifiedToken,
+    ) -> Result<Vec<&'p str>, Denial> {
+        let policy = &self.settings.tool_policy;
+        let calls = super::mcp::calls(headers, body).map_err(|e| {
+            let (description, code) = match e {
+                super::mcp::CallError::Mismatch(d) => (d, super::error::JSONRPC_HEADER_MISMATCH),
+                super::mcp::CallError::Unreadable(d) => (d, super::error::JSONRPC_PARSE_ERROR),
+            };
+            Denial {
+                reason: Reason::BadRequest,
+                description,
+                scope: None,
+                jsonrpc_code: Some(code),
+            }
+        })?;
+        let requirements: Vec<_> = match &calls {
+            None => vec![policy.requirement(None)],
+            Some(calls) => calls
+                .iter()
+                .map(|c| {
+                    policy.requirement(Some(crate::policy::Call {
+                        method: &c.method,
+                        name: c.name.as_deref(),
+                    }))
+                })
+                .collect(),
+        };
+        let mut scopes: Vec<&'p str> = Vec::new();
+        for requirement in requirements {
+            if requirement.name_missing {
+                return Err(Denial::new(
+                    Reason::ToolNotAllowed,
+                    "the request does not say which tool it calls (send Mcp-Method and Mcp-Name, or forward the body), and a rule needs to know",
+                ));
+            }
+            if requirement
+                .users
+                .iter()
+                .any(|users| !users.allows(verified.user_id(), verified.username()))
+            {
+                return Err(Denial::new(
+                    Reason::ToolNotAllowed,
+                    "this user may not call this tool",
+                ));
+            }
+            for s in requirement.scopes {
+                if !scopes.contains(&s) {
+                    scopes.push(s);
+                }
+            }
+        }
+        Ok(scopes)
     }
 
     /// The verified token from the cache, or validated now and cached.
@@ -263,6 +364,14 @@ impl VerifyState {
         };
         (!scope.is_empty()).then_some(scope)
     }
+}
+
+/// Whether the proxied request carries JSON-RPC messages: a POST (or a request whose method
+/// the proxy did not say, which must not skip a rule).
+fn is_mcp_message(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-method")
+        .is_none_or(|m| m.as_bytes().eq_ignore_ascii_case(b"POST"))
 }
 
 fn token_denial(error: TokenError) -> Denial {

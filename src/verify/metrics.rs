@@ -22,11 +22,13 @@ pub enum Reason {
     MfaRequired,
     InsufficientScope,
     UserNotAllowed,
+    ToolNotAllowed,
+    BadRequest,
     StoreUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Ok,
         Reason::NoToken,
         Reason::Malformed,
@@ -40,6 +42,8 @@ impl Reason {
         Reason::MfaRequired,
         Reason::InsufficientScope,
         Reason::UserNotAllowed,
+        Reason::ToolNotAllowed,
+        Reason::BadRequest,
         Reason::StoreUnavailable,
     ];
 
@@ -58,6 +62,8 @@ impl Reason {
             Reason::MfaRequired => "mfa_required",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::UserNotAllowed => "user_not_allowed",
+            Reason::ToolNotAllowed => "tool_not_allowed",
+            Reason::BadRequest => "bad_request",
             Reason::StoreUnavailable => "store_unavailable",
         }
     }

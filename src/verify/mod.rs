@@ -9,6 +9,7 @@ pub mod cache;
 pub mod error;
 pub mod feed;
 pub mod forward_auth;
+pub mod mcp;
 pub mod metrics;
 pub mod request;
 
@@ -107,6 +108,8 @@ impl VerifyState {
 /// from one process).
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<VerifyState>) {
     cfg.app_data(state)
+        // The body Traefik forwards (`forwardBody`) for the per-tool policy, up to this much.
+        .app_data(web::PayloadConfig::new(forward_auth::FORWARDED_BODY_LIMIT))
         .route("/verify", web::route().to(forward_auth::forward_auth))
         .route(
             "/.well-known/oauth-protected-resource",

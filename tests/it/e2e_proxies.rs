@@ -673,3 +673,71 @@ async fn raw_http(port: u16, request: String) -> String {
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("(no answer)")
 }
+
+/// The per-tool policy through a real Traefik with the shipped `forwardBody` configuration:
+/// verify decides from the JSON-RPC body whatever headers the client sends, and the backend
+/// still receives the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_traefik_forwards_the_body_for_the_tool_policy() {
+    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+        return;
+    }
+    let mut stack = Stack::builder(Proxy::Traefik)
+        .verify_env("TOOL_POLICY", "tools/call delete_*=mcp:admin")
+        .verify_env("SCOPE_HIERARCHY", "mcp:admin > mcp")
+        .verify_env("TOOL_POLICY_HEADER", "true")
+        .start()
+        .await;
+    let echo = stack.start_header_echo().await;
+    let port = stack.add_proxy(Proxy::Traefik, &echo).await;
+    let resource = format!("http://localhost:{port}/mcp");
+    let plain = stack.mint(&["--scope", "mcp", "--resource", &resource]);
+    let admin = stack.mint(&["--scope", "mcp:admin", "--resource", &resource]);
+    let call = |name: &str| {
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": {"pad": "x".repeat(2000)}}}).to_string()
+    };
+    let post = |token: &str, body: String, headers: Vec<(&'static str, &'static str)>| {
+        let mut req = http()
+            .post(&resource)
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move { req.send().await.unwrap() }
+    };
+
+    let resp = post(&plain, call("echo"), vec![]).await;
+    assert_eq!(resp.status(), 200, "an unruled tool passes");
+    let seen: Value = resp.json().await.unwrap();
+    assert!(
+        seen["body"].as_str().unwrap().contains("\"echo\""),
+        "the backend got the body"
+    );
+    assert_eq!(seen["headers"]["x-auth-denied-tools"], "delete_*");
+
+    let resp = post(&plain, call("delete_everything"), vec![]).await;
+    assert_eq!(resp.status(), 403);
+    let www = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(www.contains(r#"scope="mcp:admin""#), "{www}");
+    // Forged 2026 headers naming a harmless tool: the body wins, as a mismatch.
+    let resp = post(
+        &plain,
+        call("delete_everything"),
+        vec![("Mcp-Method", "tools/call"), ("Mcp-Name", "echo")],
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], -32020);
+    // The broader scope calls it.
+    let resp = post(&admin, call("delete_everything"), vec![]).await;
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-auth-denied-tools"], "");
+}

@@ -18,6 +18,7 @@ mod properties;
 mod retries;
 mod security;
 mod store_contract;
+mod tool_policy;
 mod verify;
 mod verify_faults;
 

@@ -1,0 +1,441 @@
+//! Authorization policy beyond "a valid token": scope hierarchies (a broader scope implies
+//! narrower ones, as the MCP authorization spec asks resource servers to honour) and per-tool
+//! rules, "who may call which tool", decided at ForwardAuth from the JSON-RPC method and the
+//! tool, resource or prompt name (MCP 2026-07-28 `Mcp-Method`/`Mcp-Name`, or the forwarded
+//! body). Pure types: parsed and validated once at startup, evaluated without allocation.
+//!
+//! Environment form (`TOOL_POLICY`), rules separated by `;`:
+//!
+//! ```text
+//! tools/call delete_*=mcp:admin; tools/call deploy=mcp:write @alice,id:583231; resources/read file:///secret/*=mcp:admin
+//! ```
+//!
+//! Each rule is `METHOD [NAME]=SCOPE… [@USER,…]`; METHOD and NAME are exact or glob (`*` any
+//! run of characters, `?` one), compared case-insensitively. In a `--config` TOML file the same
+//! rules may be written as tables (`[[tool_policy]]` with `method`, `name`, `scopes`, `users`).
+//! `SCOPE_HIERARCHY`: chains separated by `;`, `mcp:admin > mcp:write > mcp:read` (each scope
+//! implies those to its right).
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+
+use crate::config::{AllowList, is_scope_token, split_list};
+
+/// `SCOPE_HIERARCHY`: which scopes a granted scope implies, transitively.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeHierarchy {
+    implies: HashMap<String, HashSet<String>>,
+}
+
+impl ScopeHierarchy {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut direct: HashMap<String, HashSet<String>> = HashMap::new();
+        for chain in raw.split(';').map(str::trim).filter(|c| !c.is_empty()) {
+            let scopes: Vec<&str> = chain.split('>').map(str::trim).collect();
+            if scopes.len() < 2 {
+                return Err(format!(
+                    "{chain:?} is not a chain like \"mcp:admin > mcp:write\""
+                ));
+            }
+            if let Some(bad) = scopes.iter().find(|s| !is_scope_token(s)) {
+                return Err(format!("{bad:?} is not a valid scope token"));
+            }
+            for pair in scopes.windows(2) {
+                direct
+                    .entry(pair[0].to_string())
+                    .or_default()
+                    .insert(pair[1].to_string());
+            }
+        }
+        // Transitive closure; a cycle would make two scopes the same, which is a typo.
+        let mut implies = HashMap::new();
+        for scope in direct.keys() {
+            let mut seen = HashSet::new();
+            let mut todo: Vec<&String> = direct[scope].iter().collect();
+            while let Some(next) = todo.pop() {
+                if next == scope {
+                    return Err(format!("{scope:?} implies itself (a cycle)"));
+                }
+                if seen.insert(next.clone())
+                    && let Some(more) = direct.get(next)
+                {
+                    todo.extend(more.iter());
+                }
+            }
+            implies.insert(scope.clone(), seen);
+        }
+        Ok(Self { implies })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.implies.is_empty()
+    }
+
+    /// `a ⊇ b, c; …`, sorted, for `--check-config`.
+    pub fn describe(&self) -> String {
+        let mut lines: Vec<String> = self
+            .implies
+            .iter()
+            .map(|(scope, implied)| {
+                let mut implied: Vec<&str> = implied.iter().map(String::as_str).collect();
+                implied.sort_unstable();
+                format!("{scope} ⊇ {}", implied.join(", "))
+            })
+            .collect();
+        lines.sort();
+        lines.join("; ")
+    }
+
+    /// Whether `granted` (the token's scopes) include `needed`, directly or by implication.
+    pub fn satisfies<'a>(&self, granted: impl IntoIterator<Item = &'a str>, needed: &str) -> bool {
+        granted
+            .into_iter()
+            .any(|g| g == needed || self.implies.get(g).is_some_and(|set| set.contains(needed)))
+    }
+}
+
+/// What to do when a rule needs the tool name and the request does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingName {
+    #[default]
+    Deny,
+    Allow,
+}
+
+/// A case-insensitive pattern: exact, or with `*` and `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    pattern: String,
+}
+
+impl Glob {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw.chars().any(char::is_control) {
+            return Err(format!("{raw:?} is not a name or pattern"));
+        }
+        Ok(Self {
+            pattern: raw.to_lowercase(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether `text` matches; `text` is compared lower-cased, as the pattern is.
+    pub fn matches(&self, text: &str) -> bool {
+        if !self.pattern.contains(['*', '?']) {
+            if text.is_ascii() && self.pattern.is_ascii() {
+                return text.eq_ignore_ascii_case(&self.pattern);
+            }
+            return text.to_lowercase() == self.pattern;
+        }
+        let text: Vec<char> = text.to_lowercase().chars().collect();
+        let pattern: Vec<char> = self.pattern.chars().collect();
+        glob_match(&pattern, &text)
+    }
+}
+
+/// Iterative wildcard matching with backtracking on the last `*` (linear in practice).
+fn glob_match(pattern: &[char], text: &[char]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// One rule: a method (and a name) that needs scopes, and optionally only some users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRule {
+    pub method: Glob,
+    pub name: Option<Glob>,
+    pub scopes: Vec<String>,
+    pub users: Option<AllowList>,
+}
+
+/// The rules as a `[[tool_policy]]` table in a TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToolRule {
+    pub method: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+/// `TOOL_POLICY`: per-method, per-tool rules. All rules that match a request apply (their
+/// scopes add up); a request no rule matches needs nothing more than any valid token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolPolicy {
+    pub rules: Vec<ToolRule>,
+    pub missing_name: MissingName,
+}
+
+/// One JSON-RPC call of a request, as far as the policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call<'a> {
+    pub method: &'a str,
+    /// `params.name` (tools, prompts) or `params.uri` (resources); `None` when unknown.
+    pub name: Option<&'a str>,
+}
+
+/// What the policy requires of one call.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Requirement<'p> {
+    pub scopes: Vec<&'p str>,
+    /// Users the matching rules are limited to (all must admit the user).
+    pub users: Vec<&'p AllowList>,
+    /// A rule needs the name and the request does not give it (and the policy denies that).
+    pub name_missing: bool,
+}
+
+impl ToolPolicy {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for part in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (target, rest) = part
+                .split_once('=')
+                .ok_or_else(|| format!("rule {part:?} has no \"=scopes\""))?;
+            let mut target = target.split_whitespace();
+            let method = target
+                .next()
+                .ok_or_else(|| format!("rule {part:?} names no method"))?;
+            let name = target.next();
+            if target.next().is_some() {
+                return Err(format!("rule {part:?}: write it as METHOD [NAME]=SCOPES"));
+            }
+            let (scopes, users) = match rest.split_once('@') {
+                Some((scopes, users)) => (scopes, Some(users)),
+                None => (rest, None),
+            };
+            rules.push(Self::rule(
+                part,
+                method,
+                name,
+                split_list(scopes).map(str::to_string).collect(),
+                users.map(|u| split_list(u).map(str::to_string).collect()),
+            )?);
+        }
+        Ok(Self {
+            rules,
+            missing_name: MissingName::Deny,
+        })
+    }
+
+    pub fn from_tables(tables: Vec<RawToolRule>) -> Result<Vec<ToolRule>, String> {
+        tables
+            .into_iter()
+            .map(|t| {
+                let label = format!("[[tool_policy]] method = {:?}", t.method);
+                Self::rule(
+                    &label,
+                    &t.method,
+                    t.name.as_deref(),
+                    t.scopes,
+                    (!t.users.is_empty()).then_some(t.users),
+                )
+            })
+            .collect()
+    }
+
+    fn rule(
+        label: &str,
+        method: &str,
+        name: Option<&str>,
+        scopes: Vec<String>,
+        users: Option<Vec<String>>,
+    ) -> Result<ToolRule, String> {
+        if let Some(bad) = scopes.iter().find(|s| !is_scope_token(s)) {
+            return Err(format!("{label}: {bad:?} is not a valid scope token"));
+        }
+        if scopes.is_empty() && users.is_none() {
+            return Err(format!("{label}: names neither scopes nor users"));
+        }
+        let users = match users {
+            Some(list) if list.is_empty() => {
+                return Err(format!("{label}: \"@\" names no user"));
+            }
+            Some(list) => Some(AllowList::parse(&list.join(","))),
+            None => None,
+        };
+        Ok(ToolRule {
+            method: Glob::parse(method).map_err(|e| format!("{label}: {e}"))?,
+            name: name
+                .map(Glob::parse)
+                .transpose()
+                .map_err(|e| format!("{label}: {e}"))?,
+            scopes,
+            users,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// What `call` needs; `method` unknown (`None`) applies every rule, as an unreadable path
+    /// does for path rules: omitting the method never skips a rule.
+    pub fn requirement<'p>(&'p self, call: Option<Call<'_>>) -> Requirement<'p> {
+        let mut out = Requirement::default();
+        for rule in &self.rules {
+            let applies = match call {
+                None => true,
+                Some(call) => {
+                    rule.method.matches(call.method)
+                        && match (&rule.name, call.name) {
+                            (None, _) => true,
+                            (Some(pattern), Some(name)) => pattern.matches(name),
+                            (Some(_), None) => {
+                                if self.missing_name == MissingName::Deny {
+                                    out.name_missing = true;
+                                }
+                                false
+                            }
+                        }
+                }
+            };
+            if !applies {
+                continue;
+            }
+            if call.is_none() && self.missing_name == MissingName::Deny {
+                out.name_missing = true;
+            }
+            for scope in &rule.scopes {
+                if !out.scopes.contains(&scope.as_str()) {
+                    out.scopes.push(scope);
+                }
+            }
+            if let Some(users) = &rule.users {
+                out.users.push(users);
+            }
+        }
+        out
+    }
+
+    /// Tool-name patterns of `tools/call` rules that the holder of `scopes` (user `id`/`login`)
+    /// fails: what a server filtering its tool list should hide.
+    pub fn denied_tools<'p>(
+        &'p self,
+        hierarchy: &ScopeHierarchy,
+        granted: &[&str],
+        id: &str,
+        login: &str,
+    ) -> Vec<&'p str> {
+        self.rules
+            .iter()
+            .filter(|r| r.method.matches("tools/call"))
+            .filter(|r| {
+                !r.scopes
+                    .iter()
+                    .all(|s| hierarchy.satisfies(granted.iter().copied(), s))
+                    || r.users.as_ref().is_some_and(|u| !u.allows(id, login))
+            })
+            .map(|r| r.name.as_ref().map_or("*", Glob::as_str))
+            .collect()
+    }
+
+    /// Every scope any rule names.
+    pub fn all_scopes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in self.rules.iter().flat_map(|r| r.scopes.iter()) {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+
+    /// One line per rule, for `--check-config`.
+    pub fn describe(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let mut line = format!(
+                    "{} {} needs [{}]",
+                    r.method.as_str(),
+                    r.name.as_ref().map_or("(any name)", Glob::as_str),
+                    r.scopes.join(" ")
+                );
+                if let Some(users) = &r.users {
+                    line.push_str(&format!(" and user in {users:?}"));
+                }
+                line
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hierarchies_are_transitive_and_refuse_cycles() {
+        let h =
+            ScopeHierarchy::parse("mcp:admin > mcp:write > mcp:read; mcp:admin > billing").unwrap();
+        assert!(h.satisfies(["mcp:admin"], "mcp:read"));
+        assert!(h.satisfies(["mcp:write"], "mcp:read"));
+        assert!(!h.satisfies(["mcp:read"], "mcp:write"));
+        assert!(h.satisfies(["x", "mcp:admin"], "billing"));
+        assert!(ScopeHierarchy::parse("a > b; b > a").is_err());
+        assert!(ScopeHierarchy::parse("a").is_err());
+        assert!(ScopeHierarchy::parse("a > b\"").is_err());
+    }
+
+    #[test]
+    fn globs_match_case_insensitively() {
+        let g = Glob::parse("delete_*").unwrap();
+        assert!(g.matches("delete_file"));
+        assert!(g.matches("DELETE_FILE"));
+        assert!(g.matches("delete_"));
+        assert!(!g.matches("undelete_file"));
+        assert!(Glob::parse("a?c").unwrap().matches("abc"));
+        assert!(Glob::parse("*x*y").unwrap().matches("axbxy"));
+        assert!(Glob::parse("Echo").unwrap().matches("echo"));
+        assert!(!Glob::parse("echo").unwrap().matches("echo2"));
+    }
+
+    #[test]
+    fn rules_add_up_and_a_missing_name_never_skips_one() {
+        let p = ToolPolicy::parse(
+            "tools/call delete_*=mcp:admin; tools/call *=mcp; resources/read file:///secret/*=mcp:admin @alice",
+        )
+        .unwrap();
+        let call = |method, name| Some(Call { method, name });
+        let r = p.requirement(call("tools/call", Some("delete_all")));
+        assert_eq!(r.scopes, ["mcp:admin", "mcp"]);
+        assert!(!r.name_missing);
+        assert_eq!(
+            p.requirement(call("tools/call", Some("echo"))).scopes,
+            ["mcp"]
+        );
+        assert!(p.requirement(call("tools/call", None)).name_missing);
+        assert!(p.requirement(call("tools/list", None)).scopes.is_empty());
+        assert!(p.requirement(None).name_missing);
+        let r = p.requirement(call("resources/read", Some("file:///secret/key")));
+        assert_eq!(r.users.len(), 1);
+        assert!(ToolPolicy::parse("tools/call=").is_err());
+        assert!(ToolPolicy::parse("tools/call x y=mcp").is_err());
+        assert!(ToolPolicy::parse("tools/call x=bad\"scope").is_err());
+        assert!(ToolPolicy::parse("tools/call x=mcp @").is_err());
+    }
+}

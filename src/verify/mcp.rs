@@ -1,0 +1,278 @@
+//! What an MCP request calls, for the per-tool policy: the JSON-RPC `method` and the tool,
+//! prompt (`params.name`) or resource (`params.uri`) it names. Read from the body Traefik
+//! forwards (`forwardBody: true`), else from the `Mcp-Method`/`Mcp-Name` headers of the MCP
+//! 2026-07-28 streamable-HTTP transport; when both are present they must agree (the spec's
+//! HeaderMismatch), so neither can be forged to smuggle a call past a rule.
+//!
+//! Only `method` and `params.name`/`params.uri` are read; every other member is skipped without
+//! being built. A duplicate member is an error (parsers differ on which one wins), and a
+//! JSON-RPC batch is read element by element.
+
+use std::fmt;
+
+use actix_web::http::header::HeaderMap;
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+pub const MCP_METHOD: &str = "mcp-method";
+pub const MCP_NAME: &str = "mcp-name";
+
+/// One JSON-RPC message of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpCall {
+    pub method: String,
+    pub name: Option<String>,
+}
+
+/// Why the request's calls cannot be known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Headers and body disagree (JSON-RPC error -32020).
+    Mismatch(&'static str),
+    /// The body is not JSON-RPC we can read (-32700 / -32600).
+    Unreadable(&'static str),
+}
+
+/// The calls of a request: `Ok(None)` when neither body nor headers say (every rule then
+/// applies, so omitting them never skips one).
+pub fn calls(headers: &HeaderMap, body: &[u8]) -> Result<Option<Vec<McpCall>>, CallError> {
+    let header_method = single_header(headers, MCP_METHOD)?;
+    let header_name = single_header(headers, MCP_NAME)?;
+    let body = trim_ascii(body);
+    if body.is_empty() {
+        return Ok(header_method.map(|method| {
+            vec![McpCall {
+                method: method.to_string(),
+                name: header_name.map(str::to_string),
+            }]
+        }));
+    }
+    let messages: Vec<Message> = if body.first() == Some(&b'[') {
+        serde_json::from_slice::<Vec<Message>>(body)
+            .map_err(|_| CallError::Unreadable("the body is not a JSON-RPC batch"))?
+    } else {
+        vec![
+            serde_json::from_slice::<Message>(body)
+                .map_err(|_| CallError::Unreadable("the body is not a JSON-RPC message"))?,
+        ]
+    };
+    if messages.is_empty() {
+        return Err(CallError::Unreadable("an empty JSON-RPC batch"));
+    }
+    let mut out = Vec::with_capacity(messages.len());
+    for message in messages {
+        // Responses (no method) call nothing.
+        let Some(method) = message.method else {
+            continue;
+        };
+        let name = message.params.and_then(|p| {
+            if method.starts_with("resources/") {
+                p.uri
+            } else {
+                p.name
+            }
+        });
+        if let Some(h) = header_method
+            && h != method
+        {
+            return Err(CallError::Mismatch(
+                "the Mcp-Method header does not match the body's method",
+            ));
+        }
+        if let Some(h) = header_name
+            && name.as_deref() != Some(h)
+        {
+            return Err(CallError::Mismatch(
+                "the Mcp-Name header does not match the body's name",
+            ));
+        }
+        out.push(McpCall { method, name });
+    }
+    Ok(Some(out))
+}
+
+fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, CallError> {
+    let mut values = headers.get_all(name);
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(CallError::Mismatch(
+            "a repeated Mcp-Method or Mcp-Name header",
+        ));
+    }
+    first
+        .to_str()
+        .map(|v| Some(v.trim()))
+        .map_err(|_| CallError::Unreadable("an Mcp-Method or Mcp-Name header that is not text"))
+}
+
+fn trim_ascii(mut bytes: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = bytes
+        && first.is_ascii_whitespace()
+    {
+        bytes = rest;
+    }
+    while let [rest @ .., last] = bytes
+        && last.is_ascii_whitespace()
+    {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// A JSON-RPC message, reduced to `method` and the params the policy reads.
+#[derive(Debug)]
+struct Message {
+    method: Option<String>,
+    params: Option<Params>,
+}
+
+#[derive(Debug, Default)]
+struct Params {
+    name: Option<String>,
+    uri: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Message;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON-RPC message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+                let (mut method, mut params) = (None, None);
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "method" => {
+                            if method.is_some() {
+                                return Err(de::Error::duplicate_field("method"));
+                            }
+                            method = Some(map.next_value::<String>()?);
+                        }
+                        "params" => {
+                            if params.is_some() {
+                                return Err(de::Error::duplicate_field("params"));
+                            }
+                            params = Some(map.next_value::<Params>()?);
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Message { method, params })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Params;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("JSON-RPC params")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+                let mut params = Params::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "name" => &mut params.name,
+                        "uri" => &mut params.uri,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(de::Error::custom("duplicate name or uri"));
+                    }
+                    // A non-string name is no name we can match: an error, never "no name".
+                    *slot = Some(map.next_value::<String>()?);
+                }
+                Ok(params)
+            }
+            // Positional params name nothing.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Params::default())
+            }
+            fn visit_unit<E>(self) -> Result<Params, E> {
+                Ok(Params::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn call(method: &str, name: Option<&str>) -> McpCall {
+        McpCall {
+            method: method.into(),
+            name: name.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn body_headers_and_their_disagreement() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"name":"x"},"name":"delete_all"}}"#;
+        assert_eq!(
+            calls(&headers(&[]), body).unwrap(),
+            Some(vec![call("tools/call", Some("delete_all"))])
+        );
+        let h = headers(&[("mcp-method", "tools/call"), ("mcp-name", "echo")]);
+        assert_eq!(
+            calls(&h, b"").unwrap(),
+            Some(vec![call("tools/call", Some("echo"))])
+        );
+        assert!(matches!(calls(&h, body), Err(CallError::Mismatch(_))));
+        assert_eq!(calls(&headers(&[]), b"  ").unwrap(), None);
+        // Escapes decode before comparison; duplicates and non-strings are refused.
+        let escaped = br#"{"method":"tools/call","params":{"name":"\u0064elete_all"}}"#;
+        assert_eq!(
+            calls(&headers(&[]), escaped).unwrap(),
+            Some(vec![call("tools/call", Some("delete_all"))])
+        );
+        for bad in [
+            &br#"{"method":"tools/call","params":{"name":"echo","name":"delete_all"}}"#[..],
+            br#"{"method":"tools/call","method":"ping"}"#,
+            br#"{"method":"tools/call","params":{"name":["delete_all"]}}"#,
+            br#"not json"#,
+            br#"[]"#,
+        ] {
+            assert!(
+                calls(&headers(&[]), bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let batch = br#"[{"method":"tools/list"},{"method":"resources/read","params":{"uri":"file:///x"}},{"id":3,"result":{}}]"#;
+        assert_eq!(
+            calls(&headers(&[]), batch).unwrap(),
+            Some(vec![
+                call("tools/list", None),
+                call("resources/read", Some("file:///x"))
+            ])
+        );
+    }
+}
