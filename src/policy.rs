@@ -124,13 +124,11 @@ impl Glob {
         &self.pattern
     }
 
-    /// Whether `text` matches; `text` is compared lower-cased, as the pattern is.
+    /// Whether `text` matches; `text` is compared lower-cased, as the pattern is. ASCII (every
+    /// MCP method and nearly every tool name) is matched byte by byte without allocating.
     pub fn matches(&self, text: &str) -> bool {
-        if !self.pattern.contains(['*', '?']) {
-            if text.is_ascii() && self.pattern.is_ascii() {
-                return text.eq_ignore_ascii_case(&self.pattern);
-            }
-            return text.to_lowercase() == self.pattern;
+        if text.is_ascii() && self.pattern.is_ascii() {
+            return glob_match_ascii(self.pattern.as_bytes(), text.as_bytes());
         }
         let text: Vec<char> = text.to_lowercase().chars().collect();
         let pattern: Vec<char> = self.pattern.chars().collect();
@@ -158,6 +156,28 @@ fn glob_match(pattern: &[char], text: &[char]) -> bool {
         }
     }
     pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// [`glob_match`] on ASCII, case-insensitively (the pattern is lower-case already).
+fn glob_match_ascii(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t].to_ascii_lowercase()) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == b'*')
 }
 
 /// One rule: a method (and a name) that needs scopes, and optionally only some users.

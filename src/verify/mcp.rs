@@ -8,6 +8,7 @@
 //! being built. A duplicate member is an error (parsers differ on which one wins), and a
 //! JSON-RPC batch is read element by element.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use actix_web::http::header::HeaderMap;
@@ -17,11 +18,11 @@ use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 pub const MCP_METHOD: &str = "mcp-method";
 pub const MCP_NAME: &str = "mcp-name";
 
-/// One JSON-RPC message of the request.
+/// One JSON-RPC message of the request (borrowed from the body unless it had escapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct McpCall {
-    pub method: String,
-    pub name: Option<String>,
+pub struct McpCall<'a> {
+    pub method: Cow<'a, str>,
+    pub name: Option<Cow<'a, str>>,
 }
 
 /// Why the request's calls cannot be known.
@@ -35,20 +36,23 @@ pub enum CallError {
 
 /// The calls of a request: `Ok(None)` when neither body nor headers say (every rule then
 /// applies, so omitting them never skips one).
-pub fn calls(headers: &HeaderMap, body: &[u8]) -> Result<Option<Vec<McpCall>>, CallError> {
+pub fn calls<'a>(
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+) -> Result<Option<Vec<McpCall<'a>>>, CallError> {
     let header_method = single_header(headers, MCP_METHOD)?;
     let header_name = single_header(headers, MCP_NAME)?;
     let body = trim_ascii(body);
     if body.is_empty() {
         return Ok(header_method.map(|method| {
             vec![McpCall {
-                method: method.to_string(),
-                name: header_name.map(str::to_string),
+                method: Cow::Borrowed(method),
+                name: header_name.map(Cow::Borrowed),
             }]
         }));
     }
-    let messages: Vec<Message> = if body.first() == Some(&b'[') {
-        serde_json::from_slice::<Vec<Message>>(body)
+    let messages: Vec<Message<'a>> = if body.first() == Some(&b'[') {
+        serde_json::from_slice::<Vec<Message<'a>>>(body)
             .map_err(|_| CallError::Unreadable("the body is not a JSON-RPC batch"))?
     } else {
         vec![
@@ -73,7 +77,7 @@ pub fn calls(headers: &HeaderMap, body: &[u8]) -> Result<Option<Vec<McpCall>>, C
             }
         });
         if let Some(h) = header_method
-            && h != method
+            && h != method.as_ref()
         {
             return Err(CallError::Mismatch(
                 "the Mcp-Method header does not match the body's method",
@@ -123,40 +127,65 @@ fn trim_ascii(mut bytes: &[u8]) -> &[u8] {
 
 /// A JSON-RPC message, reduced to `method` and the params the policy reads.
 #[derive(Debug)]
-struct Message {
-    method: Option<String>,
-    params: Option<Params>,
+struct Message<'a> {
+    method: Option<Cow<'a, str>>,
+    params: Option<Params<'a>>,
 }
 
 #[derive(Debug, Default)]
-struct Params {
-    name: Option<String>,
-    uri: Option<String>,
+struct Params<'a> {
+    name: Option<Cow<'a, str>>,
+    uri: Option<Cow<'a, str>>,
 }
 
-impl<'de> Deserialize<'de> for Message {
+/// A string borrowed from the input when it has no escapes, decoded otherwise.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Message;
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Message<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Message<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON-RPC message object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message<'de>, A::Error> {
                 let (mut method, mut params) = (None, None);
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                     match key.as_ref() {
                         "method" => {
                             if method.is_some() {
                                 return Err(de::Error::duplicate_field("method"));
                             }
-                            method = Some(map.next_value::<String>()?);
+                            method = Some(map.next_value::<Text<'de>>()?.0);
                         }
                         "params" => {
                             if params.is_some() {
                                 return Err(de::Error::duplicate_field("params"));
                             }
-                            params = Some(map.next_value::<Params>()?);
+                            params = Some(map.next_value::<Params<'de>>()?);
                         }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
@@ -170,17 +199,17 @@ impl<'de> Deserialize<'de> for Message {
     }
 }
 
-impl<'de> Deserialize<'de> for Params {
+impl<'de> Deserialize<'de> for Params<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Params;
+            type Value = Params<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("JSON-RPC params")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params<'de>, A::Error> {
                 let mut params = Params::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                     let slot = match key.as_ref() {
                         "name" => &mut params.name,
                         "uri" => &mut params.uri,
@@ -193,16 +222,16 @@ impl<'de> Deserialize<'de> for Params {
                         return Err(de::Error::custom("duplicate name or uri"));
                     }
                     // A non-string name is no name we can match: an error, never "no name".
-                    *slot = Some(map.next_value::<String>()?);
+                    *slot = Some(map.next_value::<Text<'de>>()?.0);
                 }
                 Ok(params)
             }
             // Positional params name nothing.
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Params<'de>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Params::default())
             }
-            fn visit_unit<E>(self) -> Result<Params, E> {
+            fn visit_unit<E>(self) -> Result<Params<'de>, E> {
                 Ok(Params::default())
             }
         }
@@ -226,10 +255,10 @@ mod tests {
         map
     }
 
-    fn call(method: &str, name: Option<&str>) -> McpCall {
+    fn call(method: &str, name: Option<&str>) -> McpCall<'static> {
         McpCall {
-            method: method.into(),
-            name: name.map(str::to_string),
+            method: Cow::Owned(method.into()),
+            name: name.map(|n| Cow::Owned(n.to_string())),
         }
     }
 
