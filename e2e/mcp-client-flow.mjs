@@ -26,6 +26,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { UnauthorizedError, auth } from "@modelcontextprotocol/sdk/client/auth.js";
 import { browserLogin, FlowError, redact } from "./browser-login.mjs";
+import { MemoryProvider } from "./sdk-provider.mjs";
 
 // stdout carries exactly one JSON line: everything else goes to stderr.
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -72,72 +73,6 @@ function tracingFetch(input, init = {}) {
       throw e;
     },
   );
-}
-
-/** In-memory OAuthClientProvider, as a desktop MCP client keeps it. */
-class MemoryProvider {
-  constructor(redirectUrl) {
-    this._redirectUrl = redirectUrl;
-    this._client = undefined;
-    this._tokens = undefined;
-    this._verifier = undefined;
-    this._discovery = undefined;
-    this.lastAuthorizationUrl = undefined;
-    this.lastState = undefined;
-    this.savedTokens = [];
-  }
-  get redirectUrl() {
-    return this._redirectUrl;
-  }
-  get clientMetadata() {
-    return {
-      client_name: "mcp-gateway e2e (MCP TypeScript SDK)",
-      redirect_uris: [this._redirectUrl],
-      grant_types: ["authorization_code", "refresh_token"],
-      response_types: ["code"],
-      token_endpoint_auth_method: authMethod,
-    };
-  }
-  state() {
-    this.lastState = crypto.randomBytes(16).toString("base64url");
-    return this.lastState;
-  }
-  clientInformation() {
-    return this._client;
-  }
-  saveClientInformation(info) {
-    this._client = info;
-  }
-  tokens() {
-    return this._tokens;
-  }
-  saveTokens(tokens) {
-    this._tokens = tokens;
-    this.savedTokens.push(tokens);
-  }
-  redirectToAuthorization(url) {
-    this.lastAuthorizationUrl = new URL(url);
-  }
-  saveCodeVerifier(v) {
-    this._verifier = v;
-  }
-  codeVerifier() {
-    if (!this._verifier) throw new Error("no code verifier saved");
-    return this._verifier;
-  }
-  saveDiscoveryState(s) {
-    this._discovery = s;
-  }
-  discoveryState() {
-    return this._discovery;
-  }
-  invalidateCredentials(scope) {
-    console.error(`[flow] SDK invalidated credentials: ${scope}`);
-    if (scope === "all" || scope === "client") this._client = undefined;
-    if (scope === "all" || scope === "tokens") this._tokens = undefined;
-    if (scope === "all" || scope === "verifier") this._verifier = undefined;
-    if (scope === "all" || scope === "discovery") this._discovery = undefined;
-  }
 }
 
 function jwtParts(token) {
@@ -193,7 +128,7 @@ async function rawCodeRedeem(metadata, client, code, verifier, redirectUri) {
 
 async function main() {
   const redirectUrl = `http://127.0.0.1:${20000 + crypto.randomInt(40000)}/oauth/callback`;
-  const provider = new MemoryProvider(redirectUrl);
+  const provider = new MemoryProvider(redirectUrl, { authMethod });
   out.redirect_uri = redirectUrl;
 
   // 1. First connection: must be refused and turned into an authorization URL by the SDK.

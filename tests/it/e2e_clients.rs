@@ -246,3 +246,45 @@ async fn allowed_decisions(verify: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The MCP TypeScript SDK 1.32.2 (no Mcp-Method/Mcp-Name headers) through the shipped Traefik
+/// configuration, at a policy that protects one tool: the allowed tool works, the protected
+/// one is refused with 403 naming the scope it needs, the SDK steps up through a new consent,
+/// and the tool then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_mcp_sdk_steps_up_for_a_protected_tool_through_traefik() {
+    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+        return;
+    }
+    let stack = Stack::builder(Proxy::Traefik)
+        .verify_env("TOOL_POLICY", "tools/call get-env=mcp:admin")
+        .verify_env("SCOPE_HIERARCHY", "mcp:admin > mcp")
+        // What clients ask for at first stays `mcp`; the authorization server grants more.
+        .verify_env("SCOPES_SUPPORTED", "mcp")
+        .auth_env("SCOPES_SUPPORTED", "mcp mcp:admin")
+        .start()
+        .await;
+    let (flow, stderr) = stack
+        .run_script(
+            "mcp-tool-policy.mjs",
+            &[&stack.mcp_url, "echo", "get-env"],
+            Duration::from_secs(90),
+        )
+        .await;
+    let context = format!("{flow:#}\n{stderr}\n{}", stack.logs());
+    assert_eq!(flow["ok"], true, "{context}");
+    assert_eq!(flow["allowed_ok"], true, "{context}");
+    assert_eq!(flow["first_scope"], "mcp", "{context}");
+    let refusal = flow["refusal"]["www_authenticate"].as_str().unwrap_or("");
+    assert!(
+        refusal.contains(r#"error="insufficient_scope""#),
+        "{context}"
+    );
+    assert!(refusal.contains(r#"scope="mcp:admin""#), "{context}");
+    assert_eq!(
+        flow["protected_authorization_scope_0"], "mcp:admin",
+        "{context}"
+    );
+    assert_eq!(flow["protected_ok"], true, "{context}");
+    assert_eq!(flow["final_scope"], "mcp:admin", "{context}");
+}

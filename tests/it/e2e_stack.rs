@@ -233,6 +233,7 @@ pub struct StackBuilder {
     proxy: Proxy,
     verify_replicas: usize,
     verify_env: Vec<(String, String)>,
+    auth_env: Vec<(String, String)>,
 }
 
 impl StackBuilder {
@@ -248,6 +249,12 @@ impl StackBuilder {
     /// An environment variable for verify only (after, so over, the common ones).
     pub fn verify_env(mut self, name: &str, value: &str) -> Self {
         self.verify_env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// An environment variable for auth only (after, so over, the common ones).
+    pub fn auth_env(mut self, name: &str, value: &str) -> Self {
+        self.auth_env.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -281,6 +288,7 @@ impl Stack {
             proxy,
             verify_replicas: 1,
             verify_env: Vec::new(),
+            auth_env: Vec::new(),
         }
     }
 
@@ -338,7 +346,8 @@ impl Stack {
                 "GITHUB_TOKEN_URL",
                 format!("{github_url}/login/oauth/access_token"),
             )
-            .env("GITHUB_API_URL", &github_url);
+            .env("GITHUB_API_URL", &github_url)
+            .envs(opts.auth_env.iter().map(|(k, v)| (k, v)));
         let mut auth = Proc::spawn("mcp-gateway-auth", cmd, &logs);
         let auth_url = format!("http://127.0.0.1:{aport}");
         wait_http(
