@@ -128,23 +128,35 @@ impl Glob {
     /// MCP method and nearly every tool name) is matched byte by byte without allocating.
     pub fn matches(&self, text: &str) -> bool {
         if text.is_ascii() && self.pattern.is_ascii() {
-            return glob_match_ascii(self.pattern.as_bytes(), text.as_bytes());
+            // The pattern is lower-case already.
+            return glob_match(
+                self.pattern.as_bytes(),
+                text.as_bytes(),
+                (b'*', b'?'),
+                |p, t| p == t.to_ascii_lowercase(),
+            );
         }
         let text: Vec<char> = text.to_lowercase().chars().collect();
         let pattern: Vec<char> = self.pattern.chars().collect();
-        glob_match(&pattern, &text)
+        glob_match(&pattern, &text, ('*', '?'), |p, t| p == t)
     }
 }
 
-/// Iterative wildcard matching with backtracking on the last `*` (linear in practice).
-fn glob_match(pattern: &[char], text: &[char]) -> bool {
+/// Iterative wildcard matching with backtracking on the last `*` (linear in practice); `eq`
+/// compares a pattern element with a text element.
+fn glob_match<T: Copy + PartialEq>(
+    pattern: &[T],
+    text: &[T],
+    (star_sym, one_sym): (T, T),
+    eq: impl Fn(T, T) -> bool,
+) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+        if p < pattern.len() && (pattern[p] == one_sym || eq(pattern[p], text[t])) {
             p += 1;
             t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
+        } else if p < pattern.len() && pattern[p] == star_sym {
             star = Some((p, t));
             p += 1;
         } else if let Some((sp, st)) = star {
@@ -155,29 +167,7 @@ fn glob_match(pattern: &[char], text: &[char]) -> bool {
             return false;
         }
     }
-    pattern[p..].iter().all(|c| *c == '*')
-}
-
-/// [`glob_match`] on ASCII, case-insensitively (the pattern is lower-case already).
-fn glob_match_ascii(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t].to_ascii_lowercase()) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|c| *c == b'*')
+    pattern[p..].iter().all(|c| *c == star_sym)
 }
 
 /// One rule: a method (and a name) that needs scopes, and optionally only some users.

@@ -242,18 +242,7 @@ impl<'de> Deserialize<'de> for Params<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderName, HeaderValue};
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::verify::request::tests::headers;
 
     fn call(method: &str, name: Option<&str>) -> McpCall<'static> {
         McpCall {

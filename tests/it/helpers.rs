@@ -39,34 +39,66 @@ impl RedisServer {
             child: None,
             dir: tempfile::tempdir().expect("temp dir"),
         };
-        server.spawn().await;
+        server.spawn_on(true).await;
         server
     }
 
-    async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            // DEBUG SLEEP stalls Redis in the timeout tests.
-            .args(["--enable-debug-command", "local"])
-            .args(["--dir", self.dir.path().to_str().expect("utf-8 temp path")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (see README: apt-get install redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut conn) = self.try_connection().await {
-                let pong: redis::RedisResult<String> =
-                    redis::cmd("PING").query_async(&mut conn).await;
-                if pong.is_ok() {
-                    return;
+    /// Starts redis-server on `self.port`. With `may_move`, a port someone took meanwhile (a
+    /// client's ephemeral port, under a loaded test run) is given up for a fresh one.
+    async fn spawn_on(&mut self, may_move: bool) {
+        for _ in 0..5 {
+            let mut child = Command::new("redis-server")
+                .args(["--port", &self.port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                // DEBUG SLEEP stalls Redis in the timeout tests.
+                .args(["--enable-debug-command", "local"])
+                .args(["--dir", self.dir.path().to_str().expect("utf-8 temp path")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect(
+                    "redis-server must be installed (see README: apt-get install redis-server)",
+                );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(mut conn) = self.try_connection().await {
+                    // Ours, not another test's server that holds the port: its dir is ours.
+                    let dir: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg("dir")
+                        .query_async(&mut conn)
+                        .await;
+                    let ours = self.dir.path().canonicalize().ok();
+                    match dir {
+                        Ok(found)
+                            if found.get(1).map(std::path::PathBuf::from).as_ref()
+                                == ours.as_ref() =>
+                        {
+                            self.child = Some(child);
+                            return;
+                        }
+                        Ok(_) => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                        Err(_) => {}
+                    }
                 }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited: most likely the port was taken
+                }
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(
+                may_move,
+                "redis-server could not restart on port {}",
+                self.port
+            );
+            self.port = free_port();
         }
+        panic!("redis-server did not start on five ports");
     }
 
     pub fn url(&self) -> String {
@@ -102,7 +134,7 @@ impl RedisServer {
 
     /// Starts again on the same port with the saved data.
     pub async fn restart(&mut self) {
-        self.spawn().await;
+        self.spawn_on(false).await;
     }
 
     /// Calls of one command since the last `CONFIG RESETSTAT` (INFO commandstats).
