@@ -146,11 +146,8 @@ pub async fn authenticate(
             return Err(OAuthError::invalid_client("client authentication failed"));
         }
     }
-    if client.client_secret_expires_at != 0 && state.now() >= client.client_secret_expires_at {
-        return Err(OAuthError::invalid_client(
-            "the client registration has expired",
-        ));
-    }
+    // The registration's lifetime is its key's TTL, renewed by every grant (an active client
+    // never expires): a registration that is found has not expired.
     Ok(client)
 }
 

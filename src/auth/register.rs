@@ -429,7 +429,14 @@ async fn read(
     state: web::Data<AuthState>,
 ) -> HttpResponse {
     let result = async {
-        let client = authorized_client(&req, &state, &path).await?;
+        let mut client = authorized_client(&req, &state, &path).await?;
+        // The lifetime slides with use: report when the registration expires now.
+        if client.client_secret_expires_at != 0
+            && let crate::store::Ttl::Expires(left) =
+                state.store.ttl(&keys::client(&client.client_id)).await?
+        {
+            client.client_secret_expires_at = state.now() + left.as_secs() as i64;
+        }
         Ok(json_response(
             StatusCode::OK,
             client_json(&state, &client, None, None),
@@ -463,11 +470,11 @@ async fn update(
         metadata.apply(&mut client);
         let json =
             serde_json::to_string(&client).map_err(|e| OAuthError::server_error(e.to_string()))?;
-        let ttl = (client.client_secret_expires_at != 0).then(|| {
-            std::time::Duration::from_secs(
-                (client.client_secret_expires_at - state.now()).max(1) as u64
-            )
-        });
+        // An update keeps the registration's remaining (sliding) lifetime.
+        let ttl = match state.store.ttl(&keys::client(&client.client_id)).await? {
+            crate::store::Ttl::Expires(left) => Some(left.max(std::time::Duration::from_secs(1))),
+            _ => None,
+        };
         state
             .store
             .put(&keys::client(&client.client_id), &json, ttl)

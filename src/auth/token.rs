@@ -498,6 +498,7 @@ async fn issue(
             sealed: grant.retry.sealer.seal(&client.client_id, body.as_bytes()),
             ttl: settings.refresh_reuse_grace,
         }),
+        renew_client: settings.client_lifetime,
     };
     match state.store.issue_grant(&write, now).await? {
         GrantOutcome::Issued => {}

@@ -429,6 +429,12 @@ impl Store for MemoryStore {
                     now,
                 );
             }
+            if let Some(lifetime) = grant.renew_client
+                && let Some(client) = map.get_mut(&keys::client(&grant.token.client_id))
+                && client.expires_at.is_some_and(|t| t > now)
+            {
+                client.expires_at = Some(now + lifetime);
+            }
             if let Some(result) = &grant.result {
                 map.insert(
                     result.key.clone(),

@@ -64,6 +64,9 @@ pub struct GrantWrite {
     /// What this grant answered, kept so a retry of the same request (a client that lost the
     /// response, a store timeout) gets the same tokens instead of a reuse verdict.
     pub result: Option<GrantResult>,
+    /// `CLIENT_LIFETIME`: a registration that expires is renewed for this long by each grant,
+    /// so an active client never expires (one registered never to expire stays so).
+    pub renew_client: Option<Duration>,
 }
 
 /// A grant's answer, sealed with a key only the presenter of the credential can derive,

@@ -87,7 +87,7 @@ return revoke_jti(ARGV[1])
 
 // ARGV: jti, token JSON, token ttl, token exp, username, client_id, now,
 //       refresh hash, refresh JSON, refresh ttl, family id, rotate-from hash or '', tombstone ttl,
-//       code key or '', result key or '', sealed result, result ttl ms.
+//       code key or '', result key or '', sealed result, result ttl ms, client lifetime ms or ''.
 const ISSUE_GRANT: &str = r#"
 local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
 if redis.call('EXISTS', FR .. fid) == 1 then return {'revoked', ''} end
@@ -128,6 +128,10 @@ for _, idx in ipairs({CF .. ARGV[6], UF .. string.lower(ARGV[5])}) do
   if redis.call('TTL', idx) < tonumber(ARGV[10]) then redis.call('EXPIRE', idx, ARGV[10]) end
 end
 if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
+-- An active client never expires: each grant renews a registration that has a lifetime.
+if ARGV[18] ~= '' and redis.call('PTTL', CL .. ARGV[6]) > 0 then
+  redis.call('PEXPIRE', CL .. ARGV[6], ARGV[18])
+end
 return {'issued', ''}
 "#;
 
@@ -456,6 +460,11 @@ impl Store for RedisStore {
             .arg(result.map_or("", |r| r.key.as_str()))
             .arg(result.map_or("", |r| r.sealed.as_str()))
             .arg(result.map_or(1, |r| r.ttl.as_millis().max(1) as u64))
+            .arg(
+                grant
+                    .renew_client
+                    .map_or(String::new(), |d| d.as_millis().max(1).to_string()),
+            )
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

@@ -110,3 +110,38 @@ async fn a_code_redemption_that_timed_out_is_retried_into_the_same_tokens() {
         );
     }
 }
+
+/// A registration's lifetime slides with use: refreshing keeps an active client alive past its
+/// original `CLIENT_LIFETIME`, while one left unused still expires (no sign-out at day 90).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_client_outlives_its_registration_lifetime() {
+    let gw = Gateway::start(&[("CLIENT_LIFETIME", "3")]).await;
+    let active = gw.client("none").await;
+    let idle = gw.client("none").await;
+    let mut tokens = gw.tokens(&active).await;
+    let registered_until = active["client_secret_expires_at"].as_i64().unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let resp = refresh(&gw, &active, tokens["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(resp.status(), 200, "refreshing renews the registration");
+        tokens = resp.json().await.unwrap();
+    }
+    // 5 s later: past the 3 s lifetime, the active client is still registered ...
+    let read = crate::helpers::http()
+        .get(active["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(active["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let record: Value = read.json().await.unwrap();
+    assert!(record["client_secret_expires_at"].as_i64().unwrap() > registered_until);
+    // ... and the idle one is gone.
+    let resp = crate::helpers::http()
+        .get(idle["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(idle["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "an unused registration still expires");
+}

@@ -212,6 +212,7 @@ fn grant(
         rotate_from: rotate_from.map(str::to_string),
         redeem_code: None,
         result: None,
+        renew_client: None,
     }
 }
 
