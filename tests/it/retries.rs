@@ -1,7 +1,7 @@
 //! A store call that times out while Redis still executes it must not leave the client with
 //! a wrong answer: the retry the 503 asks for gets the outcome of the first execution. Redis
-//! is stalled for real, with `DEBUG SLEEP` and `CLIENT PAUSE`, longer than the services'
-//! one-second response timeout.
+//! is stalled for real, with `DEBUG SLEEP` and `CLIENT PAUSE` (3 s), longer than the
+//! services' one-second response timeout.
 
 use std::time::Duration;
 
@@ -34,14 +34,16 @@ async fn refresh(gw: &Gateway, client: &Value, token: &str) -> reqwest::Response
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_that_timed_out_is_retried_into_the_same_successor() {
-    for (command, arg) in [("DEBUG", "1.6"), ("CLIENT", "1600")] {
+    for (command, arg) in [("DEBUG", "3"), ("CLIENT", "3000")] {
         let gw = Gateway::start(&[]).await;
         let client = gw.client("none").await;
         let tokens = gw.tokens(&client).await;
         let presented = tokens["refresh_token"].as_str().unwrap();
 
         let stalled = stall(&gw, command, arg);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Under a loaded test run, give the stall time to begin; the request then has 2 s to
+        // reach Redis inside it (3 s stall, 1 s timeout).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let resp = refresh(&gw, &client, presented).await;
         assert_eq!(resp.status(), 503, "{command}: the store timed out");
         assert!(resp.headers().contains_key("retry-after"));
@@ -72,12 +74,14 @@ async fn a_refresh_that_timed_out_is_retried_into_the_same_successor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_redemption_that_timed_out_is_retried_into_the_same_tokens() {
-    for (command, arg) in [("CLIENT", "1600"), ("DEBUG", "1.6")] {
+    for (command, arg) in [("CLIENT", "3000"), ("DEBUG", "3")] {
         let gw = Gateway::start(&[]).await;
         let client = gw.client("none").await;
         let (code, verifier) = gw.code_for(&client, &[]).await;
         let stalled = stall(&gw, command, arg);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Under a loaded test run, give the stall time to begin; the request then has 2 s to
+        // reach Redis inside it (3 s stall, 1 s timeout).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let resp = gw.redeem(&client, &code, &verifier).await;
         assert_eq!(resp.status(), 503, "{command}: the store timed out");
         stalled.await.unwrap();
@@ -115,18 +119,18 @@ async fn a_code_redemption_that_timed_out_is_retried_into_the_same_tokens() {
 /// original `CLIENT_LIFETIME`, while one left unused still expires (no sign-out at day 90).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_active_client_outlives_its_registration_lifetime() {
-    let gw = Gateway::start(&[("CLIENT_LIFETIME", "3")]).await;
+    let gw = Gateway::start(&[("CLIENT_LIFETIME", "4")]).await;
     let active = gw.client("none").await;
     let idle = gw.client("none").await;
     let mut tokens = gw.tokens(&active).await;
     let registered_until = active["client_secret_expires_at"].as_i64().unwrap();
-    for _ in 0..5 {
+    for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let resp = refresh(&gw, &active, tokens["refresh_token"].as_str().unwrap()).await;
         assert_eq!(resp.status(), 200, "refreshing renews the registration");
         tokens = resp.json().await.unwrap();
     }
-    // 5 s later: past the 3 s lifetime, the active client is still registered ...
+    // 5 s later: past the 4 s lifetime, the active client is still registered ...
     let read = crate::helpers::http()
         .get(active["registration_client_uri"].as_str().unwrap())
         .bearer_auth(active["registration_access_token"].as_str().unwrap())

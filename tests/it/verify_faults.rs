@@ -329,7 +329,8 @@ async fn a_silent_feed_is_noticed_within_the_heartbeat_bound() {
     let cut = std::time::Instant::now();
     // Revoked where this replica cannot hear it.
     assert!(direct.revoke_token(&jti).await.unwrap());
-    let bound = FEED_HEARTBEAT_INTERVAL + FEED_HEARTBEAT_TIMEOUT + Duration::from_millis(500);
+    // The stated bound (interval + timeout, 3 s), plus slack for a loaded test machine.
+    let bound = FEED_HEARTBEAT_INTERVAL + FEED_HEARTBEAT_TIMEOUT + Duration::from_millis(1500);
     let mut not_ready_after = None;
     while cut.elapsed() < bound + Duration::from_secs(2) {
         let status = verify.status(&token).await;
