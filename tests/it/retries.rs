@@ -14,7 +14,13 @@ fn stall(gw: &Gateway, command: &'static str, arg: &'static str) -> tokio::task:
     let url = gw.redis.url();
     tokio::spawn(async move {
         let client = redis::Client::open(url).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        // Waits out the whole stall (the default response timeout is shorter).
+        let config =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap();
         let mut cmd = redis::cmd(command);
         match command {
             "CLIENT" => cmd.arg("PAUSE").arg(arg).arg("WRITE"),
@@ -22,6 +28,23 @@ fn stall(gw: &Gateway, command: &'static str, arg: &'static str) -> tokio::task:
         };
         let _: redis::RedisResult<redis::Value> = cmd.query_async(&mut conn).await;
     })
+}
+
+/// Retries while the answer is 503 (the store reconnecting after the stall), as a client
+/// following Retry-After would; at most 10 s.
+async fn until_answered<F, Fut>(mut send: F) -> reqwest::Response
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Response>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = send().await;
+        if resp.status() != 503 || std::time::Instant::now() > deadline {
+            return resp;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn refresh(gw: &Gateway, client: &Value, token: &str) -> reqwest::Response {
@@ -49,8 +72,9 @@ async fn a_refresh_that_timed_out_is_retried_into_the_same_successor() {
         assert!(resp.headers().contains_key("retry-after"));
         stalled.await.unwrap();
 
-        // Redis ran the rotation after all; the retry gets its outcome, not a reuse verdict.
-        let resp = refresh(&gw, &client, presented).await;
+        // Redis ran the rotation after all; the retry (as soon as the store answers again, as
+        // Retry-After asks) gets its outcome, not a reuse verdict.
+        let resp = until_answered(|| refresh(&gw, &client, presented)).await;
         assert_eq!(resp.status(), 200, "{command}: the retry succeeds");
         let successor: Value = resp.json().await.unwrap();
         let access = successor["access_token"].as_str().unwrap();
@@ -85,7 +109,7 @@ async fn a_code_redemption_that_timed_out_is_retried_into_the_same_tokens() {
         let resp = gw.redeem(&client, &code, &verifier).await;
         assert_eq!(resp.status(), 503, "{command}: the store timed out");
         stalled.await.unwrap();
-        let resp = gw.redeem(&client, &code, &verifier).await;
+        let resp = until_answered(|| gw.redeem(&client, &code, &verifier)).await;
         assert_eq!(resp.status(), 200, "{command}: the retry succeeds");
         let tokens: Value = resp.json().await.unwrap();
         assert_eq!(
