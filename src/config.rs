@@ -870,6 +870,63 @@ pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Every setting the services read: a `--config` file may name only these (a typo must not
+/// be ignored silently).
+pub const KNOWN_SETTINGS: &[&str] = &[
+    "ACCEPT_ISSUER_AUDIENCE",
+    "ACCESS_TOKEN_LIFETIME",
+    "ALLOWED_GITHUB_USERS",
+    "BASE_DOMAIN",
+    "CLIENT_LIFETIME",
+    "DEBUG",
+    "FORWARD_ACCESS_TOKEN",
+    "GATEWAY_JWT_PREVIOUS_SECRETS",
+    "GATEWAY_JWT_SECRET",
+    "GITHUB_API_URL",
+    "GITHUB_AUTHORIZE_URL",
+    "GITHUB_CLIENT_ID",
+    "GITHUB_CLIENT_SECRET",
+    "GITHUB_TOKEN_URL",
+    "ISSUER_URL",
+    "JWT_ALGORITHM",
+    "JWT_PRIVATE_KEY_B64",
+    "JWT_PRIVATE_KEY_FILE",
+    "JWT_VERIFICATION_KEYS_B64",
+    "LISTEN_ADDR",
+    "LOG_FORMAT",
+    "MFA_ENCRYPTION_KEY",
+    "MFA_FAILURE_WINDOW",
+    "MFA_LOCKOUT",
+    "MFA_MAX_FAILURES",
+    "RATE_LIMIT_AUTHORIZE",
+    "RATE_LIMIT_REGISTER",
+    "RATE_LIMIT_TOKEN",
+    "REDIS_FAILURE_MODE",
+    "REDIS_PASSWORD",
+    "REDIS_URL",
+    "REFRESH_REUSE_GRACE",
+    "REFRESH_TOKEN_LIFETIME",
+    "REQUIRED_SCOPES",
+    "RESOURCE_HOSTS",
+    "RESOURCE_NAME",
+    "RESOURCE_PATH",
+    "SCOPES_SUPPORTED",
+    "SCOPE_HIERARCHY",
+    "SHUTDOWN_DRAIN",
+    "TOKEN_BIND_CERT",
+    "TOKEN_BIND_IP",
+    "TOKEN_BIND_UA",
+    "TOKEN_CUSTOM_CLAIMS",
+    "TOKEN_MFA_PROVIDER",
+    "TOKEN_MFA_REQUIRED",
+    "TOOL_POLICY",
+    "TOOL_POLICY_HEADER",
+    "TOOL_POLICY_MISSING_NAME",
+    "TRUSTED_PROXIES",
+    "VERIFY_CACHE_CAPACITY",
+    "VERIFY_CACHE_TTL",
+];
+
 /// The merged raw values, keyed by lower-case name.
 struct Raw {
     values: HashMap<String, String>,
@@ -885,6 +942,29 @@ impl Raw {
                 return Err(ConfigError::new(
                     "--config",
                     format!("{} does not exist", file.display()),
+                ));
+            }
+            let only_file = config::Config::builder()
+                .add_source(
+                    config::File::from(file.as_path())
+                        .format(config::FileFormat::Toml)
+                        .required(true),
+                )
+                .build()
+                .and_then(|c| c.try_deserialize::<HashMap<String, config::Value>>())
+                .map_err(|e| ConfigError::new("--config", e.to_string()))?;
+            let mut unknown: Vec<&String> = only_file
+                .keys()
+                .filter(|k| !KNOWN_SETTINGS.iter().any(|n| n.eq_ignore_ascii_case(k)))
+                .collect();
+            unknown.sort();
+            if let Some(first) = unknown.first() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!(
+                        "{}: unknown setting {first:?} (settings are the environment names in lower case, e.g. issuer_url)",
+                        file.display()
+                    ),
                 ));
             }
             builder = builder.add_source(
@@ -1077,6 +1157,49 @@ mod tests {
         assert!(!dbg.contains("hunter2"));
         assert!(!dbg.contains("ghsecretvalue"));
         assert!(!dbg.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn every_setting_read_is_known_to_the_file_check() {
+        let source = include_str!("config.rs");
+        for call in [
+            "raw.get(\"",
+            "raw.get_raw(\"",
+            "raw.bool(\"",
+            "raw.duration(\"",
+            "raw.number(\"",
+            "raw.number_u32(\"",
+        ] {
+            for piece in source.split(call).skip(1) {
+                let name = piece.split('"').next().unwrap();
+                if name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    && !name.is_empty()
+                {
+                    assert!(
+                        KNOWN_SETTINGS.contains(&name),
+                        "{name} is read but not in KNOWN_SETTINGS"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_typo_in_the_config_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(
+            &file,
+            "gateway_jwt_secret = \"0123456789abcdef0123456789abcdef\"\njwt_algorithm = \"HS256\"\nissuer_ulr = \"https://auth.example.com\"\n",
+        )
+        .unwrap();
+        let mut source = ConfigSource::from_pairs::<&str, &str>([]);
+        source.file = Some(file);
+        let err = Settings::load(&source).unwrap_err();
+        assert_eq!(err.var, "--config");
+        assert!(err.reason.contains("\"issuer_ulr\""), "{err}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::token::{random_token, sha256_b64url};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// The MCP server's URL, e.g. https://mcp.example.com/mcp.
+    /// The MCP server's URL, e.g. `https://mcp.example.com/mcp`.
     #[arg(long = "server-url", env = "MCP_SERVER_URL", value_name = "URL")]
     pub server_url_flag: Option<String>,
     /// The same, as a plain argument (wins over the flag).

@@ -70,7 +70,7 @@ pub struct MintArgs {
     /// Space-separated scopes.
     #[arg(long, default_value = "")]
     pub scope: String,
-    /// The MCP resource URL the token is for (RFC 8707), e.g. https://mcp.example.com/mcp.
+    /// The MCP resource URL the token is for (RFC 8707), e.g. `https://mcp.example.com/mcp`.
     /// Repeat for several; none means the issuer only.
     #[arg(long)]
     pub resource: Vec<String>,

@@ -1,6 +1,9 @@
 //! The one integration-test binary. Every test starts its own `redis-server` on a free
 //! loopback port and the real services on port 0, and talks to them over HTTP.
 
+// The whole crate is test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod auth;
 mod browser;
 mod cli;
