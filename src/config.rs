@@ -104,6 +104,55 @@ impl ConfigSource {
     }
 }
 
+/// TLS to Redis beyond the system's roots: a CA to trust (managed Redis often uses its own) and
+/// a client certificate where the provider requires one. Read at startup, so a missing file
+/// stops the service before it binds a port.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    /// PEM of the CA that signs the server's certificate (`REDIS_CA_FILE`).
+    pub ca: Option<Vec<u8>>,
+    /// PEM certificate and key of this client (`REDIS_CLIENT_CERT_FILE`, `REDIS_CLIENT_KEY_FILE`).
+    pub client: Option<(Vec<u8>, Secret<Vec<u8>>)>,
+}
+
+impl RedisTls {
+    fn load(raw: &Raw) -> Result<Self, ConfigError> {
+        let read = |var: &str| -> Result<Option<Vec<u8>>, ConfigError> {
+            raw.get(var)
+                .map(|path| {
+                    std::fs::read(path)
+                        .map_err(|e| ConfigError::new(var, format!("cannot read {path:?}: {e}")))
+                })
+                .transpose()
+        };
+        let ca = read("REDIS_CA_FILE")?;
+        let client = match (
+            read("REDIS_CLIENT_CERT_FILE")?,
+            read("REDIS_CLIENT_KEY_FILE")?,
+        ) {
+            (Some(cert), Some(key)) => Some((cert, Secret::new(key))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "REDIS_CLIENT_KEY_FILE",
+                    "is required with REDIS_CLIENT_CERT_FILE",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "REDIS_CLIENT_CERT_FILE",
+                    "is required with REDIS_CLIENT_KEY_FILE",
+                ));
+            }
+        };
+        Ok(Self { ca, client })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client.is_none()
+    }
+}
+
 /// What verify does when the store cannot be asked (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureMode {
@@ -380,6 +429,8 @@ pub struct Settings {
     pub base_domain: String,
     pub keys: Arc<KeySet>,
     pub redis_url: Secret<String>,
+    /// TLS material for `rediss://` (`REDIS_CA_FILE`, `REDIS_CLIENT_CERT_FILE`/`_KEY_FILE`).
+    pub redis_tls: RedisTls,
     pub github: GithubSettings,
     /// `None` when `ALLOWED_GITHUB_USERS` is not set at all: verify then leaves the decision to
     /// the authorization server, which treats "not set" as "nobody".
@@ -611,6 +662,7 @@ impl Settings {
 
         let required_scopes = ScopePolicy::parse(raw.get("REQUIRED_SCOPES").unwrap_or(""))
             .map_err(|e| ConfigError::new("REQUIRED_SCOPES", e))?;
+        let redis_tls = RedisTls::load(raw)?;
         let scope_hierarchy =
             crate::policy::ScopeHierarchy::parse(raw.get("SCOPE_HIERARCHY").unwrap_or(""))
                 .map_err(|e| ConfigError::new("SCOPE_HIERARCHY", e))?;
@@ -691,6 +743,7 @@ impl Settings {
             base_domain,
             keys,
             redis_url: Secret::new(redis_url),
+            redis_tls,
             github,
             allowed_users,
             access_token_lifetime,
@@ -873,6 +926,9 @@ pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
 /// Every setting the services read: a `--config` file may name only these (a typo must not
 /// be ignored silently).
 pub const KNOWN_SETTINGS: &[&str] = &[
+    "REDIS_CA_FILE",
+    "REDIS_CLIENT_CERT_FILE",
+    "REDIS_CLIENT_KEY_FILE",
     "ACCEPT_ISSUER_AUDIENCE",
     "ACCESS_TOKEN_LIFETIME",
     "ALLOWED_GITHUB_USERS",

@@ -43,7 +43,7 @@ pub fn start<T>(
     let settings = Settings::load(&ConfigSource::from_process(args.config.clone()))
         .map_err(|e| config_error(name, e))?;
     let prepared = prepare(&settings).map_err(|e| config_error(name, e))?;
-    let store = RedisStore::connect(settings.redis_url.expose())
+    let store = RedisStore::connect_with(&settings)
         .map_err(|e| config_error(name, format!("REDIS_URL: {e}")))?;
     if args.check_config {
         println!("configuration ok");

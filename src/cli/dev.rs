@@ -87,7 +87,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> CliResult {
     crate::telemetry::init(&settings);
     let store: Arc<dyn Store> = if use_redis {
         Arc::new(
-            RedisStore::connect(settings.redis_url.expose())
+            RedisStore::connect_with(&settings)
                 .map_err(|e| CliError::Failed(format!("REDIS_URL: {e}")))?,
         )
     } else {

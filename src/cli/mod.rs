@@ -158,11 +158,11 @@ impl Cli {
     }
 
     pub async fn admin(&self, settings: &Settings) -> CliResult<admin::Admin> {
-        admin::Admin::connect(settings.redis_url.expose()).await
+        admin::Admin::connect(settings).await
     }
 
     pub fn store(&self, settings: &Settings) -> CliResult<Arc<dyn Store>> {
-        let store = RedisStore::connect(settings.redis_url.expose())
+        let store = RedisStore::connect_with(settings)
             .map_err(|e| CliError::Failed(format!("cannot use REDIS_URL: {e}")))?;
         Ok(Arc::new(store))
     }

@@ -255,11 +255,42 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// The Redis client for the settings: `rediss://` with the system's roots, or with
+/// `REDIS_CA_FILE` and a client certificate when configured; ACL users come in the URL.
+pub fn client_for(settings: &crate::config::Settings) -> redis::RedisResult<redis::Client> {
+    let url = settings.redis_url.expose();
+    let tls = &settings.redis_tls;
+    if tls.is_empty() {
+        return redis::Client::open(url.as_str());
+    }
+    redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: tls
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.expose().clone(),
+                }),
+            root_cert: tls.ca.clone(),
+        },
+    )
+}
+
 impl RedisStore {
+    /// The store for the settings (TLS and ACL included), prepared without connecting.
+    pub fn connect_with(settings: &crate::config::Settings) -> StoreResult<Self> {
+        Self::from_client(client_for(settings).map_err(unavailable)?)
+    }
+
     /// Prepares the store without connecting: services start while Redis is still coming up
     /// and report not-ready until it answers.
     pub fn connect(url: &str) -> StoreResult<Self> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        Self::from_client(redis::Client::open(url).map_err(unavailable)?)
+    }
+
+    fn from_client(client: redis::Client) -> StoreResult<Self> {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECT_TIMEOUT))

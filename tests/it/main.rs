@@ -18,6 +18,7 @@ mod fake_github;
 mod helpers;
 mod mfa;
 mod properties;
+mod redis_tls;
 mod retries;
 mod security;
 mod store_contract;
