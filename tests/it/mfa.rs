@@ -27,6 +27,18 @@ pub fn base32_decode(text: &str) -> Vec<u8> {
     out
 }
 
+/// The TOTP secret the enrolment page shows for manual entry.
+pub fn enrolment_secret(html: &str) -> Vec<u8> {
+    let shown = html
+        .split("<p class=\"mono\"><strong>")
+        .nth(1)
+        .expect("the enrolment page shows the key")
+        .split("</strong>")
+        .next()
+        .unwrap();
+    base32_decode(shown)
+}
+
 pub fn code_now(secret: &[u8], offset_steps: i64) -> String {
     let step = totp::step_of(SystemClock.now_unix()) + offset_steps;
     totp::code_at_step(secret, step as u64, 6)
@@ -90,14 +102,7 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
     assert!(csp.contains("frame-ancestors 'none'"));
     let html = page.text().await.unwrap();
     assert!(html.contains("<svg"), "QR code inline");
-    let shown = html
-        .split("<p class=\"mono\"><strong>")
-        .nth(1)
-        .unwrap()
-        .split("</strong>")
-        .next()
-        .unwrap();
-    let secret = base32_decode(shown);
+    let secret = enrolment_secret(&html);
     assert_eq!(secret.len(), 20);
     let resp = post_code(&gw, &b, &html, "code", "000000").await;
     assert_eq!(resp.status(), 400);

@@ -9,7 +9,7 @@ use crate::auth::{Gateway, REDIRECT, approve_consent, browser, hidden, location,
 use crate::auth_claims;
 use crate::cli_ops::{cli, ok};
 use crate::helpers::*;
-use crate::mfa::{base32_decode, code_now, post_code, to_mfa};
+use crate::mfa::{code_now, enrolment_secret, post_code, to_mfa};
 use mcp_oauth_gateway::token::sha256_b64url;
 
 /// `/authorize` for `client` with its first redirect URI, the given scope and resource.
@@ -147,14 +147,7 @@ async fn concurrent_totp_guesses_are_limited() {
     // Enrol alice.
     let (b, mfa_url, _) = to_mfa(&gw, &client).await;
     let html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
-    let shown = html
-        .split("<p class=\"mono\"><strong>")
-        .nth(1)
-        .unwrap()
-        .split("</strong>")
-        .next()
-        .unwrap();
-    let secret = base32_decode(shown);
+    let secret = enrolment_secret(&html);
     let resp = post_code(&gw, &b, &html, "code", &code_now(&secret, 0)).await;
     assert_eq!(resp.status(), 200, "enrolled");
 
