@@ -404,33 +404,29 @@ async fn remembered_consent_covers_only_what_was_approved() {
             location(&resp)
         }
     };
+    // The consent page a redirect leads to, after checking that it does.
+    let consent_page = |location: String| {
+        assert!(location.starts_with(&gw.url("/consent")), "{location}");
+        let user = user.clone();
+        async move {
+            user.get(&location)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
     // The same request: straight to the upstream login.
     assert!(next("mcp", RESOURCE).await.starts_with(&gw.github.base));
     // More scope: the page again, naming what is new.
-    let consent = next("mcp mcp:admin", RESOURCE).await;
-    assert!(consent.starts_with(&gw.url("/consent")), "{consent}");
-    let page = user
-        .get(&consent)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = consent_page(next("mcp mcp:admin", RESOURCE).await).await;
     assert!(page.contains("asks for more"), "{page}");
     assert!(page.contains("new permissions <span class=\"mono\">mcp:admin</span>"));
     // Another resource: the page again.
     let other = "https://other.example.com/mcp";
-    let consent = next("mcp", other).await;
-    assert!(consent.starts_with(&gw.url("/consent")), "{consent}");
-    let page = user
-        .get(&consent)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = consent_page(next("mcp", other).await).await;
     // (The template engine escapes `/` in text.)
     let shown = other.replace('/', "&#x2f;");
     assert!(
