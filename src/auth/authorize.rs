@@ -427,7 +427,13 @@ pub async fn save_pending(
     }
     state
         .store
-        .put(&keys::state(id), &json, Some(remaining))
+        .put_for_client(
+            &keys::state(id),
+            &json,
+            remaining,
+            &pending.client_id,
+            state.now(),
+        )
         .await?;
     Ok(())
 }

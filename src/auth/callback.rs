@@ -229,10 +229,12 @@ pub async fn issue_code(
         let json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
         state
             .store
-            .put(
+            .put_for_client(
                 &keys::code(&sha256_b64url(code.as_bytes())),
                 &json,
-                Some(CODE_LIFETIME),
+                CODE_LIFETIME,
+                &record.client_id,
+                state.now(),
             )
             .await
             .map_err(|e| e.to_string())?;

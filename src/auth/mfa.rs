@@ -98,7 +98,13 @@ async fn save(
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     state
         .store
-        .put(&pending_key(id), &json, Some(PENDING_LIFETIME))
+        .put_for_client(
+            &pending_key(id),
+            &json,
+            PENDING_LIFETIME,
+            &pending.authorization.client_id,
+            state.now(),
+        )
         .await
         .map_err(|_| {
             (

@@ -151,34 +151,30 @@ async fn delete(cli: &Cli, client_id: &str, complete: bool) -> CliResult {
         return Ok(());
     }
     let store = cli.store(&settings)?;
-    let revoked = store
-        .delete_client(client_id, settings.refresh_token_lifetime)
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot delete: {e}")))?;
-    // Outstanding codes and pending authorizations name the client only in their value.
-    let mut pending = 0;
-    for pattern in ["oauth:code:*", "oauth:state:*"] {
-        let keys = admin.scan(pattern).await?;
-        let values = admin.values(&keys).await?;
-        for (key, value) in keys.iter().zip(values) {
-            let belongs = value
-                .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
-                .is_some_and(|v| v["client_id"].as_str() == Some(client_id));
-            if belongs {
-                let _: u64 = admin.conn.del(key).await.map_err(redis_failed)?;
-                pending += 1;
-            }
+    // The same store operation as DELETE /register/{id}, step by step so the operator sees
+    // what was done if Redis stops answering half-way; running it again finishes the job.
+    let (mut revoked, mut steps) = (0, 0);
+    loop {
+        let step = store
+            .delete_client_step(
+                client_id,
+                settings.refresh_token_lifetime,
+                crate::store::DELETE_STEP_BUDGET,
+            )
+            .await
+            .map_err(|e| {
+                CliError::Failed(format!(
+                    "cannot finish deleting {client_id}: {e}; {revoked} access tokens were revoked in {steps} completed steps and the registration is still there: run the command again to finish"
+                ))
+            })?;
+        revoked += step.revoked;
+        steps += 1;
+        if step.remaining == 0 {
+            break;
         }
     }
-    // Consents recorded before they were indexed per client, found from here, not in Redis.
-    for key in admin
-        .scan(&format!("{}*:{client_id}", keys::CONSENT_PREFIX))
-        .await?
-    {
-        let _: u64 = admin.conn.del(&key).await.map_err(redis_failed)?;
-    }
     println!(
-        "deleted client {client_id} with everything issued to it ({revoked} loose access tokens, {pending} codes or pending logins)"
+        "deleted client {client_id} with everything issued to it ({revoked} loose access tokens revoked; its refresh grants, consents, codes and pending logins removed)"
     );
     Ok(())
 }

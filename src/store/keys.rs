@@ -15,6 +15,9 @@ pub const CONSENT_PREFIX: &str = "oauth:consent:";
 pub const CLIENT_CONSENTS_PREFIX: &str = "oauth:client_consents:";
 pub const USER_FAMILIES_PREFIX: &str = "oauth:user_families:";
 pub const GRANT_RESULT_PREFIX: &str = "oauth:grant_result:";
+pub const CLIENT_PENDING_PREFIX: &str = "oauth:client_pending:";
+pub const CODE_PREFIX: &str = "oauth:code:";
+pub const STATE_PREFIX: &str = "oauth:state:";
 
 pub fn token(jti: &str) -> String {
     format!("{TOKEN_PREFIX}{jti}")
@@ -33,12 +36,12 @@ pub fn client(client_id: &str) -> String {
 }
 
 pub fn state(state: &str) -> String {
-    format!("oauth:state:{state}")
+    format!("{STATE_PREFIX}{state}")
 }
 
 /// Codes are stored under their SHA-256, never in the clear.
 pub fn code(code_hash: &str) -> String {
-    format!("oauth:code:{code_hash}")
+    format!("{CODE_PREFIX}{code_hash}")
 }
 
 /// Refresh tokens are stored under their SHA-256, never in the clear.
@@ -88,6 +91,12 @@ pub fn client_consents(client_id: &str) -> String {
 /// presented: a retry within the window gets the same tokens.
 pub fn grant_result(credential_hash: &str) -> String {
     format!("{GRANT_RESULT_PREFIX}{credential_hash}")
+}
+
+/// Sorted set of the short-lived keys (codes, pending logins) written for a client (score:
+/// their expiry), so deleting the client removes them without a scan.
+pub fn client_pending(client_id: &str) -> String {
+    format!("{CLIENT_PENDING_PREFIX}{client_id}")
 }
 
 /// Family members are `t:{jti}` (access tokens) and `r:{refresh hash}`.

@@ -12,8 +12,8 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::keys;
 use super::{
-    Attempt, GrantOutcome, GrantWrite, RevocationStream, Store, StoreError, StoreResult,
-    TokenRecord, Ttl, seconds_until,
+    Attempt, DeleteStep, GrantOutcome, GrantWrite, RevocationStream, Store, StoreError,
+    StoreResult, TokenRecord, Ttl, seconds_until,
 };
 
 enum Value {
@@ -489,7 +489,44 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+    async fn put_for_client(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        client_id: &str,
+        now_unix: i64,
+    ) -> StoreResult<()> {
+        self.with(|map, now| {
+            let deadline = now + ttl.max(Duration::from_millis(1));
+            map.insert(
+                key.to_string(),
+                Entry {
+                    value: Value::Text(value.to_string()),
+                    expires_at: Some(deadline),
+                },
+            );
+            let expiry = now_unix + ttl.as_secs_f64().ceil() as i64;
+            Self::index_add(
+                map,
+                keys::client_pending(client_id),
+                key,
+                expiry,
+                Some(now_unix),
+                deadline,
+                now,
+            );
+        });
+        Ok(())
+    }
+
+    /// In memory nothing else waits on the map for long: one step does it all.
+    async fn delete_client_step(
+        &self,
+        client_id: &str,
+        tombstone_ttl: Duration,
+        _budget: usize,
+    ) -> StoreResult<DeleteStep> {
         let mut published = Vec::new();
         let revoked = self.with(|map, now| {
             map.remove(&keys::client(client_id));
@@ -512,10 +549,18 @@ impl Store for MemoryStore {
                 map.remove(&keys::consent(&user, client_id));
             }
             map.remove(&consents_key);
+            let pending_key = keys::client_pending(client_id);
+            for key in Self::index_members(map, &pending_key, now) {
+                map.remove(&key);
+            }
+            map.remove(&pending_key);
             revoked
         });
         self.publish(published);
-        Ok(revoked)
+        Ok(DeleteStep {
+            revoked,
+            remaining: 0,
+        })
     }
 
     async fn reserve_attempt(

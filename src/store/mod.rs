@@ -215,9 +215,57 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<()>;
 
+    /// Sets `key` for `ttl` and indexes it under `client_id` (`oauth:client_pending:…`), in one
+    /// step: the codes and pending logins of a client that is deleted go with it.
+    async fn put_for_client(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+
+    /// One bounded step of deleting a client: revokes up to about `budget` of what was issued to
+    /// it (refresh families, access tokens, consents, codes and pending logins, through the
+    /// client's indexes) and, once nothing is left, deletes the registration itself. Each step
+    /// is atomic and short (Redis is never blocked for long); repeating a step after a timeout
+    /// continues where the last one stopped, and the registration stays until the end, so an
+    /// interrupted delete can always be finished by the same request.
+    async fn delete_client_step(
+        &self,
+        client_id: &str,
+        tombstone_ttl: Duration,
+        budget: usize,
+    ) -> StoreResult<DeleteStep>;
+
     /// Deletes a client registration and everything issued to it: access tokens, refresh
-    /// families, consents. Returns how many access tokens outside refresh families it revoked.
-    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize>;
+    /// families, consents, codes and pending logins, in bounded steps. Returns how many access
+    /// tokens outside refresh families it revoked.
+    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+        let mut revoked = 0;
+        loop {
+            let step = self
+                .delete_client_step(client_id, tombstone_ttl, DELETE_STEP_BUDGET)
+                .await?;
+            revoked += step.revoked;
+            if step.remaining == 0 {
+                return Ok(revoked);
+            }
+        }
+    }
+}
+
+/// How much one [`Store::delete_client_step`] removes: a few milliseconds of Redis time.
+pub const DELETE_STEP_BUDGET: usize = 500;
+
+/// What one step of deleting a client did and what is left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteStep {
+    /// Access tokens outside refresh families revoked by this step.
+    pub revoked: usize,
+    /// Entries still indexed under the client; 0 when the registration is gone too.
+    pub remaining: usize,
 }
 
 /// TTL in whole seconds for a record that expires at `expires_at`, at least one second.

@@ -10,8 +10,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::keys;
 use super::{
-    Attempt, GrantOutcome, GrantWrite, RevocationStream, Store, StoreError, StoreResult,
-    TokenRecord, Ttl, seconds_until,
+    Attempt, DeleteStep, GrantOutcome, GrantWrite, RevocationStream, Store, StoreError,
+    StoreResult, TokenRecord, Ttl, seconds_until,
 };
 
 /// How long one command may take before the store counts as unavailable (the services and
@@ -179,20 +179,50 @@ const REVOKE_FAMILY: &str = r#"
 return revoke_family(ARGV[1], ARGV[2])
 "#;
 
-// ARGV: client id, tombstone ttl.
-const DELETE_CLIENT: &str = r#"
-local cid, ttl = ARGV[1], ARGV[2]
-redis.call('DEL', CL .. cid)
-for _, fid in ipairs(redis.call('ZRANGE', CF .. cid, 0, -1)) do revoke_family(fid, ttl) end
-redis.call('DEL', CF .. cid)
-local n = 0
-for _, jti in ipairs(redis.call('ZRANGE', C .. cid, 0, -1)) do n = n + revoke_jti(jti) end
-redis.call('DEL', C .. cid)
-for _, user in ipairs(redis.call('ZRANGE', CC .. cid, 0, -1)) do
-  redis.call('DEL', CO .. user .. ':' .. cid)
+// KEYS: registration, its families, its tokens, its consents, its pending keys.
+// ARGV: client id, tombstone ttl, budget. Pops what it revokes from the client's indexes, so a
+// repeated step goes on where the last stopped; the registration goes in the step that finds
+// nothing left.
+const DELETE_CLIENT_STEP: &str = r#"
+local cid, ttl, budget = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local revoked = 0
+while budget > 0 do
+  local f = redis.call('ZPOPMIN', KEYS[2])
+  if #f == 0 then break end
+  budget = budget - 1 - revoke_family(f[1], ttl)
 end
-redis.call('DEL', CC .. cid)
-return n
+while budget > 0 do
+  local page = redis.call('ZPOPMIN', KEYS[3], math.min(budget, 100))
+  if #page == 0 then break end
+  for i = 1, #page, 2 do revoked = revoked + revoke_jti(page[i]) end
+  budget = budget - #page / 2
+end
+while budget > 0 do
+  local page = redis.call('ZPOPMIN', KEYS[4], math.min(budget, 100))
+  if #page == 0 then break end
+  for i = 1, #page, 2 do redis.call('DEL', CO .. page[i] .. ':' .. cid) end
+  budget = budget - #page / 2
+end
+while budget > 0 do
+  local page = redis.call('ZPOPMIN', KEYS[5], math.min(budget, 100))
+  if #page == 0 then break end
+  for i = 1, #page, 2 do redis.call('DEL', page[i]) end
+  budget = budget - #page / 2
+end
+local left = 0
+for i = 2, 5 do left = left + redis.call('ZCARD', KEYS[i]) end
+if left == 0 then redis.call('DEL', KEYS[1]) end
+return {revoked, left}
+"#;
+
+// KEYS: the key, the client's pending index. ARGV: value, ttl ms, now (s).
+const PUT_FOR_CLIENT: &str = r#"
+local ttl_ms, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl_ms)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[2], now + math.ceil(ttl_ms / 1000), KEYS[1])
+if redis.call('PTTL', KEYS[2]) < ttl_ms then redis.call('PEXPIRE', KEYS[2], ttl_ms) end
+return 1
 "#;
 
 fn script(body: &str) -> redis::Script {
@@ -218,7 +248,8 @@ struct Scripts {
     revoke_token: redis::Script,
     issue_grant: redis::Script,
     revoke_family: redis::Script,
-    delete_client: redis::Script,
+    delete_client_step: redis::Script,
+    put_for_client: redis::Script,
     put_consent: redis::Script,
     incr_within: redis::Script,
     reserve_attempt: redis::Script,
@@ -231,7 +262,8 @@ impl Scripts {
             revoke_token: script(REVOKE_TOKEN),
             issue_grant: script(ISSUE_GRANT),
             revoke_family: script(REVOKE_FAMILY),
-            delete_client: script(DELETE_CLIENT),
+            delete_client_step: script(DELETE_CLIENT_STEP),
+            put_for_client: redis::Script::new(PUT_FOR_CLIENT),
             put_consent: redis::Script::new(PUT_CONSENT),
             incr_within: redis::Script::new(INCR_WITHIN),
             reserve_attempt: redis::Script::new(RESERVE_ATTEMPT),
@@ -544,16 +576,52 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
-        let n: i64 = self
+    async fn put_for_client(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        let _: i64 = self
             .scripts
-            .delete_client
-            .arg(client_id)
-            .arg(tombstone_ttl.as_secs().max(1))
+            .put_for_client
+            .key(key)
+            .key(keys::client_pending(client_id))
+            .arg(value)
+            .arg(ttl.as_millis().max(1) as u64)
+            .arg(now)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(n.max(0) as usize)
+        Ok(())
+    }
+
+    async fn delete_client_step(
+        &self,
+        client_id: &str,
+        tombstone_ttl: Duration,
+        budget: usize,
+    ) -> StoreResult<DeleteStep> {
+        let (revoked, remaining): (i64, i64) = self
+            .scripts
+            .delete_client_step
+            .key(keys::client(client_id))
+            .key(keys::client_families(client_id))
+            .key(keys::client_tokens(client_id))
+            .key(keys::client_consents(client_id))
+            .key(keys::client_pending(client_id))
+            .arg(client_id)
+            .arg(tombstone_ttl.as_secs().max(1))
+            .arg(budget.max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(DeleteStep {
+            revoked: revoked.max(0) as usize,
+            remaining: remaining.max(0) as usize,
+        })
     }
 
     async fn reserve_attempt(

@@ -473,6 +473,71 @@ contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
     );
 });
 
+contract!(
+    deleting_a_client_goes_in_bounded_steps_and_can_be_resumed,
+    |store| {
+        let now = SystemClock.now_unix();
+        store.put("oauth:client:c9", "{}", None).await.unwrap();
+        for i in 0..25 {
+            store
+                .put_token(&record(&format!("s{i}"), "erin", "c9", 600), now)
+                .await
+                .unwrap();
+        }
+        store
+            .put_for_client(
+                "oauth:code:pending-c9",
+                r#"{"client_id":"c9"}"#,
+                Duration::from_secs(60),
+                "c9",
+                now,
+            )
+            .await
+            .unwrap();
+        let mut feed = store.subscribe_revocations().await.unwrap();
+        let (mut revoked, mut steps) = (0, 0);
+        loop {
+            let step = store
+                .delete_client_step("c9", Duration::from_secs(60), 10)
+                .await
+                .unwrap();
+            revoked += step.revoked;
+            steps += 1;
+            if step.remaining == 0 {
+                break;
+            }
+            // Until the last step the registration stays, so an interrupted delete can be finished
+            // by the same request (DELETE /register/{id} authenticates against it).
+            assert!(store.get("oauth:client:c9").await.unwrap().is_some());
+            assert!(steps < 10, "a step always makes progress");
+        }
+        assert_eq!(revoked, 25);
+        assert_eq!(store.get("oauth:client:c9").await.unwrap(), None);
+        assert_eq!(store.get("oauth:code:pending-c9").await.unwrap(), None);
+        assert_eq!(
+            store.ttl("oauth:client_pending:c9").await.unwrap(),
+            Ttl::Missing
+        );
+        for i in 0..25 {
+            assert!(!store.token_is_live(&format!("s{i}")).await.unwrap());
+        }
+        let mut heard = 0;
+        while heard < 25 {
+            tokio::time::timeout(Duration::from_secs(2), feed.next())
+                .await
+                .expect("every revocation is published")
+                .unwrap();
+            heard += 1;
+        }
+        // Done is done: another step finds nothing and changes nothing.
+        let again = store
+            .delete_client_step("c9", Duration::from_secs(60), 10)
+            .await
+            .unwrap();
+        assert_eq!((again.revoked, again.remaining), (0, 0));
+    }
+);
+
 contract!(counters_count_within_their_window, |store| {
     let window = Duration::from_millis(400);
     let counts = join_all((0..10).map(|_| {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use mcp_oauth_gateway::store::{
-    Attempt, GrantOutcome, GrantWrite, RevocationStream, Store, StoreResult, TokenRecord, Ttl,
+    Attempt, DeleteStep, GrantOutcome, GrantWrite, RevocationStream, Store, StoreResult,
+    TokenRecord, Ttl,
 };
 use tokio::sync::Notify;
 
@@ -110,8 +111,28 @@ impl Store for GatedStore {
             .put_consent(user, client_id, json, ttl, now)
             .await
     }
-    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
-        self.inner.delete_client(client_id, tombstone_ttl).await
+    async fn put_for_client(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.inner
+            .put_for_client(key, value, ttl, client_id, now)
+            .await
+    }
+
+    async fn delete_client_step(
+        &self,
+        client_id: &str,
+        tombstone_ttl: Duration,
+        budget: usize,
+    ) -> StoreResult<DeleteStep> {
+        self.inner
+            .delete_client_step(client_id, tombstone_ttl, budget)
+            .await
     }
 }
 
