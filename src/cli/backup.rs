@@ -1,44 +1,53 @@
 //! `mcp-gateway backup` / `restore`: every `oauth:*` key with its type, value and remaining
-//! TTL, as JSON. The backup is read by one Lua script, so it is a consistent snapshot even
-//! while the gateway runs; restore is idempotent (each key replaced whole, in a
-//! transaction) and keeps TTLs, less the time elapsed since the backup.
+//! TTL, one JSON line per key.
+//!
+//! **Backup** walks the keyspace from here with SCAN cursors and small pipelined batches, and
+//! writes each batch as it goes: Redis is never asked for more than a page at a time (no
+//! script, no long command) and the CLI's memory does not grow with the number of keys. The
+//! result is a *fuzzy* snapshot: each key is read atomically, but keys are read over the span
+//! of the backup. Two things make that restore a consistent state:
+//! - the indexes (per user, per client, per family) are completed from the records on restore,
+//!   so a record written while the backup ran is never left unindexed;
+//! - the backup listens to the revocation channel while it runs and lists, in its last line,
+//!   every token and refresh family revoked meanwhile: restore leaves those out, so a
+//!   revocation is never undone by a backup that was running when it happened.
+//!
+//! The last line also marks the file complete (a backup cut short is refused by restore), and
+//! a backup to a file is written under a temporary name and renamed at the end.
+//!
+//! **Restore** reads the file twice, streaming: the first pass checks every line (nothing is
+//! changed if any is bad), the second writes keys in atomic batches. Each key is replaced
+//! whole, TTLs are kept less the time since the backup, and running it twice gives the same
+//! state. Backups of version 1 (one JSON document) are still read.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::admin::redis_failed;
 use super::{Cli, CliError, CliResult};
-use crate::clock::{Clock, SystemClock};
+use crate::store::keys;
 
-const SNAPSHOT: &str = r#"
-local out = {}
-local cursor = '0'
-repeat
-  local page = redis.call('SCAN', cursor, 'MATCH', 'oauth:*', 'COUNT', 1000)
-  cursor = page[1]
-  for _, key in ipairs(page[2]) do
-    local t = redis.call('TYPE', key)['ok']
-    local v
-    if t == 'string' then v = redis.call('GET', key)
-    elseif t == 'zset' then v = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-    elseif t == 'set' then v = redis.call('SMEMBERS', key)
-    elseif t == 'hash' then v = redis.call('HGETALL', key)
-    elseif t == 'list' then v = redis.call('LRANGE', key, 0, -1)
-    end
-    if v then
-      table.insert(out, {key = key, type = t, ttl_ms = redis.call('PTTL', key), value = v})
-    end
-  end
-until cursor == '0'
-return cjson.encode(out)
-"#;
+/// Keys asked for per SCAN page and written per restore transaction.
+const BATCH: usize = 500;
 
+/// What a backup's first line says.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Backup {
+pub struct Header {
     pub version: u32,
     pub created_at_ms: i64,
-    pub keys: Vec<Entry>,
+    #[serde(default)]
+    pub consistency: String,
+}
+
+/// A backup of version 1: one JSON document (read for restore only).
+#[derive(Debug, Deserialize)]
+struct BackupV1 {
+    created_at_ms: i64,
+    keys: Vec<Entry>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -52,157 +61,640 @@ pub struct Entry {
     pub value: serde_json::Value,
 }
 
+/// A backup's last line.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Trailer {
+    /// Number of key lines before it.
+    pub end: u64,
+    /// Access tokens (jti) revoked while the backup ran: not restored.
+    #[serde(default)]
+    pub revoked_tokens: Vec<String>,
+    /// Refresh families revoked while the backup ran: not restored.
+    #[serde(default)]
+    pub revoked_families: Vec<String>,
+    /// Every revocation published before this time (Unix ms) is listed above.
+    #[serde(default)]
+    pub heard_until_ms: i64,
+}
+
+const CONSISTENCY: &str = "fuzzy: each key read atomically over the span of the backup; \
+indexes are completed from the records on restore; tokens and families revoked while the \
+backup ran are listed in the last line and not restored";
+
 fn now_ms() -> i64 {
-    SystemClock.now_unix() * 1000
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn failed(what: &str) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |e| CliError::Failed(format!("cannot write {what}: {e}"))
 }
 
 pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
-    let created_at_ms = now_ms();
-    let json: String = redis::Script::new(SNAPSHOT)
-        .invoke_async(&mut admin.conn)
+    // Listen before reading anything: whatever is revoked from here on is in the trailer.
+    let client = crate::store::redis::client_for(&settings).map_err(redis_failed)?;
+    let mut pubsub = tokio::time::timeout(
+        crate::store::redis::CONNECT_TIMEOUT * 5,
+        client.get_async_pubsub(),
+    )
+    .await
+    .map_err(|_| CliError::Failed("Redis did not answer within 5 s".into()))?
+    .map_err(redis_failed)?;
+    pubsub
+        .subscribe(keys::REVOCATION_CHANNEL)
         .await
         .map_err(redis_failed)?;
-    // cjson writes an empty table as {}.
-    let keys: Vec<Entry> = if json == "{}" {
-        Vec::new()
-    } else {
-        serde_json::from_str(&json)
-            .map_err(|e| CliError::Failed(format!("unreadable snapshot: {e}")))?
-    };
-    let backup = Backup {
-        version: 1,
-        created_at_ms,
-        keys,
-    };
-    let text =
-        serde_json::to_string_pretty(&backup).map_err(|e| CliError::Failed(e.to_string()))?;
-    match out {
+    let mut messages = pubsub.into_on_message();
+    let mut revoked_tokens: HashSet<String> = HashSet::new();
+    let mut revoked_families: HashSet<String> = HashSet::new();
+    let mut take_messages =
+        |messages: &mut (dyn futures_util::Stream<Item = redis::Msg> + Unpin)| {
+            use futures_util::FutureExt;
+            while let Some(Some(msg)) = messages.next().now_or_never() {
+                if let Ok(payload) = msg.get_payload::<String>() {
+                    match payload.strip_prefix(keys::FAMILY_REVOCATION_MESSAGE) {
+                        Some(family) => revoked_families.insert(family.to_string()),
+                        None => revoked_tokens.insert(payload),
+                    };
+                }
+            }
+        };
+
+    let (target, partial): (Box<dyn Write>, Option<(PathBuf, PathBuf)>) = match out {
         Some(path) => {
+            let tmp = path.with_extension("partial");
             // The backup holds hashed secrets and token records: private like the env file.
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create(true).truncate(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            use std::io::Write;
-            options
-                .open(path)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
-            eprintln!("backed up {} keys to {}", backup.keys.len(), path.display());
+            let file = options
+                .open(&tmp)
+                .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", tmp.display())))?;
+            (Box::new(file), Some((tmp, path.to_path_buf())))
         }
-        None => println!("{text}"),
+        None => (Box::new(std::io::stdout().lock()), None),
+    };
+    let mut w = BufWriter::new(target);
+    let header = Header {
+        version: 2,
+        created_at_ms: now_ms(),
+        consistency: CONSISTENCY.into(),
+    };
+    w.write_all(json_line(&header).as_bytes())
+        .map_err(failed("the backup"))?;
+
+    let mut written: u64 = 0;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", keys::PREFIX))
+            .arg("COUNT")
+            .arg(BATCH)
+            .query_async(&mut admin.conn)
+            .await
+            .map_err(redis_failed)?;
+        for entry in read_batch(&mut admin.conn, &page).await? {
+            w.write_all(json_line(&entry).as_bytes())
+                .map_err(failed("the backup"))?;
+            written += 1;
+        }
+        take_messages(&mut messages);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    // A revocation published just before the last page was read may still be on its way.
+    let heard_until_ms = now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    take_messages(&mut messages);
+    let mut trailer = Trailer {
+        heard_until_ms,
+        end: written,
+        revoked_tokens: revoked_tokens.into_iter().collect(),
+        revoked_families: revoked_families.into_iter().collect(),
+    };
+    trailer.revoked_tokens.sort();
+    trailer.revoked_families.sort();
+    w.write_all(json_line(&trailer).as_bytes())
+        .map_err(failed("the backup"))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| CliError::Failed(format!("cannot write the backup: {e}")))?;
+    drop(file);
+    if let Some((tmp, path)) = partial {
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!(
+            "backed up {written} keys to {} ({} revoked while it ran, left out)",
+            path.display(),
+            trailer.revoked_tokens.len() + trailer.revoked_families.len()
+        );
     }
     Ok(())
 }
 
-pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
-    let text = std::fs::read_to_string(file)
+/// One page of keys with type, value and TTL: two pipelined round trips. A key that vanished
+/// between SCAN and read is skipped.
+async fn read_batch(
+    conn: &mut redis::aio::MultiplexedConnection,
+    page: &[String],
+) -> CliResult<Vec<Entry>> {
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut types = redis::pipe();
+    for key in page {
+        types.cmd("TYPE").arg(key);
+    }
+    let kinds: Vec<String> = types.query_async(conn).await.map_err(redis_failed)?;
+    let mut reads = redis::pipe();
+    let mut wanted = Vec::new();
+    for (key, kind) in page.iter().zip(kinds) {
+        let read = match kind.as_str() {
+            "string" => reads.cmd("GET").arg(key),
+            "zset" => reads
+                .cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES"),
+            "set" => reads.cmd("SMEMBERS").arg(key),
+            "hash" => reads.cmd("HGETALL").arg(key),
+            "list" => reads.cmd("LRANGE").arg(key).arg(0).arg(-1),
+            _ => continue,
+        };
+        read.cmd("PTTL").arg(key);
+        wanted.push((key, kind));
+    }
+    let values: Vec<redis::Value> = reads.query_async(conn).await.map_err(redis_failed)?;
+    let mut out = Vec::with_capacity(wanted.len());
+    for ((key, kind), pair) in wanted.into_iter().zip(values.chunks(2)) {
+        let [value, ttl] = pair else { continue };
+        let ttl_ms: i64 = redis::from_redis_value_ref(ttl).unwrap_or(-2);
+        if ttl_ms == -2 {
+            continue;
+        }
+        let value = match kind.as_str() {
+            "string" => match redis::from_redis_value_ref::<Option<String>>(value) {
+                Ok(Some(text)) => serde_json::Value::String(text),
+                _ => continue,
+            },
+            _ => match redis::from_redis_value_ref::<Vec<String>>(value) {
+                Ok(items) if !items.is_empty() => {
+                    items.into_iter().map(serde_json::Value::String).collect()
+                }
+                _ => continue,
+            },
+        };
+        out.push(Entry {
+            key: key.clone(),
+            kind,
+            ttl_ms,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// One JSON line.
+fn json_line<T: Serialize>(value: &T) -> String {
+    let mut s = serde_json::to_string(value).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The entries of a backup file, streamed, with its creation time and trailer.
+enum Source {
+    /// Version 2: the header is read; lines follow.
+    Lines {
+        created_at_ms: i64,
+        lines: std::io::Lines<BufReader<std::fs::File>>,
+    },
+    /// Version 1: the whole document, read at once.
+    Whole(BackupV1),
+}
+
+fn unreadable(file: &Path, e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(format!("{} is not a backup: {e}", file.display()))
+}
+
+fn open(file: &Path) -> CliResult<Source> {
+    let f = std::fs::File::open(file)
         .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
-    let backup: Backup = serde_json::from_str(&text)
-        .map_err(|e| CliError::Failed(format!("{} is not a backup: {e}", file.display())))?;
-    if backup.version != 1 {
+    let mut reader = BufReader::new(f);
+    let mut first = String::new();
+    reader
+        .read_line(&mut first)
+        .map_err(|e| unreadable(file, e))?;
+    if let Ok(header) = serde_json::from_str::<Header>(&first) {
+        if header.version != 2 {
+            return Err(CliError::Failed(format!(
+                "unsupported backup version {}",
+                header.version
+            )));
+        }
+        return Ok(Source::Lines {
+            created_at_ms: header.created_at_ms,
+            lines: reader.lines(),
+        });
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| unreadable(file, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| unreadable(file, e))?;
+    if value["version"] != 1 {
         return Err(CliError::Failed(format!(
             "unsupported backup version {}",
-            backup.version
+            value["version"]
         )));
     }
-    let elapsed = (now_ms() - backup.created_at_ms).max(0);
+    Ok(Source::Whole(
+        serde_json::from_value(value).map_err(|e| unreadable(file, e))?,
+    ))
+}
+
+/// The entries of a backup, one at a time; after the last, [`Entries::finish`] gives the
+/// trailer (an error if the file was cut short).
+struct Entries<'a> {
+    file: &'a Path,
+    created_at_ms: i64,
+    inner: EntriesInner,
+    seen: u64,
+    trailer: Option<Trailer>,
+}
+
+enum EntriesInner {
+    Lines(std::io::Lines<BufReader<std::fs::File>>),
+    Whole(std::vec::IntoIter<Entry>),
+}
+
+impl<'a> Entries<'a> {
+    fn open(file: &'a Path) -> CliResult<Self> {
+        let (created_at_ms, inner) = match open(file)? {
+            Source::Whole(b) => (b.created_at_ms, EntriesInner::Whole(b.keys.into_iter())),
+            Source::Lines {
+                created_at_ms,
+                lines,
+            } => (created_at_ms, EntriesInner::Lines(lines)),
+        };
+        Ok(Self {
+            file,
+            created_at_ms,
+            inner,
+            seen: 0,
+            trailer: None,
+        })
+    }
+
+    fn next_entry(&mut self) -> CliResult<Option<Entry>> {
+        let lines = match &mut self.inner {
+            EntriesInner::Whole(entries) => {
+                let next = entries.next();
+                if next.is_none() {
+                    self.trailer.get_or_insert_with(|| Trailer {
+                        end: self.seen,
+                        ..Trailer::default()
+                    });
+                } else {
+                    self.seen += 1;
+                }
+                return Ok(next);
+            }
+            EntriesInner::Lines(lines) => lines,
+        };
+        if self.trailer.is_some() {
+            return Ok(None);
+        }
+        let Some(line) = lines.next() else {
+            return Err(CliError::Failed(format!(
+                "{} is incomplete: it has no last line (the backup was cut short)",
+                self.file.display()
+            )));
+        };
+        let line_no = self.seen + 2;
+        let file = self.file;
+        let at = |e: serde_json::Error| {
+            CliError::Failed(format!("{} line {line_no}: {e}", file.display()))
+        };
+        let line = line.map_err(|e| unreadable(file, e))?;
+        let value: serde_json::Value = serde_json::from_str(&line).map_err(at)?;
+        if value.get("end").is_some() {
+            let trailer: Trailer = serde_json::from_value(value).map_err(at)?;
+            if trailer.end != self.seen {
+                return Err(CliError::Failed(format!(
+                    "{}: the last line counts {} keys but {} precede it",
+                    file.display(),
+                    trailer.end,
+                    self.seen
+                )));
+            }
+            self.trailer = Some(trailer);
+            return Ok(None);
+        }
+        self.seen += 1;
+        serde_json::from_value(value).map(Some).map_err(at)
+    }
+
+    fn finish(self) -> CliResult<Trailer> {
+        self.trailer
+            .ok_or_else(|| CliError::Failed(format!("{} is incomplete", self.file.display())))
+    }
+}
+
+/// What a restore leaves out: tokens and families revoked while the backup ran.
+struct Revoked {
+    tokens: HashSet<String>,
+    families: HashSet<String>,
+}
+
+impl Revoked {
+    /// Whether `entry` is a record of something revoked during the backup.
+    fn covers(&self, entry: &Entry) -> bool {
+        if let Some(jti) = entry.key.strip_prefix(keys::TOKEN_PREFIX) {
+            return self.tokens.contains(jti);
+        }
+        if let Some(fid) = entry.key.strip_prefix(keys::FAMILY_PREFIX) {
+            return self.families.contains(fid);
+        }
+        if entry.key.starts_with(keys::REFRESH_PREFIX) {
+            return record_field(entry, "family_id").is_some_and(|f| self.families.contains(&f));
+        }
+        false
+    }
+}
+
+fn record_field(entry: &Entry, field: &str) -> Option<String> {
+    let text = entry.value.as_str()?;
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    v.get(field)?.as_str().map(str::to_string)
+}
+
+/// The index entries a record implies: `(index key, member, score)`. Restoring them with the
+/// record (ZADD NX) makes a fuzzy backup restore consistent: no record is left unindexed.
+fn implied_index_entries(entry: &Entry) -> Vec<(String, String, i64)> {
+    let Some(text) = entry.value.as_str() else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    let s = |f: &str| v.get(f).and_then(|x| x.as_str()).map(str::to_string);
+    let exp = v.get("expires_at").and_then(|x| x.as_i64()).unwrap_or(0);
+    let mut out = Vec::new();
+    if let Some(jti) = entry.key.strip_prefix(keys::TOKEN_PREFIX) {
+        if let (Some(user), Some(client)) = (s("username"), s("client_id")) {
+            out.push((keys::user_tokens(&user), jti.to_string(), exp));
+            out.push((keys::client_tokens(&client), jti.to_string(), exp));
+        }
+        if let Some(fid) = s("family_id") {
+            out.push((keys::family(&fid), keys::family_token_member(jti), exp));
+        }
+    } else if let Some(hash) = entry.key.strip_prefix(keys::REFRESH_PREFIX) {
+        let user = v["user"]["login"].as_str().map(str::to_string);
+        if let (Some(fid), Some(client)) = (s("family_id"), s("client_id")) {
+            out.push((keys::family(&fid), keys::family_refresh_member(hash), exp));
+            out.push((keys::client_families(&client), fid.clone(), exp));
+            if let Some(user) = user {
+                out.push((keys::user_families(&user), fid, exp));
+            }
+        }
+    } else if let Some(rest) = entry.key.strip_prefix(keys::CONSENT_PREFIX) {
+        if let Some((user, client)) = rest.split_once(':') {
+            let expires = now_ms() / 1000 + entry.ttl_ms.max(0) / 1000;
+            out.push((keys::client_consents(client), user.to_string(), expires));
+        }
+    } else if entry.key.starts_with(keys::CODE_PREFIX) || entry.key.starts_with(keys::STATE_PREFIX)
+    {
+        let client =
+            s("client_id").or_else(|| v["authorization"]["client_id"].as_str().map(str::to_string));
+        if let Some(client) = client {
+            let expires = now_ms() / 1000 + entry.ttl_ms.max(0) / 1000 + 1;
+            out.push((keys::client_pending(&client), entry.key.clone(), expires));
+        }
+    }
+    out
+}
+
+/// Adds one key's writes to a restore transaction. `ttl` is what is left of its TTL.
+fn restore_into(pipe: &mut redis::Pipeline, entry: &Entry, ttl: Option<i64>) -> CliResult {
+    let items: Vec<String> = match &entry.value {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    pipe.del(&entry.key).ignore();
+    match entry.kind.as_str() {
+        "string" => {
+            let v = entry
+                .value
+                .as_str()
+                .ok_or_else(|| CliError::Failed(format!("{}: bad string value", entry.key)))?;
+            pipe.set(&entry.key, v).ignore();
+        }
+        "zset" => {
+            let pairs: Vec<(f64, String)> = items
+                .chunks(2)
+                .filter_map(|c| Some((c.get(1)?.parse().ok()?, c[0].clone())))
+                .collect();
+            if !pairs.is_empty() {
+                pipe.zadd_multiple(&entry.key, &pairs).ignore();
+            }
+        }
+        "set" if !items.is_empty() => {
+            pipe.sadd(&entry.key, &items).ignore();
+        }
+        "list" if !items.is_empty() => {
+            pipe.rpush(&entry.key, &items).ignore();
+        }
+        "hash" if !items.is_empty() => {
+            let pairs: Vec<(String, String)> = items
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| (c[0].clone(), c[1].clone()))
+                .collect();
+            pipe.hset_multiple(&entry.key, &pairs).ignore();
+        }
+        "set" | "list" | "hash" => {}
+        other => {
+            return Err(CliError::Failed(format!(
+                "{}: unsupported type {other}",
+                entry.key
+            )));
+        }
+    }
+    if let Some(ms) = ttl {
+        pipe.pexpire(&entry.key, ms).ignore();
+    }
+    Ok(())
+}
+
+fn is_index(key: &str) -> bool {
+    [
+        keys::USER_TOKENS_PREFIX,
+        keys::CLIENT_TOKENS_PREFIX,
+        keys::FAMILY_PREFIX,
+        keys::CLIENT_FAMILIES_PREFIX,
+        keys::USER_FAMILIES_PREFIX,
+        keys::CLIENT_CONSENTS_PREFIX,
+        keys::CLIENT_PENDING_PREFIX,
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+}
+
+pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
+    // First pass: every line is read and checked before anything is written.
+    let mut check = Entries::open(file)?;
+    while let Some(entry) = check.next_entry()? {
+        if !entry.key.starts_with(keys::PREFIX) {
+            return Err(CliError::Failed(format!(
+                "refusing key outside {}*: {}",
+                keys::PREFIX,
+                entry.key
+            )));
+        }
+        restore_into(&mut redis::pipe(), &entry, None)?;
+    }
+    let trailer = check.finish()?;
+    let revoked = Revoked {
+        tokens: trailer.revoked_tokens.into_iter().collect(),
+        families: trailer.revoked_families.into_iter().collect(),
+    };
     let settings = cli.settings()?;
     let mut admin = if dry_run {
         None
     } else {
         Some(cli.admin(&settings).await?)
     };
-    let (mut restored, mut expired) = (0, 0);
-    for entry in &backup.keys {
-        if !entry.key.starts_with("oauth:") {
-            return Err(CliError::Failed(format!(
-                "refusing key outside oauth:*: {}",
-                entry.key
-            )));
-        }
-        let ttl = if entry.ttl_ms < 0 {
-            None
-        } else {
-            Some(entry.ttl_ms - elapsed)
-        };
-        if ttl.is_some_and(|t| t <= 0) {
-            expired += 1;
-            continue;
-        }
-        restored += 1;
-        let Some(admin) = admin.as_mut() else {
-            println!(
-                "would restore {} ({}, ttl {})",
-                entry.key,
-                entry.kind,
-                ttl.map_or("none".into(), |t| format!("{}s", t / 1000))
-            );
-            continue;
-        };
-        let mut pipe = redis::pipe();
-        pipe.atomic().del(&entry.key).ignore();
-        let items: Vec<String> = match &entry.value {
-            serde_json::Value::Array(a) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        match entry.kind.as_str() {
-            "string" => {
-                let v = entry
-                    .value
-                    .as_str()
-                    .ok_or_else(|| CliError::Failed(format!("{}: bad string value", entry.key)))?;
-                pipe.set(&entry.key, v).ignore();
-            }
-            "zset" => {
-                let pairs: Vec<(f64, String)> = items
-                    .chunks(2)
-                    .filter_map(|c| Some((c.get(1)?.parse().ok()?, c[0].clone())))
-                    .collect();
-                if !pairs.is_empty() {
-                    pipe.zadd_multiple(&entry.key, &pairs).ignore();
+    // Second pass: written in atomic batches as it is read.
+    let mut entries = Entries::open(file)?;
+    let elapsed = (now_ms() - entries.created_at_ms).max(0);
+    let (mut restored, mut expired, mut left_out) = (0u64, 0u64, 0u64);
+    let mut batch: Vec<(Entry, Option<i64>)> = Vec::with_capacity(BATCH);
+    loop {
+        let next = entries.next_entry()?;
+        let done = next.is_none();
+        if let Some(entry) = next {
+            let ttl = (entry.ttl_ms >= 0).then(|| entry.ttl_ms - elapsed);
+            if ttl.is_some_and(|t| t <= 0) {
+                expired += 1;
+            } else if revoked.covers(&entry) {
+                left_out += 1;
+            } else {
+                restored += 1;
+                if admin.is_none() {
+                    println!(
+                        "would restore {} ({}, ttl {})",
+                        entry.key,
+                        entry.kind,
+                        ttl.map_or("none".into(), |t| format!("{}s", t / 1000))
+                    );
+                } else {
+                    batch.push((entry, ttl));
                 }
             }
-            "set" if !items.is_empty() => {
-                pipe.sadd(&entry.key, &items).ignore();
-            }
-            "list" if !items.is_empty() => {
-                pipe.rpush(&entry.key, &items).ignore();
-            }
-            "hash" if !items.is_empty() => {
-                let pairs: Vec<(String, String)> = items
-                    .chunks(2)
-                    .filter(|c| c.len() == 2)
-                    .map(|c| (c[0].clone(), c[1].clone()))
-                    .collect();
-                pipe.hset_multiple(&entry.key, &pairs).ignore();
-            }
-            "set" | "list" | "hash" => {}
-            other => {
-                return Err(CliError::Failed(format!(
-                    "{}: unsupported type {other}",
-                    entry.key
-                )));
-            }
         }
-        if let Some(ms) = ttl {
-            pipe.pexpire(&entry.key, ms).ignore();
+        if let Some(admin) = admin.as_mut()
+            && (batch.len() >= BATCH || (done && !batch.is_empty()))
+        {
+            write_batch(&mut admin.conn, &batch).await.map_err(|e| {
+                CliError::Failed(format!(
+                    "{e}; {} keys were restored before this (restore is idempotent: run it again)",
+                    restored - batch.len() as u64
+                ))
+            })?;
+            batch.clear();
         }
-        let _: () = pipe
-            .query_async(&mut admin.conn)
-            .await
-            .map_err(redis_failed)?;
+        if done {
+            break;
+        }
     }
     let verb = if dry_run { "would restore" } else { "restored" };
-    println!("{verb} {restored} keys; skipped {expired} that have expired since the backup");
+    println!(
+        "{verb} {restored} keys; skipped {expired} that have expired since the backup and {left_out} revoked while it ran"
+    );
     Ok(())
+}
+
+/// One restore transaction: the keys replaced whole, then the index entries their records
+/// imply added where missing (their index living at least as long as the record).
+async fn write_batch(
+    conn: &mut redis::aio::MultiplexedConnection,
+    batch: &[(Entry, Option<i64>)],
+) -> CliResult {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (entry, ttl) in batch {
+        if is_index(&entry.key) {
+            // Merged, not replaced: entries implied by records restored earlier stay.
+            restore_index(&mut pipe, entry, *ttl);
+        } else {
+            restore_into(&mut pipe, entry, *ttl)?;
+        }
+    }
+    for (entry, ttl) in batch {
+        for (index, member, score) in implied_index_entries(entry) {
+            pipe.cmd("ZADD")
+                .arg(&index)
+                .arg("NX")
+                .arg(score)
+                .arg(&member)
+                .ignore();
+            let ms = ttl.unwrap_or(-1);
+            if ms > 0 {
+                pipe.cmd("PEXPIRE").arg(&index).arg(ms).arg("NX").ignore();
+                pipe.cmd("PEXPIRE").arg(&index).arg(ms).arg("GT").ignore();
+            }
+        }
+    }
+    let _: () = pipe.query_async(conn).await.map_err(redis_failed)?;
+    Ok(())
+}
+
+fn restore_index(pipe: &mut redis::Pipeline, entry: &Entry, ttl: Option<i64>) {
+    let items: Vec<String> = match &entry.value {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let pairs: Vec<(f64, String)> = items
+        .chunks(2)
+        .filter_map(|c| Some((c.get(1)?.parse().ok()?, c[0].clone())))
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    pipe.zadd_multiple(&entry.key, &pairs).ignore();
+    if let Some(ms) = ttl {
+        pipe.cmd("PEXPIRE")
+            .arg(&entry.key)
+            .arg(ms)
+            .arg("NX")
+            .ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(&entry.key)
+            .arg(ms)
+            .arg("GT")
+            .ignore();
+    }
 }

@@ -61,7 +61,8 @@ pub enum Command {
     Clients(clients::ClientsCommand),
     /// Counts: clients, live tokens, refresh families, per client and per user.
     Stats,
-    /// Write every oauth:* key (type, value, remaining TTL) to a JSON file.
+    /// Write every oauth:* key (type, value, remaining TTL) as JSON lines, in small batches
+    /// that never block Redis; revocations made meanwhile are listed and not restored.
     Backup {
         /// Output file (default: stdout).
         #[arg(long, value_name = "FILE")]

@@ -3,6 +3,9 @@
 
 pub const PREFIX: &str = "oauth:";
 pub const REVOCATION_CHANNEL: &str = "oauth:revocations";
+/// On the revocation channel, a message `family:{id}` says a refresh family was revoked (for
+/// a backup running meanwhile); every other message is a revoked access token's `jti`.
+pub const FAMILY_REVOCATION_MESSAGE: &str = "family:";
 pub const TOKEN_PREFIX: &str = "oauth:token:";
 pub const USER_TOKENS_PREFIX: &str = "oauth:user_tokens:";
 pub const CLIENT_TOKENS_PREFIX: &str = "oauth:client_tokens:";

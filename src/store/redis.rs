@@ -70,6 +70,7 @@ local function revoke_family(fid, tombstone_ttl)
   end
   redis.call('DEL', F .. fid)
   redis.call('SET', FR .. fid, '1', 'EX', tombstone_ttl)
+  redis.call('PUBLISH', CH, '{FAMILY_MESSAGE}' .. fid)
   return #members
 end
 "#;
@@ -239,7 +240,8 @@ fn script(body: &str) -> redis::Script {
         .replace("{GRANT_RESULT}", keys::GRANT_RESULT_PREFIX)
         .replace("{CLIENT}", keys::CLIENT_PREFIX)
         .replace("{CONSENT}", keys::CONSENT_PREFIX)
-        .replace("{CHANNEL}", keys::REVOCATION_CHANNEL);
+        .replace("{CHANNEL}", keys::REVOCATION_CHANNEL)
+        .replace("{FAMILY_MESSAGE}", keys::FAMILY_REVOCATION_MESSAGE);
     redis::Script::new(&format!("{prelude}\n{body}"))
 }
 
@@ -439,7 +441,12 @@ impl Store for RedisStore {
             }
         });
         Ok(messages
-            .filter_map(|msg| async move { msg.get_payload::<String>().ok() })
+            .filter_map(|msg| async move {
+                // Family messages are for backups; a family's tokens are announced one by one.
+                msg.get_payload::<String>()
+                    .ok()
+                    .filter(|p| !p.starts_with(keys::FAMILY_REVOCATION_MESSAGE))
+            })
             .take_until(lost_signal)
             .boxed())
     }
