@@ -8,6 +8,9 @@ use redis::aio::MultiplexedConnection;
 
 use super::CliError;
 
+/// Keys asked for per SCAN call, members per index page, keys per pipelined batch.
+pub const SCAN_PAGE: usize = 500;
+
 pub struct Admin {
     pub conn: MultiplexedConnection,
 }
@@ -30,7 +33,40 @@ impl Admin {
         Ok(Self { conn })
     }
 
-    /// Every key matching `pattern`, via SCAN (never KEYS: it would block a live server).
+    /// The next page of keys matching `pattern` from `cursor` (start with 0): `(next cursor,
+    /// keys)`, where a next cursor of 0 means the walk is over. For keyspace-wide work, page by
+    /// page: Redis answers each page in well under a millisecond and memory stays constant.
+    pub async fn scan_page(
+        &mut self,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<String>), CliError> {
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_PAGE)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(redis_failed)
+    }
+
+    /// Members of a sorted set with their scores, ranks `start..start + SCAN_PAGE`: a large
+    /// index read in pages.
+    pub async fn zset_page(
+        &mut self,
+        key: &str,
+        start: isize,
+    ) -> Result<Vec<(String, f64)>, CliError> {
+        self.conn
+            .zrange_withscores(key, start, start + SCAN_PAGE as isize - 1)
+            .await
+            .map_err(redis_failed)
+    }
+
+    /// Every key matching `pattern`, via SCAN (never KEYS: it would block a live server), for
+    /// patterns that match few keys.
     pub async fn scan(&mut self, pattern: &str) -> Result<Vec<String>, CliError> {
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
@@ -40,7 +76,7 @@ impl Admin {
                 .arg("MATCH")
                 .arg(pattern)
                 .arg("COUNT")
-                .arg(1000)
+                .arg(SCAN_PAGE)
                 .query_async(&mut self.conn)
                 .await
                 .map_err(redis_failed)?;

@@ -1,50 +1,97 @@
-//! `mcp-gateway stats`: what the gateway holds right now.
+//! `mcp-gateway stats`: what the gateway holds right now, counted from the indexes in one
+//! SCAN walk of the keyspace (pages of 500 keys, a pipelined count per index): no token
+//! record is read, Redis is never asked for more than a page at a time, and the CLI's memory
+//! grows with the number of users and clients, not of tokens.
 
 use std::collections::BTreeMap;
 
-use super::admin::print_table;
+use super::admin::{print_table, redis_failed};
 use super::{Cli, CliResult};
 use crate::clock::{Clock, SystemClock};
 use crate::store::keys;
+
+#[derive(Default)]
+struct Counts {
+    clients: u64,
+    families: u64,
+    live_tokens: u64,
+    expiring: u64,
+    per_client: BTreeMap<String, u64>,
+    per_user: BTreeMap<String, u64>,
+    keys: u64,
+}
 
 pub async fn run(cli: &Cli) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
     let now = SystemClock.now_unix();
-    let clients = super::clients::all_clients(&mut admin).await?;
-    let tokens = super::tokens::live_tokens(&mut admin, None).await?;
-    let families = admin
-        .scan(&format!("{}*", keys::FAMILY_PREFIX))
-        .await?
-        .len();
-    let mut per_client: BTreeMap<String, usize> = BTreeMap::new();
-    let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
-    for t in &tokens {
-        *per_client.entry(t.client_id.clone()).or_default() += 1;
-        *per_user.entry(t.username.to_ascii_lowercase()).or_default() += 1;
+    let mut counts = Counts::default();
+    let pattern = format!("{}*", keys::PREFIX);
+    let mut cursor = 0;
+    loop {
+        let (next, page) = admin.scan_page(cursor, &pattern).await?;
+        let mut pipe = redis::pipe();
+        // (is a client index, name) of each index in this page, in pipeline order.
+        let mut indexes = Vec::new();
+        for key in &page {
+            counts.keys += 1;
+            if key.starts_with(keys::CLIENT_PREFIX) {
+                counts.clients += 1;
+            } else if key.starts_with(keys::FAMILY_PREFIX) {
+                counts.families += 1;
+            } else if let Some(client) = key.strip_prefix(keys::CLIENT_TOKENS_PREFIX) {
+                pipe.zcount(key, now, "+inf").zcount(key, now, now + 86_400);
+                indexes.push((true, client.to_string()));
+            } else if let Some(user) = key.strip_prefix(keys::USER_TOKENS_PREFIX) {
+                pipe.zcount(key, now, "+inf");
+                indexes.push((false, user.to_string()));
+            }
+        }
+        if !indexes.is_empty() {
+            let replies: Vec<u64> = pipe
+                .query_async(&mut admin.conn)
+                .await
+                .map_err(redis_failed)?;
+            let mut replies = replies.into_iter();
+            for (is_client, name) in indexes {
+                let live = replies.next().unwrap_or(0);
+                if is_client {
+                    counts.live_tokens += live;
+                    counts.expiring += replies.next().unwrap_or(0);
+                    if live > 0 {
+                        counts.per_client.insert(name, live);
+                    }
+                } else if live > 0 {
+                    counts.per_user.insert(name, live);
+                }
+            }
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
     }
-    let expiring = tokens
-        .iter()
-        .filter(|t| t.expires_at - now < 86_400)
-        .count();
     if cli.json {
         let v = serde_json::json!({
-            "clients": clients.len(),
-            "live_tokens": tokens.len(),
-            "refresh_families": families,
-            "expiring_within_a_day": expiring,
-            "tokens_per_client": per_client,
-            "tokens_per_user": per_user,
+            "clients": counts.clients,
+            "live_tokens": counts.live_tokens,
+            "refresh_families": counts.families,
+            "expiring_within_a_day": counts.expiring,
+            "tokens_per_client": counts.per_client,
+            "tokens_per_user": counts.per_user,
+            "keys": counts.keys,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    println!("clients                 {}", clients.len());
-    println!("live access tokens      {}", tokens.len());
-    println!("refresh families        {families}");
-    println!("expiring within a day   {expiring}");
+    println!("clients                 {}", counts.clients);
+    println!("live access tokens      {}", counts.live_tokens);
+    println!("refresh families        {}", counts.families);
+    println!("expiring within a day   {}", counts.expiring);
+    println!("oauth:* keys            {}", counts.keys);
     println!();
-    let rows: Vec<Vec<String>> = per_client
+    let rows: Vec<Vec<String>> = counts
+        .per_client
         .iter()
         .map(|(c, n)| vec![c.clone(), n.to_string()])
         .collect();
@@ -55,7 +102,8 @@ pub async fn run(cli: &Cli) -> CliResult {
         &rows,
     );
     println!();
-    let rows: Vec<Vec<String>> = per_user
+    let rows: Vec<Vec<String>> = counts
+        .per_user
         .iter()
         .map(|(u, n)| vec![u.clone(), n.to_string()])
         .collect();

@@ -168,6 +168,85 @@ pub async fn live_tokens(admin: &mut Admin, index: Option<&str>) -> CliResult<Ve
     Ok(records)
 }
 
+/// Rows written as they are read: a JSON array, or a table whose columns are at least as
+/// wide as typical values (a listing of a million tokens never waits for the last one).
+struct RowWriter {
+    json: bool,
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    headers: &'static [&'static str],
+    widths: &'static [usize],
+    rows: u64,
+}
+
+impl RowWriter {
+    fn new(json: bool, headers: &'static [&'static str], widths: &'static [usize]) -> Self {
+        Self {
+            json,
+            out: std::io::BufWriter::new(std::io::stdout().lock()),
+            headers,
+            widths,
+            rows: 0,
+        }
+    }
+
+    fn write_cells(&mut self, cells: &[&str]) -> CliResult {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                line.push_str(cell);
+            } else {
+                let w = self.widths.get(i).copied().unwrap_or(0);
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        writeln!(self.out, "{}", line.trim_end()).map_err(write_failed)
+    }
+
+    fn row(&mut self, value: &serde_json::Value, cells: &[&str]) -> CliResult {
+        if self.json {
+            let sep = if self.rows == 0 { "[\n  " } else { ",\n  " };
+            write!(self.out, "{sep}{value}").map_err(write_failed)?;
+        } else {
+            if self.rows == 0 {
+                let headers = self.headers;
+                self.write_cells(headers)?;
+            }
+            self.write_cells(cells)?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> CliResult {
+        let end = match (self.json, self.rows) {
+            (true, 0) => "[]\n",
+            (true, _) => "\n]\n",
+            (false, 0) => "(none)\n",
+            (false, _) => "",
+        };
+        self.out.write_all(end.as_bytes()).map_err(write_failed)?;
+        self.out.flush().map_err(write_failed)
+    }
+}
+
+fn write_failed(e: std::io::Error) -> CliError {
+    CliError::Failed(format!("cannot write: {e}"))
+}
+
+/// The records behind `jtis` (MGET), those still live.
+async fn records_of(admin: &mut Admin, jtis: &[String]) -> CliResult<Vec<TokenRecord>> {
+    let keys: Vec<String> = jtis.iter().map(|j| keys::token(j)).collect();
+    Ok(admin
+        .values(&keys)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter_map(|json| serde_json::from_str(&json).ok())
+        .collect())
+}
+
+/// Lists without holding the list: with `--user`/`--client`, that index page by page (by
+/// expiry); otherwise every token record, SCAN page by page (in no particular order).
 async fn list(cli: &Cli, user: Option<&str>, client: Option<&str>, expired: bool) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
@@ -178,63 +257,105 @@ async fn list(cli: &Cli, user: Option<&str>, client: Option<&str>, expired: bool
     };
     let now = now();
     if expired {
-        // What remains of expired tokens is their index entries.
-        let indexes = match &index {
-            Some(i) => vec![i.clone()],
-            None => {
-                admin
-                    .scan(&format!("{}*", keys::USER_TOKENS_PREFIX))
-                    .await?
+        return list_expired(cli, &mut admin, index, now).await;
+    }
+    let mut out = RowWriter::new(
+        cli.json,
+        &["JTI", "USER", "CLIENT", "SCOPE", "EXPIRES"],
+        &[22, 12, 22, 12],
+    );
+    let emit = |out: &mut RowWriter, records: Vec<TokenRecord>| -> CliResult {
+        for r in records {
+            if let (Some(u), Some(c)) = (user, client)
+                && !(r.username.eq_ignore_ascii_case(u) && r.client_id == c)
+            {
+                continue;
             }
-        };
-        let mut rows = Vec::new();
-        let mut items = Vec::new();
-        for idx in indexes {
+            let expires = relative(r.expires_at - now);
+            out.row(
+                &record_json(&r, None),
+                &[&r.jti, &r.username, &r.client_id, &r.scope, &expires],
+            )?;
+        }
+        Ok(())
+    };
+    match index {
+        Some(index) => {
+            let mut start = 0;
+            loop {
+                let page = admin.zset_page(&index, start).await?;
+                let jtis: Vec<String> = page
+                    .iter()
+                    .filter(|(_, exp)| *exp as i64 >= now)
+                    .map(|(j, _)| j.clone())
+                    .collect();
+                emit(&mut out, records_of(&mut admin, &jtis).await?)?;
+                if page.len() < super::admin::SCAN_PAGE {
+                    break;
+                }
+                start += page.len() as isize;
+            }
+        }
+        None => {
+            let pattern = format!("{}*", keys::TOKEN_PREFIX);
+            let mut cursor = 0;
+            loop {
+                let (next, page) = admin.scan_page(cursor, &pattern).await?;
+                let mut records: Vec<TokenRecord> = admin
+                    .values(&page)
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|json| serde_json::from_str(&json).ok())
+                    .collect();
+                records.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.jti.cmp(&b.jti)));
+                emit(&mut out, records)?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+    }
+    out.finish()
+}
+
+/// What remains of expired tokens: their index entries (until `purge-expired`).
+async fn list_expired(cli: &Cli, admin: &mut Admin, index: Option<String>, now: i64) -> CliResult {
+    let mut out = RowWriter::new(cli.json, &["JTI", "USER", "EXPIRED"], &[22, 12]);
+    let mut indexes: Vec<String> = match index {
+        Some(i) => vec![i],
+        None => Vec::new(),
+    };
+    let all = indexes.is_empty();
+    let mut cursor = 0;
+    loop {
+        if all {
+            let pattern = format!("{}*", keys::USER_TOKENS_PREFIX);
+            let (next, page) = admin.scan_page(cursor, &pattern).await?;
+            indexes = page;
+            cursor = next;
+        }
+        for idx in indexes.drain(..) {
             let user = idx
                 .strip_prefix(keys::USER_TOKENS_PREFIX)
                 .unwrap_or("")
                 .to_string();
-            for (jti, exp) in admin.zset(&idx).await? {
-                if (exp as i64) < now {
-                    rows.push(vec![jti.clone(), user.clone(), relative(exp as i64 - now)]);
-                    items.push(
-                        serde_json::json!({"jti": jti, "index": idx, "expires_at": exp as i64}),
-                    );
-                }
+            let expired: Vec<(String, f64)> = admin
+                .conn
+                .zrangebyscore_withscores(&idx, "-inf", format!("({now}"))
+                .await
+                .map_err(redis_failed)?;
+            for (jti, exp) in expired {
+                let v = serde_json::json!({"jti": jti, "index": idx, "expires_at": exp as i64});
+                out.row(&v, &[&jti, &user, &relative(exp as i64 - now)])?;
             }
         }
-        print_table(
-            cli.json,
-            &serde_json::Value::Array(items),
-            &["JTI", "USER", "EXPIRED"],
-            &rows,
-        );
-        return Ok(());
+        if !all || cursor == 0 {
+            break;
+        }
     }
-    let mut records = live_tokens(&mut admin, index.as_deref()).await?;
-    if let (Some(u), Some(c)) = (user, client) {
-        records.retain(|r| r.username.eq_ignore_ascii_case(u) && r.client_id == c);
-    }
-    let rows: Vec<Vec<String>> = records
-        .iter()
-        .map(|r| {
-            vec![
-                r.jti.clone(),
-                r.username.clone(),
-                r.client_id.clone(),
-                r.scope.clone(),
-                relative(r.expires_at - now),
-            ]
-        })
-        .collect();
-    let json = serde_json::Value::Array(records.iter().map(|r| record_json(r, None)).collect());
-    print_table(
-        cli.json,
-        &json,
-        &["JTI", "USER", "CLIENT", "SCOPE", "EXPIRES"],
-        &rows,
-    );
-    Ok(())
+    out.finish()
 }
 
 async fn show(cli: &Cli, jti: &str) -> CliResult {
@@ -565,6 +686,9 @@ async fn validate_saved(cli: &Cli, verify_url: Option<&str>) -> CliResult {
     }
 }
 
+/// One SCAN walk of the keyspace; for each page, the expired entries of its indexes removed
+/// (one pipelined ZREMRANGEBYSCORE each) and their orphans found with pipelined EXISTS, so no
+/// step asks Redis for more than a page. Safe to interrupt and run again.
 async fn purge_expired(cli: &Cli) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
@@ -572,59 +696,66 @@ async fn purge_expired(cli: &Cli) -> CliResult {
     let mut removed_index = 0u64;
     let mut removed_orphans = 0u64;
     let mut removed_families = 0u64;
-    for prefix in [keys::USER_TOKENS_PREFIX, keys::CLIENT_TOKENS_PREFIX] {
-        for index in admin.scan(&format!("{prefix}*")).await? {
-            let n: u64 = admin
-                .conn
-                .zrembyscore(&index, "-inf", format!("({now}"))
+    let pattern = format!("{}*", keys::PREFIX);
+    let mut cursor = 0;
+    loop {
+        let (next, page) = admin.scan_page(cursor, &pattern).await?;
+        let expiring: Vec<&String> = page
+            .iter()
+            .filter(|k| {
+                [
+                    keys::USER_TOKENS_PREFIX,
+                    keys::CLIENT_TOKENS_PREFIX,
+                    keys::CLIENT_FAMILIES_PREFIX,
+                    keys::USER_FAMILIES_PREFIX,
+                    keys::CLIENT_PENDING_PREFIX,
+                ]
+                .iter()
+                .any(|p| k.starts_with(p))
+            })
+            .collect();
+        if !expiring.is_empty() {
+            let mut pipe = redis::pipe();
+            for key in &expiring {
+                pipe.zrembyscore(*key, "-inf", format!("({now}"));
+            }
+            let counts: Vec<u64> = pipe
+                .query_async(&mut admin.conn)
                 .await
                 .map_err(redis_failed)?;
-            removed_index += n;
-            for (jti, _) in admin.zset(&index).await? {
-                let exists: bool = admin
-                    .conn
-                    .exists(keys::token(&jti))
-                    .await
-                    .map_err(redis_failed)?;
-                if !exists {
-                    let n: u64 = admin.conn.zrem(&index, &jti).await.map_err(redis_failed)?;
-                    removed_orphans += n;
+            removed_index += counts.iter().sum::<u64>();
+        }
+        // Orphans: token index entries and family members whose record is gone.
+        for key in &page {
+            if key.starts_with(keys::USER_TOKENS_PREFIX)
+                || key.starts_with(keys::CLIENT_TOKENS_PREFIX)
+            {
+                removed_orphans +=
+                    remove_orphans(&mut admin, key, |m| Some(keys::token(m))).await?;
+            }
+        }
+        let families: Vec<&String> = page
+            .iter()
+            .filter(|k| k.starts_with(keys::FAMILY_PREFIX))
+            .collect();
+        for family in families {
+            removed_orphans += remove_orphans(&mut admin, family, |member| {
+                match (member.strip_prefix("t:"), member.strip_prefix("r:")) {
+                    (Some(jti), _) => Some(keys::token(jti)),
+                    (_, Some(hash)) => Some(keys::refresh(hash)),
+                    _ => None,
                 }
+            })
+            .await?;
+            let left: u64 = admin.conn.zcard(family).await.map_err(redis_failed)?;
+            if left == 0 {
+                removed_families += 1;
             }
         }
-    }
-    for family in admin.scan(&format!("{}*", keys::FAMILY_PREFIX)).await? {
-        for (member, _) in admin.zset(&family).await? {
-            let key = match (member.strip_prefix("t:"), member.strip_prefix("r:")) {
-                (Some(jti), _) => keys::token(jti),
-                (_, Some(hash)) => keys::refresh(hash),
-                _ => continue,
-            };
-            let exists: bool = admin.conn.exists(&key).await.map_err(redis_failed)?;
-            if !exists {
-                let n: u64 = admin
-                    .conn
-                    .zrem(&family, &member)
-                    .await
-                    .map_err(redis_failed)?;
-                removed_orphans += n;
-            }
+        if next == 0 {
+            break;
         }
-        let left: u64 = admin.conn.zcard(&family).await.map_err(redis_failed)?;
-        if left == 0 {
-            removed_families += 1;
-        }
-    }
-    for index in admin
-        .scan(&format!("{}*", keys::CLIENT_FAMILIES_PREFIX))
-        .await?
-    {
-        let n: u64 = admin
-            .conn
-            .zrembyscore(&index, "-inf", format!("({now}"))
-            .await
-            .map_err(redis_failed)?;
-        removed_index += n;
+        cursor = next;
     }
     if cli.json {
         println!(
@@ -637,4 +768,48 @@ async fn purge_expired(cli: &Cli) -> CliResult {
         );
     }
     Ok(())
+}
+
+/// Removes the members of the sorted set `index` whose record (`record_key(member)`) is gone,
+/// a page of members at a time; returns how many.
+async fn remove_orphans(
+    admin: &mut Admin,
+    index: &str,
+    record_key: impl Fn(&str) -> Option<String>,
+) -> CliResult<u64> {
+    let mut removed = 0;
+    let mut start = 0;
+    loop {
+        let page = admin.zset_page(index, start).await?;
+        let members: Vec<(String, String)> = page
+            .iter()
+            .filter_map(|(m, _)| Some((m.clone(), record_key(m)?)))
+            .collect();
+        let mut pipe = redis::pipe();
+        for (_, key) in &members {
+            pipe.exists(key);
+        }
+        let exists: Vec<bool> = if members.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut admin.conn)
+                .await
+                .map_err(redis_failed)?
+        };
+        let gone: Vec<&String> = members
+            .iter()
+            .zip(exists)
+            .filter(|(_, live)| !live)
+            .map(|((m, _), _)| m)
+            .collect();
+        if !gone.is_empty() {
+            let n: u64 = admin.conn.zrem(index, &gone).await.map_err(redis_failed)?;
+            removed += n;
+        }
+        if page.len() < super::admin::SCAN_PAGE {
+            return Ok(removed);
+        }
+        // The removed members shifted the ranks after them.
+        start += (page.len() - gone.len()) as isize;
+    }
 }
