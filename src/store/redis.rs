@@ -39,9 +39,10 @@ local function decode(v)
   return nil
 end
 
-local function put_token(jti, json, ttl, exp, username, client_id, now)
-  redis.call('SET', T .. jti, json, 'EX', ttl)
-  for _, idx in ipairs({U .. string.lower(username), C .. client_id}) do
+-- The token's key and its user and client indexes are the caller's KEYS[1..3].
+local function put_token(jti, json, ttl, exp, now)
+  redis.call('SET', KEYS[1], json, 'EX', ttl)
+  for _, idx in ipairs({KEYS[2], KEYS[3]}) do
     redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. now)
     redis.call('ZADD', idx, exp, jti)
     if redis.call('TTL', idx) < tonumber(ttl) then redis.call('EXPIRE', idx, ttl) end
@@ -75,23 +76,26 @@ local function revoke_family(fid, tombstone_ttl)
 end
 "#;
 
-// ARGV: jti, record JSON, ttl, exp, username, client_id, now.
+// KEYS: token, user index, client index. ARGV: jti, record JSON, ttl, exp, now.
 const PUT_TOKEN: &str = r#"
-put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 "#;
 
-// ARGV: jti.
+// KEYS: token (its index entries are found from its record). ARGV: jti.
 const REVOKE_TOKEN: &str = r#"
 return revoke_jti(ARGV[1])
 "#;
 
+// KEYS: token, user index, client index, new refresh token, family, family tombstone,
+//       client's families, user's families, registration, then (when ARGV says so) the code,
+//       the kept result and the rotated refresh token, in that order.
 // ARGV: jti, token JSON, token ttl, token exp, username, client_id, now,
 //       refresh hash, refresh JSON, refresh ttl, family id, rotate-from hash or '', tombstone ttl,
 //       code key or '', result key or '', sealed result, result ttl ms, client lifetime ms or ''.
 const ISSUE_GRANT: &str = r#"
 local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
-if redis.call('EXISTS', FR .. fid) == 1 then return {'revoked', ''} end
+if redis.call('EXISTS', KEYS[6]) == 1 then return {'revoked', ''} end
 if result_key ~= '' then
   local prior = redis.call('GET', result_key)
   if prior then return {'replayed', prior} end
@@ -117,21 +121,21 @@ if rotate_from ~= '' then
   -- Its successor is in use: the predecessor's retry window ends here.
   if type(r.rotated_from) == 'string' then redis.call('DEL', GR .. r.rotated_from) end
 end
-put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
-redis.call('SET', R .. ARGV[8], ARGV[9], 'EX', ARGV[10])
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7])
+redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[10])
 local refresh_exp = tonumber(ARGV[7]) + tonumber(ARGV[10])
-redis.call('ZADD', F .. fid, ARGV[4], 't:' .. ARGV[1])
-redis.call('ZADD', F .. fid, refresh_exp, 'r:' .. ARGV[8])
-if redis.call('TTL', F .. fid) < tonumber(ARGV[10]) then redis.call('EXPIRE', F .. fid, ARGV[10]) end
-for _, idx in ipairs({CF .. ARGV[6], UF .. string.lower(ARGV[5])}) do
+redis.call('ZADD', KEYS[5], ARGV[4], 't:' .. ARGV[1])
+redis.call('ZADD', KEYS[5], refresh_exp, 'r:' .. ARGV[8])
+if redis.call('TTL', KEYS[5]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[5], ARGV[10]) end
+for _, idx in ipairs({KEYS[7], KEYS[8]}) do
   redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. ARGV[7])
   redis.call('ZADD', idx, refresh_exp, fid)
   if redis.call('TTL', idx) < tonumber(ARGV[10]) then redis.call('EXPIRE', idx, ARGV[10]) end
 end
 if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
 -- An active client never expires: each grant renews a registration that has a lifetime.
-if ARGV[18] ~= '' and redis.call('PTTL', CL .. ARGV[6]) > 0 then
-  redis.call('PEXPIRE', CL .. ARGV[6], ARGV[18])
+if ARGV[18] ~= '' and redis.call('PTTL', KEYS[9]) > 0 then
+  redis.call('PEXPIRE', KEYS[9], ARGV[18])
 end
 return {'issued', ''}
 "#;
@@ -175,7 +179,8 @@ end
 return {'allowed', n}
 "#;
 
-// ARGV: family id, tombstone ttl.
+// KEYS: family, its tombstone (its members are found from the family). ARGV: family id,
+// tombstone ttl.
 const REVOKE_FAMILY: &str = r#"
 return revoke_family(ARGV[1], ARGV[2])
 "#;
@@ -360,12 +365,13 @@ impl Store for RedisStore {
         let _: i64 = self
             .scripts
             .put_token
+            .key(keys::token(&record.jti))
+            .key(keys::user_tokens(&record.username))
+            .key(keys::client_tokens(&record.client_id))
             .arg(&record.jti)
             .arg(json)
             .arg(ttl)
             .arg(record.expires_at)
-            .arg(&record.username)
-            .arg(&record.client_id)
             .arg(now)
             .invoke_async(&mut self.conn())
             .await
@@ -394,6 +400,7 @@ impl Store for RedisStore {
         let existed: i64 = self
             .scripts
             .revoke_token
+            .key(keys::token(jti))
             .arg(jti)
             .invoke_async(&mut self.conn())
             .await
@@ -510,9 +517,27 @@ impl Store for RedisStore {
             serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
         let result = grant.result.as_ref();
-        let (kind, value): (String, String) = self
-            .scripts
-            .issue_grant
+        let mut invocation = self.scripts.issue_grant.prepare_invoke();
+        invocation
+            .key(keys::token(&token.jti))
+            .key(keys::user_tokens(&token.username))
+            .key(keys::client_tokens(&token.client_id))
+            .key(keys::refresh(&grant.refresh_hash))
+            .key(keys::family(&grant.family_id))
+            .key(keys::family_revoked(&grant.family_id))
+            .key(keys::client_families(&token.client_id))
+            .key(keys::user_families(&token.username))
+            .key(keys::client(&token.client_id));
+        for key in [&grant.redeem_code, &result.map(|r| r.key.clone())]
+            .into_iter()
+            .flatten()
+        {
+            invocation.key(key);
+        }
+        if let Some(hash) = &grant.rotate_from {
+            invocation.key(keys::refresh(hash));
+        }
+        let (kind, value): (String, String) = invocation
             .arg(&token.jti)
             .arg(token_json)
             .arg(seconds_until(token.expires_at, now))
@@ -552,6 +577,8 @@ impl Store for RedisStore {
         let n: i64 = self
             .scripts
             .revoke_family
+            .key(keys::family(family_id))
+            .key(keys::family_revoked(family_id))
             .arg(family_id)
             .arg(tombstone_ttl.as_secs().max(1))
             .invoke_async(&mut self.conn())
