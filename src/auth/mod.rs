@@ -175,7 +175,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AuthState>) {
         .configure(pages::routes)
         .route("/health", web::get().to(crate::service::health))
         .route("/ready", web::get().to(ready))
-        .route("/metrics", web::get().to(metrics_text));
+        .route("/metrics", web::get().to(metrics_text))
+        .route("/unavailable", web::get().to(verify_unavailable));
+}
+
+/// The answer a proxy gives in verify's place when verify cannot be reached (Traefik's
+/// `errors` middleware fetches it: Traefik itself would answer an empty 500). The same shape
+/// as verify's own 503, so MCP clients retry instead of starting a new login.
+async fn verify_unavailable() -> HttpResponse {
+    actix_web::ResponseError::error_response(&OAuthError::temporarily_unavailable(
+        "the authorization check is unavailable; retry shortly",
+    ))
 }
 
 /// Endpoints browser-based MCP clients call cross-origin. Never the HTML pages: a page

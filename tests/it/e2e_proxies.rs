@@ -432,6 +432,21 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
         ),
     );
 
+    // verify itself down: the proxy answers as verify would when it cannot decide (503 with
+    // Retry-After and the JSON error), not with a bare 500 or 502.
+    stack.stop_verify();
+    let res = request(&resource, Some(&fresh), &[]).await;
+    expect(
+        &mut failures,
+        res.status == 503
+            && res.retry_after.parse::<u64>().is_ok()
+            && json_error(&res) == "temporarily_unavailable",
+        format!(
+            "verify down: expected 503 with Retry-After and a JSON body, got {} Retry-After {:?} {}",
+            res.status, res.retry_after, res.body
+        ),
+    );
+
     assert!(
         failures.is_empty(),
         "{name}: {} check(s) failed:\n  - {}\n{}",

@@ -590,6 +590,12 @@ impl Stack {
     }
 
     /// The operator CLI (`mcp-gateway`) with the services' settings, in the stack's folder.
+    /// Stops every verify process (the proxy's forwardAuth then reaches nothing).
+    pub fn stop_verify(&mut self) {
+        self.procs
+            .retain(|p| !p.name.starts_with("mcp-gateway-verify"));
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = clean_command(Path::new(env!("CARGO_BIN_EXE_mcp-gateway")));
         cmd.current_dir(self.dir.path())
