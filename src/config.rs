@@ -153,6 +153,54 @@ impl RedisTls {
     }
 }
 
+/// Redis behind Sentinel (`REDIS_SENTINELS`): the primary is asked of the sentinels and
+/// followed when they elect another; REDIS_URL then gives only the scheme, user, password and
+/// database (its host is not used).
+#[derive(Debug, Clone)]
+pub struct RedisSentinel {
+    /// `host:port` of each sentinel.
+    pub sentinels: Vec<String>,
+    /// The monitored primary's name (`REDIS_SENTINEL_MASTER`, default `mymaster`).
+    pub master: String,
+    /// The sentinels' own password (`REDIS_SENTINEL_PASSWORD`), when they require one.
+    pub password: Option<Secret<String>>,
+    /// Replicas a grant or revocation must reach before it is answered (`REDIS_WAIT_REPLICAS`,
+    /// default 1), so a failover never loses one that a client was told about.
+    pub wait_replicas: u32,
+}
+
+impl RedisSentinel {
+    fn load(raw: &Raw) -> Result<Option<Self>, ConfigError> {
+        let Some(list) = raw.get("REDIS_SENTINELS").filter(|v| !v.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let mut sentinels = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let ok = item
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(ConfigError::new(
+                    "REDIS_SENTINELS",
+                    format!("{item:?} is not host:port"),
+                ));
+            }
+            sentinels.push(item.to_string());
+        }
+        Ok(Some(Self {
+            sentinels,
+            master: raw
+                .get("REDIS_SENTINEL_MASTER")
+                .unwrap_or("mymaster")
+                .to_string(),
+            password: raw
+                .get("REDIS_SENTINEL_PASSWORD")
+                .map(|p| Secret::new(p.to_string())),
+            wait_replicas: raw.number_u32("REDIS_WAIT_REPLICAS", 1)?,
+        }))
+    }
+}
+
 /// What verify does when the store cannot be asked (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureMode {
@@ -431,6 +479,8 @@ pub struct Settings {
     pub redis_url: Secret<String>,
     /// TLS material for `rediss://` (`REDIS_CA_FILE`, `REDIS_CLIENT_CERT_FILE`/`_KEY_FILE`).
     pub redis_tls: RedisTls,
+    /// Sentinel-managed Redis (`REDIS_SENTINELS`), if configured.
+    pub redis_sentinel: Option<RedisSentinel>,
     pub github: GithubSettings,
     /// `None` when `ALLOWED_GITHUB_USERS` is not set at all: verify then leaves the decision to
     /// the authorization server, which treats "not set" as "nobody".
@@ -663,6 +713,7 @@ impl Settings {
         let required_scopes = ScopePolicy::parse(raw.get("REQUIRED_SCOPES").unwrap_or(""))
             .map_err(|e| ConfigError::new("REQUIRED_SCOPES", e))?;
         let redis_tls = RedisTls::load(raw)?;
+        let redis_sentinel = RedisSentinel::load(raw)?;
         let scope_hierarchy =
             crate::policy::ScopeHierarchy::parse(raw.get("SCOPE_HIERARCHY").unwrap_or(""))
                 .map_err(|e| ConfigError::new("SCOPE_HIERARCHY", e))?;
@@ -744,6 +795,7 @@ impl Settings {
             keys,
             redis_url: Secret::new(redis_url),
             redis_tls,
+            redis_sentinel,
             github,
             allowed_users,
             access_token_lifetime,
@@ -959,7 +1011,11 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "RATE_LIMIT_TOKEN",
     "REDIS_FAILURE_MODE",
     "REDIS_PASSWORD",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
     "REDIS_URL",
+    "REDIS_WAIT_REPLICAS",
     "REFRESH_REUSE_GRACE",
     "REFRESH_TOKEN_LIFETIME",
     "REQUIRED_SCOPES",

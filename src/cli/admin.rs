@@ -17,8 +17,9 @@ pub struct Admin {
 
 impl Admin {
     pub async fn connect(settings: &crate::config::Settings) -> Result<Self, CliError> {
-        let client = crate::store::redis::client_for(settings)
-            .map_err(|e| CliError::Failed(format!("REDIS_URL: {e}")))?;
+        let client = crate::store::redis::primary_client(settings)
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot reach Redis: {e}")))?;
         // The services' timeouts: a stalled Redis is an error here too, never a hang.
         let config = redis::AsyncConnectionConfig::new()
             .set_response_timeout(Some(crate::store::redis::RESPONSE_TIMEOUT))

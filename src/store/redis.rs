@@ -1,6 +1,7 @@
 //! The production store on Redis: a multiplexed `ConnectionManager` for commands (one socket,
 //! pipelined, reconnecting), a dedicated connection per revocation subscription.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -279,10 +280,36 @@ impl Scripts {
 }
 
 pub struct RedisStore {
+    target: Target,
+    scripts: Scripts,
+    /// Replicas a grant or revocation must reach before it is answered (Sentinel only).
+    wait_replicas: u32,
+}
+
+/// Where commands go: one server, or the primary the sentinels name right now.
+enum Target {
+    Fixed(Box<Primary>),
+    Sentinel(Arc<Follower>),
+}
+
+/// The primary as last named by the sentinels, replaced when they elect another.
+struct Follower {
+    current: std::sync::RwLock<Option<Primary>>,
+    /// Bumped at each change of primary: subscriptions to the old one end, so their
+    /// subscribers resubscribe (and verify clears its cache, as on any feed loss).
+    epoch: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Clone)]
+struct Primary {
+    addr: (String, u16),
     client: redis::Client,
     conn: ConnectionManager,
-    scripts: Scripts,
 }
+
+/// How often the sentinels are asked who the primary is: a failover is followed within this
+/// much of the election.
+pub const SENTINEL_POLL: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -297,13 +324,34 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 /// The Redis client for the settings: `rediss://` with the system's roots, or with
 /// `REDIS_CA_FILE` and a client certificate when configured; ACL users come in the URL.
 pub fn client_for(settings: &crate::config::Settings) -> redis::RedisResult<redis::Client> {
-    let url = settings.redis_url.expose();
+    client_with_url(settings, settings.redis_url.expose())
+}
+
+/// A client for the primary as of now: REDIS_URL's server, or the one the sentinels name (for
+/// the operator commands, which run for moments, not through failovers).
+pub async fn primary_client(settings: &crate::config::Settings) -> StoreResult<redis::Client> {
+    match &settings.redis_sentinel {
+        None => client_for(settings).map_err(unavailable),
+        Some(sentinel) => {
+            let mut conns = vec![None; sentinel.sentinels.len()];
+            let (host, port) = ask_sentinels(sentinel, &mut conns)
+                .await
+                .map_err(StoreError::Unavailable)?;
+            client_at(settings, &host, port)
+        }
+    }
+}
+
+fn client_with_url(
+    settings: &crate::config::Settings,
+    url: &str,
+) -> redis::RedisResult<redis::Client> {
     let tls = &settings.redis_tls;
     if tls.is_empty() {
-        return redis::Client::open(url.as_str());
+        return redis::Client::open(url);
     }
     redis::Client::build_with_tls(
-        url.as_str(),
+        url,
         redis::TlsCertificates {
             client_tls: tls
                 .client
@@ -317,10 +365,169 @@ pub fn client_for(settings: &crate::config::Settings) -> redis::RedisResult<redi
     )
 }
 
+/// REDIS_URL with its host and port replaced by the primary's (scheme, user, password and
+/// database kept).
+fn client_at(
+    settings: &crate::config::Settings,
+    host: &str,
+    port: u16,
+) -> StoreResult<redis::Client> {
+    let mut url = url::Url::parse(settings.redis_url.expose())
+        .map_err(|e| StoreError::Unavailable(format!("REDIS_URL: {e}")))?;
+    url.set_host(Some(host))
+        .and_then(|_| {
+            url.set_port(Some(port))
+                .map_err(|_| url::ParseError::InvalidPort)
+        })
+        .map_err(|e| StoreError::Unavailable(format!("primary {host}:{port}: {e}")))?;
+    client_with_url(settings, url.as_str()).map_err(unavailable)
+}
+
+fn manager(client: &redis::Client) -> StoreResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)
+}
+
+/// Asks the sentinels, in order, for the primary's address; the first that answers decides.
+async fn ask_sentinels(
+    sentinel: &crate::config::RedisSentinel,
+    conns: &mut [Option<redis::aio::MultiplexedConnection>],
+) -> Result<(String, u16), String> {
+    let mut last = String::from("no sentinel configured");
+    for (addr, slot) in sentinel.sentinels.iter().zip(conns.iter_mut()) {
+        if slot.is_none() {
+            let mut info = format!("redis://{addr}");
+            if let Some(pw) = &sentinel.password {
+                info = format!("redis://:{}@{addr}", urlencode(pw.expose()));
+            }
+            let opened = async {
+                let client = redis::Client::open(info.as_str())?;
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(CONNECT_TIMEOUT))
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT));
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+            };
+            match opened.await {
+                Ok(c) => *slot = Some(c),
+                Err(e) => {
+                    last = format!("sentinel {addr}: {e}");
+                    continue;
+                }
+            }
+        }
+        let Some(conn) = slot.as_mut() else { continue };
+        let answer: redis::RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(&sentinel.master)
+            .query_async(conn)
+            .await;
+        match answer {
+            Ok(Some(primary)) => return Ok(primary),
+            Ok(None) => last = format!("sentinel {addr} knows no primary {:?}", sentinel.master),
+            Err(e) => {
+                last = format!("sentinel {addr}: {e}");
+                *slot = None;
+            }
+        }
+    }
+    Err(last)
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Follows the primary the sentinels name until the store is dropped.
+async fn follow(
+    follower: std::sync::Weak<Follower>,
+    settings: crate::config::Settings,
+    sentinel: crate::config::RedisSentinel,
+) {
+    let mut conns: Vec<Option<redis::aio::MultiplexedConnection>> =
+        sentinel.sentinels.iter().map(|_| None).collect();
+    let mut complained = false;
+    loop {
+        let answer = ask_sentinels(&sentinel, &mut conns).await;
+        let Some(follower) = follower.upgrade() else {
+            return;
+        };
+        match answer {
+            Ok((host, port)) => {
+                complained = false;
+                let known = follower
+                    .current
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|p| p.addr.clone());
+                if known.as_ref() != Some(&(host.clone(), port)) {
+                    match client_at(&settings, &host, port)
+                        .and_then(|client| Ok((manager(&client)?, client)))
+                    {
+                        Ok((conn, client)) => {
+                            tracing::warn!(
+                                primary = %format!("{host}:{port}"),
+                                previous = ?known.map(|(h, p)| format!("{h}:{p}")),
+                                "following the Redis primary named by the sentinels"
+                            );
+                            *follower.current.write().unwrap_or_else(|p| p.into_inner()) =
+                                Some(Primary {
+                                    addr: (host, port),
+                                    client,
+                                    conn,
+                                });
+                            follower.epoch.send_modify(|e| *e += 1);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot use the primary the sentinels named")
+                        }
+                    }
+                }
+            }
+            Err(e) if !complained => {
+                complained = true;
+                tracing::warn!(error = %e, "no sentinel named the Redis primary");
+            }
+            Err(_) => {}
+        }
+        drop(follower);
+        tokio::time::sleep(SENTINEL_POLL).await;
+    }
+}
+
 impl RedisStore {
-    /// The store for the settings (TLS and ACL included), prepared without connecting.
+    /// The store for the settings (TLS, ACL and Sentinel included), prepared without
+    /// connecting. With Sentinel it must be called within a Tokio runtime: a task follows the
+    /// primary from then on.
     pub fn connect_with(settings: &crate::config::Settings) -> StoreResult<Self> {
-        Self::from_client(client_for(settings).map_err(unavailable)?)
+        let Some(sentinel) = settings.redis_sentinel.clone() else {
+            let mut store = Self::from_client(client_for(settings).map_err(unavailable)?)?;
+            store.wait_replicas = 0;
+            return Ok(store);
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            StoreError::Unavailable("Sentinel needs a Tokio runtime to follow the primary".into())
+        })?;
+        let follower = Arc::new(Follower {
+            current: std::sync::RwLock::new(None),
+            epoch: tokio::sync::watch::channel(0).0,
+        });
+        runtime.spawn(follow(
+            Arc::downgrade(&follower),
+            settings.clone(),
+            sentinel.clone(),
+        ));
+        Ok(Self {
+            target: Target::Sentinel(follower),
+            scripts: Scripts::new(),
+            wait_replicas: sentinel.wait_replicas,
+        })
     }
 
     /// Prepares the store without connecting: services start while Redis is still coming up
@@ -330,36 +537,77 @@ impl RedisStore {
     }
 
     fn from_client(client: redis::Client) -> StoreResult<Self> {
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let conn = manager(&client)?;
         Ok(Self {
-            client,
-            conn,
+            target: Target::Fixed(Box::new(Primary {
+                addr: (String::new(), 0),
+                client,
+                conn,
+            })),
             scripts: Scripts::new(),
+            wait_replicas: 0,
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn primary(&self) -> StoreResult<(redis::Client, ConnectionManager)> {
+        match &self.target {
+            Target::Fixed(p) => Ok((p.client.clone(), p.conn.clone())),
+            Target::Sentinel(f) => f
+                .current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|p| (p.client.clone(), p.conn.clone()))
+                .ok_or_else(|| {
+                    StoreError::Unavailable("no sentinel has named the primary yet".into())
+                }),
+        }
+    }
+
+    fn conn(&self) -> StoreResult<ConnectionManager> {
+        self.primary().map(|(_, conn)| conn)
+    }
+
+    /// After a write that must survive a failover (a grant, a revocation): waits until
+    /// `wait_replicas` replicas have it (Sentinel only). If they do not within a second, the
+    /// write may still be lost, so the caller is told the store is unavailable: a retry is
+    /// safe (grants answer a retry with the same tokens; revocations are idempotent).
+    async fn replicated(&self, conn: &mut ConnectionManager) -> StoreResult<()> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(REPLICA_WAIT.as_millis() as u64)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        if acked < i64::from(self.wait_replicas) {
+            return Err(StoreError::Unavailable(format!(
+                "written, but on {acked} of {} replicas after {} ms",
+                self.wait_replicas,
+                REPLICA_WAIT.as_millis()
+            )));
+        }
+        Ok(())
     }
 }
+
+/// How long a write waits for its replicas (`WAIT`), shorter than the response timeout.
+pub const REPLICA_WAIT: Duration = Duration::from_millis(500);
 
 #[async_trait]
 impl Store for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(unavailable)?;
         Ok(())
     }
 
     async fn put_token(&self, record: &TokenRecord, now: i64) -> StoreResult<()> {
+        let mut conn = self.conn()?;
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let ttl = seconds_until(record.expires_at, now);
         let _: i64 = self
@@ -373,15 +621,16 @@ impl Store for RedisStore {
             .arg(ttl)
             .arg(record.expires_at)
             .arg(now)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(())
     }
 
     async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>> {
         let raw: Option<String> = self
-            .conn()
+            .conn()?
             .get(keys::token(jti))
             .await
             .map_err(unavailable)?;
@@ -390,36 +639,48 @@ impl Store for RedisStore {
     }
 
     async fn token_is_live(&self, jti: &str) -> StoreResult<bool> {
-        self.conn()
+        self.conn()?
             .exists(keys::token(jti))
             .await
             .map_err(unavailable)
     }
 
     async fn revoke_token(&self, jti: &str) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
         let existed: i64 = self
             .scripts
             .revoke_token
             .key(keys::token(jti))
             .arg(jti)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(existed == 1)
     }
 
     async fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>> {
-        self.conn()
+        self.conn()?
             .zrangebyscore(index_key, now, "+inf")
             .await
             .map_err(unavailable)
     }
 
     async fn subscribe_revocations(&self) -> StoreResult<RevocationStream> {
-        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| StoreError::Unavailable("timed out connecting for pub/sub".into()))?
-            .map_err(unavailable)?;
+        // Watched from before the primary is read: a change from here on ends the stream.
+        let mut moved = match &self.target {
+            Target::Sentinel(f) => {
+                let mut rx = f.epoch.subscribe();
+                rx.borrow_and_update();
+                Some(rx)
+            }
+            Target::Fixed(_) => None,
+        };
+        let mut pubsub =
+            tokio::time::timeout(CONNECT_TIMEOUT, self.primary()?.0.get_async_pubsub())
+                .await
+                .map_err(|_| StoreError::Unavailable("timed out connecting for pub/sub".into()))?
+                .map_err(unavailable)?;
         pubsub
             .subscribe(keys::REVOCATION_CHANNEL)
             .await
@@ -430,10 +691,25 @@ impl Store for RedisStore {
             let mut tick = tokio::time::interval(FEED_HEARTBEAT_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let primary_moved = async {
+                    match moved.as_mut() {
+                        Some(rx) => {
+                            let _ = rx.changed().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     // The subscriber dropped the stream: nothing left to watch.
                     _ = lost.closed() => return,
                     _ = tick.tick() => {}
+                    // Subscribed to a server that is no longer the primary: its messages
+                    // stop, so the subscriber must resubscribe (and assume it missed some).
+                    _ = primary_moved => {
+                        tracing::warn!("the Redis primary changed: resubscribing to revocations");
+                        let _ = lost.send(());
+                        return;
+                    }
                 }
                 let pong =
                     tokio::time::timeout(FEED_HEARTBEAT_TIMEOUT, sink.ping::<redis::Value>()).await;
@@ -465,7 +741,7 @@ impl Store for RedisStore {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
         let _: () = cmd
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -483,27 +759,27 @@ impl Store for RedisStore {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
         let reply: Option<String> = cmd
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(unavailable)?;
         Ok(reply.is_some())
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<String>> {
-        self.conn().get(key).await.map_err(unavailable)
+        self.conn()?.get(key).await.map_err(unavailable)
     }
 
     async fn take(&self, key: &str) -> StoreResult<Option<String>> {
-        self.conn().get_del(key).await.map_err(unavailable)
+        self.conn()?.get_del(key).await.map_err(unavailable)
     }
 
     async fn delete(&self, key: &str) -> StoreResult<bool> {
-        let n: i64 = self.conn().del(key).await.map_err(unavailable)?;
+        let n: i64 = self.conn()?.del(key).await.map_err(unavailable)?;
         Ok(n > 0)
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Ttl> {
-        let ms: i64 = self.conn().pttl(key).await.map_err(unavailable)?;
+        let ms: i64 = self.conn()?.pttl(key).await.map_err(unavailable)?;
         Ok(match ms {
             -2 => Ttl::Missing,
             -1 => Ttl::Persistent,
@@ -512,6 +788,7 @@ impl Store for RedisStore {
     }
 
     async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome> {
+        let mut conn = self.conn()?;
         let token = &grant.token;
         let token_json =
             serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -560,9 +837,13 @@ impl Store for RedisStore {
                     .renew_client
                     .map_or(String::new(), |d| d.as_millis().max(1).to_string()),
             )
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        // A grant issued, or a family revoked for reuse: neither may be lost in a failover.
+        if matches!(kind.as_str(), "issued" | "reused") {
+            self.replicated(&mut conn).await?;
+        }
         Ok(match kind.as_str() {
             "issued" => GrantOutcome::Issued,
             "replayed" => GrantOutcome::Replayed(value),
@@ -574,6 +855,7 @@ impl Store for RedisStore {
     }
 
     async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+        let mut conn = self.conn()?;
         let n: i64 = self
             .scripts
             .revoke_family
@@ -581,9 +863,10 @@ impl Store for RedisStore {
             .key(keys::family_revoked(family_id))
             .arg(family_id)
             .arg(tombstone_ttl.as_secs().max(1))
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(n.max(0) as usize)
     }
 
@@ -604,7 +887,7 @@ impl Store for RedisStore {
             .arg(ttl.as_secs().max(1))
             .arg(user.to_ascii_lowercase())
             .arg(now)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -626,7 +909,7 @@ impl Store for RedisStore {
             .arg(value)
             .arg(ttl.as_millis().max(1) as u64)
             .arg(now)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -638,6 +921,7 @@ impl Store for RedisStore {
         tombstone_ttl: Duration,
         budget: usize,
     ) -> StoreResult<DeleteStep> {
+        let mut conn = self.conn()?;
         let (revoked, remaining): (i64, i64) = self
             .scripts
             .delete_client_step
@@ -649,9 +933,10 @@ impl Store for RedisStore {
             .arg(client_id)
             .arg(tombstone_ttl.as_secs().max(1))
             .arg(budget.max(1))
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.replicated(&mut conn).await?;
         Ok(DeleteStep {
             revoked: revoked.max(0) as usize,
             remaining: remaining.max(0) as usize,
@@ -675,7 +960,7 @@ impl Store for RedisStore {
             .arg(max)
             .arg(window.as_millis().max(1) as u64)
             .arg(lockout.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
             .map_err(unavailable)?;
         let n = n.max(0) as u64;
@@ -691,7 +976,7 @@ impl Store for RedisStore {
             .incr_within
             .key(key)
             .arg(window.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
             .map_err(unavailable)?;
         Ok(n.max(0) as u64)

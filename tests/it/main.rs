@@ -21,6 +21,7 @@ mod properties;
 mod redis_tls;
 mod retries;
 mod security;
+mod sentinel;
 mod store_contract;
 mod tool_policy;
 mod verify;
