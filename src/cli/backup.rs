@@ -31,8 +31,14 @@ use super::admin::redis_failed;
 use super::{Cli, CliError, CliResult};
 use crate::store::keys;
 
-/// Keys asked for per SCAN page and written per restore transaction.
+/// Keys asked for per SCAN page.
 const BATCH: usize = 500;
+/// Keys written per restore transaction: an index of 10,000 entries is one ZADD, so batches
+/// stay small to keep each transaction to a few milliseconds of Redis time.
+const RESTORE_BATCH: usize = 100;
+/// Members of a sorted set read or written per command: a large index is split into several
+/// short commands instead of one long one.
+const ZSET_PAGE: usize = 1_000;
 
 /// What a backup's first line says.
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,7 +101,9 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
     // Listen before reading anything: whatever is revoked from here on is in the trailer.
-    let client = crate::store::redis::client_for(&settings).map_err(redis_failed)?;
+    let client = crate::store::redis::primary_client(&settings)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot reach Redis: {e}")))?;
     let mut pubsub = tokio::time::timeout(
         crate::store::redis::CONNECT_TIMEOUT * 5,
         client.get_async_pubsub(),
@@ -219,11 +227,12 @@ async fn read_batch(
     for (key, kind) in page.iter().zip(kinds) {
         let read = match kind.as_str() {
             "string" => reads.cmd("GET").arg(key),
+            // The first page; a larger index is read on in pages below.
             "zset" => reads
                 .cmd("ZRANGE")
                 .arg(key)
                 .arg(0)
-                .arg(-1)
+                .arg(ZSET_PAGE - 1)
                 .arg("WITHSCORES"),
             "set" => reads.cmd("SMEMBERS").arg(key),
             "hash" => reads.cmd("HGETALL").arg(key),
@@ -247,7 +256,23 @@ async fn read_batch(
                 _ => continue,
             },
             _ => match redis::from_redis_value_ref::<Vec<String>>(value) {
-                Ok(items) if !items.is_empty() => {
+                Ok(mut items) if !items.is_empty() => {
+                    if kind == "zset" {
+                        let mut page_len = items.len() / 2;
+                        while page_len == ZSET_PAGE {
+                            let start = items.len() / 2;
+                            let page: Vec<String> = redis::cmd("ZRANGE")
+                                .arg(key)
+                                .arg(start)
+                                .arg(start + ZSET_PAGE - 1)
+                                .arg("WITHSCORES")
+                                .query_async(conn)
+                                .await
+                                .map_err(redis_failed)?;
+                            page_len = page.len() / 2;
+                            items.extend(page);
+                        }
+                    }
                     items.into_iter().map(serde_json::Value::String).collect()
                 }
                 _ => continue,
@@ -581,7 +606,7 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
     let mut entries = Entries::open(file)?;
     let elapsed = (now_ms() - entries.created_at_ms).max(0);
     let (mut restored, mut expired, mut left_out) = (0u64, 0u64, 0u64);
-    let mut batch: Vec<(Entry, Option<i64>)> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<(Entry, Option<i64>)> = Vec::with_capacity(RESTORE_BATCH);
     loop {
         let next = entries.next_entry()?;
         let done = next.is_none();
@@ -606,7 +631,7 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
             }
         }
         if let Some(admin) = admin.as_mut()
-            && (batch.len() >= BATCH || (done && !batch.is_empty()))
+            && (batch.len() >= RESTORE_BATCH || (done && !batch.is_empty()))
         {
             write_batch(&mut admin.conn, &batch).await.map_err(|e| {
                 CliError::Failed(format!(
@@ -640,8 +665,13 @@ async fn write_batch(
     pipe.atomic();
     for (entry, ttl) in batch {
         if is_index(&entry.key) {
-            // Merged, not replaced: entries implied by records restored earlier stay.
-            restore_index(&mut pipe, entry, *ttl);
+            // Merged, not replaced (entries implied by records restored earlier stay), in
+            // commands of ZSET_PAGE members, each on its own: merging needs no transaction.
+            let mut parts = redis::pipe();
+            restore_index(&mut parts, entry, *ttl);
+            for cmd in parts.cmd_iter() {
+                let _: redis::Value = cmd.query_async(conn).await.map_err(redis_failed)?;
+            }
         } else {
             restore_into(&mut pipe, entry, *ttl)?;
         }
@@ -684,7 +714,9 @@ fn restore_index(pipe: &mut redis::Pipeline, entry: &Entry, ttl: Option<i64>) {
     if pairs.is_empty() {
         return;
     }
-    pipe.zadd_multiple(&entry.key, &pairs).ignore();
+    for chunk in pairs.chunks(ZSET_PAGE) {
+        pipe.zadd_multiple(&entry.key, chunk).ignore();
+    }
     if let Some(ms) = ttl {
         pipe.cmd("PEXPIRE")
             .arg(&entry.key)
