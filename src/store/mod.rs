@@ -256,8 +256,9 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// How much one [`Store::delete_client_step`] removes: a few milliseconds of Redis time.
-pub const DELETE_STEP_BUDGET: usize = 500;
+/// How much one [`Store::delete_client_step`] removes: about 30 µs of Redis time each, so a
+/// step holds Redis for some 6 ms (`bench/store-scale.sh` measures the longest stall).
+pub const DELETE_STEP_BUDGET: usize = 200;
 
 /// What one step of deleting a client did and what is left.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
