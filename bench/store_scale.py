@@ -204,6 +204,9 @@ def peak_rss_kib(pid):
     """VmHWM: the process's peak RSS since it exec'd (wait4's ru_maxrss would count the
     Python process it was forked from)."""
     try:
+        # Not yet exec'd: still the forked Python.
+        if not os.readlink(f"/proc/{pid}/exe").endswith("mcp-gateway"):
+            return None
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
@@ -354,6 +357,28 @@ def run(work, procs):
         env=env, capture_output=True, text=True, check=True,
     ).stdout.strip()
 
+    # What one issuance costs Redis: the real put_token script, through `tokens mint`.
+    def script_usec():
+        stats = r.info("commandstats")
+        calls = usec = 0
+        for name in ("cmdstat_evalsha", "cmdstat_eval"):
+            if name in stats:
+                fields = dict(kv.split("=") for kv in stats[name].split(","))
+                calls += int(fields["calls"])
+                usec += int(fields["usec"])
+        return calls, usec
+
+    r.cmd("CONFIG", "RESETSTAT")
+    minted = 20000
+    t0 = time.monotonic()
+    subprocess.run(
+        [f"{TARGET}/mcp-gateway", "tokens", "mint", "--count", str(minted), "--user-id", "2",
+         "--user", "issuer", "--client-id", "issuance", "--scope", "mcp"],
+        env=env, stdout=subprocess.DEVNULL, check=True)
+    mint_s = time.monotonic() - t0
+    calls, usec = script_usec()
+    issue_usec = usec / max(calls, 1)
+
     ping_conn = Redis(redis_port)
     ping = Probe(lambda: ping_conn.cmd("PING"), 0.001)
     verify_conn = http.client.HTTPConnection("127.0.0.1", verify_port, timeout=30)
@@ -424,8 +449,13 @@ def run(work, procs):
                               check_output=lambda f: json.load(f))
         return s, rss, f"{out['expired_index_entries']} expired, {out['orphans']} orphans"
 
+    revoke_cost = {}
+
     def delete_cli():
+        r.cmd("CONFIG", "RESETSTAT")
         s, rss, _ = run_cli(["clients", "delete", "--complete", clients[1]], env)
+        calls, usec = script_usec()
+        revoke_cost["usec"] = usec / (N // CLIENTS)
         left = int(r.cmd("ZCARD", f"oauth:client_tokens:{clients[1]}"))
         if left or r.cmd("EXISTS", f"oauth:client:{clients[1]}") != "0":
             raise SystemExit(f"clients delete --complete left {left} tokens")
@@ -470,6 +500,9 @@ def run(work, procs):
 
     tree = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip() or "?"
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                      capture_output=True, text=True).stdout.strip():
+        tree += " with uncommitted changes"
     lines = [
         "",
         f"## Store scale run {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
@@ -478,6 +511,12 @@ def run(work, procs):
         f"nproc={os.cpu_count()}; redis-server {r.info('server').get('redis_version', '?')}",
         f"- loaded in {load_s:.1f} s; Redis used_memory {mem_after / 2**20:.0f} MiB: "
         f"**{per_token:.0f} bytes per live token** (record + 2 index entries)",
+        f"- issuance: `tokens mint --count {minted}` took {mint_s:.1f} s (RS256 signing on "
+        f"{os.cpu_count()} cores dominates); Redis spent **{issue_usec:.1f} µs per recorded token** "
+        f"(the put_token script), a ceiling of ~{1e6 / issue_usec:,.0f} issuances/s for one primary",
+        f"- revocation: `clients delete --complete` spent **{revoke_cost.get('usec', 0):.1f} µs of "
+        f"Redis time per revoked token** (bounded steps of 200), a ceiling of "
+        f"~{1e6 / max(revoke_cost.get('usec', 1), 0.001):,.0f} revocations/s",
         f"- probes: PING every 1 ms; /verify (cache off: each request asks Redis) every 2 ms; "
         f"answers {dict(sorted(statuses.items()))} (401 while restore had not yet brought the probe's token back)",
         "",
