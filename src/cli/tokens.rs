@@ -512,13 +512,18 @@ async fn revoke_all(cli: &Cli, index: &str, what: &str, name: &str) -> CliResult
     families.extend(admin.zset(&family_index).await?.into_iter().map(|(f, _)| f));
     families.sort();
     families.dedup();
-    let failed = |e: crate::store::StoreError| CliError::Failed(format!("cannot revoke: {e}"));
+    // Told what was done when Redis stops answering half-way; revoking again is safe.
+    let failed = |e: crate::store::StoreError, grants: usize, revoked: usize| {
+        CliError::Failed(format!(
+            "cannot finish revoking {what} {name}: {e}; {grants} refresh grants and {revoked} access tokens were revoked before that: run the command again to finish"
+        ))
+    };
     let mut grants = 0;
     for family in &families {
         let members = store
             .revoke_family(family, settings.refresh_token_lifetime)
             .await
-            .map_err(failed)?;
+            .map_err(|e| failed(e, grants, 0))?;
         if members > 0 {
             grants += 1;
         }
@@ -526,7 +531,10 @@ async fn revoke_all(cli: &Cli, index: &str, what: &str, name: &str) -> CliResult
     let mut revoked = 0;
     for record in &records {
         // Already gone if its family was revoked above; the call still announces it.
-        store.revoke_token(&record.jti).await.map_err(failed)?;
+        store
+            .revoke_token(&record.jti)
+            .await
+            .map_err(|e| failed(e, grants, revoked))?;
         revoked += 1;
     }
     if cli.json {
@@ -698,8 +706,18 @@ async fn purge_expired(cli: &Cli) -> CliResult {
     let mut removed_families = 0u64;
     let pattern = format!("{}*", keys::PREFIX);
     let mut cursor = 0;
+    // Told what was done when Redis stops answering half-way; purging again is safe.
+    let partial = |e: CliError, index: u64, orphans: u64| match e {
+        CliError::Failed(msg) => CliError::Failed(format!(
+            "{msg}; {index} expired index entries and {orphans} orphans were removed before that: run the command again to finish"
+        )),
+        other => other,
+    };
     loop {
-        let (next, page) = admin.scan_page(cursor, &pattern).await?;
+        let (next, page) = admin
+            .scan_page(cursor, &pattern)
+            .await
+            .map_err(|e| partial(e, removed_index, removed_orphans))?;
         let expiring: Vec<&String> = page
             .iter()
             .filter(|k| {
@@ -722,7 +740,7 @@ async fn purge_expired(cli: &Cli) -> CliResult {
             let counts: Vec<u64> = pipe
                 .query_async(&mut admin.conn)
                 .await
-                .map_err(redis_failed)?;
+                .map_err(|e| partial(redis_failed(e), removed_index, removed_orphans))?;
             removed_index += counts.iter().sum::<u64>();
         }
         // Orphans: token index entries and family members whose record is gone.
@@ -746,8 +764,13 @@ async fn purge_expired(cli: &Cli) -> CliResult {
                     _ => None,
                 }
             })
-            .await?;
-            let left: u64 = admin.conn.zcard(family).await.map_err(redis_failed)?;
+            .await
+            .map_err(|e| partial(e, removed_index, removed_orphans))?;
+            let left: u64 = admin
+                .conn
+                .zcard(family)
+                .await
+                .map_err(|e| partial(redis_failed(e), removed_index, removed_orphans))?;
             if left == 0 {
                 removed_families += 1;
             }
