@@ -767,7 +767,7 @@ async fn a_delete_cut_short_by_a_stalled_redis_says_so_and_finishes_when_run_aga
         }))
         .await;
     }
-    let mut delete = Command::new(bin("mcp-gateway"))
+    let delete = Command::new(bin("mcp-gateway"))
         .args(["clients", "delete", "--complete", &id])
         .env_clear()
         .env("JWT_ALGORITHM", "RS256")
