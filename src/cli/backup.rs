@@ -16,8 +16,9 @@
 //! a backup to a file is written under a temporary name and renamed at the end.
 //!
 //! **Restore** reads the file twice, streaming: the first pass checks every line (nothing is
-//! changed if any is bad), the second writes keys in atomic batches. Each key is replaced
-//! whole, TTLs are kept less the time since the backup, and running it twice gives the same
+//! changed if any is bad), the second writes keys in atomic batches. Each record is replaced
+//! whole; indexes (sorted sets, written a page of 1,000 members per line) are merged into what
+//! is there. TTLs are kept less the time since the backup, and running it twice gives the same
 //! state. Backups of version 1 (one JSON document) are still read.
 
 use std::collections::HashSet;
@@ -155,7 +156,9 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
     w.write_all(json_line(&header).as_bytes())
         .map_err(failed("the backup"))?;
 
-    let mut written: u64 = 0;
+    // Lines, which the trailer counts, and keys (a large index takes several lines).
+    let (mut written, mut keys_written) = (0u64, 0u64);
+    let mut last_key = String::new();
     let mut cursor: u64 = 0;
     loop {
         let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -171,6 +174,10 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
             w.write_all(json_line(&entry).as_bytes())
                 .map_err(failed("the backup"))?;
             written += 1;
+            if entry.key != last_key {
+                keys_written += 1;
+                last_key.clone_from(&entry.key);
+            }
         }
         take_messages(&mut messages);
         if next == 0 {
@@ -200,7 +207,7 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
         std::fs::rename(&tmp, &path)
             .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
         eprintln!(
-            "backed up {written} keys to {} ({} revoked while it ran, left out)",
+            "backed up {keys_written} keys to {} ({} revoked while it ran, left out)",
             path.display(),
             trailer.revoked_tokens.len() + trailer.revoked_families.len()
         );
@@ -256,11 +263,18 @@ async fn read_batch(
                 _ => continue,
             },
             _ => match redis::from_redis_value_ref::<Vec<String>>(value) {
-                Ok(mut items) if !items.is_empty() => {
-                    if kind == "zset" {
-                        let mut page_len = items.len() / 2;
-                        while page_len == ZSET_PAGE {
-                            let start = items.len() / 2;
+                Ok(items) if !items.is_empty() => {
+                    if kind == "zset" && items.len() / 2 == ZSET_PAGE {
+                        // A large index: one line per page of members (restore merges them),
+                        // so neither side ever holds a whole index.
+                        let mut start = ZSET_PAGE;
+                        out.push(Entry {
+                            key: key.clone(),
+                            kind: kind.clone(),
+                            ttl_ms,
+                            value: items.into_iter().map(serde_json::Value::String).collect(),
+                        });
+                        loop {
                             let page: Vec<String> = redis::cmd("ZRANGE")
                                 .arg(key)
                                 .arg(start)
@@ -269,9 +283,24 @@ async fn read_batch(
                                 .query_async(conn)
                                 .await
                                 .map_err(redis_failed)?;
-                            page_len = page.len() / 2;
-                            items.extend(page);
+                            let len = page.len() / 2;
+                            if len > 0 {
+                                out.push(Entry {
+                                    key: key.clone(),
+                                    kind: kind.clone(),
+                                    ttl_ms,
+                                    value: page
+                                        .into_iter()
+                                        .map(serde_json::Value::String)
+                                        .collect(),
+                                });
+                            }
+                            if len < ZSET_PAGE {
+                                break;
+                            }
+                            start += ZSET_PAGE;
                         }
+                        continue;
                     }
                     items.into_iter().map(serde_json::Value::String).collect()
                 }
@@ -606,6 +635,7 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
     let mut entries = Entries::open(file)?;
     let elapsed = (now_ms() - entries.created_at_ms).max(0);
     let (mut restored, mut expired, mut left_out) = (0u64, 0u64, 0u64);
+    let mut last_key: Option<String> = None;
     let mut batch: Vec<(Entry, Option<i64>)> = Vec::with_capacity(RESTORE_BATCH);
     loop {
         let next = entries.next_entry()?;
@@ -617,7 +647,11 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
             } else if revoked.covers(&entry) {
                 left_out += 1;
             } else {
-                restored += 1;
+                // A large index spans several consecutive lines: one key.
+                if last_key.as_deref() != Some(entry.key.as_str()) {
+                    restored += 1;
+                    last_key = Some(entry.key.clone());
+                }
                 if admin.is_none() {
                     println!(
                         "would restore {} ({}, ttl {})",
@@ -664,7 +698,7 @@ async fn write_batch(
     let mut pipe = redis::pipe();
     pipe.atomic();
     for (entry, ttl) in batch {
-        if is_index(&entry.key) {
+        if is_index(&entry.key) || entry.kind == "zset" {
             // Merged, not replaced (entries implied by records restored earlier stay), in
             // commands of ZSET_PAGE members, each on its own: merging needs no transaction.
             let mut parts = redis::pipe();

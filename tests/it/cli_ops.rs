@@ -836,3 +836,48 @@ async fn a_delete_cut_short_by_a_stalled_redis_says_so_and_finishes_when_run_aga
     .await
     .expect("its tokens are refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_index_is_backed_up_in_pages_and_restored_whole() {
+    let gw = Gateway::start(&[]).await;
+    let store = gw.redis.store();
+    let now = mcp_oauth_gateway::clock::Clock::now_unix(&mcp_oauth_gateway::clock::SystemClock);
+    for chunk in (0..2_500).collect::<Vec<_>>().chunks(500) {
+        futures_util::future::join_all(chunk.iter().map(|i| {
+            let store = store.clone();
+            async move {
+                let mut record = family_grant(&format!("big{i}"), "f", "r").token;
+                record.family_id = None;
+                store.put_token(&record, now).await.unwrap();
+            }
+        }))
+        .await;
+    }
+    let before = redis_state(&gw).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.jsonl");
+    ok(&cli(
+        &gw,
+        dir.path(),
+        &["backup", "--out", file.to_str().unwrap()],
+    ));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let pages = text
+        .lines()
+        .filter(|l| l.contains("\"key\":\"oauth:client_tokens:bulk\""))
+        .count();
+    assert_eq!(pages, 3, "2,500 members in pages of 1,000");
+    let mut conn = gw.redis.conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let out = ok(&cli(&gw, dir.path(), &["restore", file.to_str().unwrap()]));
+    assert!(
+        out.contains(&format!("restored {} keys", before.len())),
+        "{out}"
+    );
+    let after = redis_state(&gw).await;
+    assert_eq!(after.len(), before.len());
+    for ((k1, v1, _), (k2, v2, _)) in before.iter().zip(after.iter()) {
+        assert_eq!(k1, k2);
+        assert_eq!(v1, v2, "{k1}");
+    }
+}
