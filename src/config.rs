@@ -340,7 +340,7 @@ pub struct ScopePolicy {
 struct ScopeRule {
     /// Lower-case host the rule is limited to.
     host: Option<String>,
-    /// Path prefix, normalised as request paths are ([`crate::verify::request::normalize_path`]).
+    /// Path prefix, normalised as request paths are ([`crate::forwarded::normalize_path`]).
     path: Option<String>,
     scopes: Vec<String>,
 }
@@ -362,7 +362,7 @@ impl ScopePolicy {
                     };
                     let path = path
                         .map(|p| {
-                            crate::verify::request::normalize_path(p)
+                            crate::forwarded::normalize_path(p)
                                 .map(|p| p.into_owned())
                                 .ok_or_else(|| format!("rule {part:?} has an unreadable path"))
                         })
@@ -390,7 +390,7 @@ impl ScopePolicy {
     }
 
     /// The scopes a request to `host` + `path` needs, without duplicates. `path` comes from
-    /// [`crate::verify::request::normalize_path`]; with no readable path (`None`), every path
+    /// [`crate::forwarded::normalize_path`]; with no readable path (`None`), every path
     /// rule applies: an unreadable path must not skip a rule.
     pub fn required_for(&self, host: &str, path: Option<&str>) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
@@ -1348,11 +1348,7 @@ mod tests {
         );
         // Rule prefixes are normalised as request paths are: case, escapes, separators.
         let p = ScopePolicy::parse("/mcp/Tools=mcp:admin; Admin.Example.com/A%2fB=x").unwrap();
-        let path = |raw| {
-            crate::verify::request::normalize_path(raw)
-                .unwrap()
-                .into_owned()
-        };
+        let path = |raw| crate::forwarded::normalize_path(raw).unwrap().into_owned();
         for raw in [
             "/MCP/TOOLS",
             "/mcp%2Ftools",

@@ -7,78 +7,20 @@
 //! or straight to the upstream login when this browser's user already consented.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
+use serde::Deserialize;
 
 use super::client_auth::load_client;
 use super::consent::{self, ConsentRecord, ConsentRequest};
 use super::pages::csp_origin;
 use super::ratelimit::Limited;
-use super::register::{ClientRecord, OOB_REDIRECT};
-use super::{AuthState, OAuthError, PENDING_LIFETIME, Upstream};
-use crate::store::keys;
-use crate::token::{random_token, sha256_b64url};
-
-pub const CSRF_COOKIE: &str = "mcp_csrf";
-pub const SESSION_COOKIE: &str = "mcp_session";
-/// Binds a login in progress to its browser. Over HTTPS it is a `__Host-` cookie, which a
-/// sibling subdomain cannot plant.
-pub const LOGIN_COOKIE: &str = "mcp_login";
-pub const LOGIN_COOKIE_SECURE: &str = "__Host-mcp_login";
-
-/// An authorization in progress, under `oauth:state:{id}`; `id` is also the `state` we send
-/// upstream, taken once at the callback.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PendingAuthorization {
-    pub client_id: String,
-    pub redirect_uri: String,
-    /// Whether the client named the redirect URI (then the token request must repeat it).
-    pub redirect_uri_explicit: bool,
-    pub state: Option<String>,
-    pub code_challenge: String,
-    pub scope: String,
-    pub resource: Option<String>,
-    pub csrf: String,
-    pub approved: bool,
-    /// Approved without the consent page because this user consented before: the upstream
-    /// login must then be that user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remembered_for: Option<String>,
-    /// SHA-256 of the login cookie of the browser that approved: only that browser may finish
-    /// this login (a GitHub URL forwarded to someone else must not log them in for us).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub browser: Option<String>,
-    pub created_at: i64,
-}
-
-impl PendingAuthorization {
-    /// What the user approves: the scope and the resource (the issuer when none was named).
-    pub fn consent_request<'a>(&'a self, issuer: &'a str) -> ConsentRequest<'a> {
-        ConsentRequest {
-            scope: &self.scope,
-            resource: self.resource.as_deref().unwrap_or(issuer),
-        }
-    }
-
-    /// Whether `req` comes from the browser that approved this login, in constant time.
-    pub fn same_browser(&self, req: &HttpRequest) -> bool {
-        let (Some(expected), Some(cookie)) = (self.browser.as_deref(), login_cookie_value(req))
-        else {
-            return false;
-        };
-        bool::from(
-            sha256_b64url(cookie.as_bytes())
-                .as_bytes()
-                .ct_eq(expected.as_bytes()),
-        )
-    }
-}
+use super::session::{bind_browser, csrf_cookie, csrf_ok, session_user};
+use super::{AuthState, OAuthError, Upstream};
+use crate::records::{ClientRecord, OOB_REDIRECT, PendingAuthorization};
+use crate::token::random_token;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/authorize", web::get().to(authorize))
@@ -353,99 +295,24 @@ async fn authorize(
     response
 }
 
-fn login_cookie_name(secure: bool) -> &'static str {
-    if secure {
-        LOGIN_COOKIE_SECURE
-    } else {
-        LOGIN_COOKIE
-    }
-}
-
-/// The browser's login cookie, when it has a well-formed one.
-fn login_cookie_value(req: &HttpRequest) -> Option<String> {
-    [LOGIN_COOKIE_SECURE, LOGIN_COOKIE]
-        .iter()
-        .filter_map(|name| req.cookie(name))
-        .map(|c| c.value().to_string())
-        .find(|v| {
-            v.len() == 43
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-/// Binds `pending` to this browser (reusing its login cookie, so two sign-ins in one browser
-/// both finish) and returns the cookie to set: HttpOnly, and SameSite=Lax so it comes along
-/// on the top-level redirect back from the upstream login.
-pub fn bind_browser(
-    state: &AuthState,
-    req: &HttpRequest,
-    pending: &mut PendingAuthorization,
-) -> Cookie<'static> {
-    let value = login_cookie_value(req).unwrap_or_else(random_token);
-    pending.browser = Some(sha256_b64url(value.as_bytes()));
-    let secure = state.secure_cookies();
-    Cookie::build(login_cookie_name(secure), value)
-        .path("/")
-        .http_only(true)
-        .secure(secure)
-        .same_site(SameSite::Lax)
-        .max_age(actix_web::cookie::time::Duration::seconds(
-            PENDING_LIFETIME.as_secs() as i64,
-        ))
-        .finish()
-}
-
-/// The page for a login step reached from a browser that did not approve it.
-pub fn other_browser_page(state: &AuthState, step: &str) -> HttpResponse {
-    state.metrics.error(step, "access_denied");
-    tracing::warn!(
-        step,
-        "login step from a browser that did not start it: refused"
-    );
-    state.pages.error_page(
-        StatusCode::FORBIDDEN,
-        "access_denied",
-        "this sign-in was started in another browser. If you did not start it, close this page; \
-         otherwise start again from your application",
-    )
-}
-
 pub async fn save_pending(
     state: &AuthState,
     id: &str,
     pending: &PendingAuthorization,
 ) -> Result<(), OAuthError> {
-    let json =
-        serde_json::to_string(pending).map_err(|e| OAuthError::server_error(e.to_string()))?;
-    let elapsed = (state.now() - pending.created_at).max(0) as u64;
-    let remaining = PENDING_LIFETIME.saturating_sub(Duration::from_secs(elapsed));
-    if remaining.is_zero() {
-        return Err(OAuthError::invalid_request(
+    match pending.save(state.store.as_ref(), id, state.now()).await? {
+        Some(()) => Ok(()),
+        None => Err(OAuthError::invalid_request(
             "the authorization request has expired",
-        ));
+        )),
     }
-    state
-        .store
-        .put_for_client(
-            &keys::state(id),
-            &json,
-            remaining,
-            &pending.client_id,
-            state.now(),
-        )
-        .await?;
-    Ok(())
 }
 
 pub async fn load_pending(
     state: &AuthState,
     id: &str,
 ) -> Result<Option<PendingAuthorization>, OAuthError> {
-    match state.store.get(&keys::state(id)).await? {
-        Some(json) => Ok(serde_json::from_str(&json).ok()),
-        None => Ok(None),
-    }
+    Ok(PendingAuthorization::load(state.store.as_ref(), id).await?)
 }
 
 /// Where the user signs in upstream; `id` travels as the upstream `state`.
@@ -461,32 +328,6 @@ pub fn upstream_name(state: &AuthState) -> &'static str {
         Upstream::Github(_) => "GitHub",
         Upstream::DevLogin => "the development login",
     }
-}
-
-/// Checks a form's CSRF token against the pending record and the browser's cookie, both in
-/// constant time: a cross-site form cannot know the token, and a leaked link carries no cookie.
-pub fn csrf_ok(req: &HttpRequest, pending: &PendingAuthorization, presented: Option<&str>) -> bool {
-    let Some(presented) = presented else {
-        return false;
-    };
-    let Some(cookie) = req.cookie(CSRF_COOKIE) else {
-        return false;
-    };
-    let expected = pending.csrf.as_bytes();
-    bool::from(presented.as_bytes().ct_eq(expected))
-        && bool::from(cookie.value().as_bytes().ct_eq(expected))
-}
-
-pub fn csrf_cookie(state: &AuthState, value: &str, path: &str) -> Cookie<'static> {
-    Cookie::build(CSRF_COOKIE, value.to_string())
-        .path(path.to_string())
-        .http_only(true)
-        .secure(state.secure_cookies())
-        .same_site(SameSite::Strict)
-        .max_age(actix_web::cookie::time::Duration::seconds(
-            PENDING_LIFETIME.as_secs() as i64,
-        ))
-        .finish()
 }
 
 #[derive(Deserialize)]
@@ -614,7 +455,7 @@ async fn consent_decision(
         return forbidden("the consent form could not be verified (CSRF); start the sign-in again");
     }
     if form.decision.as_deref() != Some("approve") {
-        let _ = state.store.take(&keys::state(id)).await;
+        let _ = PendingAuthorization::discard(state.store.as_ref(), id).await;
         return redirect_error(
             &state,
             &pending.redirect_uri,
@@ -634,45 +475,4 @@ async fn consent_decision(
         .finish();
     let _ = response.add_cookie(&cookie);
     response
-}
-
-/// The browser-session cookie: `login.expiry.hmac`, proving this browser completed a login.
-pub fn session_cookie(state: &AuthState, login: &str) -> Cookie<'static> {
-    let expires = state.now() + super::CONSENT_LIFETIME.as_secs() as i64;
-    let payload = format!("{}.{expires}", crate::token::b64url(login.as_bytes()));
-    let tag = aws_lc_rs::hmac::sign(
-        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &state.cookie_key),
-        payload.as_bytes(),
-    );
-    Cookie::build(
-        SESSION_COOKIE,
-        format!("{payload}.{}", crate::token::b64url(tag.as_ref())),
-    )
-    .path("/")
-    .http_only(true)
-    .secure(state.secure_cookies())
-    .same_site(SameSite::Lax)
-    .max_age(actix_web::cookie::time::Duration::seconds(
-        super::CONSENT_LIFETIME.as_secs() as i64,
-    ))
-    .finish()
-}
-
-pub fn session_user(state: &AuthState, req: &HttpRequest) -> Option<String> {
-    use base64::Engine;
-    let cookie = req.cookie(SESSION_COOKIE)?;
-    let (payload, tag) = cookie.value().rsplit_once('.')?;
-    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(tag)
-        .ok()?;
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &state.cookie_key);
-    aws_lc_rs::hmac::verify(&key, payload.as_bytes(), &tag).ok()?;
-    let (login, expires) = payload.split_once('.')?;
-    if expires.parse::<i64>().ok()? < state.now() {
-        return None;
-    }
-    let login = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(login)
-        .ok()?;
-    String::from_utf8(login).ok()
 }

@@ -6,30 +6,14 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::authorize::{
-    PendingAuthorization, client_redirect, csrf_cookie, csrf_ok, load_pending, other_browser_page,
-    redirect_error, session_cookie,
-};
+use super::authorize::{client_redirect, load_pending, redirect_error};
 use super::github::UpstreamError;
-use super::{AuthState, CODE_LIFETIME, Upstream, UpstreamUser};
-use crate::store::keys;
-use crate::token::{random_token, sha256_b64url};
-
-/// An issued authorization code, under `oauth:code:{sha256(code)}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CodeRecord {
-    pub client_id: String,
-    pub redirect_uri: String,
-    pub redirect_uri_explicit: bool,
-    pub code_challenge: String,
-    pub scope: String,
-    pub resource: Option<String>,
-    pub user: UpstreamUser,
-    pub amr: Vec<String>,
-    pub issued_at: i64,
-}
+use super::login::complete_login;
+use super::session::{csrf_cookie, csrf_ok, other_browser_page, same_browser};
+use super::{AuthState, Upstream, UpstreamUser};
+use crate::records::PendingAuthorization;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/callback", web::get().to(callback))
@@ -74,8 +58,8 @@ async fn callback(
         return error_redirect(&state, "invalid_state", "the login came back without state");
     };
     // Single use: whatever happens next, this state is gone.
-    let pending: Option<PendingAuthorization> = match state.store.take(&keys::state(id)).await {
-        Ok(json) => json.and_then(|j| serde_json::from_str(&j).ok()),
+    let pending = match PendingAuthorization::take(state.store.as_ref(), id).await {
+        Ok(pending) => pending,
         Err(e) => {
             tracing::warn!(error = %e, "callback cannot read pending authorization");
             return error_redirect(&state, "temporarily_unavailable", "try again shortly");
@@ -90,7 +74,7 @@ async fn callback(
     };
     // The GitHub URL carries our state: whoever it was sent to must not finish a login that
     // another browser approved (the state is spent either way).
-    if !pending.same_browser(&req) {
+    if !same_browser(&req, &pending) {
         return other_browser_page(&state, "callback");
     }
     let client_state = pending.state.as_deref();
@@ -139,143 +123,6 @@ async fn callback(
     }
 }
 
-/// The user is known: check the allow-list, issue our code, send the browser to the client.
-pub async fn complete_login(
-    state: &AuthState,
-    _req: &HttpRequest,
-    pending: PendingAuthorization,
-    user: UpstreamUser,
-) -> HttpResponse {
-    let client_state = pending.state.as_deref();
-    // Consent was skipped for the user this browser remembered: another account that signs in
-    // upstream has approved nothing.
-    if let Some(remembered) = &pending.remembered_for
-        && !remembered.eq_ignore_ascii_case(&user.login)
-    {
-        tracing::info!(login = %user.login, "remembered consent belongs to another account");
-        return redirect_error(
-            state,
-            &pending.redirect_uri,
-            client_state,
-            "access_denied",
-            "a different account signed in than the one that approved this client; start again",
-        );
-    }
-    // Not configured = nobody: a forgotten setting must not open the gateway to everyone.
-    let allowed = state
-        .settings
-        .allowed_users
-        .as_ref()
-        .is_some_and(|list| list.allows(&user.id, &user.login));
-    if !allowed {
-        tracing::info!(login = %user.login, "login refused: user not in ALLOWED_GITHUB_USERS");
-        return redirect_error(
-            state,
-            &pending.redirect_uri,
-            client_state,
-            "access_denied",
-            "this account is not allowed to use this gateway",
-        );
-    }
-    match super::identity::pin_login(state, &user).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return redirect_error(
-                state,
-                &pending.redirect_uri,
-                client_state,
-                "access_denied",
-                "this account name belonged to another account before; ask an operator",
-            );
-        }
-        Err(e) => {
-            tracing::warn!(error = %e.description, "cannot record the login's account id");
-            return redirect_error(
-                state,
-                &pending.redirect_uri,
-                client_state,
-                "temporarily_unavailable",
-                "storage is unavailable",
-            );
-        }
-    }
-    if state.settings.mfa_required {
-        return super::mfa::begin(state, pending, user).await;
-    }
-    issue_code(state, pending, user, vec!["github".into()]).await
-}
-
-/// Issues our single-use authorization code and sends the browser back to the client.
-pub async fn issue_code(
-    state: &AuthState,
-    pending: PendingAuthorization,
-    user: UpstreamUser,
-    amr: Vec<String>,
-) -> HttpResponse {
-    let client_state = pending.state.as_deref();
-    let code = random_token();
-    let record = CodeRecord {
-        client_id: pending.client_id.clone(),
-        redirect_uri: pending.redirect_uri.clone(),
-        redirect_uri_explicit: pending.redirect_uri_explicit,
-        code_challenge: pending.code_challenge.clone(),
-        scope: pending.scope.clone(),
-        resource: pending.resource.clone(),
-        user: user.clone(),
-        amr,
-        issued_at: state.now(),
-    };
-    let stored = async {
-        let json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        state
-            .store
-            .put_for_client(
-                &keys::code(&sha256_b64url(code.as_bytes())),
-                &json,
-                CODE_LIFETIME,
-                &record.client_id,
-                state.now(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        super::consent::record(
-            state,
-            &user.login,
-            &pending.client_id,
-            pending.consent_request(&state.settings.issuer),
-        )
-        .await
-        .map_err(|e| e.description)
-    }
-    .await;
-    if let Err(e) = stored {
-        tracing::warn!(error = %e, "cannot store the authorization code");
-        return redirect_error(
-            state,
-            &pending.redirect_uri,
-            client_state,
-            "temporarily_unavailable",
-            "storage is unavailable",
-        );
-    }
-    state.metrics.logins.inc();
-    tracing::info!(login = %user.login, client_id = %pending.client_id, "login complete, code issued");
-    let mut params = vec![("code", code.as_str())];
-    if let Some(s) = client_state {
-        params.push(("state", s));
-    }
-    params.push(("iss", &state.settings.issuer));
-    let mut response = HttpResponse::Found()
-        .insert_header((
-            LOCATION,
-            client_redirect(state, &pending.redirect_uri, &params),
-        ))
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .finish();
-    let _ = response.add_cookie(&session_cookie(state, &user.login));
-    response
-}
-
 #[derive(Deserialize)]
 struct DevLoginQuery {
     state: Option<String>,
@@ -315,7 +162,7 @@ async fn dev_login_page(
         Ok(found) => found,
         Err(page) => return page,
     };
-    if !pending.same_browser(&req) {
+    if !same_browser(&req, &pending) {
         return other_browser_page(&state, "dev_login");
     }
     let id = id.as_str();
@@ -348,7 +195,7 @@ async fn dev_login(
         Err(page) => return page,
     };
     let id = id.as_str();
-    if !pending.same_browser(&req) {
+    if !same_browser(&req, &pending) {
         return other_browser_page(&state, "dev_login");
     }
     if !csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
@@ -372,8 +219,8 @@ async fn dev_login(
         );
     }
     // Single use, as the GitHub state is.
-    match state.store.take(&keys::state(id)).await {
-        Ok(Some(_)) => {}
+    match PendingAuthorization::discard(state.store.as_ref(), id).await {
+        Ok(true) => {}
         _ => {
             return state.pages.error_page(
                 StatusCode::BAD_REQUEST,

@@ -9,9 +9,8 @@ use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use super::register::ClientRecord;
 use super::{AuthState, OAuthError};
-use crate::store::keys;
+use crate::records::ClientRecord;
 use crate::token::sha256_b64url;
 
 /// A form body (`application/x-www-form-urlencoded`) with each parameter at most once
@@ -155,10 +154,10 @@ pub async fn load_client(
     state: &AuthState,
     client_id: &str,
 ) -> Result<Option<ClientRecord>, OAuthError> {
-    let Some(json) = state.store.get(&keys::client(client_id)).await? else {
-        return Ok(None);
-    };
-    serde_json::from_str(&json)
-        .map(Some)
-        .map_err(|_| OAuthError::server_error("stored client is unreadable"))
+    match ClientRecord::load(state.store.as_ref(), client_id).await {
+        Err(crate::store::StoreError::Corrupt(_)) => {
+            Err(OAuthError::server_error("stored client is unreadable"))
+        }
+        other => Ok(other?),
+    }
 }

@@ -4,64 +4,8 @@
 //! asks for nothing beyond a stored consent: a client approved for `mcp` on one server does not
 //! silently get `mcp:admin`, or another server.
 
-use serde::{Deserialize, Serialize};
-
 use super::{AuthState, CONSENT_LIFETIME, OAuthError};
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsentRecord {
-    /// Every scope the user approved for this client.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Every resource (token audience) the user approved; the issuer stands for "no resource".
-    #[serde(default)]
-    pub resources: Vec<String>,
-    /// When the consent was last given (Unix seconds).
-    #[serde(default)]
-    pub at: i64,
-}
-
-/// What an authorization request asks the user to approve.
-#[derive(Debug, Clone, Copy)]
-pub struct ConsentRequest<'a> {
-    pub scope: &'a str,
-    /// The resource, or the issuer when the client named none.
-    pub resource: &'a str,
-}
-
-impl ConsentRecord {
-    /// Scopes of `request` not covered by this consent (empty = nothing new).
-    pub fn new_scopes<'a>(&self, request: ConsentRequest<'a>) -> Vec<&'a str> {
-        request
-            .scope
-            .split(' ')
-            .filter(|s| !s.is_empty() && !self.scopes.iter().any(|c| c == s))
-            .collect()
-    }
-
-    pub fn covers_resource(&self, resource: &str) -> bool {
-        self.resources.iter().any(|r| r == resource)
-    }
-
-    /// Whether `request` is a subset of what was approved.
-    pub fn covers(&self, request: ConsentRequest<'_>) -> bool {
-        self.new_scopes(request).is_empty() && self.covers_resource(request.resource)
-    }
-
-    /// This consent widened by `request` (a user approved it just now).
-    fn merged(mut self, request: ConsentRequest<'_>, now: i64) -> Self {
-        for scope in request.scope.split(' ').filter(|s| !s.is_empty()) {
-            if !self.scopes.iter().any(|c| c == scope) {
-                self.scopes.push(scope.to_string());
-            }
-        }
-        if !self.covers_resource(request.resource) {
-            self.resources.push(request.resource.to_string());
-        }
-        self.at = now;
-        self
-    }
-}
+pub use crate::records::{ConsentRecord, ConsentRequest};
 
 /// The consent `user` gave `client_id`, if any. Records of the original gateway
 /// (`{"scope", "at"}`, no resources) cover no resource, so the page is shown once more.
@@ -70,12 +14,7 @@ pub async fn load(
     user: &str,
     client_id: &str,
 ) -> Result<Option<ConsentRecord>, OAuthError> {
-    let key = crate::store::keys::consent(user, client_id);
-    Ok(state
-        .store
-        .get(&key)
-        .await?
-        .and_then(|json| serde_json::from_str(&json).ok()))
+    Ok(ConsentRecord::load(state.store.as_ref(), user, client_id).await?)
 }
 
 /// Records that `user` approved `request` for `client_id`, added to what they approved before.
@@ -91,11 +30,14 @@ pub async fn record(
         .await?
         .unwrap_or_default()
         .merged(request, state.now());
-    let json =
-        serde_json::to_string(&merged).map_err(|e| OAuthError::server_error(e.to_string()))?;
-    state
-        .store
-        .put_consent(user, client_id, &json, CONSENT_LIFETIME, state.now())
+    merged
+        .save(
+            state.store.as_ref(),
+            user,
+            client_id,
+            CONSENT_LIFETIME,
+            state.now(),
+        )
         .await?;
     Ok(())
 }

@@ -169,3 +169,28 @@ impl ResponseError for OAuthError {
         )
     }
 }
+
+/// The answer to a JSON endpoint: the response, or the error as RFC 6749 §5.2 JSON, counted
+/// in the metrics under `endpoint` (and as a Redis error when the store failed).
+pub fn track(
+    state: &super::AuthState,
+    endpoint: &str,
+    result: Result<HttpResponse, OAuthError>,
+) -> HttpResponse {
+    result.unwrap_or_else(|e| {
+        state.metrics.error(endpoint, e.code);
+        if e.store_failure {
+            state.metrics.redis_errors.inc();
+        }
+        e.error_response()
+    })
+}
+
+/// A JSON body that must not be cached (it may carry credentials).
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .insert_header((PRAGMA, "no-cache"))
+        .body(body.to_string())
+}

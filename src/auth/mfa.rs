@@ -7,58 +7,14 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::authorize::{PendingAuthorization, csrf_cookie, csrf_ok};
-use super::callback::issue_code;
-use super::{AuthState, PENDING_LIFETIME, UpstreamUser, totp};
+use super::login::issue_code;
+use super::session::{csrf_cookie, csrf_ok, other_browser_page, same_browser};
+use super::{AuthState, totp};
+use crate::records::{MfaPending, MfaRecord};
 use crate::store::{Attempt, keys};
-use crate::token::random_token;
-
-/// A login waiting for its second factor, under `oauth:state:mfa:{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct MfaPending {
-    authorization: PendingAuthorization,
-    user: UpstreamUser,
-    csrf: String,
-    /// During enrolment: the new secret, sealed.
-    #[serde(default)]
-    new_secret: Option<String>,
-    /// Enrolment confirmed; the recovery codes have been shown.
-    #[serde(default)]
-    enrolled: bool,
-}
-
-/// An enrolled second factor, under `oauth:mfa:{user}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MfaRecord {
-    pub provider: String,
-    /// The TOTP secret, sealed (AES-256-GCM).
-    pub secret: String,
-    pub enrolled_at: i64,
-}
-
-pub fn recovery_key(user: &str, hash: &str) -> String {
-    format!("oauth:mfa_recovery:{}:{hash}", user.to_ascii_lowercase())
-}
-
-pub fn lock_key(kind: &str, who: &str) -> String {
-    format!("oauth:mfa_lock:{kind}:{}", who.to_ascii_lowercase())
-}
-
-fn failure_key(kind: &str, who: &str) -> String {
-    format!("oauth:mfa_fail:{kind}:{}", who.to_ascii_lowercase())
-}
-
-fn used_key(user: &str, step: i64) -> String {
-    format!("oauth:mfa_used:{}:{step}", user.to_ascii_lowercase())
-}
-
-fn pending_key(id: &str) -> String {
-    keys::state(&format!("mfa:{id}"))
-}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/mfa", web::get().to(page))
@@ -66,45 +22,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/mfa/continue", web::post().to(finish_enrolment));
 }
 
-/// After the upstream login: park the login and send the browser to the TOTP step.
-pub async fn begin(
-    state: &AuthState,
-    authorization: PendingAuthorization,
-    user: UpstreamUser,
-) -> HttpResponse {
-    let id = random_token();
-    let pending = MfaPending {
-        authorization,
-        user,
-        csrf: random_token(),
-        new_secret: None,
-        enrolled: false,
-    };
-    if let Err(e) = save(state, &id, &pending).await {
-        return state.pages.error_page(e.0, "temporarily_unavailable", &e.1);
-    }
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, state.endpoint(&format!("/mfa?session={id}"))))
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .finish()
-}
-
 async fn save(
     state: &AuthState,
     id: &str,
     pending: &MfaPending,
 ) -> Result<(), (StatusCode, String)> {
-    let json = serde_json::to_string(pending)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    state
-        .store
-        .put_for_client(
-            &pending_key(id),
-            &json,
-            PENDING_LIFETIME,
-            &pending.authorization.client_id,
-            state.now(),
-        )
+    pending
+        .save(state.store.as_ref(), id, state.now())
         .await
         .map_err(|_| {
             (
@@ -115,8 +39,7 @@ async fn save(
 }
 
 async fn load(state: &AuthState, id: &str) -> Option<MfaPending> {
-    let json = state.store.get(&pending_key(id)).await.ok()??;
-    serde_json::from_str(&json).ok()
+    MfaPending::load(state.store.as_ref(), id).await.ok()?
 }
 
 /// The login waiting under the form's or link's `session`, or the page to answer with. Only
@@ -128,20 +51,19 @@ async fn pending_for(
 ) -> Result<(String, MfaPending), HttpResponse> {
     let id = session.ok_or_else(|| expired(state))?;
     let pending = load(state, id).await.ok_or_else(|| expired(state))?;
-    if !pending.authorization.same_browser(req) {
-        return Err(super::authorize::other_browser_page(state, "mfa"));
+    if !same_browser(req, &pending.authorization) {
+        return Err(other_browser_page(state, "mfa"));
     }
     Ok((id.to_string(), pending))
 }
 
 pub async fn enrolment(state: &AuthState, user: &str) -> Option<MfaRecord> {
-    let json = state.store.get(&keys::mfa(user)).await.ok()??;
-    serde_json::from_str(&json).ok()
+    MfaRecord::load(state.store.as_ref(), user).await.ok()?
 }
 
 /// Seconds left on a lockout of this user or address, if any.
 async fn locked(state: &AuthState, user: &str, ip: &str) -> Option<u64> {
-    for key in [lock_key("user", user), lock_key("ip", ip)] {
+    for key in [keys::mfa_lock("user", user), keys::mfa_lock("ip", ip)] {
         if let Ok(crate::store::Ttl::Expires(left)) = state.store.ttl(&key).await {
             return Some(left.as_secs().max(1));
         }
@@ -170,8 +92,8 @@ fn locked_page(state: &AuthState, seconds: u64) -> HttpResponse {
 /// only the first ones up to the limit are ever evaluated. `Ok(count)` is this attempt's number.
 async fn reserve_attempt(state: &AuthState, user: &str, ip: &str) -> Result<u64, HttpResponse> {
     let mfa = &state.settings.mfa;
-    let counters = [failure_key("user", user), failure_key("ip", ip)];
-    let locks = [lock_key("user", user), lock_key("ip", ip)];
+    let counters = [keys::mfa_fail("user", user), keys::mfa_fail("ip", ip)];
+    let locks = [keys::mfa_lock("user", user), keys::mfa_lock("ip", ip)];
     match state
         .store
         .reserve_attempt(
@@ -205,9 +127,9 @@ async fn record_failure(state: &AuthState, user: &str, ip: &str, attempt: u64) -
     for (kind, who) in [("user", user), ("ip", ip)] {
         let _ = state
             .store
-            .put(&lock_key(kind, who), "1", Some(mfa.lockout))
+            .put(&keys::mfa_lock(kind, who), "1", Some(mfa.lockout))
             .await;
-        let _ = state.store.delete(&failure_key(kind, who)).await;
+        let _ = state.store.delete(&keys::mfa_fail(kind, who)).await;
     }
     true
 }
@@ -215,7 +137,7 @@ async fn record_failure(state: &AuthState, user: &str, ip: &str, attempt: u64) -
 /// A success wipes the slate for this user and address.
 async fn clear_failures(state: &AuthState, user: &str, ip: &str) {
     for (kind, who) in [("user", user), ("ip", ip)] {
-        let _ = state.store.delete(&failure_key(kind, who)).await;
+        let _ = state.store.delete(&keys::mfa_fail(kind, who)).await;
     }
 }
 
@@ -366,7 +288,11 @@ async fn submit(
                     // Single use: the first to claim this step wins.
                     Some(step) => match state
                         .store
-                        .put_if_absent(&used_key(&login, step), "1", Some(Duration::from_secs(120)))
+                        .put_if_absent(
+                            &keys::mfa_used(&login, step),
+                            "1",
+                            Some(Duration::from_secs(120)),
+                        )
                         .await
                     {
                         Ok(true) => Ok(()),
@@ -377,7 +303,7 @@ async fn submit(
             },
             (None, Some(recovery)) => match state
                 .store
-                .take(&recovery_key(&login, &totp::recovery_hash(recovery)))
+                .take(&keys::mfa_recovery(&login, &totp::recovery_hash(recovery)))
                 .await
             {
                 Ok(Some(_)) => Ok(()),
@@ -397,7 +323,7 @@ async fn submit(
                         let _ = state
                             .store
                             .put_if_absent(
-                                &used_key(&login, step),
+                                &keys::mfa_used(&login, step),
                                 "1",
                                 Some(Duration::from_secs(120)),
                             )
@@ -414,7 +340,7 @@ async fn submit(
     match outcome {
         Ok(()) => {
             clear_failures(&state, &login, &ip).await;
-            let _ = state.store.take(&pending_key(id)).await;
+            let _ = MfaPending::take(state.store.as_ref(), id).await;
             issue_code(
                 &state,
                 pending.authorization,
@@ -461,15 +387,8 @@ async fn confirm_enrolment(
         secret: sealed,
         enrolled_at: state.now(),
     };
-    let Ok(json) = serde_json::to_string(&record) else {
-        return expired(state);
-    };
     // Only one enrolment wins if two tabs race.
-    match state
-        .store
-        .put_if_absent(&keys::mfa(&login), &json, None)
-        .await
-    {
+    match record.save_first(state.store.as_ref(), &login).await {
         Ok(true) => {}
         Ok(false) => {
             return render(
@@ -495,7 +414,11 @@ async fn confirm_enrolment(
     for code in &codes {
         let _ = state
             .store
-            .put(&recovery_key(&login, &totp::recovery_hash(code)), "1", None)
+            .put(
+                &keys::mfa_recovery(&login, &totp::recovery_hash(code)),
+                "1",
+                None,
+            )
             .await;
     }
     pending.enrolled = true;
@@ -541,7 +464,7 @@ async fn finish_enrolment(
     if !pending.enrolled {
         return expired(&state);
     }
-    match state.store.take(&pending_key(id)).await {
+    match MfaPending::take(state.store.as_ref(), id).await {
         Ok(Some(_)) => {
             issue_code(
                 &state,

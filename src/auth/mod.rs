@@ -22,6 +22,7 @@ pub mod consent;
 pub mod error;
 pub mod github;
 pub mod identity;
+pub mod login;
 pub mod metadata;
 pub mod metrics;
 pub mod mfa;
@@ -29,16 +30,15 @@ pub mod pages;
 pub mod ratelimit;
 pub mod register;
 pub mod revoke;
+pub mod session;
 pub mod token;
 pub mod totp;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -49,30 +49,13 @@ pub use error::OAuthError;
 /// Where auth listens unless `LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
 
-/// Authorization codes live at most this long (OAuth 2.1 recommends ≤ 10 minutes).
-pub const CODE_LIFETIME: Duration = Duration::from_secs(600);
-/// A pending authorization (consent, then the upstream login) must finish within this.
-pub const PENDING_LIFETIME: Duration = Duration::from_secs(300);
-/// How long a consent given for (user, client) is remembered.
-pub const CONSENT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+pub use crate::records::{CODE_LIFETIME, CONSENT_LIFETIME, PENDING_LIFETIME, UpstreamUser};
 
 /// Who logs users in: GitHub in production, a loopback-only form in `mcp-gateway dev`.
 #[derive(Clone)]
 pub enum Upstream {
     Github(github::GithubClient),
     DevLogin,
-}
-
-/// The identity the upstream vouched for; what our tokens say about the user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpstreamUser {
-    /// GitHub's numeric user id, as text (`sub`).
-    pub id: String,
-    pub login: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
 }
 
 /// Everything the handlers share.
@@ -89,7 +72,7 @@ pub struct AuthState {
     /// Encrypts TOTP secrets at rest.
     pub mfa_box: totp::SecretBox,
     /// Who the client is: the peer, or what a trusted proxy says.
-    pub client_address: crate::verify::request::ClientAddress,
+    pub client_address: crate::forwarded::ClientAddress,
     /// Set on SIGTERM: not ready, connections closed after each response.
     pub draining: Arc<crate::service::Draining>,
 }
@@ -124,9 +107,7 @@ impl AuthState {
         };
         Self {
             mfa_box: totp::SecretBox::new(mfa_key),
-            client_address: crate::verify::request::ClientAddress::new(
-                settings.trusted_proxies.clone(),
-            ),
+            client_address: crate::forwarded::ClientAddress::new(settings.trusted_proxies.clone()),
             draining: Arc::default(),
             limits: ratelimit::RateLimits::new(&settings),
             settings,

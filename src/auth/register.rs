@@ -6,70 +6,21 @@
 //! stored only as SHA-256 hashes.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::error::{json_response, track};
 use super::ratelimit::Limited;
 use super::{AuthState, OAuthError};
 use crate::config::is_scope_token;
-use crate::store::keys;
+use crate::records::{ClientRecord, OOB_REDIRECT, is_loopback};
 use crate::token::{random_token, sha256_b64url};
 
-pub const OOB_REDIRECT: &str = "urn:ietf:wg:oauth:2.0:oob";
 const MAX_TEXT: usize = 512;
 const MAX_REDIRECT_URIS: usize = 20;
 const MAX_CONTACTS: usize = 10;
-
-/// A registered client as stored under `oauth:client:{client_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientRecord {
-    pub client_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_hash: Option<String>,
-    pub registration_token_hash: String,
-    pub redirect_uris: Vec<String>,
-    pub token_endpoint_auth_method: String,
-    pub grant_types: Vec<String>,
-    pub response_types: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logo_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub contacts: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub software_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub software_version: Option<String>,
-    pub client_id_issued_at: i64,
-    /// 0 = never (RFC 7591 §3.2.1).
-    pub client_secret_expires_at: i64,
-}
-
-impl ClientRecord {
-    pub fn allows_grant(&self, grant: &str) -> bool {
-        self.grant_types.iter().any(|g| g == grant)
-    }
-
-    /// The registered redirect URI `requested` matches: exactly, or for loopback `http` URIs
-    /// with any port (RFC 8252 §7.3).
-    pub fn matching_redirect(&self, requested: &str) -> Option<&str> {
-        self.redirect_uris
-            .iter()
-            .find(|registered| redirect_matches(registered, requested))
-            .map(String::as_str)
-    }
-
-    pub fn display_name(&self) -> &str {
-        self.client_name.as_deref().unwrap_or(&self.client_id)
-    }
-}
 
 /// Client metadata as a client sends it.
 #[derive(Debug, Default, Deserialize)]
@@ -110,32 +61,6 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
         // Private-use URI schemes of native apps (RFC 8252 §7.1).
         _ => Ok(()),
     }
-}
-
-/// Exactly `localhost`, `127.0.0.1` or `[::1]`: `localhost.evil.com` is not loopback.
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
-        Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
-        None => false,
-    }
-}
-
-pub fn redirect_matches(registered: &str, requested: &str) -> bool {
-    if registered == requested {
-        return true;
-    }
-    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
-        return false;
-    };
-    a.scheme() == "http"
-        && b.scheme() == "http"
-        && is_loopback(&a)
-        && a.host() == b.host()
-        && a.path() == b.path()
-        && a.query() == b.query()
-        && b.fragment().is_none()
 }
 
 /// Validated metadata, with RFC 7591 defaults applied; `scopes_supported` is what a client
@@ -313,14 +238,6 @@ fn client_json(
     body
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .insert_header((PRAGMA, "no-cache"))
-        .body(body.to_string())
-}
-
 fn parse_metadata(req: &HttpRequest, body: &[u8]) -> Result<ClientMetadata, OAuthError> {
     let json = req
         .headers()
@@ -334,20 +251,6 @@ fn parse_metadata(req: &HttpRequest, body: &[u8]) -> Result<ClientMetadata, OAut
     }
     serde_json::from_slice(body)
         .map_err(|e| OAuthError::invalid_client_metadata(format!("invalid client metadata: {e}")))
-}
-
-fn track(
-    state: &AuthState,
-    endpoint: &str,
-    result: Result<HttpResponse, OAuthError>,
-) -> HttpResponse {
-    result.unwrap_or_else(|e| {
-        state.metrics.error(endpoint, e.code);
-        if e.store_failure {
-            state.metrics.redis_errors.inc();
-        }
-        actix_web::ResponseError::error_response(&e)
-    })
 }
 
 async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
@@ -378,11 +281,7 @@ async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState
             client_secret_expires_at: lifetime.map_or(0, |d| now + d.as_secs() as i64),
         };
         metadata.apply(&mut record);
-        let json = serde_json::to_string(&record).map_err(|e| OAuthError::server_error(e.to_string()))?;
-        state
-            .store
-            .put(&keys::client(&record.client_id), &json, lifetime)
-            .await?;
+        record.save(state.store.as_ref(), lifetime).await?;
         state.metrics.registrations.inc();
         tracing::info!(client_id = %record.client_id, name = ?record.client_name, "client registered");
         Ok(json_response(
@@ -433,7 +332,7 @@ async fn read(
         // The lifetime slides with use: report when the registration expires now.
         if client.client_secret_expires_at != 0
             && let crate::store::Ttl::Expires(left) =
-                state.store.ttl(&keys::client(&client.client_id)).await?
+                ClientRecord::remaining(state.store.as_ref(), &client.client_id).await?
         {
             client.client_secret_expires_at = state.now() + left.as_secs() as i64;
         }
@@ -468,17 +367,12 @@ async fn update(
             ));
         }
         metadata.apply(&mut client);
-        let json =
-            serde_json::to_string(&client).map_err(|e| OAuthError::server_error(e.to_string()))?;
         // An update keeps the registration's remaining (sliding) lifetime.
-        let ttl = match state.store.ttl(&keys::client(&client.client_id)).await? {
+        let ttl = match ClientRecord::remaining(state.store.as_ref(), &client.client_id).await? {
             crate::store::Ttl::Expires(left) => Some(left.max(std::time::Duration::from_secs(1))),
             _ => None,
         };
-        state
-            .store
-            .put(&keys::client(&client.client_id), &json, ttl)
-            .await?;
+        client.save(state.store.as_ref(), ttl).await?;
         Ok(json_response(
             StatusCode::OK,
             client_json(&state, &client, None, None),
@@ -509,14 +403,6 @@ async fn delete(
 }
 
 /// Shared by the other endpoint groups.
-pub(crate) fn track_result(
-    state: &AuthState,
-    endpoint: &str,
-    result: Result<HttpResponse, OAuthError>,
-) -> HttpResponse {
-    track(state, endpoint, result)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,29 +432,5 @@ mod tests {
         ] {
             assert!(validate_redirect_uri(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn loopback_redirects_match_on_any_port_only() {
-        assert!(redirect_matches(
-            "http://127.0.0.1/cb",
-            "http://127.0.0.1:5555/cb"
-        ));
-        assert!(redirect_matches(
-            "http://localhost:1/cb",
-            "http://localhost:2/cb"
-        ));
-        assert!(!redirect_matches(
-            "http://localhost:1/cb",
-            "http://localhost:2/other"
-        ));
-        assert!(!redirect_matches(
-            "https://a.com/cb",
-            "https://a.com:444/cb"
-        ));
-        assert!(!redirect_matches(
-            "http://localhost/cb",
-            "http://localhost.evil.com/cb"
-        ));
     }
 }

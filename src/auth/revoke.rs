@@ -6,10 +6,9 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::client_auth::{authenticate, parse_form};
-use super::register::{ClientRecord, track_result};
-use super::token::RefreshRecord;
+use super::error::track;
 use super::{AuthState, OAuthError};
-use crate::store::keys;
+use crate::records::{ClientRecord, RefreshRecord};
 use crate::token::{AccessClaims, ValidationPolicy, sha256_b64url, validate};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -33,10 +32,14 @@ async fn identify(state: &AuthState, token: &str) -> Result<Known, OAuthError> {
         return Ok(Known::Unknown);
     }
     let hash = sha256_b64url(token.as_bytes());
-    Ok(match state.store.get(&keys::refresh(&hash)).await? {
-        Some(json) => serde_json::from_str(&json).map_or(Known::Unknown, Known::Refresh),
-        None => Known::Unknown,
-    })
+    Ok(
+        match crate::records::unreadable_as_none(
+            RefreshRecord::load(state.store.as_ref(), &hash).await,
+        )? {
+            Some(record) => Known::Refresh(record),
+            None => Known::Unknown,
+        },
+    )
 }
 
 fn owned(client: &ClientRecord, client_id: &str) -> bool {
@@ -71,7 +74,7 @@ async fn revoke(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>)
             .finish())
     }
     .await;
-    track_result(&state, "revoke", result)
+    track(&state, "revoke", result)
 }
 
 async fn introspect(
@@ -129,5 +132,5 @@ async fn introspect(
             .body(answer.to_string()))
     }
     .await;
-    track_result(&state, "introspect", result)
+    track(&state, "introspect", result)
 }

@@ -5,59 +5,17 @@
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, USER_AGENT};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use super::authorize::resolve_resource;
-use super::callback::CodeRecord;
 use super::client_auth::{authenticate, parse_form};
+use super::error::track;
 use super::ratelimit::Limited;
-use super::register::{ClientRecord, track_result};
 use super::{AuthState, OAuthError, UpstreamUser};
-use crate::store::{GrantOutcome, GrantResult, GrantWrite, TokenRecord, keys};
+use crate::records::{Binding, ClientRecord, CodeRecord, RedeemedCode, RefreshRecord, StoredCode};
+use crate::store::{GrantOutcome, GrantResult, GrantWrite, StoreError, TokenRecord, keys};
 use crate::token::{MintRequest, mint, random_token, sha256_b64url};
-
-/// A refresh token, under `oauth:refresh:{sha256(token)}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RefreshRecord {
-    pub family_id: String,
-    pub client_id: String,
-    pub user: UpstreamUser,
-    pub scope: String,
-    pub resource: Option<String>,
-    pub amr: Vec<String>,
-    pub issued_at: i64,
-    pub expires_at: i64,
-    #[serde(default)]
-    pub used: bool,
-    /// What the grant's tokens are bound to (RFC 8705 §4 for the certificate): kept from the
-    /// first token on, so a refresh token presented from elsewhere yields nothing.
-    #[serde(default, skip_serializing_if = "Binding::is_empty")]
-    pub binding: Binding,
-    /// Hash of the refresh token this one replaced: its retry window ends when this one is
-    /// first used (the store reads this field).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotated_from: Option<String>,
-}
-
-/// The client properties a grant is bound to (each only when that binding was on).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Binding {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    /// SHA-256 of the User-Agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ua: Option<String>,
-    /// RFC 8705 `x5t#S256` of the client certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert: Option<String>,
-}
-
-impl Binding {
-    pub fn is_empty(&self) -> bool {
-        self.ip.is_none() && self.ua.is_none() && self.cert.is_none()
-    }
-}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/token", web::post().to(token));
@@ -87,7 +45,7 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
         }
     }
     .await;
-    track_result(&state, "token", result)
+    track(&state, "token", result)
 }
 
 type Form = std::collections::HashMap<String, String>;
@@ -118,30 +76,33 @@ async fn authorization_code(
     let code_hash = sha256_b64url(code.as_bytes());
     let code_key = keys::code(&code_hash);
     let retry = Retry::new(&code_hash, code, Some(verifier));
-    let stored: serde_json::Value = match state.store.get(&code_key).await? {
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|_| OAuthError::server_error("stored code is unreadable"))?,
-        None => {
+    let stored = match StoredCode::load(state.store.as_ref(), &code_key).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => {
             return Err(OAuthError::invalid_grant(
                 "the code is invalid or has expired",
             ));
         }
-    };
-    if stored.get("redeemed").and_then(|r| r.as_bool()) == Some(true) {
-        // The same exchange again (its answer was lost): the same answer, while its grant
-        // stands. Anything else is a replay.
-        let family_id = stored["family_id"].as_str().unwrap_or("");
-        let revoked = state.store.get(&keys::family_revoked(family_id)).await?;
-        if revoked.is_none()
-            && let Some(sealed) = state.store.get(&retry.key).await?
-            && let Some(answer) = retry.open(&sealed, &client.client_id)
-        {
-            return Ok(answer);
+        Err(StoreError::Corrupt(_)) => {
+            return Err(OAuthError::server_error("stored code is unreadable"));
         }
-        return Err(code_replayed(state, family_id).await);
-    }
-    let record: CodeRecord = serde_json::from_value(stored)
-        .map_err(|_| OAuthError::server_error("stored code is unreadable"))?;
+        Err(e) => return Err(e.into()),
+    };
+    let record: CodeRecord = match stored {
+        StoredCode::Unredeemed(record) => *record,
+        StoredCode::Redeemed(RedeemedCode { family_id, .. }) => {
+            // The same exchange again (its answer was lost): the same answer, while its grant
+            // stands. Anything else is a replay.
+            let revoked = state.store.get(&keys::family_revoked(&family_id)).await?;
+            if revoked.is_none()
+                && let Some(sealed) = state.store.get(&retry.key).await?
+                && let Some(answer) = retry.open(&sealed, &client.client_id)
+            {
+                return Ok(answer);
+            }
+            return Err(code_replayed(state, &family_id).await);
+        }
+    };
     let checked = check_code(state, client, form, &record, verifier);
     let resource = match checked {
         Ok(resource) => resource,
@@ -278,10 +239,15 @@ async fn refresh(
     let presented = param("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     let hash = sha256_b64url(presented.as_bytes());
-    let record: RefreshRecord = match state.store.get(&keys::refresh(&hash)).await? {
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|_| OAuthError::server_error("stored refresh token is unreadable"))?,
-        None => {
+    let record = match RefreshRecord::load(state.store.as_ref(), &hash).await {
+        Ok(Some(record)) => record,
+        Err(StoreError::Corrupt(_)) => {
+            return Err(OAuthError::server_error(
+                "stored refresh token is unreadable",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+        Ok(None) => {
             return Err(OAuthError::invalid_grant(
                 "the refresh token is invalid, expired or revoked",
             ));
@@ -389,7 +355,7 @@ fn binding_for(
             .unwrap_or(b"");
         sha256_b64url(ua)
     };
-    let cert = crate::verify::request::client_cert_thumbprint(req.headers());
+    let cert = crate::forwarded::client_cert_thumbprint(req.headers());
     let mismatch = |what: &str| {
         tracing::warn!(what, "refresh token presented by another client: refused");
         Err(OAuthError::invalid_grant(format!(

@@ -5,8 +5,8 @@ use redis::AsyncCommands;
 
 use super::admin::{Admin, print_table, redis_failed, relative};
 use super::{Cli, CliError, CliResult};
-use crate::auth::register::ClientRecord;
 use crate::clock::{Clock, SystemClock};
+use crate::records::ClientRecord;
 use crate::store::keys;
 
 #[derive(Debug, Subcommand)]
@@ -111,20 +111,15 @@ async fn list(cli: &Cli) -> CliResult {
     Ok(())
 }
 
-async fn load(admin: &mut Admin, client_id: &str) -> CliResult<ClientRecord> {
-    let raw: Option<String> = admin
-        .conn
-        .get(keys::client(client_id))
-        .await
-        .map_err(redis_failed)?;
-    raw.and_then(|j| serde_json::from_str(&j).ok())
-        .ok_or_else(|| CliError::Failed(format!("no client {client_id}")))
-}
-
 async fn show(cli: &Cli, client_id: &str) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
-    let client = load(&mut admin, client_id).await?;
+    let store = cli.store(&settings)?;
+    let client = ClientRecord::load(store.as_ref(), client_id)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| CliError::Failed(format!("no client {client_id}")))?;
     let live = live_count(&mut admin, client_id).await?;
     println!(
         "{}",
@@ -135,14 +130,12 @@ async fn show(cli: &Cli, client_id: &str) -> CliResult {
 
 async fn delete(cli: &Cli, client_id: &str, complete: bool) -> CliResult {
     let settings = cli.settings()?;
-    let mut admin = cli.admin(&settings).await?;
+    let store = cli.store(&settings)?;
     if !complete {
-        let removed: u64 = admin
-            .conn
-            .del(keys::client(client_id))
+        let removed = ClientRecord::delete(store.as_ref(), client_id)
             .await
-            .map_err(redis_failed)?;
-        if removed == 0 {
+            .map_err(|e| CliError::Failed(format!("cannot delete: {e}")))?;
+        if !removed {
             return Err(CliError::Failed(format!("no client {client_id}")));
         }
         println!(
@@ -150,7 +143,6 @@ async fn delete(cli: &Cli, client_id: &str, complete: bool) -> CliResult {
         );
         return Ok(());
     }
-    let store = cli.store(&settings)?;
     // The same store operation as DELETE /register/{id}, step by step so the operator sees
     // what was done if Redis stops answering half-way; running it again finishes the job.
     let (mut revoked, mut steps) = (0, 0);

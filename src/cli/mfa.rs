@@ -1,12 +1,10 @@
 //! `mcp-gateway mfa …`: a user's second factor.
 
 use clap::Subcommand;
-use redis::AsyncCommands;
 
-use super::admin::redis_failed;
 use super::{Cli, CliError, CliResult};
-use crate::auth::mfa::{MfaRecord, lock_key};
-use crate::store::keys;
+use crate::records::MfaRecord;
+use crate::store::{Ttl, keys};
 
 #[derive(Debug, Subcommand)]
 pub enum MfaCommand {
@@ -19,22 +17,25 @@ pub enum MfaCommand {
 pub async fn run(cli: &Cli, cmd: &MfaCommand) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
+    let store = cli.store(&settings)?;
+    let failed = |e: crate::store::StoreError| CliError::Failed(format!("Redis: {e}"));
     match cmd {
         MfaCommand::Status { user } => {
-            let raw: Option<String> = admin
-                .conn
-                .get(keys::mfa(user))
+            let record = MfaRecord::load(store.as_ref(), user)
                 .await
-                .map_err(redis_failed)?;
-            let record: Option<MfaRecord> = raw.and_then(|j| serde_json::from_str(&j).ok());
+                .map_err(failed)?;
             let recovery = admin
-                .scan(&format!(
-                    "oauth:mfa_recovery:{}:*",
-                    user.to_ascii_lowercase()
-                ))
+                .scan(&format!("{}*", keys::mfa_recovery_prefix(user)))
                 .await?
                 .len();
-            let lock_ms = admin.pttl(&lock_key("user", user)).await?;
+            let lock_ms = match store
+                .ttl(&keys::mfa_lock("user", user))
+                .await
+                .map_err(failed)?
+            {
+                Ttl::Expires(left) => left.as_millis() as i64,
+                _ => 0,
+            };
             let status = serde_json::json!({
                 "user": user,
                 "enrolled": record.is_some(),
@@ -65,15 +66,27 @@ pub async fn run(cli: &Cli, cmd: &MfaCommand) -> CliResult {
             Ok(())
         }
         MfaCommand::Reset { user } => {
-            let lower = user.to_ascii_lowercase();
             let mut doomed = vec![
                 keys::mfa(user),
-                lock_key("user", user),
-                format!("oauth:mfa_fail:user:{lower}"),
+                keys::mfa_lock("user", user),
+                keys::mfa_fail("user", user),
             ];
-            doomed.extend(admin.scan(&format!("oauth:mfa_recovery:{lower}:*")).await?);
-            doomed.extend(admin.scan(&format!("oauth:mfa_used:{lower}:*")).await?);
-            let removed: u64 = admin.conn.del(&doomed).await.map_err(redis_failed)?;
+            doomed.extend(
+                admin
+                    .scan(&format!("{}*", keys::mfa_recovery_prefix(user)))
+                    .await?,
+            );
+            doomed.extend(
+                admin
+                    .scan(&format!("{}*", keys::mfa_used_prefix(user)))
+                    .await?,
+            );
+            let mut removed = 0;
+            for key in &doomed {
+                if store.delete(key).await.map_err(failed)? {
+                    removed += 1;
+                }
+            }
             if removed == 0 {
                 return Err(CliError::Failed(format!(
                     "{user} has no second factor to reset"

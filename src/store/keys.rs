@@ -69,6 +69,34 @@ pub fn mfa(user: &str) -> String {
     format!("oauth:mfa:{}", user.to_ascii_lowercase())
 }
 
+/// A recovery code of `user`'s second factor, by its hash; `mfa_recovery_prefix` finds them all.
+pub fn mfa_recovery(user: &str, hash: &str) -> String {
+    format!("{}{hash}", mfa_recovery_prefix(user))
+}
+
+pub fn mfa_recovery_prefix(user: &str) -> String {
+    format!("oauth:mfa_recovery:{}:", user.to_ascii_lowercase())
+}
+
+/// A TOTP lockout of a user or an address (`kind` is `user` or `ip`).
+pub fn mfa_lock(kind: &str, who: &str) -> String {
+    format!("oauth:mfa_lock:{kind}:{}", who.to_ascii_lowercase())
+}
+
+/// The wrong-code counter of a user or an address.
+pub fn mfa_fail(kind: &str, who: &str) -> String {
+    format!("oauth:mfa_fail:{kind}:{}", who.to_ascii_lowercase())
+}
+
+/// A TOTP time step `user` has used (a code works once); `mfa_used_prefix` finds them all.
+pub fn mfa_used(user: &str, step: i64) -> String {
+    format!("{}{step}", mfa_used_prefix(user))
+}
+
+pub fn mfa_used_prefix(user: &str) -> String {
+    format!("oauth:mfa_used:{}:", user.to_ascii_lowercase())
+}
+
 /// Tombstone of a revoked refresh family: a late rotation in that family must fail.
 pub fn family_revoked(id: &str) -> String {
     format!("{FAMILY_REVOKED_PREFIX}{id}")

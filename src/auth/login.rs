@@ -1,0 +1,174 @@
+//! The end of every login, whichever way the user signed in (GitHub's `/callback`, the
+//! development login, or the TOTP step after either): the allow-list and the account pin, the
+//! second factor when it is required, then our single-use authorization code bound to the
+//! client, its redirect URI, the PKCE challenge, the resource and the user.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, LOCATION};
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::authorize::{client_redirect, redirect_error};
+use super::session::session_cookie;
+use super::{AuthState, UpstreamUser};
+use crate::records::{CodeRecord, MfaPending, PendingAuthorization};
+use crate::token::random_token;
+
+/// The user is known: check the allow-list, issue our code, send the browser to the client.
+pub async fn complete_login(
+    state: &AuthState,
+    _req: &HttpRequest,
+    pending: PendingAuthorization,
+    user: UpstreamUser,
+) -> HttpResponse {
+    let client_state = pending.state.as_deref();
+    // Consent was skipped for the user this browser remembered: another account that signs in
+    // upstream has approved nothing.
+    if let Some(remembered) = &pending.remembered_for
+        && !remembered.eq_ignore_ascii_case(&user.login)
+    {
+        tracing::info!(login = %user.login, "remembered consent belongs to another account");
+        return redirect_error(
+            state,
+            &pending.redirect_uri,
+            client_state,
+            "access_denied",
+            "a different account signed in than the one that approved this client; start again",
+        );
+    }
+    // Not configured = nobody: a forgotten setting must not open the gateway to everyone.
+    let allowed = state
+        .settings
+        .allowed_users
+        .as_ref()
+        .is_some_and(|list| list.allows(&user.id, &user.login));
+    if !allowed {
+        tracing::info!(login = %user.login, "login refused: user not in ALLOWED_GITHUB_USERS");
+        return redirect_error(
+            state,
+            &pending.redirect_uri,
+            client_state,
+            "access_denied",
+            "this account is not allowed to use this gateway",
+        );
+    }
+    match super::identity::pin_login(state, &user).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return redirect_error(
+                state,
+                &pending.redirect_uri,
+                client_state,
+                "access_denied",
+                "this account name belonged to another account before; ask an operator",
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.description, "cannot record the login's account id");
+            return redirect_error(
+                state,
+                &pending.redirect_uri,
+                client_state,
+                "temporarily_unavailable",
+                "storage is unavailable",
+            );
+        }
+    }
+    if state.settings.mfa_required {
+        return begin_second_factor(state, pending, user).await;
+    }
+    issue_code(state, pending, user, vec!["github".into()]).await
+}
+
+/// Issues our single-use authorization code and sends the browser back to the client.
+pub async fn issue_code(
+    state: &AuthState,
+    pending: PendingAuthorization,
+    user: UpstreamUser,
+    amr: Vec<String>,
+) -> HttpResponse {
+    let client_state = pending.state.as_deref();
+    let code = random_token();
+    let record = CodeRecord {
+        client_id: pending.client_id.clone(),
+        redirect_uri: pending.redirect_uri.clone(),
+        redirect_uri_explicit: pending.redirect_uri_explicit,
+        code_challenge: pending.code_challenge.clone(),
+        scope: pending.scope.clone(),
+        resource: pending.resource.clone(),
+        user: user.clone(),
+        amr,
+        issued_at: state.now(),
+    };
+    let stored = async {
+        record
+            .save(state.store.as_ref(), &code, state.now())
+            .await
+            .map_err(|e| e.to_string())?;
+        super::consent::record(
+            state,
+            &user.login,
+            &pending.client_id,
+            pending.consent_request(&state.settings.issuer),
+        )
+        .await
+        .map_err(|e| e.description)
+    }
+    .await;
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "cannot store the authorization code");
+        return redirect_error(
+            state,
+            &pending.redirect_uri,
+            client_state,
+            "temporarily_unavailable",
+            "storage is unavailable",
+        );
+    }
+    state.metrics.logins.inc();
+    tracing::info!(login = %user.login, client_id = %pending.client_id, "login complete, code issued");
+    let mut params = vec![("code", code.as_str())];
+    if let Some(s) = client_state {
+        params.push(("state", s));
+    }
+    params.push(("iss", &state.settings.issuer));
+    let mut response = HttpResponse::Found()
+        .insert_header((
+            LOCATION,
+            client_redirect(state, &pending.redirect_uri, &params),
+        ))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .finish();
+    let _ = response.add_cookie(&session_cookie(state, &user.login));
+    response
+}
+
+/// After the upstream login: park the login and send the browser to the TOTP step.
+pub async fn begin_second_factor(
+    state: &AuthState,
+    authorization: PendingAuthorization,
+    user: UpstreamUser,
+) -> HttpResponse {
+    let id = random_token();
+    let pending = MfaPending {
+        authorization,
+        user,
+        csrf: random_token(),
+        new_secret: None,
+        enrolled: false,
+    };
+    if pending
+        .save(state.store.as_ref(), &id, state.now())
+        .await
+        .is_err()
+    {
+        return state.pages.error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "storage is unavailable",
+        );
+    }
+    HttpResponse::SeeOther()
+        .insert_header((LOCATION, state.endpoint(&format!("/mfa?session={id}"))))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .finish()
+}

@@ -1,0 +1,149 @@
+//! The browser side of a login: the CSRF cookie of the consent and TOTP forms, the login
+//! cookie that binds a login in progress to the browser that approved it, and the signed
+//! session cookie that lets a returning user skip consent.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use subtle::ConstantTimeEq;
+
+use super::{AuthState, CONSENT_LIFETIME, PENDING_LIFETIME};
+use crate::records::PendingAuthorization;
+use crate::token::{random_token, sha256_b64url};
+
+pub const CSRF_COOKIE: &str = "mcp_csrf";
+pub const SESSION_COOKIE: &str = "mcp_session";
+/// Binds a login in progress to its browser. Over HTTPS it is a `__Host-` cookie, which a
+/// sibling subdomain cannot plant.
+pub const LOGIN_COOKIE: &str = "mcp_login";
+pub const LOGIN_COOKIE_SECURE: &str = "__Host-mcp_login";
+
+fn login_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        LOGIN_COOKIE_SECURE
+    } else {
+        LOGIN_COOKIE
+    }
+}
+
+/// The browser's login cookie, when it has a well-formed one.
+fn login_cookie_value(req: &HttpRequest) -> Option<String> {
+    [LOGIN_COOKIE_SECURE, LOGIN_COOKIE]
+        .iter()
+        .filter_map(|name| req.cookie(name))
+        .map(|c| c.value().to_string())
+        .find(|v| {
+            v.len() == 43
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Binds `pending` to this browser (reusing its login cookie, so two sign-ins in one browser
+/// both finish) and returns the cookie to set: HttpOnly, and SameSite=Lax so it comes along
+/// on the top-level redirect back from the upstream login.
+pub fn bind_browser(
+    state: &AuthState,
+    req: &HttpRequest,
+    pending: &mut PendingAuthorization,
+) -> Cookie<'static> {
+    let value = login_cookie_value(req).unwrap_or_else(random_token);
+    pending.browser = Some(sha256_b64url(value.as_bytes()));
+    let secure = state.secure_cookies();
+    Cookie::build(login_cookie_name(secure), value)
+        .path("/")
+        .http_only(true)
+        .secure(secure)
+        .same_site(SameSite::Lax)
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            PENDING_LIFETIME.as_secs() as i64,
+        ))
+        .finish()
+}
+
+/// Whether `req` comes from the browser that approved `pending`, in constant time.
+pub fn same_browser(req: &HttpRequest, pending: &PendingAuthorization) -> bool {
+    pending.browser_matches(login_cookie_value(req).as_deref())
+}
+
+/// The page for a login step reached from a browser that did not approve it.
+pub fn other_browser_page(state: &AuthState, step: &str) -> HttpResponse {
+    state.metrics.error(step, "access_denied");
+    tracing::warn!(
+        step,
+        "login step from a browser that did not start it: refused"
+    );
+    state.pages.error_page(
+        StatusCode::FORBIDDEN,
+        "access_denied",
+        "this sign-in was started in another browser. If you did not start it, close this page; \
+         otherwise start again from your application",
+    )
+}
+
+/// Checks a form's CSRF token against the pending record and the browser's cookie, both in
+/// constant time: a cross-site form cannot know the token, and a leaked link carries no cookie.
+pub fn csrf_ok(req: &HttpRequest, pending: &PendingAuthorization, presented: Option<&str>) -> bool {
+    let Some(presented) = presented else {
+        return false;
+    };
+    let Some(cookie) = req.cookie(CSRF_COOKIE) else {
+        return false;
+    };
+    let expected = pending.csrf.as_bytes();
+    bool::from(presented.as_bytes().ct_eq(expected))
+        && bool::from(cookie.value().as_bytes().ct_eq(expected))
+}
+
+pub fn csrf_cookie(state: &AuthState, value: &str, path: &str) -> Cookie<'static> {
+    Cookie::build(CSRF_COOKIE, value.to_string())
+        .path(path.to_string())
+        .http_only(true)
+        .secure(state.secure_cookies())
+        .same_site(SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            PENDING_LIFETIME.as_secs() as i64,
+        ))
+        .finish()
+}
+
+/// The browser-session cookie: `login.expiry.hmac`, proving this browser completed a login.
+pub fn session_cookie(state: &AuthState, login: &str) -> Cookie<'static> {
+    let expires = state.now() + CONSENT_LIFETIME.as_secs() as i64;
+    let payload = format!("{}.{expires}", crate::token::b64url(login.as_bytes()));
+    let tag = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &state.cookie_key),
+        payload.as_bytes(),
+    );
+    Cookie::build(
+        SESSION_COOKIE,
+        format!("{payload}.{}", crate::token::b64url(tag.as_ref())),
+    )
+    .path("/")
+    .http_only(true)
+    .secure(state.secure_cookies())
+    .same_site(SameSite::Lax)
+    .max_age(actix_web::cookie::time::Duration::seconds(
+        CONSENT_LIFETIME.as_secs() as i64,
+    ))
+    .finish()
+}
+
+pub fn session_user(state: &AuthState, req: &HttpRequest) -> Option<String> {
+    use base64::Engine;
+    let cookie = req.cookie(SESSION_COOKIE)?;
+    let (payload, tag) = cookie.value().rsplit_once('.')?;
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tag)
+        .ok()?;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &state.cookie_key);
+    aws_lc_rs::hmac::verify(&key, payload.as_bytes(), &tag).ok()?;
+    let (login, expires) = payload.split_once('.')?;
+    if expires.parse::<i64>().ok()? < state.now() {
+        return None;
+    }
+    let login = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(login)
+        .ok()?;
+    String::from_utf8(login).ok()
+}

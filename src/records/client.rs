@@ -1,0 +1,144 @@
+//! A registered client (RFC 7591), under `oauth:client:{client_id}`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreResult, Ttl, keys};
+
+/// The out-of-band redirect URI of native apps without a redirect endpoint.
+pub const OOB_REDIRECT: &str = "urn:ietf:wg:oauth:2.0:oob";
+
+/// A registered client as stored under `oauth:client:{client_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_hash: Option<String>,
+    pub registration_token_hash: String,
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+    pub client_id_issued_at: i64,
+    /// 0 = never (RFC 7591 §3.2.1).
+    pub client_secret_expires_at: i64,
+}
+
+impl ClientRecord {
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    /// The registered redirect URI `requested` matches: exactly, or for loopback `http` URIs
+    /// with any port (RFC 8252 §7.3).
+    pub fn matching_redirect(&self, requested: &str) -> Option<&str> {
+        self.redirect_uris
+            .iter()
+            .find(|registered| redirect_matches(registered, requested))
+            .map(String::as_str)
+    }
+
+    pub fn display_name(&self) -> &str {
+        self.client_name.as_deref().unwrap_or(&self.client_id)
+    }
+}
+
+impl ClientRecord {
+    pub async fn load(store: &dyn Store, client_id: &str) -> StoreResult<Option<Self>> {
+        super::get(store, &keys::client(client_id)).await
+    }
+
+    /// Stores the registration for `lifetime` (none: it never expires).
+    pub async fn save(&self, store: &dyn Store, lifetime: Option<Duration>) -> StoreResult<()> {
+        store
+            .put(
+                &keys::client(&self.client_id),
+                &super::encode(self)?,
+                lifetime,
+            )
+            .await
+    }
+
+    /// How long the registration has left (it slides: each grant renews it).
+    pub async fn remaining(store: &dyn Store, client_id: &str) -> StoreResult<Ttl> {
+        store.ttl(&keys::client(client_id)).await
+    }
+
+    /// Deletes the registration only; what was issued to it stays valid until it expires.
+    /// Returns whether there was one.
+    pub async fn delete(store: &dyn Store, client_id: &str) -> StoreResult<bool> {
+        store.delete(&keys::client(client_id)).await
+    }
+}
+
+/// Exactly `localhost`, `127.0.0.1` or `[::1]`: `localhost.evil.com` is not loopback.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
+        Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
+        None => false,
+    }
+}
+
+/// Whether `requested` is the registered redirect URI: exactly, or a loopback `http` URI with
+/// another port (RFC 8252 §7.3).
+pub fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    a.scheme() == "http"
+        && b.scheme() == "http"
+        && is_loopback(&a)
+        && a.host() == b.host()
+        && a.path() == b.path()
+        && a.query() == b.query()
+        && b.fragment().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_redirects_match_on_any_port_only() {
+        assert!(redirect_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:5555/cb"
+        ));
+        assert!(redirect_matches(
+            "http://localhost:1/cb",
+            "http://localhost:2/cb"
+        ));
+        assert!(!redirect_matches(
+            "http://localhost:1/cb",
+            "http://localhost:2/other"
+        ));
+        assert!(!redirect_matches(
+            "https://a.com/cb",
+            "https://a.com:444/cb"
+        ));
+        assert!(!redirect_matches(
+            "http://localhost/cb",
+            "http://localhost.evil.com/cb"
+        ));
+    }
+}
