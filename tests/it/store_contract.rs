@@ -566,3 +566,84 @@ contract!(counters_count_within_their_window, |store| {
         "a new window"
     );
 });
+
+contract!(
+    the_fields_the_scripts_write_read_back_as_the_records,
+    |store| {
+        use mcp_oauth_gateway::records::{RedeemedCode, RefreshRecord};
+        let now = SystemClock.now_unix();
+        // A refresh record as auth writes it; the grant script marks it used when it rotates.
+        let refresh = serde_json::json!({
+            "family_id": "famx", "client_id": "c1",
+            "user": {"id": "7", "login": "erin"},
+            "scope": "mcp", "resource": null, "amr": ["github"],
+            "issued_at": now, "expires_at": now + 3600,
+            "rotated_from": "r0"
+        })
+        .to_string();
+        let mut first = grant("t1", "c1", "famx", "rx1", None);
+        first.refresh_json = refresh.clone();
+        assert_eq!(
+            store.issue_grant(&first, now).await.unwrap(),
+            GrantOutcome::Issued
+        );
+        let mut second = grant("t2", "c1", "famx", "rx2", Some("rx1"));
+        second.refresh_json = refresh;
+        assert_eq!(
+            store.issue_grant(&second, now).await.unwrap(),
+            GrantOutcome::Issued
+        );
+        let rotated: RefreshRecord =
+            serde_json::from_str(&store.get("oauth:refresh:rx1").await.unwrap().unwrap()).unwrap();
+        assert!(rotated.used, "the script marks `used`");
+        assert_eq!(rotated.family_id, "famx");
+        assert_eq!(
+            rotated.rotated_from.as_deref(),
+            Some("r0"),
+            "other fields kept"
+        );
+        assert_eq!(rotated.user.login, "erin");
+        let fresh: RefreshRecord =
+            serde_json::from_str(&store.get("oauth:refresh:rx2").await.unwrap().unwrap()).unwrap();
+        assert!(!fresh.used);
+        for field in RefreshRecord::STORE_FIELDS {
+            assert!(
+                serde_json::to_value(&rotated).unwrap().get(field).is_some(),
+                "RefreshRecord declares {field}"
+            );
+        }
+        // A code as the login writes it; the grant script leaves the redeemed marker.
+        store
+            .put_for_client(
+                "oauth:code:cx",
+                r#"{"client_id":"c1"}"#,
+                Duration::from_secs(60),
+                "c1",
+                now,
+            )
+            .await
+            .unwrap();
+        let mut redeem = grant("t3", "c1", "famy", "ry1", None);
+        redeem.redeem_code = Some("oauth:code:cx".into());
+        assert_eq!(
+            store.issue_grant(&redeem, now).await.unwrap(),
+            GrantOutcome::Issued
+        );
+        let marker: RedeemedCode =
+            serde_json::from_str(&store.get("oauth:code:cx").await.unwrap().unwrap()).unwrap();
+        assert_eq!(
+            marker,
+            RedeemedCode {
+                redeemed: true,
+                family_id: "famy".into()
+            }
+        );
+        assert!(
+            matches!(store.ttl("oauth:code:cx").await.unwrap(), Ttl::Expires(_)),
+            "the marker keeps the code's TTL"
+        );
+        for field in RedeemedCode::STORE_FIELDS {
+            assert!(serde_json::to_value(&marker).unwrap().get(field).is_some());
+        }
+    }
+);
