@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use super::error::{json_response, track};
 use super::ratelimit::Limited;
 use super::{AuthState, OAuthError};
-use crate::config::is_scope_token;
+use crate::policy::is_scope_token;
 use crate::records::{ClientRecord, OOB_REDIRECT, is_loopback};
 use crate::token::{random_token, sha256_b64url};
 

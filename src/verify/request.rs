@@ -7,11 +7,11 @@ use std::borrow::Cow;
 
 use actix_web::http::header::HeaderMap;
 
-use crate::config::HostPattern;
 pub use crate::forwarded::{
     ClientAddress, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_FORWARDED_URI,
     client_cert_thumbprint, normalize_path,
 };
+use crate::policy::HostPattern;
 
 /// The bearer token of `Authorization: Bearer <t>`: scheme case-insensitive, one or more
 /// spaces. Tokens in the query string are never looked at.

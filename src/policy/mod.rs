@@ -20,7 +20,13 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 
-use crate::config::{AllowList, is_scope_token, split_list};
+mod access;
+mod scopes;
+
+pub use access::{AllowList, HostPattern, strip_port};
+pub use scopes::{ScopePolicy, is_scope_token};
+
+use crate::config::split_list;
 
 /// `SCOPE_HIERARCHY`: which scopes a granted scope implies, transitively.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
