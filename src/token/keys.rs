@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::Serialize;
 
@@ -91,10 +91,6 @@ impl KeyMaterial {
 
     pub fn alg(&self) -> SigningAlgorithm {
         self.alg
-    }
-
-    pub fn can_sign(&self) -> bool {
-        self.encoding.is_some()
     }
 
     pub(crate) fn encoding(&self) -> Option<&EncodingKey> {
@@ -350,17 +346,6 @@ impl KeySet {
                 .keys
                 .iter()
                 .filter_map(|k| k.public_jwk.as_ref())
-                .collect(),
-        }
-    }
-
-    /// The JWKS as jsonwebtoken's type, for consumers that parse it back.
-    pub fn jwk_set(&self) -> JwkSet {
-        JwkSet {
-            keys: self
-                .keys
-                .iter()
-                .filter_map(|k| k.public_jwk.clone())
                 .collect(),
         }
     }

@@ -23,16 +23,6 @@ pub const X_AUTH_CLIENT_ID: HeaderName = HeaderName::from_static("x-auth-client-
 pub const X_AUTH_SCOPE: HeaderName = HeaderName::from_static("x-auth-scope");
 pub const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
-/// Every identity header verify may send; the proxy must copy (and so overwrite) all of them.
-pub const IDENTITY_HEADERS: [&str; 6] = [
-    "X-User-Id",
-    "X-User-Name",
-    "X-User-Email",
-    "X-Auth-Client-Id",
-    "X-Auth-Scope",
-    "X-Auth-Token",
-];
-
 /// A token whose signature, type, issuer and lifetime have been checked, reduced to what a
 /// decision and the identity headers need. Compact on purpose (about 150 bytes): 100,000 of
 /// them must fit in a few tens of MiB, so what tokens share comes from one [`Interner`]

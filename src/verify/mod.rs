@@ -181,10 +181,6 @@ impl VerifyServer {
         self.addr
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
     /// Shared state, for tests and the dev server.
     pub fn state(&self) -> web::Data<VerifyState> {
         self.state.clone()
