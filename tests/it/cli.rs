@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
@@ -213,12 +213,7 @@ async fn minted_tokens_verify_and_revoked_ones_stop() {
     let out = run(&mint_args, &env);
     let second = stdout(&out).trim().to_string();
     assert_eq!(verify.status(&second).await, 200);
-    let payload = second.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = crate::support::jwt_claims(&second);
     let out = run(&["tokens", "revoke", claims["jti"].as_str().unwrap()], &env);
     assert!(out.status.success());
     wait_for(Duration::from_secs(1), || async {

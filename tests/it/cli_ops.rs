@@ -8,9 +8,9 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use crate::auth::{Gateway, browser, location};
-use crate::dev_gateway::{ChildGuard, DevGateway, consent_and_dev_login};
-use crate::helpers::*;
+use crate::support::dev_gateway::{ChildGuard, DevGateway, consent_and_dev_login};
+use crate::support::gateway::{Gateway, browser, location};
+use crate::support::helpers::*;
 
 pub fn cli(gw: &Gateway, dir: &Path, args: &[&str]) -> Output {
     Command::new(bin("mcp-gateway"))
@@ -126,13 +126,7 @@ async fn revoking_by_user_and_client_is_refused_at_verify() {
     assert_eq!(gw.verify.status(&bob_at).await, 200);
     // Her refresh grant went too.
     let resp = gw
-        .token(
-            &a,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", alice["refresh_token"].as_str().unwrap()),
-            ],
-        )
+        .refresh(&a, alice["refresh_token"].as_str().unwrap())
         .await;
     assert_eq!(resp.status(), 400);
     ok(&cli(
@@ -150,15 +144,7 @@ async fn revoking_by_user_and_client_is_refused_at_verify() {
     })
     .await
     .expect("bob's client refused within a second");
-    let resp = gw
-        .token(
-            &b,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", bob["refresh_token"].as_str().unwrap()),
-            ],
-        )
-        .await;
+    let resp = gw.refresh(&b, bob["refresh_token"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 400);
 }
 
@@ -197,7 +183,7 @@ async fn deleting_a_client_completely_leaves_no_trace() {
     let id = a["client_id"].as_str().unwrap();
     // An outstanding code and a pending login of that client too.
     let _code = gw.code_for(&a, &[]).await;
-    let (_, challenge) = crate::auth::pkce();
+    let (_, challenge) = crate::support::gateway::pkce();
     let pending = browser()
         .get(gw.authorize_url(&a, &challenge, &[]))
         .send()
@@ -422,7 +408,7 @@ async fn saved_tokens_are_checked_for_expiry_and_validity() {
     assert_eq!(checked[0]["result"], "valid");
     assert_eq!(checked[0]["verify_status"], "200");
     // Revoked: validate says so and fails.
-    let jti = crate::auth_claims(alice["access_token"].as_str().unwrap())["jti"]
+    let jti = crate::support::jwt_claims(alice["access_token"].as_str().unwrap())["jti"]
         .as_str()
         .unwrap()
         .to_string();

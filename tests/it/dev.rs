@@ -6,9 +6,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::auth::{browser, location, pkce, query};
-use crate::dev_gateway::{DevGateway, consent_and_dev_login};
-use crate::helpers::*;
+use crate::support::dev_gateway::{DevGateway, consent_and_dev_login};
+use crate::support::gateway::{browser, location, pkce, query};
+use crate::support::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_mode_runs_a_complete_gateway_on_loopback() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::e2e_stack::*;
+use crate::support::stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_mcp_sdk_client_logs_in_through_traefik_and_calls_a_tool() {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::e2e_stack::*;
-use crate::helpers::*;
+use crate::support::helpers::*;
+use crate::support::stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_mcp_remote_logs_in_through_traefik_and_calls_a_tool() {

@@ -26,8 +26,8 @@ use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::e2e_stack::*;
-use crate::helpers::*;
+use crate::support::helpers::*;
+use crate::support::stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_traefik_refuses_spoofed_headers_and_missing_scopes() {

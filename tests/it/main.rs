@@ -9,13 +9,9 @@ mod browser;
 mod cli;
 mod cli_ops;
 mod dev;
-mod dev_gateway;
 mod e2e;
 mod e2e_clients;
 mod e2e_proxies;
-mod e2e_stack;
-mod fake_github;
-mod helpers;
 mod mfa;
 mod properties;
 mod redis_tls;
@@ -23,18 +19,7 @@ mod retries;
 mod security;
 mod sentinel;
 mod store_contract;
+mod support;
 mod tool_policy;
 mod verify;
 mod verify_faults;
-
-/// The claims of a JWT, unverified (tests only inspect what they minted).
-pub fn auth_claims(token: &str) -> serde_json::Value {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .expect("base64url"),
-    )
-    .expect("JSON")
-}

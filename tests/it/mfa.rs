@@ -8,9 +8,11 @@ use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use redis::AsyncCommands;
 use serde_json::Value;
 
-use crate::auth::{Gateway, REDIRECT, approve_consent, browser, hidden, location, pkce, query};
-use crate::auth_claims;
-use crate::helpers::*;
+use crate::support::gateway::{
+    Gateway, REDIRECT, approve_consent, browser, hidden, location, pkce, query,
+};
+use crate::support::helpers::*;
+use crate::support::jwt_claims;
 
 pub fn base32_decode(text: &str) -> Vec<u8> {
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -128,7 +130,7 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
         .await
         .unwrap();
     let tokens = redeem(&gw, &client, resp, &verifier).await;
-    let claims = auth_claims(tokens["access_token"].as_str().unwrap());
+    let claims = jwt_claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(claims["amr"], serde_json::json!(["github", "otp"]));
 
     // At rest: the secret is sealed, the recovery codes hashed.
@@ -145,17 +147,11 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
 
     // Refresh keeps amr.
     let resp = gw
-        .token(
-            &client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-            ],
-        )
+        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
         .await;
     let refreshed: Value = resp.json().await.unwrap();
     assert_eq!(
-        auth_claims(refreshed["access_token"].as_str().unwrap())["amr"],
+        jwt_claims(refreshed["access_token"].as_str().unwrap())["amr"],
         serde_json::json!(["github", "otp"])
     );
 

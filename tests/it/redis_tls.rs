@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")

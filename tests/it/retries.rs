@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::auth::{Gateway, REDIRECT};
+use crate::support::gateway::{Gateway, REDIRECT};
 
 /// Stalls Redis for `seconds` from another connection, in the background.
 fn stall(gw: &Gateway, command: &'static str, arg: &'static str) -> tokio::task::JoinHandle<()> {
@@ -119,7 +119,7 @@ async fn a_code_redemption_that_timed_out_is_retried_into_the_same_tokens() {
             200
         );
         // Another client, or the same client without the verifier, cannot read the answer.
-        let (wrong, _) = crate::auth::pkce();
+        let (wrong, _) = crate::support::gateway::pkce();
         let resp = gw
             .token(
                 &client,
@@ -155,7 +155,7 @@ async fn an_active_client_outlives_its_registration_lifetime() {
         tokens = resp.json().await.unwrap();
     }
     // 5 s later: past the 4 s lifetime, the active client is still registered ...
-    let read = crate::helpers::http()
+    let read = crate::support::helpers::http()
         .get(active["registration_client_uri"].as_str().unwrap())
         .bearer_auth(active["registration_access_token"].as_str().unwrap())
         .send()
@@ -165,7 +165,7 @@ async fn an_active_client_outlives_its_registration_lifetime() {
     let record: Value = read.json().await.unwrap();
     assert!(record["client_secret_expires_at"].as_i64().unwrap() > registered_until);
     // ... and the idle one is gone.
-    let resp = crate::helpers::http()
+    let resp = crate::support::helpers::http()
         .get(idle["registration_client_uri"].as_str().unwrap())
         .bearer_auth(idle["registration_access_token"].as_str().unwrap())
         .send()

@@ -5,11 +5,13 @@ use futures_util::future::join_all;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-use crate::auth::{Gateway, REDIRECT, approve_consent, browser, hidden, location, pkce, query};
-use crate::auth_claims;
 use crate::cli_ops::{cli, ok};
-use crate::helpers::*;
 use crate::mfa::{code_now, enrolment_secret, post_code, to_mfa};
+use crate::support::gateway::{
+    Gateway, REDIRECT, approve_consent, browser, hidden, location, pkce, query,
+};
+use crate::support::helpers::*;
+use crate::support::jwt_claims;
 use mcp_oauth_gateway::token::sha256_b64url;
 
 /// `/authorize` for `client` with its first redirect URI, the given scope and resource.
@@ -277,7 +279,7 @@ async fn bindings_survive_a_refresh() {
     assert_eq!(resp.status(), 200);
     let renewed: Value = resp.json().await.unwrap();
     let access = renewed["access_token"].as_str().unwrap();
-    let claims = auth_claims(access);
+    let claims = jwt_claims(access);
     assert_eq!(claims["bind_ip"], ip);
     assert_eq!(claims["bind_ua"], sha256_b64url(ua.as_bytes()));
     let at_verify = |from: &'static str| {
@@ -298,7 +300,7 @@ async fn revoking_a_user_reaches_grants_without_live_access_tokens() {
     let gw = Gateway::start(&[]).await;
     let client = gw.client("none").await;
     let tokens = gw.tokens(&client).await;
-    let jti = auth_claims(tokens["access_token"].as_str().unwrap())["jti"]
+    let jti = jwt_claims(tokens["access_token"].as_str().unwrap())["jti"]
         .as_str()
         .unwrap()
         .to_string();
@@ -314,13 +316,7 @@ async fn revoking_a_user_reaches_grants_without_live_access_tokens() {
         "{out}"
     );
     let resp = gw
-        .token(
-            &client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-            ],
-        )
+        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
         .await;
     assert_eq!(resp.status(), 400, "the refresh grant is gone");
 }
@@ -568,16 +564,7 @@ async fn tokens_with_unknown_critical_extensions_are_refused() {
     .await;
     let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
     assert_eq!(verify.status(&token).await, 200);
-    let mut header: Value = {
-        use base64::Engine;
-        let first = token.split('.').next().unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(first)
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let mut header: Value = crate::support::jwt_header(&token);
     header["crit"] = json!(["exp"]);
     header["exp"] = json!(1);
     let payload = token.split('.').nth(1).unwrap();

@@ -11,7 +11,7 @@ use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::config::ConfigSource;
 use mcp_oauth_gateway::store::{GrantOutcome, GrantWrite, RedisStore, Store, TokenRecord};
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 /// A redis-server (data node or sentinel), killed on drop.
 struct Node {

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::store::{MemoryStore, Store, TokenRecord, Ttl};
 
-use crate::helpers::RedisServer;
+use crate::support::helpers::RedisServer;
 
 /// Runs `body` against a fresh Redis-backed store and a fresh in-memory store.
 macro_rules! contract {

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 const POLICY: &str = "tools/call delete_*=mcp:admin; tools/call deploy=mcp:write @bob; \
                       resources/read file:///secret/*=mcp:admin";

@@ -7,14 +7,8 @@ use futures_util::future::join_all;
 use mcp_oauth_gateway::token::{b64url, sha256_b64url};
 use redis::AsyncCommands;
 
-use crate::helpers::*;
-
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
+use crate::support::header;
+use crate::support::helpers::*;
 
 const PRM: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
 
@@ -47,7 +41,7 @@ async fn no_token_gets_a_challenge_pointing_at_the_metadata() {
     // A token in the query string is never looked at.
     let redis_store = redis.store();
     let (token, _) = mint_token(&verify.settings, &redis_store, TokenSpec::default()).await;
-    let resp = crate::helpers::http()
+    let resp = crate::support::helpers::http()
         .get(format!("{}/verify?access_token={token}", verify.base))
         .header("X-Forwarded-Proto", "https")
         .header("X-Forwarded-Host", "mcp.example.com")
@@ -88,7 +82,7 @@ async fn a_valid_token_passes_with_identity_headers() {
         assert!(resp.text().await.unwrap().is_empty());
     }
     // Any method works (nginx and Caddy may forward the original one).
-    let resp = crate::helpers::http()
+    let resp = crate::support::helpers::http()
         .post(format!("{}/verify", verify.base))
         .header("X-Forwarded-Proto", "https")
         .header("X-Forwarded-Host", "mcp.example.com")
@@ -183,8 +177,9 @@ async fn forged_and_foreign_tokens_are_refused() {
     let other = settings_with_new_key(&other_redis);
     let (unknown_kid, _) = mint_token(&other, &store, TokenSpec::default()).await;
     // Our key, another issuer.
-    let other_issuer =
-        crate::helpers::settings(&base_env(&redis).with("ISSUER_URL", "https://auth.evil.com"));
+    let other_issuer = crate::support::helpers::settings(
+        &base_env(&redis).with("ISSUER_URL", "https://auth.evil.com"),
+    );
     let (wrong_issuer, _) = mint_token(&other_issuer, &store, TokenSpec::default()).await;
     let (expired, _) = mint_token(
         settings,
@@ -244,7 +239,7 @@ fn settings_with_new_key(redis: &RedisServer) -> mcp_oauth_gateway::config::Sett
     use mcp_oauth_gateway::token::keys::{KeyMaterial, SigningAlgorithm};
     let (_, pem) = KeyMaterial::generate(SigningAlgorithm::Rs256).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
-    crate::helpers::settings(&base_env(redis).with("JWT_PRIVATE_KEY_B64", b64))
+    crate::support::helpers::settings(&base_env(redis).with("JWT_PRIVATE_KEY_B64", b64))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +269,7 @@ async fn audience_is_checked_per_resource_host() {
     assert_eq!(resp.status(), 401);
     assert!(!header(&resp, "www-authenticate").contains("evil.com"));
     // Plain http is another resource.
-    let resp = crate::helpers::http()
+    let resp = crate::support::helpers::http()
         .get(format!("{}/verify", verify.base))
         .header("X-Forwarded-Proto", "http")
         .header("X-Forwarded-Host", "mcp.example.com")
@@ -284,7 +279,7 @@ async fn audience_is_checked_per_resource_host() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     // The Host header is never trusted in place of X-Forwarded-Host.
-    let resp = crate::helpers::http()
+    let resp = crate::support::helpers::http()
         .get(format!("{}/verify", verify.base))
         .header("Host", "mcp.example.com")
         .header("X-Forwarded-Proto", "https")
@@ -418,7 +413,7 @@ async fn redis_down_is_503_and_recovery_needs_no_restart() {
 
     redis.stop().await;
     wait_for(Duration::from_secs(5), || async {
-        crate::helpers::http()
+        crate::support::helpers::http()
             .get(format!("{}/ready", verify.base))
             .send()
             .await
@@ -660,7 +655,7 @@ async fn protected_resource_metadata_in_both_forms() {
         "/.well-known/oauth-protected-resource",
         "/.well-known/oauth-protected-resource/mcp",
     ] {
-        let resp = crate::helpers::http()
+        let resp = crate::support::helpers::http()
             .get(format!("{}{path}", verify.base))
             .header("X-Forwarded-Proto", "https")
             .header("X-Forwarded-Host", "mcp.example.com")
@@ -687,7 +682,7 @@ async fn protected_resource_metadata_in_both_forms() {
         ),
         ("/.well-known/oauth-protected-resource", "evil.com"),
     ] {
-        let resp = crate::helpers::http()
+        let resp = crate::support::helpers::http()
             .get(format!("{}{path}", verify.base))
             .header("X-Forwarded-Proto", "https")
             .header("X-Forwarded-Host", host)
@@ -702,13 +697,13 @@ async fn protected_resource_metadata_in_both_forms() {
 async fn health_ready_and_metrics() {
     let redis = RedisServer::start().await;
     let verify = Verify::start(&base_env(&redis), redis.store()).await;
-    let health = crate::helpers::http()
+    let health = crate::support::helpers::http()
         .get(format!("{}/health", verify.base))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let ready: serde_json::Value = crate::helpers::http()
+    let ready: serde_json::Value = crate::support::helpers::http()
         .get(format!("{}/ready", verify.base))
         .send()
         .await
@@ -723,7 +718,7 @@ async fn health_ready_and_metrics() {
         .send()
         .await
         .unwrap();
-    let text = crate::helpers::http()
+    let text = crate::support::helpers::http()
         .get(format!("{}/metrics", verify.base))
         .send()
         .await
@@ -773,7 +768,7 @@ async fn path_scope_rules_see_the_normalised_path() {
     .await;
     let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
     let with_uri = |uri: Option<&'static str>| {
-        let mut req = crate::helpers::http()
+        let mut req = crate::support::helpers::http()
             .get(format!("{}/verify", verify.base))
             .header("X-Forwarded-Proto", "https")
             .header("X-Forwarded-Host", "mcp.example.com")

@@ -15,7 +15,7 @@ use mcp_oauth_gateway::store::{
 };
 use tokio::sync::Notify;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 /// The real store, except that `token_is_live` — once `hold` is set — reads its answer and
 /// then waits for `release` before returning it: the Redis reply is "in flight".

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 const TRAEFIK_VERSION: &str = "3.7.15";
 const CADDY_VERSION: &str = "2.11.7";
@@ -829,13 +829,7 @@ pub async fn assert_unauthenticated_challenge(stack: &Stack) {
     assert_eq!(asm.status(), 200, "{proxy}: AS metadata on the MCP host");
 }
 
-pub fn header(res: &reqwest::Response, name: &str) -> String {
-    res.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
+pub use super::header;
 
 /// The MCP TypeScript SDK client (`e2e/mcp-client-flow.mjs`) logs in through the stack's proxy
 /// and calls a tool; refresh rotation and reuse detection work through it too.

@@ -4,8 +4,8 @@
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use crate::auth::{approve_consent, hidden, location};
-use crate::helpers::*;
+use crate::support::gateway::{approve_consent, hidden, location};
+use crate::support::helpers::*;
 
 /// Kills the child process when dropped.
 pub struct ChildGuard(pub Child);

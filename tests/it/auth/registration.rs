@@ -1,0 +1,231 @@
+//! Metadata (RFC 8414), dynamic registration (RFC 7591) and client management (RFC 7592), and
+//! CORS for browser-based clients.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+use crate::support::gateway::*;
+use crate::support::header;
+use crate::support::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_advertises_what_is_really_supported() {
+    let gw = Gateway::start(&[]).await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let doc: Value = http()
+            .get(gw.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["issuer"], gw.issuer);
+        assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(
+            doc["grant_types_supported"],
+            json!(["authorization_code", "refresh_token"])
+        );
+        assert_eq!(
+            doc["token_endpoint_auth_methods_supported"],
+            json!(["client_secret_basic", "client_secret_post", "none"])
+        );
+        assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+        for endpoint in [
+            "authorization_endpoint",
+            "token_endpoint",
+            "registration_endpoint",
+            "revocation_endpoint",
+            "introspection_endpoint",
+            "jwks_uri",
+        ] {
+            assert!(
+                doc[endpoint].as_str().unwrap().starts_with(&gw.issuer),
+                "{endpoint}"
+            );
+        }
+    }
+    let jwks: Value = http()
+        .get(gw.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["alg"], "RS256");
+    assert_eq!(key["use"], "sig");
+    assert!(key["kid"].is_string() && key.get("d").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_validates_redirect_uris_and_is_rate_limited() {
+    let gw = Gateway::start(&[("RATE_LIMIT_REGISTER", "8")]).await;
+    for bad in [
+        "http://localhost.evil.com/cb",
+        "http://example.com/cb",
+        "javascript:alert(1)",
+        "https://x.example/cb#f",
+    ] {
+        let resp = gw.register(json!({"redirect_uris": [bad]})).await;
+        assert_oauth_error(resp, 400, "invalid_redirect_uri").await;
+    }
+    let resp = gw
+        .register(
+            json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt"}),
+        )
+        .await;
+    assert_oauth_error(resp, 400, "invalid_client_metadata").await;
+    let resp = http()
+        .post(gw.url("/register"))
+        .body("redirect_uris=x")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(resp, 400, "invalid_client_metadata").await;
+    let ok: Value = gw
+        .register(json!({"redirect_uris": ["http://[::1]:4000/cb", "com.example.app:/cb"]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["token_endpoint_auth_method"], "client_secret_basic");
+    assert!(ok["client_id_issued_at"].is_i64());
+    assert!(ok["client_secret_expires_at"].as_i64().unwrap() > 0);
+    // The eighth request of this minute is still served; the ninth is refused.
+    let resp = gw.register(json!({"redirect_uris": [REDIRECT]})).await;
+    assert_eq!(resp.status(), 201);
+    let resp = gw.register(json!({"redirect_uris": [REDIRECT]})).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(header(&resp, "retry-after"), "60");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_management_follows_rfc_7592() {
+    let gw = Gateway::start(&[("CLIENT_LIFETIME", "0")]).await;
+    let client = gw.client("none").await;
+    assert_eq!(client["client_secret_expires_at"], 0);
+    let uri = client["registration_client_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = client["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // 401 without a token, then 404 for an unknown client, then 403 for a wrong token.
+    let resp = http().get(&uri).send().await.unwrap();
+    assert_eq!(header(&resp, "www-authenticate"), "Bearer realm=\"auth\"");
+    assert_eq!(resp.status(), 401);
+    let resp = http()
+        .get(gw.url("/register/unknown"))
+        .bearer_auth("whatever")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = http()
+        .get(&uri)
+        .bearer_auth("wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let read: Value = http()
+        .get(&uri)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["client_id"], client["client_id"]);
+    assert!(read.get("registration_access_token").is_none());
+    let updated: Value = http()
+        .put(&uri)
+        .bearer_auth(&token)
+        .json(&json!({"client_id": client["client_id"], "redirect_uris": [REDIRECT, "http://localhost:5000/cb"], "token_endpoint_auth_method": "none", "client_name": "Renamed"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(updated["client_name"], "Renamed");
+    assert_eq!(updated["redirect_uris"].as_array().unwrap().len(), 2);
+
+    // DELETE removes the client and everything issued to it.
+    let tokens = gw.tokens(&client).await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(gw.verify.status(&access).await, 200);
+    let resp = http()
+        .delete(&uri)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    wait_for(Duration::from_secs(1), || async {
+        gw.verify.status(&access).await == 401
+    })
+    .await
+    .expect("access token revoked with its client");
+    let mut conn = gw.redis.conn().await;
+    let keys: Vec<String> = conn.keys("oauth:*").await.unwrap();
+    let id = client["client_id"].as_str().unwrap();
+    let left: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            k.contains(id) || k.starts_with("oauth:token:") || k.starts_with("oauth:refresh:")
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let resp = gw
+        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
+        .await;
+    assert_oauth_error(resp, 401, "invalid_client").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_clients_get_cors_on_machine_endpoints_only() {
+    let gw = Gateway::start(&[]).await;
+    let preflight = http()
+        .request(reqwest::Method::OPTIONS, gw.url("/token"))
+        .header("Origin", "http://localhost:6274")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(header(&preflight, "access-control-allow-origin"), "*");
+    let meta = http()
+        .get(gw.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&meta, "access-control-allow-origin"), "*");
+    let resp = gw
+        .register(json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+        .await;
+    assert_eq!(header(&resp, "access-control-allow-origin"), "*");
+    // The consent page carries a CSRF token: it must never be readable cross-origin.
+    let client: Value = resp.json().await.unwrap();
+    let (_, challenge) = pkce();
+    let b = browser();
+    let consent = location(
+        &b.get(gw.authorize_url(&client, &challenge, &[]))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let page = b.get(&consent).send().await.unwrap();
+    assert!(page.headers().get("access-control-allow-origin").is_none());
+}

@@ -1,0 +1,245 @@
+//! The authorization server on a real Redis with a stand-in GitHub ([`Gateway`]), and the
+//! browser-side steps of a login: PKCE, the consent form, redirects.
+
+use std::net::TcpListener;
+
+use mcp_oauth_gateway::auth::{AuthServer, Upstream, github::GithubClient};
+use mcp_oauth_gateway::clock;
+use mcp_oauth_gateway::token::sha256_b64url;
+use serde_json::{Value, json};
+
+use super::fake_github::FakeGithub;
+use super::header;
+use super::helpers::*;
+
+pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// Redis, the fake GitHub, the authorization server and verify, wired as in production.
+pub struct Gateway {
+    pub issuer: String,
+    pub verify: Verify,
+    pub github: FakeGithub,
+    pub redis: RedisServer,
+}
+
+impl Gateway {
+    pub async fn start(extra: &[(&str, &str)]) -> Self {
+        let redis = RedisServer::start().await;
+        let github = FakeGithub::start();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let mut source = base_env(&redis)
+            .with("ISSUER_URL", issuer.as_str())
+            .with("ALLOWED_GITHUB_USERS", "alice, Bob ");
+        for (k, v) in github.env() {
+            source = source.with(k, v);
+        }
+        for (k, v) in extra {
+            if *v == "<unset>" {
+                source.env.remove(*k);
+            } else {
+                source = source.with(*k, *v);
+            }
+        }
+        let settings = settings(&source);
+        let upstream = Upstream::Github(GithubClient::new(&settings.github).unwrap());
+        let auth =
+            AuthServer::from_listener(listener, settings, redis.store(), clock::system(), upstream)
+                .unwrap();
+        tokio::spawn(auth.run_until_stopped());
+        let verify = Verify::start(&source, redis.store()).await;
+        Gateway {
+            issuer,
+            verify,
+            github,
+            redis,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    pub async fn register(&self, body: Value) -> reqwest::Response {
+        http()
+            .post(self.url("/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn client(&self, auth_method: &str) -> Value {
+        let resp = self
+            .register(json!({
+                "redirect_uris": [REDIRECT],
+                "token_endpoint_auth_method": auth_method,
+                "client_name": "Test client",
+            }))
+            .await;
+        assert_eq!(resp.status(), 201);
+        resp.json().await.unwrap()
+    }
+
+    /// The browser part: authorize → consent → GitHub → callback. Returns the final
+    /// redirect to the client (with `code`, `state`, `iss`).
+    pub async fn browser_login(&self, browser: &reqwest::Client, authorize_url: &str) -> url::Url {
+        let resp = approve_consent(browser, &self.issuer, authorize_url).await;
+        let github_url = location(&resp);
+        assert!(github_url.starts_with(&self.github.base), "{github_url}");
+        let resp = browser.get(&github_url).send().await.unwrap();
+        assert_eq!(resp.status(), 302);
+        let callback = location(&resp);
+        let resp = browser.get(&callback).send().await.unwrap();
+        assert_eq!(resp.status(), 302, "callback redirects to the client");
+        url::Url::parse(&location(&resp)).unwrap()
+    }
+
+    /// Logs in through the browser flow; returns the code and the PKCE verifier.
+    pub async fn code_for(&self, client: &Value, extra: &[(&str, &str)]) -> (String, String) {
+        let (verifier, challenge) = pkce();
+        let url = self.authorize_url(client, &challenge, extra);
+        let redirect = self.browser_login(&browser(), &url).await;
+        let code = query(&redirect, "code").expect("code in the redirect");
+        (code, verifier)
+    }
+
+    pub fn authorize_url(&self, client: &Value, challenge: &str, extra: &[(&str, &str)]) -> String {
+        let mut url = url::Url::parse(&self.url("/authorize")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client["client_id"].as_str().unwrap())
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", "client-state-123")
+            .append_pair("resource", RESOURCE);
+        for (k, v) in extra {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        url.to_string()
+    }
+
+    pub async fn token(&self, client: &Value, form: &[(&str, &str)]) -> reqwest::Response {
+        let mut form: Vec<(&str, &str)> = form.to_vec();
+        let mut req = http().post(self.url("/token"));
+        match client["token_endpoint_auth_method"].as_str().unwrap() {
+            "client_secret_basic" => {
+                req = req.basic_auth(
+                    client["client_id"].as_str().unwrap(),
+                    client["client_secret"].as_str(),
+                );
+            }
+            "client_secret_post" => {
+                form.push(("client_id", client["client_id"].as_str().unwrap()));
+                form.push(("client_secret", client["client_secret"].as_str().unwrap()));
+            }
+            _ => form.push(("client_id", client["client_id"].as_str().unwrap())),
+        }
+        req.form(&form).send().await.unwrap()
+    }
+
+    pub async fn redeem(&self, client: &Value, code: &str, verifier: &str) -> reqwest::Response {
+        self.token(
+            client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("code_verifier", verifier),
+                ("redirect_uri", REDIRECT),
+            ],
+        )
+        .await
+    }
+
+    /// A complete login for `client`: the token response.
+    /// `POST /token` with `grant_type=refresh_token`.
+    pub async fn refresh(&self, client: &Value, refresh_token: &str) -> reqwest::Response {
+        self.token(
+            client,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
+    }
+
+    pub async fn tokens(&self, client: &Value) -> Value {
+        let (code, verifier) = self.code_for(client, &[]).await;
+        let resp = self.redeem(client, &code, &verifier).await;
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+}
+
+/// authorize → consent page → approve. Returns the answer to the approval (303 on to the
+/// upstream login).
+pub async fn approve_consent(
+    browser: &reqwest::Client,
+    issuer: &str,
+    authorize_url: &str,
+) -> reqwest::Response {
+    let resp = browser.get(authorize_url).send().await.unwrap();
+    assert_eq!(resp.status(), 307, "authorize answers 307");
+    let resp = browser.get(location(&resp)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(header(&resp, "content-security-policy").contains("frame-ancestors 'none'"));
+    let html = resp.text().await.unwrap();
+    let form = [
+        ("request", hidden(&html, "request")),
+        ("csrf_token", hidden(&html, "csrf_token")),
+        ("decision", "approve".to_string()),
+    ];
+    let resp = browser
+        .post(format!("{issuer}/consent"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "approval goes on to the upstream login");
+    resp
+}
+
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn pkce() -> (String, String) {
+    let verifier = format!("{}{}", mcp_oauth_gateway::token::random_token(), "-._~abc");
+    let challenge = sha256_b64url(verifier.as_bytes());
+    (verifier, challenge)
+}
+
+pub fn location(resp: &reqwest::Response) -> String {
+    resp.headers()["location"].to_str().unwrap().to_string()
+}
+
+pub fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in page"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+pub fn query(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub async fn assert_oauth_error(resp: reqwest::Response, status: u16, error: &str) -> Value {
+    assert_eq!(resp.status(), status, "expected {error}");
+    assert_eq!(header(&resp, "cache-control"), "no-store");
+    assert!(header(&resp, "content-type").starts_with("application/json"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["error_description"].is_string());
+    body
+}

@@ -1,0 +1,47 @@
+//! What the integration tests are made of, in one place:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`helpers`] | a private `redis-server` per test, verify in-process, token minting, the binaries |
+//! | [`gateway`] | the authorization server with verify and a fake GitHub ([`gateway::Gateway`]); PKCE, consent and redirect steps |
+//! | [`fake_github`] | GitHub's OAuth and API endpoints, with their quirks |
+//! | [`dev_gateway`] | `mcp-gateway dev` as a child process |
+//! | [`stack`] | the deployed shape: a real proxy (Traefik, Caddy, nginx) in front of auth, verify and an MCP server |
+//!
+//! and the small steps every test file repeats: reading a header, decoding a JWT.
+
+pub mod dev_gateway;
+pub mod fake_github;
+pub mod gateway;
+pub mod helpers;
+pub mod stack;
+
+/// A response header as text ("" when absent).
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn jwt_part(token: &str, part: usize) -> serde_json::Value {
+    use base64::Engine;
+    let b64 = token.split('.').nth(part).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .expect("base64url"),
+    )
+    .expect("JSON")
+}
+
+/// The claims of a JWT, unverified (tests only inspect what they minted).
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    jwt_part(token, 1)
+}
+
+/// The JOSE header of a JWT.
+pub fn jwt_header(token: &str) -> serde_json::Value {
+    jwt_part(token, 0)
+}
