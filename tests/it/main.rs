@@ -7,7 +7,6 @@
 mod auth;
 mod browser;
 mod cli;
-mod cli_ops;
 mod dev;
 mod e2e;
 mod e2e_clients;

@@ -5,7 +5,7 @@ use futures_util::future::join_all;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-use crate::cli_ops::{cli, ok};
+use crate::cli::{cli, ok};
 use crate::mfa::{code_now, enrolment_secret, post_code, to_mfa};
 use crate::support::gateway::{
     Gateway, REDIRECT, approve_consent, browser, hidden, location, pkce, query,

@@ -1,0 +1,158 @@
+//! `login` and `refresh` against `mcp-gateway dev`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::*;
+use crate::support::dev_gateway::{ChildGuard, DevGateway, consent_and_dev_login};
+use crate::support::gateway::{browser, location};
+use crate::support::helpers::*;
+
+/// The browser part of a login printed by the CLI, against `mcp-gateway dev`; the final
+/// redirect goes to the CLI's loopback listener.
+async fn drive_dev_login(authorize_url: &str, issuer: &str) {
+    let resp = consent_and_dev_login(&browser(), issuer, authorize_url, "alice").await;
+    assert_eq!(resp.status(), 302);
+    let back = http().get(location(&resp)).send().await.unwrap();
+    assert_eq!(back.status(), 200, "the CLI's loopback listener answered");
+}
+
+/// Runs a login-style command, reading the URL it prints and driving the browser step.
+async fn login_with(dir: &Path, args: &[&str], issuer: &str) {
+    let mut child = ChildGuard(
+        Command::new(bin("mcp-gateway"))
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("ISSUER_URL", issuer)
+            .env("JWT_ALGORITHM", "HS256")
+            .env("GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef-cli")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keep draining stdout after the URL: the CLI still reports what it saved.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("http") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let url = tokio::task::spawn_blocking(move || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("an authorization URL")
+    })
+    .await
+    .unwrap();
+    drive_dev_login(&url, issuer).await;
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refresh_and_github_token_complete_against_dev_mode() {
+    let dev = DevGateway::start(&[]).await;
+    let (issuer, verify, verify_port) = (dev.issuer.clone(), dev.verify.clone(), dev.verify_port);
+    let dir = tempfile::tempdir().unwrap();
+    login_with(
+        dir.path(),
+        &["login", "--server-url", &format!("{verify}/mcp")],
+        &issuer,
+    )
+    .await;
+    let saved: std::collections::HashMap<String, String> =
+        mcp_oauth_gateway::cli::envfile::read(&dir.path().join(".env"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    for var in [
+        "MCP_CLIENT_ACCESS_TOKEN",
+        "MCP_CLIENT_REFRESH_TOKEN",
+        "MCP_CLIENT_ID",
+        "MCP_CLIENT_SECRET",
+        "MCP_CLIENT_REGISTRATION_TOKEN",
+        "MCP_CLIENT_REGISTRATION_URI",
+    ] {
+        assert!(saved.get(var).is_some_and(|v| !v.is_empty()), "{var} saved");
+    }
+    let check = |token: String| {
+        let verify = verify.clone();
+        async move {
+            http()
+                .get(format!("{verify}/verify"))
+                .header("X-Forwarded-Proto", "http")
+                .header("X-Forwarded-Host", format!("127.0.0.1:{verify_port}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(check(saved["MCP_CLIENT_ACCESS_TOKEN"].clone()).await, 200);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(dir.path().join(".env"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // refresh --force rotates and saves.
+    let out = Command::new(bin("mcp-gateway"))
+        .args(["refresh", "--force"])
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    ok(&out);
+    let after: std::collections::HashMap<String, String> =
+        mcp_oauth_gateway::cli::envfile::read(&dir.path().join(".env"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_ne!(
+        after["MCP_CLIENT_REFRESH_TOKEN"],
+        saved["MCP_CLIENT_REFRESH_TOKEN"]
+    );
+    assert_eq!(check(after["MCP_CLIENT_ACCESS_TOKEN"].clone()).await, 200);
+    let out = Command::new(bin("mcp-gateway"))
+        .args(["refresh"])
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(ok(&out).contains("not refreshed"));
+
+    login_with(dir.path(), &["github-token", "--issuer", &issuer], &issuer).await;
+    let gateway: std::collections::HashMap<String, String> =
+        mcp_oauth_gateway::cli::envfile::read(&dir.path().join(".env"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    for var in [
+        "GATEWAY_OAUTH_ACCESS_TOKEN",
+        "GATEWAY_OAUTH_REFRESH_TOKEN",
+        "GATEWAY_OAUTH_CLIENT_ID",
+        "GATEWAY_OAUTH_CLIENT_SECRET",
+    ] {
+        assert!(
+            gateway.get(var).is_some_and(|v| !v.is_empty()),
+            "{var} saved"
+        );
+    }
+    assert_eq!(
+        gateway["MCP_CLIENT_ID"], after["MCP_CLIENT_ID"],
+        "other lines kept"
+    );
+}
