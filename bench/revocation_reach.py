@@ -20,15 +20,13 @@ import base64
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from store_scale import Redis, free_port, wait_http, log  # noqa: E402
+from store_scale import free_port, gateway_env, in_scratch, log, start_redis, wait_http  # noqa: E402
 
 TARGET = os.environ.get("TARGET_DIR", "target") + "/release"
 TOKENS = int(os.environ.get("TOKENS", "1000"))
@@ -56,47 +54,12 @@ def pct(values, p):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="revocation-reach.")
-    procs = []
-    try:
-        return run(work, procs)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        if KEEP_TMP:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return in_scratch("revocation-reach.", run)
 
 
 def run(work, procs):
-    redis_port = free_port()
-    procs.append(subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", work],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    for _ in range(100):
-        try:
-            r = Redis(redis_port)
-            r.cmd("PING")
-            break
-        except Exception:
-            time.sleep(0.1)
-    keys = subprocess.run([f"{TARGET}/mcp-gateway", "keys", "generate", "--alg", "RS256"],
-                          capture_output=True, text=True, check=True).stdout
-    env = {"PATH": os.environ["PATH"], "BASE_DOMAIN": "localhost",
-           "ISSUER_URL": "http://auth.localhost", "REDIS_URL": f"redis://127.0.0.1:{redis_port}",
-           "RESOURCE_HOSTS": "mcp.localhost", "ALLOWED_GITHUB_USERS": "*", "RUST_LOG": "warn",
-           "SHUTDOWN_DRAIN": "0"}
-    for line in keys.splitlines():
-        if "=" in line:
-            k, v = line.split("=", 1)
-            env[k] = v
+    redis_port, r = start_redis(work, procs)
+    env = gateway_env(redis_port)
     ports = []
     for i in range(REPLICAS):
         port = free_port()

@@ -250,8 +250,10 @@ def run_cli(args, env, stdout=subprocess.DEVNULL, check_output=None):
     return elapsed, peak[0] / 1024, checked
 
 
-def main():
-    work = tempfile.mkdtemp(prefix="store-scale.")
+def in_scratch(prefix, run):
+    """Runs `run(work, procs)` in a scratch directory; every process it appends to `procs` is
+    stopped afterwards and the directory removed (kept with KEEP_TMP=1)."""
+    work = tempfile.mkdtemp(prefix=prefix)
     procs = []
     try:
         return run(work, procs)
@@ -269,11 +271,12 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work, procs):
-    redis_port = free_port()
+def start_redis(work, procs):
+    """A private redis-server on a free loopback port; returns (port, connection)."""
+    port = free_port()
     procs.append(
         subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", work],
             stdout=open(f"{work}/redis.log", "w"),
             stderr=subprocess.STDOUT,
@@ -281,13 +284,16 @@ def run(work, procs):
     )
     for _ in range(100):
         try:
-            r = Redis(redis_port)
+            r = Redis(port)
             r.cmd("PING")
-            break
+            return port, r
         except Exception:
             time.sleep(0.1)
-    else:
-        raise SystemExit("redis-server did not start")
+    raise SystemExit("redis-server did not start")
+
+
+def gateway_env(redis_port):
+    """The services' environment on that Redis, with a fresh RS256 key."""
     keys = subprocess.run(
         [f"{TARGET}/mcp-gateway", "keys", "generate", "--alg", "RS256"],
         capture_output=True, text=True, check=True,
@@ -308,6 +314,16 @@ def run(work, procs):
         if "=" in line:
             k, v = line.split("=", 1)
             env[k] = v
+    return env
+
+
+def main():
+    return in_scratch("store-scale.", run)
+
+
+def run(work, procs):
+    redis_port, r = start_redis(work, procs)
+    env = gateway_env(redis_port)
     verify_port, auth_port = free_port(), free_port()
     procs.append(subprocess.Popen(
         [f"{TARGET}/mcp-gateway-verify"],

@@ -68,6 +68,23 @@ pub struct Entry {
     pub value: serde_json::Value,
 }
 
+impl Entry {
+    /// The members (set, list), member/score or field/value pairs (zset, hash) as text.
+    fn items(&self) -> Vec<String> {
+        match &self.value {
+            serde_json::Value::Array(a) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// A backup's last line.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Trailer {
@@ -536,17 +553,7 @@ fn implied_index_entries(entry: &Entry) -> Vec<(String, String, i64)> {
 
 /// Adds one key's writes to a restore transaction. `ttl` is what is left of its TTL.
 fn restore_into(pipe: &mut redis::Pipeline, entry: &Entry, ttl: Option<i64>) -> CliResult {
-    let items: Vec<String> = match &entry.value {
-        serde_json::Value::Array(a) => a
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let items = entry.items();
     pipe.del(&entry.key).ignore();
     match entry.kind.as_str() {
         "string" => {
@@ -730,17 +737,7 @@ async fn write_batch(
 }
 
 fn restore_index(pipe: &mut redis::Pipeline, entry: &Entry, ttl: Option<i64>) {
-    let items: Vec<String> = match &entry.value {
-        serde_json::Value::Array(a) => a
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let items = entry.items();
     let pairs: Vec<(f64, String)> = items
         .chunks(2)
         .filter_map(|c| Some((c.get(1)?.parse().ok()?, c[0].clone())))

@@ -420,31 +420,19 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
     // Redis down, a token verify has not seen: 503 with Retry-After, never a 401.
     let fresh = stack.mint(&["--scope", "mcp", "--resource", &resource]);
     stack.redis.stop().await;
-    let res = request(&resource, Some(&fresh), &[]).await;
-    expect(
+    expect_unavailable(
         &mut failures,
-        res.status == 503
-            && res.retry_after.parse::<u64>().is_ok()
-            && json_error(&res) == "temporarily_unavailable",
-        format!(
-            "Redis down: expected 503 with Retry-After and a JSON body, got {} Retry-After {:?} {}",
-            res.status, res.retry_after, res.body
-        ),
+        "Redis down",
+        &request(&resource, Some(&fresh), &[]).await,
     );
 
     // verify itself down: the proxy answers as verify would when it cannot decide (503 with
     // Retry-After and the JSON error), not with a bare 500 or 502.
     stack.stop_verify();
-    let res = request(&resource, Some(&fresh), &[]).await;
-    expect(
+    expect_unavailable(
         &mut failures,
-        res.status == 503
-            && res.retry_after.parse::<u64>().is_ok()
-            && json_error(&res) == "temporarily_unavailable",
-        format!(
-            "verify down: expected 503 with Retry-After and a JSON body, got {} Retry-After {:?} {}",
-            res.status, res.retry_after, res.body
-        ),
+        "verify down",
+        &request(&resource, Some(&fresh), &[]).await,
     );
 
     assert!(
@@ -453,6 +441,20 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
         failures.len(),
         failures.join("\n  - "),
         stack.logs()
+    );
+}
+
+/// 503 with Retry-After and the JSON `temporarily_unavailable`: what MCP clients retry on.
+fn expect_unavailable(failures: &mut Vec<String>, when: &str, res: &Answer) {
+    expect(
+        failures,
+        res.status == 503
+            && res.retry_after.parse::<u64>().is_ok()
+            && json_error(res) == "temporarily_unavailable",
+        format!(
+            "{when}: expected 503 with Retry-After and a JSON body, got {} Retry-After {:?} {}",
+            res.status, res.retry_after, res.body
+        ),
     );
 }
 
