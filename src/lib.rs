@@ -10,10 +10,12 @@
 //! | module | responsibility |
 //! |---|---|
 //! | [`config`] | raw settings (TOML file + environment) parsed into validated [`config::Settings`] |
-//! | [`policy`] | scope hierarchies and per-tool rules (pure types, evaluated at ForwardAuth) |
+//! | [`policy`] | allow-lists, host patterns, scope rules and hierarchies, per-tool rules (pure types, evaluated at ForwardAuth) |
 //! | [`token`] | access-token claims, signing and verification keys, JWKS, mint and validate (pure, no I/O) |
-//! | [`store`] | the [`store::Store`] trait, its Redis and in-memory implementations, key names |
-//! | [`auth`] | the authorization server: metadata, registration, authorize + consent, GitHub login, token, revoke, introspect |
+//! | [`store`] | the [`store::Store`] trait, its Redis (scripts, Sentinel) and in-memory implementations, key names |
+//! | [`records`] | what the authorization server stores, one type per record with its key and load/save/take; the CLI uses the same |
+//! | [`forwarded`] | what the proxy's forwarding headers say (client address, certificate, path), for both services |
+//! | [`auth`] | the authorization server: metadata, registration, authorize + consent, GitHub login, token, revoke, introspect; `session` and `login` shared by the endpoints |
 //! | [`verify`] | the ForwardAuth service: `/verify`, caches, revocation feed, protected-resource metadata |
 //! | [`cli`] | the operator CLI `mcp-gateway` |
 //! | [`service`] | what both service binaries do around their server: settings, store, serving |
