@@ -158,16 +158,20 @@ async fn authorize(
     for (key, value) in query.iter() {
         if params.insert(key.as_str(), value.as_str()).is_some() {
             let message = format!("parameter {key} appears more than once");
-            return state
-                .pages
-                .error_page(StatusCode::BAD_REQUEST, "invalid_request", &message);
+            return state.pages.error(&OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                message.to_string(),
+            ));
         }
     }
-    let page_error = |error: &str, description: &str| {
+    let page_error = |error: &'static str, description: &str| {
         state.metrics.error("authorize", error);
-        state
-            .pages
-            .error_page(StatusCode::BAD_REQUEST, error, description)
+        state.pages.error(&OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            error,
+            description,
+        ))
     };
 
     let Some(client_id) = params.get("client_id").copied().filter(|c| !c.is_empty()) else {
@@ -176,7 +180,7 @@ async fn authorize(
     let client = match load_client(&state, client_id).await {
         Ok(Some(client)) => client,
         Ok(None) => return page_error("invalid_client", "unknown client_id"),
-        Err(e) => return state.pages.error_page(e.status, e.code, &e.description),
+        Err(e) => return state.pages.error(&e),
     };
     let (redirect_uri, explicit) = match params.get("redirect_uri") {
         Some(requested) => match client.matching_redirect(requested) {
@@ -199,12 +203,12 @@ async fn authorize(
     let consent: Option<ConsentRecord> = match &session_user {
         Some(user) => match consent::load(&state, user, &client.client_id).await {
             Ok(found) => found,
-            Err(e) => return state.pages.error_page(e.status, e.code, &e.description),
+            Err(e) => return state.pages.error(&e),
         },
         None => None,
     };
     let client_state = params.get("state").copied();
-    let fail = |error: &str, description: &str| {
+    let fail = |error: &'static str, description: &str| {
         if consent.is_some() {
             redirect_error(&state, &redirect_uri, client_state, error, description)
         } else {
@@ -278,7 +282,7 @@ async fn authorize(
     };
     let login_cookie = remembered.then(|| bind_browser(&state, &req, &mut pending));
     if let Err(e) = save_pending(&state, &id, &pending).await {
-        return state.pages.error_page(e.status, e.code, &e.description);
+        return state.pages.error(&e);
     }
     let location = if remembered {
         upstream_login_url(&state, &id)
@@ -341,31 +345,31 @@ async fn consent_page(
     state: web::Data<AuthState>,
 ) -> HttpResponse {
     let Some(id) = query.request.as_deref() else {
-        return state.pages.error_page(
+        return state.pages.error(&OAuthError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "no authorization request",
-        );
+        ));
     };
     let pending = match load_pending(&state, id).await {
         Ok(Some(p)) => p,
         Ok(None) => {
-            return state.pages.error_page(
+            return state.pages.error(&OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "this authorization request is unknown or has expired",
-            );
+            ));
         }
-        Err(e) => return state.pages.error_page(e.status, e.code, &e.description),
+        Err(e) => return state.pages.error(&e),
     };
     let client = match load_client(&state, &pending.client_id).await {
         Ok(Some(c)) => c,
         _ => {
-            return state.pages.error_page(
+            return state.pages.error(&OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_client",
                 "the client no longer exists",
-            );
+            ));
         }
     };
     let redirect_host = url::Url::parse(&pending.redirect_uri)
@@ -439,9 +443,11 @@ async fn consent_decision(
 ) -> HttpResponse {
     let forbidden = |description: &str| {
         state.metrics.error("consent", "access_denied");
-        state
-            .pages
-            .error_page(StatusCode::FORBIDDEN, "access_denied", description)
+        state.pages.error(&OAuthError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            description,
+        ))
     };
     let Some(id) = form.request.as_deref() else {
         return forbidden("no authorization request");
@@ -449,7 +455,7 @@ async fn consent_decision(
     let mut pending = match load_pending(&state, id).await {
         Ok(Some(p)) => p,
         Ok(None) => return forbidden("this authorization request is unknown or has expired"),
-        Err(e) => return state.pages.error_page(e.status, e.code, &e.description),
+        Err(e) => return state.pages.error(&e),
     };
     if !csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
         return forbidden("the consent form could not be verified (CSRF); start the sign-in again");
@@ -467,7 +473,7 @@ async fn consent_decision(
     pending.approved = true;
     let cookie = bind_browser(&state, &req, &mut pending);
     if let Err(e) = save_pending(&state, id, &pending).await {
-        return state.pages.error_page(e.status, e.code, &e.description);
+        return state.pages.error(&e);
     }
     let mut response = HttpResponse::SeeOther()
         .insert_header((LOCATION, upstream_login_url(&state, id)))

@@ -12,7 +12,7 @@ use super::authorize::{client_redirect, load_pending, redirect_error};
 use super::github::UpstreamError;
 use super::login::complete_login;
 use super::session::{csrf_cookie, csrf_ok, other_browser_page, same_browser};
-use super::{AuthState, Upstream, UpstreamUser};
+use super::{AuthState, OAuthError, Upstream, UpstreamUser};
 use crate::records::PendingAuthorization;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -137,19 +137,19 @@ async fn dev_pending(
         return Err(HttpResponse::NotFound().finish());
     }
     let Some(id) = id else {
-        return Err(state.pages.error_page(
+        return Err(state.pages.error(&OAuthError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "no login in progress",
-        ));
+        )));
     };
     match load_pending(state, id).await {
         Ok(Some(p)) if p.approved => Ok((id.to_string(), p)),
-        _ => Err(state.pages.error_page(
+        _ => Err(state.pages.error(&OAuthError::new(
             StatusCode::BAD_REQUEST,
             "invalid_state",
             "this login is unknown or has expired",
-        )),
+        ))),
     }
 }
 
@@ -199,11 +199,11 @@ async fn dev_login(
         return other_browser_page(&state, "dev_login");
     }
     if !csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
-        return state.pages.error_page(
+        return state.pages.error(&OAuthError::new(
             StatusCode::FORBIDDEN,
             "access_denied",
             "the login form could not be verified (CSRF)",
-        );
+        ));
     }
     let login = form.login.as_deref().unwrap_or("").trim();
     let valid = !login.is_empty()
@@ -212,21 +212,21 @@ async fn dev_login(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if !valid {
-        return state.pages.error_page(
+        return state.pages.error(&OAuthError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "a GitHub user name has 1 to 39 letters, digits or dashes",
-        );
+        ));
     }
     // Single use, as the GitHub state is.
     match PendingAuthorization::discard(state.store.as_ref(), id).await {
         Ok(true) => {}
         _ => {
-            return state.pages.error_page(
+            return state.pages.error(&OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_state",
                 "this login was already used",
-            );
+            ));
         }
     }
     let user = UpstreamUser {

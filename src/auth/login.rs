@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::authorize::{client_redirect, redirect_error};
 use super::session::session_cookie;
-use super::{AuthState, UpstreamUser};
+use super::{AuthState, OAuthError, UpstreamUser};
 use crate::records::{CodeRecord, MfaPending, PendingAuthorization};
 use crate::token::random_token;
 
@@ -161,11 +161,11 @@ pub async fn begin_second_factor(
         .await
         .is_err()
     {
-        return state.pages.error_page(
+        return state.pages.error(&OAuthError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             "storage is unavailable",
-        );
+        ));
     }
     HttpResponse::SeeOther()
         .insert_header((LOCATION, state.endpoint(&format!("/mfa?session={id}"))))

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::login::issue_code;
 use super::session::{csrf_cookie, csrf_ok, other_browser_page, same_browser};
-use super::{AuthState, totp};
+use super::{AuthState, OAuthError, totp};
 use crate::records::{MfaPending, MfaRecord};
 use crate::store::{Attempt, keys};
 
@@ -22,20 +22,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/mfa/continue", web::post().to(finish_enrolment));
 }
 
-async fn save(
-    state: &AuthState,
-    id: &str,
-    pending: &MfaPending,
-) -> Result<(), (StatusCode, String)> {
+async fn save(state: &AuthState, id: &str, pending: &MfaPending) -> Result<(), OAuthError> {
     pending
         .save(state.store.as_ref(), id, state.now())
         .await
-        .map_err(|_| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage is unavailable".to_string(),
-            )
-        })
+        .map_err(|_| OAuthError::temporarily_unavailable("storage is unavailable"))
 }
 
 async fn load(state: &AuthState, id: &str) -> Option<MfaPending> {
@@ -73,13 +64,13 @@ async fn locked(state: &AuthState, user: &str, ip: &str) -> Option<u64> {
 
 fn locked_page(state: &AuthState, seconds: u64) -> HttpResponse {
     let minutes = seconds.div_ceil(60);
-    let mut page = state.pages.error_page(
+    let mut page = state.pages.error(&OAuthError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_attempts",
-        &format!(
+        format!(
             "Too many wrong codes. Sign-in is locked for {minutes} more minute(s); try again later."
         ),
-    );
+    ));
     if let Ok(v) = seconds.to_string().parse() {
         page.headers_mut()
             .insert(actix_web::http::header::RETRY_AFTER, v);
@@ -107,11 +98,11 @@ async fn reserve_attempt(state: &AuthState, user: &str, ip: &str) -> Result<u64,
     {
         Ok(Attempt::Allowed { count }) => Ok(count),
         Ok(Attempt::Locked(left)) => Err(locked_page(state, left.as_secs().max(1))),
-        Err(_) => Err(state.pages.error_page(
+        Err(_) => Err(state.pages.error(&OAuthError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             "storage is unavailable; try again",
-        )),
+        ))),
     }
 }
 
@@ -149,11 +140,11 @@ fn client_ip(state: &AuthState, req: &HttpRequest) -> String {
 }
 
 fn expired(state: &AuthState) -> HttpResponse {
-    state.pages.error_page(
+    state.pages.error(&OAuthError::new(
         StatusCode::BAD_REQUEST,
         "invalid_state",
         "this sign-in is unknown or has expired; start again from your application",
-    )
+    ))
 }
 
 /// Renders the enrolment or the verification form.
@@ -181,7 +172,7 @@ async fn render(
                 let secret: [u8; totp::SECRET_BYTES] = rand::random();
                 pending.new_secret = Some(state.mfa_box.seal(&login, &secret));
                 if let Err(e) = save(state, id, pending).await {
-                    return state.pages.error_page(e.0, "temporarily_unavailable", &e.1);
+                    return state.pages.error(&e);
                 }
                 secret.to_vec()
             }
@@ -255,11 +246,11 @@ async fn submit(
     };
     let id = id.as_str();
     if !mfa_csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
-        return state.pages.error_page(
+        return state.pages.error(&OAuthError::new(
             StatusCode::FORBIDDEN,
             "access_denied",
             "the form could not be verified (CSRF)",
-        );
+        ));
     }
     let login = pending.user.login.clone();
     let ip = client_ip(&state, &req);
@@ -401,11 +392,11 @@ async fn confirm_enrolment(
             .await;
         }
         Err(_) => {
-            return state.pages.error_page(
+            return state.pages.error(&OAuthError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 "storage is unavailable",
-            );
+            ));
         }
     }
     let codes: Vec<String> = (0..totp::RECOVERY_CODES)
@@ -424,7 +415,7 @@ async fn confirm_enrolment(
     pending.enrolled = true;
     pending.new_secret = None;
     if let Err(e) = save(state, id, pending).await {
-        return state.pages.error_page(e.0, "temporarily_unavailable", &e.1);
+        return state.pages.error(&e);
     }
     tracing::info!(login = %login, "second factor enrolled");
     let html = state.pages.render(
@@ -455,11 +446,11 @@ async fn finish_enrolment(
     };
     let id = id.as_str();
     if !mfa_csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
-        return state.pages.error_page(
+        return state.pages.error(&OAuthError::new(
             StatusCode::FORBIDDEN,
             "access_denied",
             "the form could not be verified (CSRF)",
-        );
+        ));
     }
     if !pending.enrolled {
         return expired(&state);

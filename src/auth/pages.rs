@@ -101,7 +101,14 @@ impl Pages {
             .body(html)
     }
 
-    pub fn error_page(&self, status: StatusCode, error: &str, description: &str) -> HttpResponse {
+    /// The error page for `e`: the one way handlers show an error to a person (machines get
+    /// the same error as JSON).
+    pub fn error(&self, e: &super::OAuthError) -> HttpResponse {
+        self.error_page(e.status, e.code, &e.description)
+    }
+
+    /// The page itself, for any code (the `/error` page shows what a client was sent).
+    fn error_page(&self, status: StatusCode, error: &str, description: &str) -> HttpResponse {
         let html = self.render(
             "error.html",
             minijinja::context! { error => error, description => description },

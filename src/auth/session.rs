@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use subtle::ConstantTimeEq;
 
-use super::{AuthState, CONSENT_LIFETIME, PENDING_LIFETIME};
+use super::{AuthState, CONSENT_LIFETIME, OAuthError, PENDING_LIFETIME};
 use crate::records::PendingAuthorization;
 use crate::token::{random_token, sha256_b64url};
 
@@ -73,12 +73,12 @@ pub fn other_browser_page(state: &AuthState, step: &str) -> HttpResponse {
         step,
         "login step from a browser that did not start it: refused"
     );
-    state.pages.error_page(
+    state.pages.error(&OAuthError::new(
         StatusCode::FORBIDDEN,
         "access_denied",
         "this sign-in was started in another browser. If you did not start it, close this page; \
          otherwise start again from your application",
-    )
+    ))
 }
 
 /// Checks a form's CSRF token against the pending record and the browser's cookie, both in
