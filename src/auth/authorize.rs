@@ -19,6 +19,7 @@ use super::pages::csp_origin;
 use super::ratelimit::Limited;
 use super::session::{bind_browser, csrf_cookie, csrf_ok, session_user};
 use super::{AuthState, OAuthError, Upstream};
+use crate::policy::Scope;
 use crate::records::{ClientRecord, OOB_REDIRECT, PendingAuthorization};
 use crate::token::random_token;
 
@@ -71,27 +72,14 @@ pub fn resolve_scope(
     client: &ClientRecord,
 ) -> Result<String, String> {
     let supported = &state.settings.scopes_supported;
-    let requested: Vec<&str> = requested
-        .unwrap_or("")
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let requested = Scope::parse(requested.unwrap_or(""));
     if requested.is_empty() {
         return Ok(client.scope.clone().unwrap_or_else(|| supported.join(" ")));
     }
-    if let Some(bad) = requested
-        .iter()
-        .find(|s| !supported.iter().any(|x| x == *s))
-    {
+    if let Some(bad) = requested.first_not(|s| supported.iter().any(|x| x == s)) {
         return Err(format!("scope {bad:?} is not supported"));
     }
-    let mut unique: Vec<&str> = Vec::new();
-    for s in requested {
-        if !unique.contains(&s) {
-            unique.push(s);
-        }
-    }
-    Ok(unique.join(" "))
+    Ok(requested.to_string())
 }
 
 /// RFC 8707: an absolute http(s) URI without fragment, naming one of our MCP resources.
@@ -393,7 +381,7 @@ async fn consent_page(
         None => None,
     };
     let request = pending.consent_request(&state.settings.issuer);
-    let new_scopes: Vec<&str> = previous
+    let new_scopes: Vec<String> = previous
         .as_ref()
         .map(|c| c.new_scopes(request))
         .unwrap_or_default();

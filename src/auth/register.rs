@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use super::error::{json_response, track};
 use super::ratelimit::Limited;
 use super::{AuthState, OAuthError};
-use crate::policy::is_scope_token;
+use crate::policy::{Scope, is_scope_token};
 use crate::records::{ClientRecord, OOB_REDIRECT, is_loopback};
 use crate::token::{random_token, sha256_b64url};
 
@@ -115,14 +115,13 @@ pub fn validate(
             "response_types may contain only code",
         ));
     }
-    if let Some(scope) = &metadata.scope {
-        for s in scope.split(' ').filter(|s| !s.is_empty()) {
-            if !is_scope_token(s) || !scopes_supported.iter().any(|x| x == s) {
-                return Err(OAuthError::invalid_client_metadata(format!(
-                    "scope {s:?} is not supported"
-                )));
-            }
-        }
+    if let Some(scope) = &metadata.scope
+        && let Some(s) = Scope::parse(scope)
+            .first_not(|s| is_scope_token(s) && scopes_supported.iter().any(|x| x == s))
+    {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "scope {s:?} is not supported"
+        )));
     }
     let text = |name: &str, value: Option<String>| -> Result<Option<String>, OAuthError> {
         match value {

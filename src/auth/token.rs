@@ -13,6 +13,7 @@ use super::client_auth::{authenticate, parse_form};
 use super::error::track;
 use super::ratelimit::Limited;
 use super::{AuthState, OAuthError, UpstreamUser};
+use crate::policy::Scope;
 use crate::records::{Binding, ClientRecord, CodeRecord, RedeemedCode, RefreshRecord, StoredCode};
 use crate::store::{GrantOutcome, GrantResult, GrantWrite, StoreError, TokenRecord, keys};
 use crate::token::{MintRequest, mint, random_token, sha256_b64url};
@@ -274,21 +275,14 @@ async fn refresh(
     let scope = match param("scope") {
         None => record.scope.clone(),
         Some(asked) => {
-            let granted: Vec<&str> = record.scope.split(' ').collect();
-            if let Some(extra) = asked
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .find(|s| !granted.contains(s))
-            {
+            let granted = Scope::parse(&record.scope);
+            let asked = Scope::parse(asked);
+            if let Some(extra) = asked.first_not(|s| granted.contains(s)) {
                 return Err(OAuthError::invalid_scope(format!(
                     "scope {extra:?} was not granted"
                 )));
             }
-            asked
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
+            asked.to_string()
         }
     };
     if let Some(asked) = param("resource") {

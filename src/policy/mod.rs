@@ -24,7 +24,7 @@ mod access;
 mod scopes;
 
 pub use access::{AllowList, HostPattern, strip_port};
-pub use scopes::{ScopePolicy, is_scope_token};
+pub use scopes::{Scope, ScopePolicy, is_scope_token};
 
 use crate::config::split_list;
 

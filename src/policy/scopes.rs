@@ -103,6 +103,55 @@ impl ScopePolicy {
     }
 }
 
+/// A `scope` value (RFC 6749 §3.3) parsed once at the edge: its tokens in order, each once.
+/// Written back out space-separated ([`std::fmt::Display`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope(Vec<String>);
+
+impl Scope {
+    /// Splits on spaces; empty tokens and repeats are dropped.
+    pub fn parse(raw: &str) -> Self {
+        let mut tokens: Vec<String> = Vec::new();
+        for t in raw.split(' ').filter(|t| !t.is_empty()) {
+            if !tokens.iter().any(|x| x == t) {
+                tokens.push(t.to_string());
+            }
+        }
+        Self(tokens)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn contains(&self, token: &str) -> bool {
+        self.0.iter().any(|t| t == token)
+    }
+
+    /// The first token `allowed` refuses.
+    pub fn first_not(&self, allowed: impl Fn(&str) -> bool) -> Option<&str> {
+        self.iter().find(|t| !allowed(t))
+    }
+
+    /// Tokens of `self` that `other` lacks, in order.
+    pub fn beyond(&self, other: &[String]) -> Vec<String> {
+        self.iter()
+            .filter(|t| !other.iter().any(|o| o == t))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
 /// RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`.
 pub fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
@@ -113,6 +162,16 @@ pub fn is_scope_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_values_parse_once() {
+        let s = Scope::parse(" mcp  mcp:admin mcp ");
+        assert_eq!(s.to_string(), "mcp mcp:admin");
+        assert!(s.contains("mcp:admin") && !s.contains("mcp:write"));
+        assert_eq!(s.first_not(|t| t == "mcp"), Some("mcp:admin"));
+        assert_eq!(s.beyond(&["mcp".to_string()]), vec!["mcp:admin"]);
+        assert!(Scope::parse("   ").is_empty());
+    }
 
     #[test]
     fn scope_policy_by_prefix() {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Scope;
 use crate::store::{Store, StoreResult, keys};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,12 +31,8 @@ pub struct ConsentRequest<'a> {
 
 impl ConsentRecord {
     /// Scopes of `request` not covered by this consent (empty = nothing new).
-    pub fn new_scopes<'a>(&self, request: ConsentRequest<'a>) -> Vec<&'a str> {
-        request
-            .scope
-            .split(' ')
-            .filter(|s| !s.is_empty() && !self.scopes.iter().any(|c| c == s))
-            .collect()
+    pub fn new_scopes(&self, request: ConsentRequest<'_>) -> Vec<String> {
+        Scope::parse(request.scope).beyond(&self.scopes)
     }
 
     pub fn covers_resource(&self, resource: &str) -> bool {
@@ -49,11 +46,8 @@ impl ConsentRecord {
 
     /// This consent widened by `request` (a user approved it just now).
     pub fn merged(mut self, request: ConsentRequest<'_>, now: i64) -> Self {
-        for scope in request.scope.split(' ').filter(|s| !s.is_empty()) {
-            if !self.scopes.iter().any(|c| c == scope) {
-                self.scopes.push(scope.to_string());
-            }
-        }
+        let new = Scope::parse(request.scope).beyond(&self.scopes);
+        self.scopes.extend(new);
         if !self.covers_resource(request.resource) {
             self.resources.push(request.resource.to_string());
         }
