@@ -40,9 +40,13 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
                 "this client is not registered for {grant_type}"
             )));
         }
-        match grant_type.as_str() {
-            "authorization_code" => authorization_code(&state, &req, &client, &form).await,
-            _ => refresh(&state, &req, &client, &form).await,
+        match TokenRequest::parse(&form)? {
+            TokenRequest::AuthorizationCode(code) => {
+                authorization_code(&state, &req, &client, code).await
+            }
+            TokenRequest::RefreshToken(refresh_request) => {
+                refresh(&state, &req, &client, refresh_request).await
+            }
         }
     }
     .await;
@@ -54,6 +58,56 @@ type Form = std::collections::HashMap<String, String>;
 /// A non-empty form parameter.
 fn param<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
     form.get(name).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+/// A token request, read from the form once its client is known (so a request from an unknown
+/// client is `invalid_client` whatever else is wrong with it).
+enum TokenRequest<'a> {
+    AuthorizationCode(CodeExchange<'a>),
+    RefreshToken(RefreshRequest<'a>),
+}
+
+/// `grant_type=authorization_code` (OAuth 2.1 §4.1.3 with PKCE).
+struct CodeExchange<'a> {
+    code: &'a str,
+    verifier: &'a str,
+    redirect_uri: Option<&'a str>,
+    resource: Option<&'a str>,
+}
+
+/// `grant_type=refresh_token` (OAuth 2.1 §4.3), optionally narrowing scope or naming the
+/// resource again.
+struct RefreshRequest<'a> {
+    refresh_token: &'a str,
+    scope: Option<&'a str>,
+    resource: Option<&'a str>,
+}
+
+impl<'a> TokenRequest<'a> {
+    fn parse(form: &'a Form) -> Result<Self, OAuthError> {
+        let param = |name: &str| param(form, name);
+        match param("grant_type") {
+            Some("authorization_code") => Ok(Self::AuthorizationCode(CodeExchange {
+                code: param("code")
+                    .ok_or_else(|| OAuthError::invalid_request("code is required"))?,
+                verifier: param("code_verifier").ok_or_else(|| {
+                    OAuthError::invalid_request("code_verifier is required (PKCE)")
+                })?,
+                redirect_uri: param("redirect_uri"),
+                resource: param("resource"),
+            })),
+            Some("refresh_token") => Ok(Self::RefreshToken(RefreshRequest {
+                refresh_token: param("refresh_token")
+                    .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?,
+                scope: param("scope"),
+                resource: param("resource"),
+            })),
+            other => Err(OAuthError::unsupported_grant_type(format!(
+                "grant_type {:?} is not supported",
+                other.unwrap_or("")
+            ))),
+        }
+    }
 }
 
 /// RFC 7636 §4.1: 43–128 unreserved characters.
@@ -68,12 +122,9 @@ async fn authorization_code(
     state: &AuthState,
     req: &HttpRequest,
     client: &ClientRecord,
-    form: &Form,
+    exchange: CodeExchange<'_>,
 ) -> Result<HttpResponse, OAuthError> {
-    let param = |name: &str| param(form, name);
-    let code = param("code").ok_or_else(|| OAuthError::invalid_request("code is required"))?;
-    let verifier = param("code_verifier")
-        .ok_or_else(|| OAuthError::invalid_request("code_verifier is required (PKCE)"))?;
+    let CodeExchange { code, verifier, .. } = exchange;
     let code_hash = sha256_b64url(code.as_bytes());
     let code_key = keys::code(&code_hash);
     let retry = Retry::new(&code_hash, code, Some(verifier));
@@ -104,7 +155,7 @@ async fn authorization_code(
             return Err(code_replayed(state, &family_id).await);
         }
     };
-    let checked = check_code(state, client, form, &record, verifier);
+    let checked = check_code(state, client, &exchange, &record);
     let resource = match checked {
         Ok(resource) => resource,
         Err(e) => {
@@ -132,17 +183,16 @@ async fn authorization_code(
 fn check_code(
     state: &AuthState,
     client: &ClientRecord,
-    form: &Form,
+    exchange: &CodeExchange<'_>,
     record: &CodeRecord,
-    verifier: &str,
 ) -> Result<Option<String>, OAuthError> {
-    let param = |name: &str| param(form, name);
+    let verifier = exchange.verifier;
     if record.client_id != client.client_id {
         return Err(OAuthError::invalid_grant(
             "the code was issued to another client",
         ));
     }
-    match param("redirect_uri") {
+    match exchange.redirect_uri {
         Some(uri) if uri != record.redirect_uri => {
             return Err(OAuthError::invalid_grant(
                 "redirect_uri does not match the authorization request",
@@ -164,7 +214,7 @@ fn check_code(
             "code_verifier does not match the code_challenge",
         ));
     }
-    Ok(match (param("resource"), &record.resource) {
+    Ok(match (exchange.resource, &record.resource) {
         (None, r) => r.clone(),
         (Some(asked), Some(bound)) => {
             let asked = resolve_resource(state, asked).map_err(OAuthError::invalid_target)?;
@@ -234,11 +284,9 @@ async fn refresh(
     state: &AuthState,
     req: &HttpRequest,
     client: &ClientRecord,
-    form: &Form,
+    request: RefreshRequest<'_>,
 ) -> Result<HttpResponse, OAuthError> {
-    let param = |name: &str| param(form, name);
-    let presented = param("refresh_token")
-        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let presented = request.refresh_token;
     let hash = sha256_b64url(presented.as_bytes());
     let record = match RefreshRecord::load(state.store.as_ref(), &hash).await {
         Ok(Some(record)) => record,
@@ -272,7 +320,7 @@ async fn refresh(
             .await?;
         return Err(OAuthError::invalid_grant("the user is no longer allowed"));
     }
-    let scope = match param("scope") {
+    let scope = match request.scope {
         None => record.scope.clone(),
         Some(asked) => {
             let granted = Scope::parse(&record.scope);
@@ -285,7 +333,7 @@ async fn refresh(
             asked.to_string()
         }
     };
-    if let Some(asked) = param("resource") {
+    if let Some(asked) = request.resource {
         let asked = resolve_resource(state, asked).map_err(OAuthError::invalid_target)?;
         if record.resource.as_deref() != Some(asked.as_str()) {
             return Err(OAuthError::invalid_target(
