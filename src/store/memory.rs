@@ -36,6 +36,8 @@ impl Entry {
 pub struct MemoryStore {
     entries: Mutex<HashMap<String, Entry>>,
     revocations: broadcast::Sender<String>,
+    /// How far tests have moved this store's clock ahead ([`MemoryStore::advance`]), in ms.
+    ahead_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -56,12 +58,27 @@ impl MemoryStore {
         Self {
             entries: Mutex::new(HashMap::new()),
             revocations,
+            ahead_ms: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Moves this store's clock forward: TTLs run out as if `by` had passed (tests of expiry
+    /// without sleeping). Only the store's own expiry moves; callers pass their `now`.
+    pub fn advance(&self, by: Duration) {
+        self.ahead_ms.fetch_add(
+            u64::try_from(by.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+            + Duration::from_millis(self.ahead_ms.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Runs `f` on the map after dropping expired entries it touches.
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>, Instant) -> T) -> T {
-        let now = Instant::now();
+        let now = self.now();
         // A poisoned lock means a panic mid-update in a test; the map itself is still sound.
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 4_096 && map.len().is_power_of_two() {

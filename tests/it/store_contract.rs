@@ -647,3 +647,24 @@ contract!(
         }
     }
 );
+
+#[tokio::test]
+async fn the_memory_store_runs_on_a_clock_tests_move() {
+    let store = MemoryStore::new();
+    store
+        .put("oauth:test:t", "1", Some(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.ttl("oauth:test:t").await.unwrap(),
+        Ttl::Expires(_)
+    ));
+    store.advance(Duration::from_secs(599));
+    assert_eq!(
+        store.get("oauth:test:t").await.unwrap().as_deref(),
+        Some("1")
+    );
+    store.advance(Duration::from_secs(2));
+    assert_eq!(store.get("oauth:test:t").await.unwrap(), None);
+    assert_eq!(store.ttl("oauth:test:t").await.unwrap(), Ttl::Missing);
+}
