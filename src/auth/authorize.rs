@@ -16,6 +16,7 @@ use serde::Deserialize;
 use super::client_auth::load_client;
 use super::consent::{self, ConsentRecord, ConsentRequest};
 use super::pages::csp_origin;
+use super::params::{CodeChallenge, Resource};
 use super::ratelimit::Limited;
 use super::session::{bind_browser, csrf_cookie, csrf_ok, session_user};
 use super::{AuthState, OAuthError, Upstream};
@@ -80,54 +81,6 @@ pub fn resolve_scope(
         return Err(format!("scope {bad:?} is not supported"));
     }
     Ok(requested.to_string())
-}
-
-/// RFC 8707: an absolute http(s) URI without fragment, naming one of our MCP resources.
-/// Returns its canonical form, which becomes the token's `aud`.
-pub fn resolve_resource(state: &AuthState, resource: &str) -> Result<String, String> {
-    let url = url::Url::parse(resource)
-        .map_err(|_| format!("resource {resource:?} is not an absolute URI"))?;
-    if !matches!(url.scheme(), "http" | "https")
-        || url.fragment().is_some()
-        || url.query().is_some()
-    {
-        return Err("resource must be an http(s) URI without query or fragment".into());
-    }
-    let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-    let host_port = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.clone(),
-    };
-    if !state
-        .settings
-        .resource_hosts
-        .iter()
-        .any(|p| p.matches(&host_port))
-    {
-        return Err(format!(
-            "{host} is not a resource this server issues tokens for"
-        ));
-    }
-    let path = match url.path() {
-        "" => "/",
-        p if p.len() > 1 => p.trim_end_matches('/'),
-        p => p,
-    };
-    if path != state.settings.resource_path {
-        return Err(format!(
-            "resource path {path:?} is not the MCP endpoint {:?}",
-            state.settings.resource_path
-        ));
-    }
-    Ok(format!("{}://{}{}", url.scheme(), host_port, path))
-}
-
-/// RFC 7636 §4.2: base64url of a SHA-256, 43 characters.
-fn valid_challenge(challenge: &str) -> bool {
-    challenge.len() == 43
-        && challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 async fn authorize(
@@ -212,34 +165,19 @@ async fn authorize(
             "this client may not use the authorization code grant",
         );
     }
-    let Some(challenge) = params.get("code_challenge").copied() else {
-        return fail(
-            "invalid_request",
-            "PKCE is required: send code_challenge with method S256",
-        );
+    let challenge = match CodeChallenge::parse(
+        params.get("code_challenge").copied(),
+        params.get("code_challenge_method").copied(),
+    ) {
+        Ok(c) => c,
+        Err(e) => return fail("invalid_request", e),
     };
-    match params.get("code_challenge_method").copied() {
-        Some("S256") => {}
-        Some("plain") => {
-            return fail(
-                "invalid_request",
-                "code_challenge_method plain is not allowed; use S256",
-            );
-        }
-        _ => return fail("invalid_request", "code_challenge_method must be S256"),
-    }
-    if !valid_challenge(challenge) {
-        return fail(
-            "invalid_request",
-            "code_challenge must be 43 base64url characters",
-        );
-    }
     let scope = match resolve_scope(&state, params.get("scope").copied(), &client) {
         Ok(s) => s,
         Err(e) => return fail("invalid_scope", &e),
     };
     let resource = match params.get("resource") {
-        Some(r) => match resolve_resource(&state, r) {
+        Some(r) => match Resource::parse(&state.settings, r).map(Resource::into_string) {
             Ok(r) => Some(r),
             Err(e) => return fail("invalid_target", &e),
         },
@@ -259,7 +197,7 @@ async fn authorize(
         redirect_uri,
         redirect_uri_explicit: explicit,
         state: client_state.map(str::to_string),
-        code_challenge: challenge.to_string(),
+        code_challenge: challenge.into_string(),
         scope,
         resource,
         csrf: random_token(),

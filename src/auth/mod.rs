@@ -27,6 +27,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod mfa;
 pub mod pages;
+pub mod params;
 pub mod ratelimit;
 pub mod register;
 pub mod revoke;

@@ -6,11 +6,10 @@
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, USER_AGENT};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 
-use super::authorize::resolve_resource;
 use super::client_auth::{authenticate, parse_form};
 use super::error::track;
+use super::params::{CodeChallenge, Resource, valid_verifier};
 use super::ratelimit::Limited;
 use super::{AuthState, OAuthError, UpstreamUser};
 use crate::policy::Scope;
@@ -110,14 +109,6 @@ impl<'a> TokenRequest<'a> {
     }
 }
 
-/// RFC 7636 §4.1: 43–128 unreserved characters.
-fn valid_verifier(verifier: &str) -> bool {
-    (43..=128).contains(&verifier.len())
-        && verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-}
-
 async fn authorization_code(
     state: &AuthState,
     req: &HttpRequest,
@@ -208,8 +199,7 @@ fn check_code(
     if !valid_verifier(verifier) {
         return Err(OAuthError::invalid_grant("code_verifier is malformed"));
     }
-    let computed = sha256_b64url(verifier.as_bytes());
-    if !bool::from(computed.as_bytes().ct_eq(record.code_challenge.as_bytes())) {
+    if !CodeChallenge::verifies(&record.code_challenge, verifier) {
         return Err(OAuthError::invalid_grant(
             "code_verifier does not match the code_challenge",
         ));
@@ -217,7 +207,9 @@ fn check_code(
     Ok(match (exchange.resource, &record.resource) {
         (None, r) => r.clone(),
         (Some(asked), Some(bound)) => {
-            let asked = resolve_resource(state, asked).map_err(OAuthError::invalid_target)?;
+            let asked = Resource::parse(&state.settings, asked)
+                .map_err(OAuthError::invalid_target)?
+                .into_string();
             if &asked != bound {
                 return Err(OAuthError::invalid_target(
                     "resource differs from the authorization request",
@@ -225,9 +217,11 @@ fn check_code(
             }
             Some(asked)
         }
-        (Some(asked), None) => {
-            Some(resolve_resource(state, asked).map_err(OAuthError::invalid_target)?)
-        }
+        (Some(asked), None) => Some(
+            Resource::parse(&state.settings, asked)
+                .map_err(OAuthError::invalid_target)?
+                .into_string(),
+        ),
     })
 }
 
@@ -334,7 +328,9 @@ async fn refresh(
         }
     };
     if let Some(asked) = request.resource {
-        let asked = resolve_resource(state, asked).map_err(OAuthError::invalid_target)?;
+        let asked = Resource::parse(&state.settings, asked)
+            .map_err(OAuthError::invalid_target)?
+            .into_string();
         if record.resource.as_deref() != Some(asked.as_str()) {
             return Err(OAuthError::invalid_target(
                 "resource differs from the original grant",
