@@ -114,7 +114,7 @@ async fn list(cli: &Cli) -> CliResult {
 async fn show(cli: &Cli, client_id: &str) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
-    let store = cli.store(&settings)?;
+    let store = cli.store(&settings).await?;
     let client = ClientRecord::load(store.as_ref(), client_id)
         .await
         .ok()
@@ -130,7 +130,7 @@ async fn show(cli: &Cli, client_id: &str) -> CliResult {
 
 async fn delete(cli: &Cli, client_id: &str, complete: bool) -> CliResult {
     let settings = cli.settings()?;
-    let store = cli.store(&settings)?;
+    let store = cli.store(&settings).await?;
     if !complete {
         let removed = ClientRecord::delete(store.as_ref(), client_id)
             .await

@@ -17,7 +17,7 @@ pub enum MfaCommand {
 pub async fn run(cli: &Cli, cmd: &MfaCommand) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
-    let store = cli.store(&settings)?;
+    let store = cli.store(&settings).await?;
     let failed = |e: crate::store::StoreError| CliError::Failed(format!("Redis: {e}"));
     match cmd {
         MfaCommand::Status { user } => {

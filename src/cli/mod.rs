@@ -162,9 +162,22 @@ impl Cli {
         admin::Admin::connect(settings).await
     }
 
-    pub fn store(&self, settings: &Settings) -> CliResult<Arc<dyn Store>> {
+    /// The store, as the services use it. Behind Sentinel, once the sentinels have named the
+    /// primary (within 5 s), so the command's first step does not fail for want of one.
+    pub async fn store(&self, settings: &Settings) -> CliResult<Arc<dyn Store>> {
         let store = RedisStore::connect_with(settings)
             .map_err(|e| CliError::Failed(format!("cannot use REDIS_URL: {e}")))?;
+        if settings.redis_sentinel.is_some() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while store.ping().await.is_err() {
+                if std::time::Instant::now() > deadline {
+                    return Err(CliError::Failed(
+                        "no sentinel named the Redis primary within 5 s".into(),
+                    ));
+                }
+                tokio::time::sleep(crate::store::redis::SENTINEL_POLL / 5).await;
+            }
+        }
         Ok(Arc::new(store))
     }
 }

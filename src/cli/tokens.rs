@@ -360,16 +360,19 @@ async fn list_expired(cli: &Cli, admin: &mut Admin, index: Option<String>, now: 
 
 async fn show(cli: &Cli, jti: &str) -> CliResult {
     let settings = cli.settings()?;
-    let mut admin = cli.admin(&settings).await?;
-    let raw: Option<String> = admin
-        .conn
-        .get(keys::token(jti))
+    let store = cli.store(&settings).await?;
+    let failed = |e: crate::store::StoreError| CliError::Failed(format!("Redis: {e}"));
+    let record = store
+        .token(jti)
         .await
-        .map_err(redis_failed)?;
-    let record: TokenRecord = raw
-        .and_then(|j| serde_json::from_str(&j).ok())
+        .ok()
+        .flatten()
         .ok_or_else(|| CliError::Failed(format!("no live token with jti {jti}")))?;
-    let ttl = admin.pttl(&keys::token(jti)).await?;
+    let ttl = match store.ttl(&keys::token(jti)).await.map_err(failed)? {
+        crate::store::Ttl::Expires(left) => left.as_millis() as i64,
+        crate::store::Ttl::Persistent => -1,
+        crate::store::Ttl::Missing => -2,
+    };
     if cli.json {
         println!(
             "{}",
@@ -430,7 +433,7 @@ async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
             .map(|ua| crate::token::sha256_b64url(ua.as_bytes())),
         custom_claims: settings.custom_claims.clone(),
     };
-    let store = cli.store(&settings)?;
+    let store = cli.store(&settings).await?;
     let count = args.count as usize;
     // Signing dominates (RSA): on every core, in batches that are recorded as they are made.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -481,7 +484,7 @@ async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
 
 async fn revoke(cli: &Cli, jti: &str) -> CliResult {
     let settings = cli.settings()?;
-    let store = cli.store(&settings)?;
+    let store = cli.store(&settings).await?;
     let existed = store
         .revoke_token(jti)
         .await
@@ -500,7 +503,7 @@ async fn revoke(cli: &Cli, jti: &str) -> CliResult {
 async fn revoke_all(cli: &Cli, index: &str, what: &str, name: &str) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
-    let store = cli.store(&settings)?;
+    let store = cli.store(&settings).await?;
     let records = live_tokens(&mut admin, Some(index)).await?;
     let mut families: Vec<String> = records.iter().filter_map(|r| r.family_id.clone()).collect();
     // Through the family index too: a grant whose access tokens expired or were revoked
@@ -622,7 +625,7 @@ fn check_expiry(cli: &Cli) -> CliResult {
 
 async fn validate_saved(cli: &Cli, verify_url: Option<&str>) -> CliResult {
     let settings = cli.settings()?;
-    let store = cli.store(&settings)?;
+    let store = cli.store(&settings).await?;
     let policy = ValidationPolicy::new(settings.issuer.clone());
     let http = reqwest::Client::new();
     let mut rows = Vec::new();

@@ -345,8 +345,9 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
         elected.duration_since(killed).as_secs_f64()
     );
 
-    // A revocation made now, on the new primary, reaches verify.
-    assert!(settled("revoke", || store.revoke_token(&cached_jti)).await);
+    // A revocation made now, on the new primary, reaches verify. (A retry after a write
+    // that was not yet confirmed by a replica finds the token gone: revoking is idempotent.)
+    settled("revoke", || store.revoke_token(&cached_jti)).await;
     wait_for(Duration::from_secs(3), || async {
         verify.status(&cached).await == 401
     })
@@ -366,4 +367,19 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
         matches!(again, GrantOutcome::CodeReused { .. }),
         "{again:?}"
     );
+
+    // The operator CLI follows the sentinels too: it finds the new primary and its data.
+    let mut cli = std::process::Command::new(bin("mcp-gateway"));
+    cli.args(["--json", "stats"]).env_clear();
+    for (k, v) in &env.env {
+        cli.env(k, v);
+    }
+    let out = cli.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(stats["live_tokens"].as_u64().unwrap() >= 300, "{stats}");
 }

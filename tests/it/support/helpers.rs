@@ -373,13 +373,26 @@ pub async fn mint_token(
     )
     .expect("mint");
     let c = &minted.claims;
-    store
-        .put_token(
-            &TokenRecord::for_claims(c, None),
-            clock::SystemClock.now_unix(),
-        )
-        .await
-        .expect("record token");
+    // A write a store could not confirm (Sentinel: not yet on a replica) is retried, as
+    // every caller of the store does.
+    let mut attempts = 0;
+    loop {
+        let written = store
+            .put_token(
+                &TokenRecord::for_claims(c, None),
+                clock::SystemClock.now_unix(),
+            )
+            .await;
+        match written {
+            Ok(()) => break,
+            Err(e) if attempts < 5 => {
+                attempts += 1;
+                eprintln!("recording the token failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("record token: {e}"),
+        }
+    }
     (minted.token, c.jti.clone())
 }
 
