@@ -4,9 +4,10 @@
 //! certificate.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::dev_gateway::ChildGuard;
 use crate::support::helpers::*;
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -84,15 +85,8 @@ fn make_certificates(dir: &Path) {
 }
 
 struct TlsRedis {
-    child: Child,
+    _child: ChildGuard,
     port: u16,
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// redis-server with TLS only (no plain port) and an ACL user `gateway` (the default user off).
@@ -135,7 +129,10 @@ async fn tls_redis(dir: &Path, client_certs: bool) -> TlsRedis {
         .spawn()
         .expect("redis-server (Debian's is built with TLS)");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    TlsRedis { child, port }
+    TlsRedis {
+        _child: ChildGuard(child),
+        port,
+    }
 }
 
 fn tls_env(

@@ -3,27 +3,21 @@
 //! misses; the store follows the primary the sentinels elect.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::config::ConfigSource;
-use mcp_oauth_gateway::store::{GrantOutcome, GrantWrite, RedisStore, Store, TokenRecord};
+use mcp_oauth_gateway::store::{GrantOutcome, RedisStore, Store};
 
+use crate::support::dev_gateway::ChildGuard;
 use crate::support::helpers::*;
 
 /// A redis-server (data node or sentinel), killed on drop.
 struct Node {
-    child: Child,
+    _child: ChildGuard,
     port: u16,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn spawn(dir: &Path, name: &str, args: &[String]) -> Node {
@@ -39,7 +33,10 @@ fn spawn(dir: &Path, name: &str, args: &[String]) -> Node {
         .stderr(Stdio::from(log))
         .spawn()
         .expect("redis-server runs");
-    Node { child, port }
+    Node {
+        _child: ChildGuard(child),
+        port,
+    }
 }
 
 async fn conn(port: u16) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
@@ -119,32 +116,6 @@ async fn named_primary(sentinel: u16) -> Option<u16> {
     )
     .await?;
     addr.map(|(_, port)| port)
-}
-
-fn grant(jti: &str, family: &str, refresh: &str, rotate_from: Option<&str>) -> GrantWrite {
-    let now = SystemClock.now_unix();
-    GrantWrite {
-        token: TokenRecord {
-            jti: jti.into(),
-            user_id: "7".into(),
-            username: "erin".into(),
-            client_id: "c1".into(),
-            scope: "mcp".into(),
-            audience: vec![],
-            issued_at: now,
-            expires_at: now + 600,
-            family_id: Some(family.into()),
-        },
-        refresh_hash: refresh.into(),
-        refresh_json: serde_json::json!({"family_id": family, "client_id": "c1", "used": false})
-            .to_string(),
-        refresh_expires_at: now + 3600,
-        family_id: family.into(),
-        rotate_from: rotate_from.map(str::to_string),
-        redeem_code: None,
-        result: None,
-        renew_client: None,
-    }
 }
 
 /// Retries a store call while the store is unavailable (the failover), up to 15 s.
@@ -236,14 +207,14 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
     let now = SystemClock.now_unix();
     assert_eq!(
         store
-            .issue_grant(&grant("g1", "fam", "r1", None), now)
+            .issue_grant(&grant_write("g1", "c1", "fam", "r1", None), now)
             .await
             .unwrap(),
         GrantOutcome::Issued
     );
     assert_eq!(
         store
-            .issue_grant(&grant("g2", "fam", "r2", Some("r1")), now)
+            .issue_grant(&grant_write("g2", "c1", "fam", "r2", Some("r1")), now)
             .await
             .unwrap(),
         GrantOutcome::Issued
@@ -258,7 +229,7 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
         )
         .await
         .unwrap();
-    let mut redeem = grant("g3", "fam2", "r3", None);
+    let mut redeem = grant_write("g3", "c1", "fam2", "r3", None);
     redeem.redeem_code = Some("oauth:code:c1".into());
     assert_eq!(
         store.issue_grant(&redeem, now).await.unwrap(),
@@ -357,10 +328,10 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
     // What was done before the failover stays done: r1 was rotated, so presenting it again is
     // reuse (never a second rotation), and the code was redeemed.
     let now = SystemClock.now_unix();
-    let rotation = grant("g4", "fam", "r4", Some("r1"));
+    let rotation = grant_write("g4", "c1", "fam", "r4", Some("r1"));
     let again = settled("rotate", || store.issue_grant(&rotation, now)).await;
     assert_eq!(again, GrantOutcome::Reused);
-    let mut twice = grant("g5", "fam3", "r5", None);
+    let mut twice = grant_write("g5", "c1", "fam3", "r5", None);
     twice.redeem_code = Some("oauth:code:c1".into());
     let again = settled("redeem", || store.issue_grant(&twice, now)).await;
     assert!(

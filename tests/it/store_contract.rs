@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::store::{MemoryStore, Store, TokenRecord, Ttl};
 
-use crate::support::helpers::RedisServer;
+use crate::support::helpers::{RedisServer, grant_write};
 
 /// Runs `body` against a fresh Redis-backed store and a fresh in-memory store.
 macro_rules! contract {
@@ -192,29 +192,7 @@ contract!(revocations_are_published, |store| {
     assert_eq!(got, vec!["j9".to_string(), "never-issued".to_string()]);
 });
 
-use mcp_oauth_gateway::store::{GrantOutcome, GrantResult, GrantWrite};
-
-fn grant(
-    jti: &str,
-    client: &str,
-    family: &str,
-    refresh: &str,
-    rotate_from: Option<&str>,
-) -> GrantWrite {
-    let now = SystemClock.now_unix();
-    GrantWrite {
-        token: record(jti, "erin", client, 600),
-        refresh_hash: refresh.into(),
-        refresh_json: serde_json::json!({"family_id": family, "client_id": client, "used": false})
-            .to_string(),
-        refresh_expires_at: now + 3600,
-        family_id: family.into(),
-        rotate_from: rotate_from.map(str::to_string),
-        redeem_code: None,
-        result: None,
-        renew_client: None,
-    }
-}
+use mcp_oauth_gateway::store::{GrantOutcome, GrantResult};
 
 contract!(codes_redeem_once_and_remember_the_family, |store| {
     let now = SystemClock.now_unix();
@@ -229,7 +207,7 @@ contract!(codes_redeem_once_and_remember_the_family, |store| {
     let results = join_all((0..20).map(|i| {
         let store = store.clone();
         async move {
-            let mut write = grant(
+            let mut write = grant_write(
                 &format!("j{i}"),
                 "c1",
                 &format!("fam{i}"),
@@ -270,7 +248,7 @@ contract!(codes_redeem_once_and_remember_the_family, |store| {
         store.ttl("oauth:code:h1").await.unwrap(),
         Ttl::Expires(_)
     ));
-    let mut missing = grant("jx", "c1", "fx", "rx", None);
+    let mut missing = grant_write("jx", "c1", "fx", "rx", None);
     missing.redeem_code = Some("oauth:code:none".into());
     assert_eq!(
         store.issue_grant(&missing, now).await.unwrap(),
@@ -287,14 +265,14 @@ contract!(
             sealed: sealed.into(),
             ttl: Duration::from_millis(700),
         };
-        let mut first = grant("g1", "c1", "G", "s1", None);
+        let mut first = grant_write("g1", "c1", "G", "s1", None);
         first.result = Some(kept("answer-1"));
         assert_eq!(
             store.issue_grant(&first, now).await.unwrap(),
             GrantOutcome::Issued
         );
         // The same request again (its answer was lost): nothing new, the same answer.
-        let mut again = grant("g2", "c1", "G", "s2", None);
+        let mut again = grant_write("g2", "c1", "G", "s2", None);
         again.result = Some(kept("answer-2"));
         assert_eq!(
             store.issue_grant(&again, now).await.unwrap(),
@@ -303,7 +281,7 @@ contract!(
         assert!(!store.token_is_live("g2").await.unwrap());
         assert_eq!(store.get("oauth:refresh:s2").await.unwrap(), None);
         // Rotating s1 with a successor that names it; using the successor ends s1's window.
-        let mut rotate = grant("g3", "c1", "G", "s3", Some("s1"));
+        let mut rotate = grant_write("g3", "c1", "G", "s3", Some("s1"));
         rotate.refresh_json = serde_json::json!({"family_id": "G", "client_id": "c1", "used": false, "rotated_from": "p1"}).to_string();
         rotate.result = Some(GrantResult {
             key: "oauth:grant_result:s1".into(),
@@ -314,7 +292,7 @@ contract!(
             store.issue_grant(&rotate, now).await.unwrap(),
             GrantOutcome::Issued
         );
-        let mut next = grant("g4", "c1", "G", "s4", Some("s3"));
+        let mut next = grant_write("g4", "c1", "G", "s4", Some("s3"));
         next.result = Some(GrantResult {
             key: "oauth:grant_result:s3".into(),
             sealed: "answer-4".into(),
@@ -336,7 +314,7 @@ contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
     let mut feed = store.subscribe_revocations().await.unwrap();
     assert_eq!(
         store
-            .issue_grant(&grant("a1", "c1", "F", "r1", None), now)
+            .issue_grant(&grant_write("a1", "c1", "F", "r1", None), now)
             .await
             .unwrap(),
         GrantOutcome::Issued
@@ -345,7 +323,7 @@ contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
     assert!(store.get("oauth:refresh:r1").await.unwrap().is_some());
     assert_eq!(
         store
-            .issue_grant(&grant("a2", "c1", "F", "r2", Some("r1")), now)
+            .issue_grant(&grant_write("a2", "c1", "F", "r2", Some("r1")), now)
             .await
             .unwrap(),
         GrantOutcome::Issued
@@ -356,7 +334,7 @@ contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
     // r1 again: reuse. Everything in the family dies, the rotated-in tokens included.
     assert_eq!(
         store
-            .issue_grant(&grant("a3", "c1", "F", "r3", Some("r1")), now)
+            .issue_grant(&grant_write("a3", "c1", "F", "r3", Some("r1")), now)
             .await
             .unwrap(),
         GrantOutcome::Reused
@@ -367,14 +345,14 @@ contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
     assert_eq!(store.get("oauth:refresh:r2").await.unwrap(), None);
     assert_eq!(
         store
-            .issue_grant(&grant("a4", "c1", "F", "r4", Some("r2")), now)
+            .issue_grant(&grant_write("a4", "c1", "F", "r4", Some("r2")), now)
             .await
             .unwrap(),
         GrantOutcome::FamilyRevoked
     );
     assert_eq!(
         store
-            .issue_grant(&grant("a5", "c1", "G", "r5", Some("nope")), now)
+            .issue_grant(&grant_write("a5", "c1", "G", "r5", Some("nope")), now)
             .await
             .unwrap(),
         GrantOutcome::Missing
@@ -391,7 +369,7 @@ contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
 contract!(concurrent_rotations_issue_exactly_once, |store| {
     let now = SystemClock.now_unix();
     store
-        .issue_grant(&grant("b0", "c1", "H", "s0", None), now)
+        .issue_grant(&grant_write("b0", "c1", "H", "s0", None), now)
         .await
         .unwrap();
     let outcomes = join_all((0..50).map(|i| {
@@ -399,7 +377,7 @@ contract!(concurrent_rotations_issue_exactly_once, |store| {
         async move {
             store
                 .issue_grant(
-                    &grant(
+                    &grant_write(
                         &format!("b{}", i + 1),
                         "c1",
                         "H",
@@ -434,7 +412,7 @@ contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
             .unwrap();
     }
     store
-        .issue_grant(&grant("d1", "c7", "K", "t1", None), now)
+        .issue_grant(&grant_write("d1", "c7", "K", "t1", None), now)
         .await
         .unwrap();
     store
@@ -581,13 +559,13 @@ contract!(
             "rotated_from": "r0"
         })
         .to_string();
-        let mut first = grant("t1", "c1", "famx", "rx1", None);
+        let mut first = grant_write("t1", "c1", "famx", "rx1", None);
         first.refresh_json = refresh.clone();
         assert_eq!(
             store.issue_grant(&first, now).await.unwrap(),
             GrantOutcome::Issued
         );
-        let mut second = grant("t2", "c1", "famx", "rx2", Some("rx1"));
+        let mut second = grant_write("t2", "c1", "famx", "rx2", Some("rx1"));
         second.refresh_json = refresh;
         assert_eq!(
             store.issue_grant(&second, now).await.unwrap(),
@@ -623,7 +601,7 @@ contract!(
             )
             .await
             .unwrap();
-        let mut redeem = grant("t3", "c1", "famy", "ry1", None);
+        let mut redeem = grant_write("t3", "c1", "famy", "ry1", None);
         redeem.redeem_code = Some("oauth:code:cx".into());
         assert_eq!(
             store.issue_grant(&redeem, now).await.unwrap(),

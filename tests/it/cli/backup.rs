@@ -66,7 +66,13 @@ async fn a_backup_taken_during_revocations_never_brings_a_revoked_grant_back() {
             async move {
                 store
                     .issue_grant(
-                        &family_grant(&format!("j{i}"), &format!("f{i}"), &format!("r{i}")),
+                        &grant_write(
+                            &format!("j{i}"),
+                            "bulk",
+                            &format!("f{i}"),
+                            &format!("r{i}"),
+                            None,
+                        ),
                         mcp_oauth_gateway::clock::Clock::now_unix(
                             &mcp_oauth_gateway::clock::SystemClock,
                         ),
@@ -204,7 +210,7 @@ async fn a_large_index_is_backed_up_in_pages_and_restored_whole() {
         futures_util::future::join_all(chunk.iter().map(|i| {
             let store = store.clone();
             async move {
-                let mut record = family_grant(&format!("big{i}"), "f", "r").token;
+                let mut record = grant_write(&format!("big{i}"), "bulk", "f", "r", None).token;
                 record.family_id = None;
                 store.put_token(&record, now).await.unwrap();
             }

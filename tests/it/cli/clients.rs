@@ -76,7 +76,7 @@ async fn a_delete_cut_short_by_a_stalled_redis_says_so_and_finishes_when_run_aga
         futures_util::future::join_all(chunk.iter().map(|i| {
             let (store, id) = (store.clone(), id.clone());
             async move {
-                let mut record = family_grant(&format!("bulk{i}"), "f", "r").token;
+                let mut record = grant_write(&format!("bulk{i}"), "bulk", "f", "r", None).token;
                 record.client_id = id;
                 record.family_id = None;
                 store.put_token(&record, now).await.unwrap();

@@ -102,31 +102,3 @@ async fn redis_state(gw: &Gateway) -> Vec<(String, String, i64)> {
     }
     out
 }
-
-/// A grant of `family` for erin: an access token `jti` and refresh token `refresh`.
-fn family_grant(jti: &str, family: &str, refresh: &str) -> mcp_oauth_gateway::store::GrantWrite {
-    let now = mcp_oauth_gateway::clock::Clock::now_unix(&mcp_oauth_gateway::clock::SystemClock);
-    mcp_oauth_gateway::store::GrantWrite {
-        token: mcp_oauth_gateway::store::TokenRecord {
-            jti: jti.into(),
-            user_id: "7".into(),
-            username: "erin".into(),
-            client_id: "bulk".into(),
-            scope: "mcp".into(),
-            audience: vec![],
-            issued_at: now,
-            expires_at: now + 3600,
-            family_id: Some(family.into()),
-        },
-        refresh_hash: refresh.into(),
-        refresh_json: serde_json::json!({"family_id": family, "client_id": "bulk", "used": false,
-            "user": {"login": "erin"}, "expires_at": now + 7200})
-        .to_string(),
-        refresh_expires_at: now + 7200,
-        family_id: family.into(),
-        rotate_from: None,
-        redeem_code: None,
-        result: None,
-        renew_client: None,
-    }
-}

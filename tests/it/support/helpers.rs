@@ -405,3 +405,39 @@ pub fn bin(name: &str) -> PathBuf {
         other => panic!("unknown binary {other}"),
     }
 }
+
+/// A grant for erin as the grant script receives it: access token `jti` in `family` and
+/// refresh token `refresh` (its SHA-256 stands in for the hash), for `client`, optionally
+/// rotating the refresh token `rotate_from`.
+pub fn grant_write(
+    jti: &str,
+    client: &str,
+    family: &str,
+    refresh: &str,
+    rotate_from: Option<&str>,
+) -> mcp_oauth_gateway::store::GrantWrite {
+    let now = clock::SystemClock.now_unix();
+    mcp_oauth_gateway::store::GrantWrite {
+        token: TokenRecord {
+            jti: jti.into(),
+            user_id: "7".into(),
+            username: "erin".into(),
+            client_id: client.into(),
+            scope: "mcp".into(),
+            audience: vec![],
+            issued_at: now,
+            expires_at: now + 600,
+            family_id: Some(family.into()),
+        },
+        refresh_hash: refresh.into(),
+        refresh_json: serde_json::json!({"family_id": family, "client_id": client, "used": false,
+            "user": {"login": "erin"}, "expires_at": now + 3600})
+        .to_string(),
+        refresh_expires_at: now + 3600,
+        family_id: family.into(),
+        rotate_from: rotate_from.map(str::to_string),
+        redeem_code: None,
+        result: None,
+        renew_client: None,
+    }
+}
