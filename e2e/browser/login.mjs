@@ -97,8 +97,18 @@ try {
   // A phone-sized window: the pages must be readable there.
   const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2 });
   const page = await context.newPage();
+  // Chromium under load sometimes fails a capture ("Unable to capture screenshot"): the page
+  // is there, so try again a few times before calling it a failure.
   const shot = async (name) => {
-    await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+        break;
+      } catch (e) {
+        if (attempt >= 4) throw e;
+        await new Promise((r) => setTimeout(r, 250 * attempt));
+      }
+    }
     steps.push(name);
   };
 
