@@ -288,3 +288,82 @@ async fn e2e_mcp_sdk_steps_up_for_a_protected_tool_through_traefik() {
     assert_eq!(flow["protected_ok"], true, "{context}");
     assert_eq!(flow["final_scope"], "mcp:admin", "{context}");
 }
+
+/// A client of the 2026-07-28 era (@modelcontextprotocol/client 2.4.0, version negotiation
+/// on) against the policy, through Traefik (the body reaches verify) and Caddy (headers
+/// only). Its discovery probe (`server/discover`, with `Mcp-Method`) passes verify like any
+/// session method; server-everything speaks 2025-11-25, so the client falls back to that era
+/// and sends no `Mcp-Name` on tools/call. Through Traefik the policy decides from the body:
+/// the allowed tool works and the protected one is 403 insufficient_scope naming its scope.
+/// Through Caddy a rule that needs the method and name gets neither, so the request is refused
+/// (the default), never let through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_2026_client_meets_the_tool_policy_through_traefik_and_caddy() {
+    for proxy in [Proxy::Traefik, Proxy::Caddy] {
+        if !e2e_enabled(&[proxy.bin()]) {
+            return;
+        }
+        let stack = Stack::builder(proxy)
+            .verify_env("TOOL_POLICY", "tools/call get-env=mcp:admin")
+            .verify_env("SCOPE_HIERARCHY", "mcp:admin > mcp")
+            .start()
+            .await;
+        let token = stack.mint(&["--scope", "mcp", "--resource", &stack.mcp_url]);
+        let (flow, stderr) = stack
+            .run_script(
+                "mcp-2026-client.mjs",
+                &[&stack.mcp_url, &token, "echo", "get-env"],
+                Duration::from_secs(90),
+            )
+            .await;
+        let context = format!("{}: {flow:#}\n{stderr}\n{}", proxy.name(), stack.logs());
+        let http = flow["http"].as_array().cloned().unwrap_or_default();
+        let probe = http
+            .iter()
+            .find(|e| e["mcp_method"] == "server/discover")
+            .unwrap_or_else(|| panic!("the client probes with Mcp-Method: {context}"));
+        let probe_status = probe["status"].as_u64().unwrap_or(0);
+        assert!(
+            probe_status != 401 && probe_status != 403,
+            "the discovery probe is not refused by verify: {context}"
+        );
+        match proxy {
+            Proxy::Traefik => {
+                let call = |tool: &str| {
+                    http.iter()
+                        .find(|e| e["body_method"] == "tools/call" && e["body_name"] == tool)
+                        .cloned()
+                        .unwrap_or_else(|| panic!("a tools/call of {tool} was sent: {context}"))
+                };
+                assert_eq!(flow["ok"], true, "{context}");
+                assert_eq!(flow["allowed_ok"], true, "{context}");
+                assert_eq!(flow["protected_ok"], false, "{context}");
+                assert_eq!(call("echo")["status"], 200, "{context}");
+                let refused = call("get-env");
+                assert_eq!(refused["status"], 403, "{context}");
+                let challenge = refused["www_authenticate"].as_str().unwrap_or("");
+                assert!(
+                    challenge.contains(r#"error="insufficient_scope""#)
+                        && challenge.contains(r#"scope="mcp:admin""#),
+                    "{context}"
+                );
+            }
+            _ => {
+                // A header-only proxy and a client that sends no Mcp-Method: verify cannot
+                // tell which method (or tool) a POST is, and a rule needs to know, so it is
+                // refused (TOOL_POLICY_MISSING_NAME=deny, the default), never let through.
+                let unnamed: Vec<&Value> = http
+                    .iter()
+                    .filter(|e| e["method"] == "POST" && e["mcp_method"].is_null())
+                    .collect();
+                assert!(!unnamed.is_empty(), "{context}");
+                assert!(unnamed.iter().all(|e| e["status"] == 403), "{context}");
+                assert!(
+                    flow["error"].as_str().unwrap_or("").contains("Mcp-Method"),
+                    "the refusal says why: {context}"
+                );
+                assert_ne!(flow["allowed_ok"], true, "{context}");
+            }
+        }
+    }
+}
