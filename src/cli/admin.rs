@@ -70,17 +70,9 @@ impl Admin {
     /// patterns that match few keys.
     pub async fn scan(&mut self, pattern: &str) -> Result<Vec<String>, CliError> {
         let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
+        let mut cursor = 0;
         loop {
-            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_PAGE)
-                .query_async(&mut self.conn)
-                .await
-                .map_err(redis_failed)?;
+            let (next, page) = self.scan_page(cursor, pattern).await?;
             keys.extend(page);
             if next == 0 {
                 break;

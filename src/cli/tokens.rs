@@ -146,26 +146,16 @@ fn record_json(record: &TokenRecord, ttl_ms: Option<i64>) -> serde_json::Value {
     v
 }
 
-/// Live token records, optionally those of one index (user or client).
-pub async fn live_tokens(admin: &mut Admin, index: Option<&str>) -> CliResult<Vec<TokenRecord>> {
-    let keys: Vec<String> = match index {
-        Some(index) => admin
-            .zset(index)
-            .await?
-            .into_iter()
-            .map(|(jti, _)| keys::token(&jti))
-            .collect(),
-        None => admin.scan(&format!("{}*", keys::TOKEN_PREFIX)).await?,
-    };
-    let mut records: Vec<TokenRecord> = admin
-        .values(&keys)
+/// The live token records of an index (`oauth:user_tokens:…`/`oauth:client_tokens:…`), by
+/// expiry.
+async fn indexed_records(admin: &mut Admin, index: &str) -> CliResult<Vec<TokenRecord>> {
+    let jtis: Vec<String> = admin
+        .zset(index)
         .await?
         .into_iter()
-        .flatten()
-        .filter_map(|json| serde_json::from_str(&json).ok())
+        .map(|(j, _)| j)
         .collect();
-    records.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.jti.cmp(&b.jti)));
-    Ok(records)
+    records_at(admin, jtis.iter().map(|j| keys::token(j)).collect()).await
 }
 
 /// Rows written as they are read: a JSON array, or a table whose columns are at least as
@@ -235,14 +225,20 @@ fn write_failed(e: std::io::Error) -> CliError {
 
 /// The records behind `jtis` (MGET), those still live.
 async fn records_of(admin: &mut Admin, jtis: &[String]) -> CliResult<Vec<TokenRecord>> {
-    let keys: Vec<String> = jtis.iter().map(|j| keys::token(j)).collect();
-    Ok(admin
+    records_at(admin, jtis.iter().map(|j| keys::token(j)).collect()).await
+}
+
+/// The token records stored under `keys` (MGET; gone or unreadable ones left out), by expiry.
+async fn records_at(admin: &mut Admin, keys: Vec<String>) -> CliResult<Vec<TokenRecord>> {
+    let mut records: Vec<TokenRecord> = admin
         .values(&keys)
         .await?
         .into_iter()
         .flatten()
         .filter_map(|json| serde_json::from_str(&json).ok())
-        .collect())
+        .collect();
+    records.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.jti.cmp(&b.jti)));
+    Ok(records)
 }
 
 /// Lists without holding the list: with `--user`/`--client`, that index page by page (by
@@ -301,15 +297,7 @@ async fn list(cli: &Cli, user: Option<&str>, client: Option<&str>, expired: bool
             let mut cursor = 0;
             loop {
                 let (next, page) = admin.scan_page(cursor, &pattern).await?;
-                let mut records: Vec<TokenRecord> = admin
-                    .values(&page)
-                    .await?
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|json| serde_json::from_str(&json).ok())
-                    .collect();
-                records.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.jti.cmp(&b.jti)));
-                emit(&mut out, records)?;
+                emit(&mut out, records_at(&mut admin, page).await?)?;
                 if next == 0 {
                     break;
                 }
@@ -504,7 +492,7 @@ async fn revoke_all(cli: &Cli, index: &str, what: &str, name: &str) -> CliResult
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
     let store = cli.store(&settings).await?;
-    let records = live_tokens(&mut admin, Some(index)).await?;
+    let records = indexed_records(&mut admin, index).await?;
     let mut families: Vec<String> = records.iter().filter_map(|r| r.family_id.clone()).collect();
     // Through the family index too: a grant whose access tokens expired or were revoked
     // alone still has a live refresh token.

@@ -371,13 +371,7 @@ impl ToolPolicy {
 
     /// Every scope any rule names.
     pub fn all_scopes(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for s in self.rules.iter().flat_map(|r| r.scopes.iter()) {
-            if !out.contains(s) {
-                out.push(s.clone());
-            }
-        }
-        out
+        scopes::unique(self.rules.iter().flat_map(|r| r.scopes.iter()))
     }
 
     /// One line per rule, for `--check-config`.

@@ -93,14 +93,19 @@ impl ScopePolicy {
 
     /// Every scope any rule names.
     pub fn all_scopes(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for s in self.rules.iter().flat_map(|r| r.scopes.iter()) {
-            if !out.contains(s) {
-                out.push(s.clone());
-            }
-        }
-        out
+        unique(self.rules.iter().flat_map(|r| r.scopes.iter()))
     }
+}
+
+/// `scopes` in order, each once.
+pub(crate) fn unique<'a>(scopes: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in scopes {
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
 }
 
 /// A `scope` value (RFC 6749 §3.3) parsed once at the edge: its tokens in order, each once.
