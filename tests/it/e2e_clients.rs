@@ -367,3 +367,88 @@ async fn e2e_a_2026_client_meets_the_tool_policy_through_traefik_and_caddy() {
         }
     }
 }
+
+/// Both ends of the 2026-07-28 era: `@modelcontextprotocol/client` 2.4.0 negotiates the
+/// revision with `e2e/mcp-2026-server.mjs` (`@modelcontextprotocol/server` 2.4.0), so every
+/// POST carries `Mcp-Method` and each tools/call `Mcp-Name`; behind Traefik with
+/// `forwardBody`, verify decides from headers and body together. A forged `Mcp-Name` is
+/// refused by verify itself (400, JSON-RPC -32020) before the MCP server sees it, and so is a
+/// tools/call whose headers were left off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_2026_client_and_server_send_and_check_the_request_headers_through_traefik() {
+    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+        return;
+    }
+    let stack = Stack::builder(Proxy::Traefik)
+        .mcp_server(McpServer::Modern)
+        .verify_env("TOOL_POLICY", "tools/call get-env=mcp:admin")
+        .verify_env("SCOPE_HIERARCHY", "mcp:admin > mcp")
+        .start()
+        .await;
+    let token = stack.mint(&["--scope", "mcp", "--resource", &stack.mcp_url]);
+    let (flow, stderr) = stack
+        .run_script(
+            "mcp-2026-client.mjs",
+            &[&stack.mcp_url, &token, "echo", "get-env"],
+            Duration::from_secs(90),
+        )
+        .await;
+    let context = format!("{flow:#}\n{stderr}\n{}", stack.logs());
+    assert_eq!(flow["ok"], true, "{context}");
+    assert_eq!(flow["protocol_version"], "2026-07-28", "{context}");
+    assert_eq!(flow["allowed_ok"], true, "{context}");
+    assert_eq!(flow["protected_ok"], false, "{context}");
+    let http = flow["http"].as_array().cloned().unwrap_or_default();
+    let call = |tool: &str| {
+        http.iter()
+            .find(|e| e["body_method"] == "tools/call" && e["body_name"] == tool)
+            .cloned()
+            .unwrap_or_else(|| panic!("a tools/call of {tool} was sent: {context}"))
+    };
+    let allowed = call("echo");
+    assert_eq!(allowed["mcp_method"], "tools/call", "{context}");
+    assert_eq!(allowed["mcp_name"], "echo", "{context}");
+    assert_eq!(allowed["status"], 200, "{context}");
+    let refused = call("get-env");
+    assert_eq!(refused["mcp_name"], "get-env", "{context}");
+    assert_eq!(refused["status"], 403, "{context}");
+    let challenge = refused["www_authenticate"].as_str().unwrap_or("");
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#)
+            && challenge.contains(r#"scope="mcp:admin""#),
+        "{context}"
+    );
+
+    // The same token, by hand, as a 2026 client would send it but with the header forged to
+    // name the allowed tool: verify sees the body and refuses the disagreement.
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {
+            "name": "get-env", "arguments": {},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
+        }
+    })
+    .to_string();
+    let post = |headers: &[(&str, &str)]| {
+        let mut req = crate::support::helpers::http()
+            .post(&stack.mcp_url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .body(body.clone());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    let forged = post(&[("mcp-method", "tools/call"), ("mcp-name", "echo")])
+        .await
+        .expect("forged request");
+    assert_eq!(forged.status(), 400, "{}", stack.logs());
+    let answer: Value = forged.json().await.expect("a JSON-RPC error");
+    assert_eq!(answer["error"]["code"], -32020, "{answer}");
+    // Headers left off: the body still names the protected tool.
+    let bare = post(&[]).await.expect("request without the Mcp-* headers");
+    assert_eq!(bare.status(), 403, "{}", stack.logs());
+}

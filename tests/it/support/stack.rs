@@ -234,9 +234,26 @@ pub struct StackBuilder {
     verify_replicas: usize,
     verify_env: Vec<(String, String)>,
     auth_env: Vec<(String, String)>,
+    mcp_server: McpServer,
+}
+
+/// The MCP server behind the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpServer {
+    /// `@modelcontextprotocol/server-everything` (speaks 2025-11-25).
+    Everything,
+    /// `e2e/mcp-2026-server.mjs` on `@modelcontextprotocol/server` 2.4.0: speaks 2026-07-28
+    /// (and 2025-11-25 to older clients), with the tools `echo`, `get-env` and `get-sum`.
+    Modern,
 }
 
 impl StackBuilder {
+    /// Which MCP server the proxy fronts (default: server-everything).
+    pub fn mcp_server(mut self, server: McpServer) -> Self {
+        self.mcp_server = server;
+        self
+    }
+
     /// Several verify processes behind a per-request round-robin balancer
     /// (`e2e/round-robin.mjs`, standing in for a Kubernetes Service): the proxy's one
     /// forwardAuth address reaches them in turn.
@@ -289,6 +306,7 @@ impl Stack {
             verify_replicas: 1,
             verify_env: Vec::new(),
             auth_env: Vec::new(),
+            mcp_server: McpServer::Everything,
         }
     }
 
@@ -398,10 +416,18 @@ impl Stack {
         // The MCP server, unchanged: it knows nothing of OAuth.
         let mport = free_port();
         let mut cmd = clean_command(&node22());
-        cmd.arg(server_everything())
-            .arg("streamableHttp")
-            .env("PORT", mport.to_string());
-        let mut mcp = Proc::spawn("server-everything", cmd, &logs);
+        let name = match opts.mcp_server {
+            McpServer::Everything => {
+                cmd.arg(server_everything()).arg("streamableHttp");
+                "server-everything"
+            }
+            McpServer::Modern => {
+                cmd.arg(e2e_dir().join("mcp-2026-server.mjs"));
+                "mcp-2026-server"
+            }
+        };
+        cmd.env("PORT", mport.to_string());
+        let mut mcp = Proc::spawn(name, cmd, &logs);
         let mcp_backend = format!("http://127.0.0.1:{mport}");
         // GET /mcp without a session is a 400: any answer means it is up.
         wait_http(
