@@ -7,6 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Seconds since the Unix epoch, as JWT `exp`/`iat`/`nbf` count them.
 pub trait Clock: Send + Sync + 'static {
     fn now_unix(&self) -> i64;
+
+    /// Milliseconds since the epoch, for ordering events within a second.
+    fn now_millis(&self) -> i64 {
+        self.now_unix() * 1000
+    }
 }
 
 /// The real wall clock.
@@ -18,6 +23,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    fn now_millis(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
 }

@@ -326,9 +326,23 @@ async fn consent_page(
     let new_resource = previous
         .as_ref()
         .is_some_and(|c| !c.covers_resource(request.resource));
+    // A metadata-document client is who its host says: the host is what the user can judge
+    // (the name is the document's own claim).
+    let document_host = super::cimd::is_document_id(&client.client_id)
+        .then(|| url::Url::parse(&client.client_id).ok())
+        .flatten()
+        .and_then(|u| u.host_str().map(str::to_string));
+    let localhost_only = document_host.is_some()
+        && client
+            .redirect_uris
+            .iter()
+            .all(|uri| url::Url::parse(uri).is_ok_and(|u| crate::records::is_loopback(&u)));
     let html = state.pages.render(
         "consent.html",
         minijinja::context! {
+            document_host => document_host,
+            document_url => client.client_id,
+            localhost_only => localhost_only,
             client_name => client.display_name(),
             client_uri => client.client_uri,
             resource_name => state.settings.resource_name,

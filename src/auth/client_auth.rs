@@ -1,6 +1,7 @@
 //! Client authentication at `/token`, `/revoke` and `/introspect` (RFC 6749 §2.3, OAuth 2.1
 //! §2.4): `client_secret_basic`, `client_secret_post`, or `none` for public clients, exactly
-//! as the client registered. Secrets are compared as SHA-256 hashes in constant time.
+//! as the client registered; `private_key_jwt` (RFC 7523) for clients described by a metadata
+//! document. Secrets are compared as SHA-256 hashes in constant time.
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
+use super::cimd::is_document_id;
 use super::{AuthState, OAuthError};
 use crate::records::ClientRecord;
 use crate::token::sha256_b64url;
@@ -47,6 +49,7 @@ pub enum AuthMethod {
     Basic,
     Post,
     None,
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -55,15 +58,43 @@ impl AuthMethod {
             AuthMethod::Basic => "client_secret_basic",
             AuthMethod::Post => "client_secret_post",
             AuthMethod::None => "none",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
 
-/// What the request presented: client id, secret, and how.
+/// What the request presented: client id, secret (or assertion), and how.
 fn presented(
     req: &HttpRequest,
     form: &HashMap<String, String>,
 ) -> Result<(String, Option<String>, AuthMethod), OAuthError> {
+    if form.contains_key("client_assertion") || form.contains_key("client_assertion_type") {
+        if req.headers().contains_key(AUTHORIZATION) || form.contains_key("client_secret") {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not several",
+            ));
+        }
+        if form.get("client_assertion_type").map(String::as_str)
+            != Some(super::assertion::ASSERTION_TYPE)
+        {
+            return Err(OAuthError::invalid_client(format!(
+                "client_assertion_type must be {}",
+                super::assertion::ASSERTION_TYPE
+            )));
+        }
+        let assertion = form
+            .get("client_assertion")
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| OAuthError::invalid_client("client_assertion is missing"))?;
+        // RFC 7523 §3: client_id is optional; the assertion's sub names the client (and is
+        // checked against it once the signature is).
+        let id = match form.get("client_id").filter(|id| !id.is_empty()) {
+            Some(id) => id.clone(),
+            None => unverified_subject(assertion)
+                .ok_or_else(|| OAuthError::invalid_client("client assertion: no sub"))?,
+        };
+        return Ok((id, Some(assertion.clone()), AuthMethod::PrivateKeyJwt));
+    }
     if let Some(header) = req.headers().get(AUTHORIZATION) {
         let header = header
             .to_str()
@@ -117,6 +148,13 @@ fn presented(
     }
 }
 
+/// The client the request says it speaks for (unauthenticated; empty when it says none).
+pub fn claimed_client_id(req: &HttpRequest, form: &HashMap<String, String>) -> String {
+    presented(req, form)
+        .map(|(id, _, _)| id)
+        .unwrap_or_default()
+}
+
 /// Authenticates the client the request speaks for, as it registered.
 pub async fn authenticate(
     state: &AuthState,
@@ -124,6 +162,20 @@ pub async fn authenticate(
     form: &HashMap<String, String>,
 ) -> Result<ClientRecord, OAuthError> {
     let (client_id, secret, method) = presented(req, form)?;
+    if is_document_id(&client_id) {
+        let document = state.documents.client(&client_id).await?;
+        if document.client.token_endpoint_auth_method != method.as_str() {
+            return Err(OAuthError::invalid_client(format!(
+                "this client authenticates with {}",
+                document.client.token_endpoint_auth_method
+            )));
+        }
+        if let (AuthMethod::PrivateKeyJwt, Some(assertion)) = (method, &secret) {
+            let endpoint = state.endpoint(req.path());
+            super::assertion::verify(state, &document, assertion, &endpoint).await?;
+        }
+        return Ok(document.client.clone());
+    }
     let client = load_client(state, &client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
@@ -150,14 +202,31 @@ pub async fn authenticate(
     Ok(client)
 }
 
+/// The client `client_id` names: its metadata document (an https URL; an error says why it
+/// cannot be used), else its registration.
 pub async fn load_client(
     state: &AuthState,
     client_id: &str,
 ) -> Result<Option<ClientRecord>, OAuthError> {
+    if is_document_id(client_id) {
+        return Ok(Some(
+            state.documents.client(client_id).await?.client.clone(),
+        ));
+    }
     match ClientRecord::load(state.store.as_ref(), client_id).await {
         Err(crate::store::StoreError::Corrupt(_)) => {
             Err(OAuthError::server_error("stored client is unreadable"))
         }
         other => Ok(other?),
     }
+}
+
+/// The `sub` of a JWT, unverified (to find whose keys verify it).
+fn unverified_subject(jwt: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["sub"].as_str().map(str::to_string)
 }

@@ -17,8 +17,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 pub fn document(state: &AuthState) -> serde_json::Value {
-    let auth_methods = ["client_secret_basic", "client_secret_post", "none"];
-    serde_json::json!({
+    let cimd = state.documents.enabled();
+    let mut auth_methods = vec!["client_secret_basic", "client_secret_post", "none"];
+    if cimd {
+        auth_methods.push("private_key_jwt");
+    }
+    let mut doc = serde_json::json!({
         "issuer": state.settings.issuer,
         "authorization_endpoint": state.endpoint("/authorize"),
         "token_endpoint": state.endpoint("/token"),
@@ -35,9 +39,16 @@ pub fn document(state: &AuthState) -> serde_json::Value {
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
-        "client_id_metadata_document_supported": false,
+        "client_id_metadata_document_supported": cimd,
         "service_documentation": "https://github.com/modelcontextprotocol",
-    })
+    });
+    if cimd {
+        let algs = super::assertion::SIGNING_ALGS;
+        doc["token_endpoint_auth_signing_alg_values_supported"] = algs.into();
+        doc["revocation_endpoint_auth_signing_alg_values_supported"] = algs.into();
+        doc["introspection_endpoint_auth_signing_alg_values_supported"] = algs.into();
+    }
+    doc
 }
 
 async fn metadata(state: web::Data<AuthState>) -> HttpResponse {

@@ -13,6 +13,14 @@ pub struct AuthMetrics {
     pub mfa_failures: IntCounter,
     pub mfa_lockouts: IntCounter,
     pub redis_errors: IntCounter,
+    /// Metadata-document fetches by result (`ok`, `refused`, `failed`, `stale`).
+    pub cimd_fetches: IntCounterVec,
+    /// Requests refused by a rate limit, by endpoint and key (`address`, `address_client`).
+    pub rate_limited: IntCounterVec,
+    /// Never-used registrations deleted to keep within `UNUSED_CLIENT_BUDGET`.
+    pub unused_clients_evicted: IntCounter,
+    /// Never-used registrations stored, as of the last registration.
+    pub unused_clients: prometheus::IntGauge,
 }
 
 impl AuthMetrics {
@@ -64,8 +72,38 @@ impl AuthMetrics {
             "Store operations that failed (Redis unreachable, timed out or refused)",
         )
         .expect("static metric definition");
+        let cimd_fetches = IntCounterVec::new(
+            Opts::new(
+                "mcp_gateway_cimd_fetches_total",
+                "Client ID Metadata Document fetches, by result (ok, refused, failed, stale: a cached copy served after a failed refetch)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "mcp_gateway_rate_limited_total",
+                "Requests refused with 429, by endpoint and limit key (address: all requests of a client address; address_client: failed requests of one client from one address)",
+            ),
+            &["endpoint", "key"],
+        )
+        .expect("static metric definition");
+        let unused_clients_evicted = IntCounter::new(
+            "mcp_gateway_unused_clients_evicted_total",
+            "Registrations never used for a token, deleted (oldest first) to stay within UNUSED_CLIENT_BUDGET",
+        )
+        .expect("static metric definition");
+        let unused_clients = prometheus::IntGauge::new(
+            "mcp_gateway_unused_clients",
+            "Registrations never used for a token, as counted at the last registration",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(redis_errors.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cimd_fetches.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(unused_clients_evicted.clone()),
+            Box::new(unused_clients.clone()),
             Box::new(mfa_failures.clone()),
             Box::new(mfa_lockouts.clone()),
             Box::new(tokens_issued.clone()),
@@ -86,6 +124,10 @@ impl AuthMetrics {
             mfa_failures,
             mfa_lockouts,
             redis_errors,
+            cimd_fetches,
+            rate_limited,
+            unused_clients_evicted,
+            unused_clients,
         }
     }
 

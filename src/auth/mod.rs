@@ -15,8 +15,10 @@
 //! at the token, revocation and introspection endpoints; [`ratelimit`] guards the public
 //! endpoints per client IP.
 
+pub mod assertion;
 pub mod authorize;
 pub mod callback;
+pub mod cimd;
 pub mod client_auth;
 pub mod consent;
 pub mod error;
@@ -76,6 +78,8 @@ pub struct AuthState {
     pub client_address: crate::forwarded::ClientAddress,
     /// Set on SIGTERM: not ready, connections closed after each response.
     pub draining: Arc<crate::service::Draining>,
+    /// Clients whose `client_id` is the URL of their metadata document.
+    pub documents: cimd::Documents,
 }
 
 impl AuthState {
@@ -84,7 +88,7 @@ impl AuthState {
         store: Arc<dyn Store>,
         clock: SharedClock,
         upstream: Upstream,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         // Derived from the signing key: sessions survive restarts and work on every replica.
         let cookie_key = match settings.keys.signing_key().and_then(|k| k.encoding()) {
             Some(key) => {
@@ -106,19 +110,27 @@ impl AuthState {
                 hasher.finalize().into()
             }
         };
-        Self {
+        let metrics = metrics::AuthMetrics::new();
+        let documents = cimd::Documents::new(
+            &settings.cimd,
+            &settings.scopes_supported,
+            metrics.cimd_fetches.clone(),
+        )
+        .map_err(|e| std::io::Error::other(format!("CIMD: {e}")))?;
+        Ok(Self {
+            documents,
             mfa_box: totp::SecretBox::new(mfa_key),
             client_address: crate::forwarded::ClientAddress::new(settings.trusted_proxies.clone()),
             draining: Arc::default(),
-            limits: ratelimit::RateLimits::new(&settings),
+            limits: ratelimit::RateLimits::new(&settings, metrics.rate_limited.clone()),
             settings,
             store,
             clock,
             upstream,
-            metrics: metrics::AuthMetrics::new(),
+            metrics,
             pages: pages::Pages::new(),
             cookie_key,
-        }
+        })
     }
 
     pub fn now(&self) -> i64 {
@@ -255,7 +267,7 @@ impl AuthServer {
         upstream: Upstream,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let state = web::Data::new(AuthState::new(settings, store, clock, upstream));
+        let state = web::Data::new(AuthState::new(settings, store, clock, upstream)?);
         let app_state = state.clone();
         let draining = state.draining.clone();
         let server = HttpServer::new(move || {

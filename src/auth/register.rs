@@ -63,11 +63,23 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
     }
 }
 
+/// How a registering client may authenticate at `/token`, the first the default.
+const REGISTRATION_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
+
 /// Validated metadata, with RFC 7591 defaults applied; `scopes_supported` is what a client
 /// may register.
 pub fn validate(
     metadata: ClientMetadata,
     scopes_supported: &[String],
+) -> Result<ValidMetadata, OAuthError> {
+    validate_for(metadata, scopes_supported, REGISTRATION_AUTH_METHODS)
+}
+
+/// [`validate`] with the token endpoint auth methods allowed, the first the default.
+pub fn validate_for(
+    metadata: ClientMetadata,
+    scopes_supported: &[String],
+    auth_methods: &[&str],
 ) -> Result<ValidMetadata, OAuthError> {
     let redirect_uris = metadata.redirect_uris.unwrap_or_default();
     if redirect_uris.is_empty() {
@@ -86,11 +98,8 @@ pub fn validate(
     }
     let method = metadata
         .token_endpoint_auth_method
-        .unwrap_or_else(|| "client_secret_basic".into());
-    if !matches!(
-        method.as_str(),
-        "none" | "client_secret_basic" | "client_secret_post"
-    ) {
+        .unwrap_or_else(|| auth_methods.first().copied().unwrap_or("none").into());
+    if !auth_methods.contains(&method.as_str()) {
         return Err(OAuthError::invalid_client_metadata(format!(
             "token_endpoint_auth_method {method:?} is not supported"
         )));
@@ -188,7 +197,7 @@ pub struct ValidMetadata {
 }
 
 impl ValidMetadata {
-    fn apply(self, record: &mut ClientRecord) {
+    pub fn apply(self, record: &mut ClientRecord) {
         record.redirect_uris = self.redirect_uris;
         record.token_endpoint_auth_method = self.token_endpoint_auth_method;
         record.grant_types = self.grant_types;
@@ -280,8 +289,17 @@ async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState
             client_secret_expires_at: lifetime.map_or(0, |d| now + d.as_secs() as i64),
         };
         metadata.apply(&mut record);
-        record.save(state.store.as_ref(), lifetime).await?;
+        let (unused, evicted) = record
+            .save_new(
+                state.store.as_ref(),
+                &state.settings.rate_limits,
+                lifetime,
+                state.clock.now_millis(),
+            )
+            .await?;
         state.metrics.registrations.inc();
+        state.metrics.unused_clients.set(unused as i64);
+        state.metrics.unused_clients_evicted.inc_by(evicted as u64);
         tracing::info!(client_id = %record.client_id, name = ?record.client_name, "client registered");
         Ok(json_response(
             StatusCode::CREATED,
@@ -307,6 +325,10 @@ async fn authorized_client(
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(OAuthError::registration_token_missing)?;
+    // A metadata-document client is managed by its document, not here.
+    if super::cimd::is_document_id(client_id) {
+        return Err(OAuthError::unknown_client());
+    }
     let client = super::client_auth::load_client(state, client_id)
         .await?
         .ok_or_else(OAuthError::unknown_client)?;

@@ -22,9 +22,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
+    let ip = state.client_ip(&req);
+    let mut claimed = String::new();
     let result = async {
-        state.limits.check(Limited::Token, state.client_ip(&req))?;
+        state.limits.check(Limited::Token, ip)?;
         let form = parse_form(&req, &body)?;
+        claimed = super::client_auth::claimed_client_id(&req, &form);
+        state.limits.check_failures(Limited::Token, ip, &claimed)?;
         let grant_type = form
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
@@ -49,6 +53,11 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
         }
     }
     .await;
+    if let Err(e) = &result
+        && matches!(e.code, "invalid_client" | "invalid_grant")
+    {
+        state.limits.record_failure(Limited::Token, ip, &claimed);
+    }
     track(&state, "token", result)
 }
 

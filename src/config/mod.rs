@@ -17,6 +17,7 @@ use std::time::Duration;
 use base64::Engine;
 use ipnet::IpNet;
 
+mod cimd;
 mod raw;
 mod redis;
 
@@ -24,6 +25,7 @@ use raw::Raw;
 pub use raw::{KNOWN_SETTINGS, parse_duration, split_list};
 
 use crate::policy::{AllowList, HostPattern, ScopePolicy, is_scope_token};
+pub use cimd::CimdSettings;
 pub use redis::{RedisSentinel, RedisTls};
 
 use crate::token::keys::{KeyMaterial, KeySet, SigningAlgorithm};
@@ -151,9 +153,18 @@ pub struct MfaSettings {
 /// Requests per client IP per minute on the public endpoints; 0 = unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitSettings {
+    /// Requests per client address per minute, all clients together.
     pub register: u32,
     pub authorize: u32,
     pub token: u32,
+    /// `RATE_LIMIT_CLIENT_FAILURES`: failed `/authorize` and `/token` requests per client
+    /// address and client per minute, before that pair is refused for the rest of the minute.
+    pub client_failures: u32,
+    /// `UNUSED_CLIENT_BUDGET`: registrations never used for a token that are kept, in all;
+    /// beyond it the oldest of them are deleted.
+    pub unused_client_budget: u64,
+    /// `UNUSED_CLIENT_LIFETIME`: how long a registration lives before its first token.
+    pub unused_client_lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +230,7 @@ pub struct Settings {
     pub failure_mode: FailureMode,
     pub rate_limits: RateLimitSettings,
     pub mfa: MfaSettings,
+    pub cimd: CimdSettings,
 }
 
 const DEFAULT_GITHUB_AUTHORIZE_URL: &str = "https://github.com/login/oauth/authorize";
@@ -281,6 +293,7 @@ impl Settings {
             Some(raw.duration("CLIENT_LIFETIME", 90 * 86_400)?).filter(|d| !d.is_zero());
 
         let custom_claims = custom_claims(raw)?;
+        let cimd = cimd::cimd(raw, &issuer)?;
 
         let mfa_provider = raw
             .get("TOKEN_MFA_PROVIDER")
@@ -421,10 +434,16 @@ impl Settings {
             verify_cache_capacity: raw.number("VERIFY_CACHE_CAPACITY", 100_000)?,
             failure_mode,
             mfa: mfa(raw)?,
+            cimd,
             rate_limits: RateLimitSettings {
-                register: raw.number_u32("RATE_LIMIT_REGISTER", 20)?,
-                authorize: raw.number_u32("RATE_LIMIT_AUTHORIZE", 60)?,
-                token: raw.number_u32("RATE_LIMIT_TOKEN", 300)?,
+                register: raw.number_u32("RATE_LIMIT_REGISTER", 1_200)?,
+                authorize: raw.number_u32("RATE_LIMIT_AUTHORIZE", 3_000)?,
+                token: raw.number_u32("RATE_LIMIT_TOKEN", 6_000)?,
+                client_failures: raw.number_u32("RATE_LIMIT_CLIENT_FAILURES", 60)?,
+                unused_client_budget: raw.number("UNUSED_CLIENT_BUDGET", 10_000)?.max(1),
+                unused_client_lifetime: raw
+                    .duration("UNUSED_CLIENT_LIFETIME", 86_400)?
+                    .max(Duration::from_secs(60)),
             },
         })
     }

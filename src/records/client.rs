@@ -74,6 +74,36 @@ impl ClientRecord {
             .await
     }
 
+    /// Stores a new registration, not yet used: for `settings`' unused lifetime (or the
+    /// client lifetime, when shorter), within the budget of unused registrations; deletes the
+    /// oldest unused ones the budget evicts. Returns how many unused ones are stored and how
+    /// many were evicted.
+    pub async fn save_new(
+        &self,
+        store: &dyn Store,
+        limits: &crate::config::RateLimitSettings,
+        client_lifetime: Option<Duration>,
+        now_ms: i64,
+    ) -> StoreResult<(u64, usize)> {
+        let unused_lifetime = client_lifetime.map_or(limits.unused_client_lifetime, |l| {
+            l.min(limits.unused_client_lifetime)
+        });
+        let outcome = store
+            .put_new_client(
+                &self.client_id,
+                &super::encode(self)?,
+                unused_lifetime,
+                limits.unused_client_budget,
+                now_ms,
+            )
+            .await?;
+        // Each is its own step: one lost here still expires with its unused lifetime.
+        for evicted in &outcome.evicted {
+            store.drop_unused_client(evicted, unused_lifetime).await?;
+        }
+        Ok((outcome.unused, outcome.evicted.len()))
+    }
+
     /// How long the registration has left (it slides: each grant renews it).
     pub async fn remaining(store: &dyn Store, client_id: &str) -> StoreResult<Ttl> {
         store.ttl(&keys::client(client_id)).await

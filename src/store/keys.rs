@@ -138,3 +138,13 @@ pub fn family_token_member(jti: &str) -> String {
 pub fn family_refresh_member(hash: &str) -> String {
     format!("r:{hash}")
 }
+
+/// A `private_key_jwt` client assertion seen (its `jti` is single use), by
+/// SHA-256(client_id, jti), kept until the assertion expires.
+pub fn assertion_jti(hash: &str) -> String {
+    format!("{PREFIX}assertion_jti:{hash}")
+}
+
+/// Registrations not yet used for a token (a sorted set scored by registration time), kept
+/// within `UNUSED_CLIENT_BUDGET`.
+pub const UNUSED_CLIENTS: &str = "oauth:unused_clients";

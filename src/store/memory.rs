@@ -12,7 +12,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::keys;
 use super::{
-    Attempt, DeleteStep, GrantOutcome, GrantWrite, RevocationStream, Store, StoreError,
+    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, RevocationStream, Store, StoreError,
     StoreResult, TokenRecord, Ttl, seconds_until,
 };
 
@@ -446,11 +446,21 @@ impl Store for MemoryStore {
                     now,
                 );
             }
-            if let Some(lifetime) = grant.renew_client
-                && let Some(client) = map.get_mut(&keys::client(&grant.token.client_id))
+            let first = match map.get_mut(keys::UNUSED_CLIENTS) {
+                Some(Entry {
+                    value: Value::Index(members),
+                    ..
+                }) => members.remove(&grant.token.client_id).is_some(),
+                _ => false,
+            };
+            if let Some(client) = map.get_mut(&keys::client(&grant.token.client_id))
                 && client.expires_at.is_some_and(|t| t > now)
             {
-                client.expires_at = Some(now + lifetime);
+                match grant.renew_client {
+                    Some(lifetime) => client.expires_at = Some(now + lifetime),
+                    None if first => client.expires_at = None,
+                    None => {}
+                }
             }
             if let Some(result) = &grant.result {
                 map.insert(
@@ -535,6 +545,78 @@ impl Store for MemoryStore {
             );
         });
         Ok(())
+    }
+
+    async fn put_new_client(
+        &self,
+        client_id: &str,
+        value: &str,
+        unused_lifetime: Duration,
+        budget: u64,
+        now_ms: i64,
+    ) -> StoreResult<NewClient> {
+        Ok(self.with(|map, now| {
+            let deadline = now + unused_lifetime.max(Duration::from_millis(1));
+            map.insert(
+                keys::client(client_id),
+                Entry {
+                    value: Value::Text(value.to_string()),
+                    expires_at: Some(deadline),
+                },
+            );
+            let oldest_kept = now_ms - unused_lifetime.as_millis() as i64;
+            Self::index_add(
+                map,
+                keys::UNUSED_CLIENTS.to_string(),
+                client_id,
+                now_ms,
+                Some(oldest_kept),
+                deadline,
+                now,
+            );
+            let mut evicted = Vec::new();
+            if let Some(Entry {
+                value: Value::Index(members),
+                ..
+            }) = map.get_mut(keys::UNUSED_CLIENTS)
+            {
+                let over = (members.len() as u64).saturating_sub(budget.max(1)) as usize;
+                if over > 0 {
+                    let mut by_age: Vec<(i64, String)> =
+                        members.iter().map(|(m, at)| (*at, m.clone())).collect();
+                    by_age.sort();
+                    for (_, member) in by_age.into_iter().take(over) {
+                        members.remove(&member);
+                        evicted.push(member);
+                    }
+                }
+                NewClient {
+                    unused: members.len() as u64,
+                    evicted,
+                }
+            } else {
+                NewClient { unused: 0, evicted }
+            }
+        }))
+    }
+
+    async fn drop_unused_client(
+        &self,
+        client_id: &str,
+        unused_lifetime: Duration,
+    ) -> StoreResult<bool> {
+        Ok(self.with(|map, now| {
+            let key = keys::client(client_id);
+            let unused = map.get(&key).is_some_and(|e| {
+                e.live(now)
+                    && e.expires_at
+                        .is_some_and(|t| t.saturating_duration_since(now) <= unused_lifetime)
+            });
+            if unused {
+                map.remove(&key);
+            }
+            unused
+        }))
     }
 
     /// In memory nothing else waits on the map for long: one step does it all.

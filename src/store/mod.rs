@@ -232,6 +232,28 @@ pub trait Store: Send + Sync + 'static {
     /// is atomic and short (Redis is never blocked for long); repeating a step after a timeout
     /// continues where the last one stopped, and the registration stays until the end, so an
     /// interrupted delete can always be finished by the same request.
+    /// Stores a new registration, not yet used for a token: for `unused_lifetime`, listed in
+    /// `keys::UNUSED_CLIENTS` (scored by `now_ms`). Past `budget` unused registrations, the
+    /// oldest are taken off the list and returned: the caller deletes each with
+    /// [`Store::drop_unused_client`] (which spares one used in the meantime). A registration's
+    /// first grant takes it off the list and gives it its full lifetime ([`GrantWrite::renew_client`]).
+    async fn put_new_client(
+        &self,
+        client_id: &str,
+        value: &str,
+        unused_lifetime: Duration,
+        budget: u64,
+        now_ms: i64,
+    ) -> StoreResult<NewClient>;
+
+    /// Deletes a registration evicted from the unused list, unless a grant renewed it since;
+    /// returns whether it was deleted. Safe to repeat.
+    async fn drop_unused_client(
+        &self,
+        client_id: &str,
+        unused_lifetime: Duration,
+    ) -> StoreResult<bool>;
+
     async fn delete_client_step(
         &self,
         client_id: &str,
@@ -270,6 +292,15 @@ pub struct DeleteStep {
 }
 
 /// TTL in whole seconds for a record that expires at `expires_at`, at least one second.
+/// What [`Store::put_new_client`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewClient {
+    /// Unused registrations now listed.
+    pub unused: u64,
+    /// Registrations taken off the list past the budget, to be deleted.
+    pub evicted: Vec<String>,
+}
+
 pub(crate) fn seconds_until(expires_at: i64, now: i64) -> u64 {
     u64::try_from(expires_at.saturating_sub(now))
         .unwrap_or(0)

@@ -11,7 +11,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::keys;
 use super::{
-    Attempt, DeleteStep, GrantOutcome, GrantWrite, RevocationStream, Store, StoreError,
+    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, RevocationStream, Store, StoreError,
     StoreResult, TokenRecord, Ttl, seconds_until,
 };
 
@@ -89,8 +89,8 @@ return revoke_jti(ARGV[1])
 "#;
 
 // KEYS: token, user index, client index, new refresh token, family, family tombstone,
-//       client's families, user's families, registration, then (when ARGV says so) the code,
-//       the kept result and the rotated refresh token, in that order.
+//       client's families, user's families, registration, unused registrations, then (when
+//       ARGV says so) the code, the kept result and the rotated refresh token, in that order.
 // ARGV: jti, token JSON, token ttl, token exp, username, client_id, now,
 //       refresh hash, refresh JSON, refresh ttl, family id, rotate-from hash or '', tombstone ttl,
 //       code key or '', result key or '', sealed result, result ttl ms, client lifetime ms or ''.
@@ -135,10 +135,44 @@ for _, idx in ipairs({KEYS[7], KEYS[8]}) do
 end
 if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
 -- An active client never expires: each grant renews a registration that has a lifetime.
-if ARGV[18] ~= '' and redis.call('PTTL', KEYS[9]) > 0 then
-  redis.call('PEXPIRE', KEYS[9], ARGV[18])
+-- Its first grant takes it off the unused list, from its short unused lifetime to the full
+-- one (or none).
+local first = redis.call('ZREM', KEYS[10], ARGV[6]) == 1
+if redis.call('PTTL', KEYS[9]) > 0 then
+  if ARGV[18] ~= '' then
+    redis.call('PEXPIRE', KEYS[9], ARGV[18])
+  elseif first then
+    redis.call('PERSIST', KEYS[9])
+  end
 end
 return {'issued', ''}
+"#;
+
+// KEYS: registration, unused registrations. ARGV: client id, JSON, unused lifetime ms,
+// budget, now ms. Returns the number unused and the ids popped past the budget (oldest first).
+const PUT_NEW_CLIENT: &str = r#"
+local lifetime = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', lifetime)
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[5]) - lifetime))
+local n = redis.call('ZCARD', KEYS[2])
+local evicted = {}
+local over = n - tonumber(ARGV[4])
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], over)
+  for i = 1, #popped, 2 do evicted[#evicted + 1] = popped[i] end
+  n = n - over
+end
+if redis.call('PTTL', KEYS[2]) < lifetime then redis.call('PEXPIRE', KEYS[2], lifetime) end
+return {n, evicted}
+"#;
+
+// KEYS: registration. ARGV: unused lifetime ms. Deletes it only while it still has no more
+// than its unused lifetime: a first grant renewed it past that, or made it permanent.
+const DROP_UNUSED_CLIENT: &str = r#"
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 and left <= tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
+return 0
 "#;
 
 // KEYS: consent, client's consent index. ARGV: JSON, ttl, user (lower-case), now.
@@ -257,6 +291,8 @@ struct Scripts {
     issue_grant: redis::Script,
     revoke_family: redis::Script,
     delete_client_step: redis::Script,
+    put_new_client: redis::Script,
+    drop_unused_client: redis::Script,
     put_for_client: redis::Script,
     put_consent: redis::Script,
     incr_within: redis::Script,
@@ -271,6 +307,8 @@ impl Scripts {
             issue_grant: script(ISSUE_GRANT),
             revoke_family: script(REVOKE_FAMILY),
             delete_client_step: script(DELETE_CLIENT_STEP),
+            put_new_client: script(PUT_NEW_CLIENT),
+            drop_unused_client: script(DROP_UNUSED_CLIENT),
             put_for_client: redis::Script::new(PUT_FOR_CLIENT),
             put_consent: redis::Script::new(PUT_CONSENT),
             incr_within: redis::Script::new(INCR_WITHIN),
@@ -804,7 +842,8 @@ impl Store for RedisStore {
             .key(keys::family_revoked(&grant.family_id))
             .key(keys::client_families(&token.client_id))
             .key(keys::user_families(&token.username))
-            .key(keys::client(&token.client_id));
+            .key(keys::client(&token.client_id))
+            .key(keys::UNUSED_CLIENTS);
         for key in [&grant.redeem_code, &result.map(|r| r.key.clone())]
             .into_iter()
             .flatten()
@@ -913,6 +952,46 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn put_new_client(
+        &self,
+        client_id: &str,
+        value: &str,
+        unused_lifetime: Duration,
+        budget: u64,
+        now_ms: i64,
+    ) -> StoreResult<NewClient> {
+        let (unused, evicted): (u64, Vec<String>) = self
+            .scripts
+            .put_new_client
+            .key(keys::client(client_id))
+            .key(keys::UNUSED_CLIENTS)
+            .arg(client_id)
+            .arg(value)
+            .arg(unused_lifetime.as_millis().max(1) as u64)
+            .arg(budget.max(1))
+            .arg(now_ms)
+            .invoke_async(&mut self.conn()?)
+            .await
+            .map_err(unavailable)?;
+        Ok(NewClient { unused, evicted })
+    }
+
+    async fn drop_unused_client(
+        &self,
+        client_id: &str,
+        unused_lifetime: Duration,
+    ) -> StoreResult<bool> {
+        let n: i64 = self
+            .scripts
+            .drop_unused_client
+            .key(keys::client(client_id))
+            .arg(unused_lifetime.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn()?)
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
     }
 
     async fn delete_client_step(

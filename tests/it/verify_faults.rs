@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use mcp_oauth_gateway::store::{
-    Attempt, DeleteStep, GrantOutcome, GrantWrite, RevocationStream, Store, StoreResult,
+    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, RevocationStream, Store, StoreResult,
     TokenRecord, Ttl,
 };
 use tokio::sync::Notify;
@@ -132,6 +132,29 @@ impl Store for GatedStore {
     ) -> StoreResult<DeleteStep> {
         self.inner
             .delete_client_step(client_id, tombstone_ttl, budget)
+            .await
+    }
+
+    async fn put_new_client(
+        &self,
+        client_id: &str,
+        value: &str,
+        unused_lifetime: Duration,
+        budget: u64,
+        now_ms: i64,
+    ) -> StoreResult<NewClient> {
+        self.inner
+            .put_new_client(client_id, value, unused_lifetime, budget, now_ms)
+            .await
+    }
+
+    async fn drop_unused_client(
+        &self,
+        client_id: &str,
+        unused_lifetime: Duration,
+    ) -> StoreResult<bool> {
+        self.inner
+            .drop_unused_client(client_id, unused_lifetime)
             .await
     }
 }

@@ -33,7 +33,19 @@ async fn metadata_advertises_what_is_really_supported() {
         );
         assert_eq!(
             doc["token_endpoint_auth_methods_supported"],
-            json!(["client_secret_basic", "client_secret_post", "none"])
+            json!([
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+                "private_key_jwt"
+            ])
+        );
+        // Client ID Metadata Documents: the hosted clients' way in, with the assertion
+        // algorithms a private_key_jwt client may sign with.
+        assert_eq!(doc["client_id_metadata_document_supported"], true);
+        assert_eq!(
+            doc["token_endpoint_auth_signing_alg_values_supported"],
+            json!(["RS256", "ES256", "EdDSA"])
         );
         assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
         for endpoint in [

@@ -1,0 +1,428 @@
+//! Client ID Metadata Documents (`draft-ietf-oauth-client-id-metadata-document`): a client
+//! whose `client_id` is an https URL is described by the JSON document at that URL, fetched
+//! here (SSRF-safe, [`fetch`]), validated as a registration would be, and cached per its HTTP
+//! caching headers within `CIMD_MIN_AGE`..`CIMD_MAX_AGE`. A refetch that fails for a passing
+//! reason is answered from the cached copy for up to `CIMD_STALE_IF_ERROR`; the host's own
+//! answer (404, an invalid document) ends the client at once. Concurrent requests for one URL
+//! wait for one fetch.
+//!
+//! Nothing is stored: the document is the registration. A client may authenticate with
+//! `none` (public) or `private_key_jwt` (keys from the document's `jwks` or `jwks_uri`).
+
+pub mod address;
+pub mod fetch;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+
+use super::OAuthError;
+use super::register::{ClientMetadata, validate_for};
+use crate::config::CimdSettings;
+use crate::records::ClientRecord;
+use fetch::{FetchError, Fetcher};
+
+/// The largest document read (the draft's recommendation).
+pub const DOCUMENT_LIMIT: usize = 5 * 1024;
+/// The largest `jwks_uri` document read.
+pub const JWKS_LIMIT: usize = 64 * 1024;
+/// A `jwks_uri` is fetched again for an unknown `kid` at most this often.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Documents and key sets kept in memory, each.
+const CACHE_CAPACITY: u64 = 10_000;
+
+/// How a metadata-document client authenticates at `/token`.
+pub const DOCUMENT_AUTH_METHODS: &[&str] = &["none", "private_key_jwt"];
+
+/// Whether `client_id` names a metadata document (rather than a registration).
+pub fn is_document_id(client_id: &str) -> bool {
+    client_id.starts_with("https://")
+}
+
+/// Why `client_id` cannot be a document URL (the draft, §3): https, a host, a path, no
+/// fragment, no credentials, no dot segments.
+fn url_problem(client_id: &str) -> Option<&'static str> {
+    let Ok(url) = url::Url::parse(client_id) else {
+        return Some("is not a URL");
+    };
+    if url.scheme() != "https" {
+        return Some("must be an https URL");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Some("has no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Some("must not carry credentials");
+    }
+    if url.fragment().is_some() || client_id.contains('#') {
+        return Some("must not have a fragment");
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        return Some("must have a path");
+    }
+    // The parser resolves dot segments away: any in the original is refused.
+    let raw_path = client_id
+        .splitn(4, '/')
+        .nth(3)
+        .unwrap_or("")
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("");
+    if raw_path.split('/').any(|seg| {
+        let seg = seg.to_ascii_lowercase();
+        matches!(
+            seg.as_str(),
+            "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+        )
+    }) {
+        return Some("must not have . or .. path segments");
+    }
+    // The document must name itself exactly: the URL is compared as written.
+    if url.as_str() != client_id {
+        return Some("is not in normalized form");
+    }
+    None
+}
+
+/// Where a document client's keys are.
+#[derive(Debug, Clone)]
+pub enum ClientKeys {
+    None,
+    Inline(Arc<JwkSet>),
+    Uri(url::Url),
+}
+
+/// A validated document.
+#[derive(Debug)]
+pub struct ClientDocument {
+    pub client: ClientRecord,
+    pub keys: ClientKeys,
+}
+
+struct Cached<T> {
+    value: Arc<T>,
+    fetched: Instant,
+    fresh_until: Instant,
+    stale_until: Instant,
+}
+
+/// A cache of fetched values (documents, key sets) by URL, with one fetch at a time per URL.
+struct UrlCache<T> {
+    entries: moka::sync::Cache<String, Arc<Cached<T>>>,
+    fetching: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl<T: Send + Sync + 'static> UrlCache<T> {
+    fn new(settings: &CimdSettings) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(settings.max_age + settings.stale_if_error)
+                .build(),
+            fetching: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
+        }
+    }
+}
+
+/// What a fetch and its validation gave: the value, or why not (`transient`: a stale copy
+/// may answer instead).
+type Outcome<T> = Result<T, FetchError>;
+
+pub struct Documents {
+    settings: CimdSettings,
+    fetcher: Fetcher,
+    documents: UrlCache<ClientDocument>,
+    key_sets: UrlCache<JwkSet>,
+    scopes_supported: Vec<String>,
+    metrics: prometheus::IntCounterVec,
+}
+
+impl Documents {
+    pub fn new(
+        settings: &CimdSettings,
+        scopes_supported: &[String],
+        metrics: prometheus::IntCounterVec,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            fetcher: Fetcher::new(settings.fetch_timeout, settings.test_loopback_ca.as_deref())?,
+            documents: UrlCache::new(settings),
+            key_sets: UrlCache::new(settings),
+            settings: settings.clone(),
+            scopes_supported: scopes_supported.to_vec(),
+            metrics,
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    /// The client `client_id` (an https URL) describes, fetched or cached.
+    pub async fn client(&self, client_id: &str) -> Result<Arc<ClientDocument>, OAuthError> {
+        let refuse =
+            |why: String| OAuthError::invalid_client(format!("client_id {client_id}: {why}"));
+        if !self.settings.enabled {
+            return Err(refuse(
+                "client ID metadata documents are not accepted here".into(),
+            ));
+        }
+        if let Some(problem) = url_problem(client_id) {
+            return Err(refuse(problem.into()));
+        }
+        let url = url::Url::parse(client_id).map_err(|_| refuse("is not a URL".into()))?;
+        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        if !self.settings.host_allowed(&host) {
+            return Err(refuse(format!(
+                "documents from {host} are not accepted here"
+            )));
+        }
+        self.cached(&self.documents, &url, false, || async {
+            let fetched = self.fetcher.get(&url, DOCUMENT_LIMIT).await?;
+            let document = self.document(client_id, &fetched.body)?;
+            Ok((document, fetched.max_age))
+        })
+        .await
+        .map_err(|e| refuse(e.message))
+    }
+
+    /// The keys a `private_key_jwt` client signs with; `refetch` asks for a fresh copy of a
+    /// `jwks_uri` (an unknown `kid`: the client may have rotated), at most every 30 s.
+    pub async fn keys(
+        &self,
+        document: &ClientDocument,
+        refetch: bool,
+    ) -> Result<Arc<JwkSet>, OAuthError> {
+        match &document.keys {
+            ClientKeys::None => Err(OAuthError::invalid_client(
+                "the client's metadata document has no keys",
+            )),
+            ClientKeys::Inline(keys) => Ok(keys.clone()),
+            ClientKeys::Uri(uri) => self
+                .cached(&self.key_sets, uri, refetch, || async {
+                    let fetched = self.fetcher.get(uri, JWKS_LIMIT).await?;
+                    let keys = parse_key_set(&fetched.body).map_err(FetchError::definitive)?;
+                    Ok((keys, fetched.max_age))
+                })
+                .await
+                .map_err(|e| OAuthError::invalid_client(format!("jwks_uri {uri}: {}", e.message))),
+        }
+    }
+
+    /// The cached value for `url` while fresh; else one fetch (others wait for it), whose
+    /// failure is answered from a stale copy when it was passing and the copy is young enough.
+    async fn cached<T, F, Fut>(
+        &self,
+        cache: &UrlCache<T>,
+        url: &url::Url,
+        refetch: bool,
+        fetch: F,
+    ) -> Outcome<Arc<T>>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Outcome<(T, Option<Duration>)>>,
+    {
+        let key = url.as_str().to_string();
+        let usable = |entry: &Cached<T>, now: Instant| {
+            now < entry.fresh_until
+                && !(refetch && now.duration_since(entry.fetched) >= JWKS_REFETCH_INTERVAL)
+        };
+        if let Some(entry) = cache.entries.get(&key)
+            && usable(&entry, Instant::now())
+        {
+            return Ok(entry.value.clone());
+        }
+        let lock = cache
+            .fetching
+            .get_with(key.clone(), || Arc::new(tokio::sync::Mutex::new(())));
+        let _one_fetch = lock.lock().await;
+        let previous = cache.entries.get(&key);
+        if let Some(entry) = &previous {
+            let now = Instant::now();
+            // Fetched while we waited: that fetch answers us too.
+            if usable(entry, now)
+                || (refetch && now.duration_since(entry.fetched) < JWKS_REFETCH_INTERVAL)
+            {
+                return Ok(entry.value.clone());
+            }
+        }
+        match fetch().await {
+            Ok((value, max_age)) => {
+                self.metrics.with_label_values(&["ok"]).inc();
+                let now = Instant::now();
+                let age = max_age
+                    .unwrap_or(self.settings.min_age)
+                    .clamp(self.settings.min_age, self.settings.max_age);
+                let value = Arc::new(value);
+                cache.entries.insert(
+                    key,
+                    Arc::new(Cached {
+                        value: value.clone(),
+                        fetched: now,
+                        fresh_until: now + age,
+                        stale_until: now + age + self.settings.stale_if_error,
+                    }),
+                );
+                Ok(value)
+            }
+            Err(error) => {
+                if error.transient
+                    && let Some(entry) = previous
+                    && Instant::now() < entry.stale_until
+                {
+                    self.metrics.with_label_values(&["stale"]).inc();
+                    tracing::warn!(url = %url, error = %error.message, "metadata refetch failed; serving the cached copy");
+                    return Ok(entry.value.clone());
+                }
+                let result = if error.transient { "failed" } else { "refused" };
+                self.metrics.with_label_values(&[result]).inc();
+                tracing::info!(url = %url, error = %error.message, "metadata document not usable");
+                cache.entries.invalidate(&key);
+                Err(error)
+            }
+        }
+    }
+
+    /// Validates a fetched document for `client_id`.
+    fn document(&self, client_id: &str, body: &[u8]) -> Outcome<ClientDocument> {
+        let bad = |message: String| FetchError::definitive(message);
+        let json: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| bad(format!("the document is not JSON: {e}")))?;
+        let Some(object) = json.as_object() else {
+            return Err(bad("the document is not a JSON object".into()));
+        };
+        if object.get("client_id").and_then(|v| v.as_str()) != Some(client_id) {
+            return Err(bad("the document's client_id is not exactly its URL".into()));
+        }
+        for forbidden in ["client_secret", "client_secret_expires_at"] {
+            if object.contains_key(forbidden) {
+                return Err(bad(format!(
+                    "a metadata document must not carry {forbidden}"
+                )));
+            }
+        }
+        if object
+            .get("client_name")
+            .and_then(|v| v.as_str())
+            .is_none_or(|n| n.trim().is_empty())
+        {
+            return Err(bad("the document has no client_name".into()));
+        }
+        let metadata: ClientMetadata = serde_json::from_value(json.clone())
+            .map_err(|e| bad(format!("invalid client metadata: {e}")))?;
+        let valid = validate_for(metadata, &self.scopes_supported, DOCUMENT_AUTH_METHODS)
+            .map_err(|e| bad(e.description.to_string()))?;
+        let mut client = ClientRecord {
+            client_id: client_id.to_string(),
+            client_secret_hash: None,
+            registration_token_hash: String::new(),
+            redirect_uris: Vec::new(),
+            token_endpoint_auth_method: String::new(),
+            grant_types: Vec::new(),
+            response_types: Vec::new(),
+            client_name: None,
+            client_uri: None,
+            logo_uri: None,
+            scope: None,
+            contacts: Vec::new(),
+            software_id: None,
+            software_version: None,
+            client_id_issued_at: 0,
+            client_secret_expires_at: 0,
+        };
+        valid.apply(&mut client);
+        let jwks = object.get("jwks");
+        let jwks_uri = object.get("jwks_uri");
+        let keys = match (jwks, jwks_uri) {
+            (Some(_), Some(_)) => {
+                return Err(bad("the document has both jwks and jwks_uri".into()));
+            }
+            (Some(set), None) => ClientKeys::Inline(Arc::new(
+                parse_key_set(set.to_string().as_bytes()).map_err(bad)?,
+            )),
+            (None, Some(uri)) => {
+                let uri = uri
+                    .as_str()
+                    .and_then(|u| url::Url::parse(u).ok())
+                    .filter(|u| u.scheme() == "https" && u.host_str().is_some())
+                    .ok_or_else(|| bad("jwks_uri must be an https URL".into()))?;
+                if !self
+                    .settings
+                    .host_allowed(&uri.host_str().unwrap_or("").to_ascii_lowercase())
+                {
+                    return Err(bad("jwks_uri is on a host not accepted here".into()));
+                }
+                ClientKeys::Uri(uri)
+            }
+            (None, None) => ClientKeys::None,
+        };
+        if client.token_endpoint_auth_method == "private_key_jwt"
+            && matches!(keys, ClientKeys::None)
+        {
+            return Err(bad(
+                "private_key_jwt needs jwks or jwks_uri in the document".into(),
+            ));
+        }
+        Ok(ClientDocument { client, keys })
+    }
+}
+
+/// A JWK set of public signature keys (RSA, EC P-256, Ed25519); symmetric and private keys
+/// are refused.
+fn parse_key_set(body: &[u8]) -> Result<JwkSet, String> {
+    let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("not a JWK set: {e}"))?;
+    if set.keys.is_empty() {
+        return Err("the JWK set has no keys".into());
+    }
+    let raw: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let has_private = raw["keys"]
+        .as_array()
+        .is_some_and(|keys| keys.iter().any(|k| k.get("d").is_some()));
+    if has_private {
+        return Err("the JWK set publishes a private key".into());
+    }
+    if set
+        .keys
+        .iter()
+        .any(|k| matches!(k.algorithm, AlgorithmParameters::OctetKey(_)))
+    {
+        return Err("the JWK set has a symmetric key".into());
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_urls_follow_the_draft() {
+        assert_eq!(
+            url_problem("https://claude.ai/oauth/mcp-oauth-client-metadata"),
+            None
+        );
+        assert_eq!(
+            url_problem("https://vscode.dev/oauth/client-metadata.json"),
+            None
+        );
+        for bad in [
+            "http://example.com/client.json",
+            "https://example.com",
+            "https://example.com/",
+            "https://user:pw@example.com/c.json",
+            "https://example.com/c.json#x",
+            "https://example.com/a/../c.json",
+            "https://example.com/a/./c.json",
+            "https://example.com/a/%2e%2e/c.json",
+            "https://EXAMPLE.com/c.json",
+            "https://example.com:443/c.json",
+            "not a url",
+        ] {
+            assert!(url_problem(bad).is_some(), "{bad}");
+        }
+    }
+}
