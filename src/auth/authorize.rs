@@ -121,6 +121,10 @@ async fn authorize(
     let client = match load_client(&state, client_id).await {
         Ok(Some(client)) => client,
         Ok(None) => return page_error("invalid_client", "unknown client_id"),
+        // A metadata document that cannot be used: why, on our page (never a redirect).
+        Err(e) if e.code == "invalid_client" => {
+            return page_error("invalid_client", &e.description);
+        }
         Err(e) => return state.pages.error(&e),
     };
     let (redirect_uri, explicit) = match params.get("redirect_uri") {

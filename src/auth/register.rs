@@ -230,6 +230,7 @@ fn client_json(
     if let Some(map) = body.as_object_mut() {
         map.remove("client_secret_hash");
         map.remove("registration_token_hash");
+        map.remove("registered_from");
         if let Some(secret) = secret {
             map.insert("client_secret".into(), secret.into());
         }
@@ -287,6 +288,9 @@ async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState
             software_version: None,
             client_id_issued_at: now,
             client_secret_expires_at: lifetime.map_or(0, |d| now + d.as_secs() as i64),
+            registered_from: state
+                .client_ip(&req)
+                .map(|ip| sha256_b64url(ip.to_string().as_bytes())[..16].to_string()),
         };
         metadata.apply(&mut record);
         let (unused, evicted) = record

@@ -512,6 +512,7 @@ async fn issue(
             ttl: settings.refresh_reuse_grace,
         }),
         renew_client: settings.client_lifetime,
+        registered_from: client.registered_from.clone(),
     };
     match state.store.issue_grant(&write, now).await? {
         GrantOutcome::Issued => {}

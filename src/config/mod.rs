@@ -163,6 +163,9 @@ pub struct RateLimitSettings {
     /// `UNUSED_CLIENT_BUDGET`: registrations never used for a token that are kept, in all;
     /// beyond it the oldest of them are deleted.
     pub unused_client_budget: u64,
+    /// `UNUSED_CLIENT_BUDGET_PER_ADDRESS`: the same, of those made from one client address
+    /// (its own oldest go first, so a flood from one address evicts only its own).
+    pub unused_client_budget_per_address: u64,
     /// `UNUSED_CLIENT_LIFETIME`: how long a registration lives before its first token.
     pub unused_client_lifetime: Duration,
 }
@@ -440,7 +443,10 @@ impl Settings {
                 authorize: raw.number_u32("RATE_LIMIT_AUTHORIZE", 3_000)?,
                 token: raw.number_u32("RATE_LIMIT_TOKEN", 6_000)?,
                 client_failures: raw.number_u32("RATE_LIMIT_CLIENT_FAILURES", 60)?,
-                unused_client_budget: raw.number("UNUSED_CLIENT_BUDGET", 10_000)?.max(1),
+                unused_client_budget: raw.number("UNUSED_CLIENT_BUDGET", 100_000)?.max(1),
+                unused_client_budget_per_address: raw
+                    .number("UNUSED_CLIENT_BUDGET_PER_ADDRESS", 1_000)?
+                    .max(1),
                 unused_client_lifetime: raw
                     .duration("UNUSED_CLIENT_LIFETIME", 86_400)?
                     .max(Duration::from_secs(60)),

@@ -37,6 +37,10 @@ pub struct ClientRecord {
     pub client_id_issued_at: i64,
     /// 0 = never (RFC 7591 §3.2.1).
     pub client_secret_expires_at: i64,
+    /// A hash of the address it registered from (its list of unused registrations), until
+    /// nothing needs it; never shown to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_from: Option<String>,
 }
 
 impl ClientRecord {
@@ -89,13 +93,15 @@ impl ClientRecord {
             l.min(limits.unused_client_lifetime)
         });
         let outcome = store
-            .put_new_client(
-                &self.client_id,
-                &super::encode(self)?,
+            .put_new_client(&crate::store::NewClientWrite {
+                client_id: &self.client_id,
+                json: &super::encode(self)?,
                 unused_lifetime,
-                limits.unused_client_budget,
+                address: self.registered_from.as_deref(),
+                budget: limits.unused_client_budget,
+                budget_per_address: limits.unused_client_budget_per_address,
                 now_ms,
-            )
+            })
             .await?;
         // Each is its own step: one lost here still expires with its unused lifetime.
         for evicted in &outcome.evicted {

@@ -148,3 +148,9 @@ pub fn assertion_jti(hash: &str) -> String {
 /// Registrations not yet used for a token (a sorted set scored by registration time), kept
 /// within `UNUSED_CLIENT_BUDGET`.
 pub const UNUSED_CLIENTS: &str = "oauth:unused_clients";
+
+/// The same, of the registrations made from one client address (by a hash of it), kept within
+/// `UNUSED_CLIENT_BUDGET_PER_ADDRESS`.
+pub fn unused_clients_from(address_hash: &str) -> String {
+    format!("{UNUSED_CLIENTS}:{address_hash}")
+}

@@ -12,8 +12,8 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::keys;
 use super::{
-    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, RevocationStream, Store, StoreError,
-    StoreResult, TokenRecord, Ttl, seconds_until,
+    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, NewClientWrite, RevocationStream,
+    Store, StoreError, StoreResult, TokenRecord, Ttl, seconds_until,
 };
 
 enum Value {
@@ -446,13 +446,24 @@ impl Store for MemoryStore {
                     now,
                 );
             }
-            let first = match map.get_mut(keys::UNUSED_CLIENTS) {
-                Some(Entry {
+            let mut first = false;
+            let local = grant
+                .registered_from
+                .as_deref()
+                .map(keys::unused_clients_from);
+            for (i, set) in std::iter::once(keys::UNUSED_CLIENTS.to_string())
+                .chain(local)
+                .enumerate()
+            {
+                if let Some(Entry {
                     value: Value::Index(members),
                     ..
-                }) => members.remove(&grant.token.client_id).is_some(),
-                _ => false,
-            };
+                }) = map.get_mut(&set)
+                {
+                    let removed = members.remove(&grant.token.client_id).is_some();
+                    first |= i == 0 && removed;
+                }
+            }
             if let Some(client) = map.get_mut(&keys::client(&grant.token.client_id))
                 && client.expires_at.is_some_and(|t| t > now)
             {
@@ -547,56 +558,72 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn put_new_client(
-        &self,
-        client_id: &str,
-        value: &str,
-        unused_lifetime: Duration,
-        budget: u64,
-        now_ms: i64,
-    ) -> StoreResult<NewClient> {
+    async fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient> {
         Ok(self.with(|map, now| {
-            let deadline = now + unused_lifetime.max(Duration::from_millis(1));
+            let lifetime = client.unused_lifetime;
+            let deadline = now + lifetime.max(Duration::from_millis(1));
             map.insert(
-                keys::client(client_id),
+                keys::client(client.client_id),
                 Entry {
-                    value: Value::Text(value.to_string()),
+                    value: Value::Text(client.json.to_string()),
                     expires_at: Some(deadline),
                 },
             );
-            let oldest_kept = now_ms - unused_lifetime.as_millis() as i64;
-            Self::index_add(
-                map,
-                keys::UNUSED_CLIENTS.to_string(),
-                client_id,
-                now_ms,
-                Some(oldest_kept),
-                deadline,
-                now,
-            );
-            let mut evicted = Vec::new();
-            if let Some(Entry {
-                value: Value::Index(members),
-                ..
-            }) = map.get_mut(keys::UNUSED_CLIENTS)
-            {
-                let over = (members.len() as u64).saturating_sub(budget.max(1)) as usize;
-                if over > 0 {
-                    let mut by_age: Vec<(i64, String)> =
-                        members.iter().map(|(m, at)| (*at, m.clone())).collect();
-                    by_age.sort();
-                    for (_, member) in by_age.into_iter().take(over) {
-                        members.remove(&member);
-                        evicted.push(member);
-                    }
-                }
-                NewClient {
-                    unused: members.len() as u64,
-                    evicted,
-                }
-            } else {
-                NewClient { unused: 0, evicted }
+            let oldest_kept = client.now_ms - lifetime.as_millis() as i64;
+            let global = keys::UNUSED_CLIENTS.to_string();
+            let local = client.address.map(keys::unused_clients_from);
+            for set in std::iter::once(&global).chain(local.as_ref()) {
+                Self::index_add(
+                    map,
+                    set.clone(),
+                    client.client_id,
+                    client.now_ms,
+                    Some(oldest_kept),
+                    deadline,
+                    now,
+                );
             }
+            // The oldest `over` members of `set`, taken off it.
+            fn pop_oldest(map: &mut HashMap<String, Entry>, set: &str, budget: u64) -> Vec<String> {
+                let Some(Entry {
+                    value: Value::Index(members),
+                    ..
+                }) = map.get_mut(set)
+                else {
+                    return Vec::new();
+                };
+                let over = (members.len() as u64).saturating_sub(budget.max(1)) as usize;
+                let mut by_age: Vec<(i64, String)> =
+                    members.iter().map(|(m, at)| (*at, m.clone())).collect();
+                by_age.sort();
+                let popped: Vec<String> = by_age.into_iter().take(over).map(|(_, m)| m).collect();
+                for m in &popped {
+                    members.remove(m);
+                }
+                popped
+            }
+            let mut evicted = Vec::new();
+            if let Some(local) = &local {
+                for id in pop_oldest(map, local, client.budget_per_address) {
+                    if let Some(Entry {
+                        value: Value::Index(members),
+                        ..
+                    }) = map.get_mut(&global)
+                    {
+                        members.remove(&id);
+                    }
+                    evicted.push(id);
+                }
+            }
+            evicted.extend(pop_oldest(map, &global, client.budget));
+            let unused = match map.get(&global) {
+                Some(Entry {
+                    value: Value::Index(members),
+                    ..
+                }) => members.len() as u64,
+                _ => 0,
+            };
+            NewClient { unused, evicted }
         }))
     }
 

@@ -67,6 +67,9 @@ pub struct GrantWrite {
     /// `CLIENT_LIFETIME`: a registration that expires is renewed for this long by each grant,
     /// so an active client never expires (one registered never to expire stays so).
     pub renew_client: Option<Duration>,
+    /// The hash of the address the client registered from ([`ClientRecord::registered_from`]
+    /// in `records`): its first grant takes it off that address's unused list too.
+    pub registered_from: Option<String>,
 }
 
 /// A grant's answer, sealed with a key only the presenter of the credential can derive,
@@ -233,18 +236,13 @@ pub trait Store: Send + Sync + 'static {
     /// continues where the last one stopped, and the registration stays until the end, so an
     /// interrupted delete can always be finished by the same request.
     /// Stores a new registration, not yet used for a token: for `unused_lifetime`, listed in
-    /// `keys::UNUSED_CLIENTS` (scored by `now_ms`). Past `budget` unused registrations, the
-    /// oldest are taken off the list and returned: the caller deletes each with
+    /// `keys::UNUSED_CLIENTS` and in its address's list (scored by `now_ms`). Past the address's
+    /// budget its oldest unused are taken off both lists, then past the global budget the
+    /// oldest of all; they are returned, and the caller deletes each with
     /// [`Store::drop_unused_client`] (which spares one used in the meantime). A registration's
-    /// first grant takes it off the list and gives it its full lifetime ([`GrantWrite::renew_client`]).
-    async fn put_new_client(
-        &self,
-        client_id: &str,
-        value: &str,
-        unused_lifetime: Duration,
-        budget: u64,
-        now_ms: i64,
-    ) -> StoreResult<NewClient>;
+    /// first grant takes it off the lists and gives it its full lifetime
+    /// ([`GrantWrite::renew_client`]).
+    async fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient>;
 
     /// Deletes a registration evicted from the unused list, unless a grant renewed it since;
     /// returns whether it was deleted. Safe to repeat.
@@ -292,6 +290,19 @@ pub struct DeleteStep {
 }
 
 /// TTL in whole seconds for a record that expires at `expires_at`, at least one second.
+/// A new registration for [`Store::put_new_client`].
+#[derive(Debug, Clone)]
+pub struct NewClientWrite<'a> {
+    pub client_id: &'a str,
+    pub json: &'a str,
+    pub unused_lifetime: Duration,
+    /// The hash of the address it registered from, when known.
+    pub address: Option<&'a str>,
+    pub budget: u64,
+    pub budget_per_address: u64,
+    pub now_ms: i64,
+}
+
 /// What [`Store::put_new_client`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewClient {

@@ -11,8 +11,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::keys;
 use super::{
-    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, RevocationStream, Store, StoreError,
-    StoreResult, TokenRecord, Ttl, seconds_until,
+    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, NewClientWrite, RevocationStream,
+    Store, StoreError, StoreResult, TokenRecord, Ttl, seconds_until,
 };
 
 /// How long one command may take before the store counts as unavailable (the services and
@@ -89,8 +89,9 @@ return revoke_jti(ARGV[1])
 "#;
 
 // KEYS: token, user index, client index, new refresh token, family, family tombstone,
-//       client's families, user's families, registration, unused registrations, then (when
-//       ARGV says so) the code, the kept result and the rotated refresh token, in that order.
+//       client's families, user's families, registration, unused registrations, those of its
+//       address (or the previous again), then (when ARGV says so) the code, the kept result
+//       and the rotated refresh token, in that order.
 // ARGV: jti, token JSON, token ttl, token exp, username, client_id, now,
 //       refresh hash, refresh JSON, refresh ttl, family id, rotate-from hash or '', tombstone ttl,
 //       code key or '', result key or '', sealed result, result ttl ms, client lifetime ms or ''.
@@ -138,6 +139,7 @@ if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17])
 -- Its first grant takes it off the unused list, from its short unused lifetime to the full
 -- one (or none).
 local first = redis.call('ZREM', KEYS[10], ARGV[6]) == 1
+redis.call('ZREM', KEYS[11], ARGV[6])
 if redis.call('PTTL', KEYS[9]) > 0 then
   if ARGV[18] ~= '' then
     redis.call('PEXPIRE', KEYS[9], ARGV[18])
@@ -148,23 +150,34 @@ end
 return {'issued', ''}
 "#;
 
-// KEYS: registration, unused registrations. ARGV: client id, JSON, unused lifetime ms,
-// budget, now ms. Returns the number unused and the ids popped past the budget (oldest first).
+// KEYS: registration, unused registrations, those of its address (or the first again).
+// ARGV: client id, JSON, unused lifetime ms, budget, budget per address, now ms. Returns the
+// number unused and the ids taken off past the budgets (the address's oldest first).
 const PUT_NEW_CLIENT: &str = r#"
-local lifetime = tonumber(ARGV[3])
+local lifetime, now = tonumber(ARGV[3]), tonumber(ARGV[6])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', lifetime)
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[5]) - lifetime))
-local n = redis.call('ZCARD', KEYS[2])
 local evicted = {}
-local over = n - tonumber(ARGV[4])
+for _, set in ipairs({KEYS[2], KEYS[3]}) do
+  redis.call('ZADD', set, now, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. (now - lifetime))
+  if redis.call('PTTL', set) < lifetime then redis.call('PEXPIRE', set, lifetime) end
+end
+if KEYS[3] ~= KEYS[2] then
+  local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
+  if over > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[3], over)
+    for i = 1, #popped, 2 do
+      redis.call('ZREM', KEYS[2], popped[i])
+      evicted[#evicted + 1] = popped[i]
+    end
+  end
+end
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
 if over > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[2], over)
   for i = 1, #popped, 2 do evicted[#evicted + 1] = popped[i] end
-  n = n - over
 end
-if redis.call('PTTL', KEYS[2]) < lifetime then redis.call('PEXPIRE', KEYS[2], lifetime) end
-return {n, evicted}
+return {redis.call('ZCARD', KEYS[2]), evicted}
 "#;
 
 // KEYS: registration. ARGV: unused lifetime ms. Deletes it only while it still has no more
@@ -843,7 +856,13 @@ impl Store for RedisStore {
             .key(keys::client_families(&token.client_id))
             .key(keys::user_families(&token.username))
             .key(keys::client(&token.client_id))
-            .key(keys::UNUSED_CLIENTS);
+            .key(keys::UNUSED_CLIENTS)
+            .key(
+                grant
+                    .registered_from
+                    .as_deref()
+                    .map_or(keys::UNUSED_CLIENTS.to_string(), keys::unused_clients_from),
+            );
         for key in [&grant.redeem_code, &result.map(|r| r.key.clone())]
             .into_iter()
             .flatten()
@@ -954,24 +973,23 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn put_new_client(
-        &self,
-        client_id: &str,
-        value: &str,
-        unused_lifetime: Duration,
-        budget: u64,
-        now_ms: i64,
-    ) -> StoreResult<NewClient> {
+    async fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient> {
         let (unused, evicted): (u64, Vec<String>) = self
             .scripts
             .put_new_client
-            .key(keys::client(client_id))
+            .key(keys::client(client.client_id))
             .key(keys::UNUSED_CLIENTS)
-            .arg(client_id)
-            .arg(value)
-            .arg(unused_lifetime.as_millis().max(1) as u64)
-            .arg(budget.max(1))
-            .arg(now_ms)
+            .key(
+                client
+                    .address
+                    .map_or(keys::UNUSED_CLIENTS.to_string(), keys::unused_clients_from),
+            )
+            .arg(client.client_id)
+            .arg(client.json)
+            .arg(client.unused_lifetime.as_millis().max(1) as u64)
+            .arg(client.budget.max(1))
+            .arg(client.budget_per_address.max(1))
+            .arg(client.now_ms)
             .invoke_async(&mut self.conn()?)
             .await
             .map_err(unavailable)?;

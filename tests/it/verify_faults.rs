@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use mcp_oauth_gateway::store::{
-    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, RevocationStream, Store, StoreResult,
-    TokenRecord, Ttl,
+    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, NewClientWrite, RevocationStream,
+    Store, StoreResult, TokenRecord, Ttl,
 };
 use tokio::sync::Notify;
 
@@ -135,17 +135,8 @@ impl Store for GatedStore {
             .await
     }
 
-    async fn put_new_client(
-        &self,
-        client_id: &str,
-        value: &str,
-        unused_lifetime: Duration,
-        budget: u64,
-        now_ms: i64,
-    ) -> StoreResult<NewClient> {
-        self.inner
-            .put_new_client(client_id, value, unused_lifetime, budget, now_ms)
-            .await
+    async fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient> {
+        self.inner.put_new_client(client).await
     }
 
     async fn drop_unused_client(

@@ -27,7 +27,8 @@ use fetch::{FetchError, Fetcher};
 pub const DOCUMENT_LIMIT: usize = 5 * 1024;
 /// The largest `jwks_uri` document read.
 pub const JWKS_LIMIT: usize = 64 * 1024;
-/// A `jwks_uri` is fetched again for an unknown `kid` at most this often.
+/// A `jwks_uri` is fetched again for an unknown `kid` at most this often (or every
+/// `CIMD_MIN_AGE`, when shorter).
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// Documents and key sets kept in memory, each.
 const CACHE_CAPACITY: u64 = 10_000;
@@ -227,9 +228,9 @@ impl Documents {
         Fut: std::future::Future<Output = Outcome<(T, Option<Duration>)>>,
     {
         let key = url.as_str().to_string();
+        let interval = JWKS_REFETCH_INTERVAL.min(self.settings.min_age);
         let usable = |entry: &Cached<T>, now: Instant| {
-            now < entry.fresh_until
-                && !(refetch && now.duration_since(entry.fetched) >= JWKS_REFETCH_INTERVAL)
+            now < entry.fresh_until && !(refetch && now.duration_since(entry.fetched) >= interval)
         };
         if let Some(entry) = cache.entries.get(&key)
             && usable(&entry, Instant::now())
@@ -244,9 +245,7 @@ impl Documents {
         if let Some(entry) = &previous {
             let now = Instant::now();
             // Fetched while we waited: that fetch answers us too.
-            if usable(entry, now)
-                || (refetch && now.duration_since(entry.fetched) < JWKS_REFETCH_INTERVAL)
-            {
+            if usable(entry, now) || (refetch && now.duration_since(entry.fetched) < interval) {
                 return Ok(entry.value.clone());
             }
         }
@@ -333,6 +332,7 @@ impl Documents {
             software_version: None,
             client_id_issued_at: 0,
             client_secret_expires_at: 0,
+            registered_from: None,
         };
         valid.apply(&mut client);
         let jwks = object.get("jwks");

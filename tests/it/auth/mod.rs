@@ -1,6 +1,8 @@
 //! The authorization server over HTTP: the whole code flow against the fake GitHub, each fix
 //! of the original gateway with the attack it stops, RFC 7592, revoke/introspect ownership.
 
+mod cimd;
+mod cloud;
 mod login;
 mod registration;
 mod tokens;

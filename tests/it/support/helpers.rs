@@ -439,5 +439,6 @@ pub fn grant_write(
         redeem_code: None,
         result: None,
         renew_client: None,
+        registered_from: None,
     }
 }

@@ -11,6 +11,7 @@
 //! and the small steps every test file repeats: reading a header, decoding a JWT.
 
 pub mod dev_gateway;
+pub mod document_host;
 pub mod fake_github;
 pub mod gateway;
 pub mod helpers;

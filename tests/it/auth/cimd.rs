@@ -1,0 +1,513 @@
+//! Client ID Metadata Documents against a real HTTPS host the test runs
+//! ([`DocumentHost`], its CA trusted through `CIMD_TEST_LOOPBACK_CA`): a public client logs in
+//! with its document and nothing stored for it; lying, oversized and redirecting documents
+//! are refused with RFC 6749 errors (and at /authorize with our error page, never a
+//! redirect); the cache follows the host's headers, serves a stale copy while the host fails
+//! and collapses concurrent fetches; a ChatGPT-shaped `private_key_jwt` client with a
+//! `jwks_uri`; and without the test switch the SSRF guard refuses loopback, private and
+//! link-local hosts without connecting.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::document_host::*;
+use crate::support::gateway::*;
+use crate::support::helpers::*;
+
+async fn gateway_for(host: &DocumentHost, extra: &[(&str, &str)]) -> Gateway {
+    let ca = host.ca_file.to_string_lossy().to_string();
+    let mut env: Vec<(&str, &str)> = vec![("CIMD_TEST_LOOPBACK_CA", ca.as_str())];
+    env.extend_from_slice(extra);
+    Gateway::start(&env).await
+}
+
+fn document_client(client_id: &str) -> Value {
+    json!({"client_id": client_id, "token_endpoint_auth_method": "none"})
+}
+
+async fn authorize_status(gw: &Gateway, client_id: &str) -> (u16, String, String) {
+    let (_, challenge) = pkce();
+    let url = gw.authorize_url(&document_client(client_id), &challenge, &[]);
+    let resp = browser().get(&url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let location = crate::support::header(&resp, "location");
+    (status, location, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_public_client_logs_in_and_refreshes_with_its_metadata_document() {
+    let host = DocumentHost::start().await;
+    let id = host.publish(
+        "/oauth/client.json",
+        &["http://127.0.0.1/callback"],
+        "max-age=3600",
+    );
+    let gw = gateway_for(&host, &[]).await;
+    let client = document_client(&id);
+
+    // The consent page names the document's host, and warns: the only redirect is localhost.
+    let (_, challenge) = pkce();
+    let url = gw.authorize_url(&client, &challenge, &[]);
+    let b = browser();
+    let resp = b.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 307);
+    let page = b.get(location(&resp)).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("published by"), "{html}");
+    assert!(
+        html.contains("<strong class=\"mono\">localhost</strong>"),
+        "{html}"
+    );
+    assert!(html.contains("sends you back only to"), "{html}");
+
+    // The loopback redirect of the document matches on any port (RFC 8252 §7.3).
+    let tokens = gw.tokens(&client).await;
+    assert!(tokens["access_token"].is_string(), "{tokens}");
+    let claims = crate::support::jwt_claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(claims["client_id"], id);
+    let refreshed = gw
+        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    // Nothing was registered: the document is the registration.
+    assert!(
+        !redis_keys(&gw.redis, "oauth:client:*")
+            .await
+            .iter()
+            .any(|k| k.contains("https"))
+    );
+    // One fetch served the whole login (cached for its max-age).
+    assert_eq!(host.hits("/oauth/client.json"), 1);
+
+    // An unregistered redirect_uri: our error page, never a redirect to it.
+    let mut bad = url::Url::parse(&gw.authorize_url(&client, &challenge, &[])).unwrap();
+    let pairs: Vec<(String, String)> = bad
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "redirect_uri" {
+                "https://evil.example/cb".into()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    bad.query_pairs_mut().clear().extend_pairs(pairs);
+    let resp = browser().get(bad.as_str()).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().get("location").is_none());
+
+    // A metadata-document client is not managed through RFC 7592.
+    let resp = http()
+        .get(gw.url(&format!("/register/{}", urlencode(&id))))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+async fn redis_keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn documents_that_lie_or_misbehave_are_refused_and_change_nothing() {
+    let host = DocumentHost::start().await;
+    let gw = gateway_for(&host, &[]).await;
+    let good = |path: &str| public_document(&host.url(path), &["http://127.0.0.1/callback"]);
+    let mut cases: Vec<(&str, Route, &str)> = Vec::new();
+    let mut wrong_id = good("/wrong-id.json");
+    wrong_id["client_id"] = json!(host.url("/other.json"));
+    cases.push((
+        "/wrong-id.json",
+        Route::json(&wrong_id, "max-age=60"),
+        "exactly its URL",
+    ));
+    let mut no_name = good("/no-name.json");
+    no_name.as_object_mut().unwrap().remove("client_name");
+    cases.push((
+        "/no-name.json",
+        Route::json(&no_name, "max-age=60"),
+        "client_name",
+    ));
+    let mut no_redirects = good("/no-redirects.json");
+    no_redirects
+        .as_object_mut()
+        .unwrap()
+        .remove("redirect_uris");
+    cases.push((
+        "/no-redirects.json",
+        Route::json(&no_redirects, "max-age=60"),
+        "redirect_uris",
+    ));
+    let mut secret = good("/secret.json");
+    secret["client_secret"] = json!("s3cret");
+    cases.push((
+        "/secret.json",
+        Route::json(&secret, "max-age=60"),
+        "client_secret",
+    ));
+    let mut basic = good("/basic.json");
+    basic["token_endpoint_auth_method"] = json!("client_secret_basic");
+    cases.push((
+        "/basic.json",
+        Route::json(&basic, "max-age=60"),
+        "token_endpoint_auth_method",
+    ));
+    let mut http_redirect = good("/http-redirect.json");
+    http_redirect["redirect_uris"] = json!(["http://evil.example/cb"]);
+    cases.push((
+        "/http-redirect.json",
+        Route::json(&http_redirect, "max-age=60"),
+        "plain http",
+    ));
+    let mut big = good("/big.json");
+    big["padding"] = json!("x".repeat(6000));
+    cases.push(("/big.json", Route::json(&big, "max-age=60"), "bytes"));
+    cases.push((
+        "/moved.json",
+        Route::redirect(&host.url("/wrong-id.json")),
+        "redirects are not followed",
+    ));
+    cases.push(("/gone.json", Route::status(404), "404"));
+    let mut not_json = Route::status(200);
+    not_json.body = b"<html>hello</html>".to_vec();
+    cases.push(("/not-json.json", not_json, "not JSON"));
+    let mut private = good("/private.json");
+    private["token_endpoint_auth_method"] = json!("private_key_jwt");
+    cases.push(("/private.json", Route::json(&private, "max-age=60"), "jwks"));
+
+    for (path, route, why) in cases {
+        host.set(path, route);
+        let id = host.url(path);
+        // /authorize: our error page, no redirect anywhere.
+        let (status, location, page) = authorize_status(&gw, &id).await;
+        assert_eq!(status, 400, "{path}: {page}");
+        assert!(location.is_empty(), "{path} redirected to {location}");
+        assert!(page.contains("invalid_client"), "{path}: {page}");
+        // /token: RFC 6749 JSON.
+        let resp = gw
+            .token(
+                &document_client(&id),
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", "x"),
+                    ("code_verifier", "y"),
+                ],
+            )
+            .await;
+        let body = assert_oauth_error(resp, 401, "invalid_client").await;
+        let description = body["error_description"].as_str().unwrap_or("");
+        assert!(description.contains(why), "{path}: {description}");
+    }
+    // URLs that cannot be document ids are refused before any fetch.
+    for id in [
+        host.url("/a/../oauth/client.json"),
+        format!("https://localhost:{}/", host.port),
+        format!("https://localhost:{}/c.json#frag", host.port),
+    ] {
+        let (status, _, page) = authorize_status(&gw, &id).await;
+        assert_eq!(status, 400, "{id}: {page}");
+    }
+    assert_eq!(host.hits("/a/../oauth/client.json") + host.hits("/"), 0);
+    assert!(redis_keys(&gw.redis, "oauth:client:*").await.is_empty());
+}
+
+#[tokio::test]
+async fn the_cache_follows_the_host_serves_stale_on_failure_and_fetches_once_for_many() {
+    let host = DocumentHost::start().await;
+    let gw = gateway_for(
+        &host,
+        &[("CIMD_MIN_AGE", "1"), ("CIMD_STALE_IF_ERROR", "60")],
+    )
+    .await;
+    let path = "/slow.json";
+    let id = host.url(path);
+    host.set(
+        path,
+        Route::json(
+            &public_document(&id, &["http://127.0.0.1/callback"]),
+            "max-age=1",
+        )
+        .delayed(Duration::from_millis(300)),
+    );
+    // 20 logins start at once: one fetch answers them all.
+    let pages = futures_util::future::join_all((0..20).map(|_| authorize_status(&gw, &id))).await;
+    assert!(pages.iter().all(|(status, ..)| *status == 307), "{pages:?}");
+    assert_eq!(host.hits(path), 1);
+
+    // Past max-age the host fails: the cached copy still serves (and the metric says so).
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    host.set(path, Route::status(503));
+    let (status, ..) = authorize_status(&gw, &id).await;
+    assert_eq!(status, 307);
+    assert_eq!(host.hits(path), 2);
+    let metrics = http()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcp_gateway_cimd_fetches_total{result=\"stale\"} 1"),
+        "{metrics}"
+    );
+    // The host's own answer, 404, ends the client at once.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    host.set(path, Route::status(404));
+    let (status, ..) = authorize_status(&gw, &id).await;
+    assert_eq!(status, 400);
+    // And a document served again is used again.
+    host.set(
+        path,
+        Route::json(
+            &public_document(&id, &["http://127.0.0.1/callback"]),
+            "max-age=600",
+        ),
+    );
+    let (status, ..) = authorize_status(&gw, &id).await;
+    assert_eq!(status, 307);
+}
+
+#[tokio::test]
+async fn a_chatgpt_shaped_client_authenticates_with_private_key_jwt_from_its_jwks_uri() {
+    let host = DocumentHost::start().await;
+    let key = ClientKey::generate("key-1");
+    host.set(
+        "/jwks.json",
+        Route::json(&json!({"keys": [key.jwk()]}), "max-age=3600"),
+    );
+    let id = host.url("/oauth/abc123/client.json");
+    let document = json!({
+        "client_id": id,
+        "client_name": "ChatGPT",
+        "redirect_uris": ["https://chatgpt.com/connector_platform_oauth_redirect", REDIRECT],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks_uri": host.url("/jwks.json"),
+    });
+    host.set(
+        "/oauth/abc123/client.json",
+        Route::json(&document, "max-age=3600"),
+    );
+    // CIMD_MIN_AGE also bounds how often an unknown kid refetches the jwks_uri.
+    let gw = gateway_for(&host, &[("CIMD_MIN_AGE", "1")]).await;
+    let token_endpoint = gw.url("/token");
+    let client = json!({"client_id": id, "token_endpoint_auth_method": "private_key_jwt"});
+    let (code, verifier) = gw.code_for(&client, &[]).await;
+
+    let exchange = |assertion: String| {
+        let form = vec![
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".into(), code.clone()),
+            ("code_verifier".into(), verifier.clone()),
+            ("redirect_uri".into(), REDIRECT.into()),
+            ("client_id".into(), id.clone()),
+            (
+                "client_assertion_type".into(),
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ),
+            ("client_assertion".into(), assertion),
+        ];
+        http().post(gw.url("/token")).form(&form).send()
+    };
+    // Without an assertion, with a wrong audience, or signed by a key the document does not
+    // publish: invalid_client, and the code is still good.
+    let no_assertion = http()
+        .post(gw.url("/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &id),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(no_assertion, 401, "invalid_client").await;
+    let wrong_aud = exchange(key.assertion(&id, "https://elsewhere.example/token", json!({})))
+        .await
+        .unwrap();
+    let body = assert_oauth_error(wrong_aud, 401, "invalid_client").await;
+    assert!(
+        body["error_description"].as_str().unwrap().contains("aud"),
+        "{body}"
+    );
+    let stranger = ClientKey::generate("key-1");
+    let forged = exchange(stranger.assertion(&id, &token_endpoint, json!({})))
+        .await
+        .unwrap();
+    assert_oauth_error(forged, 401, "invalid_client").await;
+    let other_client =
+        exchange(key.assertion("https://other.example/c.json", &token_endpoint, json!({})))
+            .await
+            .unwrap();
+    assert_oauth_error(other_client, 401, "invalid_client").await;
+
+    // The real assertion: tokens. The same assertion again: its jti was used.
+    let assertion = key.assertion(&id, &token_endpoint, json!({}));
+    let ok = exchange(assertion.clone()).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let tokens: Value = ok.json().await.unwrap();
+    let replay = http()
+        .post(gw.url("/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", id.as_str()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body = assert_oauth_error(replay, 401, "invalid_client").await;
+    assert!(
+        body["error_description"].as_str().unwrap().contains("jti"),
+        "{body}"
+    );
+
+    // The client rotates its key: a new kid is fetched from the jwks_uri, and refresh works
+    // with the issuer as audience (RFC 7523bis), client_id left to the assertion.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let rotated = ClientKey::generate("key-2");
+    host.set(
+        "/jwks.json",
+        Route::json(&json!({"keys": [rotated.jwk()]}), "max-age=3600"),
+    );
+    let refreshed = http()
+        .post(gw.url("/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            (
+                "client_assertion",
+                rotated.assertion(&id, &gw.issuer, json!({})).as_str(),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refreshed.status(),
+        200,
+        "{} (jwks fetched {} times)",
+        refreshed.text().await.unwrap(),
+        host.hits("/jwks.json")
+    );
+    assert_eq!(host.hits("/jwks.json"), 2);
+}
+
+/// Without `CIMD_TEST_LOOPBACK_CA` (as deployed): documents on loopback, private, link-local
+/// (cloud metadata) and IPv4-in-IPv6 addresses are refused before any connection, and the
+/// switch itself is refused unless the issuer is a loopback URL.
+#[tokio::test]
+async fn without_the_test_switch_the_ssrf_guard_refuses_internal_addresses() {
+    let host = DocumentHost::start().await;
+    let id = host.publish("/client.json", &["http://127.0.0.1/callback"], "max-age=60");
+    let gw = Gateway::start(&[]).await;
+    let port = host.port;
+    for (client_id, why) in [
+        (id.clone(), "loopback"),
+        (format!("https://127.0.0.1:{port}/client.json"), "loopback"),
+        (format!("https://[::1]:{port}/client.json"), "loopback"),
+        (
+            format!("https://[::ffff:7f00:1]:{port}/client.json"),
+            "loopback",
+        ),
+        ("https://10.1.2.3/client.json".to_string(), "private"),
+        ("https://192.168.0.10/client.json".to_string(), "private"),
+        (
+            "https://169.254.169.254/latest/meta-data".to_string(),
+            "link-local",
+        ),
+        ("https://100.64.0.1/client.json".to_string(), "CGNAT"),
+        (
+            "https://[fd00:ec2::254]/client.json".to_string(),
+            "unique-local",
+        ),
+    ] {
+        let resp = gw
+            .token(
+                &document_client(&client_id),
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", "x"),
+                    ("code_verifier", "y"),
+                ],
+            )
+            .await;
+        let body = assert_oauth_error(resp, 401, "invalid_client").await;
+        let description = body["error_description"].as_str().unwrap_or("");
+        assert!(description.contains(why), "{client_id}: {description}");
+        let (status, location, _) = authorize_status(&gw, &client_id).await;
+        assert_eq!(status, 400);
+        assert!(location.is_empty());
+    }
+    assert_eq!(
+        host.hits("/client.json"),
+        0,
+        "no connection reached the host"
+    );
+
+    // The switch needs a loopback issuer: a deployed gateway cannot turn it on.
+    let ca = host.ca_file.to_string_lossy().to_string();
+    let source = base_env(&gw.redis)
+        .with("ISSUER_URL", "https://auth.example.com")
+        .with("CIMD_TEST_LOOPBACK_CA", ca.as_str());
+    let err = mcp_oauth_gateway::config::Settings::load(&source).unwrap_err();
+    assert!(err.to_string().contains("CIMD_TEST_LOOPBACK_CA"), "{err}");
+
+    // Operators can turn documents off, or allow only some hosts.
+    let off = Gateway::start(&[("CIMD_ENABLED", "false")]).await;
+    let doc: Value = http()
+        .get(off.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["client_id_metadata_document_supported"], false);
+    let (status, ..) = authorize_status(&off, &id).await;
+    assert_eq!(status, 400);
+    let ca = host.ca_file.to_string_lossy().to_string();
+    let only = Gateway::start(&[
+        ("CIMD_TEST_LOOPBACK_CA", ca.as_str()),
+        ("CIMD_ALLOWED_HOSTS", "claude.ai, *.vscode.dev"),
+    ])
+    .await;
+    let (status, _, page) = authorize_status(&only, &id).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("not accepted here"), "{page}");
+    let denied = Gateway::start(&[
+        ("CIMD_TEST_LOOPBACK_CA", ca.as_str()),
+        ("CIMD_DENIED_HOSTS", "localhost"),
+    ])
+    .await;
+    let (status, ..) = authorize_status(&denied, &id).await;
+    assert_eq!(status, 400);
+    assert_eq!(host.hits("/client.json"), 0);
+}
