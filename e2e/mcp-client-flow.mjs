@@ -2,7 +2,10 @@
 // A real MCP client (the official TypeScript SDK) logging in through the gateway, as a user would,
 // with the browser step driven headlessly (browser-login.mjs).
 //
-//   node e2e/mcp-client-flow.mjs http://localhost:PORT/mcp
+//   node e2e/mcp-client-flow.mjs http://localhost:PORT/mcp [CLIENT_METADATA_URL]
+//
+// With CLIENT_METADATA_URL the SDK uses that Client ID Metadata Document (its clientMetadataUrl)
+// instead of registering, when the server advertises support for it.
 //
 // 1. connect → 401 from verify → the SDK discovers (RFC 9728 → RFC 8414), registers (RFC 7591),
 //    and hands over the authorization URL (PKCE S256, resource, state)
@@ -34,6 +37,7 @@ console.log = (...a) => console.error(...a);
 console.info = (...a) => console.error(...a);
 
 const mcpUrl = process.argv[2];
+const clientMetadataUrl = process.argv[3] || undefined;
 const authMethod = process.env.E2E_TOKEN_AUTH_METHOD || "none";
 const timeoutMs = Number(process.env.E2E_TIMEOUT_MS || 60000);
 const out = { ok: false, mcp_url: mcpUrl, token_endpoint_auth_method: authMethod, steps: [], http: [] };
@@ -128,7 +132,7 @@ async function rawCodeRedeem(metadata, client, code, verifier, redirectUri) {
 
 async function main() {
   const redirectUrl = `http://127.0.0.1:${20000 + crypto.randomInt(40000)}/oauth/callback`;
-  const provider = new MemoryProvider(redirectUrl, { authMethod });
+  const provider = new MemoryProvider(redirectUrl, { authMethod, clientMetadataUrl });
   out.redirect_uri = redirectUrl;
 
   // 1. First connection: must be refused and turned into an authorization URL by the SDK.
@@ -269,6 +273,8 @@ async function main() {
   out.code_reuse_refused = again.status === 400 && again.error === "invalid_grant";
   step("code_reuse", again);
 
+  out.client_id = provider.clientInformation()?.client_id ?? null;
+  out.registered = out.http.some((e) => e.method === "POST" && new URL(e.url).pathname === "/register");
   out.ok = true;
 }
 

@@ -69,7 +69,7 @@ class Browser:
         q = parse_qs(urlparse(url).query)
         out["authorization_request"] = {
             k: (q.get(k) or [None])[0]
-            for k in ("response_type", "code_challenge_method", "resource", "scope", "redirect_uri")
+            for k in ("response_type", "code_challenge_method", "resource", "scope", "redirect_uri", "client_id")
         }
         step("authorization_url", **out["authorization_request"])
 
@@ -96,10 +96,11 @@ class Browser:
         return AuthorizationCodeResult(code=result["code"], state=result.get("state"), iss=result.get("iss"))
 
 
-async def main(mcp_url: str) -> None:
+async def main(mcp_url: str, client_metadata_url: str | None) -> None:
     storage = MemoryStorage()
     browser = Browser()
     provider = OAuthClientProvider(
+        client_metadata_url=client_metadata_url,
         server_url=mcp_url,
         client_metadata=OAuthClientMetadata(
             client_name="mcp-gateway e2e (MCP Python SDK)",
@@ -122,6 +123,7 @@ async def main(mcp_url: str) -> None:
             out["tool_is_error"] = bool(result.is_error) if hasattr(result, "is_error") else bool(getattr(result, "isError", False))
             step("tool_call", result=out["tool_result"])
     out["client_registered"] = storage.client_info is not None and bool(storage.client_info.client_id)
+    out["client_id"] = storage.client_info.client_id if storage.client_info else None
     tokens = storage.tokens
     out["token"] = {
         "token_type": tokens.token_type if tokens else None,
@@ -138,7 +140,7 @@ if __name__ == "__main__":
     out["mcp_url"] = sys.argv[1]
     code = 0
     try:
-        asyncio.run(asyncio.wait_for(main(sys.argv[1]), timeout=float(os.environ.get("E2E_TIMEOUT_S", "60"))))
+        asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None), timeout=float(os.environ.get("E2E_TIMEOUT_S", "60"))))
     except BaseException as e:  # noqa: BLE001 - report everything, including timeouts and groups
         code = 1
         out["ok"] = False

@@ -31,7 +31,8 @@ import { browserLogin, redact } from "./browser-login.mjs";
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 console.log = (...a) => console.error(...a);
 
-const [mcpUrl, issuer] = process.argv.slice(2);
+// An optional third argument: a Client ID Metadata Document URL, for --client-metadata-url.
+const [mcpUrl, issuer, clientMetadataUrl] = process.argv.slice(2);
 const timeoutMs = Number(process.env.E2E_TIMEOUT_MS || 60000);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const out = { ok: false, mcp_url: mcpUrl, steps: [] };
@@ -81,7 +82,14 @@ async function main() {
 
   transport = new StdioClientTransport({
     command: process.execPath,
-    args: [path.join(here, "node_modules/mcp-remote/dist/proxy.js"), mcpUrl, String(callbackPort), "--host", "127.0.0.1"],
+    args: [
+      path.join(here, "node_modules/mcp-remote/dist/proxy.js"),
+      mcpUrl,
+      String(callbackPort),
+      "--host",
+      "127.0.0.1",
+      ...(clientMetadataUrl ? ["--client-metadata-url", clientMetadataUrl] : []),
+    ],
     env: {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       HOME: tmp,

@@ -5,9 +5,12 @@ import crypto from "node:crypto";
 
 /** In-memory OAuthClientProvider, as a desktop MCP client keeps it. */
 export class MemoryProvider {
-  /** `authMethod`: token_endpoint_auth_method to register; `grantTypes`: the grants to ask for. */
-  constructor(redirectUrl, { authMethod = "none", grantTypes = ["authorization_code", "refresh_token"] } = {}) {
+  /** `authMethod`: token_endpoint_auth_method to register; `grantTypes`: the grants to ask for;
+   *  `clientMetadataUrl`: a Client ID Metadata Document the SDK uses instead of registering
+   *  when the server supports it. */
+  constructor(redirectUrl, { authMethod = "none", grantTypes = ["authorization_code", "refresh_token"], clientMetadataUrl } = {}) {
     this._redirectUrl = redirectUrl;
+    this.clientMetadataUrl = clientMetadataUrl || undefined;
     this._authMethod = authMethod;
     this._grantTypes = grantTypes;
     this._client = undefined;

@@ -452,3 +452,92 @@ async fn e2e_a_2026_client_and_server_send_and_check_the_request_headers_through
     let bare = post(&[]).await.expect("request without the Mcp-* headers");
     assert_eq!(bare.status(), 403, "{}", stack.logs());
 }
+
+/// The hosted clients' way in, with real clients through Traefik: the MCP TypeScript SDK
+/// (`clientMetadataUrl`), `mcp-remote --client-metadata-url` and the Python SDK
+/// (`client_metadata_url`) each see `client_id_metadata_document_supported`, use the document
+/// the test serves over HTTPS as their `client_id`, and register nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_clients_log_in_with_a_client_id_metadata_document_through_traefik() {
+    use crate::support::document_host::{DocumentHost, Route, public_document};
+    if !e2e_enabled(&[Proxy::Traefik.bin(), python_mcp()]) {
+        return;
+    }
+    let host = DocumentHost::start().await;
+    let ca = host.ca_file.to_string_lossy().to_string();
+    let stack = Stack::builder(Proxy::Traefik)
+        .auth_env("CIMD_TEST_LOOPBACK_CA", &ca)
+        .start()
+        .await;
+    let publish = |path: &str, name: &str| {
+        let id = host.url(path);
+        let mut doc = public_document(
+            &id,
+            &[
+                "http://127.0.0.1/oauth/callback",
+                "http://localhost/oauth/callback",
+            ],
+        );
+        doc["client_name"] = name.into();
+        host.set(path, Route::json(&doc, "max-age=3600"));
+        id
+    };
+
+    let sdk = publish("/sdk/client.json", "MCP TypeScript SDK");
+    let flow = assert_sdk_login_and_tool_call_as(&stack, Some(&sdk)).await;
+    assert_eq!(flow["client_id"], sdk.as_str(), "{flow:#}");
+    assert_eq!(flow["registered"], false, "{flow:#}");
+
+    let remote = publish("/mcp-remote/client.json", "mcp-remote");
+    let (flow, stderr) = stack
+        .run_script(
+            "mcp-remote-flow.mjs",
+            &[&stack.mcp_url, &stack.issuer, &remote],
+            Duration::from_secs(90),
+        )
+        .await;
+    assert!(
+        b(&flow, "/ok"),
+        "mcp-remote: {flow:#}\n{stderr}\n{}",
+        stack.logs()
+    );
+
+    let python = publish("/python/client.json", "MCP Python SDK");
+    let (flow, stderr) = stack
+        .run_python(
+            "mcp-python-flow.py",
+            &[&stack.mcp_url, &python],
+            Duration::from_secs(90),
+        )
+        .await;
+    assert!(
+        b(&flow, "/ok"),
+        "python: {flow:#}\n{stderr}\n{}",
+        stack.logs()
+    );
+    assert_eq!(flow["client_id"], python.as_str(), "{flow:#}");
+    assert_eq!(
+        flow["authorization_request"]["client_id"],
+        python.as_str(),
+        "{flow:#}"
+    );
+
+    // Nothing was registered, and each document client holds tokens.
+    let mut conn = stack.redis.conn().await;
+    let registrations: Vec<String> = redis::AsyncCommands::keys(&mut conn, "oauth:client:*")
+        .await
+        .unwrap();
+    assert!(registrations.is_empty(), "{registrations:?}");
+    for id in [&sdk, &remote, &python] {
+        let families: Vec<String> =
+            redis::AsyncCommands::keys(&mut conn, format!("oauth:client_families:{id}"))
+                .await
+                .unwrap();
+        assert_eq!(families.len(), 1, "{id} has a grant");
+        assert_eq!(
+            host.hits(&url::Url::parse(id).unwrap().path().to_string()),
+            1,
+            "{id} fetched once"
+        );
+    }
+}

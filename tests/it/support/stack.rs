@@ -860,13 +860,17 @@ pub use super::header;
 /// The MCP TypeScript SDK client (`e2e/mcp-client-flow.mjs`) logs in through the stack's proxy
 /// and calls a tool; refresh rotation and reuse detection work through it too.
 pub async fn assert_sdk_login_and_tool_call(stack: &Stack) {
+    assert_sdk_login_and_tool_call_as(stack, None).await;
+}
+
+/// [`assert_sdk_login_and_tool_call`], the client identified by the Client ID Metadata
+/// Document at `metadata_url` when given; returns the flow's report.
+pub async fn assert_sdk_login_and_tool_call_as(stack: &Stack, metadata_url: Option<&str>) -> Value {
     let proxy = stack.proxy.name();
+    let mut args = vec![stack.mcp_url.as_str()];
+    args.extend(metadata_url);
     let (flow, stderr) = stack
-        .run_script(
-            "mcp-client-flow.mjs",
-            &[&stack.mcp_url],
-            Duration::from_secs(90),
-        )
+        .run_script("mcp-client-flow.mjs", &args, Duration::from_secs(90))
         .await;
     let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
     assert!(
@@ -991,4 +995,5 @@ pub async fn assert_sdk_login_and_tool_call(stack: &Stack) {
         failures.join("\n  - "),
         stack.logs()
     );
+    flow
 }
