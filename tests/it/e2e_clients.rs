@@ -535,7 +535,7 @@ async fn e2e_clients_log_in_with_a_client_id_metadata_document_through_traefik()
                 .unwrap();
         assert_eq!(families.len(), 1, "{id} has a grant");
         assert_eq!(
-            host.hits(&url::Url::parse(id).unwrap().path().to_string()),
+            host.hits(url::Url::parse(id).unwrap().path()),
             1,
             "{id} fetched once"
         );
