@@ -43,21 +43,41 @@ pub struct Fetched {
     pub max_age: Option<Duration>,
 }
 
-/// Resolves with the system resolver and keeps only addresses that may be fetched from; none
-/// left is an error naming why.
+/// How names are resolved: the system resolver, or a stand-in in tests.
+type Lookup = Arc<
+    dyn Fn(String) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>
+        + Send
+        + Sync,
+>;
+
+fn system_lookup() -> Lookup {
+    Arc::new(|host: String| {
+        Box::pin(async move {
+            tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map(Iterator::collect)
+        })
+    })
+}
+
+/// Resolves each connection's host and hands the connector only addresses that passed the
+/// check; if any answer is refused the host is (an error naming why). The check and the
+/// connection use the same answer, so a name that resolves elsewhere the second time gains
+/// nothing.
 struct GuardedResolver {
     loopback_ok: bool,
+    lookup: Lookup,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let loopback_ok = self.loopback_ok;
         let host = name.as_str().to_string();
+        let lookup = (self.lookup)(host.clone());
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let found: Vec<SocketAddr> = lookup
                 .await
-                .map_err(|e| boxed(format!("{host} does not resolve: {e}")))?
-                .collect();
+                .map_err(|e| boxed(format!("{host} does not resolve: {e}")))?;
             if found.is_empty() {
                 return Err(boxed(format!("{host} has no address")));
             }
@@ -101,7 +121,10 @@ impl Fetcher {
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("mcp-oauth-gateway/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(GuardedResolver { loopback_ok }));
+            .dns_resolver(Arc::new(GuardedResolver {
+                loopback_ok,
+                lookup: system_lookup(),
+            }));
         if let Some(path) = test_loopback_ca {
             let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
@@ -294,6 +317,48 @@ mod tests {
             map.append(*k, HeaderValue::from_static(v));
         }
         map
+    }
+
+    /// A name that answers a public address first and an internal one next (DNS rebinding):
+    /// each resolution is checked on its own, and the connector only ever gets the addresses
+    /// that passed.
+    #[tokio::test]
+    async fn every_resolution_is_checked_so_rebinding_gains_nothing() {
+        let answers = Arc::new(std::sync::Mutex::new(vec![
+            vec!["127.0.0.1:0".parse().unwrap()],
+            vec![
+                "10.0.0.7:0".parse().unwrap(),
+                "93.184.216.34:0".parse().unwrap(),
+            ],
+            vec!["93.184.216.34:0".parse().unwrap()],
+        ]));
+        let lookup: Lookup = Arc::new(move |_host: String| {
+            let next = answers.lock().unwrap().pop().unwrap_or_default();
+            Box::pin(async move { Ok(next) })
+        });
+        let resolver = GuardedResolver {
+            loopback_ok: false,
+            lookup,
+        };
+        let name = |h: &str| h.parse::<Name>().unwrap();
+        let first: Vec<SocketAddr> = resolver
+            .resolve(name("rebind.example"))
+            .await
+            .unwrap()
+            .collect();
+        assert_eq!(
+            first,
+            vec!["93.184.216.34:0".parse::<SocketAddr>().unwrap()]
+        );
+        // Mixed answers: refused whole, not served from the public one.
+        let second = resolver.resolve(name("rebind.example")).await;
+        let message = second.err().unwrap().to_string();
+        assert!(
+            message.contains("10.0.0.7") && message.contains("private"),
+            "{message}"
+        );
+        let third = resolver.resolve(name("rebind.example")).await;
+        assert!(third.err().unwrap().to_string().contains("loopback"));
     }
 
     #[test]
