@@ -2,7 +2,7 @@
 # bench/verify-policy.sh — what the per-tool policy costs on the hot path, in one run:
 #
 #   (b) /verify, cached token, no policy, no body             (verify process 1)
-#   (s) the same, sent the same ~2 KB body as (p)              (verify process 1)
+#   (s) the same, sent the same ~2 KB body as (p)              (verify process 3)
 #   (p) /verify, same token, a 50-rule TOOL_POLICY and a ~2 KB tools/call body, as Traefik's
 #       forwardBody sends it                                   (verify process 2)
 #       (b) and (p) alternate ROUNDS times; target: (p) ≥ 0.9 × (b) rps, decision p99 < 20 µs
@@ -90,6 +90,8 @@ start_verify() {
   echo "$port"
 }
 PLAIN_PORT=$(start_verify)
+# (s) on a process of its own, so its decision histogram is the body's alone.
+BODY_PORT=$(start_verify)
 POLICY_PORT=$(start_verify TOOL_POLICY="$POLICY" SCOPE_HIERARCHY="mcp:admin > mcp:write > mcp")
 
 BENCH_TOKEN=$("$CLI_BIN" tokens mint --user-id 1 --user alice --client-id bench --scope mcp \
@@ -121,17 +123,21 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BENCH_T
 run "$WORK/warm-b" "http://127.0.0.1:$PLAIN_PORT/verify" "$BENCH/verify-headers.lua"
 run "$WORK/warm-p" "http://127.0.0.1:$POLICY_PORT/verify" "$BENCH/verify-body.lua"
 scrape "$POLICY_PORT" "$WORK/p-before"
+scrape "$BODY_PORT" "$WORK/s-before"
 ratios=() same=()
 for ((i = 1; i <= ROUNDS; i++)); do
   run "$WORK/b$i" "http://127.0.0.1:$PLAIN_PORT/verify" "$BENCH/verify-headers.lua"
-  run "$WORK/s$i" "http://127.0.0.1:$PLAIN_PORT/verify" "$BENCH/verify-body.lua"
+  run "$WORK/s$i" "http://127.0.0.1:$BODY_PORT/verify" "$BENCH/verify-body.lua"
   run "$WORK/p$i" "http://127.0.0.1:$POLICY_PORT/verify" "$BENCH/verify-body.lua"
   ratios+=("$(awk -v p="$(rps "$WORK/p$i")" -v b="$(rps "$WORK/b$i")" 'BEGIN { printf "%.3f", p / b }')")
   same+=("$(awk -v p="$(rps "$WORK/p$i")" -v b="$(rps "$WORK/s$i")" 'BEGIN { printf "%.3f", p / b }')")
 done
 scrape "$POLICY_PORT" "$WORK/p-after"
+scrape "$BODY_PORT" "$WORK/s-after"
 dec=$(python3 "$BENCH/histogram_quantiles.py" "$HIST" "$WORK/p-before" "$WORK/p-after" 0.5 0.99)
 p50=$(sed -n 's/^p50_us=//p' <<<"$dec"); p99=$(sed -n 's/^p99_us=//p' <<<"$dec")
+sdec=$(python3 "$BENCH/histogram_quantiles.py" "$HIST" "$WORK/s-before" "$WORK/s-after" 0.5 0.99)
+s50=$(sed -n 's/^p50_us=//p' <<<"$sdec"); s99=$(sed -n 's/^p99_us=//p' <<<"$sdec")
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
 median_same=$(printf '%s\n' "${same[@]}" | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
 
@@ -195,13 +201,14 @@ section=$WORK/section.md
   echo "## Policy run $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
   echo
   echo "- \`bash bench/verify-policy.sh\`, tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'), nproc=$(nproc), wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
-  echo "- (b) cached /verify without policy or body, (s) the same verify sent the ${#BENCH_BODY}-byte tools/call body, (p) a ${#rules[@]}-rule TOOL_POLICY deciding from that body; $ROUNDS alternating rounds:"
+  echo "- (b) cached /verify without policy or body, (s) a verify without policy (its own process) sent the ${#BENCH_BODY}-byte tools/call body, (p) a ${#rules[@]}-rule TOOL_POLICY deciding from that body; $ROUNDS alternating rounds:"
   for ((i = 1; i <= ROUNDS; i++)); do
     echo "  - round $i: (b) $(rps "$WORK/b$i"), (s) $(rps "$WORK/s$i"), (p) $(rps "$WORK/p$i") rps; (p)/(b) ${ratios[i-1]}, (p)/(s) ${same[i-1]}"
   done
   echo "- ratio (p)/(b), median: $median — target ≥ 0.9: $(awk -v r="$median" 'BEGIN { print (r >= 0.9 ? "met" : "NOT met") }')"
   echo "- ratio (p)/(s), median (the policy's cost alone, same request): $median_same"
   echo "- decision latency with the policy, p50 / p99: $p50 / $p99 µs — target p99 < 20 µs"
+  echo "- decision latency of (s), the same body without a policy, p50 / p99: $s50 / $s99 µs"
   echo "- $traefik_line"
 } >"$section"
 cat "$section"

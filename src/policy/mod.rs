@@ -130,6 +130,11 @@ impl Glob {
         &self.pattern
     }
 
+    /// Whether `pattern` has a wildcard (else it matches one text only).
+    pub fn is_pattern(pattern: &str) -> bool {
+        pattern.contains(['*', '?'])
+    }
+
     /// Whether `text` matches; `text` is compared lower-cased, as the pattern is. ASCII (every
     /// MCP method and nearly every tool name) is matched byte by byte without allocating.
     pub fn matches(&self, text: &str) -> bool {
@@ -204,6 +209,66 @@ pub struct RawToolRule {
 pub struct ToolPolicy {
     pub rules: Vec<ToolRule>,
     pub missing_name: MissingName,
+    /// Built from `rules` at the first decision (the rules do not change after that).
+    index: std::sync::OnceLock<RuleIndex>,
+}
+
+/// Which rules can match a call, found without trying each: by exact method, and by exact
+/// method and exact name; rules with a wildcard method are tried for every call. The found
+/// rules are still matched one by one, so the index only ever narrows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RuleIndex {
+    /// Exact method → rules with no name or a name pattern.
+    by_method: HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
+    /// Exact method → exact name → rules.
+    by_name: HashMap<
+        String,
+        HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
+        foldhash::fast::RandomState,
+    >,
+    /// Rules whose method is a pattern.
+    wild: Vec<usize>,
+}
+
+impl RuleIndex {
+    fn new(rules: &[ToolRule]) -> Self {
+        let mut index = RuleIndex::default();
+        for (i, rule) in rules.iter().enumerate() {
+            let method = rule.method.as_str();
+            if Glob::is_pattern(method) {
+                index.wild.push(i);
+                continue;
+            }
+            match rule.name.as_ref().map(Glob::as_str) {
+                Some(name) if !Glob::is_pattern(name) => index
+                    .by_name
+                    .entry(method.to_string())
+                    .or_default()
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(i),
+                _ => index
+                    .by_method
+                    .entry(method.to_string())
+                    .or_default()
+                    .push(i),
+            }
+        }
+        index
+    }
+}
+
+/// `text` lower-cased as [`Glob::matches`] compares it, borrowed when it already is.
+fn folded(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.is_ascii() {
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(text.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(text)
+        }
+    } else {
+        std::borrow::Cow::Owned(text.to_lowercase())
+    }
 }
 
 /// One JSON-RPC call of a request, as far as the policy cares.
@@ -254,6 +319,7 @@ impl ToolPolicy {
         Ok(Self {
             rules,
             missing_name: MissingName::Deny,
+            index: std::sync::OnceLock::new(),
         })
     }
 
@@ -311,8 +377,37 @@ impl ToolPolicy {
     /// What `call` needs; `method` unknown (`None`) applies every rule, as an unreadable path
     /// does for path rules: omitting the method never skips a rule.
     pub fn requirement<'p>(&'p self, call: Option<Call<'_>>) -> Requirement<'p> {
+        let Some(known) = call else {
+            return self.requirement_of(self.rules.iter(), None);
+        };
+        let index = self.index.get_or_init(|| RuleIndex::new(&self.rules));
+        let method = folded(known.method);
+        let by_method = index.by_method.get(method.as_ref());
+        let by_name = index.by_name.get(method.as_ref());
+        let named: Option<&Vec<usize>> = match (by_name, known.name) {
+            (Some(names), Some(name)) => names.get(folded(name).as_ref()),
+            _ => None,
+        };
+        let mut candidates: Vec<usize> = index.wild.clone();
+        candidates.extend(by_method.into_iter().flatten());
+        candidates.extend(named.into_iter().flatten());
+        // In rule order, as trying every rule would find them.
+        candidates.sort_unstable();
+        let mut out = self.requirement_of(candidates.iter().map(|i| &self.rules[*i]), call);
+        // A rule on this method that needs the name, and no name: the same verdict as trying it.
+        if known.name.is_none() && by_name.is_some() && self.missing_name == MissingName::Deny {
+            out.name_missing = true;
+        }
+        out
+    }
+
+    fn requirement_of<'p>(
+        &'p self,
+        rules: impl Iterator<Item = &'p ToolRule>,
+        call: Option<Call<'_>>,
+    ) -> Requirement<'p> {
         let mut out = Requirement::default();
-        for rule in &self.rules {
+        for rule in rules {
             let applies = match call {
                 None => true,
                 Some(call) => {
