@@ -5,8 +5,10 @@
 //! HeaderMismatch), so neither can be forged to smuggle a call past a rule.
 //!
 //! Only `method` and `params.name`/`params.uri` are read; every other member is skipped without
-//! being built. A duplicate member is an error (parsers differ on which one wins), and a
-//! JSON-RPC batch is read element by element.
+//! being built. A duplicate member is an error (parsers differ on which one wins), and so is a
+//! member that only case-folds to one of these (`"Method"`, `"paramſ"`: Go's `encoding/json`
+//! matches struct fields that way, so a Go MCP server would read it); a JSON-RPC batch is read
+//! element by element.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -125,6 +127,18 @@ fn trim_ascii(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
+/// Whether `key` (not exactly one of `targets`) equals one of them under the case folding
+/// some JSON decoders apply to member names: ASCII case, and the Unicode characters that fold
+/// to ASCII letters (U+017F ſ → s, U+212A Kelvin sign → k).
+fn folds_to(key: &str, targets: &[&str]) -> bool {
+    let fold = |c: char| match c {
+        '\u{17F}' => 's',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    };
+    targets.iter().any(|t| key.chars().map(fold).eq(t.chars()))
+}
+
 /// A JSON-RPC message, reduced to `method` and the params the policy reads.
 #[derive(Debug)]
 struct Message<'a> {
@@ -187,6 +201,11 @@ impl<'de> Deserialize<'de> for Message<'de> {
                             }
                             params = Some(map.next_value::<Params<'de>>()?);
                         }
+                        other if folds_to(other, &["method", "params"]) => {
+                            return Err(de::Error::custom(
+                                "a member that case-folds to method or params",
+                            ));
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -213,6 +232,11 @@ impl<'de> Deserialize<'de> for Params<'de> {
                     let slot = match key.as_ref() {
                         "name" => &mut params.name,
                         "uri" => &mut params.uri,
+                        other if folds_to(other, &["name", "uri"]) => {
+                            return Err(de::Error::custom(
+                                "a member that case-folds to name or uri",
+                            ));
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -277,6 +301,10 @@ mod tests {
             br#"{"method":"tools/call","params":{"name":["delete_all"]}}"#,
             br#"not json"#,
             br#"[]"#,
+            // What a Go server's case-insensitive field matching would read.
+            br#"{"method":"tools/list","Method":"tools/call","params":{"name":"delete_all"}}"#,
+            br#"{"method":"tools/call","params":{"name":"echo","NAME":"delete_all"}}"#,
+            "{\"method\":\"tools/call\",\"param\u{17F}\":{\"name\":\"delete_all\"}}".as_bytes(),
         ] {
             assert!(
                 calls(&headers(&[]), bad).is_err(),
