@@ -10,6 +10,10 @@
 //   POST {issuer}/consent                303 → GITHUB_AUTHORIZE_URL?client_id&redirect_uri={issuer}/callback&state&scope
 //   GET  github authorize                302 → {issuer}/callback?code&state
 //   GET  {issuer}/callback?…             302 → redirect_uri?code&state&iss
+//
+// Against `mcp-gateway dev` the consent POST goes to its development login page instead of
+// GitHub; that form is submitted as the user E2E_DEV_LOGIN (default alice), and it redirects to
+// the client like the callback.
 
 const BROWSER_HEADERS = {
   "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) mcp-gateway-e2e/1.0",
@@ -168,7 +172,7 @@ export async function browserLogin(authorizationUrl, { redirectUri, issuer, stri
             fail(`GET /authorize answered ${res.status}, expected 307 to the consent page`);
           step.expect = "307 → {issuer}/consent?request=ID";
         }
-        if (u.pathname.endsWith("/consent") && method === "POST") {
+        if (u.pathname.endsWith("/consent") && method === "POST" && !new URL(next).pathname.endsWith("/dev/login")) {
           if (res.status !== 303) fail(`POST /consent answered ${res.status}, expected 303 to GitHub`);
           githubAuthorizeUrl = next;
           const g = new URL(next).searchParams;
@@ -196,6 +200,20 @@ export async function browserLogin(authorizationUrl, { redirectUri, issuer, stri
       body = undefined;
       headers = {};
       url = next;
+      continue;
+    }
+
+    if (res.status === 200 && /<form/i.test(text) && u.pathname.endsWith("/dev/login")) {
+      const form = parseConsentForm(text);
+      if (!form) fail(`${redact(url)}: the development login has no POST form`);
+      step.form = { action: form.action, fields: Object.keys(form.fields) };
+      const params = new URLSearchParams(form.fields);
+      params.set("login", process.env.E2E_DEV_LOGIN || "alice");
+      referer = url;
+      url = new URL(form.action || u.pathname, url).toString();
+      method = "POST";
+      body = params.toString();
+      headers = { "Content-Type": "application/x-www-form-urlencoded", Origin: u.origin };
       continue;
     }
 

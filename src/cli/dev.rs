@@ -24,6 +24,13 @@ pub struct DevArgs {
     /// Verify (ForwardAuth) address (loopback only).
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub verify_listen: SocketAddr,
+    /// Your MCP server (e.g. http://127.0.0.1:3001/mcp): put it behind the gateway at
+    /// --mcp-listen, with the same verify decision a proxy would ask for.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<url::Url>,
+    /// Where MCP clients connect when --upstream is given (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub mcp_listen: SocketAddr,
 }
 
 /// Settings for dev mode: the environment and env file, with development defaults for
@@ -76,12 +83,20 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> CliResult {
     for (flag, addr) in [
         ("--listen", args.listen),
         ("--verify-listen", args.verify_listen),
+        ("--mcp-listen", args.mcp_listen),
     ] {
         if !addr.ip().is_loopback() {
             return Err(CliError::Failed(format!(
                 "{flag} {addr}: dev mode binds loopback addresses only (its login trusts anyone)"
             )));
         }
+    }
+    if let Some(upstream) = &args.upstream
+        && !matches!(upstream.scheme(), "http" | "https")
+    {
+        return Err(CliError::Failed(format!(
+            "--upstream {upstream}: an http(s) URL of your MCP server"
+        )));
     }
     let (settings, use_redis) = dev_settings(cli, args)?;
     crate::telemetry::init(&settings);
@@ -110,6 +125,19 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> CliResult {
 
     let verify_base = format!("http://{}", verify.addr());
     let path = &settings.resource_path;
+    let proxy = match &args.upstream {
+        Some(upstream) => Some(
+            super::dev_proxy::DevProxy::bind(
+                args.mcp_listen,
+                upstream.clone(),
+                path,
+                verify_base.clone(),
+                settings.issuer.clone(),
+            )
+            .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.mcp_listen)))?,
+        ),
+        None => None,
+    };
     println!("MCP OAuth Gateway, development mode");
     println!(
         "  store: {}",
@@ -123,26 +151,57 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> CliResult {
     println!();
     println!("  issuer (authorization server)  {}", settings.issuer);
     println!("  verify (ForwardAuth endpoint)  {verify_base}/verify");
-    println!(
-        "  protected-resource metadata    {verify_base}/.well-known/oauth-protected-resource{path}"
-    );
-    println!();
-    println!("Try it:");
-    println!(
-        "  curl -i {verify_base}/verify -H 'X-Forwarded-Proto: http' -H 'X-Forwarded-Host: localhost'"
-    );
-    println!("  # 401 with WWW-Authenticate: the challenge MCP clients follow to log in");
-    println!(
-        "  curl -s {}/.well-known/oauth-authorization-server",
-        settings.issuer
-    );
-    println!();
-    println!(
-        "Put an MCP server behind Traefik with forwardAuth to {verify_base}/verify (README, \"Deploy\")."
-    );
+    match (&proxy, &args.upstream) {
+        (Some(proxy), Some(upstream)) => {
+            let mcp = format!("http://{}{path}", proxy.addr);
+            println!("  MCP server (your upstream)     {upstream}");
+            println!();
+            println!("Connect your MCP client to:     {mcp}");
+            println!(
+                "  (its protected-resource metadata: http://{}/.well-known/oauth-protected-resource{path})",
+                proxy.addr
+            );
+            println!("Try it:");
+            println!("  npx -y mcp-remote {mcp}");
+            println!("  curl -i {mcp}   # 401 with the challenge MCP clients follow to log in");
+            println!(
+                "The login page takes any user name: alice gets X-User-Id dev-alice and X-User-Name alice."
+            );
+        }
+        _ => {
+            println!();
+            println!("Try it:");
+            println!(
+                "  curl -i {verify_base}/verify -H 'X-Forwarded-Proto: http' -H 'X-Forwarded-Host: localhost'"
+            );
+            println!("  # 401 with WWW-Authenticate: the challenge MCP clients follow to log in");
+            println!(
+                "  curl -s {}/.well-known/oauth-authorization-server",
+                settings.issuer
+            );
+            println!();
+            println!(
+                "Put your MCP server behind it: mcp-gateway dev --upstream http://127.0.0.1:3001/mcp"
+            );
+            println!(
+                "(or a proxy whose forwardAuth calls {verify_base}/verify: README, \"Deploy\")."
+            );
+        }
+    }
     println!("Press Ctrl-C to stop.");
 
-    let (a, v) = tokio::join!(auth.run_until_stopped(), verify.run_until_stopped());
+    let proxied = async {
+        match proxy {
+            Some(p) => p.server.await,
+            None => Ok(()),
+        }
+    };
+    let (a, v, p) = tokio::join!(
+        auth.run_until_stopped(),
+        verify.run_until_stopped(),
+        proxied
+    );
     a.and(v)
+        .and(p)
         .map_err(|e| CliError::Failed(format!("server failed: {e}")))
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod backup;
 pub mod clients;
 pub mod dev;
+pub mod dev_proxy;
 pub mod envfile;
 pub mod keys;
 pub mod login;

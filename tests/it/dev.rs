@@ -27,12 +27,8 @@ async fn dev_mode_runs_a_complete_gateway_on_loopback() {
     let verify = dev.verify.clone();
     assert!(banner.contains(&issuer), "{banner}");
     assert!(banner.contains(&format!("{verify}/verify")), "{banner}");
-    assert!(
-        banner.contains(&format!(
-            "{verify}/.well-known/oauth-protected-resource/mcp"
-        )),
-        "{banner}"
-    );
+    // Without --upstream the banner says how to put an MCP server behind it.
+    assert!(banner.contains("--upstream"), "{banner}");
 
     // Verify's challenge points at the metadata, which names the issuer.
     let resp = http()
@@ -120,4 +116,211 @@ fn dev_mode_refuses_to_listen_beyond_loopback() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+/// An MCP server stand-in for the dev proxy: `/mcp` answers with the headers it received (as
+/// JSON); `/mcp/stream` sends one chunk, waits for the test's signal, then sends the last.
+async fn echo_upstream() -> (
+    String,
+    tokio::sync::mpsc::UnboundedSender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut len = 0;
+                while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => len += n,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..len]).to_string();
+                let mut lines = head.lines();
+                let path = lines
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .unwrap_or("")
+                    .to_string();
+                if path.starts_with("/mcp/stream") {
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                        .await;
+                    let first = "data: first\n\n";
+                    let _ = tcp
+                        .write_all(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes())
+                        .await;
+                    let _ = tcp.flush().await;
+                    rx.lock().await.recv().await;
+                    let last = "data: last\n\n";
+                    let _ = tcp
+                        .write_all(format!("{:x}\r\n{last}\r\n0\r\n\r\n", last.len()).as_bytes())
+                        .await;
+                    return;
+                }
+                let headers: serde_json::Map<String, Value> = lines
+                    .take_while(|l| !l.is_empty())
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), Value::from(v.trim())))
+                    .collect();
+                let body = json!({"path": path, "headers": headers}).to_string();
+                let _ = tcp
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}/mcp"), tx, task)
+}
+
+/// `mcp-gateway dev --upstream URL`: one command from an MCP server to a protected URL. The
+/// proxy's origin serves the metadata naming itself as the resource; without a token the
+/// answer is verify's challenge; with one, the MCP server gets the identity headers verify
+/// vouches for (never the client's own, nor its Authorization), and a streamed answer arrives
+/// chunk by chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_upstream_puts_an_mcp_server_behind_the_gateway() {
+    let (upstream, next_chunk, _echo) = echo_upstream().await;
+    let mcp_port = free_port();
+    let dev = DevGateway::start_with(
+        &[],
+        &[
+            "--upstream",
+            &upstream,
+            "--mcp-listen",
+            &format!("127.0.0.1:{mcp_port}"),
+        ],
+    )
+    .await;
+    let origin = format!("http://127.0.0.1:{mcp_port}");
+    let mcp = format!("{origin}/mcp");
+    let issuer = dev.issuer.clone();
+
+    let resp = http().post(&mcp).body("{}").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let prm_url = format!("{origin}/.well-known/oauth-protected-resource/mcp");
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{prm_url}\"")),
+        "{challenge}"
+    );
+    let prm: Value = http()
+        .get(&prm_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["resource"], mcp.as_str());
+    assert_eq!(prm["authorization_servers"], json!([issuer]));
+    let asm: Value = http()
+        .get(format!("{origin}/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(asm["issuer"], issuer.as_str());
+
+    // A login for the proxy's resource, as an MCP client does it.
+    let client: Value = http()
+        .post(format!("{issuer}/register"))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = client["client_id"].as_str().unwrap();
+    let (verifier, challenge) = pkce();
+    let mut url = url::Url::parse(&format!("{issuer}/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", "http://127.0.0.1:9/cb")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", &mcp);
+    let resp = consent_and_dev_login(&browser(), &issuer, url.as_str(), "alice").await;
+    let code = query(&url::Url::parse(&location(&resp)).unwrap(), "code").unwrap();
+    let tokens: Value = http()
+        .post(format!("{issuer}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", verifier.as_str()),
+            ("client_id", client_id),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().expect("an access token");
+
+    let seen: Value = http()
+        .post(format!("{mcp}?x=1"))
+        .bearer_auth(access)
+        .header("X-User-Id", "admin")
+        .header("x_user_name", "root")
+        .header("X-Auth-Scope", "everything")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headers = &seen["headers"];
+    assert_eq!(seen["path"], "/mcp?x=1", "{seen}");
+    assert_eq!(headers["x-user-id"], "dev-alice", "{seen}");
+    assert_eq!(headers["x-user-name"], "alice", "{seen}");
+    assert_eq!(headers["x-auth-client-id"], client_id, "{seen}");
+    assert_eq!(headers["x-auth-scope"], "mcp", "{seen}");
+    assert!(headers.get("authorization").is_none(), "{seen}");
+    assert!(headers.get("x_user_name").is_none(), "{seen}");
+
+    // Streamed: the first event is through before the MCP server sends the last.
+    let mut stream = http()
+        .get(format!("{mcp}/stream"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk())
+        .await
+        .expect("the first event arrives while the MCP server holds the rest")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"data: first\n\n");
+    next_chunk.send(()).unwrap();
+    let rest = stream.text().await.unwrap();
+    assert_eq!(rest, "data: last\n\n");
+    drop(dev);
 }

@@ -28,10 +28,16 @@ impl DevGateway {
     /// Spawns `mcp-gateway dev` on free loopback ports with only `env` set; hands back its
     /// stdout (the banner) and does not wait.
     pub fn spawn(env: &[(&str, &str)]) -> (Self, ChildStdout) {
+        Self::spawn_with(env, &[])
+    }
+
+    /// [`DevGateway::spawn`] with more arguments (`--upstream`, `--mcp-listen`).
+    pub fn spawn_with(env: &[(&str, &str)], args: &[&str]) -> (Self, ChildStdout) {
         let (auth_port, verify_port) = (free_port(), free_port());
         let mut child = Command::new(bin("mcp-gateway"))
             .args(["dev", "--listen", &format!("127.0.0.1:{auth_port}")])
             .args(["--verify-listen", &format!("127.0.0.1:{verify_port}")])
+            .args(args)
             .current_dir(tempfile::tempdir().unwrap().path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -52,7 +58,12 @@ impl DevGateway {
 
     /// Spawns it and waits until verify is ready.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        let (dev, stdout) = Self::spawn(env);
+        Self::start_with(env, &[]).await
+    }
+
+    /// [`DevGateway::start`] with more arguments.
+    pub async fn start_with(env: &[(&str, &str)], args: &[&str]) -> Self {
+        let (dev, stdout) = Self::spawn_with(env, args);
         // Drain the banner so the process never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut { stdout }, &mut std::io::sink()));
         let ready = format!("{}/ready", dev.verify);
