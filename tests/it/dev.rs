@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -313,7 +314,7 @@ async fn dev_upstream_puts_an_mcp_server_behind_the_gateway() {
         .unwrap();
     assert_eq!(stream.status(), 200);
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
-    let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk())
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
         .await
         .expect("the first event arrives while the MCP server holds the rest")
         .unwrap()
@@ -323,4 +324,61 @@ async fn dev_upstream_puts_an_mcp_server_behind_the_gateway() {
     let rest = stream.text().await.unwrap();
     assert_eq!(rest, "data: last\n\n");
     drop(dev);
+}
+
+/// The first run a newcomer makes, with real clients: server-everything behind
+/// `mcp-gateway dev --upstream`, the MCP TypeScript SDK, mcp-remote and the Python SDK pointed
+/// at the printed URL, logging in through the development login; a long-running tool's
+/// progress notifications arrive while it runs (the proxy streams, never buffers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_real_clients_reach_an_mcp_server_through_dev_upstream() {
+    use crate::support::stack::*;
+    if !e2e_enabled(&[python_mcp()]) {
+        return;
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let (_server, upstream) = start_server_everything(logs.path()).await;
+    let mcp_port = free_port();
+    let dev = DevGateway::start_with(
+        &[],
+        &[
+            "--upstream",
+            &upstream,
+            "--mcp-listen",
+            &format!("127.0.0.1:{mcp_port}"),
+        ],
+    )
+    .await;
+    let mcp = format!("http://127.0.0.1:{mcp_port}/mcp");
+
+    let (flow, stderr) =
+        run_e2e_script("dev-proxy-flow.mjs", &[&mcp], Duration::from_secs(90)).await;
+    assert_eq!(flow["ok"], true, "{flow:#}\n{stderr}");
+    assert_eq!(flow["first_status"], 401, "{flow:#}");
+    assert_eq!(flow["resource"], mcp.as_str(), "{flow:#}");
+    assert!(s(&flow, "/echo").contains("through dev"), "{flow:#}");
+    let progress: Vec<i64> = flow["progress"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    let done = n(&flow, "/result_ms");
+    assert_eq!(progress.len(), 3, "{flow:#}");
+    // Buffered, every notification would arrive with the result; streamed, the first comes
+    // about two steps (2 s) before it.
+    assert!(
+        progress[0] + 1_000 < done,
+        "progress {progress:?}, result at {done} ms"
+    );
+
+    let (flow, stderr) = run_e2e_script(
+        "mcp-remote-flow.mjs",
+        &[&mcp, &dev.issuer],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(b(&flow, "/ok"), "mcp-remote: {flow:#}\n{stderr}");
+    let (flow, stderr) =
+        run_e2e_script("mcp-python-flow.py", &[&mcp], Duration::from_secs(90)).await;
+    assert!(b(&flow, "/ok"), "python: {flow:#}\n{stderr}");
+    assert!(s(&flow, "/tool_result").contains("hi (python)"), "{flow:#}");
 }

@@ -997,3 +997,51 @@ pub async fn assert_sdk_login_and_tool_call_as(stack: &Stack, metadata_url: Opti
     );
     flow
 }
+
+/// server-everything (streamable HTTP) on a free loopback port, its log in `logs`; the
+/// process and its MCP URL.
+pub async fn start_server_everything(logs: &Path) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = clean_command(&node22());
+    cmd.arg(server_everything())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string());
+    let mut proc = Proc::spawn("server-everything", cmd, logs);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    wait_http(&mut proc, &url, None, Duration::from_secs(20)).await;
+    (proc, url)
+}
+
+/// An e2e script outside a [`Stack`]: Node 22 for `.mjs`, the Python SDK's venv for `.py`;
+/// its last stdout line is JSON. Returns it and the script's stderr.
+pub async fn run_e2e_script(script: &str, args: &[&str], limit: Duration) -> (Value, String) {
+    let program = if script.ends_with(".py") {
+        python_mcp()
+    } else {
+        node22()
+    };
+    let mut cmd = clean_command(&program);
+    cmd.arg(e2e_dir().join(script))
+        .args(args)
+        .env("E2E_NODE", node22())
+        .current_dir(e2e_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (stdout, stderr, status) = tokio::task::spawn_blocking(move || run_bounded(cmd, limit))
+        .await
+        .expect("script runner")
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .to_string();
+    let json = serde_json::from_str(&line).unwrap_or_else(|e| {
+        panic!(
+            "{script} ({status}) printed no JSON line ({e}):\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        )
+    });
+    (json, stderr)
+}
