@@ -382,3 +382,59 @@ async fn e2e_real_clients_reach_an_mcp_server_through_dev_upstream() {
     assert!(b(&flow, "/ok"), "python: {flow:#}\n{stderr}");
     assert!(s(&flow, "/tool_result").contains("hi (python)"), "{flow:#}");
 }
+
+/// The by-hand path the README gives for a local run: `scripts/traefik-local` (the shipped
+/// traefik/dynamic.yml, unchanged) in front of `mcp-gateway dev` and server-everything; the
+/// MCP TypeScript SDK connects to the URL it prints and logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_scripts_traefik_local_fronts_dev_mode_without_edits() {
+    use crate::support::dev_gateway::ChildGuard;
+    use crate::support::stack::*;
+    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+        return;
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let (_server, upstream) = start_server_everything(logs.path()).await;
+    let dev = DevGateway::start(&[]).await;
+    let port = free_port();
+    let log = std::fs::File::create(logs.path().join("traefik.log")).unwrap();
+    let _traefik = ChildGuard(
+        Command::new(repo().join("scripts/traefik-local"))
+            .arg(upstream.trim_end_matches("/mcp"))
+            .env("TRAEFIK", Proxy::Traefik.bin())
+            .env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("AUTH_URL", &dev.issuer)
+            .env("VERIFY_URL", &dev.verify)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("scripts/traefik-local starts"),
+    );
+    let mcp = format!("http://127.0.0.1:{port}/mcp");
+    let prm = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
+    wait_for(Duration::from_secs(20), || async {
+        http()
+            .get(&prm)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "Traefik did not serve {prm}:\n{}",
+            std::fs::read_to_string(logs.path().join("traefik.log")).unwrap_or_default()
+        )
+    });
+    let (flow, stderr) =
+        run_e2e_script("dev-proxy-flow.mjs", &[&mcp], Duration::from_secs(90)).await;
+    assert_eq!(flow["ok"], true, "{flow:#}\n{stderr}");
+    assert_eq!(flow["first_status"], 401, "{flow:#}");
+    assert_eq!(flow["resource"], mcp.as_str(), "{flow:#}");
+    assert!(s(&flow, "/echo").contains("through dev"), "{flow:#}");
+    assert_eq!(
+        flow["progress"].as_array().map(Vec::len),
+        Some(3),
+        "{flow:#}"
+    );
+}
