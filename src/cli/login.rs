@@ -23,6 +23,35 @@ pub struct LoginArgs {
     pub server_url: Option<String>,
     #[command(flatten)]
     pub browser: BrowserArgs,
+    /// A client registered with the authorization server beforehand (no registration then).
+    #[arg(long, env = "MCP_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Its secret, for a confidential pre-registered client.
+    #[arg(long, env = "MCP_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// The https URL of a Client ID Metadata Document describing this client: used as the
+    /// client_id when the authorization server supports them (else the client registers).
+    #[arg(long, value_name = "URL")]
+    pub client_metadata_url: Option<String>,
+    /// The MCP revision to speak to the server: 2025-11-25 (initialize) or 2026-07-28
+    /// (stateless requests).
+    #[arg(long, default_value = super::mcp_auth::PROTOCOL_2025, env = "MCP_PROTOCOL_VERSION")]
+    pub protocol_version: String,
+    /// Fetch the authorization URL and follow its redirects instead of a browser: for test
+    /// harnesses whose authorization server approves without a user.
+    #[arg(long)]
+    pub follow_authorization: bool,
+    /// Once logged in, call this tool as a check (a 403 insufficient_scope steps up).
+    #[arg(long, value_name = "NAME")]
+    pub call_tool: Option<String>,
+    /// Its arguments, as a JSON object.
+    #[arg(
+        long,
+        value_name = "JSON",
+        default_value = "{}",
+        requires = "call_tool"
+    )]
+    pub tool_arguments: String,
 }
 
 #[derive(Debug, Args)]
@@ -102,45 +131,6 @@ async fn get_json(http: &reqwest::Client, url: &str) -> CliResult<Value> {
     resp.json().await.map_err(failed(url))
 }
 
-/// RFC 9728 discovery: the `resource_metadata` of the server's 401, else the well-known URL.
-async fn discover_resource(
-    http: &reqwest::Client,
-    server_url: &str,
-) -> CliResult<(String, String)> {
-    let server =
-        url::Url::parse(server_url).map_err(|e| CliError::Failed(format!("--server-url: {e}")))?;
-    let resp = http
-        .get(server_url)
-        .send()
-        .await
-        .map_err(failed(server_url))?;
-    let from_challenge = resp
-        .headers()
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|c| c.split("resource_metadata=\"").nth(1))
-        .and_then(|rest| rest.split('"').next())
-        .map(str::to_string);
-    let path = server.path().trim_end_matches('/');
-    let well_known = format!(
-        "{}/.well-known/oauth-protected-resource{}",
-        server.origin().ascii_serialization(),
-        if path.is_empty() { "" } else { path }
-    );
-    let metadata = get_json(http, from_challenge.as_deref().unwrap_or(&well_known)).await?;
-    let issuer = metadata["authorization_servers"][0]
-        .as_str()
-        .ok_or_else(|| {
-            CliError::Failed("the protected-resource metadata names no authorization server".into())
-        })?
-        .to_string();
-    let resource = metadata["resource"]
-        .as_str()
-        .unwrap_or(server_url)
-        .to_string();
-    Ok((resource, issuer))
-}
-
 async fn server_metadata(http: &reqwest::Client, issuer: &str) -> CliResult<Value> {
     let meta = get_json(
         http,
@@ -158,16 +148,16 @@ async fn server_metadata(http: &reqwest::Client, issuer: &str) -> CliResult<Valu
     Ok(meta)
 }
 
-/// The browser part: print (and maybe open) the URL, wait for the loopback redirect.
-async fn wait_for_code(
-    listener: tokio::net::TcpListener,
+/// The browser part: print (and maybe open) the URL, wait for the loopback redirect to
+/// `/callback`; returns the URL it came back with (answered with a page the user can close).
+pub async fn wait_for_redirect(
+    listener: &tokio::net::TcpListener,
     url: &str,
-    state: &str,
-    args: &BrowserArgs,
-) -> CliResult<(String, Option<String>)> {
+    browser: &super::mcp_auth::Browser,
+) -> CliResult<url::Url> {
     println!("Open this URL in a browser to log in:");
     println!("{url}");
-    if args.open {
+    if browser.open {
         for opener in ["xdg-open", "open"] {
             if std::process::Command::new(opener).arg(url).spawn().is_ok() {
                 break;
@@ -195,51 +185,65 @@ async fn wait_for_code(
             let request = String::from_utf8_lossy(&buf[..len]).to_string();
             let target = request.split_whitespace().nth(1).unwrap_or("/").to_string();
             let parsed = url::Url::parse(&format!("http://127.0.0.1{target}")).ok();
-            let param = |name: &str| {
-                parsed.as_ref().and_then(|u| {
-                    u.query_pairs()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.into_owned())
-                })
-            };
-            if parsed.as_ref().map(|u| u.path()) != Some("/callback") {
+            let Some(parsed) = parsed.filter(|u| u.path() == "/callback") else {
                 let _ = socket
                     .write_all(
                         b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                     )
                     .await;
                 continue;
-            }
-            let (body, outcome) = match (param("code"), param("state"), param("error")) {
-                (_, _, Some(error)) => (
-                    "Login failed. You can close this window.",
-                    Err(CliError::Failed(format!(
-                        "the login failed: {error}: {}",
-                        param("error_description").unwrap_or_default()
-                    ))),
-                ),
-                (Some(code), Some(s), None) if s == state => (
-                    "Logged in. You can close this window.",
-                    Ok((code, param("iss"))),
-                ),
-                _ => (
-                    "Unexpected answer. You can close this window.",
-                    Err(CliError::Failed(
-                        "the redirect had no code or a wrong state".into(),
-                    )),
-                ),
+            };
+            let failed = parsed.query_pairs().any(|(k, _)| k == "error");
+            let body = if failed {
+                "Login failed. You can close this window."
+            } else {
+                "Logged in. You can close this window."
             };
             let response = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = socket.write_all(response.as_bytes()).await;
-            return outcome;
+            return Ok(parsed);
         }
     };
-    tokio::time::timeout(Duration::from_secs(args.timeout), wait)
+    tokio::time::timeout(browser.timeout, wait)
         .await
-        .map_err(|_| CliError::Failed(format!("no login within {} s", args.timeout)))?
+        .map_err(|_| CliError::Failed(format!("no login within {} s", browser.timeout.as_secs())))?
+}
+
+fn browser_of(args: &BrowserArgs, follow: bool) -> super::mcp_auth::Browser {
+    super::mcp_auth::Browser {
+        open: args.open,
+        follow,
+        port: args.port,
+        timeout: Duration::from_secs(args.timeout),
+    }
+}
+
+/// The browser step for the gateway's own flows: the code and `iss` of the redirect.
+async fn wait_for_code(
+    listener: tokio::net::TcpListener,
+    url: &str,
+    state: &str,
+    args: &BrowserArgs,
+) -> CliResult<(String, Option<String>)> {
+    let back = wait_for_redirect(&listener, url, &browser_of(args, false)).await?;
+    let param = |name: &str| {
+        back.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    match (param("code"), param("state"), param("error")) {
+        (_, _, Some(error)) => Err(CliError::Failed(format!(
+            "the login failed: {error}: {}",
+            param("error_description").unwrap_or_default()
+        ))),
+        (Some(code), Some(s), None) if s == state => Ok((code, param("iss"))),
+        _ => Err(CliError::Failed(
+            "the redirect had no code or a wrong state".into(),
+        )),
+    }
 }
 
 /// Registration, authorization with PKCE and the code exchange; returns what to save.
@@ -408,9 +412,79 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
         .ok_or_else(|| {
             CliError::Failed("give the MCP server URL (or set MCP_SERVER_URL)".into())
         })?;
-    let http = http()?;
-    let (resource, issuer) = discover_resource(&http, server_url).await?;
-    authorize(cli, &issuer, Some(&resource), &args.browser, &MCP_CLIENT).await
+    let protocol = match args.protocol_version.as_str() {
+        v @ (super::mcp_auth::PROTOCOL_2025 | super::mcp_auth::PROTOCOL_2026) => v,
+        other => {
+            return Err(CliError::Failed(format!(
+                "--protocol-version {other}: 2025-11-25 or 2026-07-28"
+            )));
+        }
+    };
+    let choice = super::mcp_auth::ClientChoice {
+        client_id: args.client_id.clone().filter(|c| !c.is_empty()),
+        client_secret: args.client_secret.clone().filter(|c| !c.is_empty()),
+        metadata_url: args.client_metadata_url.clone(),
+    };
+    let tool = match &args.call_tool {
+        Some(name) => Some(super::mcp_auth::ToolCall {
+            name: name.clone(),
+            arguments: serde_json::from_str::<Value>(&args.tool_arguments)
+                .ok()
+                .filter(Value::is_object)
+                .ok_or_else(|| CliError::Failed("--tool-arguments: a JSON object".into()))?,
+        }),
+        None => None,
+    };
+    let done = super::mcp_auth::login(
+        server_url,
+        protocol,
+        &choice,
+        &browser_of(&args.browser, args.follow_authorization),
+        args.browser.scope.as_deref(),
+        tool.as_ref(),
+    )
+    .await?;
+    let text = |v: &Value, name: &str| v[name].as_str().unwrap_or("").to_string();
+    let save = [
+        (MCP_CLIENT.var("ACCESS_TOKEN"), done.access_token.clone()),
+        (
+            MCP_CLIENT.var("REFRESH_TOKEN"),
+            done.refresh_token.clone().unwrap_or_default(),
+        ),
+        (MCP_CLIENT.var("ID"), done.client_id.clone()),
+        (
+            MCP_CLIENT.var("SECRET"),
+            done.client_secret.clone().unwrap_or_default(),
+        ),
+        (MCP_CLIENT.var("AUTH_METHOD"), done.auth_method.clone()),
+        (
+            MCP_CLIENT.var("TOKEN_ENDPOINT"),
+            done.token_endpoint.clone(),
+        ),
+        (
+            MCP_CLIENT.var("REGISTRATION_TOKEN"),
+            text(&done.registration, "registration_access_token"),
+        ),
+        (
+            MCP_CLIENT.var("REGISTRATION_URI"),
+            text(&done.registration, "registration_client_uri"),
+        ),
+    ];
+    let path = cli.env_file_to_write();
+    let updates: Vec<(&str, &str)> = save.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    envfile::update(&path, &updates)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    println!(
+        "Logged in to {server_url} as client {} ({}){}. Saved MCP_CLIENT_* to {}",
+        done.client_id,
+        done.auth_method,
+        done.scope
+            .as_deref()
+            .map(|s| format!(", scope {s}"))
+            .unwrap_or_default(),
+        path.display()
+    );
+    Ok(())
 }
 
 pub async fn github_token(cli: &Cli, args: &GithubTokenArgs) -> CliResult {
@@ -474,16 +548,28 @@ pub async fn refresh(cli: &Cli, args: &RefreshArgs) -> CliResult {
                     .to_string()
             }
         };
+        let secret = get(secret_var.to_string());
+        // Saved by `login`; the gateway's own flows register client_secret_post.
+        let method = get(names.var("AUTH_METHOD")).unwrap_or_else(|| {
+            if secret.is_some() {
+                "client_secret_post".into()
+            } else {
+                "none".into()
+            }
+        });
         let form = vec![
             ("grant_type", "refresh_token".to_string()),
             ("refresh_token", refresh),
-            ("client_id", get(id_var.to_string()).unwrap_or_default()),
-            (
-                "client_secret",
-                get(secret_var.to_string()).unwrap_or_default(),
-            ),
         ];
-        let tokens = token_request(&http, &endpoint, &form).await?;
+        let tokens = super::mcp_auth::token_request(
+            &http,
+            &endpoint,
+            form,
+            &get(id_var.to_string()).unwrap_or_default(),
+            secret.as_deref(),
+            &method,
+        )
+        .await?;
         refreshed.push((
             names.var("ACCESS_TOKEN"),
             tokens["access_token"].as_str().unwrap_or("").to_string(),

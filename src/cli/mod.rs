@@ -10,6 +10,7 @@ pub mod dev_proxy;
 pub mod envfile;
 pub mod keys;
 pub mod login;
+pub mod mcp_auth;
 pub mod mfa;
 pub mod stats;
 pub mod tokens;

@@ -67,8 +67,9 @@ pub struct GrantWrite {
     /// `CLIENT_LIFETIME`: a registration that expires is renewed for this long by each grant,
     /// so an active client never expires (one registered never to expire stays so).
     pub renew_client: Option<Duration>,
-    /// The hash of the address the client registered from ([`ClientRecord::registered_from`]
-    /// in `records`): its first grant takes it off that address's unused list too.
+    /// A hash of the address the client registered from
+    /// ([`crate::records::ClientRecord::registered_from`]): its first grant takes it off that
+    /// address's unused list too.
     pub registered_from: Option<String>,
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::dev_gateway::{DevGateway, consent_and_dev_login};
+use crate::support::dev_gateway::{DevGateway, consent_and_dev_login, echo_upstream};
 use crate::support::gateway::{browser, location, pkce, query};
 use crate::support::helpers::*;
 
@@ -117,77 +117,6 @@ fn dev_mode_refuses_to_listen_beyond_loopback() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
-}
-
-/// An MCP server stand-in for the dev proxy: `/mcp` answers with the headers it received (as
-/// JSON); `/mcp/stream` sends one chunk, waits for the test's signal, then sends the last.
-async fn echo_upstream() -> (
-    String,
-    tokio::sync::mpsc::UnboundedSender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let rx = rx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut len = 0;
-                while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => len += n,
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..len]).to_string();
-                let mut lines = head.lines();
-                let path = lines
-                    .next()
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .unwrap_or("")
-                    .to_string();
-                if path.starts_with("/mcp/stream") {
-                    let _ = tcp
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-                        .await;
-                    let first = "data: first\n\n";
-                    let _ = tcp
-                        .write_all(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes())
-                        .await;
-                    let _ = tcp.flush().await;
-                    rx.lock().await.recv().await;
-                    let last = "data: last\n\n";
-                    let _ = tcp
-                        .write_all(format!("{:x}\r\n{last}\r\n0\r\n\r\n", last.len()).as_bytes())
-                        .await;
-                    return;
-                }
-                let headers: serde_json::Map<String, Value> = lines
-                    .take_while(|l| !l.is_empty())
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), Value::from(v.trim())))
-                    .collect();
-                let body = json!({"path": path, "headers": headers}).to_string();
-                let _ = tcp
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
-            });
-        }
-    });
-    (format!("http://127.0.0.1:{port}/mcp"), tx, task)
 }
 
 /// `mcp-gateway dev --upstream URL`: one command from an MCP server to a protected URL. The

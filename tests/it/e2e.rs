@@ -80,3 +80,41 @@ async fn e2e_mcp_conformance_suite_authorization_server_scenarios_pass() {
         stack.logs()
     );
 }
+
+/// `mcp-gateway login` as the client under test of the MCP conformance suite's client auth
+/// scenarios (`e2e/conformance-client.mjs`, through `e2e/conformance-login.sh`), every
+/// scenario at every MCP revision it applies to, in the 0.2.0-alpha.12 suite (2026-07-28 era)
+/// and in 0.1.16: none fails or warns. The suite's extension scenarios (client credentials,
+/// enterprise-managed authorization, DPoP, workload identity) are not run: they are grants and
+/// proofs a user's CLI login does not use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_mcp_gateway_login_passes_the_conformance_client_auth_scenarios() {
+    use crate::support::helpers::bin;
+    if !e2e_enabled(&[]) {
+        return;
+    }
+    let mut failures = Vec::new();
+    for (suite, at_least) in [("0.2.0-alpha.12", 44), ("0.1.16", 22)] {
+        let cli = bin("mcp-gateway");
+        let (report, stderr) = run_e2e_script_with(
+            "conformance-client.mjs",
+            &[cli.to_str().unwrap()],
+            &[("CONFORMANCE_SUITE", suite)],
+            Duration::from_secs(600),
+        )
+        .await;
+        assert_eq!(report["ok"], true, "{suite}: {report:#}\n{stderr}");
+        let scenarios = report["scenarios"].as_object().cloned().unwrap_or_default();
+        assert!(
+            scenarios.len() >= at_least,
+            "{suite}: {} scenario runs: {report:#}",
+            scenarios.len()
+        );
+        for (name, sc) in &scenarios {
+            if n(sc, "/failed") != 0 || n(sc, "/warnings") != 0 || n(sc, "/passed") < 1 {
+                failures.push(format!("{suite} {name}: {sc}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

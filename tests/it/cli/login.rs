@@ -59,12 +59,29 @@ async fn login_with(dir: &Path, args: &[&str], issuer: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_refresh_and_github_token_complete_against_dev_mode() {
-    let dev = DevGateway::start(&[]).await;
-    let (issuer, verify, verify_port) = (dev.issuer.clone(), dev.verify.clone(), dev.verify_port);
+    // An MCP server behind the gateway (dev mode's proxy): login probes it, discovers,
+    // registers, authorizes and then uses the token on it.
+    let (upstream, _next, _echo) = crate::support::dev_gateway::echo_upstream().await;
+    let mcp_port = free_port();
+    let dev = DevGateway::start_with(
+        &[],
+        &[
+            "--upstream",
+            &upstream,
+            "--mcp-listen",
+            &format!("127.0.0.1:{mcp_port}"),
+        ],
+    )
+    .await;
+    let (issuer, verify) = (dev.issuer.clone(), dev.verify.clone());
     let dir = tempfile::tempdir().unwrap();
     login_with(
         dir.path(),
-        &["login", "--server-url", &format!("{verify}/mcp")],
+        &[
+            "login",
+            "--server-url",
+            &format!("http://127.0.0.1:{mcp_port}/mcp"),
+        ],
         &issuer,
     )
     .await;
@@ -77,19 +94,21 @@ async fn login_refresh_and_github_token_complete_against_dev_mode() {
         "MCP_CLIENT_ACCESS_TOKEN",
         "MCP_CLIENT_REFRESH_TOKEN",
         "MCP_CLIENT_ID",
-        "MCP_CLIENT_SECRET",
+        "MCP_CLIENT_AUTH_METHOD",
         "MCP_CLIENT_REGISTRATION_TOKEN",
         "MCP_CLIENT_REGISTRATION_URI",
     ] {
         assert!(saved.get(var).is_some_and(|v| !v.is_empty()), "{var} saved");
     }
+    // A CLI is a public client where the server takes them.
+    assert_eq!(saved["MCP_CLIENT_AUTH_METHOD"], "none");
     let check = |token: String| {
         let verify = verify.clone();
         async move {
             http()
                 .get(format!("{verify}/verify"))
                 .header("X-Forwarded-Proto", "http")
-                .header("X-Forwarded-Host", format!("127.0.0.1:{verify_port}"))
+                .header("X-Forwarded-Host", format!("127.0.0.1:{mcp_port}"))
                 .bearer_auth(token)
                 .send()
                 .await

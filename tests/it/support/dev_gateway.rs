@@ -20,7 +20,6 @@ impl Drop for ChildGuard {
 pub struct DevGateway {
     pub issuer: String,
     pub verify: String,
-    pub verify_port: u16,
     _child: ChildGuard,
 }
 
@@ -50,7 +49,6 @@ impl DevGateway {
         let dev = DevGateway {
             issuer: format!("http://127.0.0.1:{auth_port}"),
             verify: format!("http://127.0.0.1:{verify_port}"),
-            verify_port,
             _child: ChildGuard(child),
         };
         (dev, stdout)
@@ -113,4 +111,80 @@ pub async fn consent_and_dev_login(
         .send()
         .await
         .unwrap()
+}
+
+/// An MCP server stand-in for the dev proxy: `/mcp` answers with the headers it received (as
+/// JSON); `/mcp/stream` sends one chunk, waits for the test's signal, then sends the last.
+pub async fn echo_upstream() -> (
+    String,
+    tokio::sync::mpsc::UnboundedSender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut len = 0;
+                while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => len += n,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..len]).to_string();
+                let mut lines = head.lines();
+                let path = lines
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .unwrap_or("")
+                    .to_string();
+                if path.starts_with("/mcp/stream") {
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                        .await;
+                    let first = "data: first\n\n";
+                    let _ = tcp
+                        .write_all(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes())
+                        .await;
+                    let _ = tcp.flush().await;
+                    rx.lock().await.recv().await;
+                    let last = "data: last\n\n";
+                    let _ = tcp
+                        .write_all(format!("{:x}\r\n{last}\r\n0\r\n\r\n", last.len()).as_bytes())
+                        .await;
+                    return;
+                }
+                let headers: serde_json::Map<String, serde_json::Value> = lines
+                    .take_while(|l| !l.is_empty())
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| {
+                        (
+                            k.trim().to_ascii_lowercase(),
+                            serde_json::Value::from(v.trim()),
+                        )
+                    })
+                    .collect();
+                let body = serde_json::json!({"path": path, "headers": headers}).to_string();
+                let _ = tcp
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}/mcp"), tx, task)
 }

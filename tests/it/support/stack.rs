@@ -1015,6 +1015,16 @@ pub async fn start_server_everything(logs: &Path) -> (Proc, String) {
 /// An e2e script outside a [`Stack`]: Node 22 for `.mjs`, the Python SDK's venv for `.py`;
 /// its last stdout line is JSON. Returns it and the script's stderr.
 pub async fn run_e2e_script(script: &str, args: &[&str], limit: Duration) -> (Value, String) {
+    run_e2e_script_with(script, args, &[], limit).await
+}
+
+/// [`run_e2e_script`] with more environment variables.
+pub async fn run_e2e_script_with(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Value, String) {
     let program = if script.ends_with(".py") {
         python_mcp()
     } else {
@@ -1023,6 +1033,7 @@ pub async fn run_e2e_script(script: &str, args: &[&str], limit: Duration) -> (Va
     let mut cmd = clean_command(&program);
     cmd.arg(e2e_dir().join(script))
         .args(args)
+        .envs(env.iter().copied())
         .env("E2E_NODE", node22())
         .current_dir(e2e_dir())
         .stdin(Stdio::null())

@@ -1,0 +1,808 @@
+//! `mcp-gateway login` as an MCP client that follows the MCP authorization spec against any
+//! server, not only ours:
+//!
+//! 1. a POST probe (`initialize`, or a stateless `tools/list` in the 2026-07-28 era); a 401's
+//!    `WWW-Authenticate` gives `resource_metadata` and maybe `scope`;
+//! 2. RFC 9728: that metadata URL, else the path-inserted then the root well-known URL; its
+//!    `resource` must be the server URL (or a parent of it on the same origin) and is sent as is;
+//! 3. RFC 8414 with path insertion, then OpenID Connect discovery (inserted, then appended);
+//!    the metadata's `issuer` must be exactly the authorization server's (SEP-2352);
+//! 4. the client: pre-registered (`--client-id`), a Client ID Metadata Document
+//!    (`--client-metadata-url`, when the server supports them), or RFC 7591 registration with
+//!    `application_type: native` and an auth method the server supports;
+//! 5. PKCE S256, `state`, `resource`, the scope of the challenge (else the resource's
+//!    `scopes_supported`, else none; `offline_access` added when the server offers it); the
+//!    redirect's `iss` checked (RFC 9207: required when advertised, exact when present);
+//! 6. the code exchange with that auth method, then the probe again with the token; a 403
+//!    `insufficient_scope` steps up once more with the scopes it names (at most twice).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::{CliError, CliResult};
+use crate::token::{random_token, sha256_b64url};
+
+/// The era of MCP the probe speaks.
+pub const PROTOCOL_2025: &str = "2025-11-25";
+pub const PROTOCOL_2026: &str = "2026-07-28";
+const STEP_UPS: usize = 2;
+
+fn fail(message: impl Into<String>) -> CliError {
+    CliError::Failed(message.into())
+}
+
+/// How the client is known to the authorization server.
+#[derive(Debug, Clone, Default)]
+pub struct ClientChoice {
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub metadata_url: Option<String>,
+}
+
+/// How the browser step is done.
+#[derive(Debug, Clone)]
+pub struct Browser {
+    pub open: bool,
+    /// Fetch the authorization URL and follow its redirects instead of a browser (for test
+    /// harnesses whose authorization server approves at once).
+    pub follow: bool,
+    pub port: u16,
+    pub timeout: Duration,
+}
+
+/// What a login produced.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub auth_method: String,
+    pub token_endpoint: String,
+    pub registration: Value,
+    pub scope: Option<String>,
+}
+
+/// A `WWW-Authenticate: Bearer …` challenge's parameters.
+fn challenge_params(header: &str) -> Vec<(String, String)> {
+    let rest = header
+        .trim()
+        .strip_prefix("Bearer")
+        .or_else(|| header.trim().strip_prefix("bearer"))
+        .unwrap_or(header);
+    let mut out = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let name: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_ascii_lowercase();
+        if name.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n)
+                        }
+                    }
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek() {
+                if *c == ',' {
+                    break;
+                }
+                value.push(*c);
+                chars.next();
+            }
+            value = value.trim().to_string();
+        }
+        out.push((name, value));
+    }
+    out
+}
+
+fn param(params: &[(String, String)], name: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// The MCP session the probe keeps (2025 era: the session id from `initialize`).
+struct Probe {
+    server: url::Url,
+    protocol: String,
+    session: Option<String>,
+    /// The tool a `tools/call` being sent names (its `Mcp-Name`).
+    tool_name: Option<String>,
+}
+
+/// A tool to call once logged in, as a check that the token works for it (and the point
+/// where a server asks for more scope).
+#[derive(Debug, Clone)]
+pub struct ToolCall {
+    pub name: String,
+    pub arguments: Value,
+}
+
+/// The answer to a probe request: status, challenge and (when 200) the body.
+struct ProbeAnswer {
+    status: u16,
+    challenge: Option<String>,
+}
+
+impl Probe {
+    fn message(&self, id: u64, method: &str, params: Value) -> Value {
+        let mut params = params;
+        if self.protocol == PROTOCOL_2026
+            && let Some(map) = params.as_object_mut()
+        {
+            map.insert(
+                "_meta".into(),
+                json!({"io.modelcontextprotocol/protocolVersion": PROTOCOL_2026,
+                       "io.modelcontextprotocol/clientInfo": {"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")},
+                       "io.modelcontextprotocol/clientCapabilities": {}}),
+            );
+        }
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+    }
+
+    /// The first request of the era: `initialize`, or a stateless `tools/list`.
+    fn first(&self) -> (Value, &'static str) {
+        if self.protocol == PROTOCOL_2026 {
+            (self.message(1, "tools/list", json!({})), "tools/list")
+        } else {
+            (
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": self.protocol,
+                    "capabilities": {},
+                    "clientInfo": {"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")}
+                }}),
+                "initialize",
+            )
+        }
+    }
+
+    async fn send(
+        &mut self,
+        http: &reqwest::Client,
+        body: &Value,
+        method: &str,
+        token: Option<&str>,
+    ) -> CliResult<ProbeAnswer> {
+        let mut req = http
+            .post(self.server.clone())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if method != "initialize" {
+            req = req.header("mcp-protocol-version", &self.protocol);
+        }
+        if self.protocol == PROTOCOL_2026 {
+            req = req.header("mcp-method", method);
+            if let Some(name) = &self.tool_name {
+                req = req.header("mcp-name", name);
+            }
+        }
+        if let Some(session) = &self.session {
+            req = req.header("mcp-session-id", session);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| fail(format!("{}: {}", self.server, e.without_url())))?;
+        let status = resp.status().as_u16();
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let Some(session) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.session = Some(session.to_string());
+        }
+        // Read the answer (JSON or an SSE stream of it) so the connection is done with.
+        let _ = resp.bytes().await;
+        Ok(ProbeAnswer { status, challenge })
+    }
+
+    /// The era's use of the connection once authorized: 2025 `initialize`, `initialized`,
+    /// `tools/list`; 2026 `tools/list`. The first answer that is not 2xx is returned.
+    async fn session(
+        &mut self,
+        http: &reqwest::Client,
+        token: Option<&str>,
+        tool: Option<&ToolCall>,
+    ) -> CliResult<ProbeAnswer> {
+        let ok = |a: &ProbeAnswer| (200..300).contains(&a.status);
+        let (first, method) = self.first();
+        let mut answer = self.send(http, &first, method, token).await?;
+        if ok(&answer) && self.protocol != PROTOCOL_2026 {
+            let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+            self.send(http, &initialized, "notifications/initialized", token)
+                .await?;
+            let list = self.message(2, "tools/list", json!({}));
+            answer = self.send(http, &list, "tools/list", token).await?;
+        }
+        if let Some(tool) = tool
+            && ok(&answer)
+        {
+            let call = self.message(
+                3,
+                "tools/call",
+                json!({"name": tool.name, "arguments": tool.arguments}),
+            );
+            self.tool_name = Some(tool.name.clone());
+            answer = self.send(http, &call, "tools/call", token).await?;
+            self.tool_name = None;
+        }
+        Ok(answer)
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let resp = http.get(url).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+/// RFC 9728 §3.1: `/.well-known/oauth-protected-resource` inserted before the path.
+fn inserted(origin: &url::Url, well_known: &str, path: &str) -> String {
+    let path = path.trim_end_matches('/');
+    format!(
+        "{}{well_known}{path}",
+        origin.origin().ascii_serialization()
+    )
+}
+
+/// The protected-resource metadata: from the challenge, else path-inserted, else root.
+async fn resource_metadata(
+    http: &reqwest::Client,
+    server: &url::Url,
+    from_challenge: Option<&str>,
+) -> Option<Value> {
+    let mut candidates = Vec::new();
+    if let Some(url) = from_challenge {
+        candidates.push(url.to_string());
+    }
+    candidates.push(inserted(
+        server,
+        "/.well-known/oauth-protected-resource",
+        server.path(),
+    ));
+    candidates.push(inserted(
+        server,
+        "/.well-known/oauth-protected-resource",
+        "",
+    ));
+    for url in candidates {
+        if let Some(meta) = get_json(http, &url).await {
+            return Some(meta);
+        }
+    }
+    None
+}
+
+/// Whether the metadata's `resource` names the server the client connects to: the same
+/// origin, and the server's path at or below it (RFC 9728 §3.3; MCP canonical server URI).
+fn resource_matches(resource: &str, server: &url::Url) -> bool {
+    let Ok(r) = url::Url::parse(resource) else {
+        return false;
+    };
+    if r.origin() != server.origin() || r.fragment().is_some() {
+        return false;
+    }
+    let rp = r.path().trim_end_matches('/');
+    let sp = server.path().trim_end_matches('/');
+    sp == rp || sp.starts_with(&format!("{rp}/"))
+}
+
+/// RFC 8414 §3 with path insertion, then OpenID Connect discovery inserted and appended; the
+/// metadata's issuer must be `issuer` exactly.
+async fn server_metadata(http: &reqwest::Client, issuer: &str) -> CliResult<Value> {
+    let url = url::Url::parse(issuer).map_err(|e| fail(format!("issuer {issuer}: {e}")))?;
+    let path = url.path().trim_end_matches('/').to_string();
+    let mut candidates = vec![
+        inserted(&url, "/.well-known/oauth-authorization-server", &path),
+        inserted(&url, "/.well-known/openid-configuration", &path),
+    ];
+    if !path.is_empty() {
+        candidates.push(format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ));
+    }
+    for candidate in candidates {
+        if let Some(meta) = get_json(http, &candidate).await {
+            let found = meta["issuer"].as_str().unwrap_or("");
+            if found != issuer {
+                return Err(fail(format!(
+                    "the authorization server metadata at {candidate} names issuer {found:?}, not {issuer:?}: refusing"
+                )));
+            }
+            return Ok(meta);
+        }
+    }
+    Err(fail(format!(
+        "no authorization server metadata for {issuer}"
+    )))
+}
+
+/// The MCP 2025-03-26 fallback: the server's origin is the authorization server, with the
+/// default endpoints when it publishes no metadata either.
+fn legacy_metadata(server: &url::Url) -> Value {
+    let origin = server.origin().ascii_serialization();
+    json!({
+        "issuer": origin,
+        "authorization_endpoint": format!("{origin}/authorize"),
+        "token_endpoint": format!("{origin}/token"),
+        "registration_endpoint": format!("{origin}/register"),
+    })
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Scopes as a set, in a stable order.
+fn scope_set(scope: &str) -> BTreeSet<String> {
+    scope.split_whitespace().map(str::to_string).collect()
+}
+
+/// The whole flow; `explicit_scope` overrides the selection; `tool` is called once logged in.
+pub async fn login(
+    server_url: &str,
+    protocol: &str,
+    client: &ClientChoice,
+    browser: &Browser,
+    explicit_scope: Option<&str>,
+    tool: Option<&ToolCall>,
+) -> CliResult<Login> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+        .user_agent(concat!("mcp-gateway-cli/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let server = url::Url::parse(server_url).map_err(|e| fail(format!("{server_url}: {e}")))?;
+    let mut probe = Probe {
+        server: server.clone(),
+        protocol: protocol.to_string(),
+        session: None,
+        tool_name: None,
+    };
+    // Servers may let `initialize` through without a token and ask for one after: the
+    // session's requests (and the tool) until the first 401.
+    let answer = probe.session(&http, None, tool).await?;
+    if answer.status != 401 {
+        return Err(fail(format!(
+            "{server_url} answered {} without a token: nothing to log in to",
+            answer.status
+        )));
+    }
+    probe.session = None;
+    let mut challenge = answer.challenge;
+    // The redirect's listener, the same through step-ups and a move of the server.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", browser.port))
+        .await
+        .map_err(|e| fail(format!("cannot listen on 127.0.0.1:{}: {e}", browser.port)))?;
+    let redirect_uri = format!(
+        "http://127.0.0.1:{}/callback",
+        listener
+            .local_addr()
+            .map_err(|e| fail(e.to_string()))?
+            .port()
+    );
+    // A 401 for a token that worked: the resource may have moved to another authorization
+    // server (SEP-2352): discover again, register there, once.
+    let mut moves = 0;
+    'discover: loop {
+        let params = challenge
+            .as_deref()
+            .map(challenge_params)
+            .unwrap_or_default();
+        let prm = resource_metadata(
+            &http,
+            &server,
+            param(&params, "resource_metadata").as_deref(),
+        )
+        .await;
+        let (resource, meta) = match &prm {
+            Some(prm) => {
+                let resource = prm["resource"].as_str().unwrap_or("").to_string();
+                if !resource_matches(&resource, &server) {
+                    return Err(fail(format!(
+                        "the protected-resource metadata names resource {resource:?}, not {server_url}: refusing"
+                    )));
+                }
+                let issuer = prm["authorization_servers"][0]
+                    .as_str()
+                    .ok_or_else(|| {
+                        fail("the protected-resource metadata names no authorization server")
+                    })?
+                    .to_string();
+                (Some(resource), server_metadata(&http, &issuer).await?)
+            }
+            None => {
+                // MCP 2025-03-26: no resource metadata; the server's origin is the
+                // authorization server, its metadata at the root (taken as it names itself,
+                // as that revision did), else the default endpoints.
+                let origin = server.origin().ascii_serialization();
+                let root = format!("{origin}/.well-known/oauth-authorization-server");
+                let meta = get_json(&http, &root)
+                    .await
+                    .filter(|m| m["authorization_endpoint"].is_string())
+                    .unwrap_or_else(|| legacy_metadata(&server));
+                (None, meta)
+            }
+        };
+        let issuer = meta["issuer"].as_str().unwrap_or("").to_string();
+        let endpoint = |name: &str| {
+            meta[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| fail(format!("the authorization server metadata has no {name}")))
+        };
+
+        // The scope to ask for.
+        let supported_by_as = strings(&meta["scopes_supported"]);
+        let mut scope: Option<BTreeSet<String>> = match explicit_scope {
+            Some(s) => Some(scope_set(s)),
+            None => param(&params, "scope").map(|s| scope_set(&s)).or_else(|| {
+                prm.as_ref()
+                    .map(|p| strings(&p["scopes_supported"]))
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.into_iter().collect())
+            }),
+        };
+        let wants_offline = supported_by_as.iter().any(|s| s == "offline_access");
+
+        // Who the client is (registered anew at a new authorization server).
+        let methods = strings(&meta["token_endpoint_auth_methods_supported"]);
+        let (client_id, client_secret, auth_method, registration) =
+            identify(&http, &meta, client, &redirect_uri, &methods).await?;
+
+        let mut step_ups = 0;
+        loop {
+            if wants_offline && let Some(s) = scope.as_mut() {
+                s.insert("offline_access".into());
+            }
+            let scope_text = scope
+                .as_ref()
+                .map(|s| s.iter().cloned().collect::<Vec<_>>().join(" "))
+                .filter(|s| !s.is_empty());
+            let verifier = format!("{}{}", random_token(), random_token());
+            let state = random_token();
+            let mut url = url::Url::parse(&endpoint("authorization_endpoint")?)
+                .map_err(|e| fail(e.to_string()))?;
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("response_type", "code")
+                    .append_pair("client_id", &client_id)
+                    .append_pair("redirect_uri", &redirect_uri)
+                    .append_pair("code_challenge", &sha256_b64url(verifier.as_bytes()))
+                    .append_pair("code_challenge_method", "S256")
+                    .append_pair("state", &state);
+                if let Some(r) = &resource {
+                    q.append_pair("resource", r);
+                }
+                if let Some(s) = &scope_text {
+                    q.append_pair("scope", s);
+                }
+            }
+            let callback = if browser.follow {
+                follow(&http, url.as_str(), &redirect_uri).await?
+            } else {
+                super::login::wait_for_redirect(&listener, url.as_str(), browser).await?
+            };
+            let code = check_callback(&callback, &state, &issuer, &meta)?;
+
+            let token_endpoint = endpoint("token_endpoint")?;
+            let mut form = vec![
+                ("grant_type", "authorization_code".to_string()),
+                ("code", code),
+                ("code_verifier", verifier),
+                ("redirect_uri", redirect_uri.clone()),
+            ];
+            if let Some(r) = &resource {
+                form.push(("resource", r.clone()));
+            }
+            let tokens = token_request(
+                &http,
+                &token_endpoint,
+                form,
+                &client_id,
+                client_secret.as_deref(),
+                &auth_method,
+            )
+            .await?;
+            let access = tokens["access_token"].as_str().unwrap_or("").to_string();
+
+            // Use it: the probe again (and the tool), with the token.
+            let answer = probe.session(&http, Some(&access), tool).await?;
+            let params = answer
+                .challenge
+                .as_deref()
+                .map(challenge_params)
+                .unwrap_or_default();
+            let insufficient = answer.status == 403
+                && param(&params, "error").as_deref() == Some("insufficient_scope");
+            if insufficient && step_ups < STEP_UPS {
+                // SEP-2350: what was asked for before, and what the challenge names.
+                step_ups += 1;
+                let mut wider = scope.clone().unwrap_or_default();
+                wider.extend(
+                    param(&params, "scope")
+                        .map(|s| scope_set(&s))
+                        .unwrap_or_default(),
+                );
+                scope = Some(wider);
+                continue;
+            }
+            if answer.status == 401 && moves < 1 {
+                moves += 1;
+                challenge = answer.challenge;
+                probe.session = None;
+                continue 'discover;
+            }
+            if !(200..300).contains(&answer.status) {
+                return Err(fail(format!(
+                    "{server_url} refused the new token: {}{}",
+                    answer.status,
+                    answer
+                        .challenge
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default()
+                )));
+            }
+            return Ok(Login {
+                access_token: access,
+                refresh_token: tokens["refresh_token"].as_str().map(str::to_string),
+                client_id,
+                client_secret,
+                auth_method,
+                token_endpoint,
+                registration,
+                scope: scope_text,
+            });
+        }
+    }
+}
+
+/// The client id (and secret, and auth method) to use: pre-registered, a metadata document,
+/// or registered now.
+async fn identify(
+    http: &reqwest::Client,
+    meta: &Value,
+    client: &ClientChoice,
+    redirect_uri: &str,
+    methods: &[String],
+) -> CliResult<(String, Option<String>, String, Value)> {
+    if let Some(id) = &client.client_id {
+        let method = match &client.client_secret {
+            None => "none",
+            Some(_) if methods.iter().any(|m| m == "client_secret_basic") || methods.is_empty() => {
+                "client_secret_basic"
+            }
+            Some(_) => "client_secret_post",
+        };
+        return Ok((
+            id.clone(),
+            client.client_secret.clone(),
+            method.into(),
+            Value::Null,
+        ));
+    }
+    if let Some(url) = &client.metadata_url
+        && meta["client_id_metadata_document_supported"] == true
+    {
+        return Ok((url.clone(), None, "none".into(), Value::Null));
+    }
+    let endpoint = meta["registration_endpoint"].as_str().ok_or_else(|| {
+        fail("the authorization server offers no registration: give --client-id (and --client-secret) of a client registered there")
+    })?;
+    // A CLI is a public client; a secret only where the server takes no public clients.
+    let method = ["none", "client_secret_basic", "client_secret_post"]
+        .into_iter()
+        .find(|m| methods.is_empty() || methods.iter().any(|x| x == m))
+        .unwrap_or("client_secret_basic");
+    let resp = http
+        .post(endpoint)
+        .json(&json!({
+            "client_name": "mcp-gateway CLI",
+            "application_type": "native",
+            "redirect_uris": [redirect_uri],
+            "token_endpoint_auth_method": method,
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+        }))
+        .send()
+        .await
+        .map_err(|e| fail(format!("registration: {}", e.without_url())))?;
+    let status = resp.status();
+    let registration: Value = resp
+        .json()
+        .await
+        .map_err(|e| fail(format!("registration: {e}")))?;
+    let id = registration["client_id"]
+        .as_str()
+        .filter(|_| status.is_success())
+        .ok_or_else(|| fail(format!("registration refused: {registration}")))?
+        .to_string();
+    let secret = registration["client_secret"].as_str().map(str::to_string);
+    let method = registration["token_endpoint_auth_method"]
+        .as_str()
+        .unwrap_or(if secret.is_some() {
+            "client_secret_basic"
+        } else {
+            method
+        })
+        .to_string();
+    Ok((id, secret, method, registration))
+}
+
+/// For harnesses whose authorization server approves at once: GET the authorization URL and
+/// follow its redirects until one goes to `redirect_uri`; that URL is the callback.
+async fn follow(http: &reqwest::Client, start: &str, redirect_uri: &str) -> CliResult<url::Url> {
+    let mut url = start.to_string();
+    for _ in 0..10 {
+        let resp = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| fail(format!("authorization: {}", e.without_url())))?;
+        let Some(location) = resp.headers().get("location").and_then(|v| v.to_str().ok()) else {
+            return Err(fail(format!(
+                "the authorization endpoint answered {} without a redirect (a browser is needed: drop --follow-authorization)",
+                resp.status()
+            )));
+        };
+        let next = url::Url::parse(&url)
+            .and_then(|base| base.join(location))
+            .map_err(|e| fail(e.to_string()))?;
+        if next.as_str().starts_with(redirect_uri) {
+            return Ok(next);
+        }
+        url = next.to_string();
+    }
+    Err(fail("too many redirects during authorization"))
+}
+
+/// The code from the redirect, once `state` and RFC 9207's `iss` check out.
+fn check_callback(
+    callback: &url::Url,
+    state: &str,
+    issuer: &str,
+    meta: &Value,
+) -> CliResult<String> {
+    let get = |name: &str| {
+        callback
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    if get("state").as_deref() != Some(state) {
+        return Err(fail("the redirect carries a wrong or no state: refusing"));
+    }
+    let advertised = meta["authorization_response_iss_parameter_supported"] == true;
+    match get("iss") {
+        Some(iss) if iss != issuer => {
+            return Err(fail(format!(
+                "the redirect's iss {iss:?} is not the issuer {issuer:?} (RFC 9207): refusing"
+            )));
+        }
+        None if advertised => {
+            return Err(fail(
+                "the server promises iss in the redirect (RFC 9207) and sent none: refusing",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(error) = get("error") {
+        return Err(fail(format!(
+            "the login failed: {error}: {}",
+            get("error_description").unwrap_or_default()
+        )));
+    }
+    get("code").ok_or_else(|| fail("the redirect has no code"))
+}
+
+/// A token request with the client's auth method; the JSON answer, or why it was refused.
+pub async fn token_request(
+    http: &reqwest::Client,
+    endpoint: &str,
+    mut form: Vec<(&str, String)>,
+    client_id: &str,
+    secret: Option<&str>,
+    method: &str,
+) -> CliResult<Value> {
+    let mut req = http.post(endpoint);
+    match (method, secret) {
+        ("client_secret_basic", Some(secret)) => {
+            let enc = |s: &str| -> String {
+                url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+            };
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                enc(client_id),
+                enc(secret)
+            ));
+            req = req.header("authorization", format!("Basic {basic}"));
+        }
+        ("client_secret_post", Some(secret)) => {
+            form.push(("client_id", client_id.to_string()));
+            form.push(("client_secret", secret.to_string()));
+        }
+        _ => form.push(("client_id", client_id.to_string())),
+    }
+    let resp = req
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| fail(format!("token request: {}", e.without_url())))?;
+    let status = resp.status();
+    let body: Value = resp
+        .json()
+        .await
+        .map_err(|e| fail(format!("token response: {e}")))?;
+    if !status.is_success() || body["access_token"].as_str().is_none() {
+        return Err(fail(format!(
+            "token request refused: {} {}",
+            body["error"].as_str().unwrap_or("error"),
+            body["error_description"].as_str().unwrap_or("")
+        )));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_and_resources_are_read_as_the_specs_say() {
+        let p = challenge_params(
+            r#"Bearer error="insufficient_scope", scope="mcp mcp:admin", resource_metadata="https://a.example/.well-known/oauth-protected-resource/mcp""#,
+        );
+        assert_eq!(param(&p, "error").as_deref(), Some("insufficient_scope"));
+        assert_eq!(param(&p, "scope").as_deref(), Some("mcp mcp:admin"));
+        assert!(param(&p, "resource_metadata").unwrap().ends_with("/mcp"));
+        let server = url::Url::parse("https://a.example/mcp").unwrap();
+        assert!(resource_matches("https://a.example/mcp", &server));
+        assert!(resource_matches("https://a.example/", &server));
+        assert!(resource_matches("https://a.example", &server));
+        assert!(!resource_matches("https://b.example/mcp", &server));
+        assert!(!resource_matches("https://a.example/other", &server));
+        assert!(!resource_matches("https://a.example/mc", &server));
+    }
+}
