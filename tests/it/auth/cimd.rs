@@ -125,7 +125,7 @@ async fn redis_keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
 #[tokio::test]
 async fn documents_that_lie_or_misbehave_are_refused_and_change_nothing() {
     let host = DocumentHost::start().await;
-    let gw = gateway_for(&host, &[]).await;
+    let gw = gateway_for(&host, &[("CIMD_FETCH_TIMEOUT", "1")]).await;
     let good = |path: &str| public_document(&host.url(path), &["http://127.0.0.1/callback"]);
     let mut cases: Vec<(&str, Route, &str)> = Vec::new();
     let mut wrong_id = good("/wrong-id.json");
@@ -176,6 +176,13 @@ async fn documents_that_lie_or_misbehave_are_refused_and_change_nothing() {
     let mut big = good("/big.json");
     big["padding"] = json!("x".repeat(6000));
     cases.push(("/big.json", Route::json(&big, "max-age=60"), "bytes"));
+    let mut big_chunked = good("/big-chunked.json");
+    big_chunked["padding"] = json!("x".repeat(6000));
+    cases.push((
+        "/big-chunked.json",
+        Route::json(&big_chunked, "max-age=60").chunked(),
+        "over 5120 bytes",
+    ));
     cases.push((
         "/moved.json",
         Route::redirect(&host.url("/wrong-id.json")),
@@ -185,6 +192,12 @@ async fn documents_that_lie_or_misbehave_are_refused_and_change_nothing() {
     let mut not_json = Route::status(200);
     not_json.body = b"<html>hello</html>".to_vec();
     cases.push(("/not-json.json", not_json, "not JSON"));
+    // A host that drips its answer past the fetch timeout.
+    cases.push((
+        "/slow.json",
+        Route::json(&good("/slow.json"), "max-age=60").delayed(Duration::from_secs(3)),
+        "timed out",
+    ));
     let mut private = good("/private.json");
     private["token_endpoint_auth_method"] = json!("private_key_jwt");
     cases.push(("/private.json", Route::json(&private, "max-age=60"), "jwks"));

@@ -20,6 +20,8 @@ pub struct Route {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub delay: Duration,
+    /// Sent chunked, with no Content-Length (a body that only says its size as it comes).
+    pub chunked: bool,
 }
 
 impl Route {
@@ -32,6 +34,7 @@ impl Route {
             ],
             body: body.to_string().into_bytes(),
             delay: Duration::ZERO,
+            chunked: false,
         }
     }
 
@@ -41,6 +44,7 @@ impl Route {
             headers: Vec::new(),
             body: Vec::new(),
             delay: Duration::ZERO,
+            chunked: false,
         }
     }
 
@@ -50,7 +54,13 @@ impl Route {
             headers: vec![("location".into(), to.into())],
             body: Vec::new(),
             delay: Duration::ZERO,
+            chunked: false,
         }
+    }
+
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
     }
 
     pub fn delayed(mut self, delay: Duration) -> Self {
@@ -217,17 +227,31 @@ async fn serve(
         .cloned()
         .unwrap_or_else(|| Route::status(404));
     tokio::time::sleep(route.delay).await;
+    let length = if route.chunked {
+        "transfer-encoding: chunked".to_string()
+    } else {
+        format!("content-length: {}", route.body.len())
+    };
     let mut out = format!(
-        "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-        route.status,
-        route.body.len()
+        "HTTP/1.1 {} X\r\n{length}\r\nconnection: close\r\n",
+        route.status
     );
     for (k, v) in &route.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
     out.push_str("\r\n");
     tls.write_all(out.as_bytes()).await?;
-    tls.write_all(&route.body).await?;
+    if route.chunked {
+        for piece in route.body.chunks(1024) {
+            tls.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                .await?;
+            tls.write_all(piece).await?;
+            tls.write_all(b"\r\n").await?;
+        }
+        tls.write_all(b"0\r\n\r\n").await?;
+    } else {
+        tls.write_all(&route.body).await?;
+    }
     tls.shutdown().await
 }
 
