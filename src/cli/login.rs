@@ -24,10 +24,10 @@ pub struct LoginArgs {
     #[command(flatten)]
     pub browser: BrowserArgs,
     /// A client registered with the authorization server beforehand (no registration then).
-    #[arg(long, env = "MCP_CLIENT_ID")]
+    #[arg(long)]
     pub client_id: Option<String>,
     /// Its secret, for a confidential pre-registered client.
-    #[arg(long, env = "MCP_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(long)]
     pub client_secret: Option<String>,
     /// The https URL of a Client ID Metadata Document describing this client: used as the
     /// client_id when the authorization server supports them (else the client registers).
@@ -412,7 +412,16 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
         .ok_or_else(|| {
             CliError::Failed("give the MCP server URL (or set MCP_SERVER_URL)".into())
         })?;
-    let protocol = match args.protocol_version.as_str() {
+    // Run as the MCP conformance suite's client under test (`conformance client --command
+    // "mcp-gateway login"`), it takes what the suite hands its clients: the revision, a
+    // pre-registered client, the suite's metadata document URL; its authorization servers
+    // approve at once, and its step-up scenarios need a tool call.
+    let harness = Harness::from_env();
+    let protocol_flag = match &harness {
+        Some(h) => h.protocol.as_str(),
+        None => args.protocol_version.as_str(),
+    };
+    let protocol = match protocol_flag {
         v @ (super::mcp_auth::PROTOCOL_2025 | super::mcp_auth::PROTOCOL_2026) => v,
         other => {
             return Err(CliError::Failed(format!(
@@ -420,12 +429,34 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
             )));
         }
     };
-    let choice = super::mcp_auth::ClientChoice {
-        client_id: args.client_id.clone().filter(|c| !c.is_empty()),
-        client_secret: args.client_secret.clone().filter(|c| !c.is_empty()),
-        metadata_url: args.client_metadata_url.clone(),
+    let from_context = |name: &str| {
+        harness
+            .as_ref()
+            .and_then(|h| h.context[name].as_str().map(str::to_string))
     };
-    let tool = match &args.call_tool {
+    let choice = super::mcp_auth::ClientChoice {
+        client_id: args
+            .client_id
+            .clone()
+            .or_else(|| from_context("client_id"))
+            .filter(|c| !c.is_empty()),
+        client_secret: args
+            .client_secret
+            .clone()
+            .or_else(|| from_context("client_secret"))
+            .filter(|c| !c.is_empty()),
+        metadata_url: args.client_metadata_url.clone().or_else(|| {
+            harness
+                .as_ref()
+                .map(|_| Harness::CLIENT_METADATA_URL.to_string())
+        }),
+    };
+    let call_tool = args
+        .call_tool
+        .clone()
+        .or_else(|| harness.as_ref().map(|_| Harness::TOOL.to_string()));
+    let follow = args.follow_authorization || harness.is_some();
+    let tool = match &call_tool {
         Some(name) => Some(super::mcp_auth::ToolCall {
             name: name.clone(),
             arguments: serde_json::from_str::<Value>(&args.tool_arguments)
@@ -439,11 +470,18 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
         server_url,
         protocol,
         &choice,
-        &browser_of(&args.browser, args.follow_authorization),
+        &browser_of(&args.browser, follow),
         args.browser.scope.as_deref(),
         tool.as_ref(),
     )
     .await?;
+    if harness.is_some() && cli.env_file.is_none() {
+        println!(
+            "Logged in to {server_url} as client {} ({}); nothing saved under the conformance suite",
+            done.client_id, done.auth_method
+        );
+        return Ok(());
+    }
     let text = |v: &Value, name: &str| v[name].as_str().unwrap_or("").to_string();
     let save = [
         (MCP_CLIENT.var("ACCESS_TOKEN"), done.access_token.clone()),
@@ -485,6 +523,35 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
         path.display()
     );
     Ok(())
+}
+
+/// What the MCP conformance suite hands the client it runs (its README: "Testing Clients").
+struct Harness {
+    protocol: String,
+    context: Value,
+}
+
+impl Harness {
+    /// The Client ID Metadata Document URL the suite's CIMD scenario expects clients to use.
+    const CLIENT_METADATA_URL: &'static str = "https://conformance-test.local/client-metadata.json";
+    /// The tool the suite's servers offer.
+    const TOOL: &'static str = "test-tool";
+
+    fn from_env() -> Option<Self> {
+        std::env::var_os("MCP_CONFORMANCE_SCENARIO")?;
+        let protocol = match std::env::var("MCP_CONFORMANCE_PROTOCOL_VERSION").as_deref() {
+            Ok(super::mcp_auth::PROTOCOL_2026) => super::mcp_auth::PROTOCOL_2026,
+            _ => super::mcp_auth::PROTOCOL_2025,
+        };
+        let context = std::env::var("MCP_CONFORMANCE_CONTEXT")
+            .ok()
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or(Value::Null);
+        Some(Self {
+            protocol: protocol.to_string(),
+            context,
+        })
+    }
 }
 
 pub async fn github_token(cli: &Cli, args: &GithubTokenArgs) -> CliResult {
