@@ -111,43 +111,6 @@ fn failed(what: &str) -> impl Fn(reqwest::Error) -> CliError + '_ {
     move |e| CliError::Failed(format!("{what}: {}", e.without_url()))
 }
 
-fn http() -> CliResult<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(15))
-        .user_agent(concat!("mcp-gateway-cli/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| CliError::Failed(e.to_string()))
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> CliResult<Value> {
-    let resp = http.get(url).send().await.map_err(failed(url))?;
-    if !resp.status().is_success() {
-        return Err(CliError::Failed(format!(
-            "{url} answered {}",
-            resp.status()
-        )));
-    }
-    resp.json().await.map_err(failed(url))
-}
-
-async fn server_metadata(http: &reqwest::Client, issuer: &str) -> CliResult<Value> {
-    let meta = get_json(
-        http,
-        &format!(
-            "{}/.well-known/oauth-authorization-server",
-            issuer.trim_end_matches('/')
-        ),
-    )
-    .await?;
-    if meta["issuer"].as_str() != Some(issuer.trim_end_matches('/')) {
-        return Err(CliError::Failed(format!(
-            "the metadata's issuer is not {issuer} (RFC 8414 §3.3)"
-        )));
-    }
-    Ok(meta)
-}
-
 /// The browser part: print (and maybe open) the URL, wait for the loopback redirect to
 /// `/callback`; returns the URL it came back with (answered with a page the user can close).
 pub async fn wait_for_redirect(
@@ -254,8 +217,8 @@ async fn authorize(
     args: &BrowserArgs,
     names: &Names,
 ) -> CliResult {
-    let http = http()?;
-    let meta = server_metadata(&http, issuer).await?;
+    let http = super::mcp_auth::http_client()?;
+    let meta = super::mcp_auth::server_metadata(&http, issuer.trim_end_matches('/')).await?;
     let endpoint = |name: &str| {
         meta[name]
             .as_str()
@@ -329,13 +292,19 @@ async fn authorize(
         ("code", code),
         ("code_verifier", verifier),
         ("redirect_uri", redirect_uri),
-        ("client_id", client_id.clone()),
-        ("client_secret", client_secret.clone()),
     ];
     if let Some(r) = resource {
         form.push(("resource", r.to_string()));
     }
-    let tokens = token_request(&http, &token_endpoint, &form).await?;
+    let tokens = super::mcp_auth::token_request(
+        &http,
+        &token_endpoint,
+        form,
+        &client_id,
+        Some(&client_secret),
+        "client_secret_post",
+    )
+    .await?;
     let mut save = vec![
         (
             names.var("ACCESS_TOKEN"),
@@ -379,29 +348,6 @@ async fn authorize(
         path.display()
     );
     Ok(())
-}
-
-async fn token_request(
-    http: &reqwest::Client,
-    endpoint: &str,
-    form: &[(&str, String)],
-) -> CliResult<Value> {
-    let resp = http
-        .post(endpoint)
-        .form(form)
-        .send()
-        .await
-        .map_err(failed("token request"))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.map_err(failed("token response"))?;
-    if !status.is_success() || body["access_token"].as_str().is_none() {
-        return Err(CliError::Failed(format!(
-            "token request refused: {} {}",
-            body["error"].as_str().unwrap_or("error"),
-            body["error_description"].as_str().unwrap_or("")
-        )));
-    }
-    Ok(body)
 }
 
 pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
@@ -574,7 +520,7 @@ pub async fn refresh(cli: &Cli, args: &RefreshArgs) -> CliResult {
             .map(|(_, v)| v.clone())
             .filter(|v| !v.is_empty())
     };
-    let http = http()?;
+    let http = super::mcp_auth::http_client()?;
     let now = SystemClock.now_unix();
     let mut refreshed = Vec::new();
     let mut found = false;
@@ -609,7 +555,7 @@ pub async fn refresh(cli: &Cli, args: &RefreshArgs) -> CliResult {
                 let issuer = claims["iss"]
                     .as_str()
                     .ok_or_else(|| CliError::Failed("cannot tell where to refresh".into()))?;
-                server_metadata(&http, issuer).await?["token_endpoint"]
+                super::mcp_auth::server_metadata(&http, issuer.trim_end_matches('/')).await?["token_endpoint"]
                     .as_str()
                     .unwrap_or("")
                     .to_string()

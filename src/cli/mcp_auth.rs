@@ -262,6 +262,16 @@ impl Probe {
     }
 }
 
+/// The HTTP client of the CLI's OAuth flows: no redirects followed, bounded.
+pub fn http_client() -> CliResult<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+        .user_agent(concat!("mcp-gateway-cli/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| fail(e.to_string()))
+}
+
 async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
     let resp = http.get(url).send().await.ok()?;
     if !resp.status().is_success() {
@@ -323,7 +333,7 @@ fn resource_matches(resource: &str, server: &url::Url) -> bool {
 
 /// RFC 8414 §3 with path insertion, then OpenID Connect discovery inserted and appended; the
 /// metadata's issuer must be `issuer` exactly.
-async fn server_metadata(http: &reqwest::Client, issuer: &str) -> CliResult<Value> {
+pub async fn server_metadata(http: &reqwest::Client, issuer: &str) -> CliResult<Value> {
     let url = url::Url::parse(issuer).map_err(|e| fail(format!("issuer {issuer}: {e}")))?;
     let path = url.path().trim_end_matches('/').to_string();
     let mut candidates = vec![
@@ -388,12 +398,7 @@ pub async fn login(
     explicit_scope: Option<&str>,
     tool: Option<&ToolCall>,
 ) -> CliResult<Login> {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(15))
-        .user_agent(concat!("mcp-gateway-cli/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
+    let http = http_client()?;
     let server = url::Url::parse(server_url).map_err(|e| fail(format!("{server_url}: {e}")))?;
     let mut probe = Probe {
         server: server.clone(),
