@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::dev_gateway::{DevGateway, consent_and_dev_login, echo_upstream};
-use crate::support::gateway::{browser, location, pkce, query};
+use crate::support::dev_gateway::{DevGateway, dev_login, echo_upstream};
 use crate::support::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,45 +55,8 @@ async fn dev_mode_runs_a_complete_gateway_on_loopback() {
     assert_eq!(prm["authorization_servers"], json!([issuer]));
 
     // Register, authorize, consent, development login, token.
-    let client: Value = http()
-        .post(format!("{issuer}/register"))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client_id = client["client_id"].as_str().unwrap();
-    let (verifier, challenge) = pkce();
-    let b = browser();
-    let mut url = url::Url::parse(&format!("{issuer}/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", "http://127.0.0.1:9/cb")
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("resource", "http://localhost:3000/mcp");
-    let resp = consent_and_dev_login(&b, &issuer, url.as_str(), "newcomer").await;
-    assert_eq!(resp.status(), 302);
-    let code = query(&url::Url::parse(&location(&resp)).unwrap(), "code").unwrap();
-    let tokens: Value = http()
-        .post(format!("{issuer}/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("code_verifier", verifier.as_str()),
-            ("client_id", client_id),
-            ("redirect_uri", "http://127.0.0.1:9/cb"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = tokens["access_token"].as_str().expect("an access token");
+    let (_, access) = dev_login(&issuer, "http://localhost:3000/mcp", "newcomer").await;
+    let access = access.as_str();
     let resp = http()
         .get(format!("{verify}/verify"))
         .header("X-Forwarded-Proto", "http")
@@ -174,43 +136,8 @@ async fn dev_upstream_puts_an_mcp_server_behind_the_gateway() {
     assert_eq!(asm["issuer"], issuer.as_str());
 
     // A login for the proxy's resource, as an MCP client does it.
-    let client: Value = http()
-        .post(format!("{issuer}/register"))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client_id = client["client_id"].as_str().unwrap();
-    let (verifier, challenge) = pkce();
-    let mut url = url::Url::parse(&format!("{issuer}/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", "http://127.0.0.1:9/cb")
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("resource", &mcp);
-    let resp = consent_and_dev_login(&browser(), &issuer, url.as_str(), "alice").await;
-    let code = query(&url::Url::parse(&location(&resp)).unwrap(), "code").unwrap();
-    let tokens: Value = http()
-        .post(format!("{issuer}/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("code_verifier", verifier.as_str()),
-            ("client_id", client_id),
-            ("redirect_uri", "http://127.0.0.1:9/cb"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = tokens["access_token"].as_str().expect("an access token");
+    let (client_id, access) = dev_login(&issuer, &mcp, "alice").await;
+    let (client_id, access) = (client_id.as_str(), access.as_str());
 
     let seen: Value = http()
         .post(format!("{mcp}?x=1"))

@@ -78,6 +78,56 @@ impl DevGateway {
     }
 }
 
+/// A whole login against dev mode for `resource`, as `login`: registration of a public
+/// client, authorize, consent, the development login, the code exchange. Returns the client
+/// id and the access token.
+pub async fn dev_login(issuer: &str, resource: &str, login: &str) -> (String, String) {
+    use crate::support::gateway::{browser, pkce, query};
+    use serde_json::{Value, json};
+    let client: Value = http()
+        .post(format!("{issuer}/register"))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let (verifier, challenge) = pkce();
+    let mut url = url::Url::parse(&format!("{issuer}/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", "http://127.0.0.1:9/cb")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", resource);
+    let resp = consent_and_dev_login(&browser(), issuer, url.as_str(), login).await;
+    assert_eq!(resp.status(), 302);
+    let code = query(&url::Url::parse(&location(&resp)).unwrap(), "code").unwrap();
+    let tokens: Value = http()
+        .post(format!("{issuer}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", verifier.as_str()),
+            ("client_id", client_id.as_str()),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_string();
+    (client_id, access)
+}
+
 /// From an authorization URL: consent, then the development login as `login`. Returns the
 /// final redirect (to the client, or to the second-factor step).
 pub async fn consent_and_dev_login(

@@ -696,31 +696,8 @@ impl Stack {
         self.run_json(script, cmd, limit).await
     }
 
-    async fn run_json(&self, name: &str, mut cmd: Command, limit: Duration) -> (Value, String) {
-        cmd.current_dir(e2e_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let output = tokio::task::spawn_blocking(move || run_bounded(cmd, limit))
-            .await
-            .expect("script runner");
-        let (stdout, stderr, status) = match output {
-            Ok(o) => o,
-            Err(e) => panic!("{name}: {e}"),
-        };
-        let line = stdout
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or_default()
-            .to_string();
-        let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!(
-                "{name} ({status}) printed no JSON line ({e}):\nstdout:\n{stdout}\nstderr:\n{stderr}{}",
-                self.logs()
-            )
-        });
-        (json, stderr)
+    async fn run_json(&self, name: &str, cmd: Command, limit: Duration) -> (Value, String) {
+        run_json_command(name, cmd, limit, || self.logs()).await
     }
 }
 
@@ -1034,24 +1011,36 @@ pub async fn run_e2e_script_with(
     cmd.arg(e2e_dir().join(script))
         .args(args)
         .envs(env.iter().copied())
-        .env("E2E_NODE", node22())
-        .current_dir(e2e_dir())
+        .env("E2E_NODE", node22());
+    run_json_command(script, cmd, limit, String::new).await
+}
+
+/// Runs `cmd` in e2e/ within `limit`; its last stdout line is JSON. Returns it and the
+/// command's stderr; a failure panics with its output and `context()` (the stack's logs).
+async fn run_json_command(
+    name: &str,
+    mut cmd: Command,
+    limit: Duration,
+    context: impl FnOnce() -> String,
+) -> (Value, String) {
+    cmd.current_dir(e2e_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let (stdout, stderr, status) = tokio::task::spawn_blocking(move || run_bounded(cmd, limit))
         .await
         .expect("script runner")
-        .unwrap_or_else(|e| panic!("{script}: {e}"));
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let line = stdout
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or_default()
         .to_string();
-    let json = serde_json::from_str(&line).unwrap_or_else(|e| {
+    let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
         panic!(
-            "{script} ({status}) printed no JSON line ({e}):\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            "{name} ({status}) printed no JSON line ({e}):\nstdout:\n{stdout}\nstderr:\n{stderr}{}",
+            context()
         )
     });
     (json, stderr)
