@@ -190,17 +190,22 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> CliResult {
     }
     println!("Press Ctrl-C to stop.");
 
+    // The proxy takes no signals of its own: it stops when the services have (Ctrl-C, SIGTERM).
+    let stop_proxy = proxy.as_ref().map(|p| p.server.handle());
+    let services = async {
+        let done = tokio::join!(auth.run_until_stopped(), verify.run_until_stopped());
+        if let Some(handle) = stop_proxy {
+            handle.stop(false).await;
+        }
+        done
+    };
     let proxied = async {
         match proxy {
             Some(p) => p.server.await,
             None => Ok(()),
         }
     };
-    let (a, v, p) = tokio::join!(
-        auth.run_until_stopped(),
-        verify.run_until_stopped(),
-        proxied
-    );
+    let ((a, v), p) = tokio::join!(services, proxied);
     a.and(v)
         .and(p)
         .map_err(|e| CliError::Failed(format!("server failed: {e}")))

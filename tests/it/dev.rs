@@ -294,3 +294,54 @@ async fn e2e_scripts_traefik_local_fronts_dev_mode_without_edits() {
         "{flow:#}"
     );
 }
+
+/// Ctrl-C or SIGTERM stops `mcp-gateway dev --upstream` whole, its MCP proxy included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_upstream_stops_on_sigterm() {
+    let (upstream, _next, _echo) = echo_upstream().await;
+    let (auth_port, verify_port, mcp_port) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(bin("mcp-gateway"))
+        .args(["dev", "--listen", &format!("127.0.0.1:{auth_port}")])
+        .args(["--verify-listen", &format!("127.0.0.1:{verify_port}")])
+        .args([
+            "--upstream",
+            &upstream,
+            "--mcp-listen",
+            &format!("127.0.0.1:{mcp_port}"),
+        ])
+        .current_dir(tempfile::tempdir().unwrap().path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let prm = format!("http://127.0.0.1:{mcp_port}/.well-known/oauth-protected-resource/mcp");
+    wait_for(Duration::from_secs(10), || async {
+        http()
+            .get(&prm)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
+    .expect("the proxy is up");
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let stopped = wait_for(Duration::from_secs(15), || {
+        let exited = child.try_wait().unwrap().is_some();
+        async move { exited }
+    })
+    .await;
+    if stopped.is_err() {
+        let _ = child.kill();
+        panic!("mcp-gateway dev --upstream did not stop on SIGTERM");
+    }
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", mcp_port)).is_ok(),
+        "the proxy's port is free"
+    );
+}
