@@ -35,6 +35,55 @@ pub type Started<T> = (Settings, T, Arc<dyn Store>);
 
 /// Loads and validates the settings, with the service's own checks in `prepare`. `Ok(None)`
 /// after `--check-config` succeeded; `Err` with the exit code after printing why.
+/// What `--check-config` says about who logs users in, how their claims map, who is admitted
+/// and which MCP servers get the upstream token.
+fn describe_upstreams(settings: &Settings) -> Vec<String> {
+    let names: Vec<&str> = settings.upstreams.iter().map(|p| p.name()).collect();
+    let mut lines = vec![format!("upstream: {}", names.join(", "))];
+    if let Some(oidc) = &settings.oidc {
+        lines.push(format!(
+            "  oidc: issuer {} as {:?}, client {} ({}), scopes {:?}, redirect URI {}/callback/oidc",
+            oidc.issuer,
+            oidc.display_name,
+            oidc.client_id,
+            oidc.client_auth.name(),
+            oidc.scopes.join(" "),
+            settings.issuer
+        ));
+        lines.push(format!(
+            "  claims: id = {}#<{}>, username = {} (else the verified e-mail, else the id), groups = {}, e-mail verified by {:?}{}",
+            oidc.issuer,
+            oidc.subject_claim,
+            oidc.username_claim,
+            oidc.groups_claim,
+            oidc.email_trust,
+            if oidc.userinfo { ", userinfo read" } else { "" }
+        ));
+        for (name, value) in &oidc.required_claims {
+            lines.push(format!("  required claim: {name} = {value:?}"));
+        }
+        lines.push(format!(
+            "  upstream refresh at each of ours: {}",
+            if oidc.refresh {
+                "yes (offline_access)"
+            } else {
+                "no"
+            }
+        ));
+    }
+    lines.push("allowed:".to_string());
+    for line in settings.admission.describe() {
+        lines.push(format!("  {line}"));
+    }
+    if settings.upstream_token.enabled() {
+        lines.push(format!(
+            "upstream token forwarded in {} to: {:?}",
+            settings.upstream_token.header, settings.upstream_token.hosts
+        ));
+    }
+    lines
+}
+
 pub fn start<T>(
     name: &str,
     args: &ServiceArgs,
@@ -59,6 +108,9 @@ pub fn start<T>(
         }
         if !settings.scope_hierarchy.is_empty() {
             println!("scope hierarchy: {}", settings.scope_hierarchy.describe());
+        }
+        for line in describe_upstreams(&settings) {
+            println!("{line}");
         }
         return Ok(None);
     }

@@ -253,14 +253,19 @@ pub async fn load_pending(
 pub fn upstream_login_url(state: &AuthState, id: &str) -> String {
     match &state.upstream {
         Upstream::Github(github) => github.authorize_url(&state.endpoint("/callback"), id),
+        // Discovery may need fetching: our own step sends the browser on.
+        Upstream::Oidc(_) => state.endpoint(&format!("/login/oidc?state={id}")),
+        Upstream::Both { .. } => state.endpoint(&format!("/login?state={id}")),
         Upstream::DevLogin => state.endpoint(&format!("/dev/login?state={id}")),
     }
 }
 
-pub fn upstream_name(state: &AuthState) -> &'static str {
-    match state.upstream {
-        Upstream::Github(_) => "GitHub",
-        Upstream::DevLogin => "the development login",
+pub fn upstream_name(state: &AuthState) -> String {
+    match &state.upstream {
+        Upstream::Github(_) => "GitHub".into(),
+        Upstream::Oidc(oidc) => oidc.settings().display_name.clone(),
+        Upstream::Both { oidc, .. } => format!("GitHub or {}", oidc.settings().display_name),
+        Upstream::DevLogin => "the development login".into(),
     }
 }
 

@@ -2,8 +2,9 @@
 //! the token endpoint answers form-encoded unless asked for JSON, reports errors inside a
 //! 200 body, the API refuses requests without a `User-Agent`, and the user's e-mail may be
 //! private, in which case the primary verified address comes from `/user/emails`.
-//! GitHub's own token is used for these two calls and then dropped: it is never stored,
-//! forwarded, or put into our tokens. Every URL is configuration.
+//! GitHub's own token is used for these two calls; it is kept (sealed) only when
+//! `FORWARD_UPSTREAM_TOKEN` hands it to an MCP server, and never put into our tokens. Every URL
+//! is configuration; `GITHUB_SCOPES` are what the MCP servers that act as the user need.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use serde::Deserialize;
 
 use super::UpstreamUser;
 use crate::config::{GithubSettings, Secret};
+use crate::records::UpstreamSession;
 
 const USER_AGENT: &str = concat!("mcp-oauth-gateway/", env!("CARGO_PKG_VERSION"));
 
@@ -32,6 +34,7 @@ pub struct GithubClient {
     authorize_url: String,
     token_url: String,
     api_url: String,
+    scopes: String,
 }
 
 impl GithubClient {
@@ -63,6 +66,7 @@ impl GithubClient {
             authorize_url: settings.authorize_url.clone(),
             token_url: settings.token_url.clone(),
             api_url: settings.api_url.trim_end_matches('/').to_string(),
+            scopes: settings.scopes.clone(),
         })
     }
 
@@ -75,21 +79,30 @@ impl GithubClient {
             .append_pair("client_id", &self.client_id)
             .append_pair("redirect_uri", callback)
             .append_pair("state", state)
-            .append_pair("scope", "read:user user:email")
+            .append_pair("scope", &self.scopes)
             .append_pair("allow_signup", "false");
         url.to_string()
     }
 
-    /// Exchanges the code GitHub sent to our callback for the user it belongs to.
-    pub async fn login(&self, code: &str, callback: &str) -> Result<UpstreamUser, UpstreamError> {
-        let token = self.exchange(code, callback).await?;
-        self.user(&token).await
+    /// Exchanges the code GitHub sent to our callback for the user it belongs to, and
+    /// GitHub's token (kept, sealed, only for `FORWARD_UPSTREAM_TOKEN`).
+    pub async fn login(
+        &self,
+        code: &str,
+        callback: &str,
+    ) -> Result<(UpstreamUser, UpstreamSession), UpstreamError> {
+        let session = self.exchange(code, callback).await?;
+        let user = self.user(&session.access_token).await?;
+        Ok((user, session))
     }
 
-    async fn exchange(&self, code: &str, callback: &str) -> Result<String, UpstreamError> {
+    async fn exchange(&self, code: &str, callback: &str) -> Result<UpstreamSession, UpstreamError> {
         #[derive(Deserialize)]
         struct TokenAnswer {
             access_token: Option<String>,
+            /// GitHub Apps with expiring user tokens send these two.
+            refresh_token: Option<String>,
+            expires_in: Option<serde_json::Value>,
             error: Option<String>,
             error_description: Option<String>,
         }
@@ -128,10 +141,16 @@ impl GithubClient {
                 "token endpoint answered HTTP {status}"
             )));
         }
-        answer
+        let token = answer
             .access_token
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| UpstreamError::Refused("no access token in the answer".into()))
+            .ok_or_else(|| UpstreamError::Refused("no access token in the answer".into()))?;
+        Ok(UpstreamSession::new(
+            "github",
+            token,
+            answer.refresh_token,
+            answer.expires_in,
+        ))
     }
 
     async fn api<T: serde::de::DeserializeOwned>(
@@ -199,6 +218,7 @@ impl GithubClient {
             login: user.login,
             name: user.name.filter(|n| !n.is_empty()),
             email,
+            groups: Vec::new(),
         })
     }
 }

@@ -13,13 +13,35 @@ use super::{AuthState, OAuthError, UpstreamUser};
 use crate::records::{CodeRecord, MfaPending, PendingAuthorization};
 use crate::token::random_token;
 
+/// Who the upstream vouched for, how, and their sealed upstream session when one is kept.
+pub struct SignedIn {
+    pub user: UpstreamUser,
+    /// `github`, `oidc` or `dev`: the first `amr` entry.
+    pub method: &'static str,
+    pub upstream: Option<crate::records::UpstreamSession>,
+}
+
 /// The user is known: check the allow-list, issue our code, send the browser to the client.
 pub async fn complete_login(
     state: &AuthState,
     _req: &HttpRequest,
     pending: PendingAuthorization,
-    user: UpstreamUser,
+    signed_in: SignedIn,
 ) -> HttpResponse {
+    let SignedIn {
+        user,
+        method,
+        upstream,
+    } = signed_in;
+    // Kept only when something needs it: an MCP server that gets it, or our refresh that
+    // refreshes the upstream session.
+    let keep = state.settings.upstream_token.enabled()
+        || (method == "oidc"
+            && state.settings.oidc.as_ref().is_some_and(|o| o.refresh)
+            && upstream.as_ref().is_some_and(|s| s.refresh_token.is_some()));
+    let upstream = upstream
+        .filter(|_| keep)
+        .map(|s| s.seal(&state.upstream_box, &user.id));
     let client_state = pending.state.as_deref();
     // Consent was skipped for the user this browser remembered: another account that signs in
     // upstream has approved nothing.
@@ -36,19 +58,32 @@ pub async fn complete_login(
         );
     }
     // Not configured = nobody: a forgotten setting must not open the gateway to everyone.
-    let allowed = state
-        .settings
-        .allowed_users
-        .as_ref()
-        .is_some_and(|list| list.allows(&user.id, &user.login));
-    if !allowed {
-        tracing::info!(login = %user.login, "login refused: user not in ALLOWED_GITHUB_USERS");
-        return redirect_error(
-            state,
-            &pending.redirect_uri,
-            client_state,
-            "access_denied",
-            "this account is not allowed to use this gateway",
+    if !state.settings.admission.admits(&user.identity()) {
+        tracing::info!(login = %user.login, "login refused: no ALLOWED_* list admits this user");
+        state.metrics.error("callback", "access_denied");
+        // Our page, so the person learns why; its link still tells the client.
+        let mut params = vec![
+            ("error", "access_denied"),
+            (
+                "error_description",
+                "this account is not allowed to use this gateway",
+            ),
+        ];
+        if let Some(s) = client_state {
+            params.push(("state", s));
+        }
+        params.push(("iss", &state.settings.issuer));
+        let back = client_redirect(state, &pending.redirect_uri, &params);
+        return state.pages.refusal(
+            &OAuthError::new(
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                format!(
+                    "{} is not allowed to use this gateway. Ask its operator to add your account, e-mail domain or group.",
+                    user.email.as_deref().unwrap_or(&user.login)
+                ),
+            ),
+            &back,
         );
     }
     match super::identity::pin_login(state, &user).await {
@@ -74,9 +109,9 @@ pub async fn complete_login(
         }
     }
     if state.settings.mfa_required {
-        return begin_second_factor(state, pending, user).await;
+        return begin_second_factor(state, pending, user, method, upstream).await;
     }
-    issue_code(state, pending, user, vec!["github".into()]).await
+    issue_code(state, pending, user, vec![method.to_string()], upstream).await
 }
 
 /// Issues our single-use authorization code and sends the browser back to the client.
@@ -85,6 +120,7 @@ pub async fn issue_code(
     pending: PendingAuthorization,
     user: UpstreamUser,
     amr: Vec<String>,
+    upstream: Option<String>,
 ) -> HttpResponse {
     let client_state = pending.state.as_deref();
     let code = random_token();
@@ -98,6 +134,7 @@ pub async fn issue_code(
         user: user.clone(),
         amr,
         issued_at: state.now(),
+        upstream,
     };
     let stored = async {
         record
@@ -147,11 +184,15 @@ pub async fn begin_second_factor(
     state: &AuthState,
     authorization: PendingAuthorization,
     user: UpstreamUser,
+    method: &str,
+    upstream: Option<String>,
 ) -> HttpResponse {
     let id = random_token();
     let pending = MfaPending {
         authorization,
         user,
+        method: method.to_string(),
+        upstream,
         csrf: random_token(),
         new_secret: None,
         enrolled: false,

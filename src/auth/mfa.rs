@@ -332,11 +332,13 @@ async fn submit(
         Ok(()) => {
             clear_failures(&state, &login, &ip).await;
             let _ = MfaPending::take(state.store.as_ref(), id).await;
+            let amr = vec![pending.method.clone(), "otp".into()];
             issue_code(
                 &state,
                 pending.authorization,
                 pending.user,
-                vec!["github".into(), "otp".into()],
+                amr,
+                pending.upstream,
             )
             .await
         }
@@ -457,11 +459,13 @@ async fn finish_enrolment(
     }
     match MfaPending::take(state.store.as_ref(), id).await {
         Ok(Some(_)) => {
+            let amr = vec![pending.method.clone(), "otp".into()];
             issue_code(
                 &state,
                 pending.authorization,
                 pending.user,
-                vec!["github".into(), "otp".into()],
+                amr,
+                pending.upstream,
             )
             .await
         }

@@ -28,6 +28,7 @@ pub mod login;
 pub mod metadata;
 pub mod metrics;
 pub mod mfa;
+pub mod oidc;
 pub mod pages;
 pub mod params;
 pub mod ratelimit;
@@ -54,11 +55,71 @@ pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
 
 pub use crate::records::{CODE_LIFETIME, CONSENT_LIFETIME, PENDING_LIFETIME, UpstreamUser};
 
-/// Who logs users in: GitHub in production, a loopback-only form in `mcp-gateway dev`.
+/// Who logs users in: GitHub, an OpenID Connect provider, or both (the user picks on a
+/// chooser page); a loopback-only form in `mcp-gateway dev`.
 #[derive(Clone)]
 pub enum Upstream {
     Github(github::GithubClient),
+    Oidc(Arc<oidc::OidcClient>),
+    /// Both, in the order the chooser lists them (`UPSTREAM`).
+    Both {
+        github: github::GithubClient,
+        oidc: Arc<oidc::OidcClient>,
+        github_first: bool,
+    },
     DevLogin,
+}
+
+impl Upstream {
+    /// The providers `UPSTREAM` names, built from the settings; the error names the setting.
+    pub fn from_settings(settings: &Settings) -> Result<Self, String> {
+        use crate::config::Provider;
+        let github = || {
+            github::GithubClient::new(&settings.github)
+                .map_err(|(var, why)| format!("{var}: {why}"))
+        };
+        let oidc = || -> Result<Arc<oidc::OidcClient>, String> {
+            let config = settings
+                .oidc
+                .as_ref()
+                .ok_or("OIDC_ISSUER: required for the OpenID Connect login")?;
+            let key = settings
+                .upstream_token_key()
+                .ok_or("JWT_PRIVATE_KEY_B64: the authorization server needs a signing key")?;
+            use sha2::Digest;
+            let login_key = sha2::Sha256::new()
+                .chain_update(b"mcp-gateway oidc logins\0")
+                .chain_update(key)
+                .finalize()
+                .into();
+            oidc::OidcClient::new(config, login_key)
+                .map(Arc::new)
+                .map_err(|e| format!("OIDC_ISSUER: {e}"))
+        };
+        Ok(match settings.upstreams.as_slice() {
+            [Provider::Oidc] => Upstream::Oidc(oidc()?),
+            [Provider::Github] | [] => Upstream::Github(github()?),
+            [first, ..] => Upstream::Both {
+                github: github()?,
+                oidc: oidc()?,
+                github_first: *first == Provider::Github,
+            },
+        })
+    }
+
+    pub fn github(&self) -> Option<&github::GithubClient> {
+        match self {
+            Upstream::Github(g) | Upstream::Both { github: g, .. } => Some(g),
+            _ => None,
+        }
+    }
+
+    pub fn oidc(&self) -> Option<&oidc::OidcClient> {
+        match self {
+            Upstream::Oidc(o) | Upstream::Both { oidc: o, .. } => Some(o),
+            _ => None,
+        }
+    }
 }
 
 /// Everything the handlers share.
@@ -74,6 +135,9 @@ pub struct AuthState {
     pub cookie_key: [u8; 32],
     /// Encrypts TOTP secrets at rest.
     pub mfa_box: totp::SecretBox,
+    /// Encrypts upstream sessions at rest (`UPSTREAM_TOKEN_KEY`, else from the signing key);
+    /// verify opens the access tokens it forwards with the same key.
+    pub upstream_box: totp::SecretBox,
     /// Who the client is: the peer, or what a trusted proxy says.
     pub client_address: crate::forwarded::ClientAddress,
     /// Set on SIGTERM: not ready, connections closed after each response.
@@ -117,7 +181,9 @@ impl AuthState {
             metrics.cimd_fetches.clone(),
         )
         .map_err(|e| std::io::Error::other(format!("CIMD: {e}")))?;
+        let upstream_key = settings.upstream_token_key().unwrap_or(cookie_key);
         Ok(Self {
+            upstream_box: totp::SecretBox::new(upstream_key),
             documents,
             mfa_box: totp::SecretBox::new(mfa_key),
             client_address: crate::forwarded::ClientAddress::new(settings.trusted_proxies.clone()),

@@ -21,8 +21,9 @@ impl Default for Pages {
 
 impl Pages {
     /// Every page renders from these; a test renders each one.
-    pub const TEMPLATES: [&'static str; 8] = [
+    pub const TEMPLATES: [&'static str; 9] = [
         "layout.html",
+        "choose.html",
         "consent.html",
         "error.html",
         "success.html",
@@ -39,6 +40,7 @@ impl Pages {
             ("layout.html", include_str!("../../templates/layout.html")),
             ("consent.html", include_str!("../../templates/consent.html")),
             ("error.html", include_str!("../../templates/error.html")),
+            ("choose.html", include_str!("../../templates/choose.html")),
             ("success.html", include_str!("../../templates/success.html")),
             (
                 "mfa_enrol.html",
@@ -105,6 +107,16 @@ impl Pages {
     /// the same error as JSON).
     pub fn error(&self, e: &super::OAuthError) -> HttpResponse {
         self.error_page(e.status, e.code, &e.description)
+    }
+
+    /// A refusal the person should read (the allow-list said no), with a link that tells the
+    /// client (`back`: its redirect with the error).
+    pub fn refusal(&self, e: &super::OAuthError, back: &str) -> HttpResponse {
+        let html = self.render(
+            "error.html",
+            minijinja::context! { error => e.code, description => e.description, back => back },
+        );
+        self.respond(e.status, html, &[])
     }
 
     /// The page itself, for any code (the `/error` page shows what a client was sent).

@@ -9,11 +9,14 @@ use serde::Serialize;
 
 use super::client_auth::{authenticate, parse_form};
 use super::error::track;
+use super::github::UpstreamError;
 use super::params::{CodeChallenge, Resource, valid_verifier};
 use super::ratelimit::Limited;
 use super::{AuthState, OAuthError, UpstreamUser};
 use crate::policy::Scope;
-use crate::records::{Binding, ClientRecord, CodeRecord, RedeemedCode, RefreshRecord, StoredCode};
+use crate::records::{
+    Binding, ClientRecord, CodeRecord, RedeemedCode, RefreshRecord, StoredCode, UpstreamSession,
+};
 use crate::store::{GrantOutcome, GrantResult, GrantWrite, StoreError, TokenRecord, keys};
 use crate::token::{MintRequest, mint, random_token, sha256_b64url};
 
@@ -174,6 +177,7 @@ async fn authorization_code(
         redeem_code: Some(code_key),
         bound: Binding::default(),
         retry,
+        upstream: record.upstream,
     };
     issue(state, req, client, grant, "authorization_code").await
 }
@@ -311,12 +315,17 @@ async fn refresh(
             "the refresh token was issued to another client",
         ));
     }
-    let allowed = state
-        .settings
-        .allowed_users
-        .as_ref()
-        .is_some_and(|list| list.allows(&record.user.id, &record.user.login));
-    if !allowed {
+    let retry = Retry::new(&hash, presented, None);
+    // A retry of a refresh that already went through: its answer, without asking the
+    // upstream again (a rotated upstream refresh token would not work twice).
+    if let Ok(Some(sealed)) = state.store.get(&retry.key).await
+        && let Some(answer) = retry.open(&sealed, &client.client_id)
+    {
+        return Ok(answer);
+    }
+    let (user, upstream) = refresh_upstream(state, &record).await?;
+    let record = RefreshRecord { user, ..record };
+    if !state.settings.admission.admits(&record.user.identity()) {
         state
             .store
             .revoke_family(&record.family_id, state.settings.refresh_token_lifetime)
@@ -352,15 +361,74 @@ async fn refresh(
         resource: record.resource,
         amr: record.amr,
         family_id: record.family_id,
-        retry: Retry::new(&hash, presented, None),
+        retry,
         rotate_from: Some(hash),
         redeem_code: None,
         bound: record.binding,
+        upstream,
     };
     issue(state, req, client, grant, "refresh_token").await
 }
 
+/// The upstream session of a refresh grant, refreshed at the provider when it gave a refresh
+/// token (so a user disabled there loses access now), and who the user is there now. A
+/// provider that refuses ends the grant.
+async fn refresh_upstream(
+    state: &AuthState,
+    record: &RefreshRecord,
+) -> Result<(UpstreamUser, Option<String>), OAuthError> {
+    let sealer = &state.upstream_box;
+    let Some(session) = record
+        .upstream
+        .as_deref()
+        .and_then(|sealed| UpstreamSession::open(sealer, &record.user.id, sealed))
+    else {
+        return Ok((record.user.clone(), None));
+    };
+    let oidc = state
+        .upstream
+        .oidc()
+        .filter(|o| o.settings().refresh && session.provider == "oidc");
+    let (Some(oidc), Some(_)) = (oidc, session.refresh_token.as_ref()) else {
+        return Ok((
+            record.user.clone(),
+            Some(session.seal(sealer, &record.user.id)),
+        ));
+    };
+    match oidc.refresh(&session, &record.user).await {
+        Ok(login) => {
+            let sealed = login.session.seal(sealer, &login.user.id);
+            Ok((login.user, Some(sealed)))
+        }
+        Err(UpstreamError::Refused(why)) => {
+            tracing::info!(login = %record.user.login, reason = %why, "the upstream refused the refresh: grant ended");
+            state.metrics.upstream_failures.inc();
+            state
+                .store
+                .revoke_family(&record.family_id, state.settings.refresh_token_lifetime)
+                .await?;
+            Err(OAuthError::invalid_grant(
+                "the identity provider no longer accepts this session; sign in again",
+            ))
+        }
+        Err(UpstreamError::Unavailable(why)) => {
+            tracing::warn!(reason = %why, "the upstream cannot be reached for a refresh");
+            state.metrics.upstream_failures.inc();
+            Err(OAuthError::temporarily_unavailable(
+                "the identity provider cannot be reached; retry shortly",
+            ))
+        }
+    }
+}
+
+/// The resource's `host[:port]`, as verify compares hosts.
+fn resource_host(resource: &str) -> Option<String> {
+    let url = url::Url::parse(resource).ok()?;
+    Some(url[url::Position::BeforeHost..url::Position::BeforePath].to_ascii_lowercase())
+}
+
 struct Grant {
+    upstream: Option<String>,
     user: UpstreamUser,
     scope: String,
     resource: Option<String>,
@@ -450,6 +518,25 @@ async fn issue(
     let settings = &state.settings;
     let now = state.now();
     let binding = binding_for(state, req, &grant.bound)?;
+    // The MCP server gets the upstream's access token: ours ends no later than it does, so
+    // the client's refresh (which refreshes it upstream) comes first.
+    let forwarded = grant
+        .resource
+        .as_deref()
+        .and_then(resource_host)
+        .filter(|host| settings.upstream_token.forwards_to(host))
+        .and(grant.upstream.as_deref())
+        .and_then(|sealed| UpstreamSession::open(&state.upstream_box, &grant.user.id, sealed));
+    let mut lifetime = settings.access_token_lifetime;
+    if let Some(expires_at) = forwarded.as_ref().and_then(|s| s.expires_at) {
+        let left = expires_at - now;
+        if left <= 0 {
+            return Err(OAuthError::invalid_grant(
+                "the identity provider's token has expired and cannot be refreshed; sign in again",
+            ));
+        }
+        lifetime = lifetime.min(std::time::Duration::from_secs(left as u64));
+    }
     let minted = mint(
         &settings.keys,
         &settings.issuer,
@@ -458,10 +545,11 @@ async fn issue(
             username: grant.user.login.clone(),
             email: grant.user.email.clone(),
             name: grant.user.name.clone(),
+            groups: grant.user.groups.clone(),
             client_id: client.client_id.clone(),
             scope: grant.scope.clone(),
             audience: grant.resource.iter().cloned().collect(),
-            lifetime: settings.access_token_lifetime,
+            lifetime,
             amr: grant.amr.clone(),
             cert_thumbprint: binding.cert.clone(),
             bind_ip: binding.ip.clone(),
@@ -486,19 +574,29 @@ async fn issue(
         used: false,
         binding,
         rotated_from: grant.rotate_from.clone(),
+        upstream: grant.upstream.clone(),
     };
     let offers_refresh = client.allows_grant("refresh_token");
     let body = serde_json::to_string(&TokenResponse {
         access_token: &minted.token,
         token_type: "Bearer",
-        expires_in: settings.access_token_lifetime.as_secs(),
+        expires_in: lifetime.as_secs(),
         refresh_token: offers_refresh.then_some(refresh_token.as_str()),
         scope: &grant.scope,
     })
     .map_err(|e| OAuthError::server_error(e.to_string()))?;
     let claims = &minted.claims;
+    let mut token = TokenRecord::for_claims(claims, Some(grant.family_id.clone()));
+    // The access token alone (never the refresh token), sealed to this token's jti.
+    token.upstream = forwarded.map(|s| {
+        UpstreamSession {
+            refresh_token: None,
+            ..s
+        }
+        .seal(&state.upstream_box, &claims.jti)
+    });
     let write = GrantWrite {
-        token: TokenRecord::for_claims(claims, Some(grant.family_id.clone())),
+        token,
         refresh_hash,
         refresh_json: serde_json::to_string(&refresh_record)
             .map_err(|e| OAuthError::server_error(e.to_string()))?,

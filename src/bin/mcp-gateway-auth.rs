@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mcp_oauth_gateway::auth::{AuthServer, Upstream, github::GithubClient};
+use mcp_oauth_gateway::auth::{AuthServer, Upstream};
 use mcp_oauth_gateway::clock;
 use mcp_oauth_gateway::service::{self, ServiceArgs};
 
@@ -22,14 +22,14 @@ async fn main() -> ExitCode {
         if settings.keys.signing_key().is_none() {
             return Err("JWT_PRIVATE_KEY_B64: the authorization server needs a signing key".into());
         }
-        GithubClient::new(&settings.github).map_err(|(var, why)| format!("{var}: {why}"))
+        Upstream::from_settings(settings)
     };
-    let (settings, github, store) = match service::start(NAME, &Args::parse().service, prepare) {
+    let (settings, upstream, store) = match service::start(NAME, &Args::parse().service, prepare) {
         Ok(Some(started)) => started,
         Ok(None) => return ExitCode::SUCCESS,
         Err(code) => return code,
     };
-    let server = AuthServer::build(settings, store, clock::system(), Upstream::Github(github))
+    let server = AuthServer::build(settings, store, clock::system(), upstream)
         .map(|s| (s.addr(), s.run_until_stopped()));
     service::serve(NAME, server).await
 }

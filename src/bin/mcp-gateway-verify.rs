@@ -18,7 +18,16 @@ struct Args {
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let (settings, (), store) = match service::start(NAME, &Args::parse().service, |_| Ok(())) {
+    let prepare = |settings: &mcp_oauth_gateway::config::Settings| {
+        if settings.upstream_token.enabled() && settings.upstream_token_key().is_none() {
+            return Err(
+                "UPSTREAM_TOKEN_KEY: FORWARD_UPSTREAM_TOKEN needs the key the authorization server seals upstream tokens with (or its signing key)"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    };
+    let (settings, (), store) = match service::start(NAME, &Args::parse().service, prepare) {
         Ok(Some(started)) => started,
         Ok(None) => return ExitCode::SUCCESS,
         Err(code) => return code,

@@ -99,7 +99,9 @@ fn is_identity_header(name: &str) -> bool {
             c => c.to_ascii_lowercase(),
         })
         .collect();
-    normalized.starts_with("x-user-") || normalized.starts_with("x-auth-")
+    normalized.starts_with("x-user-")
+        || normalized.starts_with("x-auth-")
+        || normalized == "x-upstream-token"
 }
 
 fn passed_on(name: &str) -> bool {
@@ -305,6 +307,7 @@ mod tests {
             "x_user_email",
             "X.Auth.Scope",
             "x-auth-token",
+            "X_Upstream_Token",
         ] {
             assert!(is_identity_header(name), "{name}");
         }

@@ -84,6 +84,9 @@ pub struct MintArgs {
     /// Authentication methods, comma-separated (e.g. github,otp).
     #[arg(long, value_delimiter = ',')]
     pub amr: Vec<String>,
+    /// Upstream groups for the `groups` claim (`X-User-Groups`), comma-separated.
+    #[arg(long = "groups", value_delimiter = ',')]
+    pub groups: Vec<String>,
     /// Bind the token to this client IP.
     #[arg(long)]
     pub bind_ip: Option<std::net::IpAddr>,
@@ -408,6 +411,7 @@ async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
         username: args.user.clone(),
         email: args.email.clone(),
         name: args.name.clone(),
+        groups: args.groups.clone(),
         client_id: args.client_id.clone(),
         scope: args.scope.split_whitespace().collect::<Vec<_>>().join(" "),
         audience: args.resource.clone(),
@@ -623,10 +627,13 @@ async fn validate_saved(cli: &Cli, verify_url: Option<&str>) -> CliResult {
         let (verdict, live) = match validate(&token, &settings.keys, &policy, now()) {
             Err(e) => (format!("invalid: {e}"), false),
             Ok(claims) => {
-                let allowed = settings
-                    .allowed_users
-                    .as_ref()
-                    .is_none_or(|l| l.allows(&claims.sub, &claims.username));
+                let allowed = !settings.admission.is_configured()
+                    || settings.admission.admits(&crate::policy::Identity {
+                        id: &claims.sub,
+                        login: &claims.username,
+                        email: claims.email.as_deref(),
+                        groups: &claims.groups,
+                    });
                 let live = store.token_is_live(&claims.jti).await.unwrap_or(false);
                 match (allowed, live) {
                     (false, _) => (format!("user {} is not allowed", claims.username), false),

@@ -20,13 +20,15 @@ use ipnet::IpNet;
 mod cimd;
 mod raw;
 mod redis;
+mod upstream;
 
 use raw::Raw;
 pub use raw::{KNOWN_SETTINGS, parse_duration, split_list};
 
-use crate::policy::{AllowList, HostPattern, ScopePolicy, is_scope_token};
+use crate::policy::{Admission, HostPattern, ScopePolicy, is_scope_token};
 pub use cimd::CimdSettings;
 pub use redis::{RedisSentinel, RedisTls};
+pub use upstream::{EmailTrust, OidcClientAuth, OidcSettings, Provider, UpstreamTokenSettings};
 
 use crate::token::keys::{KeyMaterial, KeySet, SigningAlgorithm};
 
@@ -177,6 +179,8 @@ pub struct GithubSettings {
     pub authorize_url: String,
     pub token_url: String,
     pub api_url: String,
+    /// `GITHUB_SCOPES` (default `read:user user:email`).
+    pub scopes: String,
 }
 
 /// Validated settings shared by every binary.
@@ -192,9 +196,15 @@ pub struct Settings {
     /// Sentinel-managed Redis (`REDIS_SENTINELS`), if configured.
     pub redis_sentinel: Option<RedisSentinel>,
     pub github: GithubSettings,
-    /// `None` when `ALLOWED_GITHUB_USERS` is not set at all: verify then leaves the decision to
-    /// the authorization server, which treats "not set" as "nobody".
-    pub allowed_users: Option<AllowList>,
+    /// `UPSTREAM`: who users sign in with, in the chooser's order.
+    pub upstreams: Vec<Provider>,
+    /// `OIDC_*`, when `oidc` is an upstream.
+    pub oidc: Option<OidcSettings>,
+    /// The `ALLOWED_*` lists. None set: verify leaves the decision to the authorization
+    /// server, which treats "not set" as "nobody".
+    pub admission: Admission,
+    /// `FORWARD_UPSTREAM_TOKEN` and its header and key.
+    pub upstream_token: UpstreamTokenSettings,
     pub access_token_lifetime: Duration,
     pub refresh_token_lifetime: Duration,
     /// `None` = registrations never expire (`CLIENT_LIFETIME=0`).
@@ -246,6 +256,21 @@ impl Settings {
         Self::from_raw(&raw)
     }
 
+    /// The key that seals upstream tokens at rest: `UPSTREAM_TOKEN_KEY`, else derived from the
+    /// signing key; `None` when neither is there (a verify without the signing key needs
+    /// `UPSTREAM_TOKEN_KEY` to forward upstream tokens).
+    pub fn upstream_token_key(&self) -> Option<[u8; 32]> {
+        if let Some(key) = &self.upstream_token.key {
+            return Some(*key.expose());
+        }
+        use sha2::Digest;
+        let key = self.keys.signing_key()?.encoding()?.as_bytes();
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"mcp-gateway upstream tokens\0");
+        hasher.update(key);
+        Some(hasher.finalize().into())
+    }
+
     /// The listen address, or the binary's default.
     pub fn listen_addr_or(&self, default: SocketAddr) -> SocketAddr {
         self.listen_addr.unwrap_or(default)
@@ -276,7 +301,12 @@ impl Settings {
 
         let github = github(raw)?;
 
-        let allowed_users = raw.get_raw("ALLOWED_GITHUB_USERS").map(AllowList::parse);
+        let upstream::Upstreams {
+            providers: upstreams,
+            oidc,
+            admission,
+            upstream_token,
+        } = upstream::upstreams(raw)?;
 
         let access_token_lifetime = raw.duration("ACCESS_TOKEN_LIFETIME", 30 * 86_400)?;
         if access_token_lifetime.is_zero() {
@@ -405,7 +435,10 @@ impl Settings {
             redis_tls,
             redis_sentinel,
             github,
-            allowed_users,
+            upstreams,
+            oidc,
+            admission,
+            upstream_token,
             access_token_lifetime,
             refresh_token_lifetime,
             client_lifetime,
@@ -503,6 +536,9 @@ fn github(raw: &Raw) -> Result<GithubSettings, ConfigError> {
             .map(|u| parse_http_url("GITHUB_API_URL", u))
             .transpose()?
             .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.into()),
+        scopes: split_list(raw.get("GITHUB_SCOPES").unwrap_or("read:user user:email"))
+            .collect::<Vec<_>>()
+            .join(" "),
     })
 }
 
@@ -603,21 +639,7 @@ fn mfa(raw: &Raw) -> Result<MfaSettings, ConfigError> {
     Ok(MfaSettings {
         encryption_key: match raw.get("MFA_ENCRYPTION_KEY") {
             None => None,
-            Some(b64) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .or_else(|_| {
-                        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim())
-                    })
-                    .map_err(|_| ConfigError::new("MFA_ENCRYPTION_KEY", "not base64"))?;
-                let key: [u8; 32] = bytes.try_into().map_err(|_| {
-                    ConfigError::new(
-                        "MFA_ENCRYPTION_KEY",
-                        "must be 32 bytes (openssl rand -base64 32)",
-                    )
-                })?;
-                Some(Secret::new(key))
-            }
+            Some(b64) => Some(Secret::new(upstream::key32("MFA_ENCRYPTION_KEY", b64)?)),
         },
         max_failures: raw.number_u32("MFA_MAX_FAILURES", 3)?.max(1),
         failure_window: raw.duration("MFA_FAILURE_WINDOW", 120)?,
@@ -749,6 +771,87 @@ mod tests {
     }
 
     #[test]
+    fn upstreams_allow_lists_and_upstream_tokens_are_validated() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut source = hs_source();
+            for (k, v) in pairs {
+                source = source.with(*k, *v);
+            }
+            Settings::load(&source)
+        };
+        let oidc = [
+            ("OIDC_ISSUER", "https://login.example.com/t/v2.0"),
+            ("OIDC_CLIENT_ID", "gw"),
+            ("OIDC_CLIENT_SECRET", "s"),
+        ];
+        // The providers configured are the upstreams, GitHub alone by default.
+        assert_eq!(with(&[]).unwrap().upstreams, vec![Provider::Github]);
+        let s = with(&oidc).unwrap();
+        assert_eq!(s.upstreams, vec![Provider::Oidc]);
+        let o = s.oidc.unwrap();
+        assert_eq!(o.scopes, ["openid", "email", "profile", "offline_access"]);
+        assert_eq!(o.display_name, "login.example.com");
+        let mut both = oidc.to_vec();
+        both.push(("UPSTREAM", "oidc, github"));
+        assert_eq!(
+            with(&both).unwrap().upstreams,
+            vec![Provider::Oidc, Provider::Github]
+        );
+        let err = |pairs: &[(&str, &str)]| with(pairs).unwrap_err().var;
+        assert_eq!(err(&[("UPSTREAM", "saml")]), "UPSTREAM");
+        assert_eq!(err(&[("UPSTREAM", "oidc")]), "OIDC_ISSUER");
+        let mut plain = oidc.to_vec();
+        plain[0] = ("OIDC_ISSUER", "http://idp.example.com");
+        assert_eq!(err(&plain), "OIDC_ISSUER");
+        let mut no_secret = oidc.to_vec();
+        no_secret.pop();
+        assert_eq!(err(&no_secret), "OIDC_CLIENT_SECRET");
+        let mut jwt = oidc.to_vec();
+        jwt.push(("OIDC_CLIENT_AUTH_METHOD", "private_key_jwt"));
+        assert_eq!(err(&jwt), "OIDC_PRIVATE_KEY_FILE");
+        let mut ours = oidc.to_vec();
+        ours.push(("OIDC_AUTH_PARAMS", "nonce=1"));
+        assert_eq!(err(&ours), "OIDC_AUTH_PARAMS");
+
+        assert_eq!(
+            err(&[("ALLOWED_EMAIL_DOMAINS", "*")]),
+            "ALLOWED_EMAIL_DOMAINS"
+        );
+        assert_eq!(
+            err(&[("ALLOWED_USERS", "a"), ("ALLOWED_GITHUB_USERS", "b")]),
+            "ALLOWED_USERS"
+        );
+        assert_eq!(err(&[("ALLOWED_EMAILS", "nobody")]), "ALLOWED_EMAILS");
+        let s = with(&[
+            ("ALLOWED_EMAIL_DOMAINS", "@Example.com"),
+            ("ALLOWED_GROUPS", "eng"),
+        ])
+        .unwrap();
+        assert!(s.admission.is_configured());
+        assert_eq!(s.admission.groups, ["eng"]);
+
+        for header in ["Authorization", "X-User-Token", "bad header"] {
+            assert_eq!(
+                err(&[
+                    ("FORWARD_UPSTREAM_TOKEN", "true"),
+                    ("UPSTREAM_TOKEN_HEADER", header)
+                ]),
+                "UPSTREAM_TOKEN_HEADER"
+            );
+        }
+        let s = with(&[("FORWARD_UPSTREAM_TOKEN", "github-mcp.example.com")]).unwrap();
+        assert!(s.upstream_token.forwards_to("github-mcp.example.com"));
+        assert!(!s.upstream_token.forwards_to("other.example.com"));
+        assert!(!with(&[]).unwrap().upstream_token.enabled());
+        assert_eq!(
+            err(&[("UPSTREAM_TOKEN_KEY", "c2hvcnQ=")]),
+            "UPSTREAM_TOKEN_KEY"
+        );
+        // Derived from the signing key when not given: auth and verify agree.
+        assert!(with(&[]).unwrap().upstream_token_key().is_some());
+    }
+
+    #[test]
     fn defaults_follow_base_domain() {
         let s = Settings::load(&hs_source()).unwrap();
         assert_eq!(s.issuer, "https://auth.example.com");
@@ -758,7 +861,7 @@ mod tests {
         assert_eq!(s.resource_path, "/mcp");
         assert_eq!(s.access_token_lifetime, Duration::from_secs(30 * 86_400));
         assert_eq!(s.failure_mode, FailureMode::Closed);
-        assert!(s.allowed_users.is_none());
+        assert!(!s.admission.is_configured());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde::Deserialize;
 mod access;
 mod scopes;
 
-pub use access::{AllowList, HostPattern, strip_port};
+pub use access::{Admission, AllowList, HostPattern, Identity, strip_port};
 pub use scopes::{Scope, ScopePolicy, is_scope_token};
 
 use crate::config::split_list;

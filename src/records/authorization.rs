@@ -101,6 +101,12 @@ impl PendingAuthorization {
 pub struct MfaPending {
     pub authorization: PendingAuthorization,
     pub user: UpstreamUser,
+    /// How the user signed in upstream (`github`, `oidc`, `dev`): the first `amr` entry.
+    #[serde(default = "github_method")]
+    pub method: String,
+    /// The sealed [`super::UpstreamSession`], when one is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
     pub csrf: String,
     /// During enrolment: the new secret, sealed.
     #[serde(default)]
@@ -150,6 +156,13 @@ pub struct CodeRecord {
     pub user: UpstreamUser,
     pub amr: Vec<String>,
     pub issued_at: i64,
+    /// The sealed [`super::UpstreamSession`] (sealed to the user id), when one is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+}
+
+fn github_method() -> String {
+    "github".to_string()
 }
 
 impl CodeRecord {

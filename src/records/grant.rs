@@ -27,6 +27,10 @@ pub struct RefreshRecord {
     /// first used (the store reads this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_from: Option<String>,
+    /// The sealed [`super::UpstreamSession`] (sealed to the user id), when one is kept: our
+    /// refresh refreshes it upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 /// The client properties a grant is bound to (each only when that binding was on).

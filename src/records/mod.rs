@@ -46,13 +46,82 @@ pub const CONSENT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 /// The identity the upstream vouched for; what our tokens say about the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct UpstreamUser {
-    /// GitHub's numeric user id, as text (`sub`).
+    /// Our `sub`: GitHub's numeric user id as text, or `{issuer}#{subject}` for an OpenID
+    /// provider (stable, and never the same as another provider's).
     pub id: String,
     pub login: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Only an address the upstream verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The groups the upstream names (OpenID providers' `groups` claim or its configured name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+impl UpstreamUser {
+    /// What the allow-lists are asked about.
+    pub fn identity(&self) -> crate::policy::Identity<'_> {
+        crate::policy::Identity {
+            id: &self.id,
+            login: &self.login,
+            email: self.email.as_deref(),
+            groups: &self.groups,
+        }
+    }
+}
+
+/// What the upstream gave for a user's session: its access token (for MCP servers that act as
+/// the user, `FORWARD_UPSTREAM_TOKEN`) and refresh token (our refresh refreshes it). Stored
+/// only sealed (AES-256-GCM, [`crate::auth::totp::SecretBox`]) inside the code and refresh
+/// records; the access token alone, sealed to its `jti`, in the access token's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UpstreamSession {
+    /// `github` or `oidc`.
+    pub provider: String,
+    pub access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// When the access token expires (unix seconds), when the provider said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl UpstreamSession {
+    /// `expires_in` as a token answer carries it (a number, or a string for some providers).
+    pub fn new(
+        provider: &str,
+        access_token: String,
+        refresh_token: Option<String>,
+        expires_in: Option<serde_json::Value>,
+    ) -> Self {
+        let expires_in = expires_in.and_then(|v| match v {
+            serde_json::Value::Number(n) => n.as_i64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        });
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Self {
+            provider: provider.to_string(),
+            access_token,
+            refresh_token: refresh_token.filter(|t| !t.is_empty()),
+            expires_at: expires_in.filter(|s| *s > 0).map(|s| now + s),
+        }
+    }
+
+    /// Sealed for storage, bound to `owner` (the user id, or a token's `jti`).
+    pub fn seal(&self, sealer: &crate::auth::totp::SecretBox, owner: &str) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        sealer.seal(owner, &json)
+    }
+
+    pub fn open(sealer: &crate::auth::totp::SecretBox, owner: &str, sealed: &str) -> Option<Self> {
+        serde_json::from_slice(&sealer.open(owner, sealed)?).ok()
+    }
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> StoreResult<String> {

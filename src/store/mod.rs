@@ -45,6 +45,10 @@ pub struct TokenRecord {
     /// Refresh family the token came from, when it came from a refresh flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family_id: Option<String>,
+    /// The upstream's access token for the MCP server (`FORWARD_UPSTREAM_TOKEN`), sealed to
+    /// this `jti`: verify opens it; revoking the token deletes it with the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 /// Tokens to record for one grant: an access token and a refresh token in a family,
@@ -112,6 +116,7 @@ impl TokenRecord {
             issued_at: claims.iat,
             expires_at: claims.exp,
             family_id,
+            upstream: None,
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct AccessClaims {
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The user's groups at the upstream, when it names any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// Authentication methods (RFC 8176): `github`, and `otp` after a second factor.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
@@ -95,6 +98,7 @@ pub const REGISTERED_CLAIMS: &[&str] = &[
     "username",
     "email",
     "name",
+    "groups",
     "amr",
     "cnf",
     "bind_ip",

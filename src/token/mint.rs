@@ -17,6 +17,8 @@ pub struct MintRequest {
     pub username: String,
     pub email: Option<String>,
     pub name: Option<String>,
+    /// The upstream's groups (`groups` claim; omitted when empty).
+    pub groups: Vec<String>,
     pub client_id: String,
     /// Space-separated scopes.
     pub scope: String,
@@ -70,6 +72,7 @@ pub fn mint(
         username: request.username,
         email: request.email,
         name: request.name,
+        groups: request.groups,
         amr: request.amr,
         cnf: request
             .cert_thumbprint

@@ -170,6 +170,7 @@ mod tests {
         MintRequest {
             subject: "42".into(),
             username: "alice".into(),
+            groups: Vec::new(),
             client_id: "client-1".into(),
             scope: "mcp".into(),
             audience: vec!["https://mcp.example.com/mcp".into()],

@@ -19,6 +19,7 @@ use crate::token::AccessClaims;
 pub const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 pub const X_USER_NAME: HeaderName = HeaderName::from_static("x-user-name");
 pub const X_USER_EMAIL: HeaderName = HeaderName::from_static("x-user-email");
+pub const X_USER_GROUPS: HeaderName = HeaderName::from_static("x-user-groups");
 pub const X_AUTH_CLIENT_ID: HeaderName = HeaderName::from_static("x-auth-client-id");
 pub const X_AUTH_SCOPE: HeaderName = HeaderName::from_static("x-auth-scope");
 pub const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
@@ -38,6 +39,9 @@ pub struct VerifiedToken {
     /// Bindings, when the token has any (most have none).
     bindings: Option<Box<Bindings>>,
     pub has_otp: bool,
+    /// `FORWARD_UPSTREAM_TOKEN`: the upstream access token (sensitive header) and when it
+    /// expires, once read; `Some((None, _))` = the grant has none.
+    upstream: std::sync::OnceLock<Box<(Option<HeaderValue>, Option<i64>)>>,
     /// Liveness confirmed under this epoch of the revocation feed …
     stamp_epoch: AtomicU64,
     /// … when this many revocations had been heard …
@@ -53,6 +57,10 @@ struct Identity {
     user_id: HeaderValue,
     user_name: HeaderValue,
     email: Option<HeaderValue>,
+    /// The `groups` claim, comma-separated (group names with a comma or a control character
+    /// never reach a token).
+    groups: Option<HeaderValue>,
+    group_list: Box<[String]>,
     client_id: HeaderValue,
     scope: HeaderValue,
 }
@@ -104,6 +112,7 @@ impl VerifiedToken {
             token: forward_token.then(|| Box::new(header_value(token))),
             bindings,
             has_otp,
+            upstream: std::sync::OnceLock::new(),
             jti: claims.jti.into_boxed_str(),
             stamp_epoch: AtomicU64::new(u64::MAX),
             stamp_revocations: AtomicU64::new(0),
@@ -119,6 +128,17 @@ impl VerifiedToken {
     /// `username`, as its header carries it.
     pub fn username(&self) -> &str {
         self.identity.user_name.to_str().unwrap_or("")
+    }
+
+    /// What the allow-lists are asked about at verify.
+    pub fn who(&self) -> crate::policy::Identity<'_> {
+        let id = &*self.identity;
+        crate::policy::Identity {
+            id: self.user_id(),
+            login: self.username(),
+            email: id.email.as_ref().and_then(|e| e.to_str().ok()),
+            groups: &id.group_list,
+        }
     }
 
     pub fn client_id(&self) -> &str {
@@ -146,6 +166,31 @@ impl VerifiedToken {
         self.bindings.as_ref().and_then(|b| b.cert.as_deref())
     }
 
+    /// The upstream token's header value, once [`Self::set_upstream_token`] ran.
+    pub fn upstream_token(&self) -> Option<&HeaderValue> {
+        self.upstream.get().and_then(|b| b.0.as_ref())
+    }
+
+    /// `None`: not read yet; `Some(expiry)` once read.
+    pub fn upstream_token_state(&self) -> Option<Option<i64>> {
+        self.upstream.get().map(|b| b.1)
+    }
+
+    /// Keeps the upstream token read for this token (the first reader wins); its expiry.
+    pub fn set_upstream_token(&self, token: Option<(&str, Option<i64>)>) -> Option<i64> {
+        let (value, at) = match token {
+            Some((text, at)) => (
+                HeaderValue::from_str(text).ok().map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                }),
+                at,
+            ),
+            None => (None, None),
+        };
+        self.upstream.get_or_init(|| Box::new((value, at))).1
+    }
+
     /// The identity headers of a 200, in order.
     pub fn identity_headers(&self) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
         let id = &*self.identity;
@@ -153,6 +198,7 @@ impl VerifiedToken {
             (X_USER_ID, Some(&id.user_id)),
             (X_USER_NAME, Some(&id.user_name)),
             (X_USER_EMAIL, id.email.as_ref()),
+            (X_USER_GROUPS, id.groups.as_ref()),
             (X_AUTH_CLIENT_ID, Some(&id.client_id)),
             (X_AUTH_SCOPE, Some(&id.scope)),
             (X_AUTH_TOKEN, self.token.as_deref()),
@@ -219,7 +265,7 @@ pub struct Interner {
     identities: std::sync::Mutex<std::collections::HashMap<IdentityKey, Arc<Identity>>>,
 }
 
-type IdentityKey = (String, String, Option<String>, String, String);
+type IdentityKey = (String, String, Option<String>, String, String, String);
 type AudienceList = Arc<[Arc<str>]>;
 
 const MAX_INTERNED: usize = 65_536;
@@ -246,6 +292,7 @@ impl Interner {
             email,
             claims.client_id.clone(),
             claims.scope.clone(),
+            claims.groups.join(","),
         );
         let mut map = self.identities.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(shared) = map.get(&key) {
@@ -255,6 +302,8 @@ impl Interner {
             user_id: header_value(&key.0),
             user_name: header_value(&key.1),
             email: key.2.as_deref().map(header_value),
+            groups: (!key.5.is_empty()).then(|| header_value(&key.5)),
+            group_list: claims.groups.clone().into_boxed_slice(),
             client_id: header_value(&key.3),
             scope: header_value(&key.4),
         });

@@ -41,6 +41,14 @@ pub async fn forward_auth(
             for (name, value) in verified.identity_headers() {
                 ok.insert_header((name, value.clone()));
             }
+            // Only on a 200 (Traefik copies only authResponseHeaders to the MCP server; a
+            // refusal's headers would go back to the client).
+            if let (Some((name, _)), Some(target)) = (&state.upstream_token, &target)
+                && state.settings.upstream_token.forwards_to(&target.host)
+                && let Some(value) = verified.upstream_token()
+            {
+                ok.insert_header((name.clone(), value.clone()));
+            }
             if state.settings.tool_policy_header && !state.settings.tool_policy.is_empty() {
                 let scopes: Vec<&str> = verified.scopes().collect();
                 let denied = state.settings.tool_policy.denied_tools(
@@ -157,9 +165,7 @@ impl VerifyState {
             ));
         }
 
-        if let Some(allowed) = &settings.allowed_users
-            && !allowed.allows(verified.user_id(), verified.username())
-        {
+        if settings.admission.is_configured() && !settings.admission.admits(&verified.who()) {
             return Err(Denial::new(
                 Reason::UserNotAllowed,
                 "the user is not allowed to use this gateway",
@@ -197,7 +203,45 @@ impl VerifyState {
                 jsonrpc_code: None,
             });
         }
+        if self.upstream_token.is_some() && settings.upstream_token.forwards_to(&target.host) {
+            self.load_upstream_token(&verified).await?;
+        }
         Ok(verified)
+    }
+
+    /// The user's upstream access token for this MCP server: read from the token's record
+    /// once, opened with the key it was sealed with, then kept with the cached token.
+    async fn load_upstream_token(&self, verified: &VerifiedToken) -> Result<(), Denial> {
+        let Some((_, sealer)) = &self.upstream_token else {
+            return Ok(());
+        };
+        let expires_at = match verified.upstream_token_state() {
+            Some(expires_at) => expires_at,
+            None => {
+                let record = self.store.token(&verified.jti).await.map_err(|e| {
+                    tracing::warn!(error = %e, "the upstream token cannot be read");
+                    Denial::new(
+                        Reason::StoreUnavailable,
+                        "the token's status cannot be checked right now; retry shortly",
+                    )
+                })?;
+                let session = record.and_then(|r| r.upstream).and_then(|sealed| {
+                    crate::records::UpstreamSession::open(sealer, &verified.jti, &sealed)
+                });
+                verified.set_upstream_token(
+                    session
+                        .as_ref()
+                        .map(|s| (s.access_token.as_str(), s.expires_at)),
+                )
+            }
+        };
+        if expires_at.is_some_and(|at| self.clock.now_unix() >= at) {
+            return Err(Denial::new(
+                Reason::Expired,
+                "the identity provider's token for this server has expired; refresh",
+            ));
+        }
+        Ok(())
     }
 
     /// The scopes the per-tool policy requires of this request's calls; a refusal when the

@@ -56,6 +56,11 @@ pub struct VerifyState {
     pub client_address: request::ClientAddress,
     /// Set on SIGTERM: not ready, connections closed after each response.
     pub draining: Arc<crate::service::Draining>,
+    /// `FORWARD_UPSTREAM_TOKEN`: the header, and the key that opens the sealed tokens.
+    pub upstream_token: Option<(
+        actix_web::http::header::HeaderName,
+        crate::auth::totp::SecretBox,
+    )>,
 }
 
 impl VerifyState {
@@ -83,6 +88,18 @@ impl VerifyState {
             clock,
             client_address: request::ClientAddress::new(settings.trusted_proxies.clone()),
             draining: Arc::default(),
+            upstream_token: settings
+                .upstream_token
+                .enabled()
+                .then(|| {
+                    let name = actix_web::http::header::HeaderName::from_bytes(
+                        settings.upstream_token.header.as_bytes(),
+                    )
+                    .ok()?;
+                    let key = settings.upstream_token_key()?;
+                    Some((name, crate::auth::totp::SecretBox::new(key)))
+                })
+                .flatten(),
             settings,
         }
     }

@@ -44,6 +44,7 @@ fn record(jti: &str, user: &str, client: &str, expires_in: i64) -> TokenRecord {
         issued_at: now,
         expires_at: now + expires_in,
         family_id: None,
+        upstream: None,
     }
 }
 

@@ -165,6 +165,7 @@ async fn identifiers_starting_with_a_dash_are_not_flags() {
         issued_at: now,
         expires_at: now + 600,
         family_id: None,
+        upstream: None,
     };
     store.put_token(&record, now).await.unwrap();
     let url = redis.url();

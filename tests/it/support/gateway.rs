@@ -95,6 +95,19 @@ impl Gateway {
         url::Url::parse(&location(&resp)).unwrap()
     }
 
+    /// The browser part for a user the allow-lists refuse: our 403 page, and the client
+    /// redirect (with `error=access_denied`) its link leads to.
+    pub async fn browser_refused(
+        &self,
+        browser: &reqwest::Client,
+        authorize_url: &str,
+    ) -> url::Url {
+        let resp = approve_consent(browser, &self.issuer, authorize_url).await;
+        let resp = browser.get(location(&resp)).send().await.unwrap();
+        let resp = browser.get(location(&resp)).send().await.unwrap();
+        refusal_page(resp).await
+    }
+
     /// Logs in through the browser flow; returns the code and the PKCE verifier.
     pub async fn code_for(&self, client: &Value, extra: &[(&str, &str)]) -> (String, String) {
         let (verifier, challenge) = pkce();
@@ -242,4 +255,30 @@ pub async fn assert_oauth_error(resp: reqwest::Response, status: u16, error: &st
     assert_eq!(body["error"], error, "{body}");
     assert!(body["error_description"].is_string());
     body
+}
+
+/// The allow-list's refusal page: 403, says why, and links back to the client with
+/// `access_denied`; returns that link.
+pub async fn refusal_page(resp: reqwest::Response) -> url::Url {
+    assert_eq!(resp.status(), 403, "the allow-list refusal is our page");
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("is not allowed to use this gateway"),
+        "{html}"
+    );
+    let link = html
+        .find("\">Return to the application")
+        .expect("a link back to the application");
+    let start = html[..link].rfind("href=\"").unwrap() + 6;
+    let end = start + html[start..].find('"').unwrap();
+    let back = html[start..end]
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&");
+    let back = url::Url::parse(&back).unwrap_or_else(|e| panic!("{back}: {e}"));
+    let error = back
+        .query_pairs()
+        .find(|(k, _)| k == "error")
+        .map(|(_, v)| v.to_string());
+    assert_eq!(error.as_deref(), Some("access_denied"));
+    back
 }
