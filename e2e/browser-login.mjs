@@ -172,7 +172,9 @@ export async function browserLogin(authorizationUrl, { redirectUri, issuer, stri
             fail(`GET /authorize answered ${res.status}, expected 307 to the consent page`);
           step.expect = "307 → {issuer}/consent?request=ID";
         }
-        if (u.pathname.endsWith("/consent") && method === "POST" && !new URL(next).pathname.endsWith("/dev/login")) {
+        // On to GitHub (another origin); the development login and the OpenID upstream's own
+        // first step (/login/oidc) stay on ours.
+        if (u.pathname.endsWith("/consent") && method === "POST" && new URL(next).origin !== issuerOrigin) {
           if (res.status !== 303) fail(`POST /consent answered ${res.status}, expected 303 to GitHub`);
           githubAuthorizeUrl = next;
           const g = new URL(next).searchParams;

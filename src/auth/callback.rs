@@ -128,6 +128,10 @@ fn upstream_failed(
                 format!("{provider} could not be reached"),
             )
         }
+        UpstreamError::NotAdmitted(why) => {
+            tracing::info!(provider, reason = %why, "login refused: the account is not admitted");
+            return super::login::refusal(state, pending, &format!("this {provider} account"));
+        }
     };
     redirect_error(
         state,

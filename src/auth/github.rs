@@ -24,6 +24,10 @@ pub enum UpstreamError {
     /// GitHub could not be reached or answered nonsense.
     #[error("GitHub unavailable: {0}")]
     Unavailable(String),
+    /// The login worked, but the account is not one this gateway admits (an OpenID
+    /// provider's claims fail `OIDC_REQUIRED_CLAIMS`): the person gets our refusal page.
+    #[error("not admitted: {0}")]
+    NotAdmitted(String),
 }
 
 #[derive(Clone)]

@@ -60,31 +60,8 @@ pub async fn complete_login(
     // Not configured = nobody: a forgotten setting must not open the gateway to everyone.
     if !state.settings.admission.admits(&user.identity()) {
         tracing::info!(login = %user.login, "login refused: no ALLOWED_* list admits this user");
-        state.metrics.error("callback", "access_denied");
-        // Our page, so the person learns why; its link still tells the client.
-        let mut params = vec![
-            ("error", "access_denied"),
-            (
-                "error_description",
-                "this account is not allowed to use this gateway",
-            ),
-        ];
-        if let Some(s) = client_state {
-            params.push(("state", s));
-        }
-        params.push(("iss", &state.settings.issuer));
-        let back = client_redirect(state, &pending.redirect_uri, &params);
-        return state.pages.refusal(
-            &OAuthError::new(
-                StatusCode::FORBIDDEN,
-                "access_denied",
-                format!(
-                    "{} is not allowed to use this gateway. Ask its operator to add your account, e-mail domain or group.",
-                    user.email.as_deref().unwrap_or(&user.login)
-                ),
-            ),
-            &back,
-        );
+        let who = user.email.as_deref().unwrap_or(&user.login).to_string();
+        return refusal(state, &pending, &who);
     }
     match super::identity::pin_login(state, &user).await {
         Ok(true) => {}
@@ -112,6 +89,35 @@ pub async fn complete_login(
         return begin_second_factor(state, pending, user, method, upstream).await;
     }
     issue_code(state, pending, user, vec![method.to_string()], upstream).await
+}
+
+/// The allow-lists said no: our page, so the person learns why; its link still tells the
+/// client (`access_denied` to its redirect URI).
+pub fn refusal(state: &AuthState, pending: &PendingAuthorization, who: &str) -> HttpResponse {
+    state.metrics.error("callback", "access_denied");
+    let client_state = pending.state.as_deref();
+    let mut params = vec![
+        ("error", "access_denied"),
+        (
+            "error_description",
+            "this account is not allowed to use this gateway",
+        ),
+    ];
+    if let Some(s) = client_state {
+        params.push(("state", s));
+    }
+    params.push(("iss", &state.settings.issuer));
+    let back = client_redirect(state, &pending.redirect_uri, &params);
+    state.pages.refusal(
+        &OAuthError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            format!(
+                "{who} is not allowed to use this gateway. Ask its operator to add your account, e-mail domain or group."
+            ),
+        ),
+        &back,
+    )
 }
 
 /// Issues our single-use authorization code and sends the browser back to the client.

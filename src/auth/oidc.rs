@@ -38,7 +38,7 @@ const DISCOVERY_LIFETIME: Duration = Duration::from_secs(3_600);
 const JWKS_LIFETIME: Duration = Duration::from_secs(3_600);
 /// … and fetched again for an unknown `kid` at most this often (a flood of forged `kid`s
 /// cannot make us hammer the provider).
-pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Clock skew allowed on `exp` and `iat`.
 const LEEWAY: u64 = 60;
 /// An `id_token` issued longer ago than this is refused.
@@ -410,7 +410,7 @@ impl OidcClient {
         for (name, expected) in &self.settings.required_claims {
             let actual = claims.get(name).map(claim_text);
             if actual.as_deref() != Some(expected.as_str()) {
-                return Err(UpstreamError::Refused(format!(
+                return Err(UpstreamError::NotAdmitted(format!(
                     "claim {name:?} is {actual:?}, not {expected:?} (OIDC_REQUIRED_CLAIMS)"
                 )));
             }

@@ -400,7 +400,7 @@ async fn refresh_upstream(
             let sealed = login.session.seal(sealer, &login.user.id);
             Ok((login.user, Some(sealed)))
         }
-        Err(UpstreamError::Refused(why)) => {
+        Err(UpstreamError::Refused(why) | UpstreamError::NotAdmitted(why)) => {
             tracing::info!(login = %record.user.login, reason = %why, "the upstream refused the refresh: grant ended");
             state.metrics.upstream_failures.inc();
             state

@@ -4,5 +4,6 @@
 mod cimd;
 mod cloud;
 mod login;
+mod oidc;
 mod registration;
 mod tokens;

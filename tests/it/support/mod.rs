@@ -6,6 +6,7 @@
 //! | [`gateway`] | the authorization server with verify and a fake GitHub ([`gateway::Gateway`]); PKCE, consent and redirect steps |
 //! | [`fake_github`] | GitHub's OAuth and API endpoints, with their quirks |
 //! | [`dev_gateway`] | `mcp-gateway dev` as a child process |
+//! | [`oidc_provider`] | a real OpenID Connect provider (`e2e/oidc-provider.mjs`) with test controls |
 //! | [`stack`] | the deployed shape: a real proxy (Traefik, Caddy, nginx) in front of auth, verify and an MCP server |
 //!
 //! and the small steps every test file repeats: reading a header, decoding a JWT.
@@ -15,6 +16,7 @@ pub mod document_host;
 pub mod fake_github;
 pub mod gateway;
 pub mod helpers;
+pub mod oidc_provider;
 pub mod stack;
 
 /// A response header as text ("" when absent).

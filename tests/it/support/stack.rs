@@ -126,7 +126,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, logs: &Path) -> Proc {
+    pub fn spawn(name: &str, mut cmd: Command, logs: &Path) -> Proc {
         let log = logs.join(format!("{name}.log"));
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
@@ -143,7 +143,7 @@ impl Proc {
         }
     }
 
-    fn output(&self) -> String {
+    pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -165,7 +165,7 @@ impl Proc {
     }
 
     /// The port a helper script printed as `listening PORT`.
-    async fn listening_port(&mut self, limit: Duration) -> u16 {
+    pub async fn listening_port(&mut self, limit: Duration) -> u16 {
         let deadline = Instant::now() + limit;
         loop {
             self.assert_alive();
@@ -196,7 +196,7 @@ impl Drop for Proc {
 }
 
 /// A command with a clean environment: only PATH and HOME are inherited.
-fn clean_command(program: &Path) -> Command {
+pub fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
     for var in ["PATH", "HOME"] {

@@ -1,0 +1,747 @@
+//! Logins through a real OpenID Connect provider (`e2e/oidc-provider.mjs`, the certified
+//! `oidc-provider` package): claims mapping, the allow-lists by e-mail domain and group, the
+//! provider families' quirks (Google's `hd`, Entra's `tid`/`oid` and tenant issuer, Keycloak's
+//! `groups`), the upstream refresh at ours, JWKS rotation, the client authentication methods,
+//! the upstream token for MCP servers, and `id_token` attacks from a provider that lies.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::gateway::*;
+use crate::support::header;
+use crate::support::helpers::*;
+use crate::support::jwt_claims;
+use crate::support::oidc_provider::{CLIENT_ID, OidcProvider};
+
+/// The gateway in front of `provider`, with `extra` settings (none of GitHub's allow-list).
+async fn gateway(provider: &OidcProvider, extra: &[(&str, &str)]) -> Gateway {
+    gateway_with(provider, extra, json!({})).await
+}
+
+async fn gateway_with(provider: &OidcProvider, extra: &[(&str, &str)], client: Value) -> Gateway {
+    let owned = provider.gateway_env();
+    let mut env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("ALLOWED_GITHUB_USERS", "<unset>"));
+    env.extend_from_slice(extra);
+    let gw = Gateway::start(&env).await;
+    provider.register(&gw.issuer, client).await;
+    gw
+}
+
+/// authorize → consent → `/login/oidc` → the provider (which logs its current user in) →
+/// `/callback/oidc`: the redirect to the client, or the page the browser ended on.
+async fn oidc_login(gw: &Gateway, url: &str) -> Result<url::Url, reqwest::Response> {
+    let browser = browser();
+    let mut resp = approve_consent(&browser, &gw.issuer, url).await;
+    for _ in 0..20 {
+        if !resp.status().is_redirection() {
+            return Err(resp);
+        }
+        let next = resp.url().join(&location(&resp)).unwrap();
+        if next.as_str().starts_with(REDIRECT) {
+            return Ok(next);
+        }
+        resp = browser.get(next).send().await.unwrap();
+    }
+    panic!("no redirect to the client after 20 hops");
+}
+
+/// A login of the provider's current user; the token answer.
+async fn tokens(gw: &Gateway, client: &Value) -> Value {
+    let (verifier, challenge) = pkce();
+    let redirect = oidc_login(gw, &gw.authorize_url(client, &challenge, &[]))
+        .await
+        .unwrap_or_else(|r| panic!("the login ended on a {} page", r.status()));
+    let code = query(&redirect, "code").expect("a code");
+    assert_eq!(query(&redirect, "iss").as_deref(), Some(gw.issuer.as_str()));
+    let resp = gw.redeem(client, &code, &verifier).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// A login the allow-lists refuse: our 403 page, whose link tells the client.
+async fn refused(gw: &Gateway, client: &Value) {
+    let (_, challenge) = pkce();
+    match oidc_login(gw, &gw.authorize_url(client, &challenge, &[])).await {
+        Ok(redirect) => panic!("expected our refusal page, the client got {redirect}"),
+        Err(page) => {
+            let back = refusal_page(page).await;
+            assert!(query(&back, "code").is_none());
+        }
+    }
+}
+
+async fn verify_headers(gw: &Gateway, token: &str, host: &str) -> reqwest::Response {
+    gw.verify.request(Some(token), host).send().await.unwrap()
+}
+
+fn access(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oidc_login_maps_the_identity_and_groups_and_verify_forwards_them() {
+    // Keycloak/Okta-shaped: groups come with the `groups` scope.
+    let provider = OidcProvider::start(&[]).await;
+    let gw = gateway(
+        &provider,
+        &[
+            ("OIDC_SCOPES", "openid email profile groups"),
+            ("ALLOWED_GROUPS", "mcp-users"),
+        ],
+    )
+    .await;
+    let client = gw.client("none").await;
+    let t = tokens(&gw, &client).await;
+    let claims = jwt_claims(access(&t));
+    let id = format!("{}#alice", provider.issuer);
+    assert_eq!(claims["sub"], id.as_str());
+    assert_eq!(claims["username"], "alice");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["groups"], json!(["mcp-users", "eng"]));
+    assert_eq!(claims["amr"], json!(["oidc"]));
+
+    let resp = verify_headers(&gw, access(&t), "mcp.example.com").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-user-id"), id);
+    assert_eq!(header(&resp, "x-user-name"), "alice");
+    assert_eq!(header(&resp, "x-user-email"), "alice@example.com");
+    assert_eq!(header(&resp, "x-user-groups"), "mcp-users,eng");
+
+    // What the gateway sent the provider: PKCE S256 with a nonce, and the token request
+    // authenticated with HTTP Basic only.
+    let log = provider.requests().await;
+    let authorization = log
+        .iter()
+        .find(|r| r["route"] == "authorization")
+        .expect("an authorization request");
+    assert_eq!(authorization["code_challenge_method"], "S256");
+    let keys: Vec<&str> = authorization["query_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for k in ["nonce", "state", "code_challenge", "redirect_uri"] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    let token = log.iter().find(|r| r["route"] == "token").unwrap();
+    assert_eq!(token["client_auth"], "client_secret_basic");
+    assert_eq!(token["grant_type"], "authorization_code");
+
+    // bob is in no allowed group: our page, no code.
+    provider.login_as("bob").await;
+    refused(&gw, &client).await;
+    // mallory is in the group, but her address is unverified: admitted by the group, and
+    // no e-mail travels.
+    provider.login_as("mallory").await;
+    let t = tokens(&gw, &client).await;
+    assert!(jwt_claims(access(&t)).get("email").is_none());
+    let resp = verify_headers(&gw, access(&t), "mcp.example.com").await;
+    assert_eq!(header(&resp, "x-user-email"), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_shaped_domains_need_a_verified_address_and_the_hd_claim() {
+    let users = json!([
+        {"sub": "1001", "preferred_username": "alice", "email": "alice@example.com", "email_verified": true, "hd": "example.com"},
+        {"sub": "1002", "email": "mallory@example.com", "email_verified": false, "hd": "example.com"},
+        // A consumer Google account created with a company address: verified, but no `hd`.
+        {"sub": "1003", "email": "eve@example.com", "email_verified": true},
+        {"sub": "1004", "email": "carol@other.org", "email_verified": true, "hd": "other.org"}
+    ])
+    .to_string();
+    let provider = OidcProvider::start(&[("OIDC_USERS", &users)]).await;
+    let gw = gateway(
+        &provider,
+        &[
+            ("OIDC_REQUIRED_CLAIMS", "hd=example.com"),
+            ("OIDC_AUTH_PARAMS", "hd=example.com"),
+            ("ALLOWED_EMAIL_DOMAINS", "example.com"),
+        ],
+    )
+    .await;
+    let client = gw.client("none").await;
+    let t = tokens(&gw, &client).await;
+    assert_eq!(jwt_claims(access(&t))["email"], "alice@example.com");
+    let log = provider.requests().await;
+    let authorization = log.iter().find(|r| r["route"] == "authorization").unwrap();
+    assert!(
+        authorization["query_keys"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("hd")),
+        "OIDC_AUTH_PARAMS reach the provider"
+    );
+    for user in ["1002", "1003", "1004"] {
+        provider.login_as(user).await;
+        refused(&gw, &client).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_shaped_tenant_issuer_oid_subject_and_tid() {
+    const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+    const GROUP: &str = "6f1c8c1e-0000-4000-8000-00000000beef";
+    let users = json!([
+        {"sub": "pairwise-a", "oid": "aaaaaaaa-0000-4000-8000-000000000001", "tid": TENANT,
+         "preferred_username": "alice@contoso.example", "email": "alice@contoso.example", "groups": [GROUP]},
+        {"sub": "pairwise-b", "oid": "bbbbbbbb-0000-4000-8000-000000000002", "tid": "99999999-0000-4000-8000-000000000000",
+         "preferred_username": "guest@fabrikam.example", "groups": [GROUP]}
+    ])
+    .to_string();
+    let path = format!("/{TENANT}/v2.0");
+    let provider = OidcProvider::start(&[
+        ("OIDC_ISSUER_PATH", &path),
+        ("OIDC_USERS", &users),
+        ("OIDC_ALWAYS_CLAIMS", "groups"),
+    ])
+    .await;
+    assert!(provider.issuer.ends_with("/v2.0"));
+    let tid = format!("tid={TENANT}");
+    let gw = gateway(
+        &provider,
+        &[
+            ("OIDC_SUBJECT_CLAIM", "oid"),
+            ("OIDC_REQUIRED_CLAIMS", &tid),
+            ("ALLOWED_GROUPS", GROUP),
+        ],
+    )
+    .await;
+    let client = gw.client("none").await;
+    let t = tokens(&gw, &client).await;
+    let claims = jwt_claims(access(&t));
+    assert_eq!(
+        claims["sub"],
+        format!("{}#aaaaaaaa-0000-4000-8000-000000000001", provider.issuer)
+    );
+    assert_eq!(claims["username"], "alice@contoso.example");
+    // Entra sends no email_verified: the address is not taken as verified.
+    assert!(claims.get("email").is_none());
+    // Another tenant's user, in a group of the same id: refused by tid.
+    provider.login_as("pairwise-b").await;
+    refused(&gw, &client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_refresh_refreshes_upstream_and_ends_when_the_user_is_disabled_or_leaves() {
+    let provider = OidcProvider::start(&[("OIDC_ALWAYS_CLAIMS", "groups")]).await;
+    let gw = gateway(&provider, &[("ALLOWED_GROUPS", "mcp-users")]).await;
+    let client = gw.client("none").await;
+    let t = tokens(&gw, &client).await;
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let resp = gw.refresh(&client, refresh).await;
+    assert_eq!(resp.status(), 200);
+    let t2: Value = resp.json().await.unwrap();
+    let upstream_refreshes = |log: &[Value]| {
+        log.iter()
+            .filter(|r| r["route"] == "token" && r["grant_type"] == "refresh_token")
+            .count()
+    };
+    assert_eq!(upstream_refreshes(&provider.requests().await), 1);
+
+    // Removed from the group upstream: the next refresh sees it and ends the grant.
+    provider
+        .set_claims("alice", json!({"groups": ["eng"]}))
+        .await;
+    let resp = gw
+        .refresh(&client, t2["refresh_token"].as_str().unwrap())
+        .await;
+    assert_oauth_error(resp, 400, "invalid_grant").await;
+    assert_eq!(
+        gw.verify.status(access(&t2)).await,
+        401,
+        "the grant's access token is revoked with it"
+    );
+
+    // Back in the group, logged in again; then disabled upstream: the refresh is refused and
+    // every token of the grant with it.
+    provider
+        .set_claims("alice", json!({"groups": ["mcp-users"]}))
+        .await;
+    let t3 = tokens(&gw, &client).await;
+    assert_eq!(gw.verify.status(access(&t3)).await, 200);
+    provider.disable("alice").await;
+    let resp = gw
+        .refresh(&client, t3["refresh_token"].as_str().unwrap())
+        .await;
+    let body = assert_oauth_error(resp, 400, "invalid_grant").await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("identity provider"),
+        "{body}"
+    );
+    assert_eq!(gw.verify.status(access(&t3)).await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_token_reaches_the_mcp_server_only_sealed_and_refreshed() {
+    let provider = OidcProvider::start(&[("OIDC_ACCESS_TOKEN_TTL", "120")]).await;
+    let gw = gateway(
+        &provider,
+        &[
+            ("ALLOWED_EMAIL_DOMAINS", "example.com"),
+            ("FORWARD_UPSTREAM_TOKEN", "mcp.example.com"),
+        ],
+    )
+    .await;
+    let client = gw.client("none").await;
+    let t = tokens(&gw, &client).await;
+    // Ours ends no later than the provider's.
+    let expires_in = t["expires_in"].as_u64().unwrap();
+    assert!(expires_in <= 120 && expires_in > 60, "{expires_in}");
+
+    let resp = verify_headers(&gw, access(&t), "mcp.example.com").await;
+    assert_eq!(resp.status(), 200);
+    let upstream = header(&resp, "x-upstream-token");
+    assert!(
+        !upstream.is_empty(),
+        "the MCP server gets the upstream token"
+    );
+    // It is the provider's real access token for alice.
+    let me = http()
+        .get(format!("{}/me", provider.issuer))
+        .bearer_auth(&upstream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<Value>().await.unwrap()["sub"], "alice");
+    // Never the client's: not in the token answer, not in our token.
+    assert!(!t.to_string().contains(&upstream));
+    assert!(
+        !jwt_claims(access(&t))
+            .to_string()
+            .contains(&upstream[..upstream.len().min(12)])
+    );
+    // Sealed at rest.
+    let mut conn = gw.redis.conn().await;
+    let jti = jwt_claims(access(&t))["jti"].as_str().unwrap().to_string();
+    let record: String = redis::cmd("GET")
+        .arg(format!("oauth:token:{jti}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(record.contains("\"upstream\"") && !record.contains(&upstream));
+
+    // A refusal never carries it; a host that is not configured never gets it.
+    let refusal = verify_headers(&gw, "not.a.token", "mcp.example.com").await;
+    assert_eq!(refusal.status(), 401);
+    assert_eq!(header(&refusal, "x-upstream-token"), "");
+
+    // Our refresh refreshes it upstream: the MCP server gets the new one.
+    let resp = gw
+        .refresh(&client, t["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(resp.status(), 200);
+    let t2: Value = resp.json().await.unwrap();
+    let resp = verify_headers(&gw, access(&t2), "mcp.example.com").await;
+    let upstream2 = header(&resp, "x-upstream-token");
+    assert!(!upstream2.is_empty() && upstream2 != upstream);
+
+    // Revoked with the grant.
+    let resp = http()
+        .post(gw.url("/revoke"))
+        .form(&[
+            ("token", t2["refresh_token"].as_str().unwrap()),
+            ("client_id", client["client_id"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_for(Duration::from_secs(5), || async {
+        gw.verify.status(access(&t2)).await == 401
+    })
+    .await
+    .expect("revoked with the grant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_key_rotation_is_followed_and_the_jwks_fetched_only_when_needed() {
+    let provider = OidcProvider::start(&[]).await;
+    let gw = gateway(&provider, &[("ALLOWED_EMAIL_DOMAINS", "example.com")]).await;
+    let client = gw.client("none").await;
+    tokens(&gw, &client).await;
+    tokens(&gw, &client).await;
+    let jwks_fetches = |log: &[Value]| log.iter().filter(|r| r["route"] == "jwks").count();
+    assert_eq!(
+        jwks_fetches(&provider.requests().await),
+        1,
+        "kept between logins"
+    );
+    let kid = provider.rotate_keys().await;
+    assert!(!kid.is_empty());
+    // An unknown kid refetches at most every few seconds.
+    tokio::time::sleep(mcp_oauth_gateway::auth::oidc::JWKS_REFETCH_INTERVAL).await;
+    provider.drop_old_keys().await;
+    let t = tokens(&gw, &client).await;
+    assert_eq!(gw.verify.status(access(&t)).await, 200);
+    assert_eq!(jwks_fetches(&provider.requests().await), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_authenticates_to_the_provider_with_post_or_private_key_jwt() {
+    let provider = OidcProvider::start(&[]).await;
+    // client_secret_post: the provider accepts nothing else for this client.
+    let gw = gateway_with(
+        &provider,
+        &[
+            ("OIDC_CLIENT_AUTH_METHOD", "client_secret_post"),
+            ("ALLOWED_EMAIL_DOMAINS", "example.com"),
+        ],
+        json!({"token_endpoint_auth_method": "client_secret_post"}),
+    )
+    .await;
+    let client = gw.client("none").await;
+    tokens(&gw, &client).await;
+    let log = provider.requests().await;
+    let token = log.iter().rfind(|r| r["route"] == "token").unwrap();
+    assert_eq!(token["client_auth"], "client_secret_post");
+
+    // private_key_jwt with an ES256 key the provider knows by its public JWK.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("oidc-client.pem");
+    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    let raw = key.public_key_raw();
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "gw-1", "alg": "ES256", "use": "sig",
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65])});
+    let gw = gateway_with(
+        &provider,
+        &[
+            ("OIDC_CLIENT_AUTH_METHOD", "private_key_jwt"),
+            ("OIDC_PRIVATE_KEY_FILE", pem.to_str().unwrap()),
+            ("OIDC_PRIVATE_KEY_ID", "gw-1"),
+            ("OIDC_CLIENT_SECRET", "<unset>"),
+            ("ALLOWED_EMAIL_DOMAINS", "example.com"),
+        ],
+        json!({"token_endpoint_auth_method": "private_key_jwt", "client_secret": null, "jwks": {"keys": [jwk]}}),
+    )
+    .await;
+    let client = gw.client("none").await;
+    let t = tokens(&gw, &client).await;
+    let log = provider.requests().await;
+    let token = log.iter().rfind(|r| r["route"] == "token").unwrap();
+    assert_eq!(
+        token["client_assertion_type"],
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    );
+    assert_eq!(token["client_assertion"]["header"]["kid"], "gw-1");
+    assert_eq!(token["client_assertion"]["claims"]["iss"], CLIENT_ID);
+    assert_eq!(token["authorization"], Value::Null);
+    // The refresh authenticates the same way.
+    let resp = gw
+        .refresh(&client, t["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_github_and_oidc_the_user_chooses() {
+    let provider = OidcProvider::start(&[]).await;
+    let gw = gateway(
+        &provider,
+        &[
+            ("UPSTREAM", "oidc,github"),
+            ("OIDC_DISPLAY_NAME", "Example SSO"),
+            ("ALLOWED_USERS", "alice, bob"),
+        ],
+    )
+    .await;
+    // Names are pinned to the first account that used them: GitHub's bob is not the
+    // provider's alice.
+    gw.github.sign_in_as("bob");
+    let client = gw.client("none").await;
+    for (choice, expect) in [("/login/oidc", "oidc"), ("/login/github", "github")] {
+        let browser = browser();
+        let (verifier, challenge) = pkce();
+        let resp = approve_consent(
+            &browser,
+            &gw.issuer,
+            &gw.authorize_url(&client, &challenge, &[]),
+        )
+        .await;
+        let chooser = resp.url().join(&location(&resp)).unwrap();
+        assert_eq!(chooser.path(), "/login");
+        let page = browser.get(chooser.clone()).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(header(&page, "content-security-policy").contains("frame-ancestors 'none'"));
+        let html = page.text().await.unwrap();
+        let oidc_at = html
+            .find("Sign in with Example SSO")
+            .expect("the OIDC choice");
+        let github_at = html.find("Sign in with GitHub").expect("the GitHub choice");
+        assert!(oidc_at < github_at, "in UPSTREAM's order");
+        let state = query(&chooser, "state").unwrap();
+        let mut next = gw
+            .url(&format!("{choice}?state={state}"))
+            .parse::<url::Url>()
+            .unwrap();
+        let code = loop {
+            let resp = browser.get(next.clone()).send().await.unwrap();
+            assert!(
+                resp.status().is_redirection(),
+                "{}: {}",
+                next,
+                resp.status()
+            );
+            next = resp.url().join(&location(&resp)).unwrap();
+            if next.as_str().starts_with(REDIRECT) {
+                break query(&next, "code").expect("a code");
+            }
+        };
+        let resp = gw.redeem(&client, &code, &verifier).await;
+        assert_eq!(resp.status(), 200);
+        let t: Value = resp.json().await.unwrap();
+        assert_eq!(jwt_claims(access(&t))["amr"], json!([expect]));
+    }
+    // GitHub's alice is not the provider's alice, who used the name first: refused, not
+    // merged (allow-list entries and a second factor are looked up by name).
+    gw.github.sign_in_as("alice");
+    let browser = browser();
+    let (_, challenge) = pkce();
+    let resp = approve_consent(
+        &browser,
+        &gw.issuer,
+        &gw.authorize_url(&client, &challenge, &[]),
+    )
+    .await;
+    let chooser = resp.url().join(&location(&resp)).unwrap();
+    let state = query(&chooser, "state").unwrap();
+    let mut next: url::Url = gw
+        .url(&format!("/login/github?state={state}"))
+        .parse()
+        .unwrap();
+    let back = loop {
+        let resp = browser.get(next.clone()).send().await.unwrap();
+        next = resp.url().join(&location(&resp)).unwrap();
+        if next.as_str().starts_with(REDIRECT) {
+            break next;
+        }
+    };
+    assert_eq!(query(&back, "error").as_deref(), Some("access_denied"));
+    assert!(query(&back, "code").is_none());
+}
+
+/// A provider that lies: discovery, keys and a token endpoint whose `id_token` is wrong in one
+/// way per test case, to show each check refuses the login.
+mod lying_provider {
+    use std::sync::Mutex;
+
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{Value, json};
+
+    pub struct Lies {
+        pub issuer: String,
+        pub mode: Mutex<&'static str>,
+        /// The nonce of each authorization request, newest last.
+        pub nonces: Mutex<Vec<String>>,
+        key: EncodingKey,
+        jwk: Value,
+        public_pem: String,
+    }
+
+    pub fn start() -> web::Data<Lies> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = key.public_key_raw();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65])});
+        let lies = web::Data::new(Lies {
+            issuer,
+            mode: Mutex::new("honest"),
+            nonces: Mutex::new(Vec::new()),
+            key: EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
+            jwk,
+            public_pem: key.public_key_pem(),
+        });
+        let state = lies.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route(
+                    "/.well-known/openid-configuration",
+                    web::get().to(discovery),
+                )
+                .route("/jwks", web::get().to(jwks))
+                .route("/authorize", web::get().to(authorize))
+                .route("/token", web::post().to(token))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        lies
+    }
+
+    async fn discovery(lies: web::Data<Lies>) -> HttpResponse {
+        let i = &lies.issuer;
+        HttpResponse::Ok().json(json!({
+            "issuer": i,
+            "authorization_endpoint": format!("{i}/authorize"),
+            "token_endpoint": format!("{i}/token"),
+            "jwks_uri": format!("{i}/jwks"),
+            "id_token_signing_alg_values_supported": ["ES256"],
+        }))
+    }
+
+    async fn jwks(lies: web::Data<Lies>) -> HttpResponse {
+        HttpResponse::Ok().json(json!({"keys": [lies.jwk]}))
+    }
+
+    async fn authorize(
+        lies: web::Data<Lies>,
+        q: web::Query<std::collections::HashMap<String, String>>,
+    ) -> HttpResponse {
+        lies.nonces
+            .lock()
+            .unwrap()
+            .push(q.get("nonce").cloned().unwrap_or_default());
+        let to = format!(
+            "{}?code=lie-{}&state={}",
+            q["redirect_uri"],
+            lies.nonces.lock().unwrap().len(),
+            q["state"]
+        );
+        HttpResponse::Found()
+            .insert_header(("Location", to))
+            .finish()
+    }
+
+    async fn token(lies: web::Data<Lies>) -> HttpResponse {
+        let mode = *lies.mode.lock().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let nonces = lies.nonces.lock().unwrap().clone();
+        let nonce = match mode {
+            // The id_token of an earlier login, replayed into this one.
+            "replayed" => nonces[nonces.len() - 2].clone(),
+            _ => nonces.last().cloned().unwrap_or_default(),
+        };
+        let mut claims = json!({
+            "iss": lies.issuer, "sub": "u1", "aud": super::CLIENT_ID, "exp": now + 300,
+            "iat": now, "nonce": nonce, "email": "alice@example.com", "email_verified": true,
+        });
+        match mode {
+            "wrong_aud" => claims["aud"] = json!("another-client"),
+            "wrong_iss" => claims["iss"] = json!("https://evil.example"),
+            "no_nonce" => {
+                claims.as_object_mut().unwrap().remove("nonce");
+            }
+            "expired" => {
+                claims["exp"] = json!(now - 600);
+                claims["iat"] = json!(now - 900);
+            }
+            "azp" => {
+                claims["aud"] = json!([super::CLIENT_ID, "another-client"]);
+                claims["azp"] = json!("another-client");
+            }
+            "many_aud_no_azp" => claims["aud"] = json!([super::CLIENT_ID, "another-client"]),
+            _ => {}
+        }
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let id_token = match mode {
+            // HS256 keyed with the provider's public key: alg confusion.
+            "hs256" => {
+                header = Header::new(Algorithm::HS256);
+                header.kid = Some("k1".into());
+                let key = EncodingKey::from_secret(lies.public_pem.as_bytes());
+                jsonwebtoken::encode(&header, &claims, &key).unwrap()
+            }
+            "none" => {
+                let b64 = |v: &Value| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(serde_json::to_vec(v).unwrap())
+                };
+                format!(
+                    "{}.{}.",
+                    b64(&json!({"alg": "none", "kid": "k1"})),
+                    b64(&claims)
+                )
+            }
+            "unknown_kid" => {
+                header.kid = Some("not-published".into());
+                jsonwebtoken::encode(&header, &claims, &lies.key).unwrap()
+            }
+            "forged" => {
+                let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+                let key = EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
+                jsonwebtoken::encode(&header, &claims, &key).unwrap()
+            }
+            _ => jsonwebtoken::encode(&header, &claims, &lies.key).unwrap(),
+        };
+        HttpResponse::Ok().json(json!({
+            "access_token": "upstream-access", "token_type": "Bearer", "expires_in": 300,
+            "id_token": id_token,
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_that_lies_in_any_way_ends_the_login() {
+    let lies = lying_provider::start();
+    let gw = Gateway::start(&[
+        ("UPSTREAM", "oidc"),
+        ("OIDC_ISSUER", &lies.issuer),
+        ("OIDC_CLIENT_ID", CLIENT_ID),
+        ("OIDC_CLIENT_SECRET", "s"),
+        ("OIDC_REFRESH", "false"),
+        ("ALLOWED_GITHUB_USERS", "<unset>"),
+        ("ALLOWED_EMAIL_DOMAINS", "example.com"),
+    ])
+    .await;
+    let client = gw.client("none").await;
+    let attempt = |mode: &'static str| {
+        let gw = &gw;
+        let lies = &lies;
+        let client = &client;
+        async move {
+            *lies.mode.lock().unwrap() = mode;
+            let (_, challenge) = pkce();
+            match oidc_login(gw, &gw.authorize_url(client, &challenge, &[])).await {
+                Ok(redirect) => redirect,
+                Err(page) => panic!("{mode}: ended on a {} page", page.status()),
+            }
+        }
+    };
+    let honest = attempt("honest").await;
+    assert!(
+        query(&honest, "code").is_some(),
+        "the honest answer logs in"
+    );
+    for mode in [
+        "wrong_aud",
+        "wrong_iss",
+        "no_nonce",
+        "replayed",
+        "expired",
+        "azp",
+        "many_aud_no_azp",
+        "hs256",
+        "none",
+        "unknown_kid",
+        "forged",
+    ] {
+        let redirect = attempt(mode).await;
+        assert!(query(&redirect, "code").is_none(), "{mode} must not log in");
+        assert_eq!(
+            query(&redirect, "error").as_deref(),
+            Some("access_denied"),
+            "{mode}"
+        );
+    }
+}
