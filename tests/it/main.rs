@@ -10,6 +10,7 @@ mod cli;
 mod dev;
 mod e2e;
 mod e2e_clients;
+mod e2e_oidc;
 mod e2e_proxies;
 mod mfa;
 mod properties;

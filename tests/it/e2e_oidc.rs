@@ -1,0 +1,165 @@
+//! End to end with an OpenID Connect upstream: the certified `oidc-provider` (e2e/oidc-provider.mjs)
+//! in place of GitHub, the built services, and Traefik with the shipped configuration. The MCP
+//! TypeScript SDK logs in through it (login, tool call, refresh with its upstream refresh,
+//! rotation and reuse detection), and a header-echo backend behind the same Traefik shows what
+//! an MCP server receives: the mapped identity, `X-User-Groups`, and the user's upstream token,
+//! which the client can neither see nor forge.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::gateway::{REDIRECT, approve_consent, browser, location, pkce, query};
+use crate::support::helpers::http;
+use crate::support::oidc_provider::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
+use crate::support::stack::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token() {
+    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+        return;
+    }
+    let provider = OidcProvider::start(&[("OIDC_ALWAYS_CLAIMS", "groups")]).await;
+    let mut builder = Stack::builder(Proxy::Traefik);
+    for (k, v) in [
+        ("UPSTREAM", "oidc"),
+        ("OIDC_ISSUER", provider.issuer.as_str()),
+        ("OIDC_CLIENT_ID", CLIENT_ID),
+        ("OIDC_CLIENT_SECRET", CLIENT_SECRET),
+        ("ALLOWED_GITHUB_USERS", ""),
+        ("ALLOWED_GROUPS", "mcp-users"),
+        ("FORWARD_UPSTREAM_TOKEN", "localhost"),
+    ] {
+        builder = builder.auth_env(k, v).verify_env(k, v);
+    }
+    let mut stack = builder.start().await;
+    provider.register(&stack.issuer, json!({})).await;
+
+    // The SDK's whole flow: 401 → discovery → registration → the provider's login → tool
+    // call → refresh (refreshed upstream too) → retry and reuse handling.
+    let (flow, stderr) = stack
+        .run_script(
+            "mcp-client-flow.mjs",
+            &[stack.mcp_url.as_str()],
+            Duration::from_secs(90),
+        )
+        .await;
+    let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
+    assert_eq!(flow["ok"], true, "{pretty}\n{stderr}{}", stack.logs());
+    for step in [
+        "refresh_rotated",
+        "retry_same_successor",
+        "old_refresh_refused",
+        "family_refresh_refused",
+        "family_access_revoked",
+        "code_reuse_refused",
+    ] {
+        assert_eq!(flow[step], true, "{step}: {pretty}");
+    }
+    assert_eq!(flow["token"]["claims"]["sub"], format!("{}#alice", provider.issuer));
+    assert!(flow["tool_result"].as_str().unwrap_or("").contains("hi"));
+    let upstream_refreshes = provider
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["route"] == "token" && r["grant_type"] == "refresh_token")
+        .count();
+    assert!(upstream_refreshes >= 1, "our refresh refreshed the upstream session");
+
+    // What an MCP server behind the same Traefik receives.
+    let echo = stack.start_header_echo().await;
+    let port = stack.add_proxy(Proxy::Traefik, &echo).await;
+    let resource = format!("http://localhost:{port}/mcp");
+    let reg: Value = http()
+        .post(format!("{}/register", stack.issuer))
+        .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "client_name": "e2e"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = reg["client_id"].as_str().unwrap();
+    let (verifier, challenge) = pkce();
+    let mut authorize = url::Url::parse(&format!("{}/authorize", stack.issuer)).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "s1")
+        .append_pair("resource", &resource);
+    let browser = browser();
+    let mut resp = approve_consent(&browser, &stack.issuer, authorize.as_str()).await;
+    let code = loop {
+        assert!(resp.status().is_redirection(), "{}", resp.status());
+        let next = resp.url().join(&location(&resp)).unwrap();
+        if next.as_str().starts_with(REDIRECT) {
+            break query(&next, "code").expect("a code");
+        }
+        resp = browser.get(next).send().await.unwrap();
+    };
+    let answer = http()
+        .post(format!("{}/token", stack.issuer))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("redirect_uri", REDIRECT),
+            ("client_id", client_id),
+            ("resource", &resource),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let tokens: Value = serde_json::from_str(&answer).unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    // The client forges the headers it should never control.
+    let seen: Value = http()
+        .post(&resource)
+        .bearer_auth(access)
+        .header("Content-Type", "application/json")
+        .header("X-Upstream-Token", "forged-by-the-client")
+        .header("X-User-Groups", "admins")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headers = &seen["headers"];
+    let upstream = headers["x-upstream-token"].as_str().unwrap_or("");
+    assert!(
+        !upstream.is_empty() && upstream != "forged-by-the-client",
+        "{seen}"
+    );
+    assert_eq!(headers["x-user-groups"], "mcp-users,eng", "{seen}");
+    assert_eq!(headers["x-user-name"], "alice");
+    // It is the provider's real token for alice, and the client never had it.
+    let me = http()
+        .get(format!("{}/me", provider.issuer))
+        .bearer_auth(upstream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<Value>().await.unwrap()["sub"], "alice");
+    assert!(!answer.contains(upstream));
+
+    // A refused request carries none of it back to the client.
+    let refused = http()
+        .post(&resource)
+        .bearer_auth("not.a.token")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().get("x-upstream-token").is_none());
+}
