@@ -5,6 +5,10 @@
 #   (a) wrk on GET /health                       — no-op baseline of the HTTP stack
 #   (b) wrk on /verify with a valid, cached token — the hot path Traefik hits
 #       (+ number of Redis commands issued during (b), via INFO commandstats)
+#   (u) wrk on /verify, cached token, on a second verify process with
+#       FORWARD_UPSTREAM_TOKEN on: the token carries a sealed 1,200-byte upstream
+#       token that verify opens once and then adds to every 200 (X-Upstream-Token);
+#       (b) and (u) alternate, so the ratio (u)/(b) is the feature's cost
 #   (c) wrk on /verify after restarting verify with VERIFY_CACHE_CAPACITY=0
 #       — cold path: RSA signature check and a Redis lookup on every request
 #
@@ -84,6 +88,7 @@ cleanup() {
   local rc=$?
   set +e
   [[ -n $VERIFY_PID ]] && stop_pid "$VERIFY_PID"
+  [[ -n ${UPSTREAM_PID:-} ]] && stop_pid "$UPSTREAM_PID"
   [[ -n $REDIS_PID ]] && stop_pid "$REDIS_PID"
   if ((rc != 0)); then
     local f
@@ -363,6 +368,41 @@ scrape "$WORK/metrics-b-after.txt" || true
 redis_count b
 decision_quantiles b "$WORK/metrics-b-before.txt" "$WORK/metrics-b-after.txt"
 
+# (u): the same cached decision with FORWARD_UPSTREAM_TOKEN on, on a second process, alternating
+# with (b) on the first so both see the same neighbours.
+FIRST_PID=$VERIFY_PID FIRST_BASE=$BASE FIRST_LOG=$VERIFY_LOG
+start_verify upstream FORWARD_UPSTREAM_TOKEN=mcp.localhost
+UPSTREAM_PID=$VERIFY_PID UPSTREAM_BASE=$BASE
+UPSTREAM_SECRET="ya29.$(head -c 900 /dev/urandom | base64 -w0 | tr -d '+/=' | head -c 1195)"
+UP_TOKEN=$("$CLI_BIN" tokens mint --user-id 1 --user alice --client-id bench \
+  --scope mcp --resource "http://$FWD_HOST$FWD_URI" --upstream-token "$UPSTREAM_SECRET") ||
+  die "mcp-gateway tokens mint --upstream-token failed"
+UP_TOKEN=${UP_TOKEN//[$'\r\n\t ']/}
+seen=$(curl -s -D - -o /dev/null --max-time 5 -H "Authorization: Bearer $UP_TOKEN" \
+  -H "X-Forwarded-Proto: $FWD_PROTO" -H "X-Forwarded-Host: $FWD_HOST" -H "X-Forwarded-Uri: $FWD_URI" \
+  -H "X-Forwarded-Method: $FWD_METHOD" "$UPSTREAM_BASE/verify" | tr -d '\r' | sed -n 's/^x-upstream-token: //Ip')
+[[ $seen == "$UPSTREAM_SECRET" ]] || die "(u) /verify did not forward the upstream token"
+log "(u) /verify forwards the 1,200-byte upstream token"
+BENCH_TOKEN=$UP_TOKEN warm_up u /verify "$LUA"
+U_RATIOS=()
+for ((i = 1; i <= ROUNDS; i++)); do
+  VERIFY_PID=$FIRST_PID BASE=$FIRST_BASE
+  measure "bu$i" /verify "$LUA"
+  VERIFY_PID=$UPSTREAM_PID BASE=$UPSTREAM_BASE
+  BENCH_TOKEN=$UP_TOKEN measure "u$i" /verify "$LUA"
+  U_RATIOS+=("$(awk -v u="${R[u$i.rps]}" -v b="${R[bu$i.rps]}" 'BEGIN { printf "%.3f", (b > 0 ? u / b : 0) }')")
+done
+u_median=$(for ((i = 1; i <= ROUNDS; i++)); do echo "${U_RATIOS[i-1]} $i"; done | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) { print $2 }')
+for key in "${!R[@]}"; do
+  case $key in
+    "u$u_median".*) R[u.${key#"u$u_median".}]=${R[$key]} ;;
+    "bu$u_median".*) R[bu.${key#"bu$u_median".}]=${R[$key]} ;;
+  esac
+done
+stop_pid "$UPSTREAM_PID"
+UPSTREAM_PID=''
+VERIFY_PID=$FIRST_PID BASE=$FIRST_BASE VERIFY_LOG=$FIRST_LOG
+
 # Per-round ratios; the round with the median ratio stands for (a) and (b).
 ROUND_RATIOS=()
 b_requests=0
@@ -421,11 +461,13 @@ section=$WORK/section.md
   echo
   echo "| run | rps | p50 (µs) | p99 (µs) | non-2xx |"
   echo "|---|---:|---:|---:|---:|"
-  for run in a0 a b c; do
+  for run in a0 a b bu u c; do
     case $run in
       a0) label="(a0) GET /health, no extra headers" ;;
       a) label="(a) GET /health with the /verify headers (baseline, median round)" ;;
       b) label="(b) /verify, cached token (median round)" ;;
+      bu) label="(b′) /verify, cached token, alternating with (u) (its median round)" ;;
+      u) label="(u) /verify, cached token, FORWARD_UPSTREAM_TOKEN with a 1,200-byte upstream token" ;;
       c) label="(c) /verify, VERIFY_CACHE_CAPACITY=0 (cold)" ;;
     esac
     echo "| $label | ${R[$run.rps]} | $(us "${R[$run.p50_us]}") | $(us "${R[$run.p99_us]}") | ${R[$run.non2xx]} |"
@@ -433,6 +475,8 @@ section=$WORK/section.md
   echo
   echo "- ratio (b)/(a) rps: $ratio — target ≥ 0.9: $([[ $meets == yes ]] && echo met || echo NOT met)"
   echo "- ratio (b)/(a0) rps (against a bare /health): $ratio_bare"
+  u_ratio=$(awk -v u="${R[u.rps]}" -v b="${R[bu.rps]}" 'BEGIN { printf "%.3f", (b > 0 ? u / b : 0) }')
+  echo "- ratio (u)/(b′) rps (the upstream token's cost): $u_ratio — target ≥ 0.9: $(awk -v r="$u_ratio" 'BEGIN { print (r >= 0.9 ? "met" : "NOT met") }'); per round: ${U_RATIOS[*]}"
   echo "- (b)/(a) per round, $ROUNDS alternating rounds: ${ROUND_RATIOS[*]} (table: round $median_round, the median)"
   echo "- Redis commands during (b): ${R[b.redis_total]} for ${R[b.requests]} requests ($(per_req "${R[b.redis_total]}" "${R[b.requests]}")/request)${R[b.redis_detail]:+: ${R[b.redis_detail]}}"
   echo "- Redis commands during (c): ${R[c.redis_total]} for ${R[c.requests]} requests ($(per_req "${R[c.redis_total]}" "${R[c.requests]}")/request)${R[c.redis_detail]:+: ${R[c.redis_detail]}}"

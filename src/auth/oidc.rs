@@ -76,6 +76,8 @@ pub struct Discovery {
     pub userinfo_endpoint: Option<String>,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
 }
 
 /// A finished exchange with the provider: who signed in, and their upstream session.
@@ -285,13 +287,28 @@ impl OidcClient {
             UpstreamError::Unavailable(format!("authorization_endpoint is not a URL: {e}"))
         })?;
         let challenge = crate::token::sha256_b64url(self.verifier(id).as_bytes());
+        // `offline_access` only where the provider knows it (Google refuses it and wants
+        // `access_type=offline` instead).
+        let scopes: Vec<&str> = self
+            .settings
+            .scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| {
+                *s != "offline_access"
+                    || discovery
+                        .scopes_supported
+                        .as_ref()
+                        .is_none_or(|list| list.iter().any(|x| x == s))
+            })
+            .collect();
         {
             let mut query = url.query_pairs_mut();
             query
                 .append_pair("response_type", "code")
                 .append_pair("client_id", &self.settings.client_id)
                 .append_pair("redirect_uri", callback)
-                .append_pair("scope", &self.settings.scopes.join(" "))
+                .append_pair("scope", &scopes.join(" "))
                 .append_pair("state", id)
                 .append_pair("nonce", &self.nonce(id))
                 .append_pair("code_challenge", &challenge)

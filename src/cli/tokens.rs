@@ -87,6 +87,10 @@ pub struct MintArgs {
     /// Upstream groups for the `groups` claim (`X-User-Groups`), comma-separated.
     #[arg(long = "groups", value_delimiter = ',')]
     pub groups: Vec<String>,
+    /// An upstream access token verify hands to MCP servers of `FORWARD_UPSTREAM_TOKEN` hosts
+    /// with this token (a service account's credential, say); stored sealed.
+    #[arg(long, env = "MCP_UPSTREAM_TOKEN", hide_env_values = true)]
+    pub upstream_token: Option<String>,
     /// Bind the token to this client IP.
     #[arg(long)]
     pub bind_ip: Option<std::net::IpAddr>,
@@ -425,6 +429,23 @@ async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
             .map(|ua| crate::token::sha256_b64url(ua.as_bytes())),
         custom_claims: settings.custom_claims.clone(),
     };
+    let upstream = match &args.upstream_token {
+        None => None,
+        Some(token) => {
+            let key = settings.upstream_token_key().ok_or_else(|| {
+                CliError::Failed(
+                    "--upstream-token needs UPSTREAM_TOKEN_KEY or the signing key".into(),
+                )
+            })?;
+            let session = crate::records::UpstreamSession {
+                provider: "operator".into(),
+                access_token: token.clone(),
+                refresh_token: None,
+                expires_at: None,
+            };
+            Some((crate::auth::totp::SecretBox::new(key), session))
+        }
+    };
     let store = cli.store(&settings).await?;
     let count = args.count as usize;
     // Signing dominates (RSA): on every core, in batches that are recorded as they are made.
@@ -456,7 +477,13 @@ async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
         for chunk in minted.chunks(200) {
             let records: Vec<TokenRecord> = chunk
                 .iter()
-                .map(|m| TokenRecord::for_claims(&m.claims, None))
+                .map(|m| {
+                    let mut record = TokenRecord::for_claims(&m.claims, None);
+                    record.upstream = upstream
+                        .as_ref()
+                        .map(|(sealer, session)| session.seal(sealer, &m.claims.jti));
+                    record
+                })
                 .collect();
             let writes = records.iter().map(|r| store.put_token(r, now));
             for result in futures_util::future::join_all(writes).await {

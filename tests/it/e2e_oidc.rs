@@ -56,7 +56,10 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
     ] {
         assert_eq!(flow[step], true, "{step}: {pretty}");
     }
-    assert_eq!(flow["token"]["claims"]["sub"], format!("{}#alice", provider.issuer));
+    assert_eq!(
+        flow["token"]["claims"]["sub"],
+        format!("{}#alice", provider.issuer)
+    );
     assert!(flow["tool_result"].as_str().unwrap_or("").contains("hi"));
     let upstream_refreshes = provider
         .requests()
@@ -64,7 +67,10 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
         .iter()
         .filter(|r| r["route"] == "token" && r["grant_type"] == "refresh_token")
         .count();
-    assert!(upstream_refreshes >= 1, "our refresh refreshed the upstream session");
+    assert!(
+        upstream_refreshes >= 1,
+        "our refresh refreshed the upstream session"
+    );
 
     // What an MCP server behind the same Traefik receives.
     let echo = stack.start_header_echo().await;
