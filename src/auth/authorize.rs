@@ -370,6 +370,14 @@ async fn consent_page(
     if let Some(o) = csp_origin(&upstream_login_url(&state, id)) {
         targets.push(o);
     }
+    // The approval goes on through /login/oidc to the provider: form-action covers every
+    // redirect of the submission, so the provider's origin must be named too.
+    if let Upstream::Oidc(oidc) = &state.upstream
+        && let Ok(discovery) = oidc.discovery().await
+        && let Some(o) = csp_origin(&discovery.authorization_endpoint)
+    {
+        targets.push(o);
+    }
     if let Some(o) = csp_origin(&client_redirect(&state, &pending.redirect_uri, &[])) {
         targets.push(o);
     }

@@ -54,6 +54,8 @@ const SPOOFED: &[(&str, &str)] = &[
     ("X-Auth-Client-Id", "spoof-client"),
     ("X-Auth-Scope", "spoof mcp:admin"),
     ("X-Auth-Token", "spoof-token"),
+    ("X-User-Groups", "admins"),
+    ("X-Upstream-Token", "spoof-upstream-token"),
     ("X_User_Id", "spoof-admin"),
     ("X-User_Name", "spoof-admin"),
     ("X_Auth_Token", "spoof-token"),
@@ -619,7 +621,13 @@ fn check_backend_headers(failures: &mut Vec<String>, seen: &Value, port: u16) {
             ),
         );
     }
-    for name in ["x-user-email", "x-auth-token", "authorization"] {
+    for name in [
+        "x-user-email",
+        "x-auth-token",
+        "x-user-groups",
+        "x-upstream-token",
+        "authorization",
+    ] {
         expect(
             failures,
             headers.get(name).is_none(),
