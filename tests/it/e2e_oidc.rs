@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::gateway::{REDIRECT, approve_consent, browser, location, pkce, query};
-use crate::support::helpers::http;
+use crate::support::helpers::{http, wait_for};
 use crate::support::oidc_provider::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
 use crate::support::stack::*;
 
@@ -157,6 +157,75 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
     assert_eq!(me.status(), 200);
     assert_eq!(me.json::<Value>().await.unwrap()["sub"], "alice");
     assert!(!answer.contains(upstream));
+
+    // Our refresh, through Traefik, refreshes it upstream: the MCP server gets the new one.
+    let refresh = |token: String| {
+        let issuer = stack.issuer.clone();
+        let client_id = client_id.to_string();
+        async move {
+            http()
+                .post(format!("{issuer}/token"))
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", client_id.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let resp = refresh(tokens["refresh_token"].as_str().unwrap().to_string()).await;
+    assert_eq!(resp.status(), 200);
+    let refreshed: Value = resp.json().await.unwrap();
+    let seen_after: Value = http()
+        .post(&resource)
+        .bearer_auth(refreshed["access_token"].as_str().unwrap())
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upstream_after = seen_after["headers"]["x-upstream-token"]
+        .as_str()
+        .unwrap_or("");
+    assert!(!upstream_after.is_empty() && upstream_after != upstream);
+
+    // Disabled upstream: the next refresh is refused and the grant's access token stops
+    // working through Traefik.
+    provider.disable("alice").await;
+    let resp = refresh(refreshed["refresh_token"].as_str().unwrap().to_string()).await;
+    assert_eq!(resp.status(), 400);
+    let status_after = || async {
+        http()
+            .post(&resource)
+            .bearer_auth(refreshed["access_token"].as_str().unwrap())
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    wait_for(Duration::from_secs(5), || async {
+        status_after().await == 401
+    })
+    .await
+    .expect("the disabled user's access token is refused");
+
+    // A user in no allowed group: the SDK's login ends on our 403 page.
+    provider.login_as("bob").await;
+    let (flow, _) = stack
+        .run_script(
+            "mcp-client-flow.mjs",
+            &[stack.mcp_url.as_str()],
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(flow["ok"], false, "{flow}");
+    let error = flow["error"].as_str().unwrap_or("");
+    assert!(error.contains("403"), "{flow}");
 
     // A refused request carries none of it back to the client.
     let refused = http()

@@ -745,3 +745,117 @@ async fn an_id_token_that_lies_in_any_way_ends_the_login() {
         );
     }
 }
+
+#[test]
+fn check_config_shows_the_provider_mapping_and_the_allow_lists() {
+    let out = std::process::Command::new(bin("mcp-gateway-auth"))
+        .arg("--check-config")
+        .env_clear()
+        .env("GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("JWT_ALGORITHM", "HS256")
+        .env("UPSTREAM", "oidc")
+        .env("OIDC_ISSUER", "https://login.microsoftonline.com/t1/v2.0")
+        .env("OIDC_CLIENT_ID", "gw")
+        .env("OIDC_CLIENT_SECRET", "s")
+        .env("OIDC_SUBJECT_CLAIM", "oid")
+        .env("OIDC_REQUIRED_CLAIMS", "tid=t1")
+        .env("ALLOWED_GROUPS", "g-1")
+        .env("ALLOWED_EMAIL_DOMAINS", "contoso.example")
+        .env("FORWARD_UPSTREAM_TOKEN", "graph-mcp.example.com")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "upstream: oidc",
+        "client gw (client_secret_basic)",
+        "id = https://login.microsoftonline.com/t1/v2.0#<oid>",
+        "required claim: tid = \"t1\"",
+        "verified e-mail domains: contoso.example",
+        "groups: g-1",
+        "upstream token forwarded in X-Upstream-Token",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    // A bad value names its variable and exits 64.
+    let out = std::process::Command::new(bin("mcp-gateway-auth"))
+        .arg("--check-config")
+        .env_clear()
+        .env("GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("JWT_ALGORITHM", "HS256")
+        .env("UPSTREAM", "oidc")
+        .env("OIDC_ISSUER", "http://idp.example.com")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OIDC_ISSUER"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn githubs_token_reaches_the_mcp_servers_that_are_configured_for_it() {
+    let gw = Gateway::start(&[
+        ("FORWARD_UPSTREAM_TOKEN", "github-mcp.example.com"),
+        ("GITHUB_SCOPES", "read:user user:email repo"),
+    ])
+    .await;
+    let client = gw.client("none").await;
+    let (_, challenge) = pkce();
+    let github_url = {
+        let resp = approve_consent(
+            &browser(),
+            &gw.issuer,
+            &gw.authorize_url(&client, &challenge, &[]),
+        )
+        .await;
+        location(&resp)
+    };
+    assert!(
+        github_url.contains("scope=read%3Auser+user%3Aemail+repo"),
+        "{github_url}"
+    );
+
+    let resource = "https://github-mcp.example.com/mcp";
+    let (verifier, challenge) = pkce();
+    let mut url = url::Url::parse(&gw.authorize_url(&client, &challenge, &[])).unwrap();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "resource" {
+                resource.into()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    let redirect = gw.browser_login(&browser(), url.as_str()).await;
+    let code = query(&redirect, "code").unwrap();
+    let resp = gw
+        .token(
+            &client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &verifier),
+                ("redirect_uri", REDIRECT),
+                ("resource", resource),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let t: Value = resp.json().await.unwrap();
+    let resp = verify_headers(&gw, access(&t), "github-mcp.example.com").await;
+    assert_eq!(resp.status(), 200);
+    let upstream = header(&resp, "x-upstream-token");
+    assert!(
+        gw.github.issued_tokens().contains(&upstream),
+        "the token GitHub issued: {upstream:?}"
+    );
+    assert!(!t.to_string().contains(&upstream));
+    // A host not configured for it gets none, with a token for that host.
+    let t = gw.tokens(&client).await;
+    let resp = verify_headers(&gw, access(&t), "mcp.example.com").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-upstream-token"), "");
+}

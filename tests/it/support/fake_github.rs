@@ -67,6 +67,11 @@ impl FakeGithub {
         *self.state.login.lock().unwrap() = login.into();
     }
 
+    /// Every access token the token endpoint has issued.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.tokens.lock().unwrap().keys().cloned().collect()
+    }
+
     /// From now on `/user` reports this account id for whoever signs in.
     pub fn report_account_id(&self, id: u64) {
         *self.state.id_override.lock().unwrap() = Some(id);
