@@ -113,6 +113,19 @@ pub enum MissingName {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: String,
+    /// ASCII patterns of the common shapes, matched without the general loop.
+    shape: Shape,
+}
+
+/// The shape of an ASCII pattern (the pattern is lower-case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// No wildcard: equal, ignoring ASCII case.
+    Exact,
+    /// `prefix*` with no other wildcard: the literal before the `*` leads.
+    Prefix,
+    /// Anything else, or not ASCII.
+    General,
 }
 
 impl Glob {
@@ -121,9 +134,17 @@ impl Glob {
         if raw.is_empty() || raw.chars().any(char::is_control) {
             return Err(format!("{raw:?} is not a name or pattern"));
         }
-        Ok(Self {
-            pattern: raw.to_lowercase(),
-        })
+        let pattern = raw.to_lowercase();
+        let shape = if !pattern.is_ascii() {
+            Shape::General
+        } else if !Self::is_pattern(&pattern) {
+            Shape::Exact
+        } else if pattern.ends_with('*') && !Self::is_pattern(&pattern[..pattern.len() - 1]) {
+            Shape::Prefix
+        } else {
+            Shape::General
+        };
+        Ok(Self { pattern, shape })
     }
 
     pub fn as_str(&self) -> &str {
@@ -138,6 +159,21 @@ impl Glob {
     /// Whether `text` matches; `text` is compared lower-cased, as the pattern is. ASCII (every
     /// MCP method and nearly every tool name) is matched byte by byte without allocating.
     pub fn matches(&self, text: &str) -> bool {
+        // A non-ASCII text can still equal an ASCII pattern once lower-cased ('K', the Kelvin
+        // sign, is 'k'): those go the general way.
+        match self.shape {
+            Shape::Exact if text.is_ascii() => {
+                return text.eq_ignore_ascii_case(&self.pattern);
+            }
+            Shape::Prefix if text.is_ascii() => {
+                let literal = &self.pattern.as_bytes()[..self.pattern.len() - 1];
+                return text
+                    .as_bytes()
+                    .get(..literal.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(literal));
+            }
+            _ => {}
+        }
         if text.is_ascii() && self.pattern.is_ascii() {
             // The pattern is lower-case already.
             return glob_match(
@@ -164,12 +200,14 @@ fn glob_match<T: Copy + PartialEq>(
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == one_sym || eq(pattern[p], text[t])) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == star_sym {
+        // A wildcard is a wildcard first: a text with a literal `*` or `?` in it must not
+        // match it character for character and escape the rest of the pattern.
+        if p < pattern.len() && pattern[p] == star_sym {
             star = Some((p, t));
             p += 1;
+        } else if p < pattern.len() && (pattern[p] == one_sym || eq(pattern[p], text[t])) {
+            p += 1;
+            t += 1;
         } else if let Some((sp, st)) = star {
             p = sp + 1;
             t = st + 1;
@@ -493,6 +531,24 @@ impl ToolPolicy {
 mod tests {
     use super::*;
 
+    /// The fast shapes (exact, `prefix*`) answer as the general matcher does, for every
+    /// spelling: case, wildcards, non-ASCII letters that lower-case to ASCII ones.
+    #[test]
+    fn glob_shapes_agree_with_the_general_matcher() {
+        use proptest::prelude::*;
+        let reference = |pattern: &str, text: &str| {
+            let p: Vec<char> = pattern.to_lowercase().chars().collect();
+            let t: Vec<char> = text.to_lowercase().chars().collect();
+            glob_match(&p, &t, ('*', '?'), |a, b| a == b)
+        };
+        let atoms = prop::sample::select(vec!["a", "b", "A", "_", "*", "?", "K", "\u{212A}", "k"]);
+        let word = |n| prop::collection::vec(atoms.clone(), 1..n).prop_map(|v| v.concat());
+        proptest!(ProptestConfig::with_cases(4000), |(pattern in word(6), text in word(7))| {
+            let glob = Glob::parse(&pattern).unwrap();
+            prop_assert_eq!(glob.matches(&text), reference(&pattern, &text), "{} ~ {}", pattern, text);
+        });
+    }
+
     #[test]
     fn hierarchies_are_transitive_and_refuse_cycles() {
         let h =
@@ -516,6 +572,10 @@ mod tests {
         assert!(Glob::parse("a?c").unwrap().matches("abc"));
         assert!(Glob::parse("*x*y").unwrap().matches("axbxy"));
         assert!(Glob::parse("Echo").unwrap().matches("echo"));
+        // A name with a literal `*` is still covered by the rule's wildcard.
+        assert!(Glob::parse("danger_*").unwrap().matches("danger_*x"));
+        assert!(Glob::parse("a*b*").unwrap().matches("a*b*x"));
+        assert!(Glob::parse("*").unwrap().matches("*a"));
         assert!(!Glob::parse("echo").unwrap().matches("echo2"));
     }
 

@@ -304,7 +304,7 @@ proptest! {
     #[test]
     fn a_protected_tool_is_protected_in_any_json_spelling(
         choices in proptest::collection::vec(any::<u8>(), 1..20),
-        suffix in "[a-z_]{0,8}",
+        suffix in "[a-z_*?]{0,8}",
         batch_before in 0usize..3,
         extra in proptest::collection::vec(("[a-z]{1,6}", "[ -~]{0,10}"), 0..3),
         spaces in " {0,3}",
