@@ -156,6 +156,17 @@ impl Glob {
         pattern.contains(['*', '?'])
     }
 
+    /// [`Glob::matches`] for a text lower-cased already ([`folded`]): plain byte comparisons.
+    fn matches_folded(&self, text: &str) -> bool {
+        match self.shape {
+            Shape::Exact => text == self.pattern,
+            Shape::Prefix => text
+                .as_bytes()
+                .starts_with(&self.pattern.as_bytes()[..self.pattern.len() - 1]),
+            Shape::General => self.matches(text),
+        }
+    }
+
     /// Whether `text` matches; `text` is compared lower-cased, as the pattern is. ASCII (every
     /// MCP method and nearly every tool name) is matched byte by byte without allocating.
     pub fn matches(&self, text: &str) -> bool {
@@ -266,6 +277,9 @@ struct RuleIndex {
     >,
     /// Rules whose method is a pattern.
     wild: Vec<usize>,
+    /// Exact method → `wild` and its `by_method` rules, in rule order: the candidates of a
+    /// call no exact-name rule names, without building the list per request.
+    merged: HashMap<String, Vec<usize>, foldhash::fast::RandomState>,
 }
 
 impl RuleIndex {
@@ -291,6 +305,19 @@ impl RuleIndex {
                     .or_default()
                     .push(i),
             }
+        }
+        let methods: Vec<String> = index
+            .by_method
+            .keys()
+            .chain(index.by_name.keys())
+            .cloned()
+            .collect();
+        for method in methods {
+            let mut list = index.wild.clone();
+            list.extend(index.by_method.get(&method).into_iter().flatten());
+            list.sort_unstable();
+            list.dedup();
+            index.merged.insert(method, list);
         }
         index
     }
@@ -420,18 +447,28 @@ impl ToolPolicy {
         };
         let index = self.index.get_or_init(|| RuleIndex::new(&self.rules));
         let method = folded(known.method);
-        let by_method = index.by_method.get(method.as_ref());
         let by_name = index.by_name.get(method.as_ref());
         let named: Option<&Vec<usize>> = match (by_name, known.name) {
             (Some(names), Some(name)) => names.get(folded(name).as_ref()),
             _ => None,
         };
-        let mut candidates: Vec<usize> = index.wild.clone();
-        candidates.extend(by_method.into_iter().flatten());
-        candidates.extend(named.into_iter().flatten());
-        // In rule order, as trying every rule would find them.
-        candidates.sort_unstable();
-        let mut out = self.requirement_of(candidates.iter().map(|i| &self.rules[*i]), call);
+        let common = index.merged.get(method.as_ref()).unwrap_or(&index.wild);
+        // Lower-cased once: each rule then compares bytes.
+        let name = known.name.map(folded);
+        let folded_call = Some(Call {
+            method: method.as_ref(),
+            name: name.as_deref(),
+        });
+        let mut out = match named {
+            None => self.requirement_of(common.iter().map(|i| &self.rules[*i]), folded_call),
+            Some(named) => {
+                let mut candidates = common.clone();
+                candidates.extend(named);
+                // In rule order, as trying every rule would find them.
+                candidates.sort_unstable();
+                self.requirement_of(candidates.iter().map(|i| &self.rules[*i]), folded_call)
+            }
+        };
         // A rule on this method that needs the name, and no name: the same verdict as trying it.
         if known.name.is_none() && by_name.is_some() && self.missing_name == MissingName::Deny {
             out.name_missing = true;
@@ -439,6 +476,7 @@ impl ToolPolicy {
         out
     }
 
+    /// `call` is lower-cased already ([`folded`]).
     fn requirement_of<'p>(
         &'p self,
         rules: impl Iterator<Item = &'p ToolRule>,
@@ -449,10 +487,10 @@ impl ToolPolicy {
             let applies = match call {
                 None => true,
                 Some(call) => {
-                    rule.method.matches(call.method)
+                    rule.method.matches_folded(call.method)
                         && match (&rule.name, call.name) {
                             (None, _) => true,
-                            (Some(pattern), Some(name)) => pattern.matches(name),
+                            (Some(pattern), Some(name)) => pattern.matches_folded(name),
                             (Some(_), None) => {
                                 if self.missing_name == MissingName::Deny {
                                     out.name_missing = true;
@@ -546,6 +584,7 @@ mod tests {
         proptest!(ProptestConfig::with_cases(4000), |(pattern in word(6), text in word(7))| {
             let glob = Glob::parse(&pattern).unwrap();
             prop_assert_eq!(glob.matches(&text), reference(&pattern, &text), "{} ~ {}", pattern, text);
+            prop_assert_eq!(glob.matches_folded(&folded(&text)), reference(&pattern, &text), "folded {} ~ {}", pattern, text);
         });
     }
 
