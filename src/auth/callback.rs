@@ -45,6 +45,8 @@ struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
+    /// RFC 9207: who sent the user back (OpenID providers that support it).
+    iss: Option<String>,
 }
 
 /// The front half of every upstream callback: the state is spent, must be an approved login
@@ -189,6 +191,13 @@ async fn oidc_callback(
         Ok(found) => found,
         Err(page) => return page,
     };
+    // RFC 9207: a code that another issuer sent here (a mix-up) is never exchanged.
+    if let Some(iss) = query.iss.as_deref()
+        && iss != oidc.settings().issuer
+    {
+        let why = format!("the callback names issuer {iss:?}");
+        return upstream_failed(&state, &pending, &name, UpstreamError::Refused(why));
+    }
     match oidc.login(&code, &state.endpoint(OIDC_CALLBACK), &id).await {
         Ok(login) => {
             let signed_in = SignedIn {

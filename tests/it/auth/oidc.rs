@@ -159,6 +159,7 @@ async fn google_shaped_domains_need_a_verified_address_and_the_hd_claim() {
             ("OIDC_REQUIRED_CLAIMS", "hd=example.com"),
             ("OIDC_AUTH_PARAMS", "hd=example.com"),
             ("ALLOWED_EMAIL_DOMAINS", "example.com"),
+            ("OIDC_USERINFO", "true"),
         ],
     )
     .await;
@@ -166,6 +167,11 @@ async fn google_shaped_domains_need_a_verified_address_and_the_hd_claim() {
     let t = tokens(&gw, &client).await;
     assert_eq!(jwt_claims(access(&t))["email"], "alice@example.com");
     let log = provider.requests().await;
+    assert!(
+        log.iter()
+            .any(|r| r["route"] == "userinfo" && r["authorization"] == "Bearer"),
+        "OIDC_USERINFO reads userinfo with the provider's access token"
+    );
     let authorization = log.iter().find(|r| r["route"] == "authorization").unwrap();
     assert!(
         authorization["query_keys"]
@@ -608,11 +614,17 @@ mod lying_provider {
             .lock()
             .unwrap()
             .push(q.get("nonce").cloned().unwrap_or_default());
+        // RFC 9207: honest providers name themselves; a mix-up names another issuer.
+        let iss = match *lies.mode.lock().unwrap() {
+            "mixup" => "https://evil.example".to_string(),
+            _ => lies.issuer.clone(),
+        };
         let to = format!(
-            "{}?code=lie-{}&state={}",
+            "{}?code=lie-{}&state={}&iss={}",
             q["redirect_uri"],
             lies.nonces.lock().unwrap().len(),
-            q["state"]
+            q["state"],
+            url::form_urlencoded::byte_serialize(iss.as_bytes()).collect::<String>()
         );
         HttpResponse::Found()
             .insert_header(("Location", to))
@@ -735,6 +747,7 @@ async fn an_id_token_that_lies_in_any_way_ends_the_login() {
         "none",
         "unknown_kid",
         "forged",
+        "mixup",
     ] {
         let redirect = attempt(mode).await;
         assert!(query(&redirect, "code").is_none(), "{mode} must not log in");
