@@ -12,6 +12,8 @@
 #       and deciding from it cost together.
 #
 # Usage:   bash bench/verify-policy.sh      Env: DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=3 SKIP_BUILD=1
+#          PIN_VERIFY=0 PIN_WRK=1: run the verify processes and wrk on separate CPUs (taskset), so
+#          that generating the 2 KB body (wrk's work) does not take CPU from verify
 # Results are printed and appended to bench/RESULTS.md; nothing about the figures is asserted,
 # the script fails only when an answer is not 200.
 set -euo pipefail
@@ -84,7 +86,7 @@ POLICY=$(IFS=';'; echo "${rules[*]}")
 start_verify() {
   local port
   port=$(free_port)
-  env "$@" LISTEN_ADDR="127.0.0.1:$port" "$VERIFY_BIN" >"$WORK/verify-$port.log" 2>&1 &
+  ${PIN_VERIFY:+taskset -c "$PIN_VERIFY"} env "$@" LISTEN_ADDR="127.0.0.1:$port" "$VERIFY_BIN" >"$WORK/verify-$port.log" 2>&1 &
   PIDS+=($!)
   wait_200 "http://127.0.0.1:$port/ready"
   echo "$port"
@@ -106,7 +108,7 @@ scrape() { curl -s "http://127.0.0.1:$1/metrics" >"$2"; }
 rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 non2xx() { awk '/Non-2xx/ { print $NF }' "$1"; }
 run() { # run OUT URL LUA
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$3" "$2" >"$1" 2>&1
+  ${PIN_WRK:+taskset -c "$PIN_WRK"} wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$3" "$2" >"$1" 2>&1
   [[ -z $(non2xx "$1") ]] || die "non-2xx answers in $1: $(cat "$1")"
 }
 

@@ -378,12 +378,16 @@ async fn refresh_upstream(
     record: &RefreshRecord,
 ) -> Result<(UpstreamUser, Option<String>), OAuthError> {
     let sealer = &state.upstream_box;
-    let Some(session) = record
-        .upstream
-        .as_deref()
-        .and_then(|sealed| UpstreamSession::open(sealer, &record.user.id, sealed))
-    else {
+    let Some(sealed) = record.upstream.as_deref() else {
         return Ok((record.user.clone(), None));
+    };
+    // A session we can no longer open (UPSTREAM_TOKEN_KEY, or the signing key it derives
+    // from, changed) must not skip the upstream's say: the user signs in again.
+    let Some(session) = UpstreamSession::open(sealer, &record.user.id, sealed) else {
+        tracing::warn!(login = %record.user.login, "the grant's upstream session cannot be opened (UPSTREAM_TOKEN_KEY changed?): sign-in required");
+        return Err(OAuthError::invalid_grant(
+            "the identity provider's session can no longer be read; sign in again",
+        ));
     };
     let oidc = state
         .upstream

@@ -225,14 +225,29 @@ impl VerifyState {
                         "the token's status cannot be checked right now; retry shortly",
                     )
                 })?;
-                let session = record.and_then(|r| r.upstream).and_then(|sealed| {
-                    crate::records::UpstreamSession::open(sealer, &verified.jti, &sealed)
-                });
-                verified.set_upstream_token(
-                    session
-                        .as_ref()
-                        .map(|s| (s.access_token.as_str(), s.expires_at)),
-                )
+                match record.and_then(|r| r.upstream) {
+                    None => verified.set_upstream_token(None),
+                    Some(sealed) => {
+                        let Some(session) =
+                            crate::records::UpstreamSession::open(sealer, &verified.jti, &sealed)
+                        else {
+                            // Sealed with another key (UPSTREAM_TOKEN_KEY differs from auth's,
+                            // or changed): never pass without it; the client's refresh or a
+                            // new login mends it.
+                            tracing::warn!(
+                                "an upstream token cannot be opened: is UPSTREAM_TOKEN_KEY the authorization server's?"
+                            );
+                            return Err(Denial::new(
+                                Reason::Expired,
+                                "the identity provider's token for this server cannot be read; sign in again",
+                            ));
+                        };
+                        verified.set_upstream_token(Some((
+                            session.access_token.as_str(),
+                            session.expires_at,
+                        )))
+                    }
+                }
             }
         };
         if expires_at.is_some_and(|at| self.clock.now_unix() >= at) {

@@ -247,6 +247,45 @@ async fn our_refresh_refreshes_upstream_and_ends_when_the_user_is_disabled_or_le
     };
     assert_eq!(upstream_refreshes(&provider.requests().await), 1);
 
+    // A session that cannot be opened (the key changed) is never skipped: sign in again.
+    let t_other = tokens(&gw, &client).await;
+    let other_refresh = t_other["refresh_token"].as_str().unwrap();
+    let key = format!(
+        "oauth:refresh:{}",
+        mcp_oauth_gateway::token::sha256_b64url(other_refresh.as_bytes())
+    );
+    let mut conn = gw.redis.conn().await;
+    let json: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut record: Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        record["upstream"].is_string(),
+        "the provider's session is kept, sealed"
+    );
+    record["upstream"] = json!("c2VhbGVkIHdpdGggYW5vdGhlciBrZXk=");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(record.to_string())
+        .arg("EX")
+        .arg(ttl)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_oauth_error(
+        gw.refresh(&client, other_refresh).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+
     // Removed from the group upstream: the next refresh sees it and ends the grant.
     provider
         .set_claims("alice", json!({"groups": ["eng"]}))
@@ -332,6 +371,27 @@ async fn the_upstream_token_reaches_the_mcp_server_only_sealed_and_refreshed() {
         .await
         .unwrap();
     assert!(record.contains("\"upstream\"") && !record.contains(&upstream));
+
+    // A verify whose UPSTREAM_TOKEN_KEY is not auth's cannot open it: it refuses (the client
+    // refreshes or signs in again) rather than pass the request without it.
+    let other_key = Verify::start(
+        &base_env(&gw.redis)
+            .with("ISSUER_URL", gw.issuer.as_str())
+            .with("FORWARD_UPSTREAM_TOKEN", "mcp.example.com")
+            .with(
+                "UPSTREAM_TOKEN_KEY",
+                "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+            ),
+        gw.redis.store(),
+    )
+    .await;
+    let resp = other_key
+        .request(Some(access(&t)), "mcp.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(header(&resp, "x-upstream-token"), "");
 
     // A refusal never carries it; a host that is not configured never gets it.
     let refusal = verify_headers(&gw, "not.a.token", "mcp.example.com").await;
