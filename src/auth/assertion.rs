@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::cimd::ClientDocument;
+use super::jwks::candidates;
 use super::{AuthState, OAuthError};
 use crate::store::keys;
 use crate::token::sha256_b64url;
@@ -36,42 +36,6 @@ fn algorithm(name: &str) -> Option<Algorithm> {
         "EdDSA" => Some(Algorithm::EdDSA),
         _ => None,
     }
-}
-
-/// Whether `jwk` can verify `alg` (its type, and its own `alg` when it names one).
-fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
-    let family = match (&jwk.algorithm, alg) {
-        (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
-        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => {
-            matches!(p.curve, jsonwebtoken::jwk::EllipticCurve::P256)
-        }
-        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
-            matches!(p.curve, jsonwebtoken::jwk::EllipticCurve::Ed25519)
-        }
-        _ => false,
-    };
-    let named = match jwk.common.key_algorithm {
-        None => true,
-        Some(KeyAlgorithm::RS256) => alg == Algorithm::RS256,
-        Some(KeyAlgorithm::ES256) => alg == Algorithm::ES256,
-        Some(KeyAlgorithm::EdDSA) => alg == Algorithm::EdDSA,
-        Some(_) => false,
-    };
-    let for_signing = jwk
-        .common
-        .public_key_use
-        .as_ref()
-        .is_none_or(|u| matches!(u, jsonwebtoken::jwk::PublicKeyUse::Signature));
-    family && named && for_signing
-}
-
-/// The keys of `set` that may have signed with `alg` and `kid`.
-fn candidates<'a>(set: &'a JwkSet, alg: Algorithm, kid: Option<&str>) -> Vec<&'a Jwk> {
-    set.keys
-        .iter()
-        .filter(|k| fits(k, alg))
-        .filter(|k| kid.is_none_or(|kid| k.common.key_id.as_deref() == Some(kid)))
-        .collect()
 }
 
 /// Authenticates `client_id` by the `client_assertion` of the request to `endpoint`.

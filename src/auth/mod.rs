@@ -24,6 +24,7 @@ pub mod consent;
 pub mod error;
 pub mod github;
 pub mod identity;
+pub mod jwks;
 pub mod login;
 pub mod metadata;
 pub mod metrics;

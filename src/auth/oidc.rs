@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -29,6 +29,7 @@ use tokio::sync::Mutex;
 
 use super::UpstreamUser;
 use super::github::UpstreamError;
+use super::jwks::{algorithm_name, candidates};
 use crate::config::{EmailTrust, OidcClientAuth, OidcSettings};
 use crate::records::UpstreamSession;
 
@@ -47,23 +48,6 @@ const MAX_ID_TOKEN_AGE: i64 = 600;
 const MAX_GROUPS: usize = 100;
 /// Longest accepted claim value that becomes a header (login, group, e-mail, subject).
 const MAX_CLAIM_LEN: usize = 256;
-
-/// The algorithms an `id_token` may be signed with: asymmetric only.
-const ALGORITHMS: &[(&str, Algorithm)] = &[
-    ("RS256", Algorithm::RS256),
-    ("RS384", Algorithm::RS384),
-    ("RS512", Algorithm::RS512),
-    ("PS256", Algorithm::PS256),
-    ("PS384", Algorithm::PS384),
-    ("PS512", Algorithm::PS512),
-    ("ES256", Algorithm::ES256),
-    ("ES384", Algorithm::ES384),
-    ("EdDSA", Algorithm::EdDSA),
-];
-
-fn algorithm_name(alg: Algorithm) -> Option<&'static str> {
-    ALGORITHMS.iter().find(|(_, a)| *a == alg).map(|(n, _)| *n)
-}
 
 /// The provider's metadata (OpenID Connect Discovery 1.0 §3), the fields we use.
 #[derive(Debug, Clone, Deserialize)]
@@ -517,10 +501,7 @@ impl OidcClient {
         let (key, alg) = self.assertion_key.as_ref().ok_or_else(|| {
             UpstreamError::Unavailable("no private key for private_key_jwt".into())
         })?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::clock::Clock::now_unix(&crate::clock::SystemClock);
         let mut header = Header::new(*alg);
         header.kid = self.settings.private_key_id.clone();
         let claims = serde_json::json!({
@@ -618,10 +599,7 @@ impl OidcClient {
             }
             _ => {}
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::clock::Clock::now_unix(&crate::clock::SystemClock);
         let iat = claims
             .get("iat")
             .and_then(Value::as_i64)
@@ -727,48 +705,6 @@ pub fn map_claims(
     })
 }
 
-/// Whether `jwk` can verify `alg`: its key type and curve, and its own `alg` when it names one.
-fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
-    let family = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => matches!(
-            alg,
-            Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512
-        ),
-        AlgorithmParameters::EllipticCurve(p) => matches!(
-            (&p.curve, alg),
-            (EllipticCurve::P256, Algorithm::ES256) | (EllipticCurve::P384, Algorithm::ES384)
-        ),
-        AlgorithmParameters::OctetKeyPair(p) => {
-            matches!(p.curve, EllipticCurve::Ed25519) && alg == Algorithm::EdDSA
-        }
-        // A symmetric key is never a provider's signing key.
-        _ => false,
-    };
-    let named = jwk
-        .common
-        .key_algorithm
-        .is_none_or(|k| format!("{k:?}") == algorithm_name(alg).unwrap_or(""));
-    let for_signing = jwk
-        .common
-        .public_key_use
-        .as_ref()
-        .is_none_or(|u| matches!(u, jsonwebtoken::jwk::PublicKeyUse::Signature));
-    family && named && for_signing
-}
-
-fn candidates<'a>(set: &'a JwkSet, alg: Algorithm, kid: Option<&str>) -> Vec<&'a Jwk> {
-    set.keys
-        .iter()
-        .filter(|k| fits(k, alg))
-        .filter(|k| kid.is_none_or(|kid| k.common.key_id.as_deref() == Some(kid)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,20 +755,5 @@ mod tests {
         let mut no_sub = claims;
         no_sub.remove("sub");
         assert!(map_claims(&s, &no_sub).is_err());
-    }
-
-    #[test]
-    fn symmetric_and_mismatched_keys_never_fit() {
-        let set: JwkSet = serde_json::from_value(serde_json::json!({"keys": [
-            {"kty": "oct", "k": "c2VjcmV0", "kid": "h"},
-            {"kty": "EC", "crv": "P-256", "kid": "e",
-             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
-        ]}))
-        .unwrap();
-        assert!(candidates(&set, Algorithm::HS256, Some("h")).is_empty());
-        assert!(candidates(&set, Algorithm::RS256, Some("e")).is_empty());
-        assert_eq!(candidates(&set, Algorithm::ES256, Some("e")).len(), 1);
-        assert!(algorithm_name(Algorithm::HS256).is_none());
     }
 }

@@ -101,10 +101,7 @@ impl UpstreamSession {
             serde_json::Value::String(s) => s.trim().parse().ok(),
             _ => None,
         });
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::clock::Clock::now_unix(&crate::clock::SystemClock);
         Self {
             provider: provider.to_string(),
             access_token,
