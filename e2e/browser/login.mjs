@@ -5,8 +5,8 @@
 //
 // usage: node login.mjs ISSUER SCREENSHOT_DIR
 import { chromium } from "playwright-core";
-import { createHmac, createHash, randomBytes } from "node:crypto";
-import { createServer } from "node:http";
+import { createHmac } from "node:crypto";
+import { startClient } from "./client.mjs";
 import { mkdirSync } from "node:fs";
 
 const [issuer, shots] = process.argv.slice(2);
@@ -45,43 +45,17 @@ function totp(secret, offsetSteps = 0) {
   return String(bin % 1_000_000).padStart(6, "0");
 }
 
-// The "client": a loopback redirect receiver.
-const received = [];
-const receiver = createServer((req, res) => {
-  const url = new URL(req.url, "http://127.0.0.1");
-  // Only the redirect counts: the browser also asks for /favicon.ico.
-  if (url.pathname === "/callback") received.push(url);
-  res.writeHead(200, { "content-type": "text/html" });
-  res.end("<!doctype html><title>Client</title><p>Back at the MCP client.</p>");
-});
-await new Promise((r) => receiver.listen(0, "127.0.0.1", r));
-const redirectUri = `http://127.0.0.1:${receiver.address().port}/callback`;
-
-const reg = await (await fetch(`${issuer}/register`, {
-  method: "POST",
-  headers: { "content-type": "application/json" },
-  body: JSON.stringify({ client_name: "Browser test client", redirect_uris: [redirectUri], token_endpoint_auth_method: "none" }),
-})).json();
-if (!reg.client_id) fail(`registration failed: ${JSON.stringify(reg)}`);
-
-function authorizeUrl() {
-  const verifier = randomBytes(32).toString("base64url");
-  const challenge = createHash("sha256").update(verifier).digest("base64url");
-  const url = new URL(`${issuer}/authorize`);
-  url.search = new URLSearchParams({
-    response_type: "code", client_id: reg.client_id, redirect_uri: redirectUri,
-    code_challenge: challenge, code_challenge_method: "S256", state: randomBytes(8).toString("hex"),
-  }).toString();
-  return { url: url.toString(), verifier };
+// The "client": a loopback redirect receiver (client.mjs).
+let client;
+try {
+  client = await startClient(issuer, "Browser test client");
+} catch (e) {
+  fail(e.message);
 }
+const { received, authorizeUrl } = client;
 
 async function redeem(code, verifier) {
-  const res = await fetch(`${issuer}/token`, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ grant_type: "authorization_code", code, code_verifier: verifier, client_id: reg.client_id, redirect_uri: redirectUri }),
-  });
-  const body = await res.json();
+  const body = await client.redeem(code, verifier);
   if (!body.access_token) fail(`token request failed: ${JSON.stringify(body)}`);
   return JSON.parse(Buffer.from(body.access_token.split(".")[1], "base64url").toString());
 }
@@ -166,5 +140,5 @@ try {
   fail(e.stack || e);
 } finally {
   await browser.close();
-  receiver.close();
+  client.close();
 }

@@ -7,8 +7,7 @@
 //
 // usage: node oidc-login.mjs ISSUER PROVIDER_BASE REFUSED_USER
 import { chromium } from "playwright-core";
-import { createHash, randomBytes } from "node:crypto";
-import { createServer } from "node:http";
+import { startClient } from "./client.mjs";
 
 const [issuer, providerBase, refusedUser] = process.argv.slice(2);
 if (!issuer || !providerBase || !refusedUser) {
@@ -22,32 +21,13 @@ function fail(message) {
 }
 const csp_violations = [];
 
-const received = [];
-const receiver = createServer((req, res) => {
-  const url = new URL(req.url, "http://127.0.0.1");
-  if (url.pathname === "/callback") received.push(url);
-  res.writeHead(200, { "content-type": "text/html" });
-  res.end("<!doctype html><title>Client</title><p>Back at the MCP client.</p>");
-});
-await new Promise((r) => receiver.listen(0, "127.0.0.1", r));
-const redirectUri = `http://127.0.0.1:${receiver.address().port}/callback`;
-const reg = await (await fetch(`${issuer}/register`, {
-  method: "POST",
-  headers: { "content-type": "application/json" },
-  body: JSON.stringify({ client_name: "Browser OIDC client", redirect_uris: [redirectUri], token_endpoint_auth_method: "none" }),
-})).json();
-if (!reg.client_id) fail(`registration failed: ${JSON.stringify(reg)}`);
-
-function authorizeUrl() {
-  const verifier = randomBytes(32).toString("base64url");
-  const challenge = createHash("sha256").update(verifier).digest("base64url");
-  const url = new URL(`${issuer}/authorize`);
-  url.search = new URLSearchParams({
-    response_type: "code", client_id: reg.client_id, redirect_uri: redirectUri,
-    code_challenge: challenge, code_challenge_method: "S256", state: randomBytes(8).toString("hex"),
-  }).toString();
-  return { url: url.toString(), verifier };
+let client;
+try {
+  client = await startClient(issuer, "Browser OIDC client");
+} catch (e) {
+  fail(e.message);
 }
+const { received, authorizeUrl } = client;
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -69,12 +49,7 @@ try {
   const back = received.at(-1);
   const code = back?.searchParams.get("code");
   if (!code) fail(`no code at the client: ${back}`);
-  const res = await fetch(`${issuer}/token`, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ grant_type: "authorization_code", code, code_verifier: verifier, redirect_uri: redirectUri, client_id: reg.client_id }),
-  });
-  const tokens = await res.json();
+  const tokens = await client.redeem(code, verifier);
   if (!tokens.access_token) fail(`token exchange failed: ${JSON.stringify(tokens)}`);
   const claims = JSON.parse(Buffer.from(tokens.access_token.split(".")[1], "base64url").toString());
 
@@ -103,5 +78,5 @@ try {
 } finally {
   clearTimeout(deadline);
   await browser.close();
-  receiver.close();
+  client.close();
 }

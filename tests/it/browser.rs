@@ -7,32 +7,29 @@ use std::process::Command;
 
 use crate::support::dev_gateway::DevGateway;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_browser_enrols_and_logs_in_with_a_second_factor() {
-    // The same switch as the other end-to-end tests.
+/// Whether the browser tests run (the same switch as the other end-to-end tests).
+fn enabled() -> bool {
     if std::env::var("MCP_GATEWAY_SKIP_E2E").is_ok_and(|v| v == "1") {
         eprintln!("MCP_GATEWAY_SKIP_E2E=1: browser test skipped");
-        return;
+        return false;
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    let script = format!("{root}/e2e/browser/login.mjs");
     assert!(
         std::path::Path::new(&format!("{root}/e2e/browser/node_modules/playwright-core")).exists(),
         "playwright-core is missing: run scripts/browser-deps"
     );
-    let dev = DevGateway::start(&[("TOKEN_MFA_REQUIRED", "true")]).await;
-    let issuer = dev.issuer.clone();
-    let shots = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let shots = shots.path().to_path_buf();
-        move || {
-            Command::new("node")
-                .arg(&script)
-                .arg(&issuer)
-                .arg(&shots)
-                .output()
-                .unwrap()
-        }
+    true
+}
+
+/// Runs `e2e/browser/{script}` with `args`; its last stdout line, as JSON, once it succeeded.
+async fn run_browser(script: &str, args: Vec<String>) -> serde_json::Value {
+    let script = format!("{}/e2e/browser/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(&script)
+            .args(&args)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -42,7 +39,21 @@ async fn a_real_browser_enrols_and_logs_in_with_a_second_factor() {
         "browser run failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_enrols_and_logs_in_with_a_second_factor() {
+    if !enabled() {
+        return;
+    }
+    let dev = DevGateway::start(&[("TOKEN_MFA_REQUIRED", "true")]).await;
+    let shots = tempfile::tempdir().unwrap();
+    let result = run_browser(
+        "login.mjs",
+        vec![dev.issuer.clone(), shots.path().display().to_string()],
+    )
+    .await;
     assert_eq!(result["ok"], true);
     assert_eq!(result["recovery_codes"], 10);
     assert_eq!(result["first_amr"], serde_json::json!(["github", "otp"]));
@@ -60,11 +71,9 @@ async fn a_real_browser_enrols_and_logs_in_with_a_second_factor() {
 async fn a_real_browser_logs_in_through_an_oidc_provider_and_sees_a_refusal() {
     use crate::support::gateway::Gateway;
     use crate::support::oidc_provider::OidcProvider;
-    if std::env::var("MCP_GATEWAY_SKIP_E2E").is_ok_and(|v| v == "1") {
+    if !enabled() {
         return;
     }
-    let root = env!("CARGO_MANIFEST_DIR");
-    let script = format!("{root}/e2e/browser/oidc-login.mjs");
     let provider = OidcProvider::start(&[]).await;
     let env = provider.gateway_env();
     let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -74,25 +83,11 @@ async fn a_real_browser_logs_in_through_an_oidc_provider_and_sees_a_refusal() {
     ]);
     let gw = Gateway::start(&pairs).await;
     provider.register(&gw.issuer, serde_json::json!({})).await;
-    let (issuer, base) = (gw.issuer.clone(), provider.base.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(&script)
-            .arg(&issuer)
-            .arg(&base)
-            .arg("carol")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser run failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let result = run_browser(
+        "oidc-login.mjs",
+        vec![gw.issuer.clone(), provider.base.clone(), "carol".into()],
+    )
+    .await;
     assert_eq!(result["sub"], format!("{}#alice", provider.issuer));
     assert_eq!(result["amr"], serde_json::json!(["oidc"]));
     assert_eq!(result["refusal_names_why"], true);

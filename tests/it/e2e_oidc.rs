@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::gateway::{REDIRECT, approve_consent, browser, location, pkce, query};
+use crate::support::gateway::{REDIRECT, approve_consent, browser, follow_to_client, pkce, query};
 use crate::support::helpers::{http, wait_for};
 use crate::support::oidc_provider::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
 use crate::support::stack::*;
@@ -98,15 +98,11 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
         .append_pair("state", "s1")
         .append_pair("resource", &resource);
     let browser = browser();
-    let mut resp = approve_consent(&browser, &stack.issuer, authorize.as_str()).await;
-    let code = loop {
-        assert!(resp.status().is_redirection(), "{}", resp.status());
-        let next = resp.url().join(&location(&resp)).unwrap();
-        if next.as_str().starts_with(REDIRECT) {
-            break query(&next, "code").expect("a code");
-        }
-        resp = browser.get(next).send().await.unwrap();
-    };
+    let resp = approve_consent(&browser, &stack.issuer, authorize.as_str()).await;
+    let back = follow_to_client(&browser, resp)
+        .await
+        .unwrap_or_else(|page| panic!("the login ended on a {} page", page.status()));
+    let code = query(&back, "code").expect("a code");
     let answer = http()
         .post(format!("{}/token", stack.issuer))
         .form(&[

@@ -33,18 +33,8 @@ async fn gateway_with(provider: &OidcProvider, extra: &[(&str, &str)], client: V
 /// `/callback/oidc`: the redirect to the client, or the page the browser ended on.
 async fn oidc_login(gw: &Gateway, url: &str) -> Result<url::Url, reqwest::Response> {
     let browser = browser();
-    let mut resp = approve_consent(&browser, &gw.issuer, url).await;
-    for _ in 0..20 {
-        if !resp.status().is_redirection() {
-            return Err(resp);
-        }
-        let next = resp.url().join(&location(&resp)).unwrap();
-        if next.as_str().starts_with(REDIRECT) {
-            return Ok(next);
-        }
-        resp = browser.get(next).send().await.unwrap();
-    }
-    panic!("no redirect to the client after 20 hops");
+    let resp = approve_consent(&browser, &gw.issuer, url).await;
+    follow_to_client(&browser, resp).await
 }
 
 /// A login of the provider's current user; the token answer.
@@ -545,23 +535,12 @@ async fn with_github_and_oidc_the_user_chooses() {
         let github_at = html.find("Sign in with GitHub").expect("the GitHub choice");
         assert!(oidc_at < github_at, "in UPSTREAM's order");
         let state = query(&chooser, "state").unwrap();
-        let mut next = gw
-            .url(&format!("{choice}?state={state}"))
-            .parse::<url::Url>()
-            .unwrap();
-        let code = loop {
-            let resp = browser.get(next.clone()).send().await.unwrap();
-            assert!(
-                resp.status().is_redirection(),
-                "{}: {}",
-                next,
-                resp.status()
-            );
-            next = resp.url().join(&location(&resp)).unwrap();
-            if next.as_str().starts_with(REDIRECT) {
-                break query(&next, "code").expect("a code");
-            }
-        };
+        let start = gw.url(&format!("{choice}?state={state}"));
+        let resp = browser.get(&start).send().await.unwrap();
+        let back = follow_to_client(&browser, resp)
+            .await
+            .unwrap_or_else(|page| panic!("{start}: ended on a {} page", page.status()));
+        let code = query(&back, "code").expect("a code");
         let resp = gw.redeem(&client, &code, &verifier).await;
         assert_eq!(resp.status(), 200);
         let t: Value = resp.json().await.unwrap();
@@ -580,17 +559,14 @@ async fn with_github_and_oidc_the_user_chooses() {
     .await;
     let chooser = resp.url().join(&location(&resp)).unwrap();
     let state = query(&chooser, "state").unwrap();
-    let mut next: url::Url = gw
-        .url(&format!("/login/github?state={state}"))
-        .parse()
+    let resp = browser
+        .get(gw.url(&format!("/login/github?state={state}")))
+        .send()
+        .await
         .unwrap();
-    let back = loop {
-        let resp = browser.get(next.clone()).send().await.unwrap();
-        next = resp.url().join(&location(&resp)).unwrap();
-        if next.as_str().starts_with(REDIRECT) {
-            break next;
-        }
-    };
+    let back = follow_to_client(&browser, resp)
+        .await
+        .unwrap_or_else(|page| panic!("ended on a {} page", page.status()));
     assert_eq!(query(&back, "error").as_deref(), Some("access_denied"));
     assert!(query(&back, "code").is_none());
 }

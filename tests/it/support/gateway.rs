@@ -214,6 +214,26 @@ pub async fn approve_consent(
     resp
 }
 
+/// Follows the browser's redirects from `resp` (at most 20 hops, through whatever upstream
+/// pages there are) to the client: the redirect to [`REDIRECT`], or the page the browser ended
+/// on instead.
+pub async fn follow_to_client(
+    browser: &reqwest::Client,
+    mut resp: reqwest::Response,
+) -> Result<url::Url, reqwest::Response> {
+    for _ in 0..20 {
+        if !resp.status().is_redirection() {
+            return Err(resp);
+        }
+        let next = resp.url().join(&location(&resp)).unwrap();
+        if next.as_str().starts_with(REDIRECT) {
+            return Ok(next);
+        }
+        resp = browser.get(next).send().await.unwrap();
+    }
+    panic!("no redirect to the client after 20 hops");
+}
+
 pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
