@@ -1,6 +1,6 @@
 //! What the per-tool policy costs per request, without the network: reading the calls of
 //! bench/verify-policy.sh's ~2 KB `tools/call` body, and the 50-rule policy's requirement for
-//! it, each timed over a million rounds. `cargo run --release --example policy_cost`
+//! it, each timed over a million rounds (`ROUNDS`). `cargo run --release --example policy_cost`
 //! (bench/RESULTS.md records its figures next to the in-situ runs).
 
 #![allow(clippy::unwrap_used)]
@@ -25,7 +25,11 @@ fn main() {
     let policy = ToolPolicy::parse(&rules.join(";")).unwrap();
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "search_documents", "arguments": {"query": "quarterly report", "filters": {"tags": ["finance", "q3"], "limit": 20}, "context": "x".repeat(1800)}, "_meta": {"progressToken": 7}}}).to_string();
     let headers = actix_web::http::header::HeaderMap::new();
-    let n = 1_000_000;
+    // ROUNDS=20000 for a run under `valgrind --tool=callgrind` (instructions, not noise).
+    let n: u32 = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let t = Instant::now();
     let mut k = 0;
     for _ in 0..n {

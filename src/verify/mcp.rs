@@ -11,14 +11,14 @@
 //! element by element.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use actix_web::http::header::HeaderMap;
-use serde::Deserialize;
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use actix_web::http::header::{HeaderMap, HeaderName};
 
-pub const MCP_METHOD: &str = "mcp-method";
-pub const MCP_NAME: &str = "mcp-name";
+mod scan;
+
+// Names built once: looking a header up by `&str` parses the name on every request.
+pub const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// One JSON-RPC message of the request (borrowed from the body unless it had escapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,15 +53,13 @@ pub fn calls<'a>(
             }]
         }));
     }
-    let messages: Vec<Message<'a>> = if body.first() == Some(&b'[') {
-        serde_json::from_slice::<Vec<Message<'a>>>(body)
-            .map_err(|_| CallError::Unreadable("the body is not a JSON-RPC batch"))?
-    } else {
-        vec![
-            serde_json::from_slice::<Message>(body)
-                .map_err(|_| CallError::Unreadable("the body is not a JSON-RPC message"))?,
-        ]
-    };
+    let messages = scan::messages(body).map_err(|_| {
+        CallError::Unreadable(if body.first() == Some(&b'[') {
+            "the body is not a JSON-RPC batch"
+        } else {
+            "the body is not a JSON-RPC message"
+        })
+    })?;
     if messages.is_empty() {
         return Err(CallError::Unreadable("an empty JSON-RPC batch"));
     }
@@ -97,7 +95,7 @@ pub fn calls<'a>(
     Ok(Some(out))
 }
 
-fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, CallError> {
+fn single_header(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, CallError> {
     let mut values = headers.get_all(name);
     let Some(first) = values.next() else {
         return Ok(None);
@@ -127,140 +125,17 @@ fn trim_ascii(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
-/// Whether `key` (not exactly one of `targets`) equals one of them under the case folding
-/// some JSON decoders apply to member names: ASCII case, and the Unicode characters that fold
-/// to ASCII letters (U+017F ſ → s, U+212A Kelvin sign → k).
-fn folds_to(key: &str, targets: &[&str]) -> bool {
-    let fold = |c: char| match c {
-        '\u{17F}' => 's',
-        '\u{212A}' => 'k',
-        c => c.to_ascii_lowercase(),
-    };
-    targets.iter().any(|t| key.chars().map(fold).eq(t.chars()))
-}
-
 /// A JSON-RPC message, reduced to `method` and the params the policy reads.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Message<'a> {
     method: Option<Cow<'a, str>>,
     params: Option<Params<'a>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Params<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
-}
-
-/// A string borrowed from the input when it has no escapes, decoded otherwise.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Message<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Message<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON-RPC message object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message<'de>, A::Error> {
-                let (mut method, mut params) = (None, None);
-                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-                    match key.as_ref() {
-                        "method" => {
-                            if method.is_some() {
-                                return Err(de::Error::duplicate_field("method"));
-                            }
-                            method = Some(map.next_value::<Text<'de>>()?.0);
-                        }
-                        "params" => {
-                            if params.is_some() {
-                                return Err(de::Error::duplicate_field("params"));
-                            }
-                            params = Some(map.next_value::<Params<'de>>()?);
-                        }
-                        other if folds_to(other, &["method", "params"]) => {
-                            return Err(de::Error::custom(
-                                "a member that case-folds to method or params",
-                            ));
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(Message { method, params })
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Params<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Params<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("JSON-RPC params")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params<'de>, A::Error> {
-                let mut params = Params::default();
-                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-                    let slot = match key.as_ref() {
-                        "name" => &mut params.name,
-                        "uri" => &mut params.uri,
-                        other if folds_to(other, &["name", "uri"]) => {
-                            return Err(de::Error::custom(
-                                "a member that case-folds to name or uri",
-                            ));
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    if slot.is_some() {
-                        return Err(de::Error::custom("duplicate name or uri"));
-                    }
-                    // A non-string name is no name we can match: an error, never "no name".
-                    *slot = Some(map.next_value::<Text<'de>>()?.0);
-                }
-                Ok(params)
-            }
-            // Positional params name nothing.
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Params<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Params::default())
-            }
-            fn visit_unit<E>(self) -> Result<Params<'de>, E> {
-                Ok(Params::default())
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 #[cfg(test)]
