@@ -1,4 +1,4 @@
--- wrk script for bench/verify-policy.sh: an MCP client's POST through Traefik (Host
+-- wrk script for bench/verify.sh, runs (t0) and (t1): an MCP client's POST through Traefik (Host
 -- mcp.localhost), with the bearer token and the JSON-RPC body (BENCH_BODY).
 local token = os.getenv("BENCH_TOKEN")
 local body = os.getenv("BENCH_BODY")

@@ -1,4 +1,4 @@
--- wrk script for bench/verify-policy.sh: /verify as Traefik's forwardAuth calls it with
+-- wrk script for bench/verify.sh, runs (s) and (p): /verify as Traefik's forwardAuth calls it with
 -- forwardBody: the ForwardAuth headers, the bearer token and the MCP request's JSON-RPC body
 -- (BENCH_BODY), on a GET. Everything is set once; no per-request Lua work.
 local token = os.getenv("BENCH_TOKEN")

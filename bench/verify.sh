@@ -9,6 +9,17 @@
 #       FORWARD_UPSTREAM_TOKEN on: the token carries a sealed 1,200-byte upstream
 #       token that verify opens once and then adds to every 200 (X-Upstream-Token);
 #       (b) and (u) alternate, so the ratio (u)/(b) is the feature's cost
+#   (p) wrk on /verify, cached token, on a third verify process with a 50-rule
+#       TOOL_POLICY (and a scope hierarchy), sent a ~2 KB tools/call body as Traefik's
+#       forwardBody sends it: the per-tool decision read from the body;
+#   (s) the same body sent to a fourth process without a policy; (b″) on the first.
+#       (b″), (s) and (p) alternate: (p)/(s) is the policy's cost for the same request,
+#       (p)/(b″) adds what receiving the 2 KB body costs. Targets: (p)/(b″) ≥ 0.9, the
+#       decision p99 of (p) < 20 µs
+#   (t0)/(t1) through a real Traefik (e2e/.tools, from scripts/e2e-deps; skipped when
+#       absent) with the shipped forwardAuth settings and the ~2 KB POST to a no-op
+#       backend: without forwardBody (to verify (b)) and with it (to verify (p)): what
+#       forwarding the body, and deciding from it, cost together
 #   (c) wrk on /verify after restarting verify with VERIFY_CACHE_CAPACITY=0
 #       — cold path: RSA signature check and a Redis lookup on every request
 #
@@ -25,7 +36,9 @@
 # Env:     DURATION=10s CONNECTIONS=64 THREADS=2 WARMUP=2s
 #          SKIP_BUILD=1   use the existing target/release binaries
 #          KEEP_TMP=1     keep the scratch directory (logs, wrk output, scrapes)
-# Helpers: bench/verify-headers.lua, bench/parse_wrk.py,
+#          POLICY_RUNS=0  skip (b″), (s), (p), (t0) and (t1)
+# Helpers: bench/verify-headers.lua, bench/verify-body.lua, bench/traefik-body.lua,
+#          bench/parse_wrk.py,
 #          bench/histogram_quantiles.py, bench/redis_calls.py
 #          (offline self-test of the parsers: bash bench/selftest.sh)
 set -euo pipefail
@@ -42,6 +55,8 @@ WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
+POLICY_RUNS=${POLICY_RUNS:-1}
+TRAEFIK_BIN=$ROOT/e2e/.tools/traefik-3.7.15/bin/traefik
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 RESULTS=$BENCH/RESULTS.md
 HIST=mcp_gateway_verify_decision_duration_seconds
@@ -61,6 +76,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/verify-bench.XXXXXX")
 REDIS_PID='' VERIFY_PID='' VERIFY_LOG=''
+EXTRA_PIDS=()   # the (s) and (p) verify processes, Traefik
 
 # True while PID is alive (a zombie child that has exited counts as dead).
 is_running() {
@@ -89,10 +105,12 @@ cleanup() {
   set +e
   [[ -n $VERIFY_PID ]] && stop_pid "$VERIFY_PID"
   [[ -n ${UPSTREAM_PID:-} ]] && stop_pid "$UPSTREAM_PID"
+  local pid
+  for pid in "${EXTRA_PIDS[@]}"; do stop_pid "$pid"; done
   [[ -n $REDIS_PID ]] && stop_pid "$REDIS_PID"
   if ((rc != 0)); then
     local f
-    for f in "$WORK"/verify-*.log "$WORK"/redis.log; do
+    for f in "$WORK"/verify-*.log "$WORK"/traefik-*.log "$WORK"/redis.log; do
       [[ -s $f ]] || continue
       log "---- last lines of $(basename "$f") ----"
       tail -n 20 "$f" >&2
@@ -195,13 +213,14 @@ check_verify_denies() {
   fi
 }
 
-# wrk_run OUTFILE DURATION PATH [LUA_SCRIPT]
+# wrk_run OUTFILE DURATION PATH [LUA_SCRIPT]: against $BASE, or $TARGET when set (a proxy in
+# front of the verify process at $BASE)
 wrk_run() {
   local out=$1 dur=$2 path=$3
   shift 3
   local args=(-t "$THREADS" -c "$CONNECTIONS" -d "$dur" --latency)
   if (($# > 0)); then args+=(-s "$1"); fi
-  if ! wrk "${args[@]}" "$BASE$path" >"$out" 2>&1; then
+  if ! wrk "${args[@]}" "${TARGET:-$BASE}$path" >"$out" 2>&1; then
     cat "$out" >&2
     die "wrk failed on $path"
   fi
@@ -224,7 +243,7 @@ measure() {
   local run=$1 path=$2
   shift 2
   local out=$WORK/wrk-$run.txt parsed
-  log "($run) wrk -t$THREADS -c$CONNECTIONS -d$DURATION $path"
+  log "($run) wrk -t$THREADS -c$CONNECTIONS -d$DURATION ${TARGET:-$BASE}$path"
   wrk_run "$out" "$DURATION" "$path" "$@"
   cat "$out" >&2
   parsed=$(python3 "$BENCH/parse_wrk.py" "$out") || die "($run) could not parse wrk output"
@@ -403,6 +422,124 @@ stop_pid "$UPSTREAM_PID"
 UPSTREAM_PID=''
 VERIFY_PID=$FIRST_PID BASE=$FIRST_BASE VERIFY_LOG=$FIRST_LOG
 
+# (b″), (s), (p): the per-tool policy deciding from the body Traefik forwards, on processes of
+# their own (so each decision histogram is its own), alternating with (b″) on the first.
+# median_of RATIO...: the (1-based) position of the median ratio
+median_of() { printf '%s\n' "$@" | awk '{ print $1, NR }' | sort -n | awk -v n="$#" 'NR == int((n + 1) / 2) { print $2 }'; }
+# keep_round ROUND RUN...: R[RUN.*] from R[RUN<ROUND>.*]
+keep_round() {
+  local round=$1 run key
+  shift
+  for run in "$@"; do
+    for key in "${!R[@]}"; do
+      if [[ $key == "$run$round".* ]]; then R[$run.${key#"$run$round".}]=${R[$key]}; fi
+    done
+  done
+}
+if [[ $POLICY_RUNS == 1 ]]; then
+  # 50 rules: tools and resources by exact name and by glob, some limited to users.
+  rules=()
+  for i in $(seq 1 20); do rules+=("tools/call admin_tool_$i=mcp:admin"); done
+  for i in $(seq 1 15); do rules+=("tools/call danger_${i}_*=mcp:write"); done
+  for i in $(seq 1 10); do rules+=("resources/read file:///secret/$i/*=mcp:admin"); done
+  for i in $(seq 1 5); do rules+=("prompts/get internal_$i=mcp @alice,bob"); done
+  POLICY_RULES=${#rules[@]}
+  # A realistic tools/call of an allowed tool: ~2 KB of arguments.
+  BENCH_BODY=$(python3 -c 'import json; print(json.dumps({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "search_documents", "arguments": {"query": "quarterly report", "filters": {"tags": ["finance", "q3"], "limit": 20}, "context": "x" * 1800}, "_meta": {"progressToken": 7}}}))')
+  export BENCH_BODY   # read by verify-body.lua and traefik-body.lua
+  BODY_LUA=$BENCH/verify-body.lua
+  start_verify body
+  BODY_PID=$VERIFY_PID BODY_BASE=$BASE
+  EXTRA_PIDS+=("$BODY_PID")
+  start_verify policy TOOL_POLICY="$(IFS=';'; echo "${rules[*]}")" SCOPE_HIERARCHY="mcp:admin > mcp:write > mcp"
+  POLICY_PID=$VERIFY_PID POLICY_BASE=$BASE
+  EXTRA_PIDS+=("$POLICY_PID")
+  code=$(http_code "${VERIFY_HEADERS[@]}" --data-binary "$BENCH_BODY" -X GET "$POLICY_BASE/verify")
+  [[ $code == 200 ]] || die "(p) the policy verify answered $code to the allowed tools/call (expected 200)"
+  code=$(http_code "${VERIFY_HEADERS[@]}" -X GET \
+    --data-binary '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_tool_7"}}' "$POLICY_BASE/verify")
+  [[ $code == 403 ]] || die "(p) the policy verify answered $code to a protected tool (expected 403)"
+  log "(p) the ${#BENCH_BODY}-byte tools/call -> 200, a protected tool -> 403 ($POLICY_RULES rules)"
+  warm_up s /verify "$BODY_LUA"
+  BASE=$POLICY_BASE warm_up p /verify "$BODY_LUA"
+  BASE=$POLICY_BASE scrape "$WORK/metrics-p-before.txt" || true
+  BASE=$BODY_BASE scrape "$WORK/metrics-s-before.txt" || true
+  P_RATIOS=() PS_RATIOS=()
+  for ((i = 1; i <= ROUNDS; i++)); do
+    VERIFY_PID=$FIRST_PID BASE=$FIRST_BASE measure "bp$i" /verify "$LUA"
+    VERIFY_PID=$BODY_PID BASE=$BODY_BASE measure "s$i" /verify "$BODY_LUA"
+    VERIFY_PID=$POLICY_PID BASE=$POLICY_BASE measure "p$i" /verify "$BODY_LUA"
+    P_RATIOS+=("$(awk -v p="${R[p$i.rps]}" -v b="${R[bp$i.rps]}" 'BEGIN { printf "%.3f", (b > 0 ? p / b : 0) }')")
+    PS_RATIOS+=("$(awk -v p="${R[p$i.rps]}" -v s="${R[s$i.rps]}" 'BEGIN { printf "%.3f", (s > 0 ? p / s : 0) }')")
+  done
+  BASE=$POLICY_BASE scrape "$WORK/metrics-p-after.txt" || true
+  BASE=$BODY_BASE scrape "$WORK/metrics-s-after.txt" || true
+  decision_quantiles p "$WORK/metrics-p-before.txt" "$WORK/metrics-p-after.txt"
+  decision_quantiles s "$WORK/metrics-s-before.txt" "$WORK/metrics-s-after.txt"
+  keep_round "$(median_of "${P_RATIOS[@]}")" bp s p
+  R[p.ratio]=${P_RATIOS[$(($(median_of "${P_RATIOS[@]}") - 1))]}
+  R[ps.ratio]=${PS_RATIOS[$(($(median_of "${PS_RATIOS[@]}") - 1))]}
+
+  # (t0)/(t1): through Traefik with the shipped forwardAuth settings, to a no-op backend (the
+  # first process' /verify, which answers 200 to this token whatever the method).
+  if [[ -x $TRAEFIK_BIN ]]; then
+    traefik_run() { # traefik_run RUN FORWARD_BODY VERIFY_PID VERIFY_BASE
+      local port pid j
+      port=$(free_port)
+      cat >"$WORK/traefik-$1-dynamic.yml" <<YAML
+http:
+  middlewares:
+    auth:
+      forwardAuth:
+        address: $4/verify
+        trustForwardHeader: false
+        maxResponseBodySize: 65536
+        forwardBody: $2
+        maxBodySize: 1048576
+        authResponseHeaders: [X-User-Id, X-User-Name, X-Auth-Client-Id, X-Auth-Scope]
+  routers:
+    mcp:
+      entryPoints: [web]
+      rule: Host(\`$FWD_HOST\`)
+      middlewares: [auth]
+      service: backend
+  services:
+    backend:
+      loadBalancer:
+        servers: [{url: "$FIRST_BASE"}]
+YAML
+      cat >"$WORK/traefik-$1-static.yml" <<YAML
+entryPoints:
+  web:
+    address: "127.0.0.1:$port"
+providers:
+  file:
+    filename: $WORK/traefik-$1-dynamic.yml
+log:
+  level: ERROR
+YAML
+      "$TRAEFIK_BIN" --configFile="$WORK/traefik-$1-static.yml" >"$WORK/traefik-$1.log" 2>&1 &
+      pid=$!
+      EXTRA_PIDS+=("$pid")
+      # The POST goes to /verify: the backend's answer to it is a fast 200.
+      for ((j = 0; j < 100; j++)); do
+        [[ $(http_code -H "Host: $FWD_HOST" -H "Authorization: Bearer $BENCH_TOKEN" \
+          --data-binary "$BENCH_BODY" "http://127.0.0.1:$port/verify") == 200 ]] && break
+        sleep 0.1
+      done
+      TARGET=http://127.0.0.1:$port VERIFY_PID=$3 BASE=$4 warm_up "$1" /verify "$BENCH/traefik-body.lua"
+      TARGET=http://127.0.0.1:$port VERIFY_PID=$3 BASE=$4 measure "$1" /verify "$BENCH/traefik-body.lua"
+      stop_pid "$pid"
+    }
+    traefik_run t0 false "$FIRST_PID" "$FIRST_BASE"
+    traefik_run t1 true "$POLICY_PID" "$POLICY_BASE"
+  fi
+  stop_pid "$BODY_PID"
+  stop_pid "$POLICY_PID"
+  EXTRA_PIDS=()
+  VERIFY_PID=$FIRST_PID BASE=$FIRST_BASE VERIFY_LOG=$FIRST_LOG
+fi
+
 # Per-round ratios; the round with the median ratio stands for (a) and (b).
 ROUND_RATIOS=()
 b_requests=0
@@ -461,13 +598,19 @@ section=$WORK/section.md
   echo
   echo "| run | rps | p50 (µs) | p99 (µs) | non-2xx |"
   echo "|---|---:|---:|---:|---:|"
-  for run in a0 a b bu u c; do
+  for run in a0 a b bu u bp s p t0 t1 c; do
+    [[ -n ${R[$run.rps]:-} ]] || continue
     case $run in
       a0) label="(a0) GET /health, no extra headers" ;;
       a) label="(a) GET /health with the /verify headers (baseline, median round)" ;;
       b) label="(b) /verify, cached token (median round)" ;;
       bu) label="(b′) /verify, cached token, alternating with (u) (its median round)" ;;
       u) label="(u) /verify, cached token, FORWARD_UPSTREAM_TOKEN with a 1,200-byte upstream token" ;;
+      bp) label="(b″) /verify, cached token, alternating with (s) and (p) (their median round)" ;;
+      s) label="(s) /verify, cached token, no policy, sent the ${#BENCH_BODY}-byte tools/call body" ;;
+      p) label="(p) /verify, cached token, a $POLICY_RULES-rule TOOL_POLICY deciding from that body" ;;
+      t0) label="(t0) Traefik forwardAuth without forwardBody to verify (b): the POST to a no-op backend" ;;
+      t1) label="(t1) Traefik forwardAuth with forwardBody to verify (p): the same POST" ;;
       c) label="(c) /verify, VERIFY_CACHE_CAPACITY=0 (cold)" ;;
     esac
     echo "| $label | ${R[$run.rps]} | $(us "${R[$run.p50_us]}") | $(us "${R[$run.p99_us]}") | ${R[$run.non2xx]} |"
@@ -482,7 +625,20 @@ section=$WORK/section.md
   echo "- Redis commands during (c): ${R[c.redis_total]} for ${R[c.requests]} requests ($(per_req "${R[c.redis_total]}" "${R[c.requests]}")/request)${R[c.redis_detail]:+: ${R[c.redis_detail]}}"
   echo "- decision latency (b), p50 / p99: ${R[b.dec.p50_us]} / ${R[b.dec.p99_us]} µs (${R[b.dec.count]} observations)"
   echo "- decision latency (c), p50 / p99: ${R[c.dec.p50_us]} / ${R[c.dec.p99_us]} µs (${R[c.dec.count]} observations)"
-  for run in a0 a b c; do
+  if [[ $POLICY_RUNS == 1 ]]; then
+    met() { awk -v r="$1" -v t="$2" -v below="${3:-0}" 'BEGIN { ok = below ? r + 0 < t : r + 0 >= t; print (ok ? "met" : "NOT met") }'; }
+    echo "- ratio (p)/(b″) rps (the policy and the body it reads, against a cached /verify with neither): ${R[p.ratio]} — target ≥ 0.9: $(met "${R[p.ratio]}" 0.9); per round: ${P_RATIOS[*]} (table: the median round)"
+    echo "- ratio (p)/(s) rps (the policy alone: the same request to a verify without one): ${R[ps.ratio]}; per round: ${PS_RATIOS[*]}"
+    echo "- decision latency (p), p50 / p99: ${R[p.dec.p50_us]} / ${R[p.dec.p99_us]} µs — target p99 < 20 µs: $(met "${R[p.dec.p99_us]}" 20 1) (${R[p.dec.count]} observations)"
+    echo "- decision latency (s), the same body without a policy, p50 / p99: ${R[s.dec.p50_us]} / ${R[s.dec.p99_us]} µs"
+    if [[ -n ${R[t1.rps]:-} ]]; then
+      echo "- through Traefik, (t1)/(t0) rps (forwarding the body and deciding from it): $(awk -v a="${R[t1.rps]}" -v b="${R[t0.rps]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
+    else
+      echo "- (t0), (t1) not run: Traefik is not installed (scripts/e2e-deps)"
+    fi
+  fi
+  for run in a0 a b bp s p t0 t1 c; do
+    [[ -n ${R[$run.rps]:-} ]] || continue
     errs="connect ${R[$run.sock_connect]}, read ${R[$run.sock_read]}, write ${R[$run.sock_write]}, timeout ${R[$run.sock_timeout]}"
     [[ $errs == "connect 0, read 0, write 0, timeout 0" ]] || echo "- ($run) wrk socket errors: $errs"
   done

@@ -1,5 +1,5 @@
 //! What the per-tool policy costs per request, without the network: reading the calls of
-//! bench/verify-policy.sh's ~2 KB `tools/call` body, and the 50-rule policy's requirement for
+//! bench/verify.sh's ~2 KB `tools/call` body, and the 50-rule policy's requirement for
 //! it, each timed over a million rounds (`ROUNDS`). `cargo run --release --example policy_cost`
 //! (bench/RESULTS.md records its figures next to the in-situ runs).
 
