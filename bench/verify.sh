@@ -282,6 +282,19 @@ decision_quantiles() {
   fi
 }
 
+# median_of RATIO...: the (1-based) position of the median ratio
+median_of() { printf '%s\n' "$@" | awk '{ print $1, NR }' | sort -n | awk -v n="$#" 'NR == int((n + 1) / 2) { print $2 }'; }
+# keep_round ROUND RUN...: R[RUN.*] from R[RUN<ROUND>.*]
+keep_round() {
+  local round=$1 run key
+  shift
+  for run in "$@"; do
+    for key in "${!R[@]}"; do
+      if [[ $key == "$run$round".* ]]; then R[$run.${key#"$run$round".}]=${R[$key]}; fi
+    done
+  done
+}
+
 # redis_count RUN: Redis commands since the last CONFIG RESETSTAT into R[RUN.redis_*]
 redis_count() {
   local out
@@ -411,31 +424,13 @@ for ((i = 1; i <= ROUNDS; i++)); do
   BENCH_TOKEN=$UP_TOKEN measure "u$i" /verify "$LUA"
   U_RATIOS+=("$(awk -v u="${R[u$i.rps]}" -v b="${R[bu$i.rps]}" 'BEGIN { printf "%.3f", (b > 0 ? u / b : 0) }')")
 done
-u_median=$(for ((i = 1; i <= ROUNDS; i++)); do echo "${U_RATIOS[i-1]} $i"; done | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) { print $2 }')
-for key in "${!R[@]}"; do
-  case $key in
-    "u$u_median".*) R[u.${key#"u$u_median".}]=${R[$key]} ;;
-    "bu$u_median".*) R[bu.${key#"bu$u_median".}]=${R[$key]} ;;
-  esac
-done
+keep_round "$(median_of "${U_RATIOS[@]}")" u bu
 stop_pid "$UPSTREAM_PID"
 UPSTREAM_PID=''
 VERIFY_PID=$FIRST_PID BASE=$FIRST_BASE VERIFY_LOG=$FIRST_LOG
 
 # (b″), (s), (p): the per-tool policy deciding from the body Traefik forwards, on processes of
 # their own (so each decision histogram is its own), alternating with (b″) on the first.
-# median_of RATIO...: the (1-based) position of the median ratio
-median_of() { printf '%s\n' "$@" | awk '{ print $1, NR }' | sort -n | awk -v n="$#" 'NR == int((n + 1) / 2) { print $2 }'; }
-# keep_round ROUND RUN...: R[RUN.*] from R[RUN<ROUND>.*]
-keep_round() {
-  local round=$1 run key
-  shift
-  for run in "$@"; do
-    for key in "${!R[@]}"; do
-      if [[ $key == "$run$round".* ]]; then R[$run.${key#"$run$round".}]=${R[$key]}; fi
-    done
-  done
-}
 if [[ $POLICY_RUNS == 1 ]]; then
   # 50 rules: tools and resources by exact name and by glob, some limited to users.
   rules=()
@@ -547,13 +542,8 @@ for ((i = 1; i <= ROUNDS; i++)); do
   ROUND_RATIOS+=("$(awk -v b="${R[b$i.rps]}" -v a="${R[a$i.rps]}" 'BEGIN { printf "%.3f", (a > 0 ? b / a : 0) }')")
   b_requests=$((b_requests + ${R[b$i.requests]}))
 done
-median_round=$(for ((i = 1; i <= ROUNDS; i++)); do echo "${ROUND_RATIOS[i-1]} $i"; done | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) { print $2 }')
-for key in "${!R[@]}"; do
-  case $key in
-    "a$median_round".*) R[a.${key#"a$median_round".}]=${R[$key]} ;;
-    "b$median_round".*) R[b.${key#"b$median_round".}]=${R[$key]} ;;
-  esac
-done
+median_round=$(median_of "${ROUND_RATIOS[@]}")
+keep_round "$median_round" a b
 R[b.requests]=$b_requests   # Redis commands are counted over every (b) round
 
 # ---------------------------------------------------------------------------
