@@ -6,15 +6,17 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use base64::Engine;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
-pub const X_FORWARDED_URI: &str = "x-forwarded-uri";
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+// Names built once: a lookup by `&str` parses the name again on every request.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_TLS_CLIENT_CERT: &str = "x-forwarded-tls-client-cert";
 
 /// The path as scope rules compare it, the way a backend may route `uri`: query and fragment

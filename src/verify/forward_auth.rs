@@ -281,20 +281,17 @@ impl VerifyState {
                 jsonrpc_code: Some(code),
             }
         })?;
-        let requirements: Vec<_> = match &calls {
-            None => vec![policy.requirement(None)],
-            Some(calls) => calls
-                .iter()
-                .map(|c| {
-                    policy.requirement(Some(crate::policy::Call {
-                        method: &c.method,
-                        name: c.name.as_deref(),
-                    }))
-                })
-                .collect(),
-        };
+        // One requirement a call (every rule's when the calls are unknown), none collected.
+        let mut unknown = calls.is_none().then_some(None);
+        let mut known = calls.iter().flatten().map(|c| {
+            Some(crate::policy::Call {
+                method: &c.method,
+                name: c.name.as_deref(),
+            })
+        });
         let mut scopes: Vec<&'p str> = Vec::new();
-        for requirement in requirements {
+        while let Some(call) = unknown.take().or_else(|| known.next()) {
+            let requirement = policy.requirement(call);
             if requirement.name_missing {
                 return Err(Denial::new(
                     Reason::ToolNotAllowed,
@@ -429,7 +426,7 @@ impl VerifyState {
 /// the proxy did not say, which must not skip a rule).
 fn is_mcp_message(headers: &HeaderMap) -> bool {
     headers
-        .get("x-forwarded-method")
+        .get(crate::forwarded::X_FORWARDED_METHOD)
         .is_none_or(|m| m.as_bytes().eq_ignore_ascii_case(b"POST"))
 }
 

@@ -53,21 +53,13 @@ pub fn calls<'a>(
             }]
         }));
     }
-    let messages = scan::messages(body).map_err(|_| {
-        CallError::Unreadable(if body.first() == Some(&b'[') {
-            "the body is not a JSON-RPC batch"
-        } else {
-            "the body is not a JSON-RPC message"
-        })
-    })?;
-    if messages.is_empty() {
-        return Err(CallError::Unreadable("an empty JSON-RPC batch"));
-    }
-    let mut out = Vec::with_capacity(messages.len());
-    for message in messages {
+    let mut out = Vec::new();
+    // The whole body is read first: an unreadable one is refused as such, mismatch or not.
+    let mut mismatch = None;
+    let messages = scan::messages(body, |message| {
         // Responses (no method) call nothing.
         let Some(method) = message.method else {
-            continue;
+            return;
         };
         let name = message.params.and_then(|p| {
             if method.starts_with("resources/") {
@@ -76,21 +68,26 @@ pub fn calls<'a>(
                 p.name
             }
         });
-        if let Some(h) = header_method
-            && h != method.as_ref()
-        {
-            return Err(CallError::Mismatch(
-                "the Mcp-Method header does not match the body's method",
-            ));
+        if header_method.is_some_and(|h| h != method.as_ref()) {
+            mismatch.get_or_insert("the Mcp-Method header does not match the body's method");
         }
-        if let Some(h) = header_name
-            && name.as_deref() != Some(h)
-        {
-            return Err(CallError::Mismatch(
-                "the Mcp-Name header does not match the body's name",
-            ));
+        if header_name.is_some_and(|h| name.as_deref() != Some(h)) {
+            mismatch.get_or_insert("the Mcp-Name header does not match the body's name");
         }
         out.push(McpCall { method, name });
+    })
+    .map_err(|_| {
+        CallError::Unreadable(if body.first() == Some(&b'[') {
+            "the body is not a JSON-RPC batch"
+        } else {
+            "the body is not a JSON-RPC message"
+        })
+    })?;
+    if messages == 0 {
+        return Err(CallError::Unreadable("an empty JSON-RPC batch"));
+    }
+    if let Some(why) = mismatch {
+        return Err(CallError::Mismatch(why));
     }
     Ok(Some(out))
 }

@@ -253,18 +253,12 @@ async fn protected_resource_metadata(
     if !headers.contains_key(request::X_FORWARDED_HOST) {
         let info = req.connection_info();
         if let Ok(host) = info.host().parse() {
-            headers.insert(
-                actix_web::http::header::HeaderName::from_static(request::X_FORWARDED_HOST),
-                host,
-            );
+            headers.insert(request::X_FORWARDED_HOST, host);
         }
         if !headers.contains_key(request::X_FORWARDED_PROTO)
             && let Ok(proto) = info.scheme().parse()
         {
-            headers.insert(
-                actix_web::http::header::HeaderName::from_static(request::X_FORWARDED_PROTO),
-                proto,
-            );
+            headers.insert(request::X_FORWARDED_PROTO, proto);
         }
     }
     let target = Target::from_headers(&headers, &settings.resource_hosts);
