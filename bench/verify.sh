@@ -237,6 +237,10 @@ store() {
   done <<<"$2"
 }
 
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_ticks PID: user + system time of the process so far, in clock ticks (/proc/PID/stat)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 # measure RUN PATH [LUA_SCRIPT]: unrecorded warm-up is done by the caller;
 # this is the recorded wrk run, parsed into R[RUN.*] and checked for non-2xx.
 measure() {
@@ -244,10 +248,21 @@ measure() {
   shift 2
   local out=$WORK/wrk-$run.txt parsed
   log "($run) wrk -t$THREADS -c$CONNECTIONS -d$DURATION ${TARGET:-$BASE}$path"
+  local ticks
+  ticks=$(cpu_ticks "$VERIFY_PID")
   wrk_run "$out" "$DURATION" "$path" "$@"
+  ticks=$(($(cpu_ticks "$VERIFY_PID") - ticks))
   cat "$out" >&2
   parsed=$(python3 "$BENCH/parse_wrk.py" "$out") || die "($run) could not parse wrk output"
   store "$run" "$parsed"
+  # What the verify process spent a request, user and kernel time (less noisy than rps on a
+  # shared machine: it does not count the CPU that wrk or a neighbour takes).
+  # Behind a proxy verify idles between requests, and wakeups would dominate: not comparable.
+  if [[ -n ${TARGET:-} ]]; then
+    R[$run.cpu_us]=n/a
+  else
+    R[$run.cpu_us]=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="${R[$run.requests]}" 'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }')
+  fi
   if [[ ${R[$run.requests]} == 0 ]]; then FAILURES+=("($run) no request completed"); fi
   if [[ ${R[$run.non2xx]} != 0 ]]; then FAILURES+=("($run) ${R[$run.non2xx]} non-2xx responses"); fi
   if [[ "${R[$run.sock_connect]} ${R[$run.sock_read]} ${R[$run.sock_write]} ${R[$run.sock_timeout]}" != "0 0 0 0" ]]; then
@@ -459,13 +474,14 @@ if [[ $POLICY_RUNS == 1 ]]; then
   BASE=$POLICY_BASE warm_up p /verify "$BODY_LUA"
   BASE=$POLICY_BASE scrape "$WORK/metrics-p-before.txt" || true
   BASE=$BODY_BASE scrape "$WORK/metrics-s-before.txt" || true
-  P_RATIOS=() PS_RATIOS=()
+  P_RATIOS=() PS_RATIOS=() SB_RATIOS=()
   for ((i = 1; i <= ROUNDS; i++)); do
     VERIFY_PID=$FIRST_PID BASE=$FIRST_BASE measure "bp$i" /verify "$LUA"
     VERIFY_PID=$BODY_PID BASE=$BODY_BASE measure "s$i" /verify "$BODY_LUA"
     VERIFY_PID=$POLICY_PID BASE=$POLICY_BASE measure "p$i" /verify "$BODY_LUA"
     P_RATIOS+=("$(awk -v p="${R[p$i.rps]}" -v b="${R[bp$i.rps]}" 'BEGIN { printf "%.3f", (b > 0 ? p / b : 0) }')")
     PS_RATIOS+=("$(awk -v p="${R[p$i.rps]}" -v s="${R[s$i.rps]}" 'BEGIN { printf "%.3f", (s > 0 ? p / s : 0) }')")
+    SB_RATIOS+=("$(awk -v s="${R[s$i.rps]}" -v b="${R[bp$i.rps]}" 'BEGIN { printf "%.3f", (b > 0 ? s / b : 0) }')")
   done
   BASE=$POLICY_BASE scrape "$WORK/metrics-p-after.txt" || true
   BASE=$BODY_BASE scrape "$WORK/metrics-s-after.txt" || true
@@ -474,6 +490,11 @@ if [[ $POLICY_RUNS == 1 ]]; then
   keep_round "$(median_of "${P_RATIOS[@]}")" bp s p
   R[p.ratio]=${P_RATIOS[$(($(median_of "${P_RATIOS[@]}") - 1))]}
   R[ps.ratio]=${PS_RATIOS[$(($(median_of "${PS_RATIOS[@]}") - 1))]}
+  R[sb.ratio]=${SB_RATIOS[$(($(median_of "${SB_RATIOS[@]}") - 1))]}
+  # verify's CPU a request over every round (the medians of rps ratios and of CPU differ)
+  for run in bp s p; do
+    R[$run.cpu_all]=$(for ((i = 1; i <= ROUNDS; i++)); do echo "${R[$run$i.cpu_us]}"; done | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
+  done
 
   # (t0)/(t1): through Traefik with the shipped forwardAuth settings, to a no-op backend (the
   # first process' /verify, which answers 200 to this token whatever the method).
@@ -586,8 +607,8 @@ section=$WORK/section.md
   echo "- wrk: \`-t$THREADS -c$CONNECTIONS -d$DURATION --latency\`, unrecorded $WARMUP warm-up before each run; $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}')"
   echo "- tree: $commit"
   echo
-  echo "| run | rps | p50 (µs) | p99 (µs) | non-2xx |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| run | rps | p50 (µs) | p99 (µs) | non-2xx | verify CPU a request (µs) |"
+  echo "|---|---:|---:|---:|---:|---:|"
   for run in a0 a b bu u bp s p t0 t1 c; do
     [[ -n ${R[$run.rps]:-} ]] || continue
     case $run in
@@ -603,7 +624,7 @@ section=$WORK/section.md
       t1) label="(t1) Traefik forwardAuth with forwardBody to verify (p): the same POST" ;;
       c) label="(c) /verify, VERIFY_CACHE_CAPACITY=0 (cold)" ;;
     esac
-    echo "| $label | ${R[$run.rps]} | $(us "${R[$run.p50_us]}") | $(us "${R[$run.p99_us]}") | ${R[$run.non2xx]} |"
+    echo "| $label | ${R[$run.rps]} | $(us "${R[$run.p50_us]}") | $(us "${R[$run.p99_us]}") | ${R[$run.non2xx]} | ${R[$run.cpu_us]} |"
   done
   echo
   echo "- ratio (b)/(a) rps: $ratio — target ≥ 0.9: $([[ $meets == yes ]] && echo met || echo NOT met)"
@@ -619,6 +640,8 @@ section=$WORK/section.md
     met() { awk -v r="$1" -v t="$2" -v below="${3:-0}" 'BEGIN { ok = below ? r + 0 < t : r + 0 >= t; print (ok ? "met" : "NOT met") }'; }
     echo "- ratio (p)/(b″) rps (the policy and the body it reads, against a cached /verify with neither): ${R[p.ratio]} — target ≥ 0.9: $(met "${R[p.ratio]}" 0.9); per round: ${P_RATIOS[*]} (table: the median round)"
     echo "- ratio (p)/(s) rps (the policy alone: the same request to a verify without one): ${R[ps.ratio]}; per round: ${PS_RATIOS[*]}"
+    echo "- ratio (s)/(b″) rps (the 2 KB body alone, no policy): ${R[sb.ratio]}; per round: ${SB_RATIOS[*]}"
+    echo "- verify CPU a request, median of the rounds: (b″) ${R[bp.cpu_all]} µs, (s) ${R[s.cpu_all]} µs, (p) ${R[p.cpu_all]} µs"
     echo "- decision latency (p), p50 / p99: ${R[p.dec.p50_us]} / ${R[p.dec.p99_us]} µs — target p99 < 20 µs: $(met "${R[p.dec.p99_us]}" 20 1) (${R[p.dec.count]} observations)"
     echo "- decision latency (s), the same body without a policy, p50 / p99: ${R[s.dec.p50_us]} / ${R[s.dec.p99_us]} µs"
     if [[ -n ${R[t1.rps]:-} ]]; then
