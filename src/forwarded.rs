@@ -17,7 +17,8 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_TLS_CLIENT_CERT: &str = "x-forwarded-tls-client-cert";
+pub const X_FORWARDED_TLS_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-tls-client-cert");
 
 /// The path as scope rules compare it, the way a backend may route `uri`: query and fragment
 /// dropped, percent-escapes of unreserved characters decoded, `%2F`, `%5C` and `\\` taken as

@@ -174,16 +174,21 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
     let resp = refresh(tokens["refresh_token"].as_str().unwrap().to_string()).await;
     assert_eq!(resp.status(), 200);
     let refreshed: Value = resp.json().await.unwrap();
-    let seen_after: Value = http()
-        .post(&resource)
-        .bearer_auth(refreshed["access_token"].as_str().unwrap())
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // A request to the MCP server through Traefik with this access token.
+    let call = |token: String| {
+        let resource = resource.clone();
+        async move {
+            http()
+                .post(&resource)
+                .bearer_auth(token)
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let refreshed_access = refreshed["access_token"].as_str().unwrap().to_string();
+    let seen_after: Value = call(refreshed_access.clone()).await.json().await.unwrap();
     let upstream_after = seen_after["headers"]["x-upstream-token"]
         .as_str()
         .unwrap_or("");
@@ -194,18 +199,8 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
     provider.disable("alice").await;
     let resp = refresh(refreshed["refresh_token"].as_str().unwrap().to_string()).await;
     assert_eq!(resp.status(), 400);
-    let status_after = || async {
-        http()
-            .post(&resource)
-            .bearer_auth(refreshed["access_token"].as_str().unwrap())
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
     wait_for(Duration::from_secs(5), || async {
-        status_after().await == 401
+        call(refreshed_access.clone()).await.status() == 401
     })
     .await
     .expect("the disabled user's access token is refused");
@@ -224,13 +219,7 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
     assert!(error.contains("403"), "{flow}");
 
     // A refused request carries none of it back to the client.
-    let refused = http()
-        .post(&resource)
-        .bearer_auth("not.a.token")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let refused = call("not.a.token".into()).await;
     assert_eq!(refused.status(), 401);
     assert!(refused.headers().get("x-upstream-token").is_none());
 }

@@ -795,24 +795,31 @@ async fn an_id_token_that_lies_in_any_way_ends_the_login() {
     }
 }
 
-#[test]
-fn check_config_shows_the_provider_mapping_and_the_allow_lists() {
-    let out = std::process::Command::new(bin("mcp-gateway-auth"))
+/// `mcp-gateway-auth --check-config` with an OIDC upstream and `env` besides.
+fn check_config(env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(bin("mcp-gateway-auth"))
         .arg("--check-config")
         .env_clear()
         .env("GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef")
         .env("JWT_ALGORITHM", "HS256")
         .env("UPSTREAM", "oidc")
-        .env("OIDC_ISSUER", "https://login.microsoftonline.com/t1/v2.0")
-        .env("OIDC_CLIENT_ID", "gw")
-        .env("OIDC_CLIENT_SECRET", "s")
-        .env("OIDC_SUBJECT_CLAIM", "oid")
-        .env("OIDC_REQUIRED_CLAIMS", "tid=t1")
-        .env("ALLOWED_GROUPS", "g-1")
-        .env("ALLOWED_EMAIL_DOMAINS", "contoso.example")
-        .env("FORWARD_UPSTREAM_TOKEN", "graph-mcp.example.com")
+        .envs(env.iter().copied())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn check_config_shows_the_provider_mapping_and_the_allow_lists() {
+    let out = check_config(&[
+        ("OIDC_ISSUER", "https://login.microsoftonline.com/t1/v2.0"),
+        ("OIDC_CLIENT_ID", "gw"),
+        ("OIDC_CLIENT_SECRET", "s"),
+        ("OIDC_SUBJECT_CLAIM", "oid"),
+        ("OIDC_REQUIRED_CLAIMS", "tid=t1"),
+        ("ALLOWED_GROUPS", "g-1"),
+        ("ALLOWED_EMAIL_DOMAINS", "contoso.example"),
+        ("FORWARD_UPSTREAM_TOKEN", "graph-mcp.example.com"),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for line in [
@@ -827,15 +834,7 @@ fn check_config_shows_the_provider_mapping_and_the_allow_lists() {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }
     // A bad value names its variable and exits 64.
-    let out = std::process::Command::new(bin("mcp-gateway-auth"))
-        .arg("--check-config")
-        .env_clear()
-        .env("GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef")
-        .env("JWT_ALGORITHM", "HS256")
-        .env("UPSTREAM", "oidc")
-        .env("OIDC_ISSUER", "http://idp.example.com")
-        .output()
-        .unwrap();
+    let out = check_config(&[("OIDC_ISSUER", "http://idp.example.com")]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("OIDC_ISSUER"));
 }
