@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# MCP OAuth gateway: one image, three binaries (README "Deploy").
+# MCP OAuth gateway: one image, three binaries (docs/deploy.md).
 #
 #   docker build -t mcp-oauth-gateway:local .
 #   docker run --rm mcp-oauth-gateway:local mcp-gateway keys generate     # JWT_ALGORITHM, JWT_PRIVATE_KEY_B64

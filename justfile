@@ -1,5 +1,5 @@
 # Operator recipes of the MCP OAuth gateway. Each is a thin wrapper over one `mcp-gateway`
-# command (README, "Operator CLI"); settings come from the environment and `.env`.
+# command (docs/operations.md); settings come from the environment and `.env`.
 # Get `just` with `cargo install just`. Point MCP_GATEWAY at an installed binary to skip cargo.
 
 cli := env_var_or_default("MCP_GATEWAY", "cargo run --quiet --release --")
