@@ -22,7 +22,7 @@ fn main() {
     for i in 1..=5 {
         rules.push(format!("prompts/get internal_{i}=mcp @alice,bob"));
     }
-    let policy = ToolPolicy::parse(&rules.join(";")).unwrap();
+    let policy = ToolPolicy::parse(&rules.join(";"), "github").unwrap();
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "search_documents", "arguments": {"query": "quarterly report", "filters": {"tags": ["finance", "q3"], "limit": 20}, "context": "x".repeat(1800)}, "_meta": {"progressToken": 7}}}).to_string();
     let headers = actix_web::http::header::HeaderMap::new();
     // ROUNDS=20000 for a run under `valgrind --tool=callgrind` (instructions, not noise).

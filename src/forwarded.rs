@@ -113,6 +113,22 @@ impl ClientAddress {
         self.trusted.iter().any(|net| net.contains(ip))
     }
 
+    /// The client certificate's thumbprint ([`client_cert_thumbprint`]), believed only from a
+    /// trusted proxy, as `X-Forwarded-For` is: anyone who reaches a service directly could
+    /// otherwise present a victim's (public) certificate in the header. `peer` as for
+    /// [`ClientAddress::resolve`].
+    pub fn client_cert(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<String> {
+        if peer.is_some_and(|p| !self.is_trusted(&p)) {
+            if headers.contains_key(X_FORWARDED_TLS_CLIENT_CERT) {
+                tracing::debug!(
+                    "X-Forwarded-Tls-Client-Cert from a peer outside TRUSTED_PROXIES is ignored"
+                );
+            }
+            return None;
+        }
+        client_cert_thumbprint(headers)
+    }
+
     /// `peer` is the TCP peer; `None` only where there is no socket (in-process callers).
     pub fn resolve(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
         let Some(peer) = peer else {

@@ -105,9 +105,30 @@ pub fn start<T>(
                 "  a request that names no tool where a rule needs one: {:?}",
                 settings.tool_policy.missing_name
             );
+            println!(
+                "  a POST that reaches verify without its body: {}",
+                if settings.tool_policy_trust_headers {
+                    "decided from Mcp-Method/Mcp-Name (TOOL_POLICY_TRUST_HEADERS)"
+                } else {
+                    "refused"
+                }
+            );
         }
         if !settings.scope_hierarchy.is_empty() {
             println!("scope hierarchy: {}", settings.scope_hierarchy.describe());
+        }
+        println!(
+            "scopes: {} (a request without scope gets {:?})",
+            settings.scopes_supported.join(" "),
+            settings.default_scope
+        );
+        if settings.entitlements.is_empty() {
+            println!("scope grants: none (every scope open to every allowed user)");
+        } else {
+            println!("scope grants (a scope not named here is open to every allowed user):");
+            for line in settings.entitlements.describe() {
+                println!("  {line}");
+            }
         }
         for line in describe_upstreams(&settings) {
             println!("{line}");

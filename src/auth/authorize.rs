@@ -66,7 +66,9 @@ pub fn redirect_error(
         .finish()
 }
 
-/// `scope` as requested, checked against what we support; empty = everything supported.
+/// The scope a request asks for: as sent (every token one we support); without `scope`, the
+/// client's registered `scope` if it has one, else `DEFAULT_SCOPE`: never everything. The
+/// user's entitlements cut it further once they have signed in, whichever way it was asked.
 pub fn resolve_scope(
     state: &AuthState,
     requested: Option<&str>,
@@ -74,13 +76,21 @@ pub fn resolve_scope(
 ) -> Result<String, String> {
     let supported = &state.settings.scopes_supported;
     let requested = Scope::parse(requested.unwrap_or(""));
-    if requested.is_empty() {
-        return Ok(client.scope.clone().unwrap_or_else(|| supported.join(" ")));
-    }
     if let Some(bad) = requested.first_not(|s| supported.iter().any(|x| x == s)) {
         return Err(format!("scope {bad:?} is not supported"));
     }
-    Ok(requested.to_string())
+    if !requested.is_empty() {
+        return Ok(requested.to_string());
+    }
+    let registered = client
+        .scope
+        .as_deref()
+        .map(|s| Scope::parse(s).filter(|s| supported.iter().any(|x| x == s)))
+        .filter(|s| !s.is_empty());
+    Ok(match registered {
+        Some(own) => own.to_string(),
+        None => state.settings.default_scope.clone(),
+    })
 }
 
 async fn authorize(
@@ -90,7 +100,7 @@ async fn authorize(
 ) -> HttpResponse {
     if let Err(e) = state
         .limits
-        .check(Limited::Authorize, state.client_ip(&req))
+        .check(Limited::Authorize, state.client_network(&req))
     {
         state.metrics.error("authorize", e.code);
         return actix_web::ResponseError::error_response(&e);
@@ -203,6 +213,7 @@ async fn authorize(
         state: client_state.map(str::to_string),
         code_challenge: challenge.into_string(),
         scope,
+        granted_scope: None,
         resource,
         csrf: random_token(),
         approved: remembered,
@@ -346,9 +357,22 @@ async fn consent_page(
             .redirect_uris
             .iter()
             .all(|uri| url::Url::parse(uri).is_ok_and(|u| crate::records::is_loopback(&u)));
+    // Scopes some grant restricts: the page says who may hold them, and that they are left out
+    // for anyone else (the signed-in account is known only after the upstream login).
+    let settings = &state.settings;
+    let restricted: Vec<minijinja::Value> = crate::policy::Scope::parse(&pending.scope)
+        .iter()
+        .filter_map(|scope| {
+            let who = settings
+                .entitlements
+                .restricted_to(&settings.scope_hierarchy, scope)?;
+            Some(minijinja::context! { scope => scope, who => who })
+        })
+        .collect();
     let html = state.pages.render(
         "consent.html",
         minijinja::context! {
+            restricted => restricted,
             document_host => document_host,
             document_url => client.client_id,
             localhost_only => localhost_only,

@@ -132,7 +132,7 @@ fn upstream_failed(
         }
         UpstreamError::NotAdmitted(why) => {
             tracing::info!(provider, reason = %why, "login refused: the account is not admitted");
-            return super::login::refusal(state, pending, &format!("this {provider} account"));
+            return super::login::not_admitted(state, pending, &format!("this {provider} account"));
         }
     };
     redirect_error(

@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use super::authorize::{client_redirect, redirect_error};
 use super::session::session_cookie;
 use super::{AuthState, OAuthError, UpstreamUser};
+use crate::policy::Scope;
 use crate::records::{CodeRecord, MfaPending, PendingAuthorization};
 use crate::token::random_token;
 
@@ -61,17 +62,20 @@ pub async fn complete_login(
     if !state.settings.admission.admits(&user.identity()) {
         tracing::info!(login = %user.login, "login refused: no ALLOWED_* list admits this user");
         let who = user.email.as_deref().unwrap_or(&user.login).to_string();
-        return refusal(state, &pending, &who);
+        return not_admitted(state, &pending, &who);
     }
     match super::identity::pin_login(state, &user).await {
         Ok(true) => {}
         Ok(false) => {
-            return redirect_error(
+            return refusal(
                 state,
-                &pending.redirect_uri,
-                client_state,
-                "access_denied",
-                "this account name belonged to another account before; ask an operator",
+                &pending,
+                &format!(
+                    "The name {} belongs to another account on this gateway (one account per \
+                     person, whichever provider it signs in with). Ask its operator.",
+                    user.login
+                ),
+                "this account name belongs to another account",
             );
         }
         Err(e) => {
@@ -85,23 +89,92 @@ pub async fn complete_login(
             );
         }
     }
+    let mut pending = pending;
+    match entitled_scope(state, &pending, &user).await {
+        Ok(granted) => pending.granted_scope = Some(granted),
+        Err(page) => return page,
+    }
     if state.settings.mfa_required {
         return begin_second_factor(state, pending, user, method, upstream).await;
     }
     issue_code(state, pending, user, vec![method.to_string()], upstream).await
 }
 
+/// What the user gets of what the client asked: the requested scopes ∩ the user's
+/// entitlements. A login never fails because a client asked for too much; it ends on our 403
+/// page only when nothing asked for may be granted, or when the request is a step-up (it asks
+/// for scopes beyond what this user approved for this client before) and every scope it adds
+/// is one the user may not hold: granting the rest again would send the client round the same
+/// loop.
+async fn entitled_scope(
+    state: &AuthState,
+    pending: &PendingAuthorization,
+    user: &UpstreamUser,
+) -> Result<String, HttpResponse> {
+    let settings = &state.settings;
+    let requested = Scope::parse(&pending.scope);
+    let narrowed =
+        settings
+            .entitlements
+            .narrow(&settings.scope_hierarchy, &requested, &user.identity());
+    if narrowed.withheld.is_empty() {
+        return Ok(narrowed.granted.to_string());
+    }
+    let previous = super::consent::load(state, &user.login, &pending.client_id)
+        .await
+        .ok()
+        .flatten();
+    let added = previous.map(|p| requested.beyond(&p.scopes));
+    let futile_step_up = added.as_ref().is_some_and(|added| {
+        !added.is_empty() && added.iter().all(|s| narrowed.withheld.contains(s))
+    });
+    if narrowed.granted.is_empty() || futile_step_up {
+        let refused = match added.filter(|_| futile_step_up) {
+            Some(added) => added,
+            None => narrowed.withheld.clone(),
+        };
+        tracing::info!(login = %user.login, client_id = %pending.client_id, scopes = %refused.join(" "), "login refused: the user is not entitled to the scopes asked for");
+        return Err(refusal(
+            state,
+            pending,
+            &format!(
+                "{} is not entitled to {}. Ask the gateway's operator for access.",
+                user.login,
+                refused.join(" ")
+            ),
+            "the account is not entitled to the requested scope",
+        ));
+    }
+    tracing::info!(login = %user.login, client_id = %pending.client_id, withheld = %narrowed.withheld.join(" "), "scopes left out: the user is not entitled to them");
+    Ok(narrowed.granted.to_string())
+}
+
 /// The allow-lists said no: our page, so the person learns why; its link still tells the
 /// client (`access_denied` to its redirect URI).
-pub fn refusal(state: &AuthState, pending: &PendingAuthorization, who: &str) -> HttpResponse {
+pub fn not_admitted(state: &AuthState, pending: &PendingAuthorization, who: &str) -> HttpResponse {
+    refusal(
+        state,
+        pending,
+        &format!(
+            "{who} is not allowed to use this gateway. Ask its operator to add your account, e-mail domain or group."
+        ),
+        "this account is not allowed to use this gateway",
+    )
+}
+
+/// Our 403 page saying `message`, with a link back that tells the client `access_denied`
+/// (`description`).
+pub fn refusal(
+    state: &AuthState,
+    pending: &PendingAuthorization,
+    message: &str,
+    description: &str,
+) -> HttpResponse {
     state.metrics.error("callback", "access_denied");
     let client_state = pending.state.as_deref();
     let mut params = vec![
         ("error", "access_denied"),
-        (
-            "error_description",
-            "this account is not allowed to use this gateway",
-        ),
+        ("error_description", description),
     ];
     if let Some(s) = client_state {
         params.push(("state", s));
@@ -109,13 +182,7 @@ pub fn refusal(state: &AuthState, pending: &PendingAuthorization, who: &str) -> 
     params.push(("iss", &state.settings.issuer));
     let back = client_redirect(state, &pending.redirect_uri, &params);
     state.pages.refusal(
-        &OAuthError::new(
-            StatusCode::FORBIDDEN,
-            "access_denied",
-            format!(
-                "{who} is not allowed to use this gateway. Ask its operator to add your account, e-mail domain or group."
-            ),
-        ),
+        &OAuthError::new(StatusCode::FORBIDDEN, "access_denied", message),
         &back,
     )
 }
@@ -135,7 +202,10 @@ pub async fn issue_code(
         redirect_uri: pending.redirect_uri.clone(),
         redirect_uri_explicit: pending.redirect_uri_explicit,
         code_challenge: pending.code_challenge.clone(),
-        scope: pending.scope.clone(),
+        scope: pending
+            .granted_scope
+            .clone()
+            .unwrap_or_else(|| pending.scope.clone()),
         resource: pending.resource.clone(),
         user: user.clone(),
         amr,

@@ -134,7 +134,7 @@ async fn clear_failures(state: &AuthState, user: &str, ip: &str) {
 
 fn client_ip(state: &AuthState, req: &HttpRequest) -> String {
     state
-        .client_ip(req)
+        .client_network(req)
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| "unknown".into())
 }

@@ -219,6 +219,14 @@ impl AuthState {
         self.client_address
             .resolve(req.headers(), req.peer_addr().map(|a| a.ip()))
     }
+
+    /// The network the client is counted as by every per-address limit (rate limits, the
+    /// unused-client budget, MFA lockouts): its /64 on IPv6, its address on IPv4, as
+    /// `RATE_LIMIT_IPV6_PREFIX`/`RATE_LIMIT_IPV4_PREFIX` say.
+    pub fn client_network(&self, req: &HttpRequest) -> Option<IpAddr> {
+        self.client_ip(req)
+            .map(|ip| self.settings.rate_limits.network(ip))
+    }
 }
 
 /// Mounts the authorization server's routes.

@@ -386,16 +386,22 @@ impl OidcClient {
         let wants_userinfo = self.settings.userinfo || claims.is_empty();
         if wants_userinfo && let Some(endpoint) = &discovery.userinfo_endpoint {
             let info: Map<String, Value> = self.get_json(endpoint, Some(&access_token)).await?;
-            let id_sub = claims.get("sub").and_then(Value::as_str);
+            // One account: userinfo speaks of the id_token's subject (or, on a refresh without
+            // one, of the subject the grant was made for), or it is not heard at all.
+            let expected = match claims.get("sub").and_then(Value::as_str) {
+                Some(sub) => Some(sub.to_string()),
+                None => previous.and_then(|p| {
+                    p.id.strip_prefix(&format!("{}#", self.settings.issuer))
+                        .map(str::to_string)
+                }),
+            };
             let info_sub = info.get("sub").and_then(Value::as_str);
-            if id_sub.is_some() && id_sub != info_sub {
+            if info_sub.is_none() || (expected.is_some() && expected.as_deref() != info_sub) {
                 return Err(UpstreamError::Refused(
                     "userinfo's sub differs from the id_token's".into(),
                 ));
             }
-            for (k, v) in info {
-                claims.entry(k).or_insert(v);
-            }
+            merge_userinfo(&mut claims, info);
         }
         if claims.is_empty() {
             // A refresh answered without an id_token, and no userinfo to ask: who the user
@@ -639,6 +645,34 @@ fn claim_text(value: &Value) -> String {
     }
 }
 
+/// The userinfo claims that fill what the id_token lacks: one trust decision per claim. The
+/// e-mail address and whether it is verified come together from one source (the id_token when
+/// it names an address, else userinfo): a `true` from one never vouches for the other's
+/// address.
+fn merge_userinfo(claims: &mut Map<String, Value>, mut info: Map<String, Value>) {
+    if claims.contains_key("email") {
+        info.remove("email");
+        info.remove("email_verified");
+    } else if info.contains_key("email") {
+        claims.remove("email_verified");
+    } else {
+        info.remove("email_verified");
+    }
+    for (k, v) in info {
+        claims.entry(k).or_insert(v);
+    }
+}
+
+/// A name exactly as the provider sent it, when it is usable at all: not empty, no control
+/// character or comma (it travels in a comma-separated header), not too long. Never trimmed
+/// or otherwise normalised: `"ops "` is another group than `"ops"`.
+fn exact(value: &str) -> Option<&str> {
+    (!value.is_empty()
+        && value.len() <= MAX_CLAIM_LEN
+        && !value.chars().any(|c| c.is_control() || c == ','))
+    .then_some(value)
+}
+
 /// A claim value fit for a header and a store key: no control characters, not too long.
 fn clean(value: &str) -> Option<&str> {
     let value = value.trim();
@@ -678,22 +712,29 @@ pub fn map_claims(
             EmailTrust::Always => true,
             EmailTrust::Never => false,
         });
-    let login = text(&settings.username_claim)
-        .or_else(|| email.clone())
-        .unwrap_or_else(|| subject.clone());
+    // The login name is compared and pinned as sent: one with surrounding white space could
+    // pass for someone else's after trimming, so it is refused instead.
+    let login = match claims.get(&settings.username_claim) {
+        Some(Value::String(s)) if s.trim() != s => {
+            return Err(UpstreamError::NotAdmitted(format!(
+                "the provider's {:?} claim has surrounding white space",
+                settings.username_claim
+            )));
+        }
+        _ => text(&settings.username_claim),
+    }
+    .or_else(|| email.clone())
+    .unwrap_or_else(|| subject.clone());
     let groups = match claims.get(&settings.groups_claim) {
         Some(Value::Array(list)) => list
             .iter()
             .filter_map(|g| match g {
-                Value::String(s) => clean(s).filter(|s| !s.contains(',')).map(str::to_string),
+                Value::String(s) => exact(s).map(str::to_string),
                 _ => None,
             })
             .take(MAX_GROUPS)
             .collect(),
-        Some(Value::String(s)) => clean(s)
-            .filter(|s| !s.contains(','))
-            .map(|s| vec![s.to_string()])
-            .unwrap_or_default(),
+        Some(Value::String(s)) => exact(s).map(|s| vec![s.to_string()]).unwrap_or_default(),
         _ => Vec::new(),
     };
     Ok(UpstreamUser {

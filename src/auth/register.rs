@@ -63,6 +63,11 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
     }
 }
 
+/// Unicode's bidirectional formatting characters (embeddings, overrides, isolates, marks).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
 /// How a registering client may authenticate at `/token`, the first the default.
 const REGISTRATION_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
 
@@ -139,6 +144,11 @@ pub fn validate_for(
                     "{name} is too long or has control characters"
                 )))
             }
+            // A name that reorders the text around it could make the consent page say
+            // something else than it does (U+202E turns "nimda" into "admin").
+            Some(v) if v.chars().any(is_bidi_control) => Err(OAuthError::invalid_client_metadata(
+                format!("{name} has bidirectional control characters"),
+            )),
             other => Ok(other.filter(|v| !v.is_empty())),
         }
     };
@@ -264,7 +274,7 @@ fn parse_metadata(req: &HttpRequest, body: &[u8]) -> Result<ClientMetadata, OAut
 
 async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
     let result = async {
-        state.limits.check(Limited::Register, state.client_ip(&req))?;
+        state.limits.check(Limited::Register, state.client_network(&req))?;
         let metadata = validate(parse_metadata(&req, &body)?, &state.settings.scopes_supported)?;
         let now = state.now();
         let public = metadata.token_endpoint_auth_method == "none";
@@ -289,7 +299,7 @@ async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState
             client_id_issued_at: now,
             client_secret_expires_at: lifetime.map_or(0, |d| now + d.as_secs() as i64),
             registered_from: state
-                .client_ip(&req)
+                .client_network(&req)
                 .map(|ip| sha256_b64url(ip.to_string().as_bytes())[..16].to_string()),
         };
         metadata.apply(&mut record);

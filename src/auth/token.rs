@@ -25,7 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
-    let ip = state.client_ip(&req);
+    let ip = state.client_network(&req);
     let mut claimed = String::new();
     let result = async {
         state.limits.check(Limited::Token, ip)?;
@@ -127,10 +127,26 @@ async fn authorization_code(
     client: &ClientRecord,
     exchange: CodeExchange<'_>,
 ) -> Result<HttpResponse, OAuthError> {
-    let CodeExchange { code, verifier, .. } = exchange;
+    let CodeExchange {
+        code,
+        verifier,
+        redirect_uri,
+        resource,
+    } = exchange;
     let code_hash = sha256_b64url(code.as_bytes());
     let code_key = keys::code(&code_hash);
-    let retry = Retry::new(&code_hash, code, Some(verifier));
+    // Only the identical request reads a kept answer back: the same code, verifier, redirect
+    // URI and resource (and, when it opens, the same client).
+    let retry = Retry::new(
+        &code_hash,
+        &[
+            code,
+            verifier,
+            redirect_uri.unwrap_or(""),
+            resource.unwrap_or(""),
+        ],
+        state.settings.code_retry_grace,
+    );
     let stored = match StoredCode::load(state.store.as_ref(), &code_key).await {
         Ok(Some(stored)) => stored,
         Ok(None) => {
@@ -169,6 +185,7 @@ async fn authorization_code(
     };
     let grant = Grant {
         user: record.user,
+        ceiling: record.scope.clone(),
         scope: record.scope,
         resource,
         amr: record.amr,
@@ -264,19 +281,27 @@ async fn code_replayed(state: &AuthState, family_id: &str) -> OAuthError {
 struct Retry {
     key: String,
     sealer: super::totp::SecretBox,
+    /// How long the answer is kept: `CODE_RETRY_GRACE` for a code, `REFRESH_REUSE_GRACE` for
+    /// a refresh token.
+    grace: std::time::Duration,
 }
 
 impl Retry {
-    fn new(credential_hash: &str, credential: &str, verifier: Option<&str>) -> Self {
+    /// `request`: the credential first, then every other parameter a retry must repeat.
+    fn new(credential_hash: &str, request: &[&str], grace: std::time::Duration) -> Self {
         use sha2::Digest;
         let mut hasher = sha2::Sha256::new();
         hasher.update(b"mcp-gateway grant result\0");
-        hasher.update(credential.as_bytes());
-        hasher.update(b"\0");
-        hasher.update(verifier.unwrap_or("").as_bytes());
+        for (i, part) in request.iter().enumerate() {
+            if i > 0 {
+                hasher.update(b"\0");
+            }
+            hasher.update(part.as_bytes());
+        }
         Self {
             key: keys::grant_result(credential_hash),
             sealer: super::totp::SecretBox::new(hasher.finalize().into()),
+            grace,
         }
     }
 
@@ -315,7 +340,7 @@ async fn refresh(
             "the refresh token was issued to another client",
         ));
     }
-    let retry = Retry::new(&hash, presented, None);
+    let retry = Retry::new(&hash, &[presented, ""], state.settings.refresh_reuse_grace);
     // A retry of a refresh that already went through: its answer, without asking the
     // upstream again (a rotated upstream refresh token would not work twice).
     if let Ok(Some(sealed)) = state.store.get(&retry.key).await
@@ -332,19 +357,31 @@ async fn refresh(
             .await?;
         return Err(OAuthError::invalid_grant("the user is no longer allowed"));
     }
-    let scope = match request.scope {
-        None => record.scope.clone(),
+    let granted = Scope::parse(&record.scope);
+    let asked = match request.scope {
+        None => granted,
         Some(asked) => {
-            let granted = Scope::parse(&record.scope);
             let asked = Scope::parse(asked);
             if let Some(extra) = asked.first_not(|s| granted.contains(s)) {
                 return Err(OAuthError::invalid_scope(format!(
                     "scope {extra:?} was not granted"
                 )));
             }
-            asked.to_string()
+            asked
         }
     };
+    // Entitlements are checked again with who the user is now (groups and e-mail come from
+    // the upstream session refreshed above): a user who left a group loses its scopes here,
+    // and the grant itself goes on.
+    let settings = &state.settings;
+    let narrowed =
+        settings
+            .entitlements
+            .narrow(&settings.scope_hierarchy, &asked, &record.user.identity());
+    if !narrowed.withheld.is_empty() {
+        tracing::info!(login = %record.user.login, client_id = %client.client_id, withheld = %narrowed.withheld.join(" "), "refresh: scopes left out, the user is no longer entitled to them");
+    }
+    let scope = narrowed.granted.to_string();
     if let Some(asked) = request.resource {
         let asked = Resource::parse(&state.settings, asked)
             .map_err(OAuthError::invalid_target)?
@@ -358,6 +395,8 @@ async fn refresh(
     let grant = Grant {
         user: record.user,
         scope,
+        // RFC 6749 §6: the new refresh token's scope is the one it replaces.
+        ceiling: record.scope,
         resource: record.resource,
         amr: record.amr,
         family_id: record.family_id,
@@ -434,7 +473,10 @@ fn resource_host(resource: &str) -> Option<String> {
 struct Grant {
     upstream: Option<String>,
     user: UpstreamUser,
+    /// What the access token carries.
     scope: String,
+    /// What the grant may give at most (the refresh token's scope).
+    ceiling: String,
     resource: Option<String>,
     amr: Vec<String>,
     family_id: String,
@@ -474,7 +516,9 @@ fn binding_for(
             .unwrap_or(b"");
         sha256_b64url(ua)
     };
-    let cert = crate::forwarded::client_cert_thumbprint(req.headers());
+    let cert = state
+        .client_address
+        .client_cert(req.headers(), req.peer_addr().map(|a| a.ip()));
     let mismatch = |what: &str| {
         tracing::warn!(what, "refresh token presented by another client: refused");
         Err(OAuthError::invalid_grant(format!(
@@ -570,7 +614,7 @@ async fn issue(
         family_id: grant.family_id.clone(),
         client_id: client.client_id.clone(),
         user: grant.user.clone(),
-        scope: grant.scope.clone(),
+        scope: grant.ceiling.clone(),
         resource: grant.resource.clone(),
         amr: grant.amr,
         issued_at: now,
@@ -611,7 +655,7 @@ async fn issue(
         result: Some(GrantResult {
             key: grant.retry.key.clone(),
             sealed: grant.retry.sealer.seal(&client.client_id, body.as_bytes()),
-            ttl: settings.refresh_reuse_grace,
+            ttl: grant.retry.grace,
         }),
         renew_client: settings.client_lifetime,
         registered_from: client.registered_from.clone(),

@@ -4,8 +4,10 @@
 //! **Backup** walks the keyspace from here with SCAN cursors and small pipelined batches, and
 //! writes each batch as it goes: Redis is never asked for more than a page at a time (no
 //! script, no long command) and the CLI's memory does not grow with the number of keys. The
-//! result is a *fuzzy* snapshot: each key is read atomically, but keys are read over the span
-//! of the backup. Two things make that restore a consistent state:
+//! result is a *fuzzy* snapshot: each key is read atomically (and each refresh family with all
+//! its refresh records in one step, so a grant is never caught half way through a rotation:
+//! it restores with exactly one usable refresh token, the newest), but keys are read over the
+//! span of the backup. Two things make that restore a consistent state:
 //! - the indexes (per user, per client, per family) are completed from the records on restore,
 //!   so a record written while the backup ran is never left unindexed;
 //! - the backup listens to the revocation channel while it runs and lists, in its last line,
@@ -101,8 +103,8 @@ pub struct Trailer {
     pub heard_until_ms: i64,
 }
 
-const CONSISTENCY: &str = "fuzzy: each key read atomically over the span of the backup; \
-indexes are completed from the records on restore; tokens and families revoked while the \
+const CONSISTENCY: &str = "fuzzy: each key read atomically over the span of the backup, \
+each refresh family with its refresh records in one step; indexes are completed from the records on restore; tokens and families revoked while the \
 backup ran are listed in the last line and not restored";
 
 fn now_ms() -> i64 {
@@ -134,20 +136,14 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
         .await
         .map_err(redis_failed)?;
     let mut messages = pubsub.into_on_message();
-    let mut revoked_tokens: HashSet<String> = HashSet::new();
-    let mut revoked_families: HashSet<String> = HashSet::new();
-    let mut take_messages =
-        |messages: &mut (dyn futures_util::Stream<Item = redis::Msg> + Unpin)| {
-            use futures_util::FutureExt;
-            while let Some(Some(msg)) = messages.next().now_or_never() {
-                if let Ok(payload) = msg.get_payload::<String>() {
-                    match payload.strip_prefix(keys::FAMILY_REVOCATION_MESSAGE) {
-                        Some(family) => revoked_families.insert(family.to_string()),
-                        None => revoked_tokens.insert(payload),
-                    };
-                }
-            }
-        };
+    let mut heard = Heard::default();
+    let take_messages = |messages: &mut (dyn futures_util::Stream<Item = redis::Msg> + Unpin),
+                         heard: &mut Heard| {
+        use futures_util::FutureExt;
+        while let Some(Some(msg)) = messages.next().now_or_never() {
+            heard.note(&msg);
+        }
+    };
 
     let (target, partial): (Box<dyn Write>, Option<(PathBuf, PathBuf)>) = match out {
         Some(path) => {
@@ -173,6 +169,12 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
     w.write_all(json_line(&header).as_bytes())
         .map_err(failed("the backup"))?;
 
+    let read_family_sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(READ_FAMILY)
+        .query_async(&mut admin.conn)
+        .await
+        .map_err(redis_failed)?;
     // Lines, which the trailer counts, and keys (a large index takes several lines).
     let (mut written, mut keys_written) = (0u64, 0u64);
     let mut last_key = String::new();
@@ -187,7 +189,7 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
             .query_async(&mut admin.conn)
             .await
             .map_err(redis_failed)?;
-        for entry in read_batch(&mut admin.conn, &page).await? {
+        for entry in read_batch(&mut admin.conn, &page, &read_family_sha).await? {
             w.write_all(json_line(&entry).as_bytes())
                 .map_err(failed("the backup"))?;
             written += 1;
@@ -196,21 +198,41 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
                 last_key.clone_from(&entry.key);
             }
         }
-        take_messages(&mut messages);
+        take_messages(&mut messages, &mut heard);
         if next == 0 {
             break;
         }
         cursor = next;
     }
-    // A revocation published just before the last page was read may still be on its way.
+    // A revocation published just before the last page was read may still be on its way: a
+    // marker published now arrives after every one of them.
     let heard_until_ms = now_ms();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    take_messages(&mut messages);
+    let marker = format!("{}{}", keys::MARKER_MESSAGE, crate::token::random_token());
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(keys::REVOCATION_CHANNEL)
+        .arg(&marker)
+        .query_async(&mut admin.conn)
+        .await
+        .map_err(redis_failed)?;
+    let wait = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(msg) = messages.next().await {
+            if heard.note(&msg).as_deref() == Some(marker.as_str()) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    if wait != Ok(true) {
+        return Err(CliError::Failed(
+            "the revocation channel did not confirm the end of the backup; run it again".into(),
+        ));
+    }
     let mut trailer = Trailer {
         heard_until_ms,
         end: written,
-        revoked_tokens: revoked_tokens.into_iter().collect(),
-        revoked_families: revoked_families.into_iter().collect(),
+        revoked_tokens: heard.tokens.into_iter().collect(),
+        revoked_families: heard.families.into_iter().collect(),
     };
     trailer.revoked_tokens.sort();
     trailer.revoked_families.sort();
@@ -232,23 +254,75 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
     Ok(())
 }
 
-/// One page of keys with type, value and TTL: two pipelined round trips. A key that vanished
-/// between SCAN and read is skipped.
+/// A refresh family read in one step: its members with their scores and its TTL, and every
+/// refresh record it names with its value and TTL. Read apart, a family could be caught half
+/// way through a rotation (two unused refresh tokens, or none); read whole it has exactly one,
+/// the newest. KEYS: the family. ARGV: the refresh-record prefix.
+const READ_FAMILY: &str = r#"
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local ttl = redis.call('PTTL', KEYS[1])
+local records = {}
+for i = 1, #members, 2 do
+  local m = members[i]
+  if string.sub(m, 1, 2) == 'r:' then
+    local k = ARGV[1] .. string.sub(m, 3)
+    local v = redis.call('GET', k)
+    if v then
+      records[#records + 1] = k
+      records[#records + 1] = v
+      records[#records + 1] = redis.call('PTTL', k)
+    end
+  end
+end
+return {members, ttl, records}
+"#;
+
+/// What the revocation channel said while a backup ran.
+#[derive(Default)]
+struct Heard {
+    tokens: HashSet<String>,
+    families: HashSet<String>,
+}
+
+impl Heard {
+    /// Notes a revocation; returns a marker's text (markers revoke nothing).
+    fn note(&mut self, msg: &redis::Msg) -> Option<String> {
+        let payload = msg.get_payload::<String>().ok()?;
+        if payload.starts_with(keys::MARKER_MESSAGE) {
+            return Some(payload);
+        }
+        match payload.strip_prefix(keys::FAMILY_REVOCATION_MESSAGE) {
+            Some(family) => self.families.insert(family.to_string()),
+            None => self.tokens.insert(payload),
+        };
+        None
+    }
+}
+
+/// One page of keys with type, value and TTL: two pipelined round trips, and one more for the
+/// page's refresh families, each read whole ([`READ_FAMILY`]; refresh records are written with
+/// their family, never on their own). A key that vanished between SCAN and read is skipped.
 async fn read_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     page: &[String],
+    read_family_sha: &str,
 ) -> CliResult<Vec<Entry>> {
+    let (families, page): (Vec<&String>, Vec<&String>) = page
+        .iter()
+        .filter(|k| !k.starts_with(keys::REFRESH_PREFIX))
+        .partition(|k| k.starts_with(keys::FAMILY_PREFIX));
+    let mut out = read_families(conn, &families, read_family_sha).await?;
     if page.is_empty() {
-        return Ok(Vec::new());
+        return Ok(out);
     }
     let mut types = redis::pipe();
-    for key in page {
-        types.cmd("TYPE").arg(key);
+    for key in &page {
+        types.cmd("TYPE").arg(*key);
     }
     let kinds: Vec<String> = types.query_async(conn).await.map_err(redis_failed)?;
     let mut reads = redis::pipe();
     let mut wanted = Vec::new();
-    for (key, kind) in page.iter().zip(kinds) {
+    for (key, kind) in page.into_iter().zip(kinds) {
         let read = match kind.as_str() {
             "string" => reads.cmd("GET").arg(key),
             // The first page; a larger index is read on in pages below.
@@ -267,7 +341,7 @@ async fn read_batch(
         wanted.push((key, kind));
     }
     let values: Vec<redis::Value> = reads.query_async(conn).await.map_err(redis_failed)?;
-    let mut out = Vec::with_capacity(wanted.len());
+    out.reserve(wanted.len());
     for ((key, kind), pair) in wanted.into_iter().zip(values.chunks(2)) {
         let [value, ttl] = pair else { continue };
         let ttl_ms: i64 = redis::from_redis_value_ref(ttl).unwrap_or(-2);
@@ -330,6 +404,67 @@ async fn read_batch(
             ttl_ms,
             value,
         });
+    }
+    Ok(out)
+}
+
+/// The families of a page, each read whole in one script call (pipelined together), as
+/// entries: the family (a line per [`ZSET_PAGE`] members) and then its refresh records.
+async fn read_families(
+    conn: &mut redis::aio::MultiplexedConnection,
+    families: &[&String],
+    sha: &str,
+) -> CliResult<Vec<Entry>> {
+    let mut out = Vec::new();
+    if families.is_empty() {
+        return Ok(out);
+    }
+    let mut calls = redis::pipe();
+    for key in families {
+        calls
+            .cmd("EVALSHA")
+            .arg(sha)
+            .arg(1)
+            .arg(*key)
+            .arg(keys::REFRESH_PREFIX);
+    }
+    let answers: Vec<(Vec<String>, i64, Vec<redis::Value>)> =
+        calls.query_async(conn).await.map_err(redis_failed)?;
+    for (key, (members, ttl_ms, records)) in families.iter().zip(answers) {
+        if ttl_ms == -2 || members.is_empty() {
+            continue;
+        }
+        for page in members.chunks(ZSET_PAGE * 2) {
+            out.push(Entry {
+                key: (*key).clone(),
+                kind: "zset".into(),
+                ttl_ms,
+                value: page
+                    .iter()
+                    .cloned()
+                    .map(serde_json::Value::String)
+                    .collect(),
+            });
+        }
+        for record in records.chunks(3) {
+            let [k, v, t] = record else { continue };
+            let (Ok(k), Ok(v), Ok(t)) = (
+                redis::from_redis_value_ref::<String>(k),
+                redis::from_redis_value_ref::<String>(v),
+                redis::from_redis_value_ref::<i64>(t),
+            ) else {
+                continue;
+            };
+            if t == -2 {
+                continue;
+            }
+            out.push(Entry {
+                key: k,
+                kind: "string".into(),
+                ttl_ms: t,
+                value: serde_json::Value::String(v),
+            });
+        }
     }
     Ok(out)
 }

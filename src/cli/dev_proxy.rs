@@ -39,6 +39,9 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 struct Proxy {
+    /// Our own listening address: the host verify is told (never the client's `Host` or
+    /// forwarding headers).
+    listen: SocketAddr,
     upstream: url::Url,
     resource_path: String,
     verify: String,
@@ -60,6 +63,8 @@ impl DevProxy {
         verify: String,
         auth: String,
     ) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
@@ -67,14 +72,13 @@ impl DevProxy {
             .build()
             .map_err(std::io::Error::other)?;
         let state = web::Data::new(Proxy {
+            listen: addr,
             upstream,
             resource_path: resource_path.to_string(),
             verify,
             auth,
             http,
         });
-        let listener = std::net::TcpListener::bind(listen)?;
-        let addr = listener.local_addr()?;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -108,9 +112,17 @@ fn passed_on(name: &str) -> bool {
     !HOP_BY_HOP.contains(&name)
 }
 
+/// What a proxy in front says about the request (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`):
+/// ours alone, a client's never passed on.
+fn is_forwarding_header(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
+}
+
 async fn proxy(req: HttpRequest, body: web::Bytes, state: web::Data<Proxy>) -> HttpResponse {
     let path = req.path();
-    let host = req.connection_info().host().to_string();
+    // The request line and our own listener say where the request went; the client's `Host`,
+    // `Forwarded` and `X-Forwarded-*` could name a resource of another server.
+    let host = state.listen.to_string();
     if path.starts_with("/.well-known/oauth-protected-resource") {
         return metadata(&state, &state.verify, &req, &host).await;
     }
@@ -180,7 +192,7 @@ async fn forward(
         .get(format!("{}/verify", state.verify))
         .timeout(Duration::from_secs(10));
     for (name, value) in req.headers() {
-        if passed_on(name.as_str()) && !name.as_str().starts_with("x-forwarded-") {
+        if passed_on(name.as_str()) && !is_forwarding_header(name.as_str()) {
             ask = ask.header(name.as_str(), value.as_bytes());
         }
     }
@@ -227,7 +239,11 @@ async fn forward(
     let mut call = state.http.request(method, target.clone());
     for (name, value) in req.headers() {
         let name = name.as_str();
-        if passed_on(name) && name != "authorization" && !is_identity_header(name) {
+        if passed_on(name)
+            && name != "authorization"
+            && !is_identity_header(name)
+            && !is_forwarding_header(name)
+        {
             call = call.header(name, value.as_bytes());
         }
     }

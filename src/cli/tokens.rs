@@ -655,12 +655,12 @@ async fn validate_saved(cli: &Cli, verify_url: Option<&str>) -> CliResult {
             Err(e) => (format!("invalid: {e}"), false),
             Ok(claims) => {
                 let allowed = !settings.admission.is_configured()
-                    || settings.admission.admits(&crate::policy::Identity {
-                        id: &claims.sub,
-                        login: &claims.username,
-                        email: claims.email.as_deref(),
-                        groups: &claims.groups,
-                    });
+                    || settings.admission.admits(&crate::policy::Identity::new(
+                        &claims.sub,
+                        &claims.username,
+                        claims.email.as_deref(),
+                        &claims.groups,
+                    ));
                 let live = store.token_is_live(&claims.jti).await.unwrap_or(false);
                 match (allowed, live) {
                     (false, _) => (format!("user {} is not allowed", claims.username), false),

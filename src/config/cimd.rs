@@ -35,7 +35,21 @@ pub struct CimdSettings {
 pub(super) fn cimd(raw: &Raw, issuer: &str) -> Result<CimdSettings, ConfigError> {
     let hosts = |name: &'static str, default: &str| -> Result<Vec<HostPattern>, ConfigError> {
         split_list(raw.get(name).unwrap_or(default))
-            .map(|h| HostPattern::parse(h).map_err(|e| ConfigError::new(name, e)))
+            .map(|h| {
+                let (wildcard, name_part) = match h.strip_prefix("*.") {
+                    Some(rest) => ("*.", rest),
+                    None => ("", h),
+                };
+                let canonical = if name_part == "*" {
+                    "*".to_string()
+                } else {
+                    canonical_host(name_part)
+                        .ok_or_else(|| format!("{h:?} is not a host name"))
+                        .map_err(|e| ConfigError::new(name, e))?
+                };
+                HostPattern::parse(&format!("{wildcard}{canonical}"))
+                    .map_err(|e| ConfigError::new(name, e))
+            })
             .collect()
     };
     let test_loopback_ca = raw.get("CIMD_TEST_LOOPBACK_CA").map(PathBuf::from);
@@ -84,9 +98,84 @@ pub(super) fn cimd(raw: &Raw, issuer: &str) -> Result<CimdSettings, ConfigError>
 }
 
 impl CimdSettings {
-    /// Whether documents from `host` (lower-case, no port) are accepted.
+    /// Whether documents from `host` (no port) are accepted. Both sides are compared in
+    /// their canonical form ([`canonical_host`]): upper case, a trailing dot, the Unicode or
+    /// punycode spelling of a name or percent-escapes cannot step around a list.
     pub fn host_allowed(&self, host: &str) -> bool {
-        !self.denied_hosts.iter().any(|p| p.matches(host))
-            && self.allowed_hosts.iter().any(|p| p.matches(host))
+        let Some(host) = canonical_host(host) else {
+            return false;
+        };
+        !self.denied_hosts.iter().any(|p| p.matches(&host))
+            && self.allowed_hosts.iter().any(|p| p.matches(&host))
+    }
+}
+
+/// A host name as DNS resolves it: IDNA (UTS #46) to its ASCII form, lower case, percent-
+/// escapes decoded, without the trailing dot of a fully qualified name; IP addresses in their
+/// usual text. `None` for what is not a host.
+pub fn canonical_host(host: &str) -> Option<String> {
+    let trimmed = host.trim().trim_end_matches('.');
+    if trimmed.is_empty() {
+        return None;
+    }
+    match url::Host::parse(trimmed).ok()? {
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            (!d.is_empty()).then_some(d)
+        }
+        url::Host::Ipv4(ip) => Some(ip.to_string()),
+        url::Host::Ipv6(ip) => Some(format!("[{ip}]")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_compare_in_one_spelling() {
+        for spelling in [
+            "evil.example",
+            "EVIL.example",
+            "evil.example.",
+            "evil.example..",
+            "%65vil.example",
+            "ev%49l.example",
+        ] {
+            assert_eq!(
+                canonical_host(spelling).as_deref(),
+                Some("evil.example"),
+                "{spelling}"
+            );
+        }
+        assert_eq!(
+            canonical_host("Bücher.example.").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        assert_eq!(
+            canonical_host("xn--bcher-kva.example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        assert_eq!(canonical_host("[::1]").as_deref(), Some("[::1]"));
+        assert_eq!(canonical_host("0x7f.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(canonical_host("."), None);
+        let source = crate::config::ConfigSource::from_pairs([
+            ("JWT_ALGORITHM", "HS256"),
+            (
+                "GATEWAY_JWT_SECRET",
+                "0123456789abcdef0123456789abcdef-test",
+            ),
+            ("CIMD_DENIED_HOSTS", "Evil.Example., *.bücher.example"),
+        ]);
+        let settings = crate::config::Settings::load(&source).unwrap().cimd;
+        for host in [
+            "evil.example",
+            "EVIL.EXAMPLE.",
+            "a.xn--bcher-kva.example",
+            "a.BÜCHER.example.",
+        ] {
+            assert!(!settings.host_allowed(host), "{host}");
+        }
+        assert!(settings.host_allowed("good.example"));
     }
 }

@@ -170,6 +170,28 @@ pub struct RateLimitSettings {
     pub unused_client_budget_per_address: u64,
     /// `UNUSED_CLIENT_LIFETIME`: how long a registration lives before its first token.
     pub unused_client_lifetime: Duration,
+    /// `RATE_LIMIT_IPV4_PREFIX` / `RATE_LIMIT_IPV6_PREFIX` (default 32 and 64): every
+    /// per-address count (these limits, the unused-client budget, MFA lockouts) counts the
+    /// network of this prefix length, so one host with a /64 cannot spread itself over
+    /// 2^64 addresses.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+impl RateLimitSettings {
+    /// The network `ip` is counted as: its prefix of the configured length (an IPv4-mapped
+    /// IPv6 address counts as the IPv4 address).
+    pub fn network(&self, ip: IpAddr) -> IpAddr {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let prefix = match ip {
+            IpAddr::V4(_) => self.ipv4_prefix,
+            IpAddr::V6(_) => self.ipv6_prefix,
+        };
+        IpNet::new(ip, prefix).map_or(ip, |net| net.network())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -224,17 +246,31 @@ pub struct Settings {
     pub accept_issuer_audience: bool,
     pub required_scopes: ScopePolicy,
     pub scopes_supported: Vec<String>,
+    /// `DEFAULT_SCOPE`: what a request without `scope` gets (default: the first of
+    /// `SCOPES_SUPPORTED`), never everything.
+    pub default_scope: String,
+    /// `SCOPE_GRANTS` and `[[scope_grant]]`: which users may hold which scope.
+    pub entitlements: crate::policy::Entitlements,
     pub forward_access_token: bool,
     pub verify_cache_ttl: Duration,
-    /// `REFRESH_REUSE_GRACE`: how long a token request's answer is kept for a retry of the
-    /// same request (a refresh token just rotated out, a code just redeemed).
+    /// `REFRESH_REUSE_GRACE`: how long a refresh's answer is kept for a retry of the same
+    /// request (a refresh token just rotated out).
     pub refresh_reuse_grace: Duration,
+    /// `CODE_RETRY_GRACE`: how long a code exchange's answer is kept for a retry of the
+    /// identical request (RFC 6749 §4.1.2 says a code works once; this is the one deliberate
+    /// deviation, so a client that lost the answer is not sent back to the login).
+    pub code_retry_grace: Duration,
     /// `SCOPE_HIERARCHY`: broader scopes that imply narrower ones, for every scope check.
     pub scope_hierarchy: crate::policy::ScopeHierarchy,
     /// `TOOL_POLICY` (and `[[tool_policy]]`): per-method and per-tool rules at verify.
     pub tool_policy: crate::policy::ToolPolicy,
     /// `TOOL_POLICY_HEADER`: send `X-Auth-Denied-Tools` to the MCP server.
     pub tool_policy_header: bool,
+    /// `TOOL_POLICY_TRUST_HEADERS`: the MCP server refuses a request whose `Mcp-Method` and
+    /// `Mcp-Name` disagree with its body (the 2026-07-28 rule), so a request that reaches
+    /// verify without its body (Caddy, nginx) may be decided from those headers. Off: such a
+    /// request is refused wherever a rule could apply.
+    pub tool_policy_trust_headers: bool,
     /// `SHUTDOWN_DRAIN`: after SIGTERM, how long requests are still answered (with
     /// `Connection: close`, `/ready` 503) before the server stops.
     pub shutdown_drain: Duration,
@@ -395,12 +431,15 @@ impl Settings {
             ));
         }
 
+        let default_upstream = upstreams.first().map_or("github", |p| p.name());
         let Scopes {
             required: required_scopes,
             hierarchy: scope_hierarchy,
             tools: tool_policy,
             supported: scopes_supported,
-        } = scopes(raw)?;
+            default: default_scope,
+            entitlements,
+        } = scopes(raw, default_upstream)?;
         let redis_tls = RedisTls::load(raw)?;
         let redis_sentinel = RedisSentinel::load(raw)?;
 
@@ -460,10 +499,14 @@ impl Settings {
             accept_issuer_audience: raw.bool("ACCEPT_ISSUER_AUDIENCE", false)?,
             required_scopes,
             scopes_supported,
+            default_scope,
+            entitlements,
             forward_access_token: raw.bool("FORWARD_ACCESS_TOKEN", false)?,
             verify_cache_ttl,
             shutdown_drain: raw.duration("SHUTDOWN_DRAIN", 5)?,
             refresh_reuse_grace: raw.duration("REFRESH_REUSE_GRACE", 60)?,
+            code_retry_grace: raw.duration("CODE_RETRY_GRACE", 10)?,
+            tool_policy_trust_headers: raw.bool("TOOL_POLICY_TRUST_HEADERS", false)?,
             tool_policy_header: raw.bool("TOOL_POLICY_HEADER", false)?,
             scope_hierarchy,
             tool_policy,
@@ -483,9 +526,20 @@ impl Settings {
                 unused_client_lifetime: raw
                     .duration("UNUSED_CLIENT_LIFETIME", 86_400)?
                     .max(Duration::from_secs(60)),
+                ipv4_prefix: prefix_length(raw, "RATE_LIMIT_IPV4_PREFIX", 32)?,
+                ipv6_prefix: prefix_length(raw, "RATE_LIMIT_IPV6_PREFIX", 64)?,
             },
         })
     }
+}
+
+/// A network prefix length, at most `max` bits.
+fn prefix_length(raw: &Raw, var: &str, max: u8) -> Result<u8, ConfigError> {
+    let n = raw.number(var, u64::from(max))?;
+    u8::try_from(n)
+        .ok()
+        .filter(|n| (8..=max).contains(n))
+        .ok_or_else(|| ConfigError::new(var, format!("must be between 8 and {max}")))
 }
 
 /// `REDIS_URL`, with `REDIS_PASSWORD` added when the URL has none.
@@ -571,22 +625,23 @@ struct Scopes {
     hierarchy: crate::policy::ScopeHierarchy,
     tools: crate::policy::ToolPolicy,
     supported: Vec<String>,
+    default: String,
+    entitlements: crate::policy::Entitlements,
 }
 
-fn scopes(raw: &Raw) -> Result<Scopes, ConfigError> {
+fn scopes(raw: &Raw, default_upstream: &'static str) -> Result<Scopes, ConfigError> {
     let required_scopes = ScopePolicy::parse(raw.get("REQUIRED_SCOPES").unwrap_or(""))
         .map_err(|e| ConfigError::new("REQUIRED_SCOPES", e))?;
     let scope_hierarchy =
         crate::policy::ScopeHierarchy::parse(raw.get("SCOPE_HIERARCHY").unwrap_or(""))
             .map_err(|e| ConfigError::new("SCOPE_HIERARCHY", e))?;
-    let mut tool_policy = crate::policy::ToolPolicy::parse(raw.get("TOOL_POLICY").unwrap_or(""))
-        .map_err(|e| ConfigError::new("TOOL_POLICY", e))?;
-    if let Some(tables) = &raw.tool_tables {
-        tool_policy.rules.extend(
-            crate::policy::ToolPolicy::from_tables(tables.clone())
-                .map_err(|e| ConfigError::new("TOOL_POLICY", e))?,
-        );
-    }
+    let mut tool_policy =
+        crate::policy::ToolPolicy::parse(raw.get("TOOL_POLICY").unwrap_or(""), default_upstream)
+            .map_err(|e| ConfigError::new("TOOL_POLICY", e))?;
+    tool_policy.rules.extend(
+        crate::policy::ToolPolicy::from_tables(raw.tool_tables.clone(), default_upstream)
+            .map_err(|e| ConfigError::new("TOOL_POLICY", e))?,
+    );
     tool_policy.missing_name = match raw
         .get("TOOL_POLICY_MISSING_NAME")
         .map(str::to_ascii_lowercase)
@@ -626,11 +681,52 @@ fn scopes(raw: &Raw) -> Result<Scopes, ConfigError> {
             s
         }
     };
+    let default = match raw.get("DEFAULT_SCOPE") {
+        None => scopes_supported.first().cloned().unwrap_or_default(),
+        Some(value) => {
+            let scope = crate::policy::Scope::parse(value);
+            if let Some(bad) = scope.first_not(|s| scopes_supported.iter().any(|x| x == s)) {
+                return Err(ConfigError::new(
+                    "DEFAULT_SCOPE",
+                    format!("{bad:?} is not in SCOPES_SUPPORTED"),
+                ));
+            }
+            scope.to_string()
+        }
+    };
+    let mut grants =
+        crate::policy::Entitlements::parse(raw.get("SCOPE_GRANTS").unwrap_or(""), default_upstream)
+            .map_err(|e| ConfigError::new("SCOPE_GRANTS", e))?;
+    let tables =
+        crate::policy::Entitlements::from_tables(raw.grant_tables.clone(), default_upstream)
+            .map_err(|e| ConfigError::new("[[scope_grant]]", e))?;
+    let from_file = tables.len();
+    grants.extend(tables);
+    // A grant for a scope nobody can ask for is a typo that would leave the real one open.
+    for (i, grant) in grants.iter().enumerate() {
+        if !scopes_supported.contains(&grant.scope) {
+            let var = if i + from_file >= grants.len() {
+                "[[scope_grant]]"
+            } else {
+                "SCOPE_GRANTS"
+            };
+            return Err(ConfigError::new(
+                var,
+                format!(
+                    "a grant names {:?}, which is not in SCOPES_SUPPORTED ({})",
+                    grant.scope,
+                    scopes_supported.join(" ")
+                ),
+            ));
+        }
+    }
     Ok(Scopes {
         required: required_scopes,
         hierarchy: scope_hierarchy,
         tools: tool_policy,
         supported: scopes_supported,
+        default,
+        entitlements: crate::policy::Entitlements::new(grants),
     })
 }
 

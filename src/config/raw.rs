@@ -96,6 +96,12 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "RESOURCE_NAME",
     "RESOURCE_PATH",
     "SCOPES_SUPPORTED",
+    "SCOPE_GRANTS",
+    "DEFAULT_SCOPE",
+    "CODE_RETRY_GRACE",
+    "TOOL_POLICY_TRUST_HEADERS",
+    "RATE_LIMIT_IPV4_PREFIX",
+    "RATE_LIMIT_IPV6_PREFIX",
     "SCOPE_HIERARCHY",
     "SHUTDOWN_DRAIN",
     "TOKEN_BIND_CERT",
@@ -115,11 +121,17 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "VERIFY_CACHE_TTL",
 ];
 
+/// Settings a TOML file may also write as arrays of tables (`[[tool_policy]]`,
+/// `[[scope_grant]]`), by their lower-case name.
+pub const TABLE_SETTINGS: &[&str] = &["tool_policy", "scope_grant"];
+
 /// The merged raw values, keyed by lower-case name.
 pub(super) struct Raw {
     pub(super) values: HashMap<String, String>,
     /// `[[tool_policy]]` tables of a TOML file.
-    pub(super) tool_tables: Option<Vec<crate::policy::RawToolRule>>,
+    pub(super) tool_tables: Vec<crate::policy::RawToolRule>,
+    /// `[[scope_grant]]` tables of a TOML file.
+    pub(super) grant_tables: Vec<crate::policy::RawScopeGrant>,
 }
 
 impl Raw {
@@ -143,7 +155,10 @@ impl Raw {
                 .map_err(|e| ConfigError::new("--config", e.to_string()))?;
             let mut unknown: Vec<&String> = only_file
                 .keys()
-                .filter(|k| !KNOWN_SETTINGS.iter().any(|n| n.eq_ignore_ascii_case(k)))
+                .filter(|k| {
+                    !KNOWN_SETTINGS.iter().any(|n| n.eq_ignore_ascii_case(k))
+                        && !TABLE_SETTINGS.iter().any(|n| n.eq_ignore_ascii_case(k))
+                })
                 .collect();
             unknown.sort();
             if let Some(first) = unknown.first() {
@@ -177,15 +192,14 @@ impl Raw {
             .try_deserialize()
             .map_err(|e| ConfigError::new("--config", e.to_string()))?;
         let mut values = HashMap::with_capacity(table.len());
-        let mut tool_tables = None;
+        let (mut tool_tables, mut grant_tables) = (Vec::new(), Vec::new());
         for (key, value) in table {
             let key = key.to_ascii_lowercase();
-            if key == "tool_policy" && value.clone().into_string().is_err() {
-                let tables: Vec<crate::policy::RawToolRule> =
-                    value.try_deserialize().map_err(|e| {
-                        ConfigError::new("TOOL_POLICY", format!("[[tool_policy]]: {e}"))
-                    })?;
-                tool_tables = Some(tables);
+            if TABLE_SETTINGS.contains(&key.as_str()) && value.clone().into_string().is_err() {
+                match key.as_str() {
+                    "tool_policy" => tool_tables = tables(value, &key, "TOOL_POLICY")?,
+                    _ => grant_tables = tables(value, &key, "[[scope_grant]]")?,
+                }
                 continue;
             }
             let text = match value.clone().into_string() {
@@ -210,6 +224,7 @@ impl Raw {
         Ok(Self {
             values,
             tool_tables,
+            grant_tables,
         })
     }
 
@@ -258,6 +273,17 @@ impl Raw {
             Some(v) => parse_duration(v).map_err(|e| ConfigError::new(name, e)),
         }
     }
+}
+
+/// The `[[name]]` tables of a TOML file, read as `T`; `var` names the setting in errors.
+fn tables<T: serde::de::DeserializeOwned>(
+    value: config::Value,
+    name: &str,
+    var: &str,
+) -> Result<Vec<T>, ConfigError> {
+    value
+        .try_deserialize()
+        .map_err(|e| ConfigError::new(var, format!("[[{name}]]: {e}")))
 }
 
 pub fn parse_duration(v: &str) -> Result<Duration, String> {

@@ -173,10 +173,11 @@ pub(super) fn upstreams(raw: &Raw) -> Result<Upstreams, ConfigError> {
     } else {
         None
     };
+    let default_upstream = providers.first().map_or("github", |p| p.name());
     Ok(Upstreams {
+        admission: admission(raw, default_upstream)?,
         providers,
         oidc,
-        admission: admission(raw)?,
         upstream_token: upstream_token(raw)?,
     })
 }
@@ -357,7 +358,7 @@ fn oidc(raw: &Raw) -> Result<OidcSettings, ConfigError> {
     })
 }
 
-fn admission(raw: &Raw) -> Result<Admission, ConfigError> {
+fn admission(raw: &Raw, default_upstream: &'static str) -> Result<Admission, ConfigError> {
     let users = match (
         raw.get_raw("ALLOWED_USERS"),
         raw.get_raw("ALLOWED_GITHUB_USERS"),
@@ -368,7 +369,7 @@ fn admission(raw: &Raw) -> Result<Admission, ConfigError> {
                 "set either ALLOWED_USERS or its older name ALLOWED_GITHUB_USERS, not both",
             ));
         }
-        (Some(list), None) | (None, Some(list)) => Some(AllowList::parse(list)),
+        (Some(list), None) | (None, Some(list)) => Some(AllowList::parse(list, default_upstream)),
         (None, None) => None,
     };
     let list = |var: &str| -> Vec<String> {

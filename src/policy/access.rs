@@ -4,43 +4,116 @@
 
 use crate::config::split_list;
 
-/// `ALLOWED_GITHUB_USERS`: GitHub logins, compared trimmed and case-insensitively, and
-/// `id:583231` entries naming the immutable numeric account id (`sub`), which a renamed and
-/// re-registered login cannot take over. Empty allows nobody; `*` allows everyone.
+/// Who an account belongs to upstream, as allow-lists name it: `github` (numeric ids, and the
+/// development login's `dev-` ids, which stand in for GitHub) or `oidc` (`{issuer}#{subject}`
+/// ids). Derived from the id alone, so the authorization server and verify agree without a claim.
+pub fn upstream_of(id: &str) -> &'static str {
+    if id.contains('#') { "oidc" } else { "github" }
+}
+
+/// The upstream names a login entry may be qualified with (`github:carol`, `oidc:carol`).
+pub const UPSTREAM_NAMES: &[&str] = &["github", "oidc"];
+
+/// A login name on one upstream: `github:carol` and `oidc:carol` are different people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub upstream: &'static str,
+    /// As configured (trimmed by the list syntax); compared ASCII-case-insensitively.
+    pub name: String,
+}
+
+impl Login {
+    /// `github:carol`, `oidc:carol`, or a bare `carol` on `default_upstream`.
+    pub fn parse(entry: &str, default_upstream: &'static str) -> Self {
+        if let Some((prefix, name)) = entry.split_once(':')
+            && let Some(upstream) = UPSTREAM_NAMES
+                .iter()
+                .find(|u| u.eq_ignore_ascii_case(prefix))
+            && !name.is_empty()
+        {
+            return Login {
+                upstream,
+                name: name.to_string(),
+            };
+        }
+        Login {
+            upstream: default_upstream,
+            name: entry.to_string(),
+        }
+    }
+
+    /// Exactly this name, ASCII case aside: a presented name is never trimmed, so `carol ` is
+    /// not `carol`, and no Unicode folding makes another spelling equal.
+    pub fn matches(&self, who: &Identity<'_>) -> bool {
+        self.upstream == who.upstream && self.name.eq_ignore_ascii_case(who.login)
+    }
+}
+
+impl std::fmt::Display for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.upstream, self.name)
+    }
+}
+
+/// `ALLOWED_USERS` (or `ALLOWED_GITHUB_USERS`): logins of one upstream (`github:carol`,
+/// `oidc:carol`, or bare for the first provider of `UPSTREAM`) and `id:583231` entries naming
+/// the immutable account id (`sub`: GitHub's numeric id, `{issuer}#{subject}`), which a renamed
+/// and re-registered login cannot take over. Empty allows nobody; `*` allows everyone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowList {
     Everyone,
     Users {
-        logins: Vec<String>,
+        logins: Vec<Login>,
         ids: Vec<String>,
     },
 }
 
 impl AllowList {
-    pub fn parse(raw: &str) -> Self {
+    pub fn parse(raw: &str, default_upstream: &'static str) -> Self {
         let entries: Vec<&str> = split_list(raw).collect();
         if entries.contains(&"*") {
             return AllowList::Everyone;
         }
-        // Logins compare case-insensitively; ids (an OpenID subject may be case-sensitive)
-        // exactly.
-        let (ids, logins): (Vec<&str>, Vec<&str>) = entries
-            .into_iter()
-            .partition(|e| e.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("id:")));
-        AllowList::Users {
-            logins: logins.into_iter().map(str::to_ascii_lowercase).collect(),
-            ids: ids.into_iter().map(|e| e[3..].to_string()).collect(),
+        let mut out = AllowList::Users {
+            logins: Vec::new(),
+            ids: Vec::new(),
+        };
+        for entry in entries {
+            out.add(entry, default_upstream);
+        }
+        out
+    }
+
+    /// Adds one entry (`id:…`, `upstream:login` or a bare login).
+    fn add(&mut self, entry: &str, default_upstream: &'static str) {
+        let AllowList::Users { logins, ids } = self else {
+            return;
+        };
+        // Ids compare exactly (an OpenID subject may be case-sensitive); logins ignoring ASCII
+        // case.
+        match entry.get(..3) {
+            Some(p) if p.eq_ignore_ascii_case("id:") => ids.push(entry[3..].to_string()),
+            _ => logins.push(Login::parse(entry, default_upstream)),
         }
     }
 
-    /// Whether the account with id `id` (our `sub`) and login `login` may use the gateway.
-    pub fn allows(&self, id: &str, login: &str) -> bool {
+    /// Whether `who` may use the gateway.
+    pub fn allows(&self, who: &Identity<'_>) -> bool {
         match self {
             AllowList::Everyone => true,
             AllowList::Users { logins, ids } => {
-                let login = login.trim();
-                ids.iter().any(|i| i == id.trim())
-                    || logins.iter().any(|n| n.eq_ignore_ascii_case(login))
+                ids.iter().any(|i| i == who.id) || logins.iter().any(|l| l.matches(who))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            AllowList::Everyone => "everyone (*)".to_string(),
+            AllowList::Users { logins, ids } => {
+                let mut names: Vec<String> = logins.iter().map(Login::to_string).collect();
+                names.extend(ids.iter().map(|i| format!("id:{i}")));
+                names.join(", ")
             }
         }
     }
@@ -52,9 +125,23 @@ pub struct Identity<'a> {
     /// Our `sub`: GitHub's numeric id, or `{issuer}#{subject}` for an OpenID provider.
     pub id: &'a str,
     pub login: &'a str,
+    /// [`upstream_of`] the id.
+    pub upstream: &'static str,
     /// Only an address the upstream verified.
     pub email: Option<&'a str>,
     pub groups: &'a [String],
+}
+
+impl<'a> Identity<'a> {
+    pub fn new(id: &'a str, login: &'a str, email: Option<&'a str>, groups: &'a [String]) -> Self {
+        Self {
+            id,
+            login,
+            upstream: upstream_of(id),
+            email,
+            groups,
+        }
+    }
 }
 
 /// Every allow-list together: a user is admitted when any configured list names them (their
@@ -84,11 +171,7 @@ impl Admission {
     }
 
     pub fn admits(&self, who: &Identity<'_>) -> bool {
-        if self
-            .users
-            .as_ref()
-            .is_some_and(|l| l.allows(who.id, who.login))
-        {
+        if self.users.as_ref().is_some_and(|l| l.allows(who)) {
             return true;
         }
         if let Some(email) = who.email.map(str::trim).filter(|e| !e.is_empty()) {
@@ -117,14 +200,8 @@ impl Admission {
     /// One line per configured list, for `--check-config`.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
-        match &self.users {
-            Some(AllowList::Everyone) => lines.push("users: everyone (*)".to_string()),
-            Some(AllowList::Users { logins, ids }) => lines.push(format!(
-                "users: {} login(s), {} id(s)",
-                logins.len(),
-                ids.len()
-            )),
-            None => {}
+        if let Some(users) = &self.users {
+            lines.push(format!("users: {}", users.describe()));
         }
         if !self.emails.is_empty() {
             lines.push(format!("verified e-mails: {}", self.emails.join(", ")));
@@ -133,11 +210,7 @@ impl Admission {
             let domains: Vec<String> = self
                 .email_domains
                 .iter()
-                .map(|p| match p {
-                    HostPattern::Any => "*".to_string(),
-                    HostPattern::Exact(d) => d.clone(),
-                    HostPattern::Subdomains(d) => format!("*{d}"),
-                })
+                .map(HostPattern::to_string)
                 .collect();
             lines.push(format!("verified e-mail domains: {}", domains.join(", ")));
         }
@@ -148,6 +221,51 @@ impl Admission {
             lines.push("nobody (no ALLOWED_* list is set)".to_string());
         }
         lines
+    }
+
+    /// The same on one line, for a rule or a grant.
+    pub fn summary(&self) -> String {
+        self.describe().join("; ")
+    }
+
+    /// A list of principals in the form `SCOPE_GRANTS` and `TOOL_POLICY` write after their
+    /// `=` or `@`: `@alice` or `alice` (a login of the first upstream), `github:alice`,
+    /// `oidc:alice`, `id:583231`, `group:ops`, `email:a@example.com`, `domain:example.com`
+    /// (or `domain:*.example.com`), `*` (everyone).
+    pub fn parse_principals(raw: &str, default_upstream: &'static str) -> Result<Self, String> {
+        let mut out = Admission::default();
+        for entry in split_list(raw) {
+            let entry = entry.strip_prefix('@').unwrap_or(entry);
+            let (kind, value) = entry.split_once(':').unwrap_or(("", entry));
+            match kind.to_ascii_lowercase().as_str() {
+                _ if entry == "*" => out.users = Some(AllowList::Everyone),
+                "group" if !value.is_empty() => out.groups.push(value.to_string()),
+                "email" if value.contains('@') => out.emails.push(value.to_ascii_lowercase()),
+                "domain" => {
+                    let value = value.trim_start_matches('@');
+                    match HostPattern::parse(value)? {
+                        HostPattern::Any => {
+                            return Err(
+                                "domain:* would name every address; write * for everyone".into()
+                            );
+                        }
+                        pattern => out.email_domains.push(pattern),
+                    }
+                }
+                "group" | "email" => return Err(format!("{entry:?} names nothing")),
+                _ => out
+                    .users
+                    .get_or_insert_with(|| AllowList::Users {
+                        logins: Vec::new(),
+                        ids: Vec::new(),
+                    })
+                    .add(entry, default_upstream),
+            }
+        }
+        if out == Admission::default() {
+            return Err("names nobody".into());
+        }
+        Ok(out)
     }
 }
 
@@ -205,6 +323,16 @@ impl HostPattern {
     }
 }
 
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Any => f.write_str("*"),
+            HostPattern::Exact(d) => f.write_str(d),
+            HostPattern::Subdomains(d) => write!(f, "*{d}"),
+        }
+    }
+}
+
 /// The host part of `host[:port]`, IPv6 literals included.
 pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -223,31 +351,73 @@ pub fn strip_port(host: &str) -> &str {
 mod tests {
     use super::*;
 
+    fn who<'a>(id: &'a str, login: &'a str) -> Identity<'a> {
+        Identity::new(id, login, None, &[])
+    }
+
     #[test]
     fn allow_list_semantics() {
-        assert!(!AllowList::parse("").allows("1", "alice"));
-        assert!(AllowList::parse("*").allows("1", "anyone"));
-        let list = AllowList::parse(" Alice , bob");
-        assert!(list.allows("1", "alice"));
-        assert!(list.allows("2", "BOB "));
-        assert!(!list.allows("3", "carol"));
-        let by_id = AllowList::parse("id:583231, bob");
-        assert!(by_id.allows("583231", "renamed-alice"));
-        assert!(!by_id.allows("583232", "583231"));
-        assert!(!by_id.allows("9", "id:583231"));
-        let oidc = AllowList::parse("id:https://idp.example/t#AbC");
-        assert!(oidc.allows("https://idp.example/t#AbC", "x"));
-        assert!(!oidc.allows("https://idp.example/t#abc", "x"));
+        assert!(!AllowList::parse("", "github").allows(&who("1", "alice")));
+        assert!(AllowList::parse("*", "github").allows(&who("1", "anyone")));
+        let list = AllowList::parse(" Alice , bob", "github");
+        assert!(list.allows(&who("1", "alice")));
+        assert!(list.allows(&who("2", "BOB")));
+        assert!(!list.allows(&who("3", "carol")));
+        // A presented name is compared as it is: no trimming, no Unicode folding.
+        assert!(!list.allows(&who("2", "BOB ")));
+        assert!(!list.allows(&who("2", "bob\u{a0}")));
+        assert!(!list.allows(&who("2", "\u{1d41b}ob")));
+        let by_id = AllowList::parse("id:583231, bob", "github");
+        assert!(by_id.allows(&who("583231", "renamed-alice")));
+        assert!(!by_id.allows(&who("583232", "583231")));
+        assert!(!by_id.allows(&who("9", "id:583231")));
+        let oidc = AllowList::parse("id:https://idp.example/t#AbC", "github");
+        assert!(oidc.allows(&who("https://idp.example/t#AbC", "x")));
+        assert!(!oidc.allows(&who("https://idp.example/t#abc", "x")));
+        // A login names one upstream's account: the bare form means the first upstream.
+        let carol = AllowList::parse("carol, oidc:dave", "github");
+        assert!(carol.allows(&who("7", "carol")));
+        assert!(!carol.allows(&who("https://idp.example#c", "carol")));
+        assert!(carol.allows(&who("https://idp.example#d", "dave")));
+        assert!(!carol.allows(&who("8", "dave")));
+        let on_oidc = AllowList::parse("carol, GitHub:erin", "oidc");
+        assert!(on_oidc.allows(&who("https://idp.example#c", "Carol")));
+        assert!(!on_oidc.allows(&who("7", "carol")));
+        assert!(on_oidc.allows(&who("9", "erin")));
+    }
+
+    #[test]
+    fn principal_lists() {
+        let p = Admission::parse_principals(
+            "@alice, group:ops, domain:*.corp.example, email:B@x.org, id:42",
+            "github",
+        )
+        .unwrap();
+        let groups = vec!["ops".to_string()];
+        assert!(p.admits(&who("1", "alice")));
+        assert!(p.admits(&who("42", "whoever")));
+        assert!(p.admits(&Identity::new("2", "x", None, &groups)));
+        assert!(p.admits(&Identity::new("2", "x", Some("a@eu.corp.example"), &[])));
+        assert!(p.admits(&Identity::new("2", "x", Some("b@x.org"), &[])));
+        assert!(!p.admits(&Identity::new("2", "x", Some("a@corp.example"), &[])));
+        let spaced = vec!["ops ".to_string(), "ops\u{a0}".to_string()];
+        assert!(!p.admits(&Identity::new("2", "x", None, &spaced)));
+        assert!(Admission::parse_principals("", "github").is_err());
+        assert!(Admission::parse_principals("group:", "github").is_err());
+        assert!(Admission::parse_principals("email:nobody", "github").is_err());
+        assert!(Admission::parse_principals("domain:*", "github").is_err());
+        assert!(
+            Admission::parse_principals("*", "github")
+                .unwrap()
+                .admits(&who("1", "z"))
+        );
     }
 
     #[test]
     fn admission_by_email_domain_and_group() {
         let groups = vec!["eng".to_string()];
-        let who = |email: Option<&'static str>, groups: &'static [String]| Identity {
-            id: "1",
-            login: "alice",
-            email,
-            groups,
+        let who = |email: Option<&'static str>, groups: &'static [String]| {
+            Identity::new("1", "alice", email, groups)
         };
         assert!(!Admission::default().admits(&who(Some("a@example.com"), &[])));
         let by_domain = Admission {

@@ -23,8 +23,15 @@ use serde::Deserialize;
 mod access;
 mod scopes;
 
-pub use access::{Admission, AllowList, HostPattern, Identity, strip_port};
+mod entitlements;
+mod uri;
+
+pub use access::{
+    Admission, AllowList, HostPattern, Identity, Login, UPSTREAM_NAMES, strip_port, upstream_of,
+};
+pub use entitlements::{Entitlements, Narrowed, RawScopeGrant, ScopeGrant};
 pub use scopes::{Scope, ScopePolicy, is_scope_token};
+pub use uri::normalize_resource_uri;
 
 use crate::config::split_list;
 
@@ -91,6 +98,23 @@ impl ScopeHierarchy {
             .collect();
         lines.sort();
         lines.join("; ")
+    }
+
+    /// Whether holding `broad` gives `narrow` (itself, or by implication).
+    pub fn implies(&self, broad: &str, narrow: &str) -> bool {
+        broad == narrow
+            || self
+                .implies
+                .get(broad)
+                .is_some_and(|set| set.contains(narrow))
+    }
+
+    /// The scopes `scope` implies (not itself).
+    pub fn implied<'a>(&'a self, scope: &str) -> impl Iterator<Item = &'a str> {
+        self.implies
+            .get(scope)
+            .into_iter()
+            .flat_map(|set| set.iter().map(String::as_str))
     }
 
     /// Whether `granted` (the token's scopes) include `needed`, directly or by implication.
@@ -230,13 +254,14 @@ fn glob_match<T: Copy + PartialEq>(
     pattern[p..].iter().all(|c| *c == star_sym)
 }
 
-/// One rule: a method (and a name) that needs scopes, and optionally only some users.
+/// One rule: a method (and a name) that needs scopes, and optionally only some users or groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolRule {
     pub method: Glob,
     pub name: Option<Glob>,
     pub scopes: Vec<String>,
-    pub users: Option<AllowList>,
+    /// Who may make the call at all (users, ids, groups, e-mails), whatever their scopes.
+    pub who: Option<Admission>,
 }
 
 /// The rules as a `[[tool_policy]]` table in a TOML file.
@@ -250,6 +275,8 @@ pub struct RawToolRule {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// `TOOL_POLICY`: per-method, per-tool rules. All rules that match a request apply (their
@@ -323,6 +350,13 @@ impl RuleIndex {
     }
 }
 
+/// `resources/read`, `resources/subscribe`, …: calls whose name is a URI.
+fn is_resource_method(method: &str) -> bool {
+    method
+        .get(..10)
+        .is_some_and(|m| m.eq_ignore_ascii_case("resources/"))
+}
+
 /// `text` lower-cased as [`Glob::matches`] compares it, borrowed when it already is.
 fn folded(text: &str) -> std::borrow::Cow<'_, str> {
     if text.is_ascii() {
@@ -348,14 +382,15 @@ pub struct Call<'a> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Requirement<'p> {
     pub scopes: Vec<&'p str>,
-    /// Users the matching rules are limited to (all must admit the user).
-    pub users: Vec<&'p AllowList>,
+    /// Who the matching rules are limited to (all must admit the caller).
+    pub who: Vec<&'p Admission>,
     /// A rule needs the name and the request does not give it (and the policy denies that).
     pub name_missing: bool,
 }
 
 impl ToolPolicy {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    /// `default_upstream` is what a bare login names (the first of `UPSTREAM`).
+    pub fn parse(raw: &str, default_upstream: &'static str) -> Result<Self, String> {
         let mut rules = Vec::new();
         for part in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let (target, rest) = part
@@ -373,12 +408,18 @@ impl ToolPolicy {
                 Some((scopes, users)) => (scopes, Some(users)),
                 None => (rest, None),
             };
+            let who = users
+                .map(|u| {
+                    Admission::parse_principals(u, default_upstream)
+                        .map_err(|e| format!("rule {part:?}: \"@\" {e}"))
+                })
+                .transpose()?;
             rules.push(Self::rule(
                 part,
                 method,
                 name,
                 split_list(scopes).map(str::to_string).collect(),
-                users.map(|u| split_list(u).map(str::to_string).collect()),
+                who,
             )?);
         }
         Ok(Self {
@@ -388,18 +429,23 @@ impl ToolPolicy {
         })
     }
 
-    pub fn from_tables(tables: Vec<RawToolRule>) -> Result<Vec<ToolRule>, String> {
+    pub fn from_tables(
+        tables: Vec<RawToolRule>,
+        default_upstream: &'static str,
+    ) -> Result<Vec<ToolRule>, String> {
         tables
             .into_iter()
             .map(|t| {
                 let label = format!("[[tool_policy]] method = {:?}", t.method);
-                Self::rule(
-                    &label,
-                    &t.method,
-                    t.name.as_deref(),
-                    t.scopes,
-                    (!t.users.is_empty()).then_some(t.users),
-                )
+                let who = (!t.users.is_empty() || !t.groups.is_empty()).then(|| {
+                    let mut who = Admission::default();
+                    if !t.users.is_empty() {
+                        who.users = Some(AllowList::parse(&t.users.join(","), default_upstream));
+                    }
+                    who.groups = t.groups;
+                    who
+                });
+                Self::rule(&label, &t.method, t.name.as_deref(), t.scopes, who)
             })
             .collect()
     }
@@ -409,29 +455,29 @@ impl ToolPolicy {
         method: &str,
         name: Option<&str>,
         scopes: Vec<String>,
-        users: Option<Vec<String>>,
+        who: Option<Admission>,
     ) -> Result<ToolRule, String> {
         if let Some(bad) = scopes.iter().find(|s| !is_scope_token(s)) {
             return Err(format!("{label}: {bad:?} is not a valid scope token"));
         }
-        if scopes.is_empty() && users.is_none() {
-            return Err(format!("{label}: names neither scopes nor users"));
+        if scopes.is_empty() && who.is_none() {
+            return Err(format!("{label}: names neither scopes nor users or groups"));
         }
-        let users = match users {
-            Some(list) if list.is_empty() => {
-                return Err(format!("{label}: \"@\" names no user"));
-            }
-            Some(list) => Some(AllowList::parse(&list.join(","))),
-            None => None,
-        };
+        let method = Glob::parse(method).map_err(|e| format!("{label}: {e}"))?;
+        // A resource rule's URI is compared in its normal form, as requests' are.
+        let normal = name
+            .filter(|_| is_resource_method(method.as_str()) || method.matches("resources/read"))
+            .and_then(normalize_resource_uri);
         Ok(ToolRule {
-            method: Glob::parse(method).map_err(|e| format!("{label}: {e}"))?,
-            name: name
+            method,
+            name: normal
+                .as_deref()
+                .or(name)
                 .map(Glob::parse)
                 .transpose()
                 .map_err(|e| format!("{label}: {e}"))?,
             scopes,
-            users,
+            who,
         })
     }
 
@@ -441,7 +487,45 @@ impl ToolPolicy {
 
     /// What `call` needs; `method` unknown (`None`) applies every rule, as an unreadable path
     /// does for path rules: omitting the method never skips a rule.
+    /// A resource's URI is compared in its normal form ([`normalize_resource_uri`]); one
+    /// that has none applies every rule of its method, whatever name the rule names.
     pub fn requirement<'p>(&'p self, call: Option<Call<'_>>) -> Requirement<'p> {
+        if let Some(Call {
+            method,
+            name: Some(uri),
+        }) = call
+            && is_resource_method(method)
+        {
+            return match normalize_resource_uri(uri) {
+                Some(normal) => self.requirement_exact(Some(Call {
+                    method,
+                    name: Some(&normal),
+                })),
+                None => {
+                    let method = folded(method);
+                    let mut out = Requirement::default();
+                    for rule in self
+                        .rules
+                        .iter()
+                        .filter(|r| r.method.matches_folded(&method))
+                    {
+                        for scope in &rule.scopes {
+                            if !out.scopes.contains(&scope.as_str()) {
+                                out.scopes.push(scope);
+                            }
+                        }
+                        if let Some(who) = &rule.who {
+                            out.who.push(who);
+                        }
+                    }
+                    out
+                }
+            };
+        }
+        self.requirement_exact(call)
+    }
+
+    fn requirement_exact<'p>(&'p self, call: Option<Call<'_>>) -> Requirement<'p> {
         let Some(known) = call else {
             return self.requirement_of(self.rules.iter(), None);
         };
@@ -511,21 +595,20 @@ impl ToolPolicy {
                     out.scopes.push(scope);
                 }
             }
-            if let Some(users) = &rule.users {
-                out.users.push(users);
+            if let Some(who) = &rule.who {
+                out.who.push(who);
             }
         }
         out
     }
 
-    /// Tool-name patterns of `tools/call` rules that the holder of `scopes` (user `id`/`login`)
-    /// fails: what a server filtering its tool list should hide.
+    /// Tool-name patterns of `tools/call` rules that the holder of `scopes` (`who`) fails: what
+    /// a server filtering its tool list should hide.
     pub fn denied_tools<'p>(
         &'p self,
         hierarchy: &ScopeHierarchy,
         granted: &[&str],
-        id: &str,
-        login: &str,
+        who: &Identity<'_>,
     ) -> Vec<&'p str> {
         self.rules
             .iter()
@@ -534,7 +617,7 @@ impl ToolPolicy {
                 !r.scopes
                     .iter()
                     .all(|s| hierarchy.satisfies(granted.iter().copied(), s))
-                    || r.users.as_ref().is_some_and(|u| !u.allows(id, login))
+                    || r.who.as_ref().is_some_and(|w| !w.admits(who))
             })
             .map(|r| r.name.as_ref().map_or("*", Glob::as_str))
             .collect()
@@ -556,8 +639,8 @@ impl ToolPolicy {
                     r.name.as_ref().map_or("(any name)", Glob::as_str),
                     r.scopes.join(" ")
                 );
-                if let Some(users) = &r.users {
-                    line.push_str(&format!(" and user in {users:?}"));
+                if let Some(who) = &r.who {
+                    line.push_str(&format!(" and caller in [{}]", who.summary()));
                 }
                 line
             })
@@ -622,6 +705,7 @@ mod tests {
     fn rules_add_up_and_a_missing_name_never_skips_one() {
         let p = ToolPolicy::parse(
             "tools/call delete_*=mcp:admin; tools/call *=mcp; resources/read file:///secret/*=mcp:admin @alice",
+            "github",
         )
         .unwrap();
         let call = |method, name| Some(Call { method, name });
@@ -636,10 +720,21 @@ mod tests {
         assert!(p.requirement(call("tools/list", None)).scopes.is_empty());
         assert!(p.requirement(None).name_missing);
         let r = p.requirement(call("resources/read", Some("file:///secret/key")));
-        assert_eq!(r.users.len(), 1);
-        assert!(ToolPolicy::parse("tools/call=").is_err());
-        assert!(ToolPolicy::parse("tools/call x y=mcp").is_err());
-        assert!(ToolPolicy::parse("tools/call x=bad\"scope").is_err());
-        assert!(ToolPolicy::parse("tools/call x=mcp @").is_err());
+        assert_eq!(r.who.len(), 1);
+        for bad in [
+            "tools/call=",
+            "tools/call x y=mcp",
+            "tools/call x=bad\"scope",
+            "tools/call x=mcp @",
+            "tools/call x=@group:",
+        ] {
+            assert!(ToolPolicy::parse(bad, "github").is_err(), "{bad}");
+        }
+        let by_group = ToolPolicy::parse("tools/call deploy=@group:ops", "github").unwrap();
+        let ops = vec!["ops".to_string()];
+        let r = by_group.requirement(call("tools/call", Some("deploy")));
+        assert!(r.scopes.is_empty());
+        assert!(r.who[0].admits(&Identity::new("1", "x", None, &ops)));
+        assert!(!r.who[0].admits(&Identity::new("1", "x", None, &[])));
     }
 }

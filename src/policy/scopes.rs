@@ -142,6 +142,11 @@ impl Scope {
         self.iter().find(|t| !allowed(t))
     }
 
+    /// The tokens `keep` accepts, in order.
+    pub fn filter(&self, keep: impl Fn(&str) -> bool) -> Scope {
+        Scope(self.0.iter().filter(|t| keep(t)).cloned().collect())
+    }
+
     /// Tokens of `self` that `other` lacks, in order.
     pub fn beyond(&self, other: &[String]) -> Vec<String> {
         self.iter()

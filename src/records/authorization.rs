@@ -20,7 +20,12 @@ pub struct PendingAuthorization {
     pub redirect_uri_explicit: bool,
     pub state: Option<String>,
     pub code_challenge: String,
+    /// What the client asked for (and the user approves on the consent page).
     pub scope: String,
+    /// What the signed-in user gets of it (their entitlements), set when the upstream login
+    /// is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_scope: Option<String>,
     pub resource: Option<String>,
     pub csrf: String,
     pub approved: bool,

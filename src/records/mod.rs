@@ -63,12 +63,7 @@ pub struct UpstreamUser {
 impl UpstreamUser {
     /// What the allow-lists are asked about.
     pub fn identity(&self) -> crate::policy::Identity<'_> {
-        crate::policy::Identity {
-            id: &self.id,
-            login: &self.login,
-            email: self.email.as_deref(),
-            groups: &self.groups,
-        }
+        crate::policy::Identity::new(&self.id, &self.login, self.email.as_deref(), &self.groups)
     }
 }
 

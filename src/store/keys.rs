@@ -6,6 +6,10 @@ pub const REVOCATION_CHANNEL: &str = "oauth:revocations";
 /// On the revocation channel, a message `family:{id}` says a refresh family was revoked (for
 /// a backup running meanwhile); every other message is a revoked access token's `jti`.
 pub const FAMILY_REVOCATION_MESSAGE: &str = "family:";
+/// A message `marker:{random}` revokes nothing: a backup or restore publishes one and waits
+/// for it, and then knows it has heard every revocation published before it (a channel's
+/// messages arrive in order).
+pub const MARKER_MESSAGE: &str = "marker:";
 pub const TOKEN_PREFIX: &str = "oauth:token:";
 pub const USER_TOKENS_PREFIX: &str = "oauth:user_tokens:";
 pub const CLIENT_TOKENS_PREFIX: &str = "oauth:client_tokens:";
@@ -60,9 +64,10 @@ pub fn consent(user: &str, client_id: &str) -> String {
     format!("oauth:consent:{}:{client_id}", user.to_ascii_lowercase())
 }
 
-/// The upstream account id a login name was first seen with.
+/// The upstream account id a login name was first seen with: one account per name, across
+/// every upstream. The name is taken as sent (ASCII case aside), never trimmed.
 pub fn login_id(login: &str) -> String {
-    format!("oauth:login_id:{}", login.trim().to_ascii_lowercase())
+    format!("oauth:login_id:{}", login.to_ascii_lowercase())
 }
 
 pub fn mfa(user: &str) -> String {

@@ -776,10 +776,12 @@ impl Store for RedisStore {
         });
         Ok(messages
             .filter_map(|msg| async move {
-                // Family messages are for backups; a family's tokens are announced one by one.
-                msg.get_payload::<String>()
-                    .ok()
-                    .filter(|p| !p.starts_with(keys::FAMILY_REVOCATION_MESSAGE))
+                // Family messages and markers are for backups and restores; a family's tokens
+                // are announced one by one.
+                msg.get_payload::<String>().ok().filter(|p| {
+                    !p.starts_with(keys::FAMILY_REVOCATION_MESSAGE)
+                        && !p.starts_with(keys::MARKER_MESSAGE)
+                })
             })
             .take_until(lost_signal)
             .boxed())

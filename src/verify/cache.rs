@@ -133,12 +133,12 @@ impl VerifiedToken {
     /// What the allow-lists are asked about at verify.
     pub fn who(&self) -> crate::policy::Identity<'_> {
         let id = &*self.identity;
-        crate::policy::Identity {
-            id: self.user_id(),
-            login: self.username(),
-            email: id.email.as_ref().and_then(|e| e.to_str().ok()),
-            groups: &id.group_list,
-        }
+        crate::policy::Identity::new(
+            self.user_id(),
+            self.username(),
+            id.email.as_ref().and_then(|e| e.to_str().ok()),
+            &id.group_list,
+        )
     }
 
     pub fn client_id(&self) -> &str {
@@ -292,7 +292,16 @@ impl Interner {
             email,
             claims.client_id.clone(),
             claims.scope.clone(),
-            claims.groups.join(","),
+            // A group with surrounding white space is another group than its trimmed name, but
+            // a server splitting this header on commas would read it as that name: it is left
+            // out of the header (the policy still sees it as it is).
+            claims
+                .groups
+                .iter()
+                .filter(|g| g.trim() == g.as_str())
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
         );
         let mut map = self.identities.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(shared) = map.get(&key) {

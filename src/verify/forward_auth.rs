@@ -15,7 +15,7 @@ use super::VerifyState;
 use super::cache::{Liveness, Stamp, VerifiedToken};
 use super::error::Denial;
 use super::metrics::Reason;
-use super::request::{Target, bearer_token, client_cert_thumbprint};
+use super::request::{Target, bearer_token};
 
 /// The largest forwarded request body read for the per-tool policy (Traefik's `maxBodySize`
 /// in the shipped configuration is the same).
@@ -54,8 +54,7 @@ pub async fn forward_auth(
                 let denied = state.settings.tool_policy.denied_tools(
                     &state.settings.scope_hierarchy,
                     &scopes,
-                    verified.user_id(),
-                    verified.username(),
+                    &verified.who(),
                 );
                 ok.insert_header((X_AUTH_DENIED_TOOLS, denied.join(",")));
             }
@@ -151,7 +150,7 @@ impl VerifyState {
             }
         }
         if let Some(bound) = verified.cert_thumbprint()
-            && client_cert_thumbprint(headers).as_deref() != Some(bound)
+            && self.client_address.client_cert(headers, peer).as_deref() != Some(bound)
         {
             return Err(Denial::new(
                 Reason::BindingMismatch,
@@ -269,6 +268,14 @@ impl VerifyState {
         verified: &VerifiedToken,
     ) -> Result<Vec<&'p str>, Denial> {
         let policy = &self.settings.tool_policy;
+        // Caddy's forward_auth and nginx's auth_request send no body: the headers alone could
+        // lie to a server that never compares them with its body (MCP before 2026-07-28).
+        if !self.settings.tool_policy_trust_headers && body.iter().all(u8::is_ascii_whitespace) {
+            return Err(Denial::new(
+                Reason::ToolNotAllowed,
+                "the request's body did not reach the authorization check, and a tool rule may apply (forward the body, or set TOOL_POLICY_TRUST_HEADERS=true if the MCP server refuses an Mcp-Method/Mcp-Name that differs from its body)",
+            ));
+        }
         let calls = super::mcp::calls(headers, body).map_err(|e| {
             let (description, code) = match e {
                 super::mcp::CallError::Mismatch(d) => (d, super::error::JSONRPC_HEADER_MISMATCH),
@@ -298,11 +305,8 @@ impl VerifyState {
                     "the request does not say which tool it calls (send Mcp-Method and Mcp-Name, or forward the body), and a rule needs to know",
                 ));
             }
-            if requirement
-                .users
-                .iter()
-                .any(|users| !users.allows(verified.user_id(), verified.username()))
-            {
+            let who = verified.who();
+            if requirement.who.iter().any(|w| !w.admits(&who)) {
                 return Err(Denial::new(
                     Reason::ToolNotAllowed,
                     "this user may not call this tool",

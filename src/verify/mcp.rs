@@ -45,6 +45,9 @@ pub fn calls<'a>(
     let header_method = single_header(headers, MCP_METHOD)?;
     let header_name = single_header(headers, MCP_NAME)?;
     let body = trim_ascii(body);
+    if !body.is_empty() {
+        read_as_utf8(headers)?;
+    }
     if body.is_empty() {
         return Ok(header_method.map(|method| {
             vec![McpCall {
@@ -90,6 +93,47 @@ pub fn calls<'a>(
         return Err(CallError::Mismatch(why));
     }
     Ok(Some(out))
+}
+
+/// The body is decided on only when the MCP server reads it exactly as we do: UTF-8 JSON, not
+/// encoded. An Express/body-parser server decodes any `utf-*` charset it is told (UTF-7 turns
+/// `+AGQ-elete_x` into `delete_x`) and inflates gzip, deflate and br; we read bytes as UTF-8.
+fn read_as_utf8(headers: &HeaderMap) -> Result<(), CallError> {
+    for encoding in headers.get_all(actix_web::http::header::CONTENT_ENCODING) {
+        let identity = encoding.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"))
+        });
+        if !identity {
+            return Err(CallError::Unreadable(
+                "an encoded request body (Content-Encoding) is not read: send it as identity",
+            ));
+        }
+    }
+    let mut types = headers.get_all(actix_web::http::header::CONTENT_TYPE);
+    let Some(content_type) = types.next() else {
+        return Ok(());
+    };
+    let utf8 = types.next().is_none()
+        && content_type.to_str().is_ok_and(|v| {
+            v.split(';')
+                .skip(1)
+                .all(|param| match param.split_once('=') {
+                    Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+                        let value = value.trim().trim_matches('"');
+                        value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+                    }
+                    _ => true,
+                })
+        });
+    if utf8 {
+        Ok(())
+    } else {
+        Err(CallError::Unreadable(
+            "a request body in a charset other than UTF-8 is not read",
+        ))
+    }
 }
 
 fn single_header(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, CallError> {
@@ -184,6 +228,34 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+        // Only bodies read exactly as the server will read them.
+        let call_body = br#"{"method":"tools/list"}"#;
+        for (name, value) in [
+            ("content-type", "application/json; charset=utf-7"),
+            ("content-type", "application/json;charset=\"UTF-16\""),
+            ("content-type", "application/json; charset=iso-8859-1"),
+            ("content-encoding", "gzip"),
+            ("content-encoding", "identity, br"),
+        ] {
+            assert!(
+                matches!(
+                    calls(&headers(&[(name, value)]), call_body),
+                    Err(CallError::Unreadable(_))
+                ),
+                "{name}: {value}"
+            );
+        }
+        for value in [
+            "application/json",
+            "application/json; charset=UTF-8",
+            "application/json;charset=\"utf-8\"",
+        ] {
+            assert!(
+                calls(&headers(&[("content-type", value)]), call_body).is_ok(),
+                "{value}"
+            );
+        }
+        assert!(calls(&headers(&[("content-encoding", "identity")]), call_body).is_ok());
         let batch = br#"[{"method":"tools/list"},{"method":"resources/read","params":{"uri":"file:///x"}},{"id":3,"result":{}}]"#;
         assert_eq!(
             calls(&headers(&[]), batch).unwrap(),

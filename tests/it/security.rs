@@ -419,14 +419,16 @@ async fn remembered_consent_covers_only_what_was_approved() {
     // More scope: the page again, naming what is new.
     let page = consent_page(next("mcp mcp:admin", RESOURCE).await).await;
     assert!(page.contains("asks for more"), "{page}");
-    assert!(page.contains("new permissions <span class=\"mono\">mcp:admin</span>"));
+    assert!(page.contains("new permissions <span class=\"mono\"><bdi>mcp:admin</bdi></span>"));
     // Another resource: the page again.
     let other = "https://other.example.com/mcp";
     let page = consent_page(next("mcp", other).await).await;
     // (The template engine escapes `/` in text.)
     let shown = other.replace('/', "&#x2f;");
     assert!(
-        page.contains(&format!("access to <span class=\"mono\">{shown}</span>")),
+        page.contains(&format!(
+            "access to <span class=\"mono\"><bdi>{shown}</bdi></span>"
+        )),
         "{page}"
     );
     // Approving the wider request remembers it, added to what was approved before.
@@ -530,11 +532,15 @@ async fn a_reclaimed_login_inherits_nothing() {
     let pinned: Option<String> = conn.get("oauth:login_id:alice").await.unwrap();
     assert_eq!(pinned.as_deref(), Some("1005"));
 
-    // Someone else now owns the name "alice".
+    // Someone else now owns the name "alice": our page says so, and its link tells the client.
     gw.github.report_account_id(9999);
     let (_, challenge) = pkce();
     let redirect = gw
-        .browser_login(&browser(), &gw.authorize_url(&client, &challenge, &[]))
+        .browser_refused_saying(
+            &browser(),
+            &gw.authorize_url(&client, &challenge, &[]),
+            "belongs to another account",
+        )
         .await;
     assert_eq!(query(&redirect, "error").as_deref(), Some("access_denied"));
     assert!(query(&redirect, "code").is_none());

@@ -12,11 +12,15 @@ const POLICY: &str = "tools/call delete_*=mcp:admin; tools/call deploy=mcp:write
                       resources/read file:///secret/*=mcp:admin";
 const HIERARCHY: &str = "mcp:admin > mcp:write > mcp";
 
+/// verify with [`POLICY`], for an MCP server that refuses an `Mcp-Method`/`Mcp-Name` that
+/// disagrees with its body (`TOOL_POLICY_TRUST_HEADERS`), so a request that names its call in
+/// those headers alone is decided from them.
 async fn policy_verify(extra: &[(&str, &str)]) -> (RedisServer, Verify) {
     let redis = RedisServer::start().await;
     let mut env = base_env(&redis)
         .with("TOOL_POLICY", POLICY)
-        .with("SCOPE_HIERARCHY", HIERARCHY);
+        .with("SCOPE_HIERARCHY", HIERARCHY)
+        .with("TOOL_POLICY_TRUST_HEADERS", "true");
     for (k, v) in extra {
         env = env.with(*k, *v);
     }
@@ -311,7 +315,7 @@ proptest! {
     ) {
         use mcp_oauth_gateway::policy::{Call, ToolPolicy};
         use mcp_oauth_gateway::verify::mcp::calls;
-        let policy = ToolPolicy::parse(POLICY).unwrap();
+        let policy = ToolPolicy::parse(POLICY, "github").unwrap();
         let name = format!("{}{}", spell("delete_", &choices), suffix);
         let mut members: Vec<String> = extra
             .iter()

@@ -539,7 +539,12 @@ async fn ip_binding_uses_the_right_most_untrusted_hop() {
 async fn user_agent_and_certificate_bindings() {
     let redis = RedisServer::start().await;
     let store = redis.store();
-    let verify = Verify::start(&base_env(&redis), store.clone()).await;
+    // The forwarded certificate is believed from the proxy (this test) only.
+    let verify = Verify::start(
+        &base_env(&redis).with("TRUSTED_PROXIES", "127.0.0.1"),
+        store.clone(),
+    )
+    .await;
 
     let ua_spec = TokenSpec {
         bind_ua: Some(sha256_b64url(b"claude-code/1.0")),

@@ -175,8 +175,8 @@ impl Documents {
             return Err(refuse(problem.into()));
         }
         let url = url::Url::parse(client_id).map_err(|_| refuse("is not a URL".into()))?;
-        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-        if !self.settings.host_allowed(&host) {
+        let host = url.host_str().unwrap_or("");
+        if !self.settings.host_allowed(host) {
             return Err(refuse(format!(
                 "documents from {host} are not accepted here"
             )));
@@ -350,10 +350,7 @@ impl Documents {
                     .and_then(|u| url::Url::parse(u).ok())
                     .filter(|u| u.scheme() == "https" && u.host_str().is_some())
                     .ok_or_else(|| bad("jwks_uri must be an https URL".into()))?;
-                if !self
-                    .settings
-                    .host_allowed(&uri.host_str().unwrap_or("").to_ascii_lowercase())
-                {
+                if !self.settings.host_allowed(uri.host_str().unwrap_or("")) {
                     return Err(bad("jwks_uri is on a host not accepted here".into()));
                 }
                 ClientKeys::Uri(uri)

@@ -56,7 +56,7 @@ async fn a_public_client_logs_in_and_refreshes_with_its_metadata_document() {
     let html = page.text().await.unwrap();
     assert!(html.contains("published by"), "{html}");
     assert!(
-        html.contains("<strong class=\"mono\">localhost</strong>"),
+        html.contains("<strong class=\"mono\"><bdi>localhost</bdi></strong>"),
         "{html}"
     );
     assert!(html.contains("sends you back only to"), "{html}");

@@ -173,8 +173,9 @@ async fn a_registration_flood_keeps_within_the_unused_budgets_and_logins_go_on()
         stored.len()
     );
 
-    // Now from 5,000 addresses, one each: the global budget holds.
-    let statuses = flood(&gw, 5_000, |i| format!("2001:db8::{:x}", i + 1)).await;
+    // Now from 5,000 networks (a /64 each: addresses of one /64 count as one), one each: the
+    // global budget holds.
+    let statuses = flood(&gw, 5_000, |i| format!("2001:db8:{:x}::1", i + 1)).await;
     assert_eq!(statuses.len(), 5_000);
     assert!(statuses.iter().all(|s| *s == 201));
     let stored = stored_clients(&gw).await;

@@ -127,7 +127,7 @@ async fn the_whole_code_flow_ends_in_a_token_verify_accepts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_works_once_for_its_client_redirect_and_verifier() {
     // A one-second window for retrying the same exchange.
-    let gw = Gateway::start(&[("REFRESH_REUSE_GRACE", "1")]).await;
+    let gw = Gateway::start(&[("CODE_RETRY_GRACE", "1")]).await;
     let client = gw.client("none").await;
     let other = gw.client("none").await;
 

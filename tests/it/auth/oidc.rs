@@ -506,7 +506,8 @@ async fn with_github_and_oidc_the_user_chooses() {
         &[
             ("UPSTREAM", "oidc,github"),
             ("OIDC_DISPLAY_NAME", "Example SSO"),
-            ("ALLOWED_USERS", "alice, bob"),
+            // A bare name is the first upstream's (oidc); GitHub's are named so.
+            ("ALLOWED_USERS", "alice, github:bob, github:alice"),
         ],
     )
     .await;
@@ -564,9 +565,11 @@ async fn with_github_and_oidc_the_user_chooses() {
         .send()
         .await
         .unwrap();
-    let back = follow_to_client(&browser, resp)
+    // Our page says why; its link tells the client.
+    let page = follow_to_client(&browser, resp)
         .await
-        .unwrap_or_else(|page| panic!("ended on a {} page", page.status()));
+        .expect_err("the pinned name ends on our page");
+    let back = refusal_page_saying(page, "belongs to another account").await;
     assert_eq!(query(&back, "error").as_deref(), Some("access_denied"));
     assert!(query(&back, "code").is_none());
 }

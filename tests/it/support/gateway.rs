@@ -102,10 +102,22 @@ impl Gateway {
         browser: &reqwest::Client,
         authorize_url: &str,
     ) -> url::Url {
+        self.browser_refused_saying(browser, authorize_url, "is not allowed to use this gateway")
+            .await
+    }
+
+    /// The browser part of a login that ends on our 403 page saying `why`: the client redirect
+    /// (with `error=access_denied`) its link leads to.
+    pub async fn browser_refused_saying(
+        &self,
+        browser: &reqwest::Client,
+        authorize_url: &str,
+        why: &str,
+    ) -> url::Url {
         let resp = approve_consent(browser, &self.issuer, authorize_url).await;
         let resp = browser.get(location(&resp)).send().await.unwrap();
         let resp = browser.get(location(&resp)).send().await.unwrap();
-        refusal_page(resp).await
+        refusal_page_saying(resp, why).await
     }
 
     /// Logs in through the browser flow; returns the code and the PKCE verifier.
@@ -280,12 +292,15 @@ pub async fn assert_oauth_error(resp: reqwest::Response, status: u16, error: &st
 /// The allow-list's refusal page: 403, says why, and links back to the client with
 /// `access_denied`; returns that link.
 pub async fn refusal_page(resp: reqwest::Response) -> url::Url {
-    assert_eq!(resp.status(), 403, "the allow-list refusal is our page");
+    refusal_page_saying(resp, "is not allowed to use this gateway").await
+}
+
+/// Our 403 page saying `why`, with a link back to the client with `access_denied`; returns that
+/// link.
+pub async fn refusal_page_saying(resp: reqwest::Response, why: &str) -> url::Url {
+    assert_eq!(resp.status(), 403, "a refusal is our page");
     let html = resp.text().await.unwrap();
-    assert!(
-        html.contains("is not allowed to use this gateway"),
-        "{html}"
-    );
+    assert!(html.contains(why), "{html}");
     let link = html
         .find("\">Return to the application")
         .expect("a link back to the application");
