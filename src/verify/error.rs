@@ -38,7 +38,9 @@ impl Denial {
 
     pub fn status(&self) -> StatusCode {
         match self.reason {
-            Reason::InsufficientScope | Reason::ToolNotAllowed => StatusCode::FORBIDDEN,
+            Reason::InsufficientScope | Reason::ToolNotAllowed | Reason::NotEntitled => {
+                StatusCode::FORBIDDEN
+            }
             Reason::BadRequest => StatusCode::BAD_REQUEST,
             Reason::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
@@ -50,7 +52,7 @@ impl Denial {
         match self.reason {
             Reason::NoToken => "invalid_request",
             Reason::InsufficientScope => "insufficient_scope",
-            Reason::ToolNotAllowed => "access_denied",
+            Reason::ToolNotAllowed | Reason::NotEntitled => "access_denied",
             Reason::BadRequest => "invalid_request",
             Reason::StoreUnavailable => "temporarily_unavailable",
             _ => "invalid_token",
@@ -88,8 +90,9 @@ impl Denial {
                 });
                 return builder.body(body.to_string());
             }
-            Reason::ToolNotAllowed => {
-                // Not a scope problem: no step-up would help, so no error in the challenge.
+            Reason::ToolNotAllowed | Reason::NotEntitled => {
+                // No step-up would help (the user is not one a rule admits, or may not hold
+                // the scope): no error in the challenge, so clients do not try one.
                 let mut challenge = String::from("Bearer realm=\"mcp\"");
                 push_param(&mut challenge, "error_description", Some(self.description));
                 push_param(&mut challenge, "resource_metadata", metadata_url);

@@ -188,6 +188,23 @@ impl VerifyState {
             .chain(&tool_scopes)
             .any(|needed| !hierarchy.satisfies(verified.scopes(), needed));
         if missing {
+            // A scope the user may not hold at all: a step-up could only end on the
+            // authorization server's refusal, so the client is not invited to try.
+            let entitlements = &settings.entitlements;
+            if !entitlements.is_empty() {
+                let who = verified.who();
+                let hopeless = required
+                    .iter()
+                    .chain(&tool_scopes)
+                    .filter(|needed| !hierarchy.satisfies(verified.scopes(), needed))
+                    .any(|needed| !entitlements.allows(hierarchy, needed, &who));
+                if hopeless {
+                    return Err(Denial::new(
+                        Reason::NotEntitled,
+                        "the user is not entitled to a scope this request needs; ask the gateway's operator",
+                    ));
+                }
+            }
             // Every scope the operation needs, in one challenge, so a step-up asks once.
             let mut all: Vec<&str> = required;
             for s in tool_scopes {

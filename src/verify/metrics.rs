@@ -23,12 +23,14 @@ pub enum Reason {
     InsufficientScope,
     UserNotAllowed,
     ToolNotAllowed,
+    /// A scope the call needs is one the user may not hold (`SCOPE_GRANTS`).
+    NotEntitled,
     BadRequest,
     StoreUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Ok,
         Reason::NoToken,
         Reason::Malformed,
@@ -43,6 +45,7 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::UserNotAllowed,
         Reason::ToolNotAllowed,
+        Reason::NotEntitled,
         Reason::BadRequest,
         Reason::StoreUnavailable,
     ];
@@ -63,6 +66,7 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::UserNotAllowed => "user_not_allowed",
             Reason::ToolNotAllowed => "tool_not_allowed",
+            Reason::NotEntitled => "not_entitled",
             Reason::BadRequest => "bad_request",
             Reason::StoreUnavailable => "store_unavailable",
         }

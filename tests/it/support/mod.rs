@@ -16,6 +16,7 @@ pub mod document_host;
 pub mod fake_github;
 pub mod gateway;
 pub mod helpers;
+pub mod lying_provider;
 pub mod oidc_provider;
 pub mod stack;
 

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::gateway::{
+    Gateway, approve_consent, browser, follow_to_client, pkce, query, refusal_page,
+};
 use super::stack::{Proc, clean_command, e2e_dir, node22};
 
 pub const CLIENT_ID: &str = "mcp-gateway";
@@ -126,4 +129,60 @@ impl OidcProvider {
             ("OIDC_CLIENT_SECRET", CLIENT_SECRET.to_string()),
         ]
     }
+}
+
+/// The gateway in front of `provider`, with `extra` settings (none of GitHub's allow-list).
+pub async fn gateway(provider: &OidcProvider, extra: &[(&str, &str)]) -> Gateway {
+    gateway_with(provider, extra, json!({})).await
+}
+
+pub async fn gateway_with(
+    provider: &OidcProvider,
+    extra: &[(&str, &str)],
+    client: Value,
+) -> Gateway {
+    let owned = provider.gateway_env();
+    let mut env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("ALLOWED_GITHUB_USERS", "<unset>"));
+    env.extend_from_slice(extra);
+    let gw = Gateway::start(&env).await;
+    provider.register(&gw.issuer, client).await;
+    gw
+}
+
+/// authorize → consent → `/login/oidc` → the provider (which logs its current user in) →
+/// `/callback/oidc`: the redirect to the client, or the page the browser ended on.
+pub async fn oidc_login(gw: &Gateway, url: &str) -> Result<url::Url, reqwest::Response> {
+    let browser = browser();
+    let resp = approve_consent(&browser, &gw.issuer, url).await;
+    follow_to_client(&browser, resp).await
+}
+
+/// A login of the provider's current user; the token answer.
+pub async fn tokens(gw: &Gateway, client: &Value) -> Value {
+    let (verifier, challenge) = pkce();
+    let redirect = oidc_login(gw, &gw.authorize_url(client, &challenge, &[]))
+        .await
+        .unwrap_or_else(|r| panic!("the login ended on a {} page", r.status()));
+    let code = query(&redirect, "code").expect("a code");
+    assert_eq!(query(&redirect, "iss").as_deref(), Some(gw.issuer.as_str()));
+    let resp = gw.redeem(client, &code, &verifier).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// A login the allow-lists refuse: our 403 page, whose link tells the client.
+pub async fn refused(gw: &Gateway, client: &Value) {
+    let (_, challenge) = pkce();
+    match oidc_login(gw, &gw.authorize_url(client, &challenge, &[])).await {
+        Ok(redirect) => panic!("expected our refusal page, the client got {redirect}"),
+        Err(page) => {
+            let back = refusal_page(page).await;
+            assert!(query(&back, "code").is_none());
+        }
+    }
+}
+
+pub fn access(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().unwrap()
 }

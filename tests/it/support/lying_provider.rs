@@ -1,0 +1,168 @@
+//! A provider that lies: discovery, keys and a token endpoint whose `id_token` is wrong in one
+//! way per test case, to show each check refuses the login.
+
+use std::sync::Mutex;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use super::oidc_provider::CLIENT_ID;
+
+pub struct Lies {
+    pub issuer: String,
+    pub mode: Mutex<&'static str>,
+    /// The nonce of each authorization request, newest last.
+    pub nonces: Mutex<Vec<String>>,
+    key: EncodingKey,
+    jwk: Value,
+    public_pem: String,
+}
+
+pub fn start() -> web::Data<Lies> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let raw = key.public_key_raw();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65])});
+    let lies = web::Data::new(Lies {
+        issuer,
+        mode: Mutex::new("honest"),
+        nonces: Mutex::new(Vec::new()),
+        key: EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
+        jwk,
+        public_pem: key.public_key_pem(),
+    });
+    let state = lies.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route(
+                "/.well-known/openid-configuration",
+                web::get().to(discovery),
+            )
+            .route("/jwks", web::get().to(jwks))
+            .route("/authorize", web::get().to(authorize))
+            .route("/token", web::post().to(token))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    lies
+}
+
+async fn discovery(lies: web::Data<Lies>) -> HttpResponse {
+    let i = &lies.issuer;
+    HttpResponse::Ok().json(json!({
+        "issuer": i,
+        "authorization_endpoint": format!("{i}/authorize"),
+        "token_endpoint": format!("{i}/token"),
+        "jwks_uri": format!("{i}/jwks"),
+        "id_token_signing_alg_values_supported": ["ES256"],
+    }))
+}
+
+async fn jwks(lies: web::Data<Lies>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"keys": [lies.jwk]}))
+}
+
+async fn authorize(
+    lies: web::Data<Lies>,
+    q: web::Query<std::collections::HashMap<String, String>>,
+) -> HttpResponse {
+    lies.nonces
+        .lock()
+        .unwrap()
+        .push(q.get("nonce").cloned().unwrap_or_default());
+    // RFC 9207: honest providers name themselves; a mix-up names another issuer.
+    let iss = match *lies.mode.lock().unwrap() {
+        "mixup" => "https://evil.example".to_string(),
+        _ => lies.issuer.clone(),
+    };
+    let to = format!(
+        "{}?code=lie-{}&state={}&iss={}",
+        q["redirect_uri"],
+        lies.nonces.lock().unwrap().len(),
+        q["state"],
+        url::form_urlencoded::byte_serialize(iss.as_bytes()).collect::<String>()
+    );
+    HttpResponse::Found()
+        .insert_header(("Location", to))
+        .finish()
+}
+
+async fn token(lies: web::Data<Lies>) -> HttpResponse {
+    let mode = *lies.mode.lock().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let nonces = lies.nonces.lock().unwrap().clone();
+    let nonce = match mode {
+        // The id_token of an earlier login, replayed into this one.
+        "replayed" => nonces[nonces.len() - 2].clone(),
+        _ => nonces.last().cloned().unwrap_or_default(),
+    };
+    let mut claims = json!({
+        "iss": lies.issuer, "sub": "u1", "aud": CLIENT_ID, "exp": now + 300,
+        "iat": now, "nonce": nonce, "email": "alice@example.com", "email_verified": true,
+    });
+    match mode {
+        "wrong_aud" => claims["aud"] = json!("another-client"),
+        "wrong_iss" => claims["iss"] = json!("https://evil.example"),
+        "no_nonce" => {
+            claims.as_object_mut().unwrap().remove("nonce");
+        }
+        "expired" => {
+            claims["exp"] = json!(now - 600);
+            claims["iat"] = json!(now - 900);
+        }
+        "azp" => {
+            claims["aud"] = json!([CLIENT_ID, "another-client"]);
+            claims["azp"] = json!("another-client");
+        }
+        "many_aud_no_azp" => claims["aud"] = json!([CLIENT_ID, "another-client"]),
+        _ => {}
+    }
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let id_token = match mode {
+        // HS256 keyed with the provider's public key: alg confusion.
+        "hs256" => {
+            header = Header::new(Algorithm::HS256);
+            header.kid = Some("k1".into());
+            let key = EncodingKey::from_secret(lies.public_pem.as_bytes());
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        }
+        "none" => {
+            let b64 = |v: &Value| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(serde_json::to_vec(v).unwrap())
+            };
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "kid": "k1"})),
+                b64(&claims)
+            )
+        }
+        "unknown_kid" => {
+            header.kid = Some("not-published".into());
+            jsonwebtoken::encode(&header, &claims, &lies.key).unwrap()
+        }
+        "forged" => {
+            let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let key = EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        }
+        _ => jsonwebtoken::encode(&header, &claims, &lies.key).unwrap(),
+    };
+    HttpResponse::Ok().json(json!({
+        "access_token": "upstream-access", "token_type": "Bearer", "expires_in": 300,
+        "id_token": id_token,
+    }))
+}
