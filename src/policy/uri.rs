@@ -92,6 +92,11 @@ fn authority_normal(scheme: &str, authority: &str) -> Option<String> {
         _ => (host_port, None),
     };
     let host = decode_unreserved(host, false)?.to_ascii_lowercase();
+    // An escape left in a host (`file://%2Fsecret/key`) is no name a resolver knows, and a
+    // server that decodes the whole URI would read a path in it: unreadable.
+    if host.contains('%') {
+        return None;
+    }
     let host = host.trim_end_matches('.');
     let default_port = match scheme {
         "http" | "ws" => Some("80"),

@@ -182,6 +182,67 @@ async fn dev_upstream_puts_an_mcp_server_behind_the_gateway() {
     drop(dev);
 }
 
+/// The dev proxy tells verify where a request went from its own listener and the request line:
+/// a client's `Host`, `Forwarded` or `X-Forwarded-*` naming another resource of the same
+/// gateway never make that resource's token valid here, nor reach the MCP server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_upstream_ignores_forwarding_headers_from_the_client() {
+    let (upstream, _next, _echo) = echo_upstream().await;
+    let mcp_port = free_port();
+    let dev = DevGateway::start_with(
+        &[],
+        &[
+            "--upstream",
+            &upstream,
+            "--mcp-listen",
+            &format!("127.0.0.1:{mcp_port}"),
+        ],
+    )
+    .await;
+    let mcp = format!("http://127.0.0.1:{mcp_port}/mcp");
+    // A token for another MCP server this gateway guards.
+    let elsewhere = "http://127.0.0.1:9/mcp";
+    let (_, other) = dev_login(&dev.issuer, elsewhere, "alice").await;
+    let forged = [
+        ("X-Forwarded-Host", "127.0.0.1:9"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Port", "9"),
+        ("Forwarded", "host=127.0.0.1:9;proto=http"),
+        ("X-Forwarded-For", "203.0.113.66"),
+    ];
+    let mut req = http().post(&mcp).bearer_auth(&other).body("{}");
+    for (k, v) in forged {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), 401);
+    let mut req = http()
+        .post(&mcp)
+        .bearer_auth(&other)
+        .header("Host", "127.0.0.1:9")
+        .body("{}");
+    for (k, v) in forged {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), 401);
+    // This resource's token passes, and the MCP server sees the proxy's view only.
+    let (_, access) = dev_login(&dev.issuer, &mcp, "alice").await;
+    let mut req = http().post(&mcp).bearer_auth(&access).body("{}");
+    for (k, v) in forged {
+        req = req.header(k, v);
+    }
+    let seen: Value = req.send().await.unwrap().json().await.unwrap();
+    let headers = &seen["headers"];
+    assert_eq!(
+        headers["x-forwarded-host"],
+        format!("127.0.0.1:{mcp_port}"),
+        "{seen}"
+    );
+    assert!(headers.get("forwarded").is_none(), "{seen}");
+    assert!(headers.get("x-forwarded-port").is_none(), "{seen}");
+    assert!(!seen.to_string().contains("203.0.113.66"), "{seen}");
+    drop(dev);
+}
+
 /// The first run a newcomer makes, with real clients: server-everything behind
 /// `mcp-gateway dev --upstream`, the MCP TypeScript SDK, mcp-remote and the Python SDK pointed
 /// at the printed URL, logging in through the development login; a long-running tool's

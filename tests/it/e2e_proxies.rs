@@ -122,6 +122,39 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
         Some(seen) => check_backend_headers(&mut failures, &seen, port),
     }
 
+    // A client that names verify's identity headers as hop-by-hop (`Connection`) must not make
+    // the proxy drop them before the backend: the call would arrive unattributed.
+    let res = request(
+        &resource,
+        Some(&token),
+        &[(
+            "Connection",
+            "close, X-User-Id, X-User-Name, X-Auth-Scope, X-Auth-Client-Id, X-User-Email, X-Auth-Denied-Tools",
+        )],
+    )
+    .await;
+    match echoed(&res) {
+        None => failures.push(format!(
+            "Connection naming the identity headers: expected 200 from the backend, got {} {}",
+            res.status, res.body
+        )),
+        Some(seen) => {
+            for (name, want) in [
+                ("x-user-id", "1001"),
+                ("x-user-name", "alice"),
+                ("x-auth-scope", "mcp"),
+                ("x-auth-client-id", "e2e-cli"),
+            ] {
+                let got = s(&seen, &format!("/headers/{name}"));
+                expect(
+                    &mut failures,
+                    got == want,
+                    format!("Connection: {name}: the backend got {got:?}, expected {want:?}"),
+                );
+            }
+        }
+    }
+
     // X-Forwarded-Host / Forwarded / absolute request line: a token of another resource.
     let other = stack.mint(&["--scope", "mcp", "--resource", "http://victim.test/mcp"]);
     let direct = verify_directly(
@@ -765,4 +798,94 @@ async fn e2e_traefik_forwards_the_body_for_the_tool_policy() {
     assert_eq!(resp.status(), 200);
     let seen: Value = resp.json().await.unwrap();
     assert_eq!(seen["headers"]["x-auth-denied-tools"], "");
+}
+
+/// A tool rule behind the proxies that send verify no body (Caddy's `forward_auth`, nginx's
+/// `auth_request`), in front of an MCP server of the 2025 era that never compares
+/// `Mcp-Method`/`Mcp-Name` with its body (server-everything): a lying header never reaches the
+/// forbidden tool. verify refuses every MCP POST it cannot read (TOOL_POLICY_TRUST_HEADERS is
+/// off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_lying_mcp_method_never_reaches_a_forbidden_tool_behind_header_only_proxies() {
+    for proxy in [Proxy::Caddy, Proxy::Nginx] {
+        if !e2e_enabled(&[proxy.bin()]) {
+            return;
+        }
+        let stack = Stack::builder(proxy)
+            .verify_env("TOOL_POLICY", "tools/call get-env=mcp:admin")
+            .start()
+            .await;
+        let token = stack.mint(&["--scope", "mcp", "--resource", &stack.mcp_url]);
+        let name = proxy.name();
+        let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get-env","arguments":{}}}"#;
+        for headers in [
+            vec![("Mcp-Method", "tools/list")],
+            vec![("Mcp-Method", "tools/call"), ("Mcp-Name", "echo")],
+            vec![],
+        ] {
+            let mut req = http()
+                .post(&stack.mcp_url)
+                .header("Authorization", format!("Bearer {token}"))
+                .header("Content-Type", "application/json")
+                .header("Accept", "application/json, text/event-stream")
+                .body(call);
+            for (k, v) in &headers {
+                req = req.header(*k, *v);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            assert_eq!(status, 403, "{name} {headers:?}: {body}\n{}", stack.logs());
+            assert!(
+                !body.contains("PATH"),
+                "{name}: the environment leaked: {body}"
+            );
+        }
+    }
+}
+
+/// Through Traefik (the body reaches verify), a body the MCP server would decode otherwise
+/// than verify reads it is refused: UTF-7 (`+AGc-et-env` is `get-env` to an Express server)
+/// and compressed bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_body_in_another_charset_or_encoding_is_refused_through_traefik() {
+    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+        return;
+    }
+    let stack = Stack::builder(Proxy::Traefik)
+        .verify_env("TOOL_POLICY", "tools/call get-env=mcp:admin")
+        .start()
+        .await;
+    let token = stack.mint(&["--scope", "mcp", "--resource", &stack.mcp_url]);
+    let utf7 = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"+AGc-et-env","arguments":{}}}"#;
+    let member = r#"{"jsonrpc":"2.0","id":2,"+AG0-ethod":"tools/call","method":"tools/list","params":{"name":"get-env"}}"#;
+    for (content_type, encoding, body) in [
+        ("application/json; charset=utf-7", None, utf7),
+        ("application/json; charset=UTF-7", None, member),
+        ("application/json; charset=utf-16", None, utf7),
+        ("application/json", Some("gzip"), utf7),
+        ("application/json", Some("deflate"), utf7),
+        ("application/json", Some("br"), utf7),
+    ] {
+        let mut req = http()
+            .post(&stack.mcp_url)
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", content_type)
+            .header("Accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some(encoding) = encoding {
+            req = req.header("Content-Encoding", encoding);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            400,
+            "{content_type} {encoding:?}: {text}\n{}",
+            stack.logs()
+        );
+        let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(answer["error"]["code"], -32700, "verify's refusal: {text}");
+    }
 }

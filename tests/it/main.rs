@@ -12,6 +12,7 @@ mod e2e;
 mod e2e_clients;
 mod e2e_oidc;
 mod e2e_proxies;
+mod hardening;
 mod mfa;
 mod properties;
 mod redis_tls;

@@ -10,7 +10,9 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 use mcp_oauth_gateway::auth::register::{ClientMetadata, validate, validate_redirect_uri};
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
-use mcp_oauth_gateway::policy::{HostPattern, ScopePolicy, is_scope_token};
+use mcp_oauth_gateway::policy::{
+    Call, HostPattern, ScopePolicy, ToolPolicy, is_scope_token, normalize_resource_uri,
+};
 use mcp_oauth_gateway::token::{KeySet, ValidationPolicy, validate as validate_token};
 use mcp_oauth_gateway::verify::request::{ClientAddress, Target, bearer_token, normalize_path};
 use proptest::prelude::*;
@@ -134,6 +136,56 @@ proptest! {
         // An unreadable path applies every rule; a readable one must match the rule.
         let required = policy.required_for("mcp.example.com", path.as_deref());
         prop_assert_eq!(required, vec!["mcp:admin"], "{} -> {:?}", raw, path);
+    }
+
+    #[test]
+    fn normalised_resource_uris_are_canonical(raw in "[ -~]{0,60}") {
+        if let Some(uri) = normalize_resource_uri(&raw) {
+            // Idempotent: a normalised URI normalises to itself.
+            prop_assert_eq!(normalize_resource_uri(&uri), Some(uri.clone()), "{}", raw);
+            let (scheme, rest) = uri.split_once(':').unwrap();
+            prop_assert!(scheme.bytes().all(|b| !b.is_ascii_uppercase()));
+            let path = rest.strip_prefix("//").map_or(rest, |r| r.find('/').map_or("", |i| &r[i..]));
+            let path = path.split('?').next().unwrap_or("");
+            prop_assert!(!path.contains("//"), "{} -> {}", raw, uri);
+            prop_assert!(!path.contains('\\'), "{} -> {}", raw, uri);
+            for segment in path.split('/') {
+                prop_assert!(segment != ".." && segment != ".", "{} -> {}", raw, uri);
+            }
+        }
+    }
+
+    #[test]
+    fn a_protected_resource_stays_protected_under_any_spelling(
+        spelling in proptest::collection::vec((0u8..6, any::<bool>()), "/secret/key".len()),
+        scheme in proptest::collection::vec(any::<bool>(), 4),
+        host in "(|localhost|LOCALHOST|LocalHost)",
+        detour in 0u8..4,
+        suffix in "(/[a-z0-9]{1,6}){0,2}",
+    ) {
+        let policy = ToolPolicy::parse("resources/read file:///secret/*=mcp:admin", "github").unwrap();
+        let mut raw: String = "file"
+            .chars()
+            .zip(&scheme)
+            .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+            .collect();
+        raw.push_str("://");
+        raw.push_str(&host);
+        let mut path = String::new();
+        for (c, (how, upper)) in "/secret/key".chars().zip(&spelling) {
+            path.push_str(&spell(c, *how, *upper));
+        }
+        let path = match detour {
+            1 => path.replacen("/key", "/x/../key", 1),
+            2 => path.replacen("/key", "/./key", 1),
+            3 => format!("/public/..{path}"),
+            _ => path,
+        };
+        raw.push_str(&path);
+        raw.push_str(&suffix);
+        let call = Call { method: "resources/read", name: Some(&raw) };
+        let requirement = policy.requirement(Some(call));
+        prop_assert_eq!(requirement.scopes, vec!["mcp:admin"], "{} -> {:?}", raw, normalize_resource_uri(&raw));
     }
 
     #[test]

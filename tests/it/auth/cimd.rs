@@ -524,3 +524,62 @@ async fn without_the_test_switch_the_ssrf_guard_refuses_internal_addresses() {
     assert_eq!(status, 400);
     assert_eq!(host.hits("/client.json"), 0);
 }
+
+/// The host lists compare hosts in one canonical form: a trailing dot, upper case, a
+/// percent-escape or the Unicode spelling of a name never steps around a deny or allow list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_spelling_of_a_denied_host_gets_past_the_list() {
+    let host = DocumentHost::start().await;
+    let ca = host.ca_file.to_string_lossy().to_string();
+    let port = host.port;
+    for denied in ["localhost", "LocalHost.", "*.localhost, localhost.."] {
+        let gw = Gateway::start(&[
+            ("CIMD_TEST_LOOPBACK_CA", ca.as_str()),
+            ("CIMD_DENIED_HOSTS", denied),
+        ])
+        .await;
+        for spelling in [
+            format!("https://localhost:{port}/c.json"),
+            format!("https://localhost.:{port}/c.json"),
+            format!("https://LOCALHOST.:{port}/c.json"),
+            format!("https://%6Cocalhost:{port}/c.json"),
+        ] {
+            let doc = public_document(&spelling, &["http://127.0.0.1/callback"]);
+            host.set("/c.json", Route::json(&doc, "max-age=60"));
+            let (status, _, page) = authorize_status(&gw, &spelling).await;
+            assert_eq!(status, 400, "{denied}: {spelling}");
+            assert!(
+                page.contains("not accepted here") || page.contains("invalid_client"),
+                "{page}"
+            );
+        }
+    }
+    assert_eq!(
+        host.hits("/c.json"),
+        0,
+        "nothing was fetched from a denied host"
+    );
+    // An allow-list written with a trailing dot or in Unicode allows the host as it is.
+    let gw = Gateway::start(&[
+        ("CIMD_TEST_LOOPBACK_CA", ca.as_str()),
+        ("CIMD_ALLOWED_HOSTS", "LOCALHOST., bücher.example"),
+    ])
+    .await;
+    let id = host.publish("/ok.json", &["http://127.0.0.1/callback"], "max-age=60");
+    let (status, ..) = authorize_status(&gw, &id).await;
+    assert_eq!(status, 307);
+}
+
+/// A document whose name carries bidirectional controls is refused like a registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_name_that_reads_otherwise_is_refused() {
+    let host = DocumentHost::start().await;
+    let gw = gateway_for(&host, &[]).await;
+    let id = host.url("/rlo.json");
+    let mut doc = public_document(&id, &["http://127.0.0.1/callback"]);
+    doc["client_name"] = json!("Claude \u{202E}tnelav\u{202C}");
+    host.set("/rlo.json", Route::json(&doc, "max-age=60"));
+    let (status, _, page) = authorize_status(&gw, &id).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("bidirectional"), "{page}");
+}

@@ -3,6 +3,7 @@
 
 mod cimd;
 mod cloud;
+mod entitlements;
 mod login;
 mod oidc;
 mod registration;

@@ -581,6 +581,116 @@ async fn an_id_token_that_lies_in_any_way_ends_the_login() {
     }
 }
 
+/// One account per person across upstreams: an allow-list entry names a login of one upstream
+/// (the bare form, the first of `UPSTREAM`), a name is compared as sent (a trailing space does
+/// not make `carol `, `carol`), and the provider's `carol` is not GitHub's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_listed_name_belongs_to_one_upstreams_account() {
+    let provider = OidcProvider::start(&[(
+        "OIDC_ALWAYS_CLAIMS",
+        "preferred_username,email,email_verified",
+    )])
+    .await;
+    let gw = gateway(
+        &provider,
+        &[
+            ("UPSTREAM", "oidc,github"),
+            ("ALLOWED_USERS", "github:carol, alice"),
+        ],
+    )
+    .await;
+    let client = gw.client("none").await;
+    let through = |provider_path: &'static str| {
+        let gw = &gw;
+        let client = &client;
+        async move {
+            let browser = browser();
+            let (_, challenge) = pkce();
+            let resp = approve_consent(
+                &browser,
+                &gw.issuer,
+                &gw.authorize_url(client, &challenge, &[]),
+            )
+            .await;
+            let chooser = resp.url().join(&location(&resp)).unwrap();
+            let state = query(&chooser, "state").unwrap();
+            let resp = browser
+                .get(gw.url(&format!("/login/{provider_path}?state={state}")))
+                .send()
+                .await
+                .unwrap();
+            follow_to_client(&browser, resp).await
+        }
+    };
+    // The provider's carol is not the GitHub account the entry names.
+    provider.login_as("carol").await;
+    let page = through("oidc").await.expect_err("not admitted");
+    refusal_page(page).await;
+    // A bare name is the first upstream's: the provider's alice is admitted.
+    provider.login_as("alice").await;
+    let back = through("oidc").await.expect("admitted");
+    assert!(query(&back, "code").is_some());
+    // A name sent with a trailing space is refused, not trimmed into someone else's.
+    provider
+        .set_claims("alice", json!({"preferred_username": "alice "}))
+        .await;
+    let page = through("oidc").await.expect_err("refused");
+    assert_eq!(page.status(), 403);
+    // GitHub's carol is.
+    gw.github.sign_in_as("carol");
+    let back = through("github").await.expect("GitHub's carol is admitted");
+    assert!(query(&back, "code").is_some());
+}
+
+/// One source, one trust decision: the e-mail address and whether it is verified come from
+/// the `id_token` when it names one, else from userinfo; userinfo is heard only for the
+/// `id_token`'s subject, and only fills claims the `id_token` lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_never_vouches_for_what_the_id_token_says() {
+    let lies = lying_provider::start();
+    let gw = Gateway::start(&[
+        ("UPSTREAM", "oidc"),
+        ("OIDC_ISSUER", &lies.issuer),
+        ("OIDC_CLIENT_ID", CLIENT_ID),
+        ("OIDC_CLIENT_SECRET", "s"),
+        ("OIDC_REFRESH", "false"),
+        ("OIDC_USERINFO", "true"),
+        ("ALLOWED_GITHUB_USERS", "<unset>"),
+        ("ALLOWED_EMAIL_DOMAINS", "example.com, evil.test"),
+    ])
+    .await;
+    let client = gw.client("none").await;
+    let logs_in = |mode: &'static str| {
+        let gw = &gw;
+        let client = &client;
+        let lies = &lies;
+        async move {
+            *lies.mode.lock().unwrap() = mode;
+            let (_, challenge) = pkce();
+            match oidc_login(gw, &gw.authorize_url(client, &challenge, &[])).await {
+                Ok(redirect) => query(&redirect, "code").is_some(),
+                Err(page) => {
+                    assert_eq!(page.status(), 403, "{mode}");
+                    false
+                }
+            }
+        }
+    };
+    assert!(logs_in("honest").await);
+    // userinfo is the source when the id_token names no address.
+    assert!(logs_in("no_email").await);
+    for mode in [
+        // The id_token's address, unverified there, verified only by userinfo's word.
+        "split_verified",
+        "unverified",
+        // userinfo about someone else, or about nobody in particular.
+        "userinfo_other_sub",
+        "userinfo_no_sub",
+    ] {
+        assert!(!logs_in(mode).await, "{mode} must not log in");
+    }
+}
+
 /// `mcp-gateway-auth --check-config` with an OIDC upstream and `env` besides.
 fn check_config(env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(bin("mcp-gateway-auth"))

@@ -245,3 +245,146 @@ async fn a_large_index_is_backed_up_in_pages_and_restored_whole() {
         assert_eq!(v1, v2, "{k1}");
     }
 }
+
+/// Backups taken while a grant is refreshed in a loop: each holds the grant's refresh family
+/// whole, with exactly one unused refresh token, the newest (read apart, a rotation caught half
+/// way left two usable chains or none). One of them is restored into an empty Redis, and its
+/// refresh token works there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_during_refreshes_keep_each_family_whole() {
+    let gw = Gateway::start(&[("REFRESH_REUSE_GRACE", "0")]).await;
+    let store = gw.redis.store();
+    // Other grants around it, so a backup takes a while.
+    for chunk in (0..3_000).collect::<Vec<_>>().chunks(500) {
+        futures_util::future::join_all(chunk.iter().map(|i| {
+            let store = store.clone();
+            async move {
+                let now = mcp_oauth_gateway::clock::Clock::now_unix(
+                    &mcp_oauth_gateway::clock::SystemClock,
+                );
+                store
+                    .issue_grant(
+                        &grant_write(
+                            &format!("pad{i}"),
+                            "bulk",
+                            &format!("pf{i}"),
+                            &format!("pr{i}"),
+                            None,
+                        ),
+                        now,
+                    )
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+    }
+    let client = gw.client("none").await;
+    let first = gw.tokens(&client).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let latest = std::sync::Arc::new(std::sync::Mutex::new(
+        first["refresh_token"].as_str().unwrap().to_string(),
+    ));
+    let refresher = {
+        let (stop, latest) = (stop.clone(), latest.clone());
+        let (url, client_id) = (
+            gw.url("/token"),
+            client["client_id"].as_str().unwrap().to_string(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let current = latest.lock().unwrap().clone();
+                let resp = http()
+                    .post(&url)
+                    .form(&[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", current.as_str()),
+                        ("client_id", client_id.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                let next: Value = resp.json().await.unwrap();
+                *latest.lock().unwrap() = next["refresh_token"].as_str().unwrap().to_string();
+                n += 1;
+            }
+            n
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..12 {
+        let file = dir.path().join(format!("b{i}.jsonl"));
+        ok(&cli(
+            &gw,
+            dir.path(),
+            &["backup", "--out", file.to_str().unwrap()],
+        ));
+        files.push(file);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let refreshes = refresher.await.unwrap();
+    assert!(
+        refreshes > 12,
+        "the grant was refreshed while the backups ran ({refreshes})"
+    );
+
+    for file in &files {
+        // The grant's family: the one family of this client's refresh records.
+        let mut records: Vec<Value> = Vec::new();
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            let entry: Value = serde_json::from_str(line).unwrap();
+            if entry["key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("oauth:refresh:"))
+            {
+                let record: Value = serde_json::from_str(entry["value"].as_str().unwrap()).unwrap();
+                if record["client_id"] == client["client_id"] {
+                    records.push(record);
+                }
+            }
+        }
+        assert!(
+            !records.is_empty(),
+            "{}: the grant is in the backup",
+            file.display()
+        );
+        let unused: Vec<&Value> = records.iter().filter(|r| r["used"] != true).collect();
+        assert_eq!(
+            unused.len(),
+            1,
+            "{}: {} unused refresh tokens",
+            file.display(),
+            unused.len()
+        );
+        let newest = records
+            .iter()
+            .map(|r| r["issued_at"].as_i64().unwrap())
+            .max();
+        assert_eq!(
+            unused[0]["issued_at"].as_i64(),
+            newest,
+            "the unused one is the newest"
+        );
+    }
+
+    // Restored into an empty Redis, the grant refreshes with the one it kept.
+    let last = files.last().unwrap();
+    let mut conn = gw.redis.conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    ok(&cli(&gw, dir.path(), &["restore", last.to_str().unwrap()]));
+    let mut usable = 0;
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, "oauth:refresh:*")
+        .await
+        .unwrap();
+    for key in keys {
+        let value: String = redis::AsyncCommands::get(&mut conn, &key).await.unwrap();
+        let record: Value = serde_json::from_str(&value).unwrap();
+        if record["client_id"] == client["client_id"] && record["used"] != true {
+            usable += 1;
+        }
+    }
+    assert_eq!(usable, 1);
+}

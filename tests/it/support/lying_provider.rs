@@ -10,6 +10,23 @@ use serde_json::{Value, json};
 
 use super::oidc_provider::CLIENT_ID;
 
+/// What `/userinfo` answers, by the mode: the id_token's subject with a verified address, or
+/// the lie of the mode.
+async fn userinfo(lies: web::Data<Lies>) -> HttpResponse {
+    let info = match *lies.mode.lock().unwrap() {
+        "split_verified" | "unverified" => {
+            json!({"sub": "u1", "email": "alice@example.com", "email_verified": true})
+        }
+        "userinfo_other_sub" => {
+            json!({"sub": "u2", "email": "alice@example.com", "email_verified": true})
+        }
+        "userinfo_no_sub" => json!({"email": "alice@example.com", "email_verified": true}),
+        "no_email" => json!({"sub": "u1", "email": "alice@example.com", "email_verified": true}),
+        _ => json!({"sub": "u1"}),
+    };
+    HttpResponse::Ok().json(info)
+}
+
 pub struct Lies {
     pub issuer: String,
     pub mode: Mutex<&'static str>,
@@ -47,6 +64,7 @@ pub fn start() -> web::Data<Lies> {
             .route("/jwks", web::get().to(jwks))
             .route("/authorize", web::get().to(authorize))
             .route("/token", web::post().to(token))
+            .route("/userinfo", web::get().to(userinfo))
     })
     .workers(1)
     .listen(listener)
@@ -63,6 +81,7 @@ async fn discovery(lies: web::Data<Lies>) -> HttpResponse {
         "authorization_endpoint": format!("{i}/authorize"),
         "token_endpoint": format!("{i}/token"),
         "jwks_uri": format!("{i}/jwks"),
+        "userinfo_endpoint": format!("{i}/userinfo"),
         "id_token_signing_alg_values_supported": ["ES256"],
     }))
 }
@@ -127,6 +146,17 @@ async fn token(lies: web::Data<Lies>) -> HttpResponse {
             claims["azp"] = json!("another-client");
         }
         "many_aud_no_azp" => claims["aud"] = json!([CLIENT_ID, "another-client"]),
+        // The id_token names an address without saying it is verified; userinfo vouches
+        // for another one.
+        "split_verified" => {
+            claims.as_object_mut().unwrap().remove("email_verified");
+            claims["email"] = json!("mallory@evil.test");
+        }
+        "unverified" => claims["email_verified"] = json!(false),
+        "no_email" => {
+            claims.as_object_mut().unwrap().remove("email");
+            claims.as_object_mut().unwrap().remove("email_verified");
+        }
         _ => {}
     }
     let mut header = Header::new(Algorithm::ES256);
