@@ -123,7 +123,7 @@ fn upstream_failed(
             tracing::info!(provider, reason = %why, "upstream login refused");
             ("access_denied", format!("the {provider} login failed"))
         }
-        UpstreamError::Unavailable(why) => {
+        UpstreamError::Unavailable(why) | UpstreamError::Throttled { why, .. } => {
             tracing::warn!(provider, reason = %why, "upstream unavailable");
             (
                 "temporarily_unavailable",

@@ -24,6 +24,12 @@ pub enum UpstreamError {
     /// GitHub could not be reached or answered nonsense.
     #[error("GitHub unavailable: {0}")]
     Unavailable(String),
+    /// The provider asked us to slow down (429): retry after this many seconds, if it said.
+    #[error("throttled: {why}")]
+    Throttled {
+        why: String,
+        retry_after: Option<u64>,
+    },
     /// The login worked, but the account is not one this gateway admits (an OpenID
     /// provider's claims fail `OIDC_REQUIRED_CLAIMS`): the person gets our refusal page.
     #[error("not admitted: {0}")]

@@ -145,6 +145,9 @@ pub struct AuthState {
     pub draining: Arc<crate::service::Draining>,
     /// Clients whose `client_id` is the URL of their metadata document.
     pub documents: cimd::Documents,
+    /// The providers' refresh answers this replica could not keep in the store (sealed, by
+    /// store key): a retry must not present a rotated upstream refresh token again.
+    pub upstream_answers: moka::sync::Cache<String, String>,
 }
 
 impl AuthState {
@@ -197,6 +200,10 @@ impl AuthState {
             metrics,
             pages: pages::Pages::new(),
             cookie_key,
+            upstream_answers: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(600))
+                .build(),
         })
     }
 

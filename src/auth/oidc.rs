@@ -477,27 +477,34 @@ impl OidcClient {
             .await
             .map_err(|e| UpstreamError::Unavailable(format!("token endpoint: {e}")))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let body = response
             .bytes()
             .await
             .map_err(|e| UpstreamError::Unavailable(format!("token endpoint: {e}")))?;
         let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(UpstreamError::Throttled {
+                why: format!("token endpoint answered {status}"),
+                retry_after,
+            });
+        }
         match parsed {
             Some(answer) if answer.error.is_some() || !status.is_success() => {
                 let error = answer.error.unwrap_or_else(|| status.to_string());
                 let why = format!("{error}: {}", answer.error_description.unwrap_or_default());
-                if status.is_server_error() {
-                    Err(UpstreamError::Unavailable(why))
-                } else {
-                    Err(UpstreamError::Refused(why))
-                }
+                refusal_or_outage(&error, status, why)
             }
             Some(answer) => Ok(answer),
             None if status.is_server_error() || status.is_success() => Err(
                 UpstreamError::Unavailable(format!("token endpoint answered {status}, not JSON")),
             ),
-            None => Err(UpstreamError::Refused(format!(
-                "token endpoint answered {status}"
+            None => Err(UpstreamError::Unavailable(format!(
+                "token endpoint answered {status}, not an OAuth error"
             ))),
         }
     }
@@ -635,6 +642,22 @@ fn session_of(
     expires_in: Option<Value>,
 ) -> UpstreamSession {
     UpstreamSession::new("oidc", access_token, refresh_token, expires_in)
+}
+
+/// What a token endpoint's error means for the session: only `invalid_grant` says the grant is
+/// gone (RFC 6749 §5.2: invalid, expired, revoked, or issued to another client). Anything else
+/// (`invalid_client` of our own credentials, `temporarily_unavailable`, a 5xx, an unknown code)
+/// is the provider's or our configuration's trouble, never the user's, and is retried.
+fn refusal_or_outage(
+    error: &str,
+    status: reqwest::StatusCode,
+    why: String,
+) -> Result<TokenResponse, UpstreamError> {
+    if error == "invalid_grant" && !status.is_server_error() {
+        Err(UpstreamError::Refused(why))
+    } else {
+        Err(UpstreamError::Unavailable(why))
+    }
 }
 
 /// A claim as text: strings as they are, numbers and booleans written out.

@@ -18,10 +18,21 @@
 //! a backup to a file is written under a temporary name and renamed at the end.
 //!
 //! **Restore** reads the file twice, streaming: the first pass checks every line (nothing is
-//! changed if any is bad), the second writes keys in atomic batches. Each record is replaced
-//! whole; indexes (sorted sets, written a page of 1,000 members per line) are merged into what
-//! is there. TTLs are kept less the time since the backup, and running it twice gives the same
-//! state. Backups of version 1 (one JSON document) are still read.
+//! changed if any is bad), the second writes in pipelined batches, each record in one atomic
+//! step that never undoes what happened since the backup:
+//! - a record is written only where none is (a live record is newer than any backup: a refresh
+//!   token rotated since stays used, a re-consented scope stays);
+//! - a token or refresh family revoked since the backup is never written back: every
+//!   revocation leaves a tombstone (`oauth:token_revoked:{jti}`, `oauth:family_revoked:{id}`)
+//!   for as long as what it revoked would have lived, and the record's step checks it; a
+//!   revocation made while the restore runs either comes first (tombstone) or deletes what
+//!   was written;
+//! - indexes (sorted sets, a page of 1,000 members per line) are merged in, never replaced.
+//!
+//! TTLs are kept less the time since the backup, and running it twice gives the same state.
+//! Into an empty store (the store lost everything) there are no tombstones: revocations made
+//! between the backup and the loss cannot be known and are not re-applied. Backups of version
+//! 1 (one JSON document) are still read.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -642,7 +653,9 @@ fn record_field(entry: &Entry, field: &str) -> Option<String> {
 
 /// The index entries a record implies: `(index key, member, score)`. Restoring them with the
 /// record (ZADD NX) makes a fuzzy backup restore consistent: no record is left unindexed.
-fn implied_index_entries(entry: &Entry) -> Vec<(String, String, i64)> {
+/// `created_at_ms`: when the backup began. An index score computed from a TTL read later is at
+/// most the true one, so merging the index's own line (`GT`) always restores it exactly.
+fn implied_index_entries(entry: &Entry, created_at_ms: i64) -> Vec<(String, String, i64)> {
     let Some(text) = entry.value.as_str() else {
         return Vec::new();
     };
@@ -671,7 +684,7 @@ fn implied_index_entries(entry: &Entry) -> Vec<(String, String, i64)> {
         }
     } else if let Some(rest) = entry.key.strip_prefix(keys::CONSENT_PREFIX) {
         if let Some((user, client)) = rest.split_once(':') {
-            let expires = now_ms() / 1000 + entry.ttl_ms.max(0) / 1000;
+            let expires = (created_at_ms + entry.ttl_ms.max(0)) / 1000;
             out.push((keys::client_consents(client), user.to_string(), expires));
         }
     } else if entry.key.starts_with(keys::CODE_PREFIX) || entry.key.starts_with(keys::STATE_PREFIX)
@@ -679,74 +692,89 @@ fn implied_index_entries(entry: &Entry) -> Vec<(String, String, i64)> {
         let client =
             s("client_id").or_else(|| v["authorization"]["client_id"].as_str().map(str::to_string));
         if let Some(client) = client {
-            let expires = now_ms() / 1000 + entry.ttl_ms.max(0) / 1000 + 1;
+            let expires = (created_at_ms + entry.ttl_ms.max(0)) / 1000 + 1;
             out.push((keys::client_pending(&client), entry.key.clone(), expires));
         }
     }
     out
 }
 
-/// Adds one key's writes to a restore transaction. `ttl` is what is left of its TTL.
-fn restore_into(pipe: &mut redis::Pipeline, entry: &Entry, ttl: Option<i64>) -> CliResult {
-    let items = entry.items();
-    pipe.del(&entry.key).ignore();
+/// Checks that an entry can be restored (its type and value), without writing anything.
+fn check_entry(entry: &Entry) -> CliResult {
     match entry.kind.as_str() {
-        "string" => {
-            let v = entry
-                .value
-                .as_str()
-                .ok_or_else(|| CliError::Failed(format!("{}: bad string value", entry.key)))?;
-            pipe.set(&entry.key, v).ignore();
-        }
-        "zset" => {
-            let pairs: Vec<(f64, String)> = items
-                .chunks(2)
-                .filter_map(|c| Some((c.get(1)?.parse().ok()?, c[0].clone())))
-                .collect();
-            if !pairs.is_empty() {
-                pipe.zadd_multiple(&entry.key, &pairs).ignore();
-            }
-        }
-        "set" if !items.is_empty() => {
-            pipe.sadd(&entry.key, &items).ignore();
-        }
-        "list" if !items.is_empty() => {
-            pipe.rpush(&entry.key, &items).ignore();
-        }
-        "hash" if !items.is_empty() => {
-            let pairs: Vec<(String, String)> = items
-                .chunks(2)
-                .filter(|c| c.len() == 2)
-                .map(|c| (c[0].clone(), c[1].clone()))
-                .collect();
-            pipe.hset_multiple(&entry.key, &pairs).ignore();
-        }
-        "set" | "list" | "hash" => {}
-        other => {
-            return Err(CliError::Failed(format!(
-                "{}: unsupported type {other}",
-                entry.key
-            )));
-        }
+        "string" if entry.value.as_str().is_some() => Ok(()),
+        "string" => Err(CliError::Failed(format!("{}: bad string value", entry.key))),
+        "zset" | "set" | "list" | "hash" => Ok(()),
+        other => Err(CliError::Failed(format!(
+            "{}: unsupported type {other}",
+            entry.key
+        ))),
     }
-    if let Some(ms) = ttl {
-        pipe.pexpire(&entry.key, ms).ignore();
-    }
-    Ok(())
 }
 
-fn is_index(key: &str) -> bool {
-    [
-        keys::USER_TOKENS_PREFIX,
-        keys::CLIENT_TOKENS_PREFIX,
-        keys::FAMILY_PREFIX,
-        keys::CLIENT_FAMILIES_PREFIX,
-        keys::USER_FAMILIES_PREFIX,
-        keys::CLIENT_CONSENTS_PREFIX,
-        keys::CLIENT_PENDING_PREFIX,
-    ]
-    .iter()
-    .any(|p| key.starts_with(p))
+/// The tombstones that forbid writing `entry` back: the token's, or its refresh family's. A
+/// revocation made after the backup (or while the restore runs) leaves one, and the record
+/// is then never restored.
+fn tombstones(entry: &Entry) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(jti) = entry.key.strip_prefix(keys::TOKEN_PREFIX) {
+        out.push(keys::token_revoked(jti));
+    }
+    if let Some(fid) = entry.key.strip_prefix(keys::FAMILY_PREFIX) {
+        out.push(keys::family_revoked(fid));
+    } else if let Some(fid) = record_field(entry, "family_id") {
+        out.push(keys::family_revoked(&fid));
+    }
+    out
+}
+
+/// KEYS: the record, its tombstones (ARGV[3] of them), then the indexes it implies.
+/// ARGV: value, ttl ms (or -1), number of tombstones, then member and score per index.
+/// Writes the record only when no tombstone stands and no live record is there (a live one is
+/// newer than any backup), with the index entries it implies; one atomic step per record.
+const RESTORE_RECORD: &str = r#"
+local tombstones = tonumber(ARGV[3])
+for i = 2, tombstones + 1 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 'revoked' end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'kept' end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl) else redis.call('SET', KEYS[1], ARGV[1]) end
+for i = tombstones + 2, #KEYS do
+  local a = 4 + 2 * (i - tombstones - 2)
+  redis.call('ZADD', KEYS[i], 'NX', ARGV[a + 1], ARGV[a])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[i], ttl, 'NX')
+    redis.call('PEXPIRE', KEYS[i], ttl, 'GT')
+  end
+end
+return 'written'
+"#;
+
+/// KEYS: a sorted set, its tombstones. ARGV: ttl ms (or -1), then member and score pairs.
+/// Merges the members in (never removing any, never lowering a score: scores are expiries)
+/// unless a tombstone stands.
+const RESTORE_MEMBERS: &str = r#"
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 'revoked' end
+end
+for a = 2, #ARGV, 2 do redis.call('ZADD', KEYS[1], 'GT', ARGV[a + 1], ARGV[a]) end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl, 'NX')
+  redis.call('PEXPIRE', KEYS[1], ttl, 'GT')
+end
+return 'written'
+"#;
+
+/// What restoring one entry did.
+#[derive(Debug, Default)]
+struct Restored {
+    written: u64,
+    /// A live record was there already (newer than the backup): left as it is.
+    kept: u64,
+    /// Revoked since the backup (a tombstone stands): not written back.
+    revoked: u64,
 }
 
 pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
@@ -760,7 +788,7 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
                 entry.key
             )));
         }
-        restore_into(&mut redis::pipe(), &entry, None)?;
+        check_entry(&entry)?;
     }
     let trailer = check.finish()?;
     let revoked = Revoked {
@@ -773,9 +801,15 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
     } else {
         Some(cli.admin(&settings).await?)
     };
-    // Second pass: written in atomic batches as it is read.
+    let scripts = match admin.as_mut() {
+        Some(admin) => Some(RestoreScripts::load(&mut admin.conn).await?),
+        None => None,
+    };
+    let mut tally = Restored::default();
+    // Second pass: written in batches as it is read, each record in one atomic step.
     let mut entries = Entries::open(file)?;
-    let elapsed = (now_ms() - entries.created_at_ms).max(0);
+    let created_at_ms = entries.created_at_ms;
+    let elapsed = (now_ms() - created_at_ms).max(0);
     let (mut restored, mut expired, mut left_out) = (0u64, 0u64, 0u64);
     let mut last_key: Option<String> = None;
     let mut batch: Vec<(Entry, Option<i64>)> = Vec::with_capacity(RESTORE_BATCH);
@@ -806,10 +840,10 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
                 }
             }
         }
-        if let Some(admin) = admin.as_mut()
+        if let (Some(admin), Some(scripts)) = (admin.as_mut(), scripts.as_ref())
             && (batch.len() >= RESTORE_BATCH || (done && !batch.is_empty()))
         {
-            write_batch(&mut admin.conn, &batch).await.map_err(|e| {
+            write_batch(&mut admin.conn, &batch, scripts, created_at_ms, &mut tally).await.map_err(|e| {
                 CliError::Failed(format!(
                     "{e}; {} keys were restored before this (restore is idempotent: run it again)",
                     restored - batch.len() as u64
@@ -821,78 +855,112 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
             break;
         }
     }
-    let verb = if dry_run { "would restore" } else { "restored" };
-    println!(
-        "{verb} {restored} keys; skipped {expired} that have expired since the backup and {left_out} revoked while it ran"
-    );
+    if dry_run {
+        println!(
+            "would restore {restored} keys; skipped {expired} that have expired since the backup and {left_out} revoked while it ran"
+        );
+    } else {
+        println!(
+            "restored {restored} keys: {} written, {} left as they are (newer in the store), {} revoked since the backup (not written back); skipped {expired} that have expired since the backup and {left_out} revoked while it ran",
+            tally.written, tally.kept, tally.revoked
+        );
+    }
     Ok(())
 }
 
-/// One restore transaction: the keys replaced whole, then the index entries their records
-/// imply added where missing (their index living at least as long as the record).
+/// One batch of entries, pipelined: each record written by [`RESTORE_RECORD`] (only where no
+/// tombstone and no live record stands), each index page merged by [`RESTORE_MEMBERS`].
 async fn write_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     batch: &[(Entry, Option<i64>)],
+    shas: &RestoreScripts,
+    created_at_ms: i64,
+    tally: &mut Restored,
 ) -> CliResult {
     if batch.is_empty() {
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    pipe.atomic();
     for (entry, ttl) in batch {
-        if is_index(&entry.key) || entry.kind == "zset" {
-            // Merged, not replaced (entries implied by records restored earlier stay), in
-            // commands of ZSET_PAGE members, each on its own: merging needs no transaction.
-            let mut parts = redis::pipe();
-            restore_index(&mut parts, entry, *ttl);
-            for cmd in parts.cmd_iter() {
-                let _: redis::Value = cmd.query_async(conn).await.map_err(redis_failed)?;
+        let ttl_ms = ttl.unwrap_or(-1);
+        let stones = tombstones(entry);
+        match entry.kind.as_str() {
+            "string" => {
+                let implied = implied_index_entries(entry, created_at_ms);
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(&shas.record)
+                    .arg(1 + stones.len() + implied.len())
+                    .arg(&entry.key)
+                    .arg(&stones);
+                for (index, _, _) in &implied {
+                    cmd.arg(index);
+                }
+                cmd.arg(entry.value.as_str().unwrap_or_default())
+                    .arg(ttl_ms)
+                    .arg(stones.len());
+                for (_, member, score) in &implied {
+                    cmd.arg(member).arg(score);
+                }
             }
-        } else {
-            restore_into(&mut pipe, entry, *ttl)?;
+            "zset" => {
+                let items = entry.items();
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(&shas.members)
+                    .arg(1 + stones.len())
+                    .arg(&entry.key)
+                    .arg(&stones)
+                    .arg(ttl_ms);
+                for pair in items.chunks(2) {
+                    if let [member, score] = pair {
+                        cmd.arg(member).arg(score);
+                    }
+                }
+            }
+            // Not in the gateway's layout; merged in as they are.
+            "set" => {
+                pipe.sadd(&entry.key, entry.items());
+                if ttl_ms > 0 {
+                    pipe.pexpire(&entry.key, ttl_ms).ignore();
+                }
+            }
+            _ => continue,
         }
     }
-    for (entry, ttl) in batch {
-        for (index, member, score) in implied_index_entries(entry) {
-            pipe.cmd("ZADD")
-                .arg(&index)
-                .arg("NX")
-                .arg(score)
-                .arg(&member)
-                .ignore();
-            let ms = ttl.unwrap_or(-1);
-            if ms > 0 {
-                pipe.cmd("PEXPIRE").arg(&index).arg(ms).arg("NX").ignore();
-                pipe.cmd("PEXPIRE").arg(&index).arg(ms).arg("GT").ignore();
-            }
+    let answers: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_failed)?;
+    for answer in answers {
+        match redis::from_redis_value_ref::<String>(&answer).as_deref() {
+            Ok("kept") => tally.kept += 1,
+            Ok("revoked") => tally.revoked += 1,
+            _ => tally.written += 1,
         }
     }
-    let _: () = pipe.query_async(conn).await.map_err(redis_failed)?;
     Ok(())
 }
 
-fn restore_index(pipe: &mut redis::Pipeline, entry: &Entry, ttl: Option<i64>) {
-    let items = entry.items();
-    let pairs: Vec<(f64, String)> = items
-        .chunks(2)
-        .filter_map(|c| Some((c.get(1)?.parse().ok()?, c[0].clone())))
-        .collect();
-    if pairs.is_empty() {
-        return;
-    }
-    for chunk in pairs.chunks(ZSET_PAGE) {
-        pipe.zadd_multiple(&entry.key, chunk).ignore();
-    }
-    if let Some(ms) = ttl {
-        pipe.cmd("PEXPIRE")
-            .arg(&entry.key)
-            .arg(ms)
-            .arg("NX")
-            .ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(&entry.key)
-            .arg(ms)
-            .arg("GT")
-            .ignore();
+/// The restore scripts' SHA1s, loaded once.
+struct RestoreScripts {
+    record: String,
+    members: String,
+}
+
+impl RestoreScripts {
+    async fn load(conn: &mut redis::aio::MultiplexedConnection) -> CliResult<Self> {
+        let load = |body: &'static str| {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(body);
+            cmd
+        };
+        Ok(Self {
+            record: load(RESTORE_RECORD)
+                .query_async(conn)
+                .await
+                .map_err(redis_failed)?,
+            members: load(RESTORE_MEMBERS)
+                .query_async(conn)
+                .await
+                .map_err(redis_failed)?,
+        })
     }
 }

@@ -17,6 +17,7 @@ pub const CLIENT_PREFIX: &str = "oauth:client:";
 pub const REFRESH_PREFIX: &str = "oauth:refresh:";
 pub const FAMILY_PREFIX: &str = "oauth:family:";
 pub const FAMILY_REVOKED_PREFIX: &str = "oauth:family_revoked:";
+pub const TOKEN_REVOKED_PREFIX: &str = "oauth:token_revoked:";
 pub const CLIENT_FAMILIES_PREFIX: &str = "oauth:client_families:";
 pub const CONSENT_PREFIX: &str = "oauth:consent:";
 pub const CLIENT_CONSENTS_PREFIX: &str = "oauth:client_consents:";
@@ -102,6 +103,15 @@ pub fn mfa_used_prefix(user: &str) -> String {
     format!("oauth:mfa_used:{}:", user.to_ascii_lowercase())
 }
 
+/// Tombstone of a revoked access token, kept while the token would have lived: a restore
+/// never writes it back.
+pub fn token_revoked(jti: &str) -> String {
+    format!("{TOKEN_REVOKED_PREFIX}{jti}")
+}
+
+/// How long a token's tombstone lives when its record (and so its expiry) is already gone.
+pub const TOKEN_TOMBSTONE_FALLBACK_SECS: u64 = 30 * 86_400;
+
 /// Tombstone of a revoked refresh family: a late rotation in that family must fail.
 pub fn family_revoked(id: &str) -> String {
     format!("{FAMILY_REVOKED_PREFIX}{id}")
@@ -127,6 +137,17 @@ pub fn client_consents(client_id: &str) -> String {
 /// presented: a retry within the window gets the same tokens.
 pub fn grant_result(credential_hash: &str) -> String {
     format!("{GRANT_RESULT_PREFIX}{credential_hash}")
+}
+
+/// The lock under which one refresh token's upstream session is refreshed at the provider
+/// (one call however many times the request is sent), by the refresh token's hash.
+pub fn refresh_lock(token_hash: &str) -> String {
+    format!("{PREFIX}refresh_lock:{token_hash}")
+}
+
+/// The provider's answer to that call, sealed, kept until our grant is written.
+pub fn upstream_answer(token_hash: &str) -> String {
+    format!("{PREFIX}upstream_answer:{token_hash}")
 }
 
 /// Sorted set of the short-lived keys (codes, pending logins) written for a client (score:

@@ -177,6 +177,21 @@ impl MemoryStore {
 
     /// Deletes a token record and its index entries; the caller publishes `jti`.
     fn revoke_token_locked(map: &mut HashMap<String, Entry>, jti: &str, now: Instant) -> bool {
+        // The tombstone lives as long as the token would have (a restore never writes it back).
+        let left = map
+            .get(&keys::token(jti))
+            .filter(|e| e.live(now))
+            .and_then(|e| e.expires_at)
+            .map(|at| at.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(keys::TOKEN_TOMBSTONE_FALLBACK_SECS));
+        map.insert(
+            keys::token_revoked(jti),
+            Entry {
+                value: Value::Text("1".into()),
+                expires_at: Some(now + left),
+            },
+        );
         let Some(json) = Self::text(map, &keys::token(jti), now) else {
             return false;
         };

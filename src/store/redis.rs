@@ -29,10 +29,10 @@ pub const FEED_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// Functions every script shares. Key prefixes are substituted from [`keys`] when the
 /// scripts are built, so Lua and Rust name keys identically.
 const PRELUDE: &str = r#"
-local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC, GR =
+local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC, GR, TR =
   '{TOKEN}', '{USER_TOKENS}', '{CLIENT_TOKENS}', '{REFRESH}', '{FAMILY}', '{FAMILY_REVOKED}',
   '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}', '{USER_FAMILIES}', '{CLIENT_CONSENTS}',
-  '{GRANT_RESULT}'
+  '{GRANT_RESULT}', '{TOKEN_REVOKED}'
 
 local function decode(v)
   local ok, r = pcall(cjson.decode, v)
@@ -50,8 +50,12 @@ local function put_token(jti, json, ttl, exp, now)
   end
 end
 
+-- A tombstone lives as long as the token would have: a restore never writes it back.
 local function revoke_jti(jti)
   local v = redis.call('GET', T .. jti)
+  local left = redis.call('TTL', T .. jti)
+  if left < 1 then left = {TOMBSTONE_FALLBACK} end
+  redis.call('SET', TR .. jti, '1', 'EX', left)
   if v then
     redis.call('DEL', T .. jti)
     local r = decode(v)
@@ -291,6 +295,11 @@ fn script(body: &str) -> redis::Script {
         .replace("{USER_FAMILIES}", keys::USER_FAMILIES_PREFIX)
         .replace("{CLIENT_CONSENTS}", keys::CLIENT_CONSENTS_PREFIX)
         .replace("{GRANT_RESULT}", keys::GRANT_RESULT_PREFIX)
+        .replace("{TOKEN_REVOKED}", keys::TOKEN_REVOKED_PREFIX)
+        .replace(
+            "{TOMBSTONE_FALLBACK}",
+            &keys::TOKEN_TOMBSTONE_FALLBACK_SECS.to_string(),
+        )
         .replace("{CLIENT}", keys::CLIENT_PREFIX)
         .replace("{CONSENT}", keys::CONSENT_PREFIX)
         .replace("{CHANNEL}", keys::REVOCATION_CHANNEL)

@@ -19,6 +19,7 @@ mod redis_tls;
 mod retries;
 mod security;
 mod sentinel;
+mod signouts;
 mod store_contract;
 mod support;
 mod tool_policy;

@@ -19,6 +19,8 @@ use super::address::refusal;
 pub struct FetchError {
     pub message: String,
     pub transient: bool,
+    /// For a passing fault: when the next fetch will be tried (the client's `Retry-After`).
+    pub retry_in: Option<Duration>,
 }
 
 impl FetchError {
@@ -26,12 +28,14 @@ impl FetchError {
         Self {
             message: message.into(),
             transient: false,
+            retry_in: None,
         }
     }
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             transient: true,
+            retry_in: None,
         }
     }
 }
@@ -180,7 +184,12 @@ impl Fetcher {
                 "the document answered {status}; redirects are not followed"
             )));
         }
-        if status.is_server_error() {
+        // A server error or being told to come back later is a passing fault; any other
+        // answer (404, 410, 403, …) is the host's word about the document.
+        if status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        {
             return Err(FetchError::transient(format!(
                 "the document answered {status}"
             )));

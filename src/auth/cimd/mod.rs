@@ -36,6 +36,24 @@ const CACHE_CAPACITY: u64 = 10_000;
 /// How a metadata-document client authenticates at `/token`.
 pub const DOCUMENT_AUTH_METHODS: &[&str] = &["none", "private_key_jwt"];
 
+/// What a document or key set that cannot be used means for the request: the host's own
+/// answer (404, 410, an invalid document) ends the client (`invalid_client`); a passing fault
+/// (network, timeout, TLS, 5xx, 429) with no usable copy is a retryable 503, never a reason
+/// for a client to drop its grant.
+fn unusable(error: FetchError, what: &str) -> OAuthError {
+    if error.transient {
+        let mut e = OAuthError::temporarily_unavailable(format!(
+            "{what} cannot be fetched right now ({}); retry shortly",
+            error.message
+        ));
+        let wait = error.retry_in.unwrap_or(Duration::from_secs(1));
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        e
+    } else {
+        OAuthError::invalid_client(format!("{what}: {}", error.message))
+    }
+}
+
 /// Whether `client_id` names a metadata document (rather than a registration).
 pub fn is_document_id(client_id: &str) -> bool {
     client_id.starts_with("https://")
@@ -103,14 +121,36 @@ pub struct ClientDocument {
 
 struct Cached<T> {
     value: Arc<T>,
+    /// When this value was fetched.
     fetched: Instant,
+    /// When the URL was last tried, with or without success (an unknown `kid` refetches a
+    /// key set at most every [`JWKS_REFETCH_INTERVAL`] from here).
+    tried: Instant,
     fresh_until: Instant,
     stale_until: Instant,
+    /// Failed refetches in a row while this copy is served stale.
+    failures: u32,
+}
+
+/// A fetch that failed with nothing usable cached: the requests that were waiting for it get
+/// its outcome, and, for a passing fault, so does everyone who asks before `until` instead of
+/// fetching again.
+struct Failed {
+    error: FetchError,
+    at: Instant,
+    until: Instant,
+    failures: u32,
+}
+
+/// How long a passing failure stands before the next try: 1, 2, 4 … 30 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
 /// A cache of fetched values (documents, key sets) by URL, with one fetch at a time per URL.
 struct UrlCache<T> {
     entries: moka::sync::Cache<String, Arc<Cached<T>>>,
+    failures: moka::sync::Cache<String, Arc<Failed>>,
     fetching: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -120,6 +160,10 @@ impl<T: Send + Sync + 'static> UrlCache<T> {
             entries: moka::sync::Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
                 .time_to_live(settings.max_age + settings.stale_if_error)
+                .build(),
+            failures: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(Duration::from_secs(60))
                 .build(),
             fetching: moka::sync::Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
@@ -187,7 +231,7 @@ impl Documents {
             Ok((document, fetched.max_age))
         })
         .await
-        .map_err(|e| refuse(e.message))
+        .map_err(|e| unusable(e, &format!("client_id {client_id}")))
     }
 
     /// The keys a `private_key_jwt` client signs with; `refetch` asks for a fresh copy of a
@@ -209,12 +253,15 @@ impl Documents {
                     Ok((keys, fetched.max_age))
                 })
                 .await
-                .map_err(|e| OAuthError::invalid_client(format!("jwks_uri {uri}: {}", e.message))),
+                .map_err(|e| unusable(e, &format!("jwks_uri {uri}"))),
         }
     }
 
-    /// The cached value for `url` while fresh; else one fetch (others wait for it), whose
-    /// failure is answered from a stale copy when it was passing and the copy is young enough.
+    /// The cached value for `url` while fresh; else one fetch (others wait for it). A fetch
+    /// that fails for a passing reason is answered from a stale copy when the copy is young
+    /// enough, and the copy is marked fresh again for a backoff, so the requests waiting on the
+    /// same URL share that outcome instead of each trying (and waiting on a hung host) in turn;
+    /// with no usable copy the failure itself is shared the same way.
     async fn cached<T, F, Fut>(
         &self,
         cache: &UrlCache<T>,
@@ -230,24 +277,45 @@ impl Documents {
         let key = url.as_str().to_string();
         let interval = JWKS_REFETCH_INTERVAL.min(self.settings.min_age);
         let usable = |entry: &Cached<T>, now: Instant| {
-            now < entry.fresh_until && !(refetch && now.duration_since(entry.fetched) >= interval)
+            now < entry.fresh_until && !(refetch && now.duration_since(entry.tried) >= interval)
         };
-        if let Some(entry) = cache.entries.get(&key)
-            && usable(&entry, Instant::now())
-        {
-            return Ok(entry.value.clone());
+        // `waiting_since`: when this request began to wait for a fetch, whose outcome (a
+        // failure included) then answers it too.
+        let settled = |now: Instant, waiting_since: Option<Instant>| -> Option<Outcome<Arc<T>>> {
+            if let Some(entry) = cache.entries.get(&key)
+                && usable(&entry, now)
+            {
+                return Some(Ok(entry.value.clone()));
+            }
+            match cache.failures.get(&key) {
+                Some(failed)
+                    if now < failed.until || waiting_since.is_some_and(|w| failed.at >= w) =>
+                {
+                    let mut error = failed.error.clone();
+                    error.retry_in = Some(failed.until.saturating_duration_since(now));
+                    Some(Err(error))
+                }
+                _ => None,
+            }
+        };
+        let waiting_since = Instant::now();
+        if let Some(outcome) = settled(waiting_since, None) {
+            return outcome;
         }
         let lock = cache
             .fetching
             .get_with(key.clone(), || Arc::new(tokio::sync::Mutex::new(())));
         let _one_fetch = lock.lock().await;
+        // Fetched (or failed) while we waited: that outcome answers us too.
+        if let Some(outcome) = settled(Instant::now(), Some(waiting_since)) {
+            return outcome;
+        }
         let previous = cache.entries.get(&key);
-        if let Some(entry) = &previous {
-            let now = Instant::now();
-            // Fetched while we waited: that fetch answers us too.
-            if usable(entry, now) || (refetch && now.duration_since(entry.fetched) < interval) {
-                return Ok(entry.value.clone());
-            }
+        if let Some(entry) = &previous
+            && refetch
+            && Instant::now().duration_since(entry.tried) < interval
+        {
+            return Ok(entry.value.clone());
         }
         match fetch().await {
             Ok((value, max_age)) => {
@@ -258,29 +326,64 @@ impl Documents {
                     .clamp(self.settings.min_age, self.settings.max_age);
                 let value = Arc::new(value);
                 cache.entries.insert(
-                    key,
+                    key.clone(),
                     Arc::new(Cached {
                         value: value.clone(),
                         fetched: now,
+                        tried: now,
                         fresh_until: now + age,
                         stale_until: now + age + self.settings.stale_if_error,
+                        failures: 0,
                     }),
                 );
+                cache.failures.invalidate(&key);
                 Ok(value)
             }
             Err(error) => {
+                let now = Instant::now();
                 if error.transient
                     && let Some(entry) = previous
-                    && Instant::now() < entry.stale_until
+                    && now < entry.stale_until
                 {
                     self.metrics.with_label_values(&["stale"]).inc();
                     tracing::warn!(url = %url, error = %error.message, "metadata refetch failed; serving the cached copy");
+                    let failures = entry.failures + 1;
+                    cache.entries.insert(
+                        key,
+                        Arc::new(Cached {
+                            value: entry.value.clone(),
+                            fetched: entry.fetched,
+                            tried: now,
+                            fresh_until: (now + backoff(failures)).min(entry.stale_until),
+                            stale_until: entry.stale_until,
+                            failures,
+                        }),
+                    );
                     return Ok(entry.value.clone());
                 }
                 let result = if error.transient { "failed" } else { "refused" };
                 self.metrics.with_label_values(&[result]).inc();
                 tracing::info!(url = %url, error = %error.message, "metadata document not usable");
                 cache.entries.invalidate(&key);
+                let failures = cache.failures.get(&key).map_or(0, |f| f.failures) + 1;
+                // The host's own answer stands for the requests already waiting; a passing
+                // fault for a backoff.
+                let hold = if error.transient {
+                    backoff(failures)
+                } else {
+                    Duration::ZERO
+                };
+                cache.failures.insert(
+                    key,
+                    Arc::new(Failed {
+                        error: error.clone(),
+                        at: now,
+                        until: now + hold,
+                        failures,
+                    }),
+                );
+                let mut error = error;
+                error.retry_in = Some(hold);
                 Err(error)
             }
         }

@@ -388,3 +388,134 @@ async fn backups_during_refreshes_keep_each_family_whole() {
     }
     assert_eq!(usable, 1);
 }
+
+/// A restore into the live store while the gateway serves: nothing revoked since the backup
+/// (before the restore, or while it runs) comes back, and a refresh token rotated since the
+/// backup stays used (a restore never makes two live chains of one grant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_while_the_gateway_serves_never_undoes_a_revocation() {
+    let gw = Gateway::start(&[("REFRESH_REUSE_GRACE", "0")]).await;
+    let store = gw.redis.store();
+    let n = 3_000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        futures_util::future::join_all(chunk.iter().map(|i| {
+            let store = store.clone();
+            async move {
+                let now = mcp_oauth_gateway::clock::Clock::now_unix(
+                    &mcp_oauth_gateway::clock::SystemClock,
+                );
+                store
+                    .issue_grant(
+                        &grant_write(
+                            &format!("j{i}"),
+                            "bulk",
+                            &format!("f{i}"),
+                            &format!("r{i}"),
+                            None,
+                        ),
+                        now,
+                    )
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+    }
+    let client = gw.client("none").await;
+    let tokens = gw.tokens(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.jsonl");
+    ok(&cli(
+        &gw,
+        dir.path(),
+        &["backup", "--out", file.to_str().unwrap()],
+    ));
+
+    // Since the backup: revocations, and the real grant refreshed once.
+    let mut tokens_revoked = Vec::new();
+    let mut families_revoked = Vec::new();
+    for i in 0..100 {
+        store.revoke_token(&format!("j{i}")).await.unwrap();
+        tokens_revoked.push(format!("j{i}"));
+    }
+    for i in 100..120 {
+        store
+            .revoke_family(&format!("f{i}"), Duration::from_secs(600))
+            .await
+            .unwrap();
+        families_revoked.push(i);
+    }
+    let old_refresh = tokens["refresh_token"].as_str().unwrap();
+    let resp = gw.refresh(&client, old_refresh).await;
+    assert_eq!(resp.status(), 200);
+    let current: Value = resp.json().await.unwrap();
+
+    // The restore runs while revocations go on.
+    let mut restore = Command::new(bin("mcp-gateway"))
+        .args(["restore", file.to_str().unwrap()])
+        .env_clear()
+        .env("JWT_ALGORITHM", "RS256")
+        .env("JWT_PRIVATE_KEY_B64", rsa_key_b64())
+        .env("BASE_DOMAIN", "example.com")
+        .env("ISSUER_URL", &gw.issuer)
+        .env("REDIS_URL", gw.redis.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut i = 200;
+    let status = loop {
+        if let Some(status) = restore.try_wait().unwrap() {
+            break status;
+        }
+        if i % 2 == 0 {
+            store.revoke_token(&format!("j{i}")).await.unwrap();
+            tokens_revoked.push(format!("j{i}"));
+        } else {
+            store
+                .revoke_family(&format!("f{i}"), Duration::from_secs(600))
+                .await
+                .unwrap();
+            families_revoked.push(i);
+        }
+        i += 1;
+        assert!(i < n, "the restore ends");
+    };
+    assert!(status.success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(restore.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(out.contains("revoked since the backup"), "{out}");
+    assert!(i > 205, "revocations happened while the restore ran ({i})");
+
+    for jti in &tokens_revoked {
+        assert!(!store.token_is_live(jti).await.unwrap(), "{jti} came back");
+    }
+    for k in &families_revoked {
+        assert!(
+            !store.token_is_live(&format!("j{k}")).await.unwrap(),
+            "j{k} came back"
+        );
+        assert_eq!(
+            store.get(&format!("oauth:refresh:r{k}")).await.unwrap(),
+            None,
+            "the refresh token of revoked family f{k} came back"
+        );
+    }
+    // What was not revoked is there.
+    assert!(store.token_is_live(&format!("j{}", n - 1)).await.unwrap());
+    // The rotated-out refresh token stays used; the current one goes on.
+    let hash = mcp_oauth_gateway::token::sha256_b64url(old_refresh.as_bytes());
+    let record: Value = serde_json::from_str(
+        &store
+            .get(&format!("oauth:refresh:{hash}"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["used"], true, "{record}");
+    let resp = gw
+        .refresh(&client, current["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(resp.status(), 200);
+}

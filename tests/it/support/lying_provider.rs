@@ -1,5 +1,8 @@
 //! A provider that lies: discovery, keys and a token endpoint whose `id_token` is wrong in one
-//! way per test case, to show each check refuses the login.
+//! way per test case, to show each check refuses the login. Its refresh tokens rotate as
+//! strictly as a provider's can (Auth0 with no reuse interval): each works once, and the old one
+//! is refused at once with `invalid_grant`; it can take its time (`refresh_delay_ms`) and answer
+//! 429 with `Retry-After` (mode `throttle`) or 503 (mode `down`).
 
 use std::sync::Mutex;
 
@@ -30,6 +33,12 @@ async fn userinfo(lies: web::Data<Lies>) -> HttpResponse {
 pub struct Lies {
     pub issuer: String,
     pub mode: Mutex<&'static str>,
+    /// Refresh tokens that still work (each works once).
+    pub refresh_tokens: Mutex<std::collections::HashSet<String>>,
+    /// Refresh-token grants received, answered or not.
+    pub refresh_calls: std::sync::atomic::AtomicUsize,
+    /// How long a refresh-token grant takes to answer.
+    pub refresh_delay_ms: std::sync::atomic::AtomicU64,
     /// The nonce of each authorization request, newest last.
     pub nonces: Mutex<Vec<String>>,
     key: EncodingKey,
@@ -48,6 +57,9 @@ pub fn start() -> web::Data<Lies> {
     let lies = web::Data::new(Lies {
         issuer,
         mode: Mutex::new("honest"),
+        refresh_tokens: Mutex::new(std::collections::HashSet::new()),
+        refresh_calls: std::sync::atomic::AtomicUsize::new(0),
+        refresh_delay_ms: std::sync::atomic::AtomicU64::new(0),
         nonces: Mutex::new(Vec::new()),
         key: EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
         jwk,
@@ -115,8 +127,35 @@ async fn authorize(
         .finish()
 }
 
-async fn token(lies: web::Data<Lies>) -> HttpResponse {
+async fn token(
+    lies: web::Data<Lies>,
+    form: web::Form<std::collections::HashMap<String, String>>,
+) -> HttpResponse {
     let mode = *lies.mode.lock().unwrap();
+    let refreshing = form.get("grant_type").map(String::as_str) == Some("refresh_token");
+    if refreshing {
+        lies.refresh_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let delay = lies
+            .refresh_delay_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        match mode {
+            "throttle" => {
+                return HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", "7"))
+                    .json(json!({"error": "too_many_requests"}));
+            }
+            "down" => return HttpResponse::ServiceUnavailable().finish(),
+            _ => {}
+        }
+        let presented = form.get("refresh_token").cloned().unwrap_or_default();
+        if !lies.refresh_tokens.lock().unwrap().remove(&presented) {
+            return HttpResponse::BadRequest().json(
+                json!({"error": "invalid_grant", "error_description": "unknown or already used"}),
+            );
+        }
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -191,8 +230,13 @@ async fn token(lies: web::Data<Lies>) -> HttpResponse {
         }
         _ => jsonwebtoken::encode(&header, &claims, &lies.key).unwrap(),
     };
+    let refresh_token = format!("rt-{}", mcp_oauth_gateway::token::random_token());
+    lies.refresh_tokens
+        .lock()
+        .unwrap()
+        .insert(refresh_token.clone());
     HttpResponse::Ok().json(json!({
         "access_token": "upstream-access", "token_type": "Bearer", "expires_in": 300,
-        "id_token": id_token,
+        "id_token": id_token, "refresh_token": refresh_token,
     }))
 }

@@ -1,0 +1,301 @@
+//! No silent sign-outs under faults: a document host that is down (no cached copy) or hangs
+//! (a stale one), an OpenID provider that rotates refresh tokens strictly and is asked twice,
+//! twenty times at once, or again after our own store write failed, a provider that says 429,
+//! and a restore while the gateway serves revocations. Each fault is injected from outside with
+//! real processes; none may end a grant that the provider did not refuse, and none may bring a
+//! revoked token back.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::document_host::*;
+use crate::support::gateway::*;
+use crate::support::helpers::*;
+use crate::support::lying_provider;
+use crate::support::oidc_provider::{CLIENT_ID, oidc_login};
+
+fn document_client(client_id: &str) -> Value {
+    json!({"client_id": client_id, "token_endpoint_auth_method": "none"})
+}
+
+/// A document client's refresh while its host is down and nothing is cached: 503 with
+/// Retry-After, never `invalid_client` (which would make the client drop its grant); the same
+/// refresh token works once the host is back. `/authorize` shows our page saying to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_host_that_is_down_is_a_retryable_answer() {
+    let host = DocumentHost::start().await;
+    let path = "/claude.json";
+    let id = host.url(path);
+    let document = Route::json(
+        &public_document(&id, &["http://127.0.0.1/callback"]),
+        "max-age=1",
+    );
+    host.set(path, document.clone());
+    let ca = host.ca_file.to_string_lossy().to_string();
+    // No copy outlives max-age: what a restart, another replica or a long outage sees.
+    let gw = Gateway::start(&[
+        ("CIMD_TEST_LOOPBACK_CA", ca.as_str()),
+        ("CIMD_MIN_AGE", "1"),
+        ("CIMD_MAX_AGE", "1"),
+        ("CIMD_STALE_IF_ERROR", "0"),
+        ("CIMD_FETCH_TIMEOUT", "1"),
+    ])
+    .await;
+    let client = document_client(&id);
+    let tokens = gw.tokens(&client).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    for outage in [
+        Route::status(503),
+        Route::status(502),
+        Route::status(429),
+        // Slower than CIMD_FETCH_TIMEOUT: a host that hangs.
+        document.clone().delayed(Duration::from_secs(3)),
+    ] {
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        host.set(path, outage.clone());
+        let resp = gw.refresh(&client, refresh).await;
+        assert_eq!(resp.status(), 503, "{outage:?}");
+        assert!(
+            crate::support::header(&resp, "retry-after")
+                .parse::<u64>()
+                .is_ok()
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+        // A login now: our page says to retry, never a redirect.
+        let (_, challenge) = pkce();
+        let resp = browser()
+            .get(gw.authorize_url(&client, &challenge, &[]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+        assert!(resp.text().await.unwrap().contains("retry"));
+    }
+    // The host is back: the same refresh token works, as soon as the client retries after
+    // the Retry-After it was given (refetches back off while the host fails).
+    host.set(path, document.clone());
+    let mut resp = gw.refresh(&client, refresh).await;
+    for _ in 0..3 {
+        if resp.status() != 503 {
+            break;
+        }
+        let wait: u64 = crate::support::header(&resp, "retry-after")
+            .parse()
+            .unwrap();
+        assert!(wait <= 30, "Retry-After {wait}");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        resp = gw.refresh(&client, refresh).await;
+    }
+    assert_eq!(resp.status(), 200);
+    // The host's own answer still ends the client at once.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    host.set(path, Route::status(404));
+    let refreshed: Value = resp.json().await.unwrap();
+    let resp = gw
+        .refresh(&client, refreshed["refresh_token"].as_str().unwrap())
+        .await;
+    assert_oauth_error(resp, 401, "invalid_client").await;
+}
+
+/// A host that hangs, with a stale copy cached: the first refetch times out and the copy is
+/// marked, so the logins waiting on that URL are answered from it at once instead of each
+/// trying the host in turn (8 logins took 2, 4 … 16 s before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_document_host_costs_one_timeout_not_one_each() {
+    let host = DocumentHost::start().await;
+    let path = "/hangs.json";
+    let id = host.url(path);
+    let document = Route::json(
+        &public_document(&id, &["http://127.0.0.1/callback"]),
+        "max-age=1",
+    );
+    host.set(path, document.clone());
+    let ca = host.ca_file.to_string_lossy().to_string();
+    let gw = Gateway::start(&[
+        ("CIMD_TEST_LOOPBACK_CA", ca.as_str()),
+        ("CIMD_MIN_AGE", "1"),
+        ("CIMD_STALE_IF_ERROR", "600"),
+        ("CIMD_FETCH_TIMEOUT", "2"),
+    ])
+    .await;
+    let client = document_client(&id);
+    let (_, challenge) = pkce();
+    let url = gw.authorize_url(&client, &challenge, &[]);
+    assert_eq!(browser().get(&url).send().await.unwrap().status(), 307);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    host.set(path, document.delayed(Duration::from_secs(30)));
+    let started = Instant::now();
+    let statuses = futures_util::future::join_all((0..8).map(|_| {
+        let url = url.clone();
+        async move { browser().get(&url).send().await.unwrap().status().as_u16() }
+    }))
+    .await;
+    let took = started.elapsed();
+    assert!(statuses.iter().all(|s| *s == 307), "{statuses:?}");
+    assert!(
+        took < Duration::from_millis(3_500),
+        "8 logins took {took:?}: one fetch timeout should answer them all"
+    );
+    assert_eq!(host.hits(path), 2, "the first fetch and one refetch");
+}
+
+/// The gateway in front of a provider whose refresh tokens each work once.
+async fn strict_gateway(lies: &lying_provider::Lies, extra: &[(&str, &str)]) -> Gateway {
+    let mut env = vec![
+        ("UPSTREAM", "oidc"),
+        ("OIDC_ISSUER", lies.issuer.as_str()),
+        ("OIDC_CLIENT_ID", CLIENT_ID),
+        ("OIDC_CLIENT_SECRET", "s"),
+        ("ALLOWED_GITHUB_USERS", "<unset>"),
+        ("ALLOWED_EMAIL_DOMAINS", "example.com"),
+    ];
+    env.extend_from_slice(extra);
+    Gateway::start(&env).await
+}
+
+/// A login through the provider: our token answer.
+async fn strict_login(gw: &Gateway, client: &Value) -> Value {
+    let (verifier, challenge) = pkce();
+    let back = oidc_login(gw, &gw.authorize_url(client, &challenge, &[]))
+        .await
+        .unwrap_or_else(|page| panic!("the login ended on a {} page", page.status()));
+    let code = query(&back, "code").unwrap();
+    let resp = gw.redeem(client, &code, &verifier).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_refreshes_ask_a_strict_provider_once() {
+    let lies = lying_provider::start();
+    let gw = strict_gateway(&lies, &[]).await;
+    let client = gw.client("none").await;
+    let tokens = strict_login(&gw, &client).await;
+
+    // 20 concurrent refreshes of one token: one upstream call, one answer for all.
+    lies.refresh_delay_ms.store(500, Ordering::SeqCst);
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let answers =
+        futures_util::future::join_all((0..20).map(|_| gw.refresh(&client, &refresh))).await;
+    let mut bodies = Vec::new();
+    for resp in answers {
+        assert_eq!(resp.status(), 200);
+        bodies.push(resp.json::<Value>().await.unwrap());
+    }
+    assert!(bodies.iter().all(|b| b == &bodies[0]), "one answer for all");
+    assert_eq!(lies.refresh_calls.load(Ordering::SeqCst), 1);
+
+    // A retry sent 0.5 s into a refresh the provider takes 1.5 s for: the same answer.
+    lies.refresh_delay_ms.store(1_500, Ordering::SeqCst);
+    let refresh = bodies[0]["refresh_token"].as_str().unwrap().to_string();
+    let first = gw.refresh(&client, &refresh);
+    let retry = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        gw.refresh(&client, &refresh).await
+    };
+    let (first, retry) = tokio::join!(first, retry);
+    assert_eq!(first.status(), 200);
+    assert_eq!(retry.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first, retry.json::<Value>().await.unwrap());
+    assert_eq!(lies.refresh_calls.load(Ordering::SeqCst), 2);
+
+    // And the grant goes on.
+    lies.refresh_delay_ms.store(0, Ordering::SeqCst);
+    let resp = gw
+        .refresh(&client, first["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(resp.status(), 200);
+}
+
+/// Our store fails after the provider rotated (Redis out of memory refuses every write while
+/// the provider answers): the client's retry uses the provider's answer that was kept (here in
+/// the process, since the store took nothing), and never presents the rotated token again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_our_store_failed_keeps_the_providers_new_token() {
+    let lies = lying_provider::start();
+    let gw = strict_gateway(&lies, &[]).await;
+    let client = gw.client("none").await;
+    let tokens = strict_login(&gw, &client).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    lies.refresh_delay_ms.store(600, Ordering::SeqCst);
+    let maxmemory = |bytes: &'static str| {
+        let gw = &gw;
+        async move {
+            let mut conn = gw.redis.conn().await;
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg(bytes)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    let full = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        maxmemory("1").await;
+    };
+    let (resp, _) = tokio::join!(gw.refresh(&client, &refresh), full);
+    maxmemory("0").await;
+    assert_eq!(resp.status(), 503, "a store failure is retryable");
+    assert_eq!(lies.refresh_calls.load(Ordering::SeqCst), 1);
+    // The retry: the kept answer, no second call to the provider, and the grant goes on.
+    lies.refresh_delay_ms.store(0, Ordering::SeqCst);
+    let resp = gw.refresh(&client, &refresh).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(lies.refresh_calls.load(Ordering::SeqCst), 1);
+    let next: Value = resp.json().await.unwrap();
+    let resp = gw
+        .refresh(&client, next["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(resp.status(), 200, "the provider's new token was not lost");
+    assert_eq!(lies.refresh_calls.load(Ordering::SeqCst), 2);
+}
+
+/// Only the provider's refusal ends a grant: 429 (its Retry-After passed on) and 5xx are
+/// retryable answers that leave the grant as it was; `invalid_grant` ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_real_refusal_ends_a_grant() {
+    let lies = lying_provider::start();
+    let gw = strict_gateway(&lies, &[("OIDC_TIMEOUT", "1")]).await;
+    let client = gw.client("none").await;
+    let tokens = strict_login(&gw, &client).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    // Slower than OIDC_TIMEOUT.
+    lies.refresh_delay_ms.store(2_000, Ordering::SeqCst);
+    let resp = gw.refresh(&client, &refresh).await;
+    assert_eq!(resp.status(), 503);
+    assert!(
+        crate::support::header(&resp, "retry-after")
+            .parse::<u64>()
+            .is_ok()
+    );
+    lies.refresh_delay_ms.store(0, Ordering::SeqCst);
+    *lies.mode.lock().unwrap() = "throttle";
+    let resp = gw.refresh(&client, &refresh).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(crate::support::header(&resp, "retry-after"), "7");
+    *lies.mode.lock().unwrap() = "down";
+    let resp = gw.refresh(&client, &refresh).await;
+    assert_eq!(resp.status(), 503);
+    *lies.mode.lock().unwrap() = "honest";
+    let resp = gw.refresh(&client, &refresh).await;
+    assert_eq!(resp.status(), 200, "the grant stood through 429 and 503");
+    let next: Value = resp.json().await.unwrap();
+    // The provider forgets the session: a real refusal, which ends the grant.
+    lies.refresh_tokens.lock().unwrap().clear();
+    let resp = gw
+        .refresh(&client, next["refresh_token"].as_str().unwrap())
+        .await;
+    assert_oauth_error(resp, 400, "invalid_grant").await;
+    let access = next["access_token"].as_str().unwrap();
+    wait_for(Duration::from_secs(1), || async {
+        gw.verify.status(access).await == 401
+    })
+    .await
+    .expect("the ended grant's token is refused");
+}
