@@ -26,7 +26,7 @@ use raw::Raw;
 pub use raw::{KNOWN_SETTINGS, parse_duration, split_list};
 
 use crate::policy::{Admission, HostPattern, ScopePolicy, is_scope_token};
-pub use cimd::CimdSettings;
+pub use cimd::{CimdSettings, canonical_host};
 pub use redis::{RedisSentinel, RedisTls};
 pub use upstream::{EmailTrust, OidcClientAuth, OidcSettings, Provider, UpstreamTokenSettings};
 
