@@ -84,15 +84,9 @@ impl Upstream {
                 .oidc
                 .as_ref()
                 .ok_or("OIDC_ISSUER: required for the OpenID Connect login")?;
-            let key = settings
-                .upstream_token_key()
+            let login_key = settings
+                .upstream_login_key()
                 .ok_or("JWT_PRIVATE_KEY_B64: the authorization server needs a signing key")?;
-            use sha2::Digest;
-            let login_key = sha2::Sha256::new()
-                .chain_update(b"mcp-gateway oidc logins\0")
-                .chain_update(key)
-                .finalize()
-                .into();
             oidc::OidcClient::new(config, login_key)
                 .map(Arc::new)
                 .map_err(|e| format!("OIDC_ISSUER: {e}"))
@@ -133,12 +127,12 @@ pub struct AuthState {
     pub limits: ratelimit::RateLimits,
     pub pages: pages::Pages,
     /// Key for the browser-session cookie that lets a returning user skip consent.
-    pub cookie_key: [u8; 32],
+    pub cookie_key: crate::seal::Derived,
     /// Encrypts TOTP secrets at rest.
-    pub mfa_box: totp::SecretBox,
+    pub mfa_box: crate::seal::SecretBox,
     /// Encrypts upstream sessions at rest (`UPSTREAM_TOKEN_KEY`, else from the signing key);
     /// verify opens the access tokens it forwards with the same key.
-    pub upstream_box: totp::SecretBox,
+    pub upstream_box: crate::seal::SecretBox,
     /// Who the client is: the peer, or what a trusted proxy says.
     pub client_address: crate::forwarded::ClientAddress,
     /// Set on SIGTERM: not ready, connections closed after each response.
@@ -159,24 +153,15 @@ impl AuthState {
     ) -> std::io::Result<Self> {
         // Derived from the signing key: sessions survive restarts and work on every replica.
         let cookie_key = match settings.keys.signing_key().and_then(|k| k.encoding()) {
-            Some(key) => {
-                use sha2::Digest;
-                let mut hasher = sha2::Sha256::new();
-                hasher.update(b"mcp-gateway session cookie\0");
-                hasher.update(key.as_bytes());
-                hasher.finalize().into()
-            }
-            None => rand::random(),
+            Some(key) => crate::seal::Derived::root("mcp-gateway session cookie", key.as_bytes()),
+            None => crate::seal::Derived::root(
+                "mcp-gateway session cookie",
+                &rand::random::<[u8; 32]>(),
+            ),
         };
-        let mfa_key = match &settings.mfa.encryption_key {
-            Some(key) => *key.expose(),
-            None => {
-                use sha2::Digest;
-                let mut hasher = sha2::Sha256::new();
-                hasher.update(b"mcp-gateway totp secrets\0");
-                hasher.update(cookie_key);
-                hasher.finalize().into()
-            }
+        let mfa_box = match &settings.mfa.encryption_key {
+            Some(key) => crate::seal::SecretBox::new(*key.expose()),
+            None => cookie_key.child("mcp-gateway totp secrets").sealer(),
         };
         let metrics = metrics::AuthMetrics::new();
         let documents = cimd::Documents::new(
@@ -185,11 +170,13 @@ impl AuthState {
             metrics.cimd_fetches.clone(),
         )
         .map_err(|e| std::io::Error::other(format!("CIMD: {e}")))?;
-        let upstream_key = settings.upstream_token_key().unwrap_or(cookie_key);
+        let upstream_box = settings
+            .upstream_sealer()
+            .unwrap_or_else(|| cookie_key.child("mcp-gateway upstream tokens").sealer());
         Ok(Self {
-            upstream_box: totp::SecretBox::new(upstream_key),
+            upstream_box,
             documents,
-            mfa_box: totp::SecretBox::new(mfa_key),
+            mfa_box,
             client_address: crate::forwarded::ClientAddress::new(settings.trusted_proxies.clone()),
             draining: Arc::default(),
             limits: ratelimit::RateLimits::new(&settings, metrics.rate_limited.clone()),

@@ -150,13 +150,8 @@ impl OidcClient {
     }
 
     fn derive(&self, purpose: &str, id: &str) -> String {
-        use sha2::Digest;
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(self.login_key);
-        hasher.update(purpose.as_bytes());
-        hasher.update(b"\0");
-        hasher.update(id.as_bytes());
-        crate::token::b64url(&hasher.finalize())
+        let label = format!("{purpose}\0{id}");
+        crate::token::b64url(&crate::seal::derive_key(&label, &self.login_key))
     }
 
     /// The PKCE verifier of login `id` (43 characters of base64url, RFC 7636 §4.1).

@@ -111,10 +111,7 @@ pub fn csrf_cookie(state: &AuthState, value: &str, path: &str) -> Cookie<'static
 pub fn session_cookie(state: &AuthState, login: &str) -> Cookie<'static> {
     let expires = state.now() + CONSENT_LIFETIME.as_secs() as i64;
     let payload = format!("{}.{expires}", crate::token::b64url(login.as_bytes()));
-    let tag = aws_lc_rs::hmac::sign(
-        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &state.cookie_key),
-        payload.as_bytes(),
-    );
+    let tag = state.cookie_key.mac(payload.as_bytes());
     Cookie::build(
         SESSION_COOKIE,
         format!("{payload}.{}", crate::token::b64url(tag.as_ref())),
@@ -136,8 +133,9 @@ pub fn session_user(state: &AuthState, req: &HttpRequest) -> Option<String> {
     let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(tag)
         .ok()?;
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &state.cookie_key);
-    aws_lc_rs::hmac::verify(&key, payload.as_bytes(), &tag).ok()?;
+    if !state.cookie_key.verify_mac(payload.as_bytes(), &tag) {
+        return None;
+    }
     let (login, expires) = payload.split_once('.')?;
     if expires.parse::<i64>().ok()? < state.now() {
         return None;

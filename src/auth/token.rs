@@ -280,7 +280,7 @@ async fn code_replayed(state: &AuthState, family_id: &str) -> OAuthError {
 /// only the same request can read it back, under the hash of the credential.
 struct Retry {
     key: String,
-    sealer: super::totp::SecretBox,
+    sealer: crate::seal::SecretBox,
     /// How long the answer is kept: `CODE_RETRY_GRACE` for a code, `REFRESH_REUSE_GRACE` for
     /// a refresh token.
     grace: std::time::Duration,
@@ -289,18 +289,12 @@ struct Retry {
 impl Retry {
     /// `request`: the credential first, then every other parameter a retry must repeat.
     fn new(credential_hash: &str, request: &[&str], grace: std::time::Duration) -> Self {
-        use sha2::Digest;
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(b"mcp-gateway grant result\0");
-        for (i, part) in request.iter().enumerate() {
-            if i > 0 {
-                hasher.update(b"\0");
-            }
-            hasher.update(part.as_bytes());
-        }
         Self {
             key: keys::grant_result(credential_hash),
-            sealer: super::totp::SecretBox::new(hasher.finalize().into()),
+            sealer: crate::seal::SecretBox::new(crate::seal::derive_key(
+                "mcp-gateway grant result",
+                request.join("\0").as_bytes(),
+            )),
             grace,
         }
     }

@@ -1,11 +1,10 @@
 //! The second factor (`TOKEN_MFA_REQUIRED`, `TOKEN_MFA_PROVIDER=totp`): RFC 6238 TOTP
 //! (HMAC-SHA-1, 6 digits, 30-second steps, one step of drift either way), secrets encrypted at
 //! rest with AES-256-GCM, one-time recovery codes stored as hashes, and a code already used in
-//! its window refused. Pure functions here; the flow is in [`super::mfa`].
+//! its window refused (secrets sealed with [`crate::seal`]). Pure functions here; the flow is in
+//! [`super::mfa`].
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hmac;
-use base64::Engine;
 
 pub const DIGITS: u32 = 6;
 pub const STEP_SECONDS: i64 = 30;
@@ -92,65 +91,6 @@ pub fn qr_svg(data: &str) -> String {
     }
 }
 
-/// Encrypts TOTP secrets at rest (AES-256-GCM, random nonce, the user name as associated
-/// data so a record cannot be moved to another user).
-#[derive(Clone)]
-pub struct SecretBox {
-    key: [u8; 32],
-}
-
-impl std::fmt::Debug for SecretBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretBox([redacted])")
-    }
-}
-
-impl SecretBox {
-    pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
-    }
-
-    fn aead(&self) -> LessSafeKey {
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.key).expect("32-byte AES key"))
-    }
-
-    pub fn seal(&self, user: &str, secret: &[u8]) -> String {
-        let nonce_bytes: [u8; NONCE_LEN] = rand::random();
-        let mut data = secret.to_vec();
-        self.aead()
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce_bytes),
-                Aad::from(user.to_ascii_lowercase().as_bytes()),
-                &mut data,
-            )
-            .expect("AES-GCM sealing cannot fail for small inputs");
-        let mut out = nonce_bytes.to_vec();
-        out.extend_from_slice(&data);
-        base64::engine::general_purpose::STANDARD.encode(out)
-    }
-
-    pub fn open(&self, user: &str, sealed: &str) -> Option<Vec<u8>> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(sealed)
-            .ok()?;
-        if raw.len() <= NONCE_LEN {
-            return None;
-        }
-        let (nonce, rest) = raw.split_at(NONCE_LEN);
-        let mut data = rest.to_vec();
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let plain = self
-            .aead()
-            .open_in_place(
-                nonce,
-                Aad::from(user.to_ascii_lowercase().as_bytes()),
-                &mut data,
-            )
-            .ok()?;
-        Some(plain.to_vec())
-    }
-}
-
 /// A one-time recovery code: 10 characters of an unambiguous alphabet, shown as xxxxx-xxxxx.
 pub fn recovery_code() -> String {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
@@ -211,19 +151,6 @@ mod tests {
             base32(b"12345678901234567890"),
             "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
         );
-    }
-
-    #[test]
-    fn sealed_secrets_open_only_for_their_user() {
-        let sealer = SecretBox::new([7u8; 32]);
-        let sealed = sealer.seal("alice", b"secret-bytes");
-        assert!(!sealed.contains("secret"));
-        assert_eq!(
-            sealer.open("Alice", &sealed).as_deref(),
-            Some(&b"secret-bytes"[..])
-        );
-        assert_eq!(sealer.open("mallory", &sealed), None);
-        assert_eq!(SecretBox::new([8u8; 32]).open("alice", &sealed), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ struct Args {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let prepare = |settings: &mcp_oauth_gateway::config::Settings| {
-        if settings.upstream_token.enabled() && settings.upstream_token_key().is_none() {
+        if settings.upstream_token.enabled() && settings.upstream_sealer().is_none() {
             return Err(
                 "UPSTREAM_TOKEN_KEY: FORWARD_UPSTREAM_TOKEN needs the key the authorization server seals upstream tokens with (or its signing key)"
                     .to_string(),

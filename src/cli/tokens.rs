@@ -432,7 +432,7 @@ async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
     let upstream = match &args.upstream_token {
         None => None,
         Some(token) => {
-            let key = settings.upstream_token_key().ok_or_else(|| {
+            let sealer = settings.upstream_sealer().ok_or_else(|| {
                 CliError::Failed(
                     "--upstream-token needs UPSTREAM_TOKEN_KEY or the signing key".into(),
                 )
@@ -443,7 +443,7 @@ async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
                 refresh_token: None,
                 expires_at: None,
             };
-            Some((crate::auth::totp::SecretBox::new(key), session))
+            Some((sealer, session))
         }
     };
     let store = cli.store(&settings).await?;

@@ -205,6 +205,12 @@ pub struct GithubSettings {
     pub scopes: String,
 }
 
+/// Where the upstream sealing key comes from.
+enum UpstreamKey {
+    Given([u8; 32]),
+    Derived(crate::seal::Derived),
+}
+
 /// Validated settings shared by every binary.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -292,19 +298,33 @@ impl Settings {
         Self::from_raw(&raw)
     }
 
-    /// The key that seals upstream tokens at rest: `UPSTREAM_TOKEN_KEY`, else derived from the
-    /// signing key; `None` when neither is there (a verify without the signing key needs
-    /// `UPSTREAM_TOKEN_KEY` to forward upstream tokens).
-    pub fn upstream_token_key(&self) -> Option<[u8; 32]> {
+    /// The box that seals upstream sessions and tokens at rest: `UPSTREAM_TOKEN_KEY`, else a
+    /// key derived from the signing key; `None` when neither is there (a verify without the
+    /// signing key needs `UPSTREAM_TOKEN_KEY` to forward upstream tokens).
+    pub fn upstream_sealer(&self) -> Option<crate::seal::SecretBox> {
+        self.upstream_key().map(|k| match k {
+            UpstreamKey::Given(key) => crate::seal::SecretBox::new(key),
+            UpstreamKey::Derived(derived) => derived.sealer(),
+        })
+    }
+
+    /// The secret the upstream logins' own derivations start from (PKCE verifiers, nonces).
+    pub fn upstream_login_key(&self) -> Option<[u8; 32]> {
+        self.upstream_key().map(|k| match k {
+            UpstreamKey::Given(key) => crate::seal::derive_key("mcp-gateway oidc logins", &key),
+            UpstreamKey::Derived(derived) => derived.child("mcp-gateway oidc logins").key(),
+        })
+    }
+
+    fn upstream_key(&self) -> Option<UpstreamKey> {
         if let Some(key) = &self.upstream_token.key {
-            return Some(*key.expose());
+            return Some(UpstreamKey::Given(*key.expose()));
         }
-        use sha2::Digest;
         let key = self.keys.signing_key()?.encoding()?.as_bytes();
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(b"mcp-gateway upstream tokens\0");
-        hasher.update(key);
-        Some(hasher.finalize().into())
+        Some(UpstreamKey::Derived(crate::seal::Derived::root(
+            "mcp-gateway upstream tokens",
+            key,
+        )))
     }
 
     /// The listen address, or the binary's default.
@@ -944,7 +964,7 @@ mod tests {
             "UPSTREAM_TOKEN_KEY"
         );
         // Derived from the signing key when not given: auth and verify agree.
-        assert!(with(&[]).unwrap().upstream_token_key().is_some());
+        assert!(with(&[]).unwrap().upstream_sealer().is_some());
     }
 
     #[test]

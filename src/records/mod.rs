@@ -69,7 +69,7 @@ impl UpstreamUser {
 
 /// What the upstream gave for a user's session: its access token (for MCP servers that act as
 /// the user, `FORWARD_UPSTREAM_TOKEN`) and refresh token (our refresh refreshes it). Stored
-/// only sealed (AES-256-GCM, [`crate::auth::totp::SecretBox`]) inside the code and refresh
+/// only sealed (AES-256-GCM, [`crate::seal::SecretBox`]) inside the code and refresh
 /// records; the access token alone, sealed to its `jti`, in the access token's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct UpstreamSession {
@@ -106,12 +106,12 @@ impl UpstreamSession {
     }
 
     /// Sealed for storage, bound to `owner` (the user id, or a token's `jti`).
-    pub fn seal(&self, sealer: &crate::auth::totp::SecretBox, owner: &str) -> String {
+    pub fn seal(&self, sealer: &crate::seal::SecretBox, owner: &str) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
         sealer.seal(owner, &json)
     }
 
-    pub fn open(sealer: &crate::auth::totp::SecretBox, owner: &str, sealed: &str) -> Option<Self> {
+    pub fn open(sealer: &crate::seal::SecretBox, owner: &str, sealed: &str) -> Option<Self> {
         serde_json::from_slice(&sealer.open(owner, sealed)?).ok()
     }
 }

@@ -57,10 +57,7 @@ pub struct VerifyState {
     /// Set on SIGTERM: not ready, connections closed after each response.
     pub draining: Arc<crate::service::Draining>,
     /// `FORWARD_UPSTREAM_TOKEN`: the header, and the key that opens the sealed tokens.
-    pub upstream_token: Option<(
-        actix_web::http::header::HeaderName,
-        crate::auth::totp::SecretBox,
-    )>,
+    pub upstream_token: Option<(actix_web::http::header::HeaderName, crate::seal::SecretBox)>,
 }
 
 impl VerifyState {
@@ -96,8 +93,7 @@ impl VerifyState {
                         settings.upstream_token.header.as_bytes(),
                     )
                     .ok()?;
-                    let key = settings.upstream_token_key()?;
-                    Some((name, crate::auth::totp::SecretBox::new(key)))
+                    Some((name, settings.upstream_sealer()?))
                 })
                 .flatten(),
             settings,
