@@ -20,8 +20,9 @@ use super::params::{CodeChallenge, Resource};
 use super::ratelimit::Limited;
 use super::session::{bind_browser, csrf_cookie, csrf_ok, session_user};
 use super::{AuthState, OAuthError, Upstream};
+use crate::policy::OOB_REDIRECT;
 use crate::policy::Scope;
-use crate::records::{ClientRecord, OOB_REDIRECT, PendingAuthorization};
+use crate::records::{ClientRecord, PendingAuthorization};
 use crate::token::random_token;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -356,7 +357,7 @@ async fn consent_page(
         && client
             .redirect_uris
             .iter()
-            .all(|uri| url::Url::parse(uri).is_ok_and(|u| crate::records::is_loopback(&u)));
+            .all(|uri| url::Url::parse(uri).is_ok_and(|u| crate::policy::is_loopback(&u)));
     // Scopes some grant restricts: the page says who may hold them, and that they are left out
     // for anyone else (the signed-in account is known only after the upstream login).
     let settings = &state.settings;

@@ -20,6 +20,7 @@ pub mod authorize;
 pub mod callback;
 pub mod cimd;
 pub mod client_auth;
+pub mod client_metadata;
 pub mod consent;
 pub mod error;
 pub mod github;

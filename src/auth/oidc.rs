@@ -105,19 +105,6 @@ impl std::fmt::Debug for OidcClient {
     }
 }
 
-/// The signing key for `private_key_jwt` in a PEM file, and the algorithm it signs with.
-pub fn assertion_key(pem: &[u8]) -> Option<(EncodingKey, Algorithm)> {
-    if let Ok(k) = EncodingKey::from_rsa_pem(pem) {
-        return Some((k, Algorithm::RS256));
-    }
-    if let Ok(k) = EncodingKey::from_ec_pem(pem) {
-        return Some((k, Algorithm::ES256));
-    }
-    EncodingKey::from_ed_pem(pem)
-        .ok()
-        .map(|k| (k, Algorithm::EdDSA))
-}
-
 impl OidcClient {
     /// `login_key`: a server secret (derived from the signing key) for the per-login PKCE
     /// verifier and nonce.
@@ -130,7 +117,7 @@ impl OidcClient {
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         let assertion_key = match &settings.private_key_pem {
             Some(pem) => Some(
-                assertion_key(pem.expose())
+                crate::token::assertion_key(pem.expose())
                     .ok_or("OIDC_PRIVATE_KEY_FILE is not a usable private key")?,
             ),
             None => None,
@@ -627,7 +614,7 @@ impl OidcClient {
 
 fn secure_url(raw: &str) -> bool {
     url::Url::parse(raw).is_ok_and(|u| {
-        u.scheme() == "https" || (u.scheme() == "http" && crate::records::is_loopback(&u))
+        u.scheme() == "https" || (u.scheme() == "http" && crate::policy::is_loopback(&u))
     })
 }
 

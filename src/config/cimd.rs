@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ConfigError;
-use super::raw::{Raw, split_list};
+use super::raw::Raw;
 use crate::policy::HostPattern;
+use crate::policy::split_list;
 
 #[derive(Debug, Clone)]
 pub struct CimdSettings {
@@ -56,7 +57,7 @@ pub(super) fn cimd(raw: &Raw, issuer: &str) -> Result<CimdSettings, ConfigError>
     if let Some(path) = &test_loopback_ca {
         let loopback_issuer = url::Url::parse(issuer)
             .ok()
-            .is_some_and(|u| crate::records::is_loopback(&u));
+            .is_some_and(|u| crate::policy::is_loopback(&u));
         if !loopback_issuer {
             return Err(ConfigError::new(
                 "CIMD_TEST_LOOPBACK_CA",

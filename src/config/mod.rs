@@ -23,9 +23,9 @@ mod redis;
 mod upstream;
 
 use raw::Raw;
-pub use raw::{KNOWN_SETTINGS, parse_duration, split_list};
+pub use raw::{KNOWN_SETTINGS, parse_duration};
 
-use crate::policy::{Admission, HostPattern, ScopePolicy, is_scope_token};
+use crate::policy::{Admission, HostPattern, ScopePolicy, is_scope_token, split_list};
 pub use cimd::{CimdSettings, canonical_host};
 pub use redis::{RedisSentinel, RedisTls};
 pub use upstream::{EmailTrust, OidcClientAuth, OidcSettings, Provider, UpstreamTokenSettings};

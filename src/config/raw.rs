@@ -6,13 +6,6 @@ use std::time::Duration;
 
 use super::{ConfigError, ConfigSource};
 
-/// Splits a list written with commas and/or white space.
-pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
-    raw.split(|c: char| c == ',' || c.is_whitespace())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-}
-
 /// Every setting the services read: a `--config` file may name only these (a typo must not
 /// be ignored silently).
 pub const KNOWN_SETTINGS: &[&str] = &[

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use super::raw::{Raw, split_list};
+use super::raw::Raw;
 use super::{ConfigError, Secret};
+use crate::policy::split_list;
 use crate::policy::{Admission, AllowList, HostPattern};
 
 /// An upstream identity provider users can sign in with.
@@ -207,7 +208,7 @@ fn oidc(raw: &Raw) -> Result<OidcSettings, ConfigError> {
                 && u.query().is_none()
                 && u.fragment().is_none() =>
         {
-            if u.scheme() == "http" && !crate::records::is_loopback(&u) {
+            if u.scheme() == "http" && !crate::policy::is_loopback(&u) {
                 return Err(ConfigError::new(
                     "OIDC_ISSUER",
                     "must be https (plain http only for a loopback test provider)",
@@ -251,7 +252,7 @@ fn oidc(raw: &Raw) -> Result<OidcSettings, ConfigError> {
             let pem = std::fs::read(path).map_err(|e| {
                 ConfigError::new("OIDC_PRIVATE_KEY_FILE", format!("{}: {e}", path.display()))
             })?;
-            if crate::auth::oidc::assertion_key(&pem).is_none() {
+            if crate::token::assertion_key(&pem).is_none() {
                 return Err(ConfigError::new(
                     "OIDC_PRIVATE_KEY_FILE",
                     "not a PEM private key (RSA, P-256 or Ed25519)",

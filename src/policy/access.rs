@@ -2,7 +2,7 @@
 //! `ALLOWED_GITHUB_USERS`, `ALLOWED_EMAILS`, `ALLOWED_EMAIL_DOMAINS`, `ALLOWED_GROUPS`) and
 //! `RESOURCE_HOSTS` entries.
 
-use crate::config::split_list;
+use super::split_list;
 
 /// Who an account belongs to upstream, as allow-lists name it: `github` (numeric ids, and the
 /// development login's `dev-` ids, which stand in for GitHub) or `oidc` (`{issuer}#{subject}`

@@ -24,16 +24,23 @@ mod access;
 mod scopes;
 
 mod entitlements;
+pub mod redirect;
 mod uri;
 
 pub use access::{
     Admission, AllowList, HostPattern, Identity, Login, UPSTREAM_NAMES, strip_port, upstream_of,
 };
 pub use entitlements::{Entitlements, Narrowed, RawScopeGrant, ScopeGrant};
+pub use redirect::{OOB_REDIRECT, is_loopback, redirect_matches, validate_redirect_uri};
 pub use scopes::{Scope, ScopePolicy, is_scope_token};
 pub use uri::normalize_resource_uri;
 
-use crate::config::split_list;
+/// Splits a list written with commas and/or white space (every list setting's syntax).
+pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(|c: char| c == ',' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
 
 /// `SCOPE_HIERARCHY`: which scopes a granted scope implies, transitively.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! scope-token grammar every scope setting is checked against.
 
 use super::access::strip_port;
-use crate::config::split_list;
+use super::split_list;
 
 /// `REQUIRED_SCOPES`: scopes every token must carry, globally or under a host/path prefix.
 ///

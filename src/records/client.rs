@@ -4,10 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::redirect_matches;
 use crate::store::{Store, StoreResult, Ttl, keys};
-
-/// The out-of-band redirect URI of native apps without a redirect endpoint.
-pub const OOB_REDIRECT: &str = "urn:ietf:wg:oauth:2.0:oob";
 
 /// A registered client as stored under `oauth:client:{client_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,62 +117,5 @@ impl ClientRecord {
     /// Returns whether there was one.
     pub async fn delete(store: &dyn Store, client_id: &str) -> StoreResult<bool> {
         store.delete(&keys::client(client_id)).await
-    }
-}
-
-/// Exactly `localhost`, `127.0.0.1` or `[::1]`: `localhost.evil.com` is not loopback.
-pub fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
-        Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
-        None => false,
-    }
-}
-
-/// Whether `requested` is the registered redirect URI: exactly, or a loopback `http` URI with
-/// another port (RFC 8252 §7.3).
-pub fn redirect_matches(registered: &str, requested: &str) -> bool {
-    if registered == requested {
-        return true;
-    }
-    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
-        return false;
-    };
-    a.scheme() == "http"
-        && b.scheme() == "http"
-        && is_loopback(&a)
-        && a.host() == b.host()
-        && a.path() == b.path()
-        && a.query() == b.query()
-        && b.fragment().is_none()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_redirects_match_on_any_port_only() {
-        assert!(redirect_matches(
-            "http://127.0.0.1/cb",
-            "http://127.0.0.1:5555/cb"
-        ));
-        assert!(redirect_matches(
-            "http://localhost:1/cb",
-            "http://localhost:2/cb"
-        ));
-        assert!(!redirect_matches(
-            "http://localhost:1/cb",
-            "http://localhost:2/other"
-        ));
-        assert!(!redirect_matches(
-            "https://a.com/cb",
-            "https://a.com:444/cb"
-        ));
-        assert!(!redirect_matches(
-            "http://localhost/cb",
-            "http://localhost.evil.com/cb"
-        ));
     }
 }

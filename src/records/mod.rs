@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use authorization::{CodeRecord, MfaPending, PendingAuthorization, RedeemedCode, StoredCode};
-pub use client::{ClientRecord, OOB_REDIRECT, is_loopback, redirect_matches};
+pub use client::ClientRecord;
 pub use consent::{ConsentRecord, ConsentRequest};
 pub use grant::{Binding, RefreshRecord};
 pub use mfa::MfaRecord;

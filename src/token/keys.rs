@@ -273,6 +273,20 @@ impl KeyMaterial {
 }
 
 /// 64 characters of URL-safe random text (384 bits): `GATEWAY_JWT_SECRET`.
+/// A private key for signing our own client assertions (`private_key_jwt`, RFC 7523) in a PEM
+/// file, and the algorithm it signs with: RSA (RS256), P-256 (ES256) or Ed25519 (EdDSA).
+pub fn assertion_key(pem: &[u8]) -> Option<(EncodingKey, Algorithm)> {
+    if let Ok(k) = EncodingKey::from_rsa_pem(pem) {
+        return Some((k, Algorithm::RS256));
+    }
+    if let Ok(k) = EncodingKey::from_ec_pem(pem) {
+        return Some((k, Algorithm::ES256));
+    }
+    EncodingKey::from_ed_pem(pem)
+        .ok()
+        .map(|k| (k, Algorithm::EdDSA))
+}
+
 pub fn generate_secret() -> String {
     let bytes: [u8; 48] = rand::random();
     super::b64url(&bytes)

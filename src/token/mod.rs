@@ -9,7 +9,7 @@ pub mod mint;
 pub mod validate;
 
 pub use claims::{AccessClaims, Audience, Confirmation};
-pub use keys::{KeyMaterial, KeySet, SigningAlgorithm};
+pub use keys::{KeyMaterial, KeySet, SigningAlgorithm, assertion_key};
 pub use mint::{MintRequest, MintedToken, mint};
 pub use validate::{TokenError, ValidationPolicy, validate};
 

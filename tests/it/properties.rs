@@ -8,10 +8,11 @@ use std::net::IpAddr;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
-use mcp_oauth_gateway::auth::register::{ClientMetadata, validate, validate_redirect_uri};
+use mcp_oauth_gateway::auth::client_metadata::{ClientMetadata, validate};
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::policy::{
     Call, HostPattern, ScopePolicy, ToolPolicy, is_scope_token, normalize_resource_uri,
+    validate_redirect_uri,
 };
 use mcp_oauth_gateway::token::{KeySet, ValidationPolicy, validate as validate_token};
 use mcp_oauth_gateway::verify::request::{ClientAddress, Target, bearer_token, normalize_path};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 
 use super::OAuthError;
-use super::register::{ClientMetadata, validate_for};
+use super::client_metadata::{ClientMetadata, validate_for};
 use crate::config::CimdSettings;
 use crate::records::ClientRecord;
 use fetch::{FetchError, Fetcher};
