@@ -204,9 +204,22 @@ pub fn client_cert_thumbprint(headers: &HeaderMap) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::verify::request::tests::headers;
+    use actix_web::http::header::HeaderValue;
+
+    /// A header map from name/value pairs (repeated names append).
+    pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
 
     #[test]
     fn paths_are_normalised_before_rules_see_them() {

@@ -182,7 +182,7 @@ struct Params<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::request::tests::headers;
+    use crate::forwarded::tests::headers;
 
     fn call(method: &str, name: Option<&str>) -> McpCall<'static> {
         McpCall {

@@ -132,21 +132,9 @@ impl<'a> Target<'a> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderName, HeaderValue};
-
-    /// A header map from name/value pairs (repeated names append).
-    pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::forwarded::tests::headers;
 
     #[test]
     fn bearer_extraction() {
