@@ -220,7 +220,6 @@ pub(crate) mod tests {
         map
     }
 
-
     #[test]
     fn paths_are_normalised_before_rules_see_them() {
         for (raw, expected) in [

@@ -19,7 +19,7 @@ use super::pages::csp_origin;
 use super::params::{CodeChallenge, Resource};
 use super::ratelimit::Limited;
 use super::session::{bind_browser, csrf_cookie, csrf_ok, session_user};
-use super::{AuthState, OAuthError, Upstream};
+use super::{AuthState, OAuthError};
 use crate::policy::OOB_REDIRECT;
 use crate::policy::Scope;
 use crate::records::{ClientRecord, PendingAuthorization};
@@ -261,23 +261,16 @@ pub async fn load_pending(
     Ok(PendingAuthorization::load(state.store.as_ref(), id).await?)
 }
 
-/// Where the user signs in upstream; `id` travels as the upstream `state`.
+/// Where the user signs in upstream; `id` travels as the upstream `state`: straight to the
+/// only provider when that needs no I/O, else our own step (`/login/{provider}`, or the
+/// chooser when there are several).
 pub fn upstream_login_url(state: &AuthState, id: &str) -> String {
-    match &state.upstream {
-        Upstream::Github(github) => github.authorize_url(&state.endpoint("/callback"), id),
-        // Discovery may need fetching: our own step sends the browser on.
-        Upstream::Oidc(_) => state.endpoint(&format!("/login/oidc?state={id}")),
-        Upstream::Both { .. } => state.endpoint(&format!("/login?state={id}")),
-        Upstream::DevLogin => state.endpoint(&format!("/dev/login?state={id}")),
-    }
-}
-
-pub fn upstream_name(state: &AuthState) -> String {
-    match &state.upstream {
-        Upstream::Github(_) => "GitHub".into(),
-        Upstream::Oidc(oidc) => oidc.settings().display_name.clone(),
-        Upstream::Both { oidc, .. } => format!("GitHub or {}", oidc.settings().display_name),
-        Upstream::DevLogin => "the development login".into(),
+    let issuer = &state.settings.issuer;
+    match state.upstream.only() {
+        Some(provider) => provider
+            .direct_url(issuer, id)
+            .unwrap_or_else(|| state.endpoint(&format!("/login/{}?state={id}", provider.name()))),
+        None => state.endpoint(&format!("/login?state={id}")),
     }
 }
 
@@ -386,7 +379,7 @@ async fn consent_page(
             new_scopes => new_scopes,
             new_resource => new_resource,
             redirect_host => redirect_host,
-            upstream_name => upstream_name(&state),
+            upstream_name => state.upstream.display_name(),
             request_id => id,
             csrf_token => pending.csrf,
         },
@@ -395,13 +388,10 @@ async fn consent_page(
     if let Some(o) = csp_origin(&upstream_login_url(&state, id)) {
         targets.push(o);
     }
-    // The approval goes on through /login/oidc to the provider: form-action covers every
-    // redirect of the submission, so the provider's origin must be named too.
-    if let Upstream::Oidc(oidc) = &state.upstream
-        && let Ok(discovery) = oidc.discovery().await
-        && let Some(o) = csp_origin(&discovery.authorization_endpoint)
-    {
-        targets.push(o);
+    // The approval may go on through /login/{provider} to the provider: form-action covers
+    // every redirect of the submission, so the provider's origin must be named too.
+    if let Some(provider) = state.upstream.only() {
+        targets.extend(provider.form_origins().await);
     }
     if let Some(o) = csp_origin(&client_redirect(&state, &pending.redirect_uri, &[])) {
         targets.push(o);

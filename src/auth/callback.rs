@@ -1,7 +1,7 @@
-//! The upstream login: the chooser (`GET /login`, when GitHub and an OpenID provider are both
-//! configured), the start at a provider (`GET /login/{github|oidc}`), and its end: `GET
-//! /callback` (GitHub), `GET /callback/oidc` (the OpenID provider) or the development login
-//! form (`/dev/login`, `mcp-gateway dev` only). All finish in [`complete_login`]: the
+//! The upstream login, for whichever providers are configured ([`super::upstream`]): the
+//! chooser (`GET /login`, when there are several), the start at a provider (`GET
+//! /login/{provider}`), and its end at `GET /callback/{provider}` (GitHub's at `GET
+//! /callback`, where GitHub OAuth apps are registered). All finish in [`complete_login`]: the
 //! allow-list, then a single-use authorization code bound to the client, its redirect URI, the
 //! PKCE challenge, the resource and the user.
 
@@ -11,19 +11,18 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::authorize::{client_redirect, load_pending, redirect_error};
-use super::github::UpstreamError;
 use super::login::{SignedIn, complete_login};
-use super::session::{csrf_cookie, csrf_ok, other_browser_page, same_browser};
-use super::{AuthState, OAuthError, Upstream, UpstreamUser};
+use super::session::{other_browser_page, same_browser};
+use super::upstream::UpstreamError;
+use super::{AuthState, OAuthError};
 use crate::records::PendingAuthorization;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/callback", web::get().to(callback))
-        .route(OIDC_CALLBACK, web::get().to(oidc_callback))
+    cfg.route("/callback", web::get().to(github_callback))
+        .route("/callback/{provider}", web::get().to(callback))
         .route("/login", web::get().to(chooser))
         .route("/login/{provider}", web::get().to(start))
-        .route("/dev/login", web::get().to(dev_login_page))
-        .route("/dev/login", web::post().to(dev_login));
+        .configure(super::upstream::dev::routes);
 }
 
 /// Where an unknown or expired `state` lands (the original gateway's behaviour).
@@ -144,75 +143,68 @@ fn upstream_failed(
     )
 }
 
-async fn callback(
+/// `GET /callback`: GitHub sends users back here (where GitHub OAuth apps are registered).
+async fn github_callback(
     req: HttpRequest,
     query: web::Query<CallbackQuery>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let Some(github) = state.upstream.github() else {
-        return error_redirect(
-            &state,
-            "invalid_request",
-            "this gateway does not use GitHub",
-        );
-    };
-    let (_, pending, code) = match returning(&req, &query, &state, "GitHub").await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
-    match github.login(&code, &state.endpoint("/callback")).await {
-        Ok((user, session)) => {
-            let signed_in = SignedIn {
-                user,
-                method: "github",
-                upstream: Some(session),
-            };
-            complete_login(&state, &req, pending, signed_in).await
-        }
-        Err(e) => upstream_failed(&state, &pending, "GitHub", e),
-    }
+    finish(&req, &query, &state, "/callback").await
 }
 
-/// `GET /callback/oidc`: the OpenID provider sends the user back here.
-async fn oidc_callback(
+/// `GET /callback/{provider}`: a provider sends the user back here.
+async fn callback(
     req: HttpRequest,
+    path: web::Path<String>,
     query: web::Query<CallbackQuery>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let Some(oidc) = state.upstream.oidc() else {
+    finish(&req, &query, &state, &format!("/callback/{path}")).await
+}
+
+/// The end of a login at the provider whose callback is `callback_path`: the code exchanged
+/// for who signed in, then [`complete_login`].
+async fn finish(
+    req: &HttpRequest,
+    query: &CallbackQuery,
+    state: &AuthState,
+    callback_path: &str,
+) -> HttpResponse {
+    let Some(provider) = state
+        .upstream
+        .all()
+        .find(|p| p.callback_path() == callback_path)
+    else {
         return error_redirect(
-            &state,
+            state,
             "invalid_request",
-            "this gateway does not use an OpenID Connect provider",
+            "this gateway does not sign users in that way",
         );
     };
-    let name = oidc.settings().display_name.clone();
-    let (id, pending, code) = match returning(&req, &query, &state, &name).await {
+    let display = provider.display_name();
+    let (id, pending, code) = match returning(req, query, state, &display).await {
         Ok(found) => found,
         Err(page) => return page,
     };
     // RFC 9207: a code that another issuer sent here (a mix-up) is never exchanged.
-    if let Some(iss) = query.iss.as_deref()
-        && iss != oidc.settings().issuer
+    if let (Some(iss), Some(expected)) = (query.iss.as_deref(), provider.issuer())
+        && iss != expected
     {
         let why = format!("the callback names issuer {iss:?}");
-        return upstream_failed(&state, &pending, &name, UpstreamError::Refused(why));
+        return upstream_failed(state, &pending, &display, UpstreamError::Refused(why));
     }
-    match oidc.login(&code, &state.endpoint(OIDC_CALLBACK), &id).await {
+    match provider.exchange(&code, &state.settings.issuer, &id).await {
         Ok(login) => {
             let signed_in = SignedIn {
                 user: login.user,
-                method: "oidc",
+                method: provider.amr(),
                 upstream: Some(login.session),
             };
-            complete_login(&state, &req, pending, signed_in).await
+            complete_login(state, req, pending, signed_in).await
         }
-        Err(e) => upstream_failed(&state, &pending, &name, e),
+        Err(e) => upstream_failed(state, &pending, &display, e),
     }
 }
-
-/// Where the OpenID provider sends users back (register this redirect URI there).
-pub const OIDC_CALLBACK: &str = "/callback/oidc";
 
 #[derive(Deserialize)]
 struct StartQuery {
@@ -247,7 +239,8 @@ async fn approved_login(
     }
 }
 
-/// `GET /login?state=…`: the chooser, when both GitHub and an OpenID provider are configured.
+/// `GET /login?state=…`: the chooser, when several providers are configured (in `UPSTREAM`'s
+/// order).
 async fn chooser(
     req: HttpRequest,
     query: web::Query<StartQuery>,
@@ -257,19 +250,14 @@ async fn chooser(
         Ok(found) => found,
         Err(page) => return page,
     };
-    let Upstream::Both {
-        oidc, github_first, ..
-    } = &state.upstream
-    else {
+    if state.upstream.only().is_some() {
         return HttpResponse::NotFound().finish();
-    };
-    let github = minijinja::context! { name => "GitHub", path => "github" };
-    let oidc = minijinja::context! { name => oidc.settings().display_name.clone(), path => "oidc" };
-    let providers = if *github_first {
-        vec![github, oidc]
-    } else {
-        vec![oidc, github]
-    };
+    }
+    let providers: Vec<minijinja::Value> = state
+        .upstream
+        .all()
+        .map(|p| minijinja::context! { name => p.display_name(), path => p.name() })
+        .collect();
     let html = state.pages.render(
         "choose.html",
         minijinja::context! { providers => providers, state => id },
@@ -288,144 +276,14 @@ async fn start(
         Ok(found) => found,
         Err(page) => return page,
     };
-    let target = match (
-        path.as_str(),
-        state.upstream.github(),
-        state.upstream.oidc(),
-    ) {
-        ("github", Some(github), _) => Ok(github.authorize_url(&state.endpoint("/callback"), &id)),
-        ("oidc", _, Some(oidc)) => {
-            oidc.authorize_url(&state.endpoint(OIDC_CALLBACK), &id)
-                .await
-        }
-        _ => return HttpResponse::NotFound().finish(),
+    let Some(provider) = state.upstream.get(path.as_str()) else {
+        return HttpResponse::NotFound().finish();
     };
-    match target {
+    match provider.authorize_url(&state.settings.issuer, &id).await {
         Ok(location) => HttpResponse::Found()
             .insert_header((LOCATION, location))
             .insert_header((CACHE_CONTROL, "no-store"))
             .finish(),
-        Err(e) => upstream_failed(&state, &pending, path.as_str(), e),
+        Err(e) => upstream_failed(&state, &pending, &provider.display_name(), e),
     }
-}
-
-#[derive(Deserialize)]
-struct DevLoginQuery {
-    state: Option<String>,
-}
-
-/// The approved login a development-login request continues, or the page to answer with.
-async fn dev_pending(
-    state: &AuthState,
-    id: Option<&str>,
-) -> Result<(String, PendingAuthorization), HttpResponse> {
-    if !matches!(state.upstream, Upstream::DevLogin) {
-        return Err(HttpResponse::NotFound().finish());
-    }
-    let Some(id) = id else {
-        return Err(state.pages.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "no login in progress",
-        )));
-    };
-    match load_pending(state, id).await {
-        Ok(Some(p)) if p.approved => Ok((id.to_string(), p)),
-        _ => Err(state.pages.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_state",
-            "this login is unknown or has expired",
-        ))),
-    }
-}
-
-async fn dev_login_page(
-    req: HttpRequest,
-    query: web::Query<DevLoginQuery>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
-    let (id, pending) = match dev_pending(&state, query.state.as_deref()).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
-    if !same_browser(&req, &pending) {
-        return other_browser_page(&state, "dev_login");
-    }
-    let id = id.as_str();
-    let html = state.pages.render(
-        "dev_login.html",
-        minijinja::context! { state => id, csrf_token => pending.csrf, suggested => "" },
-    );
-    // The form ends in a redirect to the client (or to /mfa): CSP form-action must allow it.
-    let target = client_redirect(&state, &pending.redirect_uri, &[]);
-    let origins: Vec<String> = super::pages::csp_origin(&target).into_iter().collect();
-    let mut response = state.pages.respond(StatusCode::OK, html, &origins);
-    let _ = response.add_cookie(&csrf_cookie(&state, &pending.csrf, "/dev/login"));
-    response
-}
-
-#[derive(Deserialize)]
-struct DevLoginForm {
-    state: Option<String>,
-    csrf_token: Option<String>,
-    login: Option<String>,
-}
-
-async fn dev_login(
-    req: HttpRequest,
-    form: web::Form<DevLoginForm>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
-    let (id, pending) = match dev_pending(&state, form.state.as_deref()).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
-    let id = id.as_str();
-    if !same_browser(&req, &pending) {
-        return other_browser_page(&state, "dev_login");
-    }
-    if !csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
-        return state.pages.error(&OAuthError::new(
-            StatusCode::FORBIDDEN,
-            "access_denied",
-            "the login form could not be verified (CSRF)",
-        ));
-    }
-    let login = form.login.as_deref().unwrap_or("").trim();
-    let valid = !login.is_empty()
-        && login.len() <= 39
-        && login
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if !valid {
-        return state.pages.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "a GitHub user name has 1 to 39 letters, digits or dashes",
-        ));
-    }
-    // Single use, as the GitHub state is.
-    match PendingAuthorization::discard(state.store.as_ref(), id).await {
-        Ok(true) => {}
-        _ => {
-            return state.pages.error(&OAuthError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_state",
-                "this login was already used",
-            ));
-        }
-    }
-    let user = UpstreamUser {
-        id: format!("dev-{}", login.to_ascii_lowercase()),
-        login: login.to_string(),
-        name: None,
-        email: None,
-        groups: Vec::new(),
-    };
-    let signed_in = SignedIn {
-        user,
-        method: "github",
-        upstream: None,
-    };
-    complete_login(&state, &req, pending, signed_in).await
 }

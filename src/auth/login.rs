@@ -37,9 +37,13 @@ pub async fn complete_login(
     // Kept only when something needs it: an MCP server that gets it, or our refresh that
     // refreshes the upstream session.
     let keep = state.settings.upstream_token.enabled()
-        || (method == "oidc"
-            && state.settings.oidc.as_ref().is_some_and(|o| o.refresh)
-            && upstream.as_ref().is_some_and(|s| s.refresh_token.is_some()));
+        || (upstream.as_ref().is_some_and(|s| {
+            s.refresh_token.is_some()
+                && state
+                    .upstream
+                    .get(&s.provider)
+                    .is_some_and(|p| p.refreshes())
+        }));
     let upstream = upstream
         .filter(|_| keep)
         .map(|s| s.seal(&state.upstream_box, &user.id));

@@ -23,14 +23,12 @@ pub mod client_auth;
 pub mod client_metadata;
 pub mod consent;
 pub mod error;
-pub mod github;
 pub mod identity;
 pub mod jwks;
 pub mod login;
 pub mod metadata;
 pub mod metrics;
 pub mod mfa;
-pub mod oidc;
 pub mod pages;
 pub mod params;
 pub mod ratelimit;
@@ -39,6 +37,7 @@ pub mod revoke;
 pub mod session;
 pub mod token;
 pub mod totp;
+pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -51,79 +50,19 @@ use crate::config::Settings;
 use crate::store::Store;
 
 pub use error::OAuthError;
+pub use upstream::Upstreams;
 
 /// Where auth listens unless `LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
 
 pub use crate::records::{CODE_LIFETIME, CONSENT_LIFETIME, PENDING_LIFETIME, UpstreamUser};
 
-/// Who logs users in: GitHub, an OpenID Connect provider, or both (the user picks on a
-/// chooser page); a loopback-only form in `mcp-gateway dev`.
-#[derive(Clone)]
-pub enum Upstream {
-    Github(github::GithubClient),
-    Oidc(Arc<oidc::OidcClient>),
-    /// Both, in the order the chooser lists them (`UPSTREAM`).
-    Both {
-        github: github::GithubClient,
-        oidc: Arc<oidc::OidcClient>,
-        github_first: bool,
-    },
-    DevLogin,
-}
-
-impl Upstream {
-    /// The providers `UPSTREAM` names, built from the settings; the error names the setting.
-    pub fn from_settings(settings: &Settings) -> Result<Self, String> {
-        use crate::config::Provider;
-        let github = || {
-            github::GithubClient::new(&settings.github)
-                .map_err(|(var, why)| format!("{var}: {why}"))
-        };
-        let oidc = || -> Result<Arc<oidc::OidcClient>, String> {
-            let config = settings
-                .oidc
-                .as_ref()
-                .ok_or("OIDC_ISSUER: required for the OpenID Connect login")?;
-            let login_key = settings
-                .upstream_login_key()
-                .ok_or("JWT_PRIVATE_KEY_B64: the authorization server needs a signing key")?;
-            oidc::OidcClient::new(config, login_key)
-                .map(Arc::new)
-                .map_err(|e| format!("OIDC_ISSUER: {e}"))
-        };
-        Ok(match settings.upstreams.as_slice() {
-            [Provider::Oidc] => Upstream::Oidc(oidc()?),
-            [Provider::Github] | [] => Upstream::Github(github()?),
-            [first, ..] => Upstream::Both {
-                github: github()?,
-                oidc: oidc()?,
-                github_first: *first == Provider::Github,
-            },
-        })
-    }
-
-    pub fn github(&self) -> Option<&github::GithubClient> {
-        match self {
-            Upstream::Github(g) | Upstream::Both { github: g, .. } => Some(g),
-            _ => None,
-        }
-    }
-
-    pub fn oidc(&self) -> Option<&oidc::OidcClient> {
-        match self {
-            Upstream::Oidc(o) | Upstream::Both { oidc: o, .. } => Some(o),
-            _ => None,
-        }
-    }
-}
-
 /// Everything the handlers share.
 pub struct AuthState {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
     pub clock: SharedClock,
-    pub upstream: Upstream,
+    pub upstream: Upstreams,
     pub metrics: metrics::AuthMetrics,
     pub limits: ratelimit::RateLimits,
     pub pages: pages::Pages,
@@ -150,7 +89,7 @@ impl AuthState {
         settings: Settings,
         store: Arc<dyn Store>,
         clock: SharedClock,
-        upstream: Upstream,
+        upstream: Upstreams,
     ) -> std::io::Result<Self> {
         // Derived from the signing key: sessions survive restarts and work on every replica.
         let cookie_key = match settings.keys.signing_key().and_then(|k| k.encoding()) {
@@ -322,7 +261,7 @@ impl AuthServer {
         settings: Settings,
         store: Arc<dyn Store>,
         clock: SharedClock,
-        upstream: Upstream,
+        upstream: Upstreams,
     ) -> std::io::Result<Self> {
         let default: SocketAddr = DEFAULT_LISTEN_ADDR.parse().expect("valid default address");
         let listener = TcpListener::bind(settings.listen_addr_or(default))?;
@@ -334,7 +273,7 @@ impl AuthServer {
         settings: Settings,
         store: Arc<dyn Store>,
         clock: SharedClock,
-        upstream: Upstream,
+        upstream: Upstreams,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let state = web::Data::new(AuthState::new(settings, store, clock, upstream)?);

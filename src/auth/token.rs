@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::client_auth::{authenticate, parse_form};
 use super::error::track;
-use super::github::UpstreamError;
 use super::params::{CodeChallenge, Resource, valid_verifier};
 use super::ratelimit::Limited;
+use super::upstream::UpstreamError;
 use super::{AuthState, OAuthError, UpstreamUser};
 use crate::policy::Scope;
 use crate::records::{
@@ -444,18 +444,18 @@ async fn refresh_upstream(
             "the identity provider's session can no longer be read; sign in again",
         ));
     };
-    let oidc = state
+    let provider = state
         .upstream
-        .oidc()
-        .filter(|o| o.settings().refresh && session.provider == "oidc");
-    let (Some(oidc), Some(_)) = (oidc, session.refresh_token.as_ref()) else {
+        .get(&session.provider)
+        .filter(|p| p.refreshes());
+    let (Some(provider), Some(_)) = (provider, session.refresh_token.as_ref()) else {
         return Ok(Upstreamed::Session(
             record.user.clone(),
             Some(session.seal(sealer, &record.user.id)),
         ));
     };
     let kept = KeptAnswer::new(hash);
-    let lock_ttl = (oidc.settings().timeout * 3).max(std::time::Duration::from_secs(10));
+    let lock_ttl = (provider.timeout() * 3).max(std::time::Duration::from_secs(10));
     let deadline = std::time::Instant::now() + lock_ttl + std::time::Duration::from_secs(5);
     let lock_key = keys::refresh_lock(hash);
     let owner = random_token();
@@ -484,7 +484,7 @@ async fn refresh_upstream(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let outcome = oidc.refresh(&session, &record.user).await;
+    let outcome = provider.refresh(&session, &record.user).await;
     let result = match outcome {
         Ok(login) => {
             let upstream = login.session.seal(sealer, &login.user.id);

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mcp_oauth_gateway::auth::{AuthServer, Upstream};
+use mcp_oauth_gateway::auth::{AuthServer, Upstreams};
 use mcp_oauth_gateway::clock;
 use mcp_oauth_gateway::service::{self, ServiceArgs};
 
@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
         if settings.keys.signing_key().is_none() {
             return Err("JWT_PRIVATE_KEY_B64: the authorization server needs a signing key".into());
         }
-        Upstream::from_settings(settings)
+        Upstreams::from_settings(settings)
     };
     let (settings, upstream, store) = match service::start(NAME, &Args::parse().service, prepare) {
         Ok(Some(started)) => started,

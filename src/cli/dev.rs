@@ -10,7 +10,7 @@ use base64::Engine;
 use clap::Args;
 
 use super::{Cli, CliError, CliResult};
-use crate::auth::{AuthServer, Upstream};
+use crate::auth::{AuthServer, Upstreams};
 use crate::config::{ConfigSource, Settings};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::token::keys::{KeyMaterial, SigningAlgorithm};
@@ -117,7 +117,7 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> CliResult {
         auth_settings,
         store.clone(),
         clock.clone(),
-        Upstream::DevLogin,
+        Upstreams::dev_login(),
     )
     .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
     let verify = VerifyServer::build(verify_settings, store, clock)

@@ -383,7 +383,7 @@ async fn a_provider_key_rotation_is_followed_and_the_jwks_fetched_only_when_need
     let kid = provider.rotate_keys().await;
     assert!(!kid.is_empty());
     // An unknown kid refetches at most every few seconds.
-    tokio::time::sleep(mcp_oauth_gateway::auth::oidc::JWKS_REFETCH_INTERVAL).await;
+    tokio::time::sleep(mcp_oauth_gateway::auth::upstream::oidc::JWKS_REFETCH_INTERVAL).await;
     provider.drop_old_keys().await;
     let t = tokens(&gw, &client).await;
     assert_eq!(gw.verify.status(access(&t)).await, 200);

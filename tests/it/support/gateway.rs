@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 
-use mcp_oauth_gateway::auth::{AuthServer, Upstream};
+use mcp_oauth_gateway::auth::{AuthServer, Upstreams};
 use mcp_oauth_gateway::clock;
 use mcp_oauth_gateway::token::sha256_b64url;
 use serde_json::{Value, json};
@@ -42,7 +42,7 @@ impl Gateway {
             }
         }
         let settings = settings(&source);
-        let upstream = Upstream::from_settings(&settings).unwrap();
+        let upstream = Upstreams::from_settings(&settings).unwrap();
         let auth =
             AuthServer::from_listener(listener, settings, redis.store(), clock::system(), upstream)
                 .unwrap();

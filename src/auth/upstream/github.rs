@@ -10,31 +10,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::UpstreamUser;
+use async_trait::async_trait;
+
+use super::{Login, Provider, UpstreamError};
 use crate::config::{GithubSettings, Secret};
-use crate::records::UpstreamSession;
+use crate::records::{UpstreamSession, UpstreamUser};
 
 const USER_AGENT: &str = concat!("mcp-oauth-gateway/", env!("CARGO_PKG_VERSION"));
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// GitHub refused (bad or used code, user denied, …): the user's login failed.
-    #[error("GitHub refused: {0}")]
-    Refused(String),
-    /// GitHub could not be reached or answered nonsense.
-    #[error("GitHub unavailable: {0}")]
-    Unavailable(String),
-    /// The provider asked us to slow down (429): retry after this many seconds, if it said.
-    #[error("throttled: {why}")]
-    Throttled {
-        why: String,
-        retry_after: Option<u64>,
-    },
-    /// The login worked, but the account is not one this gateway admits (an OpenID
-    /// provider's claims fail `OIDC_REQUIRED_CLAIMS`): the person gets our refusal page.
-    #[error("not admitted: {0}")]
-    NotAdmitted(String),
-}
 
 #[derive(Clone)]
 pub struct GithubClient {
@@ -80,7 +62,7 @@ impl GithubClient {
         })
     }
 
-    pub fn authorize_url(&self, callback: &str, state: &str) -> String {
+    fn url_for(&self, callback: &str, state: &str) -> String {
         let mut url = match url::Url::parse(&self.authorize_url) {
             Ok(u) => u,
             Err(_) => return self.authorize_url.clone(),
@@ -94,19 +76,7 @@ impl GithubClient {
         url.to_string()
     }
 
-    /// Exchanges the code GitHub sent to our callback for the user it belongs to, and
-    /// GitHub's token (kept, sealed, only for `FORWARD_UPSTREAM_TOKEN`).
-    pub async fn login(
-        &self,
-        code: &str,
-        callback: &str,
-    ) -> Result<(UpstreamUser, UpstreamSession), UpstreamError> {
-        let session = self.exchange(code, callback).await?;
-        let user = self.user(&session.access_token).await?;
-        Ok((user, session))
-    }
-
-    async fn exchange(&self, code: &str, callback: &str) -> Result<UpstreamSession, UpstreamError> {
+    async fn token(&self, code: &str, callback: &str) -> Result<UpstreamSession, UpstreamError> {
         #[derive(Deserialize)]
         struct TokenAnswer {
             access_token: Option<String>,
@@ -230,5 +200,42 @@ impl GithubClient {
             email,
             groups: Vec::new(),
         })
+    }
+}
+
+#[async_trait]
+impl Provider for GithubClient {
+    fn name(&self) -> &'static str {
+        "github"
+    }
+
+    fn display_name(&self) -> String {
+        "GitHub".into()
+    }
+
+    /// Where GitHub OAuth apps are registered to send users back.
+    fn callback_path(&self) -> String {
+        "/callback".into()
+    }
+
+    fn direct_url(&self, issuer: &str, state: &str) -> Option<String> {
+        Some(self.url_for(&self.callback(issuer), state))
+    }
+
+    async fn authorize_url(&self, issuer: &str, state: &str) -> Result<String, UpstreamError> {
+        Ok(self.url_for(&self.callback(issuer), state))
+    }
+
+    /// Exchanges the code GitHub sent to our callback for the user it belongs to, and
+    /// GitHub's token (kept, sealed, only for `FORWARD_UPSTREAM_TOKEN`).
+    async fn exchange(
+        &self,
+        code: &str,
+        issuer: &str,
+        _state: &str,
+    ) -> Result<Login, UpstreamError> {
+        let session = self.token(code, &self.callback(issuer)).await?;
+        let user = self.user(&session.access_token).await?;
+        Ok(Login { user, session })
     }
 }

@@ -1,0 +1,184 @@
+//! The development login of `mcp-gateway dev` (loopback only): a form where any GitHub-shaped
+//! name signs in, with no upstream at all. Its users are `dev-{login}` and their tokens say
+//! `amr: ["github"]`, as GitHub's would (it stands in for GitHub).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Login, Provider, UpstreamError};
+use crate::auth::authorize::{client_redirect, load_pending};
+use crate::auth::login::{SignedIn, complete_login};
+use crate::auth::session::{csrf_cookie, csrf_ok, other_browser_page, same_browser};
+use crate::auth::{AuthState, OAuthError};
+use crate::records::{PendingAuthorization, UpstreamUser};
+
+/// Its name in `Upstreams`.
+pub const NAME: &str = "dev";
+
+/// The development login.
+pub struct DevLogin;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/dev/login", web::get().to(page))
+        .route("/dev/login", web::post().to(submit));
+}
+
+#[async_trait]
+impl Provider for DevLogin {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn display_name(&self) -> String {
+        "the development login".into()
+    }
+
+    fn amr(&self) -> &'static str {
+        "github"
+    }
+
+    fn direct_url(&self, issuer: &str, state: &str) -> Option<String> {
+        Some(format!("{issuer}/dev/login?state={state}"))
+    }
+
+    async fn authorize_url(&self, issuer: &str, state: &str) -> Result<String, UpstreamError> {
+        Ok(format!("{issuer}/dev/login?state={state}"))
+    }
+
+    /// The form signs in by itself ([`submit`]); nothing comes back from elsewhere.
+    async fn exchange(
+        &self,
+        _code: &str,
+        _issuer: &str,
+        _state: &str,
+    ) -> Result<Login, UpstreamError> {
+        Err(UpstreamError::Refused(
+            "the development login has no callback".into(),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct DevLoginQuery {
+    state: Option<String>,
+}
+
+/// The approved login a development-login request continues, or the page to answer with.
+async fn dev_pending(
+    state: &AuthState,
+    id: Option<&str>,
+) -> Result<(String, PendingAuthorization), HttpResponse> {
+    if !state.upstream.is_dev() {
+        return Err(HttpResponse::NotFound().finish());
+    }
+    let Some(id) = id else {
+        return Err(state.pages.error(&OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "no login in progress",
+        )));
+    };
+    match load_pending(state, id).await {
+        Ok(Some(p)) if p.approved => Ok((id.to_string(), p)),
+        _ => Err(state.pages.error(&OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_state",
+            "this login is unknown or has expired",
+        ))),
+    }
+}
+
+async fn page(
+    req: HttpRequest,
+    query: web::Query<DevLoginQuery>,
+    state: web::Data<AuthState>,
+) -> HttpResponse {
+    let (id, pending) = match dev_pending(&state, query.state.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    if !same_browser(&req, &pending) {
+        return other_browser_page(&state, "dev_login");
+    }
+    let id = id.as_str();
+    let html = state.pages.render(
+        "dev_login.html",
+        minijinja::context! { state => id, csrf_token => pending.csrf, suggested => "" },
+    );
+    // The form ends in a redirect to the client (or to /mfa): CSP form-action must allow it.
+    let target = client_redirect(&state, &pending.redirect_uri, &[]);
+    let origins: Vec<String> = crate::auth::pages::csp_origin(&target)
+        .into_iter()
+        .collect();
+    let mut response = state.pages.respond(StatusCode::OK, html, &origins);
+    let _ = response.add_cookie(&csrf_cookie(&state, &pending.csrf, "/dev/login"));
+    response
+}
+
+#[derive(Deserialize)]
+struct DevLoginForm {
+    state: Option<String>,
+    csrf_token: Option<String>,
+    login: Option<String>,
+}
+
+async fn submit(
+    req: HttpRequest,
+    form: web::Form<DevLoginForm>,
+    state: web::Data<AuthState>,
+) -> HttpResponse {
+    let (id, pending) = match dev_pending(&state, form.state.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let id = id.as_str();
+    if !same_browser(&req, &pending) {
+        return other_browser_page(&state, "dev_login");
+    }
+    if !csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
+        return state.pages.error(&OAuthError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            "the login form could not be verified (CSRF)",
+        ));
+    }
+    let login = form.login.as_deref().unwrap_or("").trim();
+    let valid = !login.is_empty()
+        && login.len() <= 39
+        && login
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !valid {
+        return state.pages.error(&OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "a GitHub user name has 1 to 39 letters, digits or dashes",
+        ));
+    }
+    // Single use, as the GitHub state is.
+    match PendingAuthorization::discard(state.store.as_ref(), id).await {
+        Ok(true) => {}
+        _ => {
+            return state.pages.error(&OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_state",
+                "this login was already used",
+            ));
+        }
+    }
+    let user = UpstreamUser {
+        id: format!("dev-{}", login.to_ascii_lowercase()),
+        login: login.to_string(),
+        name: None,
+        email: None,
+        groups: Vec::new(),
+    };
+    let signed_in = SignedIn {
+        user,
+        method: DevLogin.amr(),
+        upstream: None,
+    };
+    complete_login(&state, &req, pending, signed_in).await
+}
