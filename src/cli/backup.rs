@@ -43,6 +43,10 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::redis_failed;
 use super::{Cli, CliError, CliResult};
+use crate::records::layout;
+use crate::store::admin::{
+    Entry, READ_FAMILY, RestoreScripts, Restored, read_batch, scan_page, write_batch,
+};
 use crate::store::keys;
 
 /// Keys asked for per SCAN page.
@@ -50,9 +54,6 @@ const BATCH: usize = 500;
 /// Keys written per restore transaction: an index of 10,000 entries is one ZADD, so batches
 /// stay small to keep each transaction to a few milliseconds of Redis time.
 const RESTORE_BATCH: usize = 100;
-/// Members of a sorted set read or written per command: a large index is split into several
-/// short commands instead of one long one.
-const ZSET_PAGE: usize = 1_000;
 
 /// What a backup's first line says.
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,34 +69,6 @@ pub struct Header {
 struct BackupV1 {
     created_at_ms: i64,
     keys: Vec<Entry>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct Entry {
-    pub key: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Remaining TTL when backed up; -1 = no expiry.
-    pub ttl_ms: i64,
-    /// string: the text; zset: [member, score, …]; set/list: members; hash: [field, value, …].
-    pub value: serde_json::Value,
-}
-
-impl Entry {
-    /// The members (set, list), member/score or field/value pairs (zset, hash) as text.
-    fn items(&self) -> Vec<String> {
-        match &self.value {
-            serde_json::Value::Array(a) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
 }
 
 /// A backup's last line.
@@ -191,16 +164,13 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
     let mut last_key = String::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", keys::PREFIX))
-            .arg("COUNT")
-            .arg(BATCH)
-            .query_async(&mut admin.conn)
+        let (next, page) = scan_page(&mut admin.conn, cursor, BATCH)
             .await
             .map_err(redis_failed)?;
-        for entry in read_batch(&mut admin.conn, &page, &read_family_sha).await? {
+        let entries = read_batch(&mut admin.conn, &page, &read_family_sha)
+            .await
+            .map_err(redis_failed)?;
+        for entry in entries {
             w.write_all(json_line(&entry).as_bytes())
                 .map_err(failed("the backup"))?;
             written += 1;
@@ -265,29 +235,6 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
     Ok(())
 }
 
-/// A refresh family read in one step: its members with their scores and its TTL, and every
-/// refresh record it names with its value and TTL. Read apart, a family could be caught half
-/// way through a rotation (two unused refresh tokens, or none); read whole it has exactly one,
-/// the newest. KEYS: the family. ARGV: the refresh-record prefix.
-const READ_FAMILY: &str = r#"
-local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local ttl = redis.call('PTTL', KEYS[1])
-local records = {}
-for i = 1, #members, 2 do
-  local m = members[i]
-  if string.sub(m, 1, 2) == 'r:' then
-    local k = ARGV[1] .. string.sub(m, 3)
-    local v = redis.call('GET', k)
-    if v then
-      records[#records + 1] = k
-      records[#records + 1] = v
-      records[#records + 1] = redis.call('PTTL', k)
-    end
-  end
-end
-return {members, ttl, records}
-"#;
-
 /// What the revocation channel said while a backup ran.
 #[derive(Default)]
 struct Heard {
@@ -308,176 +255,6 @@ impl Heard {
         };
         None
     }
-}
-
-/// One page of keys with type, value and TTL: two pipelined round trips, and one more for the
-/// page's refresh families, each read whole ([`READ_FAMILY`]; refresh records are written with
-/// their family, never on their own). A key that vanished between SCAN and read is skipped.
-async fn read_batch(
-    conn: &mut redis::aio::MultiplexedConnection,
-    page: &[String],
-    read_family_sha: &str,
-) -> CliResult<Vec<Entry>> {
-    let (families, page): (Vec<&String>, Vec<&String>) = page
-        .iter()
-        .filter(|k| !k.starts_with(keys::REFRESH_PREFIX))
-        .partition(|k| k.starts_with(keys::FAMILY_PREFIX));
-    let mut out = read_families(conn, &families, read_family_sha).await?;
-    if page.is_empty() {
-        return Ok(out);
-    }
-    let mut types = redis::pipe();
-    for key in &page {
-        types.cmd("TYPE").arg(*key);
-    }
-    let kinds: Vec<String> = types.query_async(conn).await.map_err(redis_failed)?;
-    let mut reads = redis::pipe();
-    let mut wanted = Vec::new();
-    for (key, kind) in page.into_iter().zip(kinds) {
-        let read = match kind.as_str() {
-            "string" => reads.cmd("GET").arg(key),
-            // The first page; a larger index is read on in pages below.
-            "zset" => reads
-                .cmd("ZRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(ZSET_PAGE - 1)
-                .arg("WITHSCORES"),
-            "set" => reads.cmd("SMEMBERS").arg(key),
-            "hash" => reads.cmd("HGETALL").arg(key),
-            "list" => reads.cmd("LRANGE").arg(key).arg(0).arg(-1),
-            _ => continue,
-        };
-        read.cmd("PTTL").arg(key);
-        wanted.push((key, kind));
-    }
-    let values: Vec<redis::Value> = reads.query_async(conn).await.map_err(redis_failed)?;
-    out.reserve(wanted.len());
-    for ((key, kind), pair) in wanted.into_iter().zip(values.chunks(2)) {
-        let [value, ttl] = pair else { continue };
-        let ttl_ms: i64 = redis::from_redis_value_ref(ttl).unwrap_or(-2);
-        if ttl_ms == -2 {
-            continue;
-        }
-        let value = match kind.as_str() {
-            "string" => match redis::from_redis_value_ref::<Option<String>>(value) {
-                Ok(Some(text)) => serde_json::Value::String(text),
-                _ => continue,
-            },
-            _ => match redis::from_redis_value_ref::<Vec<String>>(value) {
-                Ok(items) if !items.is_empty() => {
-                    if kind == "zset" && items.len() / 2 == ZSET_PAGE {
-                        // A large index: one line per page of members (restore merges them),
-                        // so neither side ever holds a whole index.
-                        let mut start = ZSET_PAGE;
-                        out.push(Entry {
-                            key: key.clone(),
-                            kind: kind.clone(),
-                            ttl_ms,
-                            value: items.into_iter().map(serde_json::Value::String).collect(),
-                        });
-                        loop {
-                            let page: Vec<String> = redis::cmd("ZRANGE")
-                                .arg(key)
-                                .arg(start)
-                                .arg(start + ZSET_PAGE - 1)
-                                .arg("WITHSCORES")
-                                .query_async(conn)
-                                .await
-                                .map_err(redis_failed)?;
-                            let len = page.len() / 2;
-                            if len > 0 {
-                                out.push(Entry {
-                                    key: key.clone(),
-                                    kind: kind.clone(),
-                                    ttl_ms,
-                                    value: page
-                                        .into_iter()
-                                        .map(serde_json::Value::String)
-                                        .collect(),
-                                });
-                            }
-                            if len < ZSET_PAGE {
-                                break;
-                            }
-                            start += ZSET_PAGE;
-                        }
-                        continue;
-                    }
-                    items.into_iter().map(serde_json::Value::String).collect()
-                }
-                _ => continue,
-            },
-        };
-        out.push(Entry {
-            key: key.clone(),
-            kind,
-            ttl_ms,
-            value,
-        });
-    }
-    Ok(out)
-}
-
-/// The families of a page, each read whole in one script call (pipelined together), as
-/// entries: the family (a line per [`ZSET_PAGE`] members) and then its refresh records.
-async fn read_families(
-    conn: &mut redis::aio::MultiplexedConnection,
-    families: &[&String],
-    sha: &str,
-) -> CliResult<Vec<Entry>> {
-    let mut out = Vec::new();
-    if families.is_empty() {
-        return Ok(out);
-    }
-    let mut calls = redis::pipe();
-    for key in families {
-        calls
-            .cmd("EVALSHA")
-            .arg(sha)
-            .arg(1)
-            .arg(*key)
-            .arg(keys::REFRESH_PREFIX);
-    }
-    let answers: Vec<(Vec<String>, i64, Vec<redis::Value>)> =
-        calls.query_async(conn).await.map_err(redis_failed)?;
-    for (key, (members, ttl_ms, records)) in families.iter().zip(answers) {
-        if ttl_ms == -2 || members.is_empty() {
-            continue;
-        }
-        for page in members.chunks(ZSET_PAGE * 2) {
-            out.push(Entry {
-                key: (*key).clone(),
-                kind: "zset".into(),
-                ttl_ms,
-                value: page
-                    .iter()
-                    .cloned()
-                    .map(serde_json::Value::String)
-                    .collect(),
-            });
-        }
-        for record in records.chunks(3) {
-            let [k, v, t] = record else { continue };
-            let (Ok(k), Ok(v), Ok(t)) = (
-                redis::from_redis_value_ref::<String>(k),
-                redis::from_redis_value_ref::<String>(v),
-                redis::from_redis_value_ref::<i64>(t),
-            ) else {
-                continue;
-            };
-            if t == -2 {
-                continue;
-            }
-            out.push(Entry {
-                key: k,
-                kind: "string".into(),
-                ttl_ms: t,
-                value: serde_json::Value::String(v),
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// One JSON line.
@@ -632,71 +409,10 @@ struct Revoked {
 impl Revoked {
     /// Whether `entry` is a record of something revoked during the backup.
     fn covers(&self, entry: &Entry) -> bool {
-        if let Some(jti) = entry.key.strip_prefix(keys::TOKEN_PREFIX) {
-            return self.tokens.contains(jti);
-        }
-        if let Some(fid) = entry.key.strip_prefix(keys::FAMILY_PREFIX) {
-            return self.families.contains(fid);
-        }
-        if entry.key.starts_with(keys::REFRESH_PREFIX) {
-            return record_field(entry, "family_id").is_some_and(|f| self.families.contains(&f));
-        }
-        false
+        let (jti, family) = layout::revocation_subjects(&entry.key, entry.value.as_str());
+        jti.is_some_and(|j| self.tokens.contains(&j))
+            || family.is_some_and(|f| self.families.contains(&f))
     }
-}
-
-fn record_field(entry: &Entry, field: &str) -> Option<String> {
-    let text = entry.value.as_str()?;
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    v.get(field)?.as_str().map(str::to_string)
-}
-
-/// The index entries a record implies: `(index key, member, score)`. Restoring them with the
-/// record (ZADD NX) makes a fuzzy backup restore consistent: no record is left unindexed.
-/// `created_at_ms`: when the backup began. An index score computed from a TTL read later is at
-/// most the true one, so merging the index's own line (`GT`) always restores it exactly.
-fn implied_index_entries(entry: &Entry, created_at_ms: i64) -> Vec<(String, String, i64)> {
-    let Some(text) = entry.value.as_str() else {
-        return Vec::new();
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
-        return Vec::new();
-    };
-    let s = |f: &str| v.get(f).and_then(|x| x.as_str()).map(str::to_string);
-    let exp = v.get("expires_at").and_then(|x| x.as_i64()).unwrap_or(0);
-    let mut out = Vec::new();
-    if let Some(jti) = entry.key.strip_prefix(keys::TOKEN_PREFIX) {
-        if let (Some(user), Some(client)) = (s("username"), s("client_id")) {
-            out.push((keys::user_tokens(&user), jti.to_string(), exp));
-            out.push((keys::client_tokens(&client), jti.to_string(), exp));
-        }
-        if let Some(fid) = s("family_id") {
-            out.push((keys::family(&fid), keys::family_token_member(jti), exp));
-        }
-    } else if let Some(hash) = entry.key.strip_prefix(keys::REFRESH_PREFIX) {
-        let user = v["user"]["login"].as_str().map(str::to_string);
-        if let (Some(fid), Some(client)) = (s("family_id"), s("client_id")) {
-            out.push((keys::family(&fid), keys::family_refresh_member(hash), exp));
-            out.push((keys::client_families(&client), fid.clone(), exp));
-            if let Some(user) = user {
-                out.push((keys::user_families(&user), fid, exp));
-            }
-        }
-    } else if let Some(rest) = entry.key.strip_prefix(keys::CONSENT_PREFIX) {
-        if let Some((user, client)) = rest.split_once(':') {
-            let expires = (created_at_ms + entry.ttl_ms.max(0)) / 1000;
-            out.push((keys::client_consents(client), user.to_string(), expires));
-        }
-    } else if entry.key.starts_with(keys::CODE_PREFIX) || entry.key.starts_with(keys::STATE_PREFIX)
-    {
-        let client =
-            s("client_id").or_else(|| v["authorization"]["client_id"].as_str().map(str::to_string));
-        if let Some(client) = client {
-            let expires = (created_at_ms + entry.ttl_ms.max(0)) / 1000 + 1;
-            out.push((keys::client_pending(&client), entry.key.clone(), expires));
-        }
-    }
-    out
 }
 
 /// Checks that an entry can be restored (its type and value), without writing anything.
@@ -710,71 +426,6 @@ fn check_entry(entry: &Entry) -> CliResult {
             entry.key
         ))),
     }
-}
-
-/// The tombstones that forbid writing `entry` back: the token's, or its refresh family's. A
-/// revocation made after the backup (or while the restore runs) leaves one, and the record
-/// is then never restored.
-fn tombstones(entry: &Entry) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(jti) = entry.key.strip_prefix(keys::TOKEN_PREFIX) {
-        out.push(keys::token_revoked(jti));
-    }
-    if let Some(fid) = entry.key.strip_prefix(keys::FAMILY_PREFIX) {
-        out.push(keys::family_revoked(fid));
-    } else if let Some(fid) = record_field(entry, "family_id") {
-        out.push(keys::family_revoked(&fid));
-    }
-    out
-}
-
-/// KEYS: the record, its tombstones (ARGV[3] of them), then the indexes it implies.
-/// ARGV: value, ttl ms (or -1), number of tombstones, then member and score per index.
-/// Writes the record only when no tombstone stands and no live record is there (a live one is
-/// newer than any backup), with the index entries it implies; one atomic step per record.
-const RESTORE_RECORD: &str = r#"
-local tombstones = tonumber(ARGV[3])
-for i = 2, tombstones + 1 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return 'revoked' end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'kept' end
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl) else redis.call('SET', KEYS[1], ARGV[1]) end
-for i = tombstones + 2, #KEYS do
-  local a = 4 + 2 * (i - tombstones - 2)
-  redis.call('ZADD', KEYS[i], 'NX', ARGV[a + 1], ARGV[a])
-  if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[i], ttl, 'NX')
-    redis.call('PEXPIRE', KEYS[i], ttl, 'GT')
-  end
-end
-return 'written'
-"#;
-
-/// KEYS: a sorted set, its tombstones. ARGV: ttl ms (or -1), then member and score pairs.
-/// Merges the members in (never removing any, never lowering a score: scores are expiries)
-/// unless a tombstone stands.
-const RESTORE_MEMBERS: &str = r#"
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return 'revoked' end
-end
-for a = 2, #ARGV, 2 do redis.call('ZADD', KEYS[1], 'GT', ARGV[a + 1], ARGV[a]) end
-local ttl = tonumber(ARGV[1])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl, 'NX')
-  redis.call('PEXPIRE', KEYS[1], ttl, 'GT')
-end
-return 'written'
-"#;
-
-/// What restoring one entry did.
-#[derive(Debug, Default)]
-struct Restored {
-    written: u64,
-    /// A live record was there already (newer than the backup): left as it is.
-    kept: u64,
-    /// Revoked since the backup (a tombstone stands): not written back.
-    revoked: u64,
 }
 
 pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
@@ -802,7 +453,11 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
         Some(cli.admin(&settings).await?)
     };
     let scripts = match admin.as_mut() {
-        Some(admin) => Some(RestoreScripts::load(&mut admin.conn).await?),
+        Some(admin) => Some(
+            RestoreScripts::load(&mut admin.conn)
+                .await
+                .map_err(redis_failed)?,
+        ),
         None => None,
     };
     let mut tally = Restored::default();
@@ -843,7 +498,17 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
         if let (Some(admin), Some(scripts)) = (admin.as_mut(), scripts.as_ref())
             && (batch.len() >= RESTORE_BATCH || (done && !batch.is_empty()))
         {
-            write_batch(&mut admin.conn, &batch, scripts, created_at_ms, &mut tally).await.map_err(|e| {
+            write_batch(
+                &mut admin.conn,
+                &batch,
+                scripts,
+                &layout::Rules,
+                created_at_ms,
+                &mut tally,
+            )
+            .await
+            .map_err(redis_failed)
+            .map_err(|e| {
                 CliError::Failed(format!(
                     "{e}; {} keys were restored before this (restore is idempotent: run it again)",
                     restored - batch.len() as u64
@@ -866,101 +531,4 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
         );
     }
     Ok(())
-}
-
-/// One batch of entries, pipelined: each record written by [`RESTORE_RECORD`] (only where no
-/// tombstone and no live record stands), each index page merged by [`RESTORE_MEMBERS`].
-async fn write_batch(
-    conn: &mut redis::aio::MultiplexedConnection,
-    batch: &[(Entry, Option<i64>)],
-    shas: &RestoreScripts,
-    created_at_ms: i64,
-    tally: &mut Restored,
-) -> CliResult {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
-    for (entry, ttl) in batch {
-        let ttl_ms = ttl.unwrap_or(-1);
-        let stones = tombstones(entry);
-        match entry.kind.as_str() {
-            "string" => {
-                let implied = implied_index_entries(entry, created_at_ms);
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(&shas.record)
-                    .arg(1 + stones.len() + implied.len())
-                    .arg(&entry.key)
-                    .arg(&stones);
-                for (index, _, _) in &implied {
-                    cmd.arg(index);
-                }
-                cmd.arg(entry.value.as_str().unwrap_or_default())
-                    .arg(ttl_ms)
-                    .arg(stones.len());
-                for (_, member, score) in &implied {
-                    cmd.arg(member).arg(score);
-                }
-            }
-            "zset" => {
-                let items = entry.items();
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(&shas.members)
-                    .arg(1 + stones.len())
-                    .arg(&entry.key)
-                    .arg(&stones)
-                    .arg(ttl_ms);
-                for pair in items.chunks(2) {
-                    if let [member, score] = pair {
-                        cmd.arg(member).arg(score);
-                    }
-                }
-            }
-            // Not in the gateway's layout; merged in as they are.
-            "set" => {
-                pipe.sadd(&entry.key, entry.items());
-                if ttl_ms > 0 {
-                    pipe.pexpire(&entry.key, ttl_ms).ignore();
-                }
-            }
-            _ => continue,
-        }
-    }
-    let answers: Vec<redis::Value> = pipe.query_async(conn).await.map_err(redis_failed)?;
-    for answer in answers {
-        match redis::from_redis_value_ref::<String>(&answer).as_deref() {
-            Ok("kept") => tally.kept += 1,
-            Ok("revoked") => tally.revoked += 1,
-            _ => tally.written += 1,
-        }
-    }
-    Ok(())
-}
-
-/// The restore scripts' SHA1s, loaded once.
-struct RestoreScripts {
-    record: String,
-    members: String,
-}
-
-impl RestoreScripts {
-    async fn load(conn: &mut redis::aio::MultiplexedConnection) -> CliResult<Self> {
-        let load = |body: &'static str| {
-            let mut cmd = redis::cmd("SCRIPT");
-            cmd.arg("LOAD").arg(body);
-            cmd
-        };
-        Ok(Self {
-            record: load(RESTORE_RECORD)
-                .query_async(conn)
-                .await
-                .map_err(redis_failed)?,
-            members: load(RESTORE_MEMBERS)
-                .query_async(conn)
-                .await
-                .map_err(redis_failed)?,
-        })
-    }
 }

@@ -161,7 +161,7 @@ impl Cli {
     }
 
     pub async fn admin(&self, settings: &Settings) -> CliResult<admin::Admin> {
-        admin::Admin::connect(settings).await
+        Ok(admin::Admin::connect(settings).await?)
     }
 
     /// The store, as the services use it. Behind Sentinel, once the sentinels have named the

@@ -726,80 +726,27 @@ async fn purge_expired(cli: &Cli) -> CliResult {
     let settings = cli.settings()?;
     let mut admin = cli.admin(&settings).await?;
     let now = now();
-    let mut removed_index = 0u64;
-    let mut removed_orphans = 0u64;
-    let mut removed_families = 0u64;
     let pattern = format!("{}*", keys::PREFIX);
+    let mut purged = crate::store::admin::Purged::default();
     let mut cursor = 0;
     // Told what was done when Redis stops answering half-way; purging again is safe.
-    let partial = |e: CliError, index: u64, orphans: u64| match e {
-        CliError::Failed(msg) => CliError::Failed(format!(
-            "{msg}; {index} expired index entries and {orphans} orphans were removed before that: run the command again to finish"
-        )),
-        other => other,
+    let partial = |e: crate::store::StoreError, purged: &crate::store::admin::Purged| {
+        CliError::Failed(format!(
+            "{e}; {} expired index entries and {} orphans were removed before that: run the command again to finish",
+            purged.expired, purged.orphans
+        ))
     };
     loop {
         let (next, page) = admin
             .scan_page(cursor, &pattern)
             .await
-            .map_err(|e| partial(e, removed_index, removed_orphans))?;
-        let expiring: Vec<&String> = page
-            .iter()
-            .filter(|k| {
-                [
-                    keys::USER_TOKENS_PREFIX,
-                    keys::CLIENT_TOKENS_PREFIX,
-                    keys::CLIENT_FAMILIES_PREFIX,
-                    keys::USER_FAMILIES_PREFIX,
-                    keys::CLIENT_PENDING_PREFIX,
-                ]
-                .iter()
-                .any(|p| k.starts_with(p))
-            })
-            .collect();
-        if !expiring.is_empty() {
-            let mut pipe = redis::pipe();
-            for key in &expiring {
-                pipe.zrembyscore(*key, "-inf", format!("({now}"));
-            }
-            let counts: Vec<u64> = pipe
-                .query_async(&mut admin.conn)
-                .await
-                .map_err(|e| partial(redis_failed(e), removed_index, removed_orphans))?;
-            removed_index += counts.iter().sum::<u64>();
-        }
-        // Orphans: token index entries and family members whose record is gone.
-        for key in &page {
-            if key.starts_with(keys::USER_TOKENS_PREFIX)
-                || key.starts_with(keys::CLIENT_TOKENS_PREFIX)
-            {
-                removed_orphans +=
-                    remove_orphans(&mut admin, key, |m| Some(keys::token(m))).await?;
-            }
-        }
-        let families: Vec<&String> = page
-            .iter()
-            .filter(|k| k.starts_with(keys::FAMILY_PREFIX))
-            .collect();
-        for family in families {
-            removed_orphans += remove_orphans(&mut admin, family, |member| {
-                match (member.strip_prefix("t:"), member.strip_prefix("r:")) {
-                    (Some(jti), _) => Some(keys::token(jti)),
-                    (_, Some(hash)) => Some(keys::refresh(hash)),
-                    _ => None,
-                }
-            })
+            .map_err(|e| partial(e, &purged))?;
+        let mut step = purged;
+        admin
+            .purge_page(&page, now, &crate::records::layout::Rules, &mut step)
             .await
-            .map_err(|e| partial(e, removed_index, removed_orphans))?;
-            let left: u64 = admin
-                .conn
-                .zcard(family)
-                .await
-                .map_err(|e| partial(redis_failed(e), removed_index, removed_orphans))?;
-            if left == 0 {
-                removed_families += 1;
-            }
-        }
+            .map_err(|e| partial(e, &step))?;
+        purged = step;
         if next == 0 {
             break;
         }
@@ -808,56 +755,13 @@ async fn purge_expired(cli: &Cli) -> CliResult {
     if cli.json {
         println!(
             "{}",
-            serde_json::json!({"expired_index_entries": removed_index, "orphans": removed_orphans, "empty_families": removed_families})
+            serde_json::json!({"expired_index_entries": purged.expired, "orphans": purged.orphans, "empty_families": purged.empty_families})
         );
     } else {
         println!(
-            "removed {removed_index} expired index entries and {removed_orphans} orphans; {removed_families} refresh families emptied"
+            "removed {} expired index entries and {} orphans; {} refresh families emptied",
+            purged.expired, purged.orphans, purged.empty_families
         );
     }
     Ok(())
-}
-
-/// Removes the members of the sorted set `index` whose record (`record_key(member)`) is gone,
-/// a page of members at a time; returns how many.
-async fn remove_orphans(
-    admin: &mut Admin,
-    index: &str,
-    record_key: impl Fn(&str) -> Option<String>,
-) -> CliResult<u64> {
-    let mut removed = 0;
-    let mut start = 0;
-    loop {
-        let page = admin.zset_page(index, start).await?;
-        let members: Vec<(String, String)> = page
-            .iter()
-            .filter_map(|(m, _)| Some((m.clone(), record_key(m)?)))
-            .collect();
-        let mut pipe = redis::pipe();
-        for (_, key) in &members {
-            pipe.exists(key);
-        }
-        let exists: Vec<bool> = if members.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut admin.conn)
-                .await
-                .map_err(redis_failed)?
-        };
-        let gone: Vec<&String> = members
-            .iter()
-            .zip(exists)
-            .filter(|(_, live)| !live)
-            .map(|((m, _), _)| m)
-            .collect();
-        if !gone.is_empty() {
-            let n: u64 = admin.conn.zrem(index, &gone).await.map_err(redis_failed)?;
-            removed += n;
-        }
-        if page.len() < super::admin::SCAN_PAGE {
-            return Ok(removed);
-        }
-        // The removed members shifted the ranks after them.
-        start += (page.len() - gone.len()) as isize;
-    }
 }

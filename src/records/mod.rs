@@ -21,6 +21,7 @@ mod authorization;
 mod client;
 mod consent;
 mod grant;
+pub mod layout;
 mod mfa;
 
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! key names ([`keys`]) and the same behaviour: TTLs on every key, atomic take, pub/sub
 //! revocations. Every operation is one atomic Redis command or script (DESIGN §5).
 
+pub mod admin;
 pub mod keys;
 pub mod memory;
 pub mod redis;

@@ -1,0 +1,319 @@
+//! The Lua scripts behind [`super::RedisStore`]: every state change is one of them, atomic,
+//! touching only the keys it names or finds through an index (DESIGN §5). Key prefixes are
+//! substituted from [`crate::store::keys`] when the scripts are built, so Lua and Rust name
+//! keys identically.
+
+use crate::store::keys;
+
+/// Functions every script shares. Key prefixes are substituted from [`keys`] when the
+/// scripts are built, so Lua and Rust name keys identically.
+const PRELUDE: &str = r#"
+local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC, GR, TR =
+  '{TOKEN}', '{USER_TOKENS}', '{CLIENT_TOKENS}', '{REFRESH}', '{FAMILY}', '{FAMILY_REVOKED}',
+  '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}', '{USER_FAMILIES}', '{CLIENT_CONSENTS}',
+  '{GRANT_RESULT}', '{TOKEN_REVOKED}'
+
+local function decode(v)
+  local ok, r = pcall(cjson.decode, v)
+  if ok and type(r) == 'table' then return r end
+  return nil
+end
+
+-- The token's key and its user and client indexes are the caller's KEYS[1..3].
+local function put_token(jti, json, ttl, exp, now)
+  redis.call('SET', KEYS[1], json, 'EX', ttl)
+  for _, idx in ipairs({KEYS[2], KEYS[3]}) do
+    redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. now)
+    redis.call('ZADD', idx, exp, jti)
+    if redis.call('TTL', idx) < tonumber(ttl) then redis.call('EXPIRE', idx, ttl) end
+  end
+end
+
+-- A tombstone lives as long as the token would have: a restore never writes it back.
+local function revoke_jti(jti)
+  local v = redis.call('GET', T .. jti)
+  local left = redis.call('TTL', T .. jti)
+  if left < 1 then left = {TOMBSTONE_FALLBACK} end
+  redis.call('SET', TR .. jti, '1', 'EX', left)
+  if v then
+    redis.call('DEL', T .. jti)
+    local r = decode(v)
+    if r then
+      if type(r.username) == 'string' then redis.call('ZREM', U .. string.lower(r.username), jti) end
+      if type(r.client_id) == 'string' then redis.call('ZREM', C .. r.client_id, jti) end
+    end
+  end
+  redis.call('PUBLISH', CH, jti)
+  if v then return 1 else return 0 end
+end
+
+local function revoke_family(fid, tombstone_ttl)
+  local members = redis.call('ZRANGE', F .. fid, 0, -1)
+  for _, m in ipairs(members) do
+    local kind, id = string.sub(m, 1, 2), string.sub(m, 3)
+    if kind == 't:' then revoke_jti(id) elseif kind == 'r:' then redis.call('DEL', R .. id) end
+  end
+  redis.call('DEL', F .. fid)
+  redis.call('SET', FR .. fid, '1', 'EX', tombstone_ttl)
+  redis.call('PUBLISH', CH, '{FAMILY_MESSAGE}' .. fid)
+  return #members
+end
+"#;
+
+// KEYS: token, user index, client index. ARGV: jti, record JSON, ttl, exp, now.
+const PUT_TOKEN: &str = r#"
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return 1
+"#;
+
+// KEYS: token (its index entries are found from its record). ARGV: jti.
+const REVOKE_TOKEN: &str = r#"
+return revoke_jti(ARGV[1])
+"#;
+
+// KEYS: token, user index, client index, new refresh token, family, family tombstone,
+//       client's families, user's families, registration, unused registrations, those of its
+//       address (or the previous again), then (when ARGV says so) the code, the kept result
+//       and the rotated refresh token, in that order.
+// ARGV: jti, token JSON, token ttl, token exp, username, client_id, now,
+//       refresh hash, refresh JSON, refresh ttl, family id, rotate-from hash or '', tombstone ttl,
+//       code key or '', result key or '', sealed result, result ttl ms, client lifetime ms or ''.
+const ISSUE_GRANT: &str = r#"
+local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
+if redis.call('EXISTS', KEYS[6]) == 1 then return {'revoked', ''} end
+if result_key ~= '' then
+  local prior = redis.call('GET', result_key)
+  if prior then return {'replayed', prior} end
+end
+if code_key ~= '' then
+  local v = redis.call('GET', code_key)
+  if not v then return {'missing', ''} end
+  local r = decode(v)
+  if r and r.redeemed then return {'code_reused', r.family_id or ''} end
+  redis.call('SET', code_key, cjson.encode({redeemed = true, family_id = fid}), 'KEEPTTL')
+end
+if rotate_from ~= '' then
+  local v = redis.call('GET', R .. rotate_from)
+  if not v then return {'missing', ''} end
+  local r = decode(v)
+  if not r then return {'missing', ''} end
+  if r.used then
+    revoke_family(r.family_id or fid, ARGV[13])
+    return {'reused', ''}
+  end
+  r.used = true
+  redis.call('SET', R .. rotate_from, cjson.encode(r), 'KEEPTTL')
+  -- Its successor is in use: the predecessor's retry window ends here.
+  if type(r.rotated_from) == 'string' then redis.call('DEL', GR .. r.rotated_from) end
+end
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7])
+redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[10])
+local refresh_exp = tonumber(ARGV[7]) + tonumber(ARGV[10])
+redis.call('ZADD', KEYS[5], ARGV[4], 't:' .. ARGV[1])
+redis.call('ZADD', KEYS[5], refresh_exp, 'r:' .. ARGV[8])
+if redis.call('TTL', KEYS[5]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[5], ARGV[10]) end
+for _, idx in ipairs({KEYS[7], KEYS[8]}) do
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. ARGV[7])
+  redis.call('ZADD', idx, refresh_exp, fid)
+  if redis.call('TTL', idx) < tonumber(ARGV[10]) then redis.call('EXPIRE', idx, ARGV[10]) end
+end
+if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
+-- An active client never expires: each grant renews a registration that has a lifetime.
+-- Its first grant takes it off the unused list, from its short unused lifetime to the full
+-- one (or none).
+local first = redis.call('ZREM', KEYS[10], ARGV[6]) == 1
+redis.call('ZREM', KEYS[11], ARGV[6])
+if redis.call('PTTL', KEYS[9]) > 0 then
+  if ARGV[18] ~= '' then
+    redis.call('PEXPIRE', KEYS[9], ARGV[18])
+  elseif first then
+    redis.call('PERSIST', KEYS[9])
+  end
+end
+return {'issued', ''}
+"#;
+
+// KEYS: registration, unused registrations, those of its address (or the first again).
+// ARGV: client id, JSON, unused lifetime ms, budget, budget per address, now ms. Returns the
+// number unused and the ids taken off past the budgets (the address's oldest first).
+const PUT_NEW_CLIENT: &str = r#"
+local lifetime, now = tonumber(ARGV[3]), tonumber(ARGV[6])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', lifetime)
+local evicted = {}
+for _, set in ipairs({KEYS[2], KEYS[3]}) do
+  redis.call('ZADD', set, now, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. (now - lifetime))
+  if redis.call('PTTL', set) < lifetime then redis.call('PEXPIRE', set, lifetime) end
+end
+if KEYS[3] ~= KEYS[2] then
+  local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
+  if over > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[3], over)
+    for i = 1, #popped, 2 do
+      redis.call('ZREM', KEYS[2], popped[i])
+      evicted[#evicted + 1] = popped[i]
+    end
+  end
+end
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], over)
+  for i = 1, #popped, 2 do evicted[#evicted + 1] = popped[i] end
+end
+return {redis.call('ZCARD', KEYS[2]), evicted}
+"#;
+
+// KEYS: registration. ARGV: unused lifetime ms. Deletes it only while it still has no more
+// than its unused lifetime: a first grant renewed it past that, or made it permanent.
+const DROP_UNUSED_CLIENT: &str = r#"
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 and left <= tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+// KEYS: consent, client's consent index. ARGV: JSON, ttl, user (lower-case), now.
+const PUT_CONSENT: &str = r#"
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + ttl, ARGV[3])
+if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
+return 1
+"#;
+
+// KEYS: counter. ARGV: window in ms.
+const INCR_WITHIN: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"#;
+
+// KEYS: counters, then locks. ARGV: number of counters, max, window ms, lockout ms.
+const RESERVE_ATTEMPT: &str = r#"
+local nc, max, lockout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+for i = nc + 1, #KEYS do
+  local left = redis.call('PTTL', KEYS[i])
+  if left > 0 then return {'locked', left} end
+  if left == -1 then return {'locked', lockout} end
+end
+local n = 0
+for i = 1, nc do
+  local c = redis.call('INCR', KEYS[i])
+  if c == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+  if c > n then n = c end
+end
+if n > max then
+  for i = nc + 1, #KEYS do redis.call('SET', KEYS[i], '1', 'PX', lockout) end
+  for i = 1, nc do redis.call('DEL', KEYS[i]) end
+  return {'locked', lockout}
+end
+return {'allowed', n}
+"#;
+
+// KEYS: family, its tombstone (its members are found from the family). ARGV: family id,
+// tombstone ttl.
+const REVOKE_FAMILY: &str = r#"
+return revoke_family(ARGV[1], ARGV[2])
+"#;
+
+// KEYS: registration, its families, its tokens, its consents, its pending keys.
+// ARGV: client id, tombstone ttl, budget. Pops what it revokes from the client's indexes, so a
+// repeated step goes on where the last stopped; the registration goes in the step that finds
+// nothing left.
+const DELETE_CLIENT_STEP: &str = r#"
+local cid, ttl, budget = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local revoked = 0
+while budget > 0 do
+  local f = redis.call('ZPOPMIN', KEYS[2])
+  if #f == 0 then break end
+  budget = budget - 1 - revoke_family(f[1], ttl)
+end
+while budget > 0 do
+  local page = redis.call('ZPOPMIN', KEYS[3], math.min(budget, 100))
+  if #page == 0 then break end
+  for i = 1, #page, 2 do revoked = revoked + revoke_jti(page[i]) end
+  budget = budget - #page / 2
+end
+while budget > 0 do
+  local page = redis.call('ZPOPMIN', KEYS[4], math.min(budget, 100))
+  if #page == 0 then break end
+  for i = 1, #page, 2 do redis.call('DEL', CO .. page[i] .. ':' .. cid) end
+  budget = budget - #page / 2
+end
+while budget > 0 do
+  local page = redis.call('ZPOPMIN', KEYS[5], math.min(budget, 100))
+  if #page == 0 then break end
+  for i = 1, #page, 2 do redis.call('DEL', page[i]) end
+  budget = budget - #page / 2
+end
+local left = 0
+for i = 2, 5 do left = left + redis.call('ZCARD', KEYS[i]) end
+if left == 0 then redis.call('DEL', KEYS[1]) end
+return {revoked, left}
+"#;
+
+// KEYS: the key, the client's pending index. ARGV: value, ttl ms, now (s).
+const PUT_FOR_CLIENT: &str = r#"
+local ttl_ms, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl_ms)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[2], now + math.ceil(ttl_ms / 1000), KEYS[1])
+if redis.call('PTTL', KEYS[2]) < ttl_ms then redis.call('PEXPIRE', KEYS[2], ttl_ms) end
+return 1
+"#;
+
+fn script(body: &str) -> redis::Script {
+    let prelude = PRELUDE
+        .replace("{TOKEN}", keys::TOKEN_PREFIX)
+        .replace("{USER_TOKENS}", keys::USER_TOKENS_PREFIX)
+        .replace("{CLIENT_TOKENS}", keys::CLIENT_TOKENS_PREFIX)
+        .replace("{REFRESH}", keys::REFRESH_PREFIX)
+        .replace("{FAMILY_REVOKED}", keys::FAMILY_REVOKED_PREFIX)
+        .replace("{FAMILY}", keys::FAMILY_PREFIX)
+        .replace("{CLIENT_FAMILIES}", keys::CLIENT_FAMILIES_PREFIX)
+        .replace("{USER_FAMILIES}", keys::USER_FAMILIES_PREFIX)
+        .replace("{CLIENT_CONSENTS}", keys::CLIENT_CONSENTS_PREFIX)
+        .replace("{GRANT_RESULT}", keys::GRANT_RESULT_PREFIX)
+        .replace("{TOKEN_REVOKED}", keys::TOKEN_REVOKED_PREFIX)
+        .replace(
+            "{TOMBSTONE_FALLBACK}",
+            &keys::TOKEN_TOMBSTONE_FALLBACK_SECS.to_string(),
+        )
+        .replace("{CLIENT}", keys::CLIENT_PREFIX)
+        .replace("{CONSENT}", keys::CONSENT_PREFIX)
+        .replace("{CHANNEL}", keys::REVOCATION_CHANNEL)
+        .replace("{FAMILY_MESSAGE}", keys::FAMILY_REVOCATION_MESSAGE);
+    redis::Script::new(&format!("{prelude}\n{body}"))
+}
+
+pub(super) struct Scripts {
+    pub(super) put_token: redis::Script,
+    pub(super) revoke_token: redis::Script,
+    pub(super) issue_grant: redis::Script,
+    pub(super) revoke_family: redis::Script,
+    pub(super) delete_client_step: redis::Script,
+    pub(super) put_new_client: redis::Script,
+    pub(super) drop_unused_client: redis::Script,
+    pub(super) put_for_client: redis::Script,
+    pub(super) put_consent: redis::Script,
+    pub(super) incr_within: redis::Script,
+    pub(super) reserve_attempt: redis::Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Self {
+            put_token: script(PUT_TOKEN),
+            revoke_token: script(REVOKE_TOKEN),
+            issue_grant: script(ISSUE_GRANT),
+            revoke_family: script(REVOKE_FAMILY),
+            delete_client_step: script(DELETE_CLIENT_STEP),
+            put_new_client: script(PUT_NEW_CLIENT),
+            drop_unused_client: script(DROP_UNUSED_CLIENT),
+            put_for_client: redis::Script::new(PUT_FOR_CLIENT),
+            put_consent: redis::Script::new(PUT_CONSENT),
+            incr_within: redis::Script::new(INCR_WITHIN),
+            reserve_attempt: redis::Script::new(RESERVE_ATTEMPT),
+        }
+    }
+}
