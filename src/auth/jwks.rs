@@ -1,7 +1,7 @@
 //! Which of a JWK Set's keys may have signed a JWT: the asymmetric algorithms we accept, and
 //! the key that fits an `alg` and `kid` (type, curve, its own `alg` and `use`). Shared by the
 //! client assertions of `private_key_jwt` ([`super::assertion`]) and the OpenID provider's
-//! `id_token`s ([`super::oidc`]); a symmetric key never fits.
+//! `id_token`s ([`super::upstream::oidc`]); a symmetric key never fits.
 
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};

@@ -1,19 +1,31 @@
 //! `mcp-gateway-auth`: the OAuth 2.1 authorization server MCP clients log in through
-//! (DESIGN §3). One file per endpoint group:
+//! (DESIGN §3). Every file of this folder, by what it serves:
 //!
-//! | module | endpoints | standards |
+//! | module | endpoints or role | standards |
 //! |---|---|---|
 //! | [`metadata`] | `/.well-known/oauth-authorization-server`, `/.well-known/openid-configuration`, `/jwks` | RFC 8414, RFC 7517 |
 //! | [`register`] | `POST /register`, `GET/PUT/DELETE /register/{client_id}` | RFC 7591, RFC 7592 |
+//! | [`client_metadata`] | client metadata rules, for registrations and documents alike | RFC 7591 §2 |
+//! | [`cimd`] | Client ID Metadata Documents: SSRF-safe fetch ([`cimd::fetch`], [`cimd::address`]), cache | draft-ietf-oauth-client-id-metadata-document |
 //! | [`authorize`] | `GET /authorize`, `GET/POST /consent` | OAuth 2.1 §4.1, RFC 7636, RFC 8707, RFC 9207 |
-//! | [`callback`] | `GET /callback` (GitHub), `GET/POST /dev/login` (dev mode) | — |
+//! | [`consent`] | what a user approved for a client | — |
+//! | [`params`] | PKCE challenge and resource, parsed at the edge | RFC 7636, RFC 8707 |
+//! | [`callback`] | `GET /login`, `GET /login/{provider}`, `GET /callback/{provider}` (GitHub's `/callback`) | — |
+//! | [`upstream`] | the identity providers: [`upstream::github`], [`upstream::oidc`], [`upstream::dev`] | OpenID Connect Core 1.0 |
+//! | [`login`] | the end of every login: allow-list, entitlements, account pin, our code | — |
+//! | [`identity`] | which upstream account a login name belongs to | — |
+//! | [`mfa`] | `GET/POST /mfa`: TOTP enrolment and check | — |
+//! | [`totp`] | TOTP codes, sealed secrets, recovery codes | RFC 6238 |
+//! | [`session`] | CSRF, login and session cookies | — |
 //! | [`token`] | `POST /token` | OAuth 2.1 §4.1.3, §4.3, RFC 6749 §5 |
+//! | [`client_auth`] | client authentication at `/token`, `/revoke`, `/introspect` | RFC 6749 §2.3 |
+//! | [`assertion`] | `private_key_jwt` client assertions | RFC 7523 |
+//! | [`jwks`] | which key of a JWK Set may have signed a JWT | RFC 7517, RFC 7518 |
 //! | [`revoke`] | `POST /revoke`, `POST /introspect` | RFC 7009, RFC 7662 |
+//! | [`ratelimit`] | per-address and per-/64 limits on the public endpoints | — |
 //! | [`pages`] | `/error`, `/success`, the HTML layout | — |
-//!
-//! [`github`] talks to the upstream identity provider; [`client_auth`] authenticates clients
-//! at the token, revocation and introspection endpoints; [`ratelimit`] guards the public
-//! endpoints per client IP.
+//! | [`error`] | one error type and its status table | RFC 6749 §5.2, RFC 6750 §3 |
+//! | [`metrics`] | the authorization server's metrics | — |
 
 pub mod assertion;
 pub mod authorize;

@@ -4,7 +4,7 @@
 //! family whole), and writing them back without undoing anything that happened since (no
 //! record over a live one, nothing a tombstone names, indexes merged). Which record implies
 //! which index entries and tombstones is the records' own declaration
-//! ([`crate::records::layout`]), handed in as [`EntryRules`].
+//! ([`crate::records::layout`]), handed in as [`Layout`].
 
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
@@ -430,8 +430,8 @@ pub struct Restored {
     pub revoked: u64,
 }
 
-/// One batch of entries, pipelined: each record written by [`RESTORE_RECORD`] (only where no
-/// tombstone and no live record stands), each index page merged by [`RESTORE_MEMBERS`].
+/// One batch of entries, pipelined: each record written by `RESTORE_RECORD` (only where no
+/// tombstone and no live record stands), each index page merged by `RESTORE_MEMBERS`.
 pub async fn write_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     batch: &[(Entry, Option<i64>)],

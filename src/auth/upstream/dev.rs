@@ -47,7 +47,7 @@ impl Provider for DevLogin {
         Ok(format!("{issuer}/dev/login?state={state}"))
     }
 
-    /// The form signs in by itself ([`submit`]); nothing comes back from elsewhere.
+    /// The form signs in by itself (`submit`); nothing comes back from elsewhere.
     async fn exchange(
         &self,
         _code: &str,
