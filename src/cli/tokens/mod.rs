@@ -3,9 +3,9 @@
 //! revokes what the store holds (list, show, revoke, purge), [`saved`] checks the tokens saved
 //! in the env file.
 
-mod listing;
-mod mint;
-mod saved;
+pub mod listing;
+pub mod mint;
+pub mod saved;
 
 use clap::{Args, Subcommand};
 
