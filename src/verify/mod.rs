@@ -12,11 +12,13 @@ pub mod forward_auth;
 pub mod mcp;
 pub mod metrics;
 pub mod request;
+pub mod state;
+
+pub use state::VerifyState;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::Ordering;
 
 use actix_web::dev::Server;
 use actix_web::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
@@ -25,97 +27,11 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::store::Store;
-use crate::token::{KeySet, ValidationPolicy};
 
-use cache::{LivenessCache, TokenCache};
-use metrics::VerifyMetrics;
 use request::Target;
 
 /// Where verify listens unless `LISTEN_ADDR` says otherwise.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8081";
-
-/// Everything a decision reads, shared by all workers.
-pub struct VerifyState {
-    pub settings: Settings,
-    pub keys: Arc<KeySet>,
-    pub validation: ValidationPolicy,
-    pub tokens: TokenCache,
-    pub liveness: LivenessCache,
-    /// Whether the revocation subscription is established right now.
-    pub feed_up: AtomicBool,
-    /// Moves on with every feed interruption (and if revocations were ever forgotten too
-    /// early); liveness stamps on cached tokens are valid only under the epoch they were made
-    /// in. A single revocation does not move it: it is checked against the revoked set.
-    pub liveness_epoch: Arc<AtomicU64>,
-    /// Origin of the service's millisecond clock for cache stamps.
-    pub started: Instant,
-    pub store: Arc<dyn Store>,
-    pub metrics: VerifyMetrics,
-    pub clock: SharedClock,
-    /// Who the client is: what a trusted proxy says in `X-Forwarded-For`.
-    pub client_address: request::ClientAddress,
-    /// Set on SIGTERM: not ready, connections closed after each response.
-    pub draining: Arc<crate::service::Draining>,
-    /// `FORWARD_UPSTREAM_TOKEN`: the header, and the key that opens the sealed tokens.
-    pub upstream_token: Option<(actix_web::http::header::HeaderName, crate::seal::SecretBox)>,
-}
-
-impl VerifyState {
-    pub fn new(settings: Settings, store: Arc<dyn Store>, clock: SharedClock) -> Self {
-        let validation = ValidationPolicy::new(settings.issuer.clone());
-        let liveness_epoch = Arc::new(AtomicU64::new(0));
-        Self {
-            keys: settings.keys.clone(),
-            tokens: TokenCache::new(
-                settings.verify_cache_capacity,
-                clock.clone(),
-                validation.leeway,
-            ),
-            liveness: LivenessCache::new(
-                settings.verify_cache_capacity,
-                settings.verify_cache_ttl,
-                liveness_epoch.clone(),
-            ),
-            validation,
-            feed_up: AtomicBool::new(false),
-            liveness_epoch,
-            started: Instant::now(),
-            store,
-            metrics: VerifyMetrics::new(),
-            clock,
-            client_address: request::ClientAddress::new(settings.trusted_proxies.clone()),
-            draining: Arc::default(),
-            upstream_token: settings
-                .upstream_token
-                .enabled()
-                .then(|| {
-                    let name = actix_web::http::header::HeaderName::from_bytes(
-                        settings.upstream_token.header.as_bytes(),
-                    )
-                    .ok()?;
-                    Some((name, settings.upstream_sealer()?))
-                })
-                .flatten(),
-            settings,
-        }
-    }
-}
-
-impl VerifyState {
-    /// Milliseconds of the service clock at `at`.
-    pub fn millis_at(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.started).as_millis() as u64
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.millis_at(Instant::now())
-    }
-
-    /// Invalidates every liveness stamp (the feed was interrupted).
-    pub fn advance_liveness_epoch(&self) {
-        self.liveness_epoch.fetch_add(1, Ordering::AcqRel);
-    }
-}
 
 /// Mounts verify's routes (also used by `mcp-gateway dev`, which serves auth and verify
 /// from one process).
