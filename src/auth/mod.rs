@@ -17,7 +17,7 @@
 //! | [`mfa`] | `GET/POST /mfa`: TOTP enrolment and check | — |
 //! | [`totp`] | TOTP codes, sealed secrets, recovery codes | RFC 6238 |
 //! | [`session`] | CSRF, login and session cookies | — |
-//! | [`token`] | `POST /token` | OAuth 2.1 §4.1.3, §4.3, RFC 6749 §5 |
+//! | [`token`] | `POST /token` (the provider's refresh in `token/upstream_refresh.rs`) | OAuth 2.1 §4.1.3, §4.3, RFC 6749 §5 |
 //! | [`client_auth`] | client authentication at `/token`, `/revoke`, `/introspect` | RFC 6749 §2.3 |
 //! | [`assertion`] | `private_key_jwt` client assertions | RFC 7523 |
 //! | [`jwks`] | which key of a JWK Set may have signed a JWT | RFC 7517, RFC 7518 |

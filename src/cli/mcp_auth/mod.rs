@@ -18,10 +18,16 @@
 
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use base64::Engine;
 use serde_json::{Value, json};
+
+mod discovery;
+mod redirect;
+
+use discovery::{get_json, legacy_metadata, resource_matches, resource_metadata, strings};
+pub use discovery::{http_client, server_metadata};
+pub use redirect::wait_for_redirect;
 
 use super::{CliError, CliResult};
 use crate::token::{random_token, sha256_b64url};
@@ -261,128 +267,6 @@ impl Probe {
         }
         Ok(answer)
     }
-}
-
-/// The HTTP client of the CLI's OAuth flows: no redirects followed, bounded.
-pub fn http_client() -> CliResult<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(15))
-        .user_agent(concat!("mcp-gateway-cli/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| fail(e.to_string()))
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
-    let resp = http.get(url).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
-}
-
-/// RFC 9728 §3.1: `/.well-known/oauth-protected-resource` inserted before the path.
-fn inserted(origin: &url::Url, well_known: &str, path: &str) -> String {
-    let path = path.trim_end_matches('/');
-    format!(
-        "{}{well_known}{path}",
-        origin.origin().ascii_serialization()
-    )
-}
-
-/// The protected-resource metadata: from the challenge, else path-inserted, else root.
-async fn resource_metadata(
-    http: &reqwest::Client,
-    server: &url::Url,
-    from_challenge: Option<&str>,
-) -> Option<Value> {
-    let mut candidates = Vec::new();
-    if let Some(url) = from_challenge {
-        candidates.push(url.to_string());
-    }
-    candidates.push(inserted(
-        server,
-        "/.well-known/oauth-protected-resource",
-        server.path(),
-    ));
-    candidates.push(inserted(
-        server,
-        "/.well-known/oauth-protected-resource",
-        "",
-    ));
-    for url in candidates {
-        if let Some(meta) = get_json(http, &url).await {
-            return Some(meta);
-        }
-    }
-    None
-}
-
-/// Whether the metadata's `resource` names the server the client connects to: the same
-/// origin, and the server's path at or below it (RFC 9728 §3.3; MCP canonical server URI).
-fn resource_matches(resource: &str, server: &url::Url) -> bool {
-    let Ok(r) = url::Url::parse(resource) else {
-        return false;
-    };
-    if r.origin() != server.origin() || r.fragment().is_some() {
-        return false;
-    }
-    let rp = r.path().trim_end_matches('/');
-    let sp = server.path().trim_end_matches('/');
-    sp == rp || sp.starts_with(&format!("{rp}/"))
-}
-
-/// RFC 8414 §3 with path insertion, then OpenID Connect discovery inserted and appended; the
-/// metadata's issuer must be `issuer` exactly.
-pub async fn server_metadata(http: &reqwest::Client, issuer: &str) -> CliResult<Value> {
-    let url = url::Url::parse(issuer).map_err(|e| fail(format!("issuer {issuer}: {e}")))?;
-    let path = url.path().trim_end_matches('/').to_string();
-    let mut candidates = vec![
-        inserted(&url, "/.well-known/oauth-authorization-server", &path),
-        inserted(&url, "/.well-known/openid-configuration", &path),
-    ];
-    if !path.is_empty() {
-        candidates.push(format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        ));
-    }
-    for candidate in candidates {
-        if let Some(meta) = get_json(http, &candidate).await {
-            let found = meta["issuer"].as_str().unwrap_or("");
-            if found != issuer {
-                return Err(fail(format!(
-                    "the authorization server metadata at {candidate} names issuer {found:?}, not {issuer:?}: refusing"
-                )));
-            }
-            return Ok(meta);
-        }
-    }
-    Err(fail(format!(
-        "no authorization server metadata for {issuer}"
-    )))
-}
-
-/// The MCP 2025-03-26 fallback: the server's origin is the authorization server, with the
-/// default endpoints when it publishes no metadata either.
-fn legacy_metadata(server: &url::Url) -> Value {
-    let origin = server.origin().ascii_serialization();
-    json!({
-        "issuer": origin,
-        "authorization_endpoint": format!("{origin}/authorize"),
-        "token_endpoint": format!("{origin}/token"),
-        "registration_endpoint": format!("{origin}/register"),
-    })
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Scopes as a set, in a stable order.
@@ -789,70 +673,6 @@ pub async fn token_request(
         )));
     }
     Ok(body)
-}
-
-/// The browser part: print (and maybe open) the URL, wait for the loopback redirect to
-/// `/callback`; returns the URL it came back with (answered with a page the user can close).
-pub async fn wait_for_redirect(
-    listener: &tokio::net::TcpListener,
-    url: &str,
-    browser: &Browser,
-) -> CliResult<url::Url> {
-    println!("Open this URL in a browser to log in:");
-    println!("{url}");
-    if browser.open {
-        for opener in ["xdg-open", "open"] {
-            if std::process::Command::new(opener).arg(url).spawn().is_ok() {
-                break;
-            }
-        }
-    }
-    let wait = async {
-        loop {
-            let (mut socket, _) = listener
-                .accept()
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))?;
-            let mut buf = vec![0u8; 16 * 1024];
-            let mut len = 0;
-            while len < buf.len() {
-                let n = socket.read(&mut buf[len..]).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                len += n;
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let request = String::from_utf8_lossy(&buf[..len]).to_string();
-            let target = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let parsed = url::Url::parse(&format!("http://127.0.0.1{target}")).ok();
-            let Some(parsed) = parsed.filter(|u| u.path() == "/callback") else {
-                let _ = socket
-                    .write_all(
-                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    )
-                    .await;
-                continue;
-            };
-            let failed = parsed.query_pairs().any(|(k, _)| k == "error");
-            let body = if failed {
-                "Login failed. You can close this window."
-            } else {
-                "Logged in. You can close this window."
-            };
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-            return Ok(parsed);
-        }
-    };
-    tokio::time::timeout(browser.timeout, wait)
-        .await
-        .map_err(|_| CliError::Failed(format!("no login within {} s", browser.timeout.as_secs())))?
 }
 
 #[cfg(test)]
