@@ -249,7 +249,9 @@ async fn dev_upstream_ignores_forwarding_headers_from_the_client() {
 /// progress notifications arrive while it runs (the proxy streams, never buffers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_real_clients_reach_an_mcp_server_through_dev_upstream() {
-    use crate::support::stack::*;
+    use crate::support::e2e_flows::*;
+    use crate::support::procs::*;
+
     if !e2e_enabled(&[python_mcp()]) {
         return;
     }
@@ -306,7 +308,9 @@ async fn e2e_real_clients_reach_an_mcp_server_through_dev_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_scripts_traefik_local_fronts_dev_mode_without_edits() {
     use crate::support::dev_gateway::ChildGuard;
-    use crate::support::stack::*;
+    use crate::support::e2e_flows::*;
+    use crate::support::procs::*;
+
     if !e2e_enabled(&[Proxy::Traefik.bin()]) {
         return;
     }

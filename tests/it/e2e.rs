@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::e2e_flows::*;
+
+use crate::support::procs::*;
+
 use crate::support::stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::e2e_flows::*;
 use crate::support::helpers::*;
+use crate::support::procs::*;
 use crate::support::stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::support::gateway::{REDIRECT, approve_consent, browser, follow_to_client, pkce, query};
 use crate::support::helpers::{http, wait_for};
 use crate::support::oidc_provider::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
+use crate::support::procs::*;
 use crate::support::stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,9 @@ use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::support::e2e_flows::*;
 use crate::support::helpers::*;
+use crate::support::procs::*;
 use crate::support::stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

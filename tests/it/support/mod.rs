@@ -8,16 +8,20 @@
 //! | [`dev_gateway`] | `mcp-gateway dev` as a child process |
 //! | [`oidc_provider`] | a real OpenID Connect provider (`e2e/oidc-provider.mjs`) with test controls |
 //! | [`stack`] | the deployed shape: a real proxy (Traefik, Caddy, nginx) in front of auth, verify and an MCP server |
+//! | [`procs`] | the child processes: tools' paths, a process killed on drop, bounded waits and runs |
+//! | [`e2e_flows`] | the end-to-end steps several tests share (challenge, SDK login and tool call, scripts) |
 //!
 //! and the small steps every test file repeats: reading a header, decoding a JWT.
 
 pub mod dev_gateway;
 pub mod document_host;
+pub mod e2e_flows;
 pub mod fake_github;
 pub mod gateway;
 pub mod helpers;
 pub mod lying_provider;
 pub mod oidc_provider;
+pub mod procs;
 pub mod stack;
 
 /// A response header as text ("" when absent).

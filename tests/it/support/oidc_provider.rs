@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::gateway::{
     Gateway, approve_consent, browser, follow_to_client, pkce, query, refusal_page,
 };
-use super::stack::{Proc, clean_command, e2e_dir, node22};
+use super::procs::{Proc, clean_command, e2e_dir, node22};
 
 pub const CLIENT_ID: &str = "mcp-gateway";
 pub const CLIENT_SECRET: &str = "gateway-secret-0123456789";

@@ -1,0 +1,300 @@
+//! The end-to-end steps several tests share, run against a [`Stack`]: the unauthenticated
+//! challenge through the proxy, an MCP SDK login and tool call, the node and CLI scripts, and the
+//! small JSON readers their answers need.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::procs::*;
+use super::stack::Stack;
+use crate::support::helpers::*;
+
+pub fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn b(v: &Value, pointer: &str) -> bool {
+    v.pointer(pointer).and_then(Value::as_bool).unwrap_or(false)
+}
+
+pub fn n(v: &Value, pointer: &str) -> i64 {
+    v.pointer(pointer).and_then(Value::as_i64).unwrap_or(-1)
+}
+
+/// An MCP `initialize` request, as a client's first message.
+pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
+
+/// Without a token, the proxy answers with verify's RFC 9728 challenge, and the metadata it
+/// points to is served through the proxy without a token.
+pub async fn assert_unauthenticated_challenge(stack: &Stack) {
+    let proxy = stack.proxy.name();
+    let res = http()
+        .post(&stack.mcp_url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(INITIALIZE)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{proxy} answers: {e}"));
+    let status = res.status();
+    let challenge = header(&res, "www-authenticate");
+    let body = res.text().await.unwrap_or_default();
+    assert_eq!(
+        status,
+        401,
+        "{proxy}: unauthenticated POST /mcp: {body}{}",
+        stack.logs()
+    );
+    let prm_url = format!(
+        "http://localhost:{}/.well-known/oauth-protected-resource/mcp",
+        stack.proxy_port
+    );
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{prm_url}\"")),
+        "{proxy}: WWW-Authenticate: {challenge}"
+    );
+    let json: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("{proxy}: the 401 body is not JSON ({e}): {body}"));
+    assert_eq!(s(&json, "/error"), "invalid_request", "{proxy}: {json}");
+    let prm: Value = http()
+        .get(&prm_url)
+        .send()
+        .await
+        .expect("PRM")
+        .json()
+        .await
+        .expect("PRM JSON");
+    assert_eq!(s(&prm, "/resource"), stack.mcp_url, "{proxy}: {prm}");
+    assert_eq!(
+        s(&prm, "/authorization_servers/0"),
+        stack.issuer,
+        "{proxy}: {prm}"
+    );
+    // RFC 8414 metadata on the MCP host too, for clients that look there.
+    let asm = http()
+        .get(format!(
+            "http://localhost:{}/.well-known/oauth-authorization-server",
+            stack.proxy_port
+        ))
+        .send()
+        .await
+        .expect("AS metadata");
+    assert_eq!(asm.status(), 200, "{proxy}: AS metadata on the MCP host");
+}
+
+pub use super::header;
+
+/// The MCP TypeScript SDK client (`e2e/mcp-client-flow.mjs`) logs in through the stack's proxy
+/// and calls a tool; refresh rotation and reuse detection work through it too.
+pub async fn assert_sdk_login_and_tool_call(stack: &Stack) {
+    assert_sdk_login_and_tool_call_as(stack, None).await;
+}
+
+/// [`assert_sdk_login_and_tool_call`], the client identified by the Client ID Metadata
+/// Document at `metadata_url` when given; returns the flow's report.
+pub async fn assert_sdk_login_and_tool_call_as(stack: &Stack, metadata_url: Option<&str>) -> Value {
+    let proxy = stack.proxy.name();
+    let mut args = vec![stack.mcp_url.as_str()];
+    args.extend(metadata_url);
+    let (flow, stderr) = stack
+        .run_script("mcp-client-flow.mjs", &args, Duration::from_secs(90))
+        .await;
+    let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
+    assert!(
+        b(&flow, "/ok"),
+        "{proxy}: the MCP client flow failed: {}\n{pretty}\nstderr:\n{stderr}{}",
+        s(&flow, "/error"),
+        stack.logs()
+    );
+
+    let mut failures: Vec<String> = Vec::new();
+    let mut check = |ok: bool, what: &str| {
+        if !ok {
+            failures.push(what.to_string());
+        }
+    };
+    check(n(&flow, "/first_status") == 401, "first MCP request: 401");
+    check(
+        s(&flow, "/first_www_authenticate").contains("resource_metadata="),
+        "first 401 names resource_metadata",
+    );
+    check(
+        !s(&flow, "/client_id").is_empty(),
+        "a client_id was registered",
+    );
+    check(
+        s(&flow, "/issuer") == stack.issuer,
+        "metadata issuer = ISSUER_URL",
+    );
+    check(
+        s(&flow, "/authorization_request/code_challenge_method") == "S256",
+        "PKCE S256 in the authorization request",
+    );
+    check(
+        s(&flow, "/authorization_request/resource") == stack.mcp_url,
+        "resource = the MCP URL in the authorization request",
+    );
+    let statuses: Vec<i64> = flow
+        .pointer("/browser_steps")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|st| n(st, "/status")).collect())
+        .unwrap_or_default();
+    check(
+        statuses == [307, 200, 303, 302, 302],
+        "browser hops authorize 307, consent 200, consent POST 303, GitHub 302, callback 302",
+    );
+    check(
+        s(&flow, "/callback/iss") == stack.issuer,
+        "the redirect to the client carries iss = issuer (RFC 9207)",
+    );
+    check(b(&flow, "/callback/state_matches"), "state round-trips");
+    check(
+        s(&flow, "/token/jwt_header/typ") == "at+jwt",
+        "access token typ at+jwt",
+    );
+    let aud = flow
+        .pointer("/token/claims/aud")
+        .cloned()
+        .unwrap_or_default();
+    let aud_ok = aud.as_str() == Some(stack.mcp_url.as_str())
+        || aud
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(&stack.mcp_url)));
+    check(aud_ok, "aud names the MCP resource");
+    check(
+        s(&flow, "/token/claims/iss") == stack.issuer,
+        "iss = issuer",
+    );
+    check(s(&flow, "/token/claims/sub") == "1001", "sub = GitHub id");
+    check(
+        s(&flow, "/token/claims/username") == "alice",
+        "username = GitHub login",
+    );
+    check(
+        s(&flow, "/token/claims/email") == "alice@example.com",
+        "email = the primary verified address (not the first one listed)",
+    );
+    check(
+        flow.pointer("/tools")
+            .and_then(Value::as_array)
+            .is_some_and(|t| t.iter().any(|x| x == "echo")),
+        "tools/list includes echo",
+    );
+    check(
+        s(&flow, "/tool_result").contains("hi"),
+        "the echo tool answered",
+    );
+    check(
+        b(&flow, "/refresh_rotated"),
+        "refresh rotates the refresh token",
+    );
+    check(
+        b(&flow, "/access_token_changed"),
+        "refresh issues a new access token",
+    );
+    check(
+        s(&flow, "/tool_result_after_refresh").contains("hi"),
+        "the refreshed access token works through the proxy",
+    );
+    check(
+        b(&flow, "/retry_same_successor"),
+        "a retry of the rotated-out refresh token gets the same successor",
+    );
+    check(
+        b(&flow, "/old_refresh_refused"),
+        "once the successor was used, the rotated-out refresh token is refused with 400 invalid_grant",
+    );
+    check(
+        b(&flow, "/family_refresh_refused"),
+        "reuse revokes the family: the current refresh token is refused too",
+    );
+    check(
+        b(&flow, "/family_access_revoked"),
+        "reuse revokes the family: its access token gets 401 at verify within 5 s",
+    );
+    check(
+        b(&flow, "/code_reuse_refused"),
+        "the authorization code cannot be redeemed again (400 invalid_grant)",
+    );
+    assert!(
+        failures.is_empty(),
+        "{proxy}: end-to-end checks failed:\n  - {}\n{pretty}{}",
+        failures.join("\n  - "),
+        stack.logs()
+    );
+    flow
+}
+
+/// server-everything (streamable HTTP) on a free loopback port, its log in `logs`; the
+/// process and its MCP URL.
+pub async fn start_server_everything(logs: &Path) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = clean_command(&node22());
+    cmd.arg(server_everything())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string());
+    let mut proc = Proc::spawn("server-everything", cmd, logs);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    wait_http(&mut proc, &url, None, Duration::from_secs(20)).await;
+    (proc, url)
+}
+
+/// An e2e script outside a [`Stack`]: Node 22 for `.mjs`, the Python SDK's venv for `.py`;
+/// its last stdout line is JSON. Returns it and the script's stderr.
+pub async fn run_e2e_script(script: &str, args: &[&str], limit: Duration) -> (Value, String) {
+    run_e2e_script_with(script, args, &[], limit).await
+}
+
+/// [`run_e2e_script`] with more environment variables.
+pub async fn run_e2e_script_with(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Value, String) {
+    let program = if script.ends_with(".py") {
+        python_mcp()
+    } else {
+        node22()
+    };
+    let mut cmd = clean_command(&program);
+    cmd.arg(e2e_dir().join(script))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("E2E_NODE", node22());
+    run_json_command(script, cmd, limit, String::new).await
+}
+
+/// Runs `cmd` in e2e/ within `limit`; its last stdout line is JSON. Returns it and the
+/// command's stderr; a failure panics with its output and `context()` (the stack's logs).
+pub async fn run_json_command(
+    name: &str,
+    mut cmd: Command,
+    limit: Duration,
+    context: impl FnOnce() -> String,
+) -> (Value, String) {
+    cmd.current_dir(e2e_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (stdout, stderr, status) = tokio::task::spawn_blocking(move || run_bounded(cmd, limit))
+        .await
+        .expect("script runner")
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .to_string();
+    let json: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+        panic!(
+            "{name} ({status}) printed no JSON line ({e}):\nstdout:\n{stdout}\nstderr:\n{stderr}{}",
+            context()
+        )
+    });
+    (json, stderr)
+}
