@@ -49,21 +49,8 @@ async fn names_with_bidirectional_controls_are_refused_and_names_are_isolated() 
         }))
         .await;
     let client: Value = resp.json().await.unwrap();
-    let (_, challenge) = pkce();
     let b = browser();
-    let resp = b
-        .get(gw.authorize_url(&client, &challenge, &[]))
-        .send()
-        .await
-        .unwrap();
-    let page = b
-        .get(location(&resp))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = gw.consent_page(&b, &client, &[]).await;
     assert!(page.contains("<strong><bdi>عميل</bdi></strong>"), "{page}");
 }
 
@@ -322,10 +309,9 @@ async fn only_the_identical_code_exchange_gets_the_kept_answer() {
         form.push(different);
         let resp = gw.token(&client, &form).await;
         assert_oauth_error(resp, 400, "invalid_grant").await;
-        wait_for(std::time::Duration::from_secs(1), || async {
-            gw.verify.status(&access).await == 401
-        })
-        .await
-        .expect("the replayed code's tokens are revoked");
+        gw.verify
+            .until_status(&access, 401, std::time::Duration::from_secs(1))
+            .await
+            .expect("the replayed code's tokens are revoked");
     }
 }

@@ -157,7 +157,7 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
 
     // Second login: verify; the code just used is refused (same window), the next one works.
     let (b, mfa_url, verifier) = to_mfa(&gw, &client).await;
-    let html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
+    let html = body_text(b.get(&mfa_url)).await;
     assert!(html.contains("Two-factor sign-in") && !html.contains("<svg"));
     let used = code_now(&secret, 0);
     let resp = post_code(&gw, &b, &html, "code", &used).await;
@@ -169,11 +169,11 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
 
     // Third login: a recovery code works once.
     let (b, mfa_url, verifier) = to_mfa(&gw, &client).await;
-    let html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
+    let html = body_text(b.get(&mfa_url)).await;
     let resp = post_code(&gw, &b, &html, "recovery_code", &codes[0].to_uppercase()).await;
     redeem(&gw, &client, resp, &verifier).await;
     let (b, mfa_url, _) = to_mfa(&gw, &client).await;
-    let html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
+    let html = body_text(b.get(&mfa_url)).await;
     let resp = post_code(&gw, &b, &html, "recovery_code", &codes[0]).await;
     assert_eq!(resp.status(), 400);
 }
@@ -188,7 +188,7 @@ async fn repeated_failures_lock_the_user_out() {
     .await;
     let client = gw.client("none").await;
     let (b, mfa_url, _) = to_mfa(&gw, &client).await;
-    let mut html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
+    let mut html = body_text(b.get(&mfa_url)).await;
     for attempt in 1..=3 {
         let resp = post_code(&gw, &b, &html, "code", "123456").await;
         if attempt < 3 {
@@ -203,14 +203,7 @@ async fn repeated_failures_lock_the_user_out() {
     let resp = b.get(&mfa_url).send().await.unwrap();
     assert_eq!(resp.status(), 429);
     assert!(resp.headers().contains_key("retry-after"));
-    let metrics = http()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("mcp_gateway_mfa_failures_total 3"));
     assert!(metrics.contains("mcp_gateway_mfa_lockouts_total 1"));
 }

@@ -181,11 +181,10 @@ async fn verify_and_the_cli_use_redis_over_tls_with_an_acl_user() {
         );
         // The revocation feed runs over TLS too.
         assert!(store.revoke_token(&jti).await.unwrap());
-        wait_for(Duration::from_secs(2), || async {
-            verify.status(&token).await == 401
-        })
-        .await
-        .expect("revocation heard over TLS");
+        verify
+            .until_status(&token, 401, Duration::from_secs(2))
+            .await
+            .expect("revocation heard over TLS");
         // The CLI, with the same settings.
         let mut cli = Command::new(bin("mcp-gateway"));
         cli.args(["--json", "stats"]).env_clear();

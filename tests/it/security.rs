@@ -87,11 +87,7 @@ async fn a_forwarded_upstream_link_does_not_log_the_victim_in_for_the_attacker()
     let alice = browser();
     gw.browser_login(&alice, &gw.authorize_url(&own, &challenge, &[]))
         .await;
-    let resp = alice
-        .get(gw.authorize_url(&own, &challenge, &[]))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.authorize(&alice, &own, &challenge, &[]).await;
     assert_eq!(resp.status(), 307);
     let github_url = location(&resp);
     assert!(
@@ -101,11 +97,7 @@ async fn a_forwarded_upstream_link_does_not_log_the_victim_in_for_the_attacker()
     let resp = victim.get(&github_url).send().await.unwrap();
     let resp = victim.get(location(&resp)).send().await.unwrap();
     assert_eq!(resp.status(), 403);
-    let resp = alice
-        .get(gw.authorize_url(&own, &challenge, &[]))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.authorize(&alice, &own, &challenge, &[]).await;
     let resp = alice.get(location(&resp)).send().await.unwrap();
     let resp = alice.get(location(&resp)).send().await.unwrap();
     assert_eq!(resp.status(), 302);
@@ -148,7 +140,7 @@ async fn concurrent_totp_guesses_are_limited() {
     let client = gw.client("none").await;
     // Enrol alice.
     let (b, mfa_url, _) = to_mfa(&gw, &client).await;
-    let html = b.get(&mfa_url).send().await.unwrap().text().await.unwrap();
+    let html = body_text(b.get(&mfa_url)).await;
     let secret = enrolment_secret(&html);
     let resp = post_code(&gw, &b, &html, "code", &code_now(&secret, 0)).await;
     assert_eq!(resp.status(), 200, "enrolled");
@@ -156,14 +148,7 @@ async fn concurrent_totp_guesses_are_limited() {
     // The attacker knows the GitHub password, not the second factor: a burst of guesses
     // with the right code among them.
     let (attacker, mfa_url, _) = to_mfa(&gw, &client).await;
-    let html = attacker
-        .get(&mfa_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = body_text(attacker.get(&mfa_url)).await;
     let right = code_now(&secret, 0);
     let guesses: Vec<String> = (0..40)
         .map(|i| {
@@ -184,14 +169,7 @@ async fn concurrent_totp_guesses_are_limited() {
     let evaluated = statuses.iter().filter(|s| **s != 429).count();
     assert!(evaluated <= 3, "at most 3 guesses evaluated: {statuses:?}");
     assert!(statuses.iter().filter(|s| **s == 429).count() >= 37);
-    let metrics = http()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let failures: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("mcp_gateway_mfa_failures_total "))
@@ -404,15 +382,7 @@ async fn remembered_consent_covers_only_what_was_approved() {
     let consent_page = |location: String| {
         assert!(location.starts_with(&gw.url("/consent")), "{location}");
         let user = user.clone();
-        async move {
-            user.get(&location)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { body_text(user.get(&location)).await }
     };
     // The same request: straight to the upstream login.
     assert!(next("mcp", RESOURCE).await.starts_with(&gw.github.base));

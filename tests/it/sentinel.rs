@@ -319,11 +319,10 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
     // A revocation made now, on the new primary, reaches verify. (A retry after a write
     // that was not yet confirmed by a replica finds the token gone: revoking is idempotent.)
     settled("revoke", || store.revoke_token(&cached_jti)).await;
-    wait_for(Duration::from_secs(3), || async {
-        verify.status(&cached).await == 401
-    })
-    .await
-    .expect("a revocation after the failover is heard");
+    verify
+        .until_status(&cached, 401, Duration::from_secs(3))
+        .await
+        .expect("a revocation after the failover is heard");
 
     // What was done before the failover stays done: r1 was rotated, so presenting it again is
     // reuse (never a second rotation), and the code was redeemed.

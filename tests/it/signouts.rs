@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use crate::support::document_host::*;
 use crate::support::gateway::*;
-use crate::support::helpers::*;
 use crate::support::lying_provider;
 use crate::support::oidc_provider::{CLIENT_ID, oidc_login};
 
@@ -293,9 +292,8 @@ async fn only_a_real_refusal_ends_a_grant() {
         .await;
     assert_oauth_error(resp, 400, "invalid_grant").await;
     let access = next["access_token"].as_str().unwrap();
-    wait_for(Duration::from_secs(1), || async {
-        gw.verify.status(access).await == 401
-    })
-    .await
-    .expect("the ended grant's token is refused");
+    gw.verify
+        .until_status(access, 401, Duration::from_secs(1))
+        .await
+        .expect("the ended grant's token is refused");
 }

@@ -352,11 +352,10 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
     }
     assert!(store.revoke_token(&jti).await.unwrap());
     for replica in [&a, &b] {
-        let waited = wait_for(Duration::from_secs(1), || async {
-            replica.status(&token).await == 401
-        })
-        .await
-        .expect("refused within a second");
+        let waited = replica
+            .until_status(&token, 401, Duration::from_secs(1))
+            .await
+            .expect("refused within a second");
         assert!(waited < Duration::from_secs(1));
         let resp = replica
             .request(Some(&token), "mcp.example.com")
@@ -434,11 +433,10 @@ async fn redis_down_is_503_and_recovery_needs_no_restart() {
     assert!(verify.metric("mcp_gateway_redis_errors_total").await >= 1.0);
 
     redis.restart().await;
-    wait_for(Duration::from_secs(10), || async {
-        verify.status(&token).await == 200
-    })
-    .await
-    .expect("serves again once redis is back");
+    verify
+        .until_status(&token, 200, Duration::from_secs(10))
+        .await
+        .expect("serves again once redis is back");
     verify.wait_ready().await;
 }
 
@@ -723,14 +721,7 @@ async fn health_ready_and_metrics() {
         .send()
         .await
         .unwrap();
-    let text = crate::support::helpers::http()
-        .get(format!("{}/metrics", verify.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = body_text(http().get(format!("{}/metrics", verify.base))).await;
     for name in [
         "mcp_gateway_verify_decisions_total{outcome=\"denied\",reason=\"no_token\"} 1",
         "mcp_gateway_verify_decision_duration_seconds_bucket{le=\"0.000001\"}",
@@ -755,11 +746,10 @@ async fn entries_never_outlive_the_token() {
     };
     let (token, _) = mint_token(&verify.settings, &store, spec).await;
     assert_eq!(verify.status(&token).await, 200);
-    wait_for(Duration::from_secs(5), || async {
-        verify.status(&token).await == 401
-    })
-    .await
-    .expect("refused once expired although cached");
+    verify
+        .until_status(&token, 401, Duration::from_secs(5))
+        .await
+        .expect("refused once expired although cached");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

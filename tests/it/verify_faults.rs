@@ -399,11 +399,10 @@ async fn a_silent_feed_is_noticed_within_the_heartbeat_bound() {
     assert_eq!(verify.metric("mcp_gateway_revocation_feed_up").await, 0.0);
 
     proxy.black_hole.store(false, Ordering::SeqCst);
-    wait_for(Duration::from_secs(15), || async {
-        verify.status(&token).await == 401
-    })
-    .await
-    .expect("the revoked token is refused once Redis is reachable again");
+    verify
+        .until_status(&token, 401, Duration::from_secs(15))
+        .await
+        .expect("the revoked token is refused once Redis is reachable again");
 }
 
 /// Load on 32 keep-alive connections, SIGTERM to the release binary, load going on: every

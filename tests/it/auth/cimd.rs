@@ -288,14 +288,7 @@ async fn the_cache_follows_the_host_serves_stale_on_failure_and_fetches_once_for
     let (status, ..) = authorize_status(&gw, &id).await;
     assert_eq!(status, 307);
     assert_eq!(host.hits(path), 2);
-    let metrics = http()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("mcp_gateway_cimd_fetches_total{result=\"stale\"} 1"),
         "{metrics}"

@@ -86,12 +86,7 @@ async fn five_hundred_users_through_one_address_all_log_in() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    let metrics = reqwest::get(gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         !metrics.contains("mcp_gateway_rate_limited_total{"),
         "{metrics}"
@@ -189,12 +184,7 @@ async fn a_registration_flood_keeps_within_the_unused_budgets_and_logins_go_on()
         stored.contains(&veteran_key),
         "a used registration is never evicted"
     );
-    let metrics = reqwest::get(gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metric(&metrics, "mcp_gateway_unused_clients_evicted_total") >= (10_000 - GLOBAL) as f64,
         "{metrics}"

@@ -107,20 +107,7 @@ async fn a_group_grants_a_scope_a_tool_and_leaving_it_narrows_the_next_refresh()
     // alice is in mcp-users and eng. The consent page says who mcp:admin is for.
     provider.login_as("alice").await;
     let b = browser();
-    let (_, challenge) = pkce();
-    let resp = b
-        .get(gw.authorize_url(&client, &challenge, WHOLE_LIST))
-        .send()
-        .await
-        .unwrap();
-    let page = b
-        .get(location(&resp))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = gw.consent_page(&b, &client, WHOLE_LIST).await;
     assert!(page.contains("Only for entitled accounts"), "{page}");
     assert!(page.contains("<bdi>groups: ops</bdi>"), "{page}");
     // A Claude-shaped request for the whole list: everything but mcp:admin.
@@ -263,11 +250,7 @@ async fn no_request_gives_a_scope_the_user_is_not_entitled_to() {
     let first = tokens_for(&gw, &b, &client, WHOLE_LIST).await;
     assert_eq!(scope_of(&first), "mcp mcp:write");
     let (_, challenge) = pkce();
-    let resp = b
-        .get(gw.authorize_url(&client, &challenge, WHOLE_LIST))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.authorize(&b, &client, &challenge, WHOLE_LIST).await;
     assert!(
         location(&resp).starts_with(&gw.github.base),
         "remembered: straight to the upstream login"

@@ -112,14 +112,19 @@ async fn the_whole_code_flow_ends_in_a_token_verify_accepts() {
     let resp = gw.refresh(&client, refresh).await;
     assert_oauth_error(resp, 400, "invalid_grant").await;
     // Reuse of a rotated token revoked the whole family.
-    let new_access = rotated["access_token"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(1), || async {
-        gw.verify.status(&new_access).await == 401
-    })
-    .await
-    .expect("family revoked after refresh reuse");
+    assert_grant_ended(&gw, &client, &rotated, "family revoked after refresh reuse").await;
+}
+
+/// The grant `tokens` came from is over: verify refuses its access token within a second
+/// (`why` otherwise), and its refresh token is `invalid_grant`.
+async fn assert_grant_ended(gw: &Gateway, client: &Value, tokens: &Value, why: &str) {
+    let access = tokens["access_token"].as_str().unwrap();
+    gw.verify
+        .until_status(access, 401, Duration::from_secs(1))
+        .await
+        .expect(why);
     let resp = gw
-        .refresh(&client, rotated["refresh_token"].as_str().unwrap())
+        .refresh(client, tokens["refresh_token"].as_str().unwrap())
         .await;
     assert_oauth_error(resp, 400, "invalid_grant").await;
 }
@@ -133,89 +138,47 @@ async fn a_code_works_once_for_its_client_redirect_and_verifier() {
 
     // Another client cannot redeem it (and the attempt burns it).
     let (code, verifier) = gw.code_for(&client, &[]).await;
-    assert_oauth_error(
-        gw.redeem(&other, &code, &verifier).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    assert_oauth_error(
-        gw.redeem(&client, &code, &verifier).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
+    let resp = gw.redeem(&other, &code, &verifier).await;
+    assert_oauth_error(resp, 400, "invalid_grant").await;
+    let resp = gw.redeem(&client, &code, &verifier).await;
+    assert_oauth_error(resp, 400, "invalid_grant").await;
 
     // Wrong redirect URI, wrong verifier, missing verifier.
     let (code, verifier) = gw.code_for(&client, &[]).await;
+    let other_redirect = "http://127.0.0.1:9/other";
     let resp = gw
-        .token(
-            &client,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("code_verifier", &verifier),
-                ("redirect_uri", "http://127.0.0.1:9/other"),
-            ],
-        )
+        .redeem_at(&client, &code, Some(&verifier), other_redirect)
         .await;
     assert_oauth_error(resp, 400, "invalid_grant").await;
     let (code, _) = gw.code_for(&client, &[]).await;
     let (wrong_verifier, _) = pkce();
-    assert_oauth_error(
-        gw.redeem(&client, &code, &wrong_verifier).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
+    let resp = gw.redeem(&client, &code, &wrong_verifier).await;
+    assert_oauth_error(resp, 400, "invalid_grant").await;
     let (code, _) = gw.code_for(&client, &[]).await;
-    let resp = gw
-        .token(
-            &client,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-            ],
-        )
-        .await;
+    let resp = gw.redeem_at(&client, &code, None, REDIRECT).await;
     assert_oauth_error(resp, 400, "invalid_request").await;
 
     // Replay: the second redemption fails and revokes what the first issued.
     let (code, verifier) = gw.code_for(&client, &[]).await;
-    let first: Value = gw
-        .redeem(&client, &code, &verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let resp = gw.redeem(&client, &code, &verifier).await;
+    let first: Value = resp.json().await.unwrap();
     let access = first["access_token"].as_str().unwrap().to_string();
     assert_eq!(gw.verify.status(&access).await, 200);
     // The same exchange retried at once (the answer was lost) gets the same tokens ...
-    let retry: Value = gw
-        .redeem(&client, &code, &verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let resp = gw.redeem(&client, &code, &verifier).await;
+    let retry: Value = resp.json().await.unwrap();
     assert_eq!(retry, first);
     // ... past the retry window it is a replay.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_oauth_error(
-        gw.redeem(&client, &code, &verifier).await,
-        400,
-        "invalid_grant",
+    let resp = gw.redeem(&client, &code, &verifier).await;
+    assert_oauth_error(resp, 400, "invalid_grant").await;
+    assert_grant_ended(
+        &gw,
+        &client,
+        &first,
+        "tokens of a replayed code are revoked",
     )
     .await;
-    wait_for(Duration::from_secs(1), || async {
-        gw.verify.status(&access).await == 401
-    })
-    .await
-    .expect("tokens of a replayed code are revoked");
-    let resp = gw
-        .refresh(&client, first["refresh_token"].as_str().unwrap())
-        .await;
-    assert_oauth_error(resp, 400, "invalid_grant").await;
 
     // Codes are stored hashed and live at most ten minutes.
     let (code, _) = gw.code_for(&client, &[]).await;
@@ -335,63 +298,27 @@ async fn authorize_errors_are_no_open_redirect() {
     }
 }
 
+/// A new client's consent page, opened in a fresh browser: the browser, and the form's
+/// `request` and `csrf_token`.
+async fn open_consent(gw: &Gateway) -> (reqwest::Client, String, String) {
+    let client = gw.client("none").await;
+    let b = browser();
+    let html = gw.consent_page(&b, &client, &[]).await;
+    (b, hidden(&html, "request"), hidden(&html, "csrf_token"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consent_form_is_protected_against_csrf() {
     let gw = Gateway::start(&[]).await;
-    let client = gw.client("none").await;
-    let (_, challenge) = pkce();
-    let victim = browser();
-    let resp = victim
-        .get(gw.authorize_url(&client, &challenge, &[]))
-        .send()
-        .await
-        .unwrap();
-    let consent_url = location(&resp);
-    let html = victim
-        .get(&consent_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let request = hidden(&html, "request");
-    let csrf = hidden(&html, "csrf_token");
+    let (victim, request, csrf) = open_consent(&gw).await;
     // A cross-site page posts the form from the victim's browser without the token…
-    let resp = victim
-        .post(gw.url("/consent"))
-        .form(&[
-            ("request", request.as_str()),
-            ("csrf_token", "guess"),
-            ("decision", "approve"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = post_consent(&victim, &gw.issuer, &request, "guess", "approve").await;
     assert_eq!(resp.status(), 403);
     // … or an attacker replays the right token from another browser (no cookie).
-    let resp = browser()
-        .post(gw.url("/consent"))
-        .form(&[
-            ("request", request.as_str()),
-            ("csrf_token", csrf.as_str()),
-            ("decision", "approve"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = post_consent(&browser(), &gw.issuer, &request, &csrf, "approve").await;
     assert_eq!(resp.status(), 403);
     // Denying sends the client access_denied.
-    let resp = victim
-        .post(gw.url("/consent"))
-        .form(&[
-            ("request", request.as_str()),
-            ("csrf_token", csrf.as_str()),
-            ("decision", "deny"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = post_consent(&victim, &gw.issuer, &request, &csrf, "deny").await;
     assert_eq!(resp.status(), 302);
     assert!(location(&resp).contains("error=access_denied"));
 }
@@ -471,60 +398,26 @@ async fn out_of_band_clients_get_the_success_page() {
         redirect.as_str().starts_with(&gw.url("/success?")),
         "{redirect}"
     );
-    let page = http()
-        .get(redirect.as_str())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = body_text(http().get(redirect.as_str())).await;
     assert!(page.contains(&query(&redirect, "code").unwrap()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_github_failure_reaches_the_client_as_access_denied() {
     let gw = Gateway::start(&[]).await;
-    let client = gw.client("none").await;
-    let (_, challenge) = pkce();
-    let b = browser();
-    let resp = b
-        .get(gw.authorize_url(&client, &challenge, &[]))
-        .send()
-        .await
-        .unwrap();
-    let html = b
-        .get(location(&resp))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("request", hidden(&html, "request")),
-        ("csrf_token", hidden(&html, "csrf_token")),
-        ("decision", "approve".into()),
-    ];
-    let resp = b.post(gw.url("/consent")).form(&form).send().await.unwrap();
+    let (b, request, csrf) = open_consent(&gw).await;
+    let resp = post_consent(&b, &gw.issuer, &request, &csrf, "approve").await;
     let github = location(&resp);
     let state = query(&url::Url::parse(&github).unwrap(), "state").unwrap();
     // A code GitHub does not know: GitHub answers 200 with an error in the body.
-    let resp = b
-        .get(gw.url(&format!("/callback?code=forged&state={state}")))
-        .send()
-        .await
-        .unwrap();
+    let forged = gw.url(&format!("/callback?code=forged&state={state}"));
+    let resp = b.get(&forged).send().await.unwrap();
     assert_eq!(resp.status(), 302);
     let to = url::Url::parse(&location(&resp)).unwrap();
     assert_eq!(query(&to, "error").as_deref(), Some("access_denied"));
     assert_eq!(query(&to, "state").as_deref(), Some("client-state-123"));
     // The state was single-use.
-    let resp = b
-        .get(gw.url(&format!("/callback?code=forged&state={state}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = b.get(&forged).send().await.unwrap();
     assert!(location(&resp).contains("/error?"));
 }
 
@@ -539,36 +432,22 @@ async fn remembered_consent_skips_the_page_only_for_the_same_account() {
         .await;
     assert!(query(&first, "code").is_some());
     // Same browser, same account: straight to GitHub, no consent page.
-    let resp = b
-        .get(gw.authorize_url(&client, &challenge, &[]))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.authorize(&b, &client, &challenge, &[]).await;
     assert_eq!(resp.status(), 307);
     let to_github = location(&resp);
     assert!(to_github.starts_with(&gw.github.base), "{to_github}");
-    let resp = b
-        .get(location(&b.get(&to_github).send().await.unwrap()))
-        .send()
+    let back = follow_to_client(&b, resp)
         .await
-        .unwrap();
-    let back = url::Url::parse(&location(&resp)).unwrap();
+        .expect("back at the client");
     assert!(query(&back, "code").is_some(), "{back}");
     // Same browser, but GitHub now signs in another account: it approved nothing.
     gw.github.sign_in_as("bob");
-    let resp = b
-        .get(gw.authorize_url(&client, &challenge, &[]))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.authorize(&b, &client, &challenge, &[]).await;
     let to_github = location(&resp);
     assert!(to_github.starts_with(&gw.github.base));
-    let resp = b
-        .get(location(&b.get(&to_github).send().await.unwrap()))
-        .send()
+    let back = follow_to_client(&b, resp)
         .await
-        .unwrap();
-    let back = url::Url::parse(&location(&resp)).unwrap();
+        .expect("back at the client");
     assert_eq!(query(&back, "error").as_deref(), Some("access_denied"));
     assert!(query(&back, "code").is_none());
 }

@@ -360,11 +360,10 @@ async fn the_upstream_token_reaches_the_mcp_server_only_sealed_and_refreshed() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    wait_for(Duration::from_secs(5), || async {
-        gw.verify.status(access(&t2)).await == 401
-    })
-    .await
-    .expect("revoked with the grant");
+    gw.verify
+        .until_status(access(&t2), 401, Duration::from_secs(5))
+        .await
+        .expect("revoked with the grant");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

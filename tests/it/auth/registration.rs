@@ -185,11 +185,10 @@ async fn client_management_follows_rfc_7592() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
-    wait_for(Duration::from_secs(1), || async {
-        gw.verify.status(&access).await == 401
-    })
-    .await
-    .expect("access token revoked with its client");
+    gw.verify
+        .until_status(&access, 401, Duration::from_secs(1))
+        .await
+        .expect("access token revoked with its client");
     let mut conn = gw.redis.conn().await;
     let keys: Vec<String> = conn.keys("oauth:*").await.unwrap();
     let id = client["client_id"].as_str().unwrap();
@@ -232,12 +231,7 @@ async fn browser_clients_get_cors_on_machine_endpoints_only() {
     let client: Value = resp.json().await.unwrap();
     let (_, challenge) = pkce();
     let b = browser();
-    let consent = location(
-        &b.get(gw.authorize_url(&client, &challenge, &[]))
-            .send()
-            .await
-            .unwrap(),
-    );
+    let consent = location(&gw.authorize(&b, &client, &challenge, &[]).await);
     let page = b.get(&consent).send().await.unwrap();
     assert!(page.headers().get("access-control-allow-origin").is_none());
 }

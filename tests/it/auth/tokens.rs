@@ -203,11 +203,10 @@ async fn revoke_and_introspect_act_on_the_clients_own_tokens_only() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    wait_for(Duration::from_secs(1), || async {
-        gw.verify.status(access).await == 401
-    })
-    .await
-    .expect("revoked at verify");
+    gw.verify
+        .until_status(access, 401, Duration::from_secs(1))
+        .await
+        .expect("revoked at verify");
     assert_eq!(
         introspect(owner.clone(), access.to_string()).await["active"],
         false
@@ -266,14 +265,7 @@ async fn a_redis_outage_is_503_with_retry_after_and_counted() {
     assert_oauth_error(resp, 503, "temporarily_unavailable").await;
     let resp = gw.register(json!({"redirect_uris": [REDIRECT]})).await;
     assert_oauth_error(resp, 503, "temporarily_unavailable").await;
-    let metrics = http()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("mcp_gateway_redis_errors_total 2"),
         "{metrics}"

@@ -34,14 +34,14 @@ async fn deleting_a_client_completely_leaves_no_trace() {
             "left behind: {key} = {value}"
         );
     }
-    wait_for(Duration::from_secs(1), || async {
-        gw.verify
-            .status(alice["access_token"].as_str().unwrap())
-            .await
-            == 401
-    })
-    .await
-    .expect("its tokens are refused");
+    gw.verify
+        .until_status(
+            alice["access_token"].as_str().unwrap(),
+            401,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("its tokens are refused");
     // Registration only: the other client's token keeps working until it expires.
     ok(&cli(
         &gw,
@@ -144,12 +144,12 @@ async fn a_delete_cut_short_by_a_stalled_redis_says_so_and_finishes_when_run_aga
     ));
     let registration: Option<String> = conn.get(format!("oauth:client:{id}")).await.unwrap();
     assert!(registration.is_none());
-    wait_for(Duration::from_secs(1), || async {
-        gw.verify
-            .status(alice["access_token"].as_str().unwrap())
-            .await
-            == 401
-    })
-    .await
-    .expect("its tokens are refused");
+    gw.verify
+        .until_status(
+            alice["access_token"].as_str().unwrap(),
+            401,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("its tokens are refused");
 }

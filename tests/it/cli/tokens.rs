@@ -59,11 +59,10 @@ async fn minted_tokens_verify_and_revoked_ones_stop() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for(Duration::from_secs(1), || async {
-        verify.status(&token).await == 401
-    })
-    .await
-    .expect("revoked within a second");
+    verify
+        .until_status(&token, 401, Duration::from_secs(1))
+        .await
+        .expect("revoked within a second");
     // Revoking again is reported as a failure: nothing was live.
     let out = run(&["tokens", "revoke", "--token", &token], &env);
     assert_eq!(out.status.code(), Some(1));
@@ -75,11 +74,10 @@ async fn minted_tokens_verify_and_revoked_ones_stop() {
     let claims = crate::support::jwt_claims(&second);
     let out = run(&["tokens", "revoke", claims["jti"].as_str().unwrap()], &env);
     assert!(out.status.success());
-    wait_for(Duration::from_secs(1), || async {
-        verify.status(&second).await == 401
-    })
-    .await
-    .expect("revoked by jti within a second");
+    verify
+        .until_status(&second, 401, Duration::from_secs(1))
+        .await
+        .expect("revoked by jti within a second");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,11 +145,10 @@ async fn revoking_by_user_and_client_is_refused_at_verify() {
         dir.path(),
         &["tokens", "revoke", "--user", "alice"],
     ));
-    wait_for(Duration::from_secs(1), || async {
-        gw.verify.status(&alice_at).await == 401
-    })
-    .await
-    .expect("alice refused within a second");
+    gw.verify
+        .until_status(&alice_at, 401, Duration::from_secs(1))
+        .await
+        .expect("alice refused within a second");
     assert_eq!(gw.verify.status(&bob_at).await, 200);
     // Her refresh grant went too.
     let resp = gw
@@ -168,11 +165,10 @@ async fn revoking_by_user_and_client_is_refused_at_verify() {
             b["client_id"].as_str().unwrap(),
         ],
     ));
-    wait_for(Duration::from_secs(1), || async {
-        gw.verify.status(&bob_at).await == 401
-    })
-    .await
-    .expect("bob's client refused within a second");
+    gw.verify
+        .until_status(&bob_at, 401, Duration::from_secs(1))
+        .await
+        .expect("bob's client refused within a second");
     let resp = gw.refresh(&b, bob["refresh_token"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 400);
 }

@@ -142,14 +142,7 @@ pub async fn consent_and_dev_login(
         login_page.starts_with(&format!("{issuer}/dev/login")),
         "{login_page}"
     );
-    let html = browser
-        .get(&login_page)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = body_text(browser.get(&login_page)).await;
     let form = [
         ("state", hidden(&html, "state")),
         ("csrf_token", hidden(&html, "csrf_token")),

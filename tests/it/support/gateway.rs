@@ -145,6 +145,34 @@ impl Gateway {
         url.to_string()
     }
 
+    /// `GET /authorize` for `client` from `browser`: the first answer, not followed.
+    pub async fn authorize(
+        &self,
+        browser: &reqwest::Client,
+        client: &Value,
+        challenge: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        browser
+            .get(self.authorize_url(client, challenge, extra))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /authorize` for `client` from `browser` (a fresh PKCE challenge), then the page it
+    /// redirects to (the consent page for a client not yet approved): its HTML.
+    pub async fn consent_page(
+        &self,
+        browser: &reqwest::Client,
+        client: &Value,
+        extra: &[(&str, &str)],
+    ) -> String {
+        let (_, challenge) = pkce();
+        let resp = self.authorize(browser, client, &challenge, extra).await;
+        body_text(browser.get(location(&resp))).await
+    }
+
     pub async fn token(&self, client: &Value, form: &[(&str, &str)]) -> reqwest::Response {
         let mut form: Vec<(&str, &str)> = form.to_vec();
         let mut req = http().post(self.url("/token"));
@@ -165,16 +193,23 @@ impl Gateway {
     }
 
     pub async fn redeem(&self, client: &Value, code: &str, verifier: &str) -> reqwest::Response {
-        self.token(
-            client,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("code_verifier", verifier),
-                ("redirect_uri", REDIRECT),
-            ],
-        )
-        .await
+        self.redeem_at(client, code, Some(verifier), REDIRECT).await
+    }
+
+    /// The code exchange with `verifier` (`None`: left out) for `redirect_uri`.
+    pub async fn redeem_at(
+        &self,
+        client: &Value,
+        code: &str,
+        verifier: Option<&str>,
+        redirect_uri: &str,
+    ) -> reqwest::Response {
+        let mut form = vec![("grant_type", "authorization_code"), ("code", code)];
+        if let Some(verifier) = verifier {
+            form.push(("code_verifier", verifier));
+        }
+        form.push(("redirect_uri", redirect_uri));
+        self.token(client, &form).await
     }
 
     /// A complete login for `client`: the token response.
@@ -188,6 +223,18 @@ impl Gateway {
             ],
         )
         .await
+    }
+
+    /// The authorization server's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn tokens(&self, client: &Value) -> Value {
@@ -211,19 +258,31 @@ pub async fn approve_consent(
     assert_eq!(resp.status(), 200);
     assert!(header(&resp, "content-security-policy").contains("frame-ancestors 'none'"));
     let html = resp.text().await.unwrap();
-    let form = [
-        ("request", hidden(&html, "request")),
-        ("csrf_token", hidden(&html, "csrf_token")),
-        ("decision", "approve".to_string()),
-    ];
-    let resp = browser
-        .post(format!("{issuer}/consent"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let (request, csrf_token) = (hidden(&html, "request"), hidden(&html, "csrf_token"));
+    let resp = post_consent(browser, issuer, &request, &csrf_token, "approve").await;
     assert_eq!(resp.status(), 303, "approval goes on to the upstream login");
     resp
+}
+
+/// `POST /consent` from `browser`: the consent form's `request` and `csrf_token`, and the
+/// user's `decision` (`approve` or `deny`).
+pub async fn post_consent(
+    browser: &reqwest::Client,
+    issuer: &str,
+    request: &str,
+    csrf_token: &str,
+    decision: &str,
+) -> reqwest::Response {
+    browser
+        .post(format!("{issuer}/consent"))
+        .form(&[
+            ("request", request),
+            ("csrf_token", csrf_token),
+            ("decision", decision),
+        ])
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Follows the browser's redirects from `resp` (at most 20 hops, through whatever upstream

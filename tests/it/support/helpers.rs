@@ -250,6 +250,17 @@ impl Verify {
             .as_u16()
     }
 
+    /// Polls until verify answers `status` for `token` (revocation reaches it
+    /// asynchronously); `Err` with the time waited when it does not within `limit`.
+    pub async fn until_status(
+        &self,
+        token: &str,
+        status: u16,
+        limit: Duration,
+    ) -> Result<Duration, Duration> {
+        wait_for(limit, || async { self.status(token).await == status }).await
+    }
+
     pub async fn metric(&self, line_prefix: &str) -> f64 {
         let text = http()
             .get(format!("{}/metrics", self.base))
@@ -290,6 +301,11 @@ pub fn http() -> reqwest::Client {
                 .expect("http client")
         })
         .clone()
+}
+
+/// Sends `req` and reads the answer's body as text, whatever its status.
+pub async fn body_text(req: reqwest::RequestBuilder) -> String {
+    req.send().await.unwrap().text().await.unwrap()
 }
 
 /// Polls `check` until it holds; `Err` with the time waited when it never does.
