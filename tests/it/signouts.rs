@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::support::document_host::*;
 use crate::support::gateway::*;
 use crate::support::lying_provider;
-use crate::support::oidc_provider::{CLIENT_ID, oidc_login};
+use crate::support::oidc_provider::oidc_login;
 
 fn document_client(client_id: &str) -> Value {
     json!({"client_id": client_id, "token_endpoint_auth_method": "none"})
@@ -141,20 +141,6 @@ async fn a_hanging_document_host_costs_one_timeout_not_one_each() {
     assert_eq!(host.hits(path), 2, "the first fetch and one refetch");
 }
 
-/// The gateway in front of a provider whose refresh tokens each work once.
-async fn strict_gateway(lies: &lying_provider::Lies, extra: &[(&str, &str)]) -> Gateway {
-    let mut env = vec![
-        ("UPSTREAM", "oidc"),
-        ("OIDC_ISSUER", lies.issuer.as_str()),
-        ("OIDC_CLIENT_ID", CLIENT_ID),
-        ("OIDC_CLIENT_SECRET", "s"),
-        ("ALLOWED_GITHUB_USERS", "<unset>"),
-        ("ALLOWED_EMAIL_DOMAINS", "example.com"),
-    ];
-    env.extend_from_slice(extra);
-    Gateway::start(&env).await
-}
-
 /// A login through the provider: our token answer.
 async fn strict_login(gw: &Gateway, client: &Value) -> Value {
     let (verifier, challenge) = pkce();
@@ -170,7 +156,7 @@ async fn strict_login(gw: &Gateway, client: &Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_refreshes_ask_a_strict_provider_once() {
     let lies = lying_provider::start();
-    let gw = strict_gateway(&lies, &[]).await;
+    let gw = lying_provider::gateway(&lies, &[]).await;
     let client = gw.client("none").await;
     let tokens = strict_login(&gw, &client).await;
 
@@ -216,7 +202,7 @@ async fn duplicate_refreshes_ask_a_strict_provider_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_our_store_failed_keeps_the_providers_new_token() {
     let lies = lying_provider::start();
-    let gw = strict_gateway(&lies, &[]).await;
+    let gw = lying_provider::gateway(&lies, &[]).await;
     let client = gw.client("none").await;
     let tokens = strict_login(&gw, &client).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
@@ -260,7 +246,7 @@ async fn a_retry_after_our_store_failed_keeps_the_providers_new_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_real_refusal_ends_a_grant() {
     let lies = lying_provider::start();
-    let gw = strict_gateway(&lies, &[("OIDC_TIMEOUT", "1")]).await;
+    let gw = lying_provider::gateway(&lies, &[("OIDC_TIMEOUT", "1")]).await;
     let client = gw.client("none").await;
     let tokens = strict_login(&gw, &client).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
@@ -274,14 +260,14 @@ async fn only_a_real_refusal_ends_a_grant() {
             .is_ok()
     );
     lies.refresh_delay_ms.store(0, Ordering::SeqCst);
-    *lies.mode.lock().unwrap() = "throttle";
+    lies.lie("throttle");
     let resp = gw.refresh(&client, &refresh).await;
     assert_eq!(resp.status(), 503);
     assert_eq!(crate::support::header(&resp, "retry-after"), "7");
-    *lies.mode.lock().unwrap() = "down";
+    lies.lie("down");
     let resp = gw.refresh(&client, &refresh).await;
     assert_eq!(resp.status(), 503);
-    *lies.mode.lock().unwrap() = "honest";
+    lies.lie("honest");
     let resp = gw.refresh(&client, &refresh).await;
     assert_eq!(resp.status(), 200, "the grant stood through 429 and 503");
     let next: Value = resp.json().await.unwrap();

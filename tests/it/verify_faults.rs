@@ -26,153 +26,62 @@ struct GatedStore {
     release: Notify,
 }
 
-#[async_trait]
-impl Store for GatedStore {
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
-    async fn put_token(&self, record: &TokenRecord, now: i64) -> StoreResult<()> {
-        self.inner.put_token(record, now).await
-    }
-    async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>> {
-        self.inner.token(jti).await
-    }
-    async fn token_is_live(&self, jti: &str) -> StoreResult<bool> {
-        let answer = self.inner.token_is_live(jti).await;
-        if self.hold.load(Ordering::SeqCst) {
-            let released = self.release.notified();
-            self.arrived.notify_one();
-            released.await;
+/// `impl Store for $ty`: `$own` as written, every method listed after it handed to
+/// `self.inner` unchanged. The list is the whole `Store` trait less `$own`: a method the trait
+/// gains fails to compile here until it is listed.
+macro_rules! store_passing_to_inner {
+    ($ty:ty { $($own:tt)* } $(fn $name:ident(&self $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty;)*) => {
+        #[async_trait]
+        impl Store for $ty {
+            $($own)*
+            $(async fn $name(&self $(, $arg: $arg_ty)*) -> $ret {
+                self.inner.$name($($arg),*).await
+            })*
         }
-        answer
-    }
-    async fn revoke_token(&self, jti: &str) -> StoreResult<bool> {
-        self.inner.revoke_token(jti).await
-    }
-    async fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>> {
-        self.inner.indexed_tokens(index_key, now).await
-    }
-    async fn subscribe_revocations(&self) -> StoreResult<RevocationStream> {
-        self.inner.subscribe_revocations().await
-    }
-    async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
-        self.inner.put(key, value, ttl).await
-    }
-    async fn put_if_absent(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> StoreResult<bool> {
-        self.inner.put_if_absent(key, value, ttl).await
-    }
-    async fn get(&self, key: &str) -> StoreResult<Option<String>> {
-        self.inner.get(key).await
-    }
-    async fn take(&self, key: &str) -> StoreResult<Option<String>> {
-        self.inner.take(key).await
-    }
-    async fn delete(&self, key: &str) -> StoreResult<bool> {
-        self.inner.delete(key).await
-    }
-    async fn ttl(&self, key: &str) -> StoreResult<Ttl> {
-        self.inner.ttl(key).await
-    }
-    async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {
-        self.inner.incr_within(key, window).await
-    }
-    async fn reserve_attempt(
-        &self,
-        counters: &[String],
-        locks: &[String],
-        max: u64,
-        window: Duration,
-        lockout: Duration,
-    ) -> StoreResult<Attempt> {
-        self.inner
-            .reserve_attempt(counters, locks, max, window, lockout)
-            .await
-    }
-    async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome> {
-        self.inner.issue_grant(grant, now).await
-    }
-    async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
-        self.inner.revoke_family(family_id, tombstone_ttl).await
-    }
-    async fn put_consent(
-        &self,
-        user: &str,
-        client_id: &str,
-        json: &str,
-        ttl: Duration,
-        now: i64,
-    ) -> StoreResult<()> {
-        self.inner
-            .put_consent(user, client_id, json, ttl, now)
-            .await
-    }
-    async fn put_for_client(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-        client_id: &str,
-        now: i64,
-    ) -> StoreResult<()> {
-        self.inner
-            .put_for_client(key, value, ttl, client_id, now)
-            .await
-    }
+    };
+}
 
-    async fn delete_client_step(
-        &self,
-        client_id: &str,
-        tombstone_ttl: Duration,
-        budget: usize,
-    ) -> StoreResult<DeleteStep> {
-        self.inner
-            .delete_client_step(client_id, tombstone_ttl, budget)
-            .await
+store_passing_to_inner! {
+    GatedStore {
+        async fn token_is_live(&self, jti: &str) -> StoreResult<bool> {
+            let answer = self.inner.token_is_live(jti).await;
+            if self.hold.load(Ordering::SeqCst) {
+                let released = self.release.notified();
+                self.arrived.notify_one();
+                released.await;
+            }
+            answer
+        }
     }
-
-    async fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient> {
-        self.inner.put_new_client(client).await
-    }
-
-    async fn drop_unused_client(
-        &self,
-        client_id: &str,
-        unused_lifetime: Duration,
-    ) -> StoreResult<bool> {
-        self.inner
-            .drop_unused_client(client_id, unused_lifetime)
-            .await
-    }
+    fn ping(&self) -> StoreResult<()>;
+    fn put_token(&self, record: &TokenRecord, now: i64) -> StoreResult<()>;
+    fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>>;
+    fn revoke_token(&self, jti: &str) -> StoreResult<bool>;
+    fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>>;
+    fn subscribe_revocations(&self) -> StoreResult<RevocationStream>;
+    fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()>;
+    fn put_if_absent(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<bool>;
+    fn get(&self, key: &str) -> StoreResult<Option<String>>;
+    fn take(&self, key: &str) -> StoreResult<Option<String>>;
+    fn delete(&self, key: &str) -> StoreResult<bool>;
+    fn ttl(&self, key: &str) -> StoreResult<Ttl>;
+    fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64>;
+    fn reserve_attempt(&self, counters: &[String], locks: &[String], max: u64, window: Duration, lockout: Duration) -> StoreResult<Attempt>;
+    fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome>;
+    fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize>;
+    fn put_consent(&self, user: &str, client_id: &str, json: &str, ttl: Duration, now: i64) -> StoreResult<()>;
+    fn put_for_client(&self, key: &str, value: &str, ttl: Duration, client_id: &str, now: i64) -> StoreResult<()>;
+    fn delete_client_step(&self, client_id: &str, tombstone_ttl: Duration, budget: usize) -> StoreResult<DeleteStep>;
+    fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient>;
+    fn drop_unused_client(&self, client_id: &str, unused_lifetime: Duration) -> StoreResult<bool>;
 }
 
 /// Cuts verify's subscription (CLIENT KILL) and waits until it is back: the liveness cache is
 /// then empty and every cached token's next request loads its liveness.
 async fn reconnect_feed(redis: &RedisServer, verify: &Verify) {
-    let before = verify
-        .metric("mcp_gateway_revocation_feed_reconnects_total")
-        .await;
-    let mut conn = redis.conn().await;
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    wait_for(Duration::from_secs(5), || async {
-        verify
-            .metric("mcp_gateway_revocation_feed_reconnects_total")
-            .await
-            > before
-            && verify.metric("mcp_gateway_revocation_feed_up").await == 1.0
-    })
-    .await
-    .expect("feed resubscribed");
+    let before = verify.feed_reconnects().await;
+    redis.kill_pubsub_clients().await;
+    verify.wait_feed_resubscribed(before).await;
 }
 
 /// Redis answers "live", the token is revoked and the feed hears it, and only then does the

@@ -14,7 +14,7 @@ use crate::support::helpers::*;
 use crate::support::jwt_claims;
 use crate::support::lying_provider;
 use crate::support::oidc_provider::{
-    CLIENT_ID, OidcProvider, access, gateway, gateway_with, oidc_login, refused, tokens,
+    CLIENT_ID, OidcProvider, access, gateway, gateway_with, login_attempt, refused, tokens,
 };
 
 async fn verify_headers(gw: &Gateway, token: &str, host: &str) -> reqwest::Response {
@@ -448,6 +448,44 @@ async fn the_gateway_authenticates_to_the_provider_with_post_or_private_key_jwt(
     assert_eq!(resp.status(), 200);
 }
 
+/// With several upstreams: authorize → consent → the URL of our page that lets the user choose.
+async fn open_chooser(
+    gw: &Gateway,
+    browser: &reqwest::Client,
+    client: &Value,
+    challenge: &str,
+) -> url::Url {
+    let authorize = gw.authorize_url(client, challenge, &[]);
+    let resp = approve_consent(browser, &gw.issuer, &authorize).await;
+    resp.url().join(&location(&resp)).unwrap()
+}
+
+/// The user picks `upstream` on the `chooser` page: the redirect back to the client, or the
+/// page the browser ended on.
+async fn choose(
+    gw: &Gateway,
+    browser: &reqwest::Client,
+    chooser: &url::Url,
+    upstream: &str,
+) -> Result<url::Url, reqwest::Response> {
+    let state = query(chooser, "state").unwrap();
+    let start = gw.url(&format!("/login/{upstream}?state={state}"));
+    let resp = browser.get(&start).send().await.unwrap();
+    follow_to_client(browser, resp).await
+}
+
+/// A whole login through the chooser, picking `upstream`, in a fresh browser.
+async fn login_through(
+    gw: &Gateway,
+    client: &Value,
+    upstream: &str,
+) -> Result<url::Url, reqwest::Response> {
+    let browser = browser();
+    let (_, challenge) = pkce();
+    let chooser = open_chooser(gw, &browser, client, &challenge).await;
+    choose(gw, &browser, &chooser, upstream).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_github_and_oidc_the_user_chooses() {
     let provider = OidcProvider::start(&[]).await;
@@ -465,16 +503,10 @@ async fn with_github_and_oidc_the_user_chooses() {
     // provider's alice.
     gw.github.sign_in_as("bob");
     let client = gw.client("none").await;
-    for (choice, expect) in [("/login/oidc", "oidc"), ("/login/github", "github")] {
+    for upstream in ["oidc", "github"] {
         let browser = browser();
         let (verifier, challenge) = pkce();
-        let resp = approve_consent(
-            &browser,
-            &gw.issuer,
-            &gw.authorize_url(&client, &challenge, &[]),
-        )
-        .await;
-        let chooser = resp.url().join(&location(&resp)).unwrap();
+        let chooser = open_chooser(&gw, &browser, &client, &challenge).await;
         assert_eq!(chooser.path(), "/login");
         let page = browser.get(chooser.clone()).send().await.unwrap();
         assert_eq!(page.status(), 200);
@@ -485,38 +517,20 @@ async fn with_github_and_oidc_the_user_chooses() {
             .expect("the OIDC choice");
         let github_at = html.find("Sign in with GitHub").expect("the GitHub choice");
         assert!(oidc_at < github_at, "in UPSTREAM's order");
-        let state = query(&chooser, "state").unwrap();
-        let start = gw.url(&format!("{choice}?state={state}"));
-        let resp = browser.get(&start).send().await.unwrap();
-        let back = follow_to_client(&browser, resp)
+        let back = choose(&gw, &browser, &chooser, upstream)
             .await
-            .unwrap_or_else(|page| panic!("{start}: ended on a {} page", page.status()));
+            .unwrap_or_else(|page| panic!("{upstream}: ended on a {} page", page.status()));
         let code = query(&back, "code").expect("a code");
         let resp = gw.redeem(&client, &code, &verifier).await;
         assert_eq!(resp.status(), 200);
         let t: Value = resp.json().await.unwrap();
-        assert_eq!(jwt_claims(access(&t))["amr"], json!([expect]));
+        assert_eq!(jwt_claims(access(&t))["amr"], json!([upstream]));
     }
     // GitHub's alice is not the provider's alice, who used the name first: refused, not
     // merged (allow-list entries and a second factor are looked up by name).
     gw.github.sign_in_as("alice");
-    let browser = browser();
-    let (_, challenge) = pkce();
-    let resp = approve_consent(
-        &browser,
-        &gw.issuer,
-        &gw.authorize_url(&client, &challenge, &[]),
-    )
-    .await;
-    let chooser = resp.url().join(&location(&resp)).unwrap();
-    let state = query(&chooser, "state").unwrap();
-    let resp = browser
-        .get(gw.url(&format!("/login/github?state={state}")))
-        .send()
-        .await
-        .unwrap();
     // Our page says why; its link tells the client.
-    let page = follow_to_client(&browser, resp)
+    let page = login_through(&gw, &client, "github")
         .await
         .expect_err("the pinned name ends on our page");
     let back = refusal_page_saying(page, "belongs to another account").await;
@@ -527,28 +541,15 @@ async fn with_github_and_oidc_the_user_chooses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_token_that_lies_in_any_way_ends_the_login() {
     let lies = lying_provider::start();
-    let gw = Gateway::start(&[
-        ("UPSTREAM", "oidc"),
-        ("OIDC_ISSUER", &lies.issuer),
-        ("OIDC_CLIENT_ID", CLIENT_ID),
-        ("OIDC_CLIENT_SECRET", "s"),
-        ("OIDC_REFRESH", "false"),
-        ("ALLOWED_GITHUB_USERS", "<unset>"),
-        ("ALLOWED_EMAIL_DOMAINS", "example.com"),
-    ])
-    .await;
+    let gw = lying_provider::gateway(&lies, &[("OIDC_REFRESH", "false")]).await;
     let client = gw.client("none").await;
     let attempt = |mode: &'static str| {
-        let gw = &gw;
-        let lies = &lies;
-        let client = &client;
+        let (gw, lies, client) = (&gw, &lies, &client);
         async move {
-            *lies.mode.lock().unwrap() = mode;
-            let (_, challenge) = pkce();
-            match oidc_login(gw, &gw.authorize_url(client, &challenge, &[])).await {
-                Ok(redirect) => redirect,
-                Err(page) => panic!("{mode}: ended on a {} page", page.status()),
-            }
+            lies.lie(mode);
+            login_attempt(gw, client)
+                .await
+                .unwrap_or_else(|page| panic!("{mode}: ended on a {} page", page.status()))
         }
     };
     let honest = attempt("honest").await;
@@ -599,28 +600,7 @@ async fn an_allow_listed_name_belongs_to_one_upstreams_account() {
     )
     .await;
     let client = gw.client("none").await;
-    let through = |provider_path: &'static str| {
-        let gw = &gw;
-        let client = &client;
-        async move {
-            let browser = browser();
-            let (_, challenge) = pkce();
-            let resp = approve_consent(
-                &browser,
-                &gw.issuer,
-                &gw.authorize_url(client, &challenge, &[]),
-            )
-            .await;
-            let chooser = resp.url().join(&location(&resp)).unwrap();
-            let state = query(&chooser, "state").unwrap();
-            let resp = browser
-                .get(gw.url(&format!("/login/{provider_path}?state={state}")))
-                .send()
-                .await
-                .unwrap();
-            follow_to_client(&browser, resp).await
-        }
-    };
+    let through = |upstream| login_through(&gw, &client, upstream);
     // The provider's carol is not the GitHub account the entry names.
     provider.login_as("carol").await;
     let page = through("oidc").await.expect_err("not admitted");
@@ -647,26 +627,21 @@ async fn an_allow_listed_name_belongs_to_one_upstreams_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn userinfo_never_vouches_for_what_the_id_token_says() {
     let lies = lying_provider::start();
-    let gw = Gateway::start(&[
-        ("UPSTREAM", "oidc"),
-        ("OIDC_ISSUER", &lies.issuer),
-        ("OIDC_CLIENT_ID", CLIENT_ID),
-        ("OIDC_CLIENT_SECRET", "s"),
-        ("OIDC_REFRESH", "false"),
-        ("OIDC_USERINFO", "true"),
-        ("ALLOWED_GITHUB_USERS", "<unset>"),
-        ("ALLOWED_EMAIL_DOMAINS", "example.com, evil.test"),
-    ])
+    let gw = lying_provider::gateway(
+        &lies,
+        &[
+            ("OIDC_REFRESH", "false"),
+            ("OIDC_USERINFO", "true"),
+            ("ALLOWED_EMAIL_DOMAINS", "example.com, evil.test"),
+        ],
+    )
     .await;
     let client = gw.client("none").await;
     let logs_in = |mode: &'static str| {
-        let gw = &gw;
-        let client = &client;
-        let lies = &lies;
+        let (gw, lies, client) = (&gw, &lies, &client);
         async move {
-            *lies.mode.lock().unwrap() = mode;
-            let (_, challenge) = pkce();
-            match oidc_login(gw, &gw.authorize_url(client, &challenge, &[])).await {
+            lies.lie(mode);
+            match login_attempt(gw, client).await {
                 Ok(redirect) => query(&redirect, "code").is_some(),
                 Err(page) => {
                     assert_eq!(page.status(), 403, "{mode}");

@@ -153,6 +153,19 @@ impl RedisServer {
             .unwrap_or(0)
     }
 
+    /// Kills every pub/sub connection (`CLIENT KILL TYPE pubsub`): verify's revocation feed.
+    /// Returns how many were killed.
+    pub async fn kill_pubsub_clients(&self) -> i64 {
+        let mut conn = self.conn().await;
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
     pub async fn reset_stats(&self) {
         let mut conn = self.conn().await;
         let _: () = redis::cmd("CONFIG")
@@ -259,6 +272,23 @@ impl Verify {
         limit: Duration,
     ) -> Result<Duration, Duration> {
         wait_for(limit, || async { self.status(token).await == status }).await
+    }
+
+    /// How often the revocation feed has reconnected so far.
+    pub async fn feed_reconnects(&self) -> f64 {
+        self.metric("mcp_gateway_revocation_feed_reconnects_total")
+            .await
+    }
+
+    /// Waits (5 s at most) until the revocation feed has reconnected since it counted `before`
+    /// reconnects, and is up.
+    pub async fn wait_feed_resubscribed(&self, before: f64) {
+        wait_for(Duration::from_secs(5), || async {
+            self.feed_reconnects().await > before
+                && self.metric("mcp_gateway_revocation_feed_up").await == 1.0
+        })
+        .await
+        .expect("feed resubscribed");
     }
 
     pub async fn metric(&self, line_prefix: &str) -> f64 {

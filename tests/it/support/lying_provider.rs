@@ -11,6 +11,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use super::gateway::Gateway;
 use super::oidc_provider::CLIENT_ID;
 
 /// What `/userinfo` answers, by the mode: the id_token's subject with a verified address, or
@@ -44,6 +45,28 @@ pub struct Lies {
     key: EncodingKey,
     jwk: Value,
     public_pem: String,
+}
+
+impl Lies {
+    /// Answers in `mode` from the next request on.
+    pub fn lie(&self, mode: &'static str) {
+        *self.mode.lock().unwrap() = mode;
+    }
+}
+
+/// The gateway in front of `lies` (our client `CLIENT_ID`, addresses of example.com allowed),
+/// with `extra` settings on top.
+pub async fn gateway(lies: &Lies, extra: &[(&str, &str)]) -> Gateway {
+    let mut env = vec![
+        ("UPSTREAM", "oidc"),
+        ("OIDC_ISSUER", lies.issuer.as_str()),
+        ("OIDC_CLIENT_ID", CLIENT_ID),
+        ("OIDC_CLIENT_SECRET", "s"),
+        ("ALLOWED_GITHUB_USERS", "<unset>"),
+        ("ALLOWED_EMAIL_DOMAINS", "example.com"),
+    ];
+    env.extend_from_slice(extra);
+    Gateway::start(&env).await
 }
 
 pub fn start() -> web::Data<Lies> {

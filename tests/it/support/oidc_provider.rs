@@ -171,10 +171,16 @@ pub async fn tokens(gw: &Gateway, client: &Value) -> Value {
     resp.json().await.unwrap()
 }
 
+/// A login of the provider's current user for `client` (its code never redeemed): the redirect
+/// to the client, or the page the browser ended on.
+pub async fn login_attempt(gw: &Gateway, client: &Value) -> Result<url::Url, reqwest::Response> {
+    let (_, challenge) = pkce();
+    oidc_login(gw, &gw.authorize_url(client, &challenge, &[])).await
+}
+
 /// A login the allow-lists refuse: our 403 page, whose link tells the client.
 pub async fn refused(gw: &Gateway, client: &Value) {
-    let (_, challenge) = pkce();
-    match oidc_login(gw, &gw.authorize_url(client, &challenge, &[])).await {
+    match login_attempt(gw, client).await {
         Ok(redirect) => panic!("expected our refusal page, the client got {redirect}"),
         Err(page) => {
             let back = refusal_page(page).await;
