@@ -30,40 +30,21 @@ async fn e2e_mcp_remote_logs_in_through_traefik_and_calls_a_tool() {
             Duration::from_secs(90),
         )
         .await;
-    let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
-    assert!(
-        b(&flow, "/ok"),
-        "mcp-remote did not complete: {}\n{pretty}\nstderr:\n{stderr}{}",
-        s(&flow, "/error"),
-        stack.logs()
-    );
-    let mut failures = Vec::new();
-    let mut check = |ok: bool, what: &str| {
-        if !ok {
-            failures.push(what.to_string());
-        }
-    };
-    check(
-        s(&flow, "/authorization_request/code_challenge_method") == "S256",
-        "PKCE S256",
-    );
-    check(
-        s(&flow, "/authorization_request/resource") == stack.mcp_url,
-        "resource = the MCP URL",
-    );
-    check(
+    let mut checks = Checks::of(&stack, &flow, &stderr, "mcp-remote did not complete");
+    checks.authorization_request();
+    checks.check(
         s(&flow, "/callback_iss") == stack.issuer,
         "the redirect carries iss = issuer",
     );
-    check(
+    checks.check(
         n(&flow, "/callback_status") == 200,
         "mcp-remote's callback took the code",
     );
-    check(
+    checks.check(
         s(&flow, "/tool_result").contains("hi (mcp-remote)"),
         "the echo tool answered through mcp-remote",
     );
-    check(
+    checks.check(
         flow.pointer("/saved_files")
             .and_then(Value::as_array)
             .is_some_and(|f| {
@@ -72,12 +53,7 @@ async fn e2e_mcp_remote_logs_in_through_traefik_and_calls_a_tool() {
             }),
         "mcp-remote saved its tokens",
     );
-    assert!(
-        failures.is_empty(),
-        "mcp-remote checks failed:\n  - {}\n{pretty}{}",
-        failures.join("\n  - "),
-        stack.logs()
-    );
+    checks.finish("mcp-remote");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,58 +69,27 @@ async fn e2e_python_mcp_sdk_logs_in_through_traefik_and_calls_a_tool() {
             Duration::from_secs(90),
         )
         .await;
-    let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
-    assert!(
-        b(&flow, "/ok"),
-        "the Python SDK flow did not complete: {}\n{pretty}\nstderr:\n{stderr}{}",
-        s(&flow, "/error"),
-        stack.logs()
-    );
-    let mut failures = Vec::new();
-    let mut check = |ok: bool, what: &str| {
-        if !ok {
-            failures.push(what.to_string());
-        }
-    };
-    check(
-        s(&flow, "/authorization_request/code_challenge_method") == "S256",
-        "PKCE S256",
-    );
-    check(
-        s(&flow, "/authorization_request/resource") == stack.mcp_url,
-        "resource = the MCP URL",
-    );
-    let hops: Vec<i64> = flow
-        .pointer("/browser_steps")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|v| v.as_i64().unwrap_or(-1)).collect())
-        .unwrap_or_default();
-    check(
-        hops == [307, 200, 303, 302, 302],
-        "browser hops authorize 307, consent 200, consent POST 303, GitHub 302, callback 302",
-    );
-    check(
+    let failed = "the Python SDK flow did not complete";
+    let mut checks = Checks::of(&stack, &flow, &stderr, failed);
+    checks.authorization_request();
+    checks.browser_hops(|step| step.as_i64().unwrap_or(-1));
+    checks.check(
         s(&flow, "/callback_iss") == stack.issuer,
         "the redirect carries iss = issuer",
     );
-    check(
+    checks.check(
         b(&flow, "/client_registered"),
         "the SDK registered a client",
     );
-    check(
+    checks.check(
         b(&flow, "/token/has_refresh_token"),
         "a refresh token was issued",
     );
-    check(
+    checks.check(
         s(&flow, "/tool_result").contains("hi (python)"),
         "the echo tool answered",
     );
-    assert!(
-        failures.is_empty(),
-        "Python SDK checks failed:\n  - {}\n{pretty}{}",
-        failures.join("\n  - "),
-        stack.logs()
-    );
+    checks.finish("Python SDK");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,21 +177,8 @@ async fn through_traefik(stack: &Stack, token: &str) -> u16 {
 }
 
 async fn allowed_decisions(verify: &str) -> f64 {
-    let text = http()
-        .get(format!("{verify}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .find(|l| {
-            l.starts_with("mcp_gateway_verify_decisions_total{outcome=\"allowed\",reason=\"ok\"}")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    let allowed = "mcp_gateway_verify_decisions_total{outcome=\"allowed\",reason=\"ok\"}";
+    metric_at(verify, allowed).await
 }
 
 /// The MCP TypeScript SDK 1.32.2 (no Mcp-Method/Mcp-Name headers) through the shipped Traefik
@@ -258,9 +190,7 @@ async fn e2e_mcp_sdk_steps_up_for_a_protected_tool_through_traefik() {
     if !e2e_enabled(&[Proxy::Traefik.bin()]) {
         return;
     }
-    let stack = Stack::builder(Proxy::Traefik)
-        .verify_env("TOOL_POLICY", "tools/call get-env=mcp:admin")
-        .verify_env("SCOPE_HIERARCHY", "mcp:admin > mcp")
+    let stack = get_env_for_admins(Stack::builder(Proxy::Traefik))
         // What clients ask for at first stays `mcp`; the authorization server grants more.
         .verify_env("SCOPES_SUPPORTED", "mcp")
         .auth_env("SCOPES_SUPPORTED", "mcp mcp:admin")
@@ -291,6 +221,45 @@ async fn e2e_mcp_sdk_steps_up_for_a_protected_tool_through_traefik() {
     assert_eq!(flow["final_scope"], "mcp:admin", "{context}");
 }
 
+/// The policy the tool-policy tests meet: get-env is for `mcp:admin`, which includes `mcp`.
+fn get_env_for_admins(stack: StackBuilder) -> StackBuilder {
+    stack
+        .verify_env("TOOL_POLICY", "tools/call get-env=mcp:admin")
+        .verify_env("SCOPE_HIERARCHY", "mcp:admin > mcp")
+}
+
+/// `e2e/mcp-2026-client.mjs` with a token for `mcp` minted by the CLI, calling echo and then
+/// get-env: its report, its stderr and the token.
+async fn run_2026_client(stack: &Stack) -> (Value, String, String) {
+    let token = stack.mint(&["--scope", "mcp", "--resource", &stack.mcp_url]);
+    let (flow, stderr) = stack
+        .run_script(
+            "mcp-2026-client.mjs",
+            &[&stack.mcp_url, &token, "echo", "get-env"],
+            Duration::from_secs(90),
+        )
+        .await;
+    (flow, stderr, token)
+}
+
+/// The client's tools/call of `tool`, from the HTTP exchanges it logged.
+fn tools_call(http: &[Value], tool: &str, context: &str) -> Value {
+    http.iter()
+        .find(|e| e["body_method"] == "tools/call" && e["body_name"] == tool)
+        .cloned()
+        .unwrap_or_else(|| panic!("a tools/call of {tool} was sent: {context}"))
+}
+
+/// The refusal names what is missing: `insufficient_scope`, `mcp:admin`.
+fn assert_needs_admin(refused: &Value, context: &str) {
+    let challenge = refused["www_authenticate"].as_str().unwrap_or("");
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#)
+            && challenge.contains(r#"scope="mcp:admin""#),
+        "{context}"
+    );
+}
+
 /// A client of the 2026-07-28 era (@modelcontextprotocol/client 2.4.0, version negotiation
 /// on) against the policy, through Traefik (the body reaches verify) and Caddy (headers
 /// only). Its discovery probe (`server/discover`, with `Mcp-Method`) passes verify like any
@@ -305,19 +274,8 @@ async fn e2e_a_2026_client_meets_the_tool_policy_through_traefik_and_caddy() {
         if !e2e_enabled(&[proxy.bin()]) {
             return;
         }
-        let stack = Stack::builder(proxy)
-            .verify_env("TOOL_POLICY", "tools/call get-env=mcp:admin")
-            .verify_env("SCOPE_HIERARCHY", "mcp:admin > mcp")
-            .start()
-            .await;
-        let token = stack.mint(&["--scope", "mcp", "--resource", &stack.mcp_url]);
-        let (flow, stderr) = stack
-            .run_script(
-                "mcp-2026-client.mjs",
-                &[&stack.mcp_url, &token, "echo", "get-env"],
-                Duration::from_secs(90),
-            )
-            .await;
+        let stack = get_env_for_admins(Stack::builder(proxy)).start().await;
+        let (flow, stderr, _) = run_2026_client(&stack).await;
         let context = format!("{}: {flow:#}\n{stderr}\n{}", proxy.name(), stack.logs());
         let http = flow["http"].as_array().cloned().unwrap_or_default();
         let probe = http
@@ -331,24 +289,17 @@ async fn e2e_a_2026_client_meets_the_tool_policy_through_traefik_and_caddy() {
                     probe_status != 401 && probe_status != 403,
                     "the discovery probe is not refused by verify: {context}"
                 );
-                let call = |tool: &str| {
-                    http.iter()
-                        .find(|e| e["body_method"] == "tools/call" && e["body_name"] == tool)
-                        .cloned()
-                        .unwrap_or_else(|| panic!("a tools/call of {tool} was sent: {context}"))
-                };
                 assert_eq!(flow["ok"], true, "{context}");
                 assert_eq!(flow["allowed_ok"], true, "{context}");
                 assert_eq!(flow["protected_ok"], false, "{context}");
-                assert_eq!(call("echo")["status"], 200, "{context}");
-                let refused = call("get-env");
-                assert_eq!(refused["status"], 403, "{context}");
-                let challenge = refused["www_authenticate"].as_str().unwrap_or("");
-                assert!(
-                    challenge.contains(r#"error="insufficient_scope""#)
-                        && challenge.contains(r#"scope="mcp:admin""#),
+                assert_eq!(
+                    tools_call(&http, "echo", &context)["status"],
+                    200,
                     "{context}"
                 );
+                let refused = tools_call(&http, "get-env", &context);
+                assert_eq!(refused["status"], 403, "{context}");
+                assert_needs_admin(&refused, &context);
             }
             _ => {
                 // A header-only proxy: verify cannot read the call, and headers alone could
@@ -374,45 +325,25 @@ async fn e2e_a_2026_client_and_server_send_and_check_the_request_headers_through
     if !e2e_enabled(&[Proxy::Traefik.bin()]) {
         return;
     }
-    let stack = Stack::builder(Proxy::Traefik)
+    let stack = get_env_for_admins(Stack::builder(Proxy::Traefik))
         .mcp_server(McpServer::Modern)
-        .verify_env("TOOL_POLICY", "tools/call get-env=mcp:admin")
-        .verify_env("SCOPE_HIERARCHY", "mcp:admin > mcp")
         .start()
         .await;
-    let token = stack.mint(&["--scope", "mcp", "--resource", &stack.mcp_url]);
-    let (flow, stderr) = stack
-        .run_script(
-            "mcp-2026-client.mjs",
-            &[&stack.mcp_url, &token, "echo", "get-env"],
-            Duration::from_secs(90),
-        )
-        .await;
+    let (flow, stderr, token) = run_2026_client(&stack).await;
     let context = format!("{flow:#}\n{stderr}\n{}", stack.logs());
     assert_eq!(flow["ok"], true, "{context}");
     assert_eq!(flow["protocol_version"], "2026-07-28", "{context}");
     assert_eq!(flow["allowed_ok"], true, "{context}");
     assert_eq!(flow["protected_ok"], false, "{context}");
     let http = flow["http"].as_array().cloned().unwrap_or_default();
-    let call = |tool: &str| {
-        http.iter()
-            .find(|e| e["body_method"] == "tools/call" && e["body_name"] == tool)
-            .cloned()
-            .unwrap_or_else(|| panic!("a tools/call of {tool} was sent: {context}"))
-    };
-    let allowed = call("echo");
+    let allowed = tools_call(&http, "echo", &context);
     assert_eq!(allowed["mcp_method"], "tools/call", "{context}");
     assert_eq!(allowed["mcp_name"], "echo", "{context}");
     assert_eq!(allowed["status"], 200, "{context}");
-    let refused = call("get-env");
+    let refused = tools_call(&http, "get-env", &context);
     assert_eq!(refused["mcp_name"], "get-env", "{context}");
     assert_eq!(refused["status"], 403, "{context}");
-    let challenge = refused["www_authenticate"].as_str().unwrap_or("");
-    assert!(
-        challenge.contains(r#"error="insufficient_scope""#)
-            && challenge.contains(r#"scope="mcp:admin""#),
-        "{context}"
-    );
+    assert_needs_admin(&refused, &context);
 
     // The same token, by hand, as a 2026 client would send it but with the header forged to
     // name the allowed tool: verify sees the body and refuses the disagreement.

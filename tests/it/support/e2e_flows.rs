@@ -102,56 +102,28 @@ pub async fn assert_sdk_login_and_tool_call_as(stack: &Stack, metadata_url: Opti
     let (flow, stderr) = stack
         .run_script("mcp-client-flow.mjs", &args, Duration::from_secs(90))
         .await;
-    let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
-    assert!(
-        b(&flow, "/ok"),
-        "{proxy}: the MCP client flow failed: {}\n{pretty}\nstderr:\n{stderr}{}",
-        s(&flow, "/error"),
-        stack.logs()
-    );
-
-    let mut failures: Vec<String> = Vec::new();
-    let mut check = |ok: bool, what: &str| {
-        if !ok {
-            failures.push(what.to_string());
-        }
-    };
-    check(n(&flow, "/first_status") == 401, "first MCP request: 401");
-    check(
+    let failed = format!("{proxy}: the MCP client flow failed");
+    let mut checks = Checks::of(stack, &flow, &stderr, &failed);
+    checks.check(n(&flow, "/first_status") == 401, "first MCP request: 401");
+    checks.check(
         s(&flow, "/first_www_authenticate").contains("resource_metadata="),
         "first 401 names resource_metadata",
     );
-    check(
+    checks.check(
         !s(&flow, "/client_id").is_empty(),
         "a client_id was registered",
     );
-    check(
+    checks.check(
         s(&flow, "/issuer") == stack.issuer,
         "metadata issuer = ISSUER_URL",
     );
-    check(
-        s(&flow, "/authorization_request/code_challenge_method") == "S256",
-        "PKCE S256 in the authorization request",
-    );
-    check(
-        s(&flow, "/authorization_request/resource") == stack.mcp_url,
-        "resource = the MCP URL in the authorization request",
-    );
-    let statuses: Vec<i64> = flow
-        .pointer("/browser_steps")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|st| n(st, "/status")).collect())
-        .unwrap_or_default();
-    check(
-        statuses == [307, 200, 303, 302, 302],
-        "browser hops authorize 307, consent 200, consent POST 303, GitHub 302, callback 302",
-    );
-    check(
+    checks.authorization_request();
+    checks.browser_hops(|step| n(step, "/status"));
+    checks.check(
         s(&flow, "/callback/iss") == stack.issuer,
         "the redirect to the client carries iss = issuer (RFC 9207)",
     );
-    check(b(&flow, "/callback/state_matches"), "state round-trips");
-    check(
+    checks.check(
         s(&flow, "/token/jwt_header/typ") == "at+jwt",
         "access token typ at+jwt",
     );
@@ -163,69 +135,136 @@ pub async fn assert_sdk_login_and_tool_call_as(stack: &Stack, metadata_url: Opti
         || aud
             .as_array()
             .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(&stack.mcp_url)));
-    check(aud_ok, "aud names the MCP resource");
-    check(
-        s(&flow, "/token/claims/iss") == stack.issuer,
-        "iss = issuer",
-    );
-    check(s(&flow, "/token/claims/sub") == "1001", "sub = GitHub id");
-    check(
-        s(&flow, "/token/claims/username") == "alice",
-        "username = GitHub login",
-    );
-    check(
-        s(&flow, "/token/claims/email") == "alice@example.com",
-        "email = the primary verified address (not the first one listed)",
-    );
-    check(
+    checks.check(aud_ok, "aud names the MCP resource");
+    let claims = [
+        ("/token/claims/iss", stack.issuer.as_str(), "iss = issuer"),
+        ("/token/claims/sub", "1001", "sub = GitHub id"),
+        ("/token/claims/username", "alice", "username = GitHub login"),
+        (
+            "/token/claims/email",
+            "alice@example.com",
+            "email = the primary verified address (not the first one listed)",
+        ),
+    ];
+    for (pointer, expected, what) in claims {
+        checks.check(s(&flow, pointer) == expected, what);
+    }
+    checks.check(
         flow.pointer("/tools")
             .and_then(Value::as_array)
             .is_some_and(|t| t.iter().any(|x| x == "echo")),
         "tools/list includes echo",
     );
-    check(
+    checks.check(
         s(&flow, "/tool_result").contains("hi"),
         "the echo tool answered",
     );
-    check(
-        b(&flow, "/refresh_rotated"),
-        "refresh rotates the refresh token",
-    );
-    check(
-        b(&flow, "/access_token_changed"),
-        "refresh issues a new access token",
-    );
-    check(
+    checks.check(
         s(&flow, "/tool_result_after_refresh").contains("hi"),
         "the refreshed access token works through the proxy",
     );
-    check(
-        b(&flow, "/retry_same_successor"),
-        "a retry of the rotated-out refresh token gets the same successor",
-    );
-    check(
-        b(&flow, "/old_refresh_refused"),
-        "once the successor was used, the rotated-out refresh token is refused with 400 invalid_grant",
-    );
-    check(
-        b(&flow, "/family_refresh_refused"),
-        "reuse revokes the family: the current refresh token is refused too",
-    );
-    check(
-        b(&flow, "/family_access_revoked"),
-        "reuse revokes the family: its access token gets 401 at verify within 5 s",
-    );
-    check(
-        b(&flow, "/code_reuse_refused"),
-        "the authorization code cannot be redeemed again (400 invalid_grant)",
-    );
-    assert!(
-        failures.is_empty(),
-        "{proxy}: end-to-end checks failed:\n  - {}\n{pretty}{}",
-        failures.join("\n  - "),
-        stack.logs()
-    );
+    for (pointer, what) in [
+        ("/callback/state_matches", "state round-trips"),
+        ("/refresh_rotated", "refresh rotates the refresh token"),
+        ("/access_token_changed", "refresh issues a new access token"),
+        (
+            "/retry_same_successor",
+            "a retry of the rotated-out refresh token gets the same successor",
+        ),
+        (
+            "/old_refresh_refused",
+            "once the successor was used, the rotated-out refresh token is refused with 400 invalid_grant",
+        ),
+        (
+            "/family_refresh_refused",
+            "reuse revokes the family: the current refresh token is refused too",
+        ),
+        (
+            "/family_access_revoked",
+            "reuse revokes the family: its access token gets 401 at verify within 5 s",
+        ),
+        (
+            "/code_reuse_refused",
+            "the authorization code cannot be redeemed again (400 invalid_grant)",
+        ),
+    ] {
+        checks.check(b(&flow, pointer), what);
+    }
+    checks.finish(&format!("{proxy}: end-to-end"));
     flow
+}
+
+/// The checks a test makes of a script's JSON report: each one that fails is noted, and
+/// [`Checks::finish`] fails the test naming them all, with the report, the script's stderr and
+/// the stack's logs.
+pub struct Checks<'a> {
+    stack: &'a Stack,
+    flow: &'a Value,
+    pretty: String,
+    stderr: &'a str,
+    failures: Vec<String>,
+}
+
+impl<'a> Checks<'a> {
+    /// Starts checking `flow`, which must say `ok`: else the test fails at once, saying
+    /// `failed`, the flow's error, the report, the script's `stderr` and the stack's logs.
+    pub fn of(stack: &'a Stack, flow: &'a Value, stderr: &'a str, failed: &str) -> Self {
+        let pretty = serde_json::to_string_pretty(flow).unwrap_or_default();
+        assert!(
+            b(flow, "/ok"),
+            "{failed}: {}\n{pretty}\nstderr:\n{stderr}{}",
+            s(flow, "/error"),
+            stack.logs()
+        );
+        Checks {
+            stack,
+            flow,
+            pretty,
+            stderr,
+            failures: Vec::new(),
+        }
+    }
+
+    pub fn check(&mut self, ok: bool, what: &str) {
+        if !ok {
+            self.failures.push(what.to_string());
+        }
+    }
+
+    /// The client's authorization request: PKCE S256, and the MCP URL as the resource.
+    pub fn authorization_request(&mut self) {
+        let method = s(self.flow, "/authorization_request/code_challenge_method");
+        self.check(method == "S256", "PKCE S256 in the authorization request");
+        let resource = s(self.flow, "/authorization_request/resource");
+        self.check(
+            resource == self.stack.mcp_url,
+            "resource = the MCP URL in the authorization request",
+        );
+    }
+
+    /// The browser's hops through a first login (`/browser_steps`, each read by `status`).
+    pub fn browser_hops(&mut self, status: impl Fn(&Value) -> i64) {
+        let statuses: Vec<i64> = (self.flow.pointer("/browser_steps"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(status).collect())
+            .unwrap_or_default();
+        self.check(
+            statuses == [307, 200, 303, 302, 302],
+            "browser hops authorize 307, consent 200, consent POST 303, GitHub 302, callback 302",
+        );
+    }
+
+    /// Fails the test if any check did, saying `what` checks failed.
+    pub fn finish(self, what: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{what} checks failed:\n  - {}\n{}\nstderr:\n{}{}",
+            self.failures.join("\n  - "),
+            self.pretty,
+            self.stderr,
+            self.stack.logs()
+        );
+    }
 }
 
 /// server-everything (streamable HTTP) on a free loopback port, its log in `logs`; the

@@ -292,19 +292,7 @@ impl Verify {
     }
 
     pub async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = http()
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
-        text.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        metric_at(&self.base, line_prefix).await
     }
 
     pub async fn decisions(&self, reason: &str) -> f64 {
@@ -318,6 +306,24 @@ impl Verify {
         ))
         .await
     }
+}
+
+/// The value of the first line of `{base}/metrics` that starts with `line_prefix` (0 when none
+/// does).
+pub async fn metric_at(base: &str, line_prefix: &str) -> f64 {
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 pub fn http() -> reqwest::Client {
