@@ -1,6 +1,6 @@
 //! `backup` and `restore`.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,18 +17,13 @@ async fn backup_flush_restore_gives_back_identical_keys_values_and_ttls() {
     let file = dir.path().join("backup.json");
     let before = redis_state(&gw).await;
     assert!(before.len() > 10, "{before:?}");
-    ok(&cli(
-        &gw,
-        dir.path(),
-        &["backup", "--out", file.to_str().unwrap()],
-    ));
+    backup(&gw, dir.path(), &file);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let mut conn = gw.redis.conn().await;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    flush(&gw).await;
 
     let dry = ok(&cli(
         &gw,
@@ -60,39 +55,10 @@ async fn a_backup_taken_during_revocations_never_brings_a_revoked_grant_back() {
     let gw = Gateway::start(&[]).await;
     let store = gw.redis.store();
     let n = 6_000;
-    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        futures_util::future::join_all(chunk.iter().map(|i| {
-            let store = store.clone();
-            async move {
-                store
-                    .issue_grant(
-                        &grant_write(
-                            &format!("j{i}"),
-                            "bulk",
-                            &format!("f{i}"),
-                            &format!("r{i}"),
-                            None,
-                        ),
-                        mcp_oauth_gateway::clock::Clock::now_unix(
-                            &mcp_oauth_gateway::clock::SystemClock,
-                        ),
-                    )
-                    .await
-                    .unwrap()
-            }
-        }))
-        .await;
-    }
+    bulk_grants(&store, n, ["j", "f", "r"]).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.jsonl");
-    let mut backup = Command::new(bin("mcp-gateway"))
-        .args(["backup", "--out", file.to_str().unwrap()])
-        .env_clear()
-        .env("JWT_ALGORITHM", "RS256")
-        .env("JWT_PRIVATE_KEY_B64", rsa_key_b64())
-        .env("BASE_DOMAIN", "example.com")
-        .env("ISSUER_URL", &gw.issuer)
-        .env("REDIS_URL", gw.redis.url())
+    let mut backup = cli_command(&gw, &["backup", "--out", file.to_str().unwrap()])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -132,8 +98,7 @@ async fn a_backup_taken_during_revocations_never_brings_a_revoked_grant_back() {
     tokens.retain(|(_, at)| *at < heard_until);
     families.retain(|(_, at)| *at < heard_until);
     assert!(tokens.len() > 1 && families.len() > 1, "{i} revocations");
-    let mut conn = gw.redis.conn().await;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    flush(&gw).await;
     let out = ok(&cli(&gw, dir.path(), &["restore", file.to_str().unwrap()]));
     assert!(out.contains("restored"), "{out}");
     for (jti, _) in &tokens {
@@ -165,11 +130,7 @@ async fn a_cut_short_or_corrupt_backup_is_refused_and_changes_nothing() {
     let (gw, _, _, _, _) = populated().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.jsonl");
-    ok(&cli(
-        &gw,
-        dir.path(),
-        &["backup", "--out", file.to_str().unwrap()],
-    ));
+    backup(&gw, dir.path(), &file);
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].contains("\"version\":2"), "{}", lines[0]);
@@ -205,34 +166,18 @@ async fn a_cut_short_or_corrupt_backup_is_refused_and_changes_nothing() {
 async fn a_large_index_is_backed_up_in_pages_and_restored_whole() {
     let gw = Gateway::start(&[]).await;
     let store = gw.redis.store();
-    let now = mcp_oauth_gateway::clock::Clock::now_unix(&mcp_oauth_gateway::clock::SystemClock);
-    for chunk in (0..2_500).collect::<Vec<_>>().chunks(500) {
-        futures_util::future::join_all(chunk.iter().map(|i| {
-            let store = store.clone();
-            async move {
-                let mut record = grant_write(&format!("big{i}"), "bulk", "f", "r", None).token;
-                record.family_id = None;
-                store.put_token(&record, now).await.unwrap();
-            }
-        }))
-        .await;
-    }
+    bulk_tokens(&store, "bulk", "big", 2_500, 500).await;
     let before = redis_state(&gw).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.jsonl");
-    ok(&cli(
-        &gw,
-        dir.path(),
-        &["backup", "--out", file.to_str().unwrap()],
-    ));
+    backup(&gw, dir.path(), &file);
     let text = std::fs::read_to_string(&file).unwrap();
     let pages = text
         .lines()
         .filter(|l| l.contains("\"key\":\"oauth:client_tokens:bulk\""))
         .count();
     assert_eq!(pages, 3, "2,500 members in pages of 1,000");
-    let mut conn = gw.redis.conn().await;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    flush(&gw).await;
     let out = ok(&cli(&gw, dir.path(), &["restore", file.to_str().unwrap()]));
     assert!(
         out.contains(&format!("restored {} keys", before.len())),
@@ -255,30 +200,7 @@ async fn backups_during_refreshes_keep_each_family_whole() {
     let gw = Gateway::start(&[("REFRESH_REUSE_GRACE", "0")]).await;
     let store = gw.redis.store();
     // Other grants around it, so a backup takes a while.
-    for chunk in (0..3_000).collect::<Vec<_>>().chunks(500) {
-        futures_util::future::join_all(chunk.iter().map(|i| {
-            let store = store.clone();
-            async move {
-                let now = mcp_oauth_gateway::clock::Clock::now_unix(
-                    &mcp_oauth_gateway::clock::SystemClock,
-                );
-                store
-                    .issue_grant(
-                        &grant_write(
-                            &format!("pad{i}"),
-                            "bulk",
-                            &format!("pf{i}"),
-                            &format!("pr{i}"),
-                            None,
-                        ),
-                        now,
-                    )
-                    .await
-                    .unwrap()
-            }
-        }))
-        .await;
-    }
+    bulk_grants(&store, 3_000, ["pad", "pf", "pr"]).await;
     let client = gw.client("none").await;
     let first = gw.tokens(&client).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -317,11 +239,7 @@ async fn backups_during_refreshes_keep_each_family_whole() {
     let mut files = Vec::new();
     for i in 0..12 {
         let file = dir.path().join(format!("b{i}.jsonl"));
-        ok(&cli(
-            &gw,
-            dir.path(),
-            &["backup", "--out", file.to_str().unwrap()],
-        ));
+        backup(&gw, dir.path(), &file);
         files.push(file);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -372,9 +290,9 @@ async fn backups_during_refreshes_keep_each_family_whole() {
 
     // Restored into an empty Redis, the grant refreshes with the one it kept.
     let last = files.last().unwrap();
-    let mut conn = gw.redis.conn().await;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    flush(&gw).await;
     ok(&cli(&gw, dir.path(), &["restore", last.to_str().unwrap()]));
+    let mut conn = gw.redis.conn().await;
     let mut usable = 0;
     let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, "oauth:refresh:*")
         .await
@@ -397,39 +315,12 @@ async fn a_restore_while_the_gateway_serves_never_undoes_a_revocation() {
     let gw = Gateway::start(&[("REFRESH_REUSE_GRACE", "0")]).await;
     let store = gw.redis.store();
     let n = 3_000;
-    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        futures_util::future::join_all(chunk.iter().map(|i| {
-            let store = store.clone();
-            async move {
-                let now = mcp_oauth_gateway::clock::Clock::now_unix(
-                    &mcp_oauth_gateway::clock::SystemClock,
-                );
-                store
-                    .issue_grant(
-                        &grant_write(
-                            &format!("j{i}"),
-                            "bulk",
-                            &format!("f{i}"),
-                            &format!("r{i}"),
-                            None,
-                        ),
-                        now,
-                    )
-                    .await
-                    .unwrap()
-            }
-        }))
-        .await;
-    }
+    bulk_grants(&store, n, ["j", "f", "r"]).await;
     let client = gw.client("none").await;
     let tokens = gw.tokens(&client).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.jsonl");
-    ok(&cli(
-        &gw,
-        dir.path(),
-        &["backup", "--out", file.to_str().unwrap()],
-    ));
+    backup(&gw, dir.path(), &file);
 
     // Since the backup: revocations, and the real grant refreshed once.
     let mut tokens_revoked = Vec::new();
@@ -451,14 +342,7 @@ async fn a_restore_while_the_gateway_serves_never_undoes_a_revocation() {
     let current: Value = resp.json().await.unwrap();
 
     // The restore runs while revocations go on.
-    let mut restore = Command::new(bin("mcp-gateway"))
-        .args(["restore", file.to_str().unwrap()])
-        .env_clear()
-        .env("JWT_ALGORITHM", "RS256")
-        .env("JWT_PRIVATE_KEY_B64", rsa_key_b64())
-        .env("BASE_DOMAIN", "example.com")
-        .env("ISSUER_URL", &gw.issuer)
-        .env("REDIS_URL", gw.redis.url())
+    let mut restore = cli_command(&gw, &["restore", file.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

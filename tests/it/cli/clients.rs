@@ -1,6 +1,6 @@
 //! `clients list`, `show` and `delete`, complete or cut short.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -8,6 +8,15 @@ use redis::AsyncCommands;
 use super::*;
 use crate::support::gateway::browser;
 use crate::support::helpers::*;
+
+/// The access token of `tokens` is refused within a second: its client was deleted.
+async fn assert_refused_soon(gw: &Gateway, tokens: &Value) {
+    let access = tokens["access_token"].as_str().unwrap();
+    gw.verify
+        .until_status(access, 401, Duration::from_secs(1))
+        .await
+        .expect("its tokens are refused");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_client_completely_leaves_no_trace() {
@@ -17,11 +26,7 @@ async fn deleting_a_client_completely_leaves_no_trace() {
     // An outstanding code and a pending login of that client too.
     let _code = gw.code_for(&a, &[]).await;
     let (_, challenge) = crate::support::gateway::pkce();
-    let pending = browser()
-        .get(gw.authorize_url(&a, &challenge, &[]))
-        .send()
-        .await
-        .unwrap();
+    let pending = gw.authorize(&browser(), &a, &challenge, &[]).await;
     assert_eq!(pending.status(), 307);
     ok(&cli(
         &gw,
@@ -34,14 +39,7 @@ async fn deleting_a_client_completely_leaves_no_trace() {
             "left behind: {key} = {value}"
         );
     }
-    gw.verify
-        .until_status(
-            alice["access_token"].as_str().unwrap(),
-            401,
-            Duration::from_secs(1),
-        )
-        .await
-        .expect("its tokens are refused");
+    assert_refused_soon(&gw, &alice).await;
     // Registration only: the other client's token keeps working until it expires.
     ok(&cli(
         &gw,
@@ -70,28 +68,8 @@ async fn a_delete_cut_short_by_a_stalled_redis_says_so_and_finishes_when_run_aga
     let dir = tempfile::tempdir().unwrap();
     let id = a["client_id"].as_str().unwrap().to_string();
     // Enough tokens that the delete takes many steps.
-    let store = gw.redis.store();
-    let now = mcp_oauth_gateway::clock::Clock::now_unix(&mcp_oauth_gateway::clock::SystemClock);
-    for chunk in (0..40_000).collect::<Vec<_>>().chunks(1000) {
-        futures_util::future::join_all(chunk.iter().map(|i| {
-            let (store, id) = (store.clone(), id.clone());
-            async move {
-                let mut record = grant_write(&format!("bulk{i}"), "bulk", "f", "r", None).token;
-                record.client_id = id;
-                record.family_id = None;
-                store.put_token(&record, now).await.unwrap();
-            }
-        }))
-        .await;
-    }
-    let delete = Command::new(bin("mcp-gateway"))
-        .args(["clients", "delete", "--complete", &id])
-        .env_clear()
-        .env("JWT_ALGORITHM", "RS256")
-        .env("JWT_PRIVATE_KEY_B64", rsa_key_b64())
-        .env("BASE_DOMAIN", "example.com")
-        .env("ISSUER_URL", &gw.issuer)
-        .env("REDIS_URL", gw.redis.url())
+    bulk_tokens(&gw.redis.store(), &id, "bulk", 40_000, 1000).await;
+    let delete = cli_command(&gw, &["clients", "delete", "--complete", &id])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -144,12 +122,5 @@ async fn a_delete_cut_short_by_a_stalled_redis_says_so_and_finishes_when_run_aga
     ));
     let registration: Option<String> = conn.get(format!("oauth:client:{id}")).await.unwrap();
     assert!(registration.is_none());
-    gw.verify
-        .until_status(
-            alice["access_token"].as_str().unwrap(),
-            401,
-            Duration::from_secs(1),
-        )
-        .await
-        .expect("its tokens are refused");
+    assert_refused_soon(&gw, &alice).await;
 }

@@ -11,6 +11,10 @@ mod tokens;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
+
+use mcp_oauth_gateway::clock::{Clock, SystemClock};
+use mcp_oauth_gateway::store::Store;
 
 use redis::AsyncCommands;
 use serde_json::Value;
@@ -34,20 +38,72 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-pub fn cli(gw: &Gateway, dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("mcp-gateway"))
-        .args(args)
-        .current_dir(dir)
+/// `mcp-gateway` with `args` and `gw`'s settings (keys, issuer, Redis), nothing else from the
+/// environment: a command to spawn and watch while it runs.
+fn cli_command(gw: &Gateway, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("mcp-gateway"));
+    cmd.args(args)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("JWT_ALGORITHM", "RS256")
         .env("JWT_PRIVATE_KEY_B64", rsa_key_b64())
         .env("BASE_DOMAIN", "example.com")
         .env("ISSUER_URL", &gw.issuer)
-        .env("REDIS_URL", gw.redis.url())
+        .env("REDIS_URL", gw.redis.url());
+    cmd
+}
+
+pub fn cli(gw: &Gateway, dir: &Path, args: &[&str]) -> Output {
+    cli_command(gw, args)
+        .current_dir(dir)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("ALLOWED_GITHUB_USERS", "alice,bob")
         .output()
         .expect("mcp-gateway runs")
+}
+
+/// `mcp-gateway backup --out file`, which must succeed.
+fn backup(gw: &Gateway, dir: &Path, file: &Path) {
+    ok(&cli(gw, dir, &["backup", "--out", file.to_str().unwrap()]));
+}
+
+/// Empties Redis (FLUSHALL).
+async fn flush(gw: &Gateway) {
+    let mut conn = gw.redis.conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+}
+
+/// `n` grants of the client `bulk`, issued `500` at a time straight into the store: grant `i`
+/// has the access token `{jti}{i}`, the family `{family}{i}` and the refresh token
+/// `{refresh}{i}`.
+async fn bulk_grants(store: &Arc<dyn Store>, n: usize, [jti, family, refresh]: [&str; 3]) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        futures_util::future::join_all(chunk.iter().map(|i| {
+            let store = store.clone();
+            async move {
+                let now = Clock::now_unix(&SystemClock);
+                let (jti, family) = (format!("{jti}{i}"), format!("{family}{i}"));
+                let grant = grant_write(&jti, "bulk", &family, &format!("{refresh}{i}"), None);
+                store.issue_grant(&grant, now).await.unwrap()
+            }
+        }))
+        .await;
+    }
+}
+
+/// `n` access tokens `{jti}{i}` of `client`, in no refresh family, written `chunk` at a time.
+async fn bulk_tokens(store: &Arc<dyn Store>, client: &str, jti: &str, n: usize, chunk: usize) {
+    let now = Clock::now_unix(&SystemClock);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(chunk) {
+        futures_util::future::join_all(chunk.iter().map(|i| {
+            let store = store.clone();
+            async move {
+                let mut record = grant_write(&format!("{jti}{i}"), client, "f", "r", None).token;
+                record.family_id = None;
+                store.put_token(&record, now).await.unwrap();
+            }
+        }))
+        .await;
+    }
 }
 
 pub fn ok(out: &Output) -> String {
