@@ -31,36 +31,25 @@ async fn dev_mode_runs_a_complete_gateway_on_loopback() {
     assert!(banner.contains("--upstream"), "{banner}");
 
     // Verify's challenge points at the metadata, which names the issuer.
-    let resp = http()
-        .get(format!("{verify}/verify"))
-        .header("X-Forwarded-Proto", "http")
-        .header("X-Forwarded-Host", "localhost:3000")
-        .send()
-        .await
-        .unwrap();
+    let for_localhost = |path: &str| {
+        forwarded_for(
+            http().get(format!("{verify}{path}")),
+            "http",
+            "localhost:3000",
+        )
+    };
+    let resp = for_localhost("/verify").send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains(
         "resource_metadata=\"http://localhost:3000/.well-known/oauth-protected-resource/mcp\""
     ));
-    let prm: Value = http()
-        .get(format!("{verify}/.well-known/oauth-protected-resource/mcp"))
-        .header("X-Forwarded-Proto", "http")
-        .header("X-Forwarded-Host", "localhost:3000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let prm = body_json(for_localhost("/.well-known/oauth-protected-resource/mcp")).await;
     assert_eq!(prm["authorization_servers"], json!([issuer]));
 
     // Register, authorize, consent, development login, token.
     let (_, access) = dev_login(&issuer, "http://localhost:3000/mcp", "newcomer").await;
     let access = access.as_str();
-    let resp = http()
-        .get(format!("{verify}/verify"))
-        .header("X-Forwarded-Proto", "http")
-        .header("X-Forwarded-Host", "localhost:3000")
+    let resp = for_localhost("/verify")
         .header("Authorization", format!("Bearer {access}"))
         .send()
         .await
@@ -89,17 +78,7 @@ fn dev_mode_refuses_to_listen_beyond_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_upstream_puts_an_mcp_server_behind_the_gateway() {
     let (upstream, next_chunk, _echo) = echo_upstream().await;
-    let mcp_port = free_port();
-    let dev = DevGateway::start_with(
-        &[],
-        &[
-            "--upstream",
-            &upstream,
-            "--mcp-listen",
-            &format!("127.0.0.1:{mcp_port}"),
-        ],
-    )
-    .await;
+    let (dev, mcp_port) = DevGateway::start_upstream(&upstream).await;
     let origin = format!("http://127.0.0.1:{mcp_port}");
     let mcp = format!("{origin}/mcp");
     let issuer = dev.issuer.clone();
@@ -115,43 +94,23 @@ async fn dev_upstream_puts_an_mcp_server_behind_the_gateway() {
         challenge.contains(&format!("resource_metadata=\"{prm_url}\"")),
         "{challenge}"
     );
-    let prm: Value = http()
-        .get(&prm_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let prm: Value = body_json(http().get(&prm_url)).await;
     assert_eq!(prm["resource"], mcp.as_str());
     assert_eq!(prm["authorization_servers"], json!([issuer]));
-    let asm: Value = http()
-        .get(format!("{origin}/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let asm: Value =
+        body_json(http().get(format!("{origin}/.well-known/oauth-authorization-server"))).await;
     assert_eq!(asm["issuer"], issuer.as_str());
 
     // A login for the proxy's resource, as an MCP client does it.
     let (client_id, access) = dev_login(&issuer, &mcp, "alice").await;
     let (client_id, access) = (client_id.as_str(), access.as_str());
 
-    let seen: Value = http()
-        .post(format!("{mcp}?x=1"))
-        .bearer_auth(access)
-        .header("X-User-Id", "admin")
-        .header("x_user_name", "root")
-        .header("X-Auth-Scope", "everything")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let forged = [
+        ("X-User-Id", "admin"),
+        ("x_user_name", "root"),
+        ("X-Auth-Scope", "everything"),
+    ];
+    let seen = post_tools_list(&format!("{mcp}?x=1"), access, &forged).await;
     let headers = &seen["headers"];
     assert_eq!(seen["path"], "/mcp?x=1", "{seen}");
     assert_eq!(headers["x-user-id"], "dev-alice", "{seen}");
@@ -188,17 +147,7 @@ async fn dev_upstream_puts_an_mcp_server_behind_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_upstream_ignores_forwarding_headers_from_the_client() {
     let (upstream, _next, _echo) = echo_upstream().await;
-    let mcp_port = free_port();
-    let dev = DevGateway::start_with(
-        &[],
-        &[
-            "--upstream",
-            &upstream,
-            "--mcp-listen",
-            &format!("127.0.0.1:{mcp_port}"),
-        ],
-    )
-    .await;
+    let (dev, mcp_port) = DevGateway::start_upstream(&upstream).await;
     let mcp = format!("http://127.0.0.1:{mcp_port}/mcp");
     // A token for another MCP server this gateway guards.
     let elsewhere = "http://127.0.0.1:9/mcp";
@@ -230,7 +179,7 @@ async fn dev_upstream_ignores_forwarding_headers_from_the_client() {
     for (k, v) in forged {
         req = req.header(k, v);
     }
-    let seen: Value = req.send().await.unwrap().json().await.unwrap();
+    let seen: Value = body_json(req).await;
     let headers = &seen["headers"];
     assert_eq!(
         headers["x-forwarded-host"],
@@ -241,6 +190,19 @@ async fn dev_upstream_ignores_forwarding_headers_from_the_client() {
     assert!(headers.get("x-forwarded-port").is_none(), "{seen}");
     assert!(!seen.to_string().contains("203.0.113.66"), "{seen}");
     drop(dev);
+}
+
+/// `e2e/dev-proxy-flow.mjs` against the MCP URL `mcp`: it logs in after a 401 for that resource
+/// and calls echo through the proxy. Returns its report.
+async fn dev_proxy_flow(mcp: &str) -> Value {
+    use crate::support::e2e_flows::{run_e2e_script, s};
+    let (flow, stderr) =
+        run_e2e_script("dev-proxy-flow.mjs", &[mcp], Duration::from_secs(90)).await;
+    assert_eq!(flow["ok"], true, "{flow:#}\n{stderr}");
+    assert_eq!(flow["first_status"], 401, "{flow:#}");
+    assert_eq!(flow["resource"], mcp, "{flow:#}");
+    assert!(s(&flow, "/echo").contains("through dev"), "{flow:#}");
+    flow
 }
 
 /// The first run a newcomer makes, with real clients: server-everything behind
@@ -257,25 +219,10 @@ async fn e2e_real_clients_reach_an_mcp_server_through_dev_upstream() {
     }
     let logs = tempfile::tempdir().unwrap();
     let (_server, upstream) = start_server_everything(logs.path()).await;
-    let mcp_port = free_port();
-    let dev = DevGateway::start_with(
-        &[],
-        &[
-            "--upstream",
-            &upstream,
-            "--mcp-listen",
-            &format!("127.0.0.1:{mcp_port}"),
-        ],
-    )
-    .await;
+    let (dev, mcp_port) = DevGateway::start_upstream(&upstream).await;
     let mcp = format!("http://127.0.0.1:{mcp_port}/mcp");
 
-    let (flow, stderr) =
-        run_e2e_script("dev-proxy-flow.mjs", &[&mcp], Duration::from_secs(90)).await;
-    assert_eq!(flow["ok"], true, "{flow:#}\n{stderr}");
-    assert_eq!(flow["first_status"], 401, "{flow:#}");
-    assert_eq!(flow["resource"], mcp.as_str(), "{flow:#}");
-    assert!(s(&flow, "/echo").contains("through dev"), "{flow:#}");
+    let flow = dev_proxy_flow(&mcp).await;
     let progress: Vec<i64> = flow["progress"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_i64).collect())
@@ -333,26 +280,15 @@ async fn e2e_scripts_traefik_local_fronts_dev_mode_without_edits() {
     );
     let mcp = format!("http://127.0.0.1:{port}/mcp");
     let prm = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
-    wait_for(Duration::from_secs(20), || async {
-        http()
-            .get(&prm)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "Traefik did not serve {prm}:\n{}",
-            std::fs::read_to_string(logs.path().join("traefik.log")).unwrap_or_default()
-        )
-    });
-    let (flow, stderr) =
-        run_e2e_script("dev-proxy-flow.mjs", &[&mcp], Duration::from_secs(90)).await;
-    assert_eq!(flow["ok"], true, "{flow:#}\n{stderr}");
-    assert_eq!(flow["first_status"], 401, "{flow:#}");
-    assert_eq!(flow["resource"], mcp.as_str(), "{flow:#}");
-    assert!(s(&flow, "/echo").contains("through dev"), "{flow:#}");
+    wait_serving(&prm, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "Traefik did not serve {prm}:\n{}",
+                std::fs::read_to_string(logs.path().join("traefik.log")).unwrap_or_default()
+            )
+        });
+    let flow = dev_proxy_flow(&mcp).await;
     assert_eq!(
         flow["progress"].as_array().map(Vec::len),
         Some(3),
@@ -364,33 +300,12 @@ async fn e2e_scripts_traefik_local_fronts_dev_mode_without_edits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_upstream_stops_on_sigterm() {
     let (upstream, _next, _echo) = echo_upstream().await;
-    let (auth_port, verify_port, mcp_port) = (free_port(), free_port(), free_port());
-    let mut child = Command::new(bin("mcp-gateway"))
-        .args(["dev", "--listen", &format!("127.0.0.1:{auth_port}")])
-        .args(["--verify-listen", &format!("127.0.0.1:{verify_port}")])
-        .args([
-            "--upstream",
-            &upstream,
-            "--mcp-listen",
-            &format!("127.0.0.1:{mcp_port}"),
-        ])
-        .current_dir(tempfile::tempdir().unwrap().path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut dev, mcp_port) = DevGateway::start_upstream(&upstream).await;
     let prm = format!("http://127.0.0.1:{mcp_port}/.well-known/oauth-protected-resource/mcp");
-    wait_for(Duration::from_secs(10), || async {
-        http()
-            .get(&prm)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await
-    .expect("the proxy is up");
+    wait_serving(&prm, Duration::from_secs(10))
+        .await
+        .expect("the proxy is up");
+    let child = dev.process();
     let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::e2e_flows::run_sdk_flow;
 use crate::support::gateway::{REDIRECT, approve_consent, browser, follow_to_client, pkce, query};
-use crate::support::helpers::{http, wait_for};
+use crate::support::helpers::{body_json, body_text, http, post_tools_list, wait_for};
 use crate::support::oidc_provider::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
 use crate::support::procs::*;
 use crate::support::stack::*;
@@ -38,13 +39,7 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
 
     // The SDK's whole flow: 401 → discovery → registration → the provider's login → tool
     // call → refresh (refreshed upstream too) → retry and reuse handling.
-    let (flow, stderr) = stack
-        .run_script(
-            "mcp-client-flow.mjs",
-            &[stack.mcp_url.as_str()],
-            Duration::from_secs(90),
-        )
-        .await;
+    let (flow, stderr) = run_sdk_flow(&stack, None, Duration::from_secs(90)).await;
     let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
     assert_eq!(flow["ok"], true, "{pretty}\n{stderr}{}", stack.logs());
     for step in [
@@ -77,15 +72,9 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
     let echo = stack.start_header_echo().await;
     let port = stack.add_proxy(Proxy::Traefik, &echo).await;
     let resource = format!("http://localhost:{port}/mcp");
-    let reg: Value = http()
+    let reg: Value = body_json(http()
         .post(format!("{}/register", stack.issuer))
-        .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "client_name": "e2e"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "client_name": "e2e"}))).await;
     let client_id = reg["client_id"].as_str().unwrap();
     let (verifier, challenge) = pkce();
     let mut authorize = url::Url::parse(&format!("{}/authorize", stack.issuer)).unwrap();
@@ -104,38 +93,24 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
         .await
         .unwrap_or_else(|page| panic!("the login ended on a {} page", page.status()));
     let code = query(&back, "code").expect("a code");
-    let answer = http()
-        .post(format!("{}/token", stack.issuer))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("code_verifier", &verifier),
-            ("redirect_uri", REDIRECT),
-            ("client_id", client_id),
-            ("resource", &resource),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let answer = body_text(http().post(format!("{}/token", stack.issuer)).form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("code_verifier", &verifier),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client_id),
+        ("resource", &resource),
+    ]))
+    .await;
     let tokens: Value = serde_json::from_str(&answer).unwrap();
     let access = tokens["access_token"].as_str().unwrap();
     // The client forges the headers it should never control.
-    let seen: Value = http()
-        .post(&resource)
-        .bearer_auth(access)
-        .header("Content-Type", "application/json")
-        .header("X-Upstream-Token", "forged-by-the-client")
-        .header("X-User-Groups", "admins")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let forged = [
+        ("Content-Type", "application/json"),
+        ("X-Upstream-Token", "forged-by-the-client"),
+        ("X-User-Groups", "admins"),
+    ];
+    let seen = post_tools_list(&resource, access, &forged).await;
     let headers = &seen["headers"];
     let upstream = headers["x-upstream-token"].as_str().unwrap_or("");
     assert!(
@@ -208,13 +183,7 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
 
     // A user in no allowed group: the SDK's login ends on our 403 page.
     provider.login_as("bob").await;
-    let (flow, _) = stack
-        .run_script(
-            "mcp-client-flow.mjs",
-            &[stack.mcp_url.as_str()],
-            Duration::from_secs(60),
-        )
-        .await;
+    let (flow, _) = run_sdk_flow(&stack, None, Duration::from_secs(60)).await;
     assert_eq!(flow["ok"], false, "{flow}");
     let error = flow["error"].as_str().unwrap_or("");
     assert!(error.contains("403"), "{flow}");

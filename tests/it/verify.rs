@@ -692,14 +692,8 @@ async fn health_ready_and_metrics() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let ready: serde_json::Value = crate::support::helpers::http()
-        .get(format!("{}/ready", verify.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value =
+        body_json(crate::support::helpers::http().get(format!("{}/ready", verify.base))).await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["revocation_feed"], "subscribed");
     let _ = verify

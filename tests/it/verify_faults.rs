@@ -331,15 +331,9 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    wait_for(Duration::from_secs(10), || async {
-        http()
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await
-    .expect("service ready");
+    wait_serving(&format!("{base}/ready"), Duration::from_secs(10))
+        .await
+        .expect("service ready");
 
     let signalled = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));

@@ -509,14 +509,8 @@ async fn without_the_test_switch_the_ssrf_guard_refuses_internal_addresses() {
 
     // Operators can turn documents off, or allow only some hosts.
     let off = Gateway::start(&[("CIMD_ENABLED", "false")]).await;
-    let doc: Value = http()
-        .get(off.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value =
+        body_json(http().get(off.url("/.well-known/oauth-authorization-server"))).await;
     assert_eq!(doc["client_id_metadata_document_supported"], false);
     let (status, ..) = authorize_status(&off, &id).await;
     assert_eq!(status, 400);

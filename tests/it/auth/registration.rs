@@ -17,14 +17,7 @@ async fn metadata_advertises_what_is_really_supported() {
         "/.well-known/oauth-authorization-server",
         "/.well-known/openid-configuration",
     ] {
-        let doc: Value = http()
-            .get(gw.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let doc: Value = body_json(http().get(gw.url(path))).await;
         assert_eq!(doc["issuer"], gw.issuer);
         assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
         assert_eq!(
@@ -62,14 +55,7 @@ async fn metadata_advertises_what_is_really_supported() {
             );
         }
     }
-    let jwks: Value = http()
-        .get(gw.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = body_json(http().get(gw.url("/jwks"))).await;
     let key = &jwks["keys"][0];
     assert_eq!(key["alg"], "RS256");
     assert_eq!(key["use"], "sig");
@@ -150,27 +136,13 @@ async fn client_management_follows_rfc_7592() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    let read: Value = http()
-        .get(&uri)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = body_json(http().get(&uri).bearer_auth(&token)).await;
     assert_eq!(read["client_id"], client["client_id"]);
     assert!(read.get("registration_access_token").is_none());
-    let updated: Value = http()
+    let updated: Value = body_json(http()
         .put(&uri)
         .bearer_auth(&token)
-        .json(&json!({"client_id": client["client_id"], "redirect_uris": [REDIRECT, "http://localhost:5000/cb"], "token_endpoint_auth_method": "none", "client_name": "Renamed"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&json!({"client_id": client["client_id"], "redirect_uris": [REDIRECT, "http://localhost:5000/cb"], "token_endpoint_auth_method": "none", "client_name": "Renamed"}))).await;
     assert_eq!(updated["client_name"], "Renamed");
     assert_eq!(updated["redirect_uris"].as_array().unwrap().len(), 2);
 

@@ -62,17 +62,7 @@ async fn login_refresh_and_github_token_complete_against_dev_mode() {
     // An MCP server behind the gateway (dev mode's proxy): login probes it, discovers,
     // registers, authorizes and then uses the token on it.
     let (upstream, _next, _echo) = crate::support::dev_gateway::echo_upstream().await;
-    let mcp_port = free_port();
-    let dev = DevGateway::start_with(
-        &[],
-        &[
-            "--upstream",
-            &upstream,
-            "--mcp-listen",
-            &format!("127.0.0.1:{mcp_port}"),
-        ],
-    )
-    .await;
+    let (dev, mcp_port) = DevGateway::start_upstream(&upstream).await;
     let (issuer, verify) = (dev.issuer.clone(), dev.verify.clone());
     let dir = tempfile::tempdir().unwrap();
     login_with(

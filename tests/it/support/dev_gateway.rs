@@ -65,16 +65,24 @@ impl DevGateway {
         // Drain the banner so the process never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut { stdout }, &mut std::io::sink()));
         let ready = format!("{}/ready", dev.verify);
-        wait_for(Duration::from_secs(10), || async {
-            http()
-                .get(&ready)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await
-        .expect("mcp-gateway dev became ready");
+        wait_serving(&ready, Duration::from_secs(10))
+            .await
+            .expect("mcp-gateway dev became ready");
         dev
+    }
+
+    /// [`DevGateway::start`] with `--upstream upstream` and its MCP proxy on a free loopback
+    /// port: the gateway and that port.
+    pub async fn start_upstream(upstream: &str) -> (Self, u16) {
+        let mcp_port = free_port();
+        let mcp_listen = format!("127.0.0.1:{mcp_port}");
+        let args = ["--upstream", upstream, "--mcp-listen", &mcp_listen];
+        (Self::start_with(&[], &args).await, mcp_port)
+    }
+
+    /// The `mcp-gateway dev` process.
+    pub fn process(&mut self) -> &mut Child {
+        &mut self._child.0
     }
 }
 
@@ -84,15 +92,10 @@ impl DevGateway {
 pub async fn dev_login(issuer: &str, resource: &str, login: &str) -> (String, String) {
     use crate::support::gateway::{browser, pkce, query};
     use serde_json::{Value, json};
-    let client: Value = http()
-        .post(format!("{issuer}/register"))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let client: Value = body_json(http().post(format!("{issuer}/register")).json(
+        &json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}),
+    ))
+    .await;
     let client_id = client["client_id"].as_str().unwrap().to_string();
     let (verifier, challenge) = pkce();
     let mut url = url::Url::parse(&format!("{issuer}/authorize")).unwrap();
@@ -106,21 +109,14 @@ pub async fn dev_login(issuer: &str, resource: &str, login: &str) -> (String, St
     let resp = consent_and_dev_login(&browser(), issuer, url.as_str(), login).await;
     assert_eq!(resp.status(), 302);
     let code = query(&url::Url::parse(&location(&resp)).unwrap(), "code").unwrap();
-    let tokens: Value = http()
-        .post(format!("{issuer}/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("code_verifier", verifier.as_str()),
-            ("client_id", client_id.as_str()),
-            ("redirect_uri", "http://127.0.0.1:9/cb"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tokens: Value = body_json(http().post(format!("{issuer}/token")).form(&[
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", "http://127.0.0.1:9/cb"),
+    ]))
+    .await;
     let access = tokens["access_token"]
         .as_str()
         .expect("an access token")

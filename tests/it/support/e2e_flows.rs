@@ -97,11 +97,7 @@ pub async fn assert_sdk_login_and_tool_call(stack: &Stack) {
 /// Document at `metadata_url` when given; returns the flow's report.
 pub async fn assert_sdk_login_and_tool_call_as(stack: &Stack, metadata_url: Option<&str>) -> Value {
     let proxy = stack.proxy.name();
-    let mut args = vec![stack.mcp_url.as_str()];
-    args.extend(metadata_url);
-    let (flow, stderr) = stack
-        .run_script("mcp-client-flow.mjs", &args, Duration::from_secs(90))
-        .await;
+    let (flow, stderr) = run_sdk_flow(stack, metadata_url, Duration::from_secs(90)).await;
     let failed = format!("{proxy}: the MCP client flow failed");
     let mut checks = Checks::of(stack, &flow, &stderr, &failed);
     checks.check(n(&flow, "/first_status") == 401, "first MCP request: 401");
@@ -192,6 +188,19 @@ pub async fn assert_sdk_login_and_tool_call_as(stack: &Stack, metadata_url: Opti
     }
     checks.finish(&format!("{proxy}: end-to-end"));
     flow
+}
+
+/// The MCP TypeScript SDK client's whole flow (`e2e/mcp-client-flow.mjs`) against the stack's
+/// MCP URL, its client the Client ID Metadata Document at `metadata_url` when given: the
+/// flow's report and stderr.
+pub async fn run_sdk_flow(
+    stack: &Stack,
+    metadata_url: Option<&str>,
+    limit: Duration,
+) -> (Value, String) {
+    let mut args = vec![stack.mcp_url.as_str()];
+    args.extend(metadata_url);
+    stack.run_script("mcp-client-flow.mjs", &args, limit).await
 }
 
 /// The checks a test makes of a script's JSON report: each one that fails is noted, and

@@ -227,14 +227,7 @@ impl Gateway {
 
     /// The authorization server's `/metrics` page.
     pub async fn metrics(&self) -> String {
-        http()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        body_text(http().get(self.url("/metrics"))).await
     }
 
     pub async fn tokens(&self, client: &Value) -> Value {

@@ -229,15 +229,10 @@ impl Verify {
     }
 
     pub async fn wait_ready(&self) {
-        wait_for(Duration::from_secs(10), || async {
-            http()
-                .get(format!("{}/ready", self.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await
-        .expect("verify became ready");
+        let ready = format!("{}/ready", self.base);
+        wait_serving(&ready, Duration::from_secs(10))
+            .await
+            .expect("verify became ready");
     }
 
     /// `/verify` as Traefik calls it for a request to `https://{host}/mcp`.
@@ -342,6 +337,49 @@ pub fn http() -> reqwest::Client {
 /// Sends `req` and reads the answer's body as text, whatever its status.
 pub async fn body_text(req: reqwest::RequestBuilder) -> String {
     req.send().await.unwrap().text().await.unwrap()
+}
+
+/// `req` as a proxy forwards a request for `{proto}://{host}`: `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` set.
+pub fn forwarded_for(
+    req: reqwest::RequestBuilder,
+    proto: &str,
+    host: &str,
+) -> reqwest::RequestBuilder {
+    req.header("X-Forwarded-Proto", proto)
+        .header("X-Forwarded-Host", host)
+}
+
+/// A `tools/list` POST to the MCP server at `url` with `token` and `headers` besides; the
+/// answer as JSON (a header-echo server's report of what it received).
+pub async fn post_tools_list(
+    url: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut req = http().post(url).bearer_auth(token);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    body_json(req.body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)).await
+}
+
+/// Sends `req` and reads the answer's body as JSON, whatever its status.
+pub async fn body_json(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls `GET url` until it answers 200; `Err` with the time waited when it does not within
+/// `limit`.
+pub async fn wait_serving(url: &str, limit: Duration) -> Result<Duration, Duration> {
+    wait_for(limit, || async {
+        http()
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
 }
 
 /// Polls `check` until it holds; `Err` with the time waited when it never does.
