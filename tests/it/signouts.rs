@@ -8,15 +8,27 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use actix_web::web;
+use serde_json::Value;
 
 use crate::support::document_host::*;
 use crate::support::gateway::*;
 use crate::support::lying_provider;
 use crate::support::oidc_provider::oidc_login;
 
-fn document_client(client_id: &str) -> Value {
-    json!({"client_id": client_id, "token_endpoint_auth_method": "none"})
+/// A host serving a public client's document at `path` (max-age=1), and the gateway in front of
+/// it with `CIMD_MIN_AGE=1` and `extra`: the host, the document's route, the gateway and the
+/// client.
+async fn served_document(
+    path: &str,
+    extra: &[(&str, &str)],
+) -> (DocumentHost, Route, Gateway, Value) {
+    let host = DocumentHost::start().await;
+    let (id, document) = host.serve_document(path, "max-age=1");
+    let mut env = vec![("CIMD_MIN_AGE", "1")];
+    env.extend_from_slice(extra);
+    let gw = host.gateway(&env).await;
+    (host, document, gw, document_client(&id))
 }
 
 /// A document client's refresh while its host is down and nothing is cached: 503 with
@@ -24,25 +36,14 @@ fn document_client(client_id: &str) -> Value {
 /// refresh token works once the host is back. `/authorize` shows our page saying to retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_host_that_is_down_is_a_retryable_answer() {
-    let host = DocumentHost::start().await;
     let path = "/claude.json";
-    let id = host.url(path);
-    let document = Route::json(
-        &public_document(&id, &["http://127.0.0.1/callback"]),
-        "max-age=1",
-    );
-    host.set(path, document.clone());
-    let ca = host.ca_file.to_string_lossy().to_string();
     // No copy outlives max-age: what a restart, another replica or a long outage sees.
-    let gw = Gateway::start(&[
-        ("CIMD_TEST_LOOPBACK_CA", ca.as_str()),
-        ("CIMD_MIN_AGE", "1"),
+    let extra = [
         ("CIMD_MAX_AGE", "1"),
         ("CIMD_STALE_IF_ERROR", "0"),
         ("CIMD_FETCH_TIMEOUT", "1"),
-    ])
-    .await;
-    let client = document_client(&id);
+    ];
+    let (host, document, gw, client) = served_document(path, &extra).await;
     let tokens = gw.tokens(&client).await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
     for outage in [
@@ -104,23 +105,9 @@ async fn a_document_host_that_is_down_is_a_retryable_answer() {
 /// trying the host in turn (8 logins took 2, 4 … 16 s before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_document_host_costs_one_timeout_not_one_each() {
-    let host = DocumentHost::start().await;
     let path = "/hangs.json";
-    let id = host.url(path);
-    let document = Route::json(
-        &public_document(&id, &["http://127.0.0.1/callback"]),
-        "max-age=1",
-    );
-    host.set(path, document.clone());
-    let ca = host.ca_file.to_string_lossy().to_string();
-    let gw = Gateway::start(&[
-        ("CIMD_TEST_LOOPBACK_CA", ca.as_str()),
-        ("CIMD_MIN_AGE", "1"),
-        ("CIMD_STALE_IF_ERROR", "600"),
-        ("CIMD_FETCH_TIMEOUT", "2"),
-    ])
-    .await;
-    let client = document_client(&id);
+    let extra = [("CIMD_STALE_IF_ERROR", "600"), ("CIMD_FETCH_TIMEOUT", "2")];
+    let (host, document, gw, client) = served_document(path, &extra).await;
     let (_, challenge) = pkce();
     let url = gw.authorize_url(&client, &challenge, &[]);
     assert_eq!(browser().get(&url).send().await.unwrap().status(), 307);
@@ -141,6 +128,18 @@ async fn a_hanging_document_host_costs_one_timeout_not_one_each() {
     assert_eq!(host.hits(path), 2, "the first fetch and one refetch");
 }
 
+/// A provider whose refresh tokens each work once, the gateway in front of it (`extra` settings
+/// besides), a client, and its first login's token answer.
+async fn strict_grant(
+    extra: &[(&str, &str)],
+) -> (web::Data<lying_provider::Lies>, Gateway, Value, Value) {
+    let lies = lying_provider::start();
+    let gw = lying_provider::gateway(&lies, extra).await;
+    let client = gw.client("none").await;
+    let tokens = strict_login(&gw, &client).await;
+    (lies, gw, client, tokens)
+}
+
 /// A login through the provider: our token answer.
 async fn strict_login(gw: &Gateway, client: &Value) -> Value {
     let (verifier, challenge) = pkce();
@@ -155,10 +154,7 @@ async fn strict_login(gw: &Gateway, client: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_refreshes_ask_a_strict_provider_once() {
-    let lies = lying_provider::start();
-    let gw = lying_provider::gateway(&lies, &[]).await;
-    let client = gw.client("none").await;
-    let tokens = strict_login(&gw, &client).await;
+    let (lies, gw, client, tokens) = strict_grant(&[]).await;
 
     // 20 concurrent refreshes of one token: one upstream call, one answer for all.
     lies.refresh_delay_ms.store(500, Ordering::SeqCst);
@@ -201,10 +197,7 @@ async fn duplicate_refreshes_ask_a_strict_provider_once() {
 /// the process, since the store took nothing), and never presents the rotated token again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_our_store_failed_keeps_the_providers_new_token() {
-    let lies = lying_provider::start();
-    let gw = lying_provider::gateway(&lies, &[]).await;
-    let client = gw.client("none").await;
-    let tokens = strict_login(&gw, &client).await;
+    let (lies, gw, client, tokens) = strict_grant(&[]).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     lies.refresh_delay_ms.store(600, Ordering::SeqCst);
     let maxmemory = |bytes: &'static str| {
@@ -245,10 +238,7 @@ async fn a_retry_after_our_store_failed_keeps_the_providers_new_token() {
 /// retryable answers that leave the grant as it was; `invalid_grant` ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_real_refusal_ends_a_grant() {
-    let lies = lying_provider::start();
-    let gw = lying_provider::gateway(&lies, &[("OIDC_TIMEOUT", "1")]).await;
-    let client = gw.client("none").await;
-    let tokens = strict_login(&gw, &client).await;
+    let (lies, gw, client, tokens) = strict_grant(&[("OIDC_TIMEOUT", "1")]).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     // Slower than OIDC_TIMEOUT.
     lies.refresh_delay_ms.store(2_000, Ordering::SeqCst);

@@ -15,16 +15,26 @@ use crate::support::document_host::*;
 use crate::support::gateway::*;
 use crate::support::helpers::*;
 
-async fn gateway_for(host: &DocumentHost, extra: &[(&str, &str)]) -> Gateway {
-    let ca = host.ca_file.to_string_lossy().to_string();
-    let mut env: Vec<(&str, &str)> = vec![("CIMD_TEST_LOOPBACK_CA", ca.as_str())];
-    env.extend_from_slice(extra);
-    Gateway::start(&env).await
+/// A code exchange by the document client `client_id`, with a code that was never issued:
+/// whether the client itself is accepted is what the answer tells.
+async fn redeem_as_document(gw: &Gateway, client_id: &str) -> reqwest::Response {
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", "x"),
+        ("code_verifier", "y"),
+    ];
+    gw.token(&document_client(client_id), &form).await
 }
 
-fn document_client(client_id: &str) -> Value {
-    json!({"client_id": client_id, "token_endpoint_auth_method": "none"})
+/// `resp` is `invalid_client` (401) and its description names `why` (`case` says which).
+async fn assert_invalid_client_for(resp: reqwest::Response, why: &str, case: &str) {
+    let body = assert_oauth_error(resp, 401, "invalid_client").await;
+    let description = body["error_description"].as_str().unwrap_or("");
+    assert!(description.contains(why), "{case}: {description}");
 }
+
+/// A change made to a good document (the second argument: another document's URL).
+type Change = fn(&mut Value, &str);
 
 async fn authorize_status(gw: &Gateway, client_id: &str) -> (u16, String, String) {
     let (_, challenge) = pkce();
@@ -38,12 +48,8 @@ async fn authorize_status(gw: &Gateway, client_id: &str) -> (u16, String, String
 #[tokio::test]
 async fn a_public_client_logs_in_and_refreshes_with_its_metadata_document() {
     let host = DocumentHost::start().await;
-    let id = host.publish(
-        "/oauth/client.json",
-        &["http://127.0.0.1/callback"],
-        "max-age=3600",
-    );
-    let gw = gateway_for(&host, &[]).await;
+    let id = host.publish("/oauth/client.json", &[CALLBACK], "max-age=3600");
+    let gw = host.gateway(&[]).await;
     let client = document_client(&id);
 
     // The consent page names the document's host, and warns: the only redirect is localhost.
@@ -125,57 +131,58 @@ async fn redis_keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
 #[tokio::test]
 async fn documents_that_lie_or_misbehave_are_refused_and_change_nothing() {
     let host = DocumentHost::start().await;
-    let gw = gateway_for(&host, &[("CIMD_FETCH_TIMEOUT", "1")]).await;
-    let good = |path: &str| public_document(&host.url(path), &["http://127.0.0.1/callback"]);
+    let gw = host.gateway(&[("CIMD_FETCH_TIMEOUT", "1")]).await;
+    let good = |path: &str| public_document(&host.url(path), &[CALLBACK]);
     let mut cases: Vec<(&str, Route, &str)> = Vec::new();
-    let mut wrong_id = good("/wrong-id.json");
-    wrong_id["client_id"] = json!(host.url("/other.json"));
-    cases.push((
-        "/wrong-id.json",
-        Route::json(&wrong_id, "max-age=60"),
-        "exactly its URL",
-    ));
-    let mut no_name = good("/no-name.json");
-    no_name.as_object_mut().unwrap().remove("client_name");
-    cases.push((
-        "/no-name.json",
-        Route::json(&no_name, "max-age=60"),
-        "client_name",
-    ));
-    let mut no_redirects = good("/no-redirects.json");
-    no_redirects
-        .as_object_mut()
-        .unwrap()
-        .remove("redirect_uris");
-    cases.push((
-        "/no-redirects.json",
-        Route::json(&no_redirects, "max-age=60"),
-        "redirect_uris",
-    ));
-    let mut secret = good("/secret.json");
-    secret["client_secret"] = json!("s3cret");
-    cases.push((
-        "/secret.json",
-        Route::json(&secret, "max-age=60"),
-        "client_secret",
-    ));
-    let mut basic = good("/basic.json");
-    basic["token_endpoint_auth_method"] = json!("client_secret_basic");
-    cases.push((
-        "/basic.json",
-        Route::json(&basic, "max-age=60"),
-        "token_endpoint_auth_method",
-    ));
-    let mut http_redirect = good("/http-redirect.json");
-    http_redirect["redirect_uris"] = json!(["http://evil.example/cb"]);
-    cases.push((
-        "/http-redirect.json",
-        Route::json(&http_redirect, "max-age=60"),
-        "plain http",
-    ));
-    let mut big = good("/big.json");
-    big["padding"] = json!("x".repeat(6000));
-    cases.push(("/big.json", Route::json(&big, "max-age=60"), "bytes"));
+    // A good document changed in one way, and what the refusal names.
+    let changed: [(&str, Change, &str); 8] = [
+        (
+            "/wrong-id.json",
+            |doc, other| doc["client_id"] = json!(other),
+            "exactly its URL",
+        ),
+        (
+            "/no-name.json",
+            |doc, _| drop(doc.as_object_mut().unwrap().remove("client_name")),
+            "client_name",
+        ),
+        (
+            "/no-redirects.json",
+            |doc, _| drop(doc.as_object_mut().unwrap().remove("redirect_uris")),
+            "redirect_uris",
+        ),
+        (
+            "/secret.json",
+            |doc, _| doc["client_secret"] = json!("s3cret"),
+            "client_secret",
+        ),
+        (
+            "/basic.json",
+            |doc, _| doc["token_endpoint_auth_method"] = json!("client_secret_basic"),
+            "token_endpoint_auth_method",
+        ),
+        (
+            "/http-redirect.json",
+            |doc, _| doc["redirect_uris"] = json!(["http://evil.example/cb"]),
+            "plain http",
+        ),
+        (
+            "/big.json",
+            |doc, _| doc["padding"] = json!("x".repeat(6000)),
+            "bytes",
+        ),
+        (
+            "/private.json",
+            |doc, _| doc["token_endpoint_auth_method"] = json!("private_key_jwt"),
+            "jwks",
+        ),
+    ];
+    let other = host.url("/other.json");
+    for (path, change, why) in changed {
+        let mut doc = good(path);
+        change(&mut doc, &other);
+        cases.push((path, Route::json(&doc, "max-age=60"), why));
+    }
     let mut big_chunked = good("/big-chunked.json");
     big_chunked["padding"] = json!("x".repeat(6000));
     cases.push((
@@ -192,9 +199,6 @@ async fn documents_that_lie_or_misbehave_are_refused_and_change_nothing() {
     let mut not_json = Route::status(200);
     not_json.body = b"<html>hello</html>".to_vec();
     cases.push(("/not-json.json", not_json, "not JSON"));
-    let mut private = good("/private.json");
-    private["token_endpoint_auth_method"] = json!("private_key_jwt");
-    cases.push(("/private.json", Route::json(&private, "max-age=60"), "jwks"));
 
     for (path, route, why) in cases {
         host.set(path, route);
@@ -205,19 +209,8 @@ async fn documents_that_lie_or_misbehave_are_refused_and_change_nothing() {
         assert!(location.is_empty(), "{path} redirected to {location}");
         assert!(page.contains("invalid_client"), "{path}: {page}");
         // /token: RFC 6749 JSON.
-        let resp = gw
-            .token(
-                &document_client(&id),
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", "x"),
-                    ("code_verifier", "y"),
-                ],
-            )
-            .await;
-        let body = assert_oauth_error(resp, 401, "invalid_client").await;
-        let description = body["error_description"].as_str().unwrap_or("");
-        assert!(description.contains(why), "{path}: {description}");
+        let resp = redeem_as_document(&gw, &id).await;
+        assert_invalid_client_for(resp, why, path).await;
     }
     // A host that drips its answer past the fetch timeout: a passing fault, so a retryable
     // answer (our page saying to retry; 503 at /token), never `invalid_client`.
@@ -233,16 +226,7 @@ async fn documents_that_lie_or_misbehave_are_refused_and_change_nothing() {
         page.contains("timed out") && page.contains("retry"),
         "{page}"
     );
-    let resp = gw
-        .token(
-            &document_client(&id),
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", "x"),
-                ("code_verifier", "y"),
-            ],
-        )
-        .await;
+    let resp = redeem_as_document(&gw, &id).await;
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable", "{body}");
@@ -262,21 +246,12 @@ async fn documents_that_lie_or_misbehave_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn the_cache_follows_the_host_serves_stale_on_failure_and_fetches_once_for_many() {
     let host = DocumentHost::start().await;
-    let gw = gateway_for(
-        &host,
-        &[("CIMD_MIN_AGE", "1"), ("CIMD_STALE_IF_ERROR", "60")],
-    )
-    .await;
+    let gw = host
+        .gateway(&[("CIMD_MIN_AGE", "1"), ("CIMD_STALE_IF_ERROR", "60")])
+        .await;
     let path = "/slow.json";
-    let id = host.url(path);
-    host.set(
-        path,
-        Route::json(
-            &public_document(&id, &["http://127.0.0.1/callback"]),
-            "max-age=1",
-        )
-        .delayed(Duration::from_millis(300)),
-    );
+    let (id, document) = host.serve_document(path, "max-age=1");
+    host.set(path, document.delayed(Duration::from_millis(300)));
     // 20 logins start at once: one fetch answers them all.
     let pages = futures_util::future::join_all((0..20).map(|_| authorize_status(&gw, &id))).await;
     assert!(pages.iter().all(|(status, ..)| *status == 307), "{pages:?}");
@@ -299,13 +274,7 @@ async fn the_cache_follows_the_host_serves_stale_on_failure_and_fetches_once_for
     let (status, ..) = authorize_status(&gw, &id).await;
     assert_eq!(status, 400);
     // And a document served again is used again.
-    host.set(
-        path,
-        Route::json(
-            &public_document(&id, &["http://127.0.0.1/callback"]),
-            "max-age=600",
-        ),
-    );
+    host.serve_document(path, "max-age=600");
     let (status, ..) = authorize_status(&gw, &id).await;
     assert_eq!(status, 307);
 }
@@ -333,7 +302,7 @@ async fn a_chatgpt_shaped_client_authenticates_with_private_key_jwt_from_its_jwk
         Route::json(&document, "max-age=3600"),
     );
     // CIMD_MIN_AGE also bounds how often an unknown kid refetches the jwks_uri.
-    let gw = gateway_for(&host, &[("CIMD_MIN_AGE", "1")]).await;
+    let gw = host.gateway(&[("CIMD_MIN_AGE", "1")]).await;
     let token_endpoint = gw.url("/token");
     let client = json!({"client_id": id, "token_endpoint_auth_method": "private_key_jwt"});
     let (code, verifier) = gw.code_for(&client, &[]).await;
@@ -370,11 +339,7 @@ async fn a_chatgpt_shaped_client_authenticates_with_private_key_jwt_from_its_jwk
     let wrong_aud = exchange(key.assertion(&id, "https://elsewhere.example/token", json!({})))
         .await
         .unwrap();
-    let body = assert_oauth_error(wrong_aud, 401, "invalid_client").await;
-    assert!(
-        body["error_description"].as_str().unwrap().contains("aud"),
-        "{body}"
-    );
+    assert_invalid_client_for(wrong_aud, "aud", "a wrong audience").await;
     let stranger = ClientKey::generate("key-1");
     let forged = exchange(stranger.assertion(&id, &token_endpoint, json!({})))
         .await
@@ -406,11 +371,7 @@ async fn a_chatgpt_shaped_client_authenticates_with_private_key_jwt_from_its_jwk
         .send()
         .await
         .unwrap();
-    let body = assert_oauth_error(replay, 401, "invalid_client").await;
-    assert!(
-        body["error_description"].as_str().unwrap().contains("jti"),
-        "{body}"
-    );
+    assert_invalid_client_for(replay, "jti", "a replayed assertion").await;
 
     // The client rotates its key: a new kid is fetched from the jwks_uri, and refresh works
     // with the issuer as audience (RFC 7523bis), client_id left to the assertion.
@@ -453,7 +414,7 @@ async fn a_chatgpt_shaped_client_authenticates_with_private_key_jwt_from_its_jwk
 #[tokio::test]
 async fn without_the_test_switch_the_ssrf_guard_refuses_internal_addresses() {
     let host = DocumentHost::start().await;
-    let id = host.publish("/client.json", &["http://127.0.0.1/callback"], "max-age=60");
+    let id = host.publish("/client.json", &[CALLBACK], "max-age=60");
     let gw = Gateway::start(&[]).await;
     let port = host.port;
     for (client_id, why) in [
@@ -476,19 +437,8 @@ async fn without_the_test_switch_the_ssrf_guard_refuses_internal_addresses() {
             "unique-local",
         ),
     ] {
-        let resp = gw
-            .token(
-                &document_client(&client_id),
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", "x"),
-                    ("code_verifier", "y"),
-                ],
-            )
-            .await;
-        let body = assert_oauth_error(resp, 401, "invalid_client").await;
-        let description = body["error_description"].as_str().unwrap_or("");
-        assert!(description.contains(why), "{client_id}: {description}");
+        let resp = redeem_as_document(&gw, &client_id).await;
+        assert_invalid_client_for(resp, why, &client_id).await;
         let (status, location, _) = authorize_status(&gw, &client_id).await;
         assert_eq!(status, 400);
         assert!(location.is_empty());
@@ -552,7 +502,7 @@ async fn no_spelling_of_a_denied_host_gets_past_the_list() {
             format!("https://LOCALHOST.:{port}/c.json"),
             format!("https://%6Cocalhost:{port}/c.json"),
         ] {
-            let doc = public_document(&spelling, &["http://127.0.0.1/callback"]);
+            let doc = public_document(&spelling, &[CALLBACK]);
             host.set("/c.json", Route::json(&doc, "max-age=60"));
             let (status, _, page) = authorize_status(&gw, &spelling).await;
             assert_eq!(status, 400, "{denied}: {spelling}");
@@ -573,7 +523,7 @@ async fn no_spelling_of_a_denied_host_gets_past_the_list() {
         ("CIMD_ALLOWED_HOSTS", "LOCALHOST., bücher.example"),
     ])
     .await;
-    let id = host.publish("/ok.json", &["http://127.0.0.1/callback"], "max-age=60");
+    let id = host.publish("/ok.json", &[CALLBACK], "max-age=60");
     let (status, ..) = authorize_status(&gw, &id).await;
     assert_eq!(status, 307);
 }
@@ -582,9 +532,9 @@ async fn no_spelling_of_a_denied_host_gets_past_the_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_name_that_reads_otherwise_is_refused() {
     let host = DocumentHost::start().await;
-    let gw = gateway_for(&host, &[]).await;
+    let gw = host.gateway(&[]).await;
     let id = host.url("/rlo.json");
-    let mut doc = public_document(&id, &["http://127.0.0.1/callback"]);
+    let mut doc = public_document(&id, &[CALLBACK]);
     doc["client_name"] = json!("Claude \u{202E}tnelav\u{202C}");
     host.set("/rlo.json", Route::json(&doc, "max-age=60"));
     let (status, _, page) = authorize_status(&gw, &id).await;

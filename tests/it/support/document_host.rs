@@ -14,6 +14,17 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
+use super::gateway::Gateway;
+
+/// Where the test documents' clients redirect.
+pub const CALLBACK: &str = "http://127.0.0.1/callback";
+
+/// The client a document names, as the gateway's helpers take it: public, the document's URL
+/// its id.
+pub fn document_client(client_id: &str) -> Value {
+    json!({"client_id": client_id, "token_endpoint_auth_method": "none"})
+}
+
 #[derive(Clone, Debug)]
 pub struct Route {
     pub status: u16,
@@ -173,6 +184,23 @@ impl DocumentHost {
             Route::json(&public_document(&id, redirect_uris), cache_control),
         );
         id
+    }
+
+    /// A public client's document at `path` (redirecting to [`CALLBACK`]) as a route with
+    /// `cache_control`, served from now on: its client id, and the route to serve again.
+    pub fn serve_document(&self, path: &str, cache_control: &str) -> (String, Route) {
+        let id = self.url(path);
+        let route = Route::json(&public_document(&id, &[CALLBACK]), cache_control);
+        self.set(path, route.clone());
+        (id, route)
+    }
+
+    /// The gateway, trusting this host's test CA, with `extra` settings.
+    pub async fn gateway(&self, extra: &[(&str, &str)]) -> Gateway {
+        let ca = self.ca_file.to_string_lossy().to_string();
+        let mut env: Vec<(&str, &str)> = vec![("CIMD_TEST_LOOPBACK_CA", ca.as_str())];
+        env.extend_from_slice(extra);
+        Gateway::start(&env).await
     }
 
     pub fn hits(&self, path: &str) -> usize {
