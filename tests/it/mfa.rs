@@ -63,6 +63,29 @@ pub async fn to_mfa(gw: &Gateway, client: &Value) -> (reqwest::Client, String, S
     (b, mfa, verifier)
 }
 
+/// [`to_mfa`], then the second-factor page: the browser, the page's HTML and the PKCE
+/// verifier.
+pub async fn mfa_page(gw: &Gateway, client: &Value) -> (reqwest::Client, String, String) {
+    let (b, mfa_url, verifier) = to_mfa(gw, client).await;
+    let html = body_text(b.get(&mfa_url)).await;
+    (b, html, verifier)
+}
+
+/// A gateway that requires the second factor and locks a user out for five minutes after three
+/// wrong codes, and a client of it.
+pub async fn lockout_gateway() -> (Gateway, Value) {
+    mfa_gateway(&[("MFA_MAX_FAILURES", "3"), ("MFA_LOCKOUT", "300")]).await
+}
+
+/// A gateway that requires the second factor (`extra` settings besides), and a client of it.
+pub async fn mfa_gateway(extra: &[(&str, &str)]) -> (Gateway, Value) {
+    let mut env = vec![("TOKEN_MFA_REQUIRED", "true")];
+    env.extend_from_slice(extra);
+    let gw = Gateway::start(&env).await;
+    let client = gw.client("none").await;
+    (gw, client)
+}
+
 pub async fn post_code(
     gw: &Gateway,
     b: &reqwest::Client,
@@ -90,13 +113,11 @@ async fn redeem(gw: &Gateway, client: &Value, resp: reqwest::Response, verifier:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolment_then_verification_with_codes_and_recovery_codes() {
-    let gw = Gateway::start(&[("TOKEN_MFA_REQUIRED", "true")]).await;
-    let client = gw.client("none").await;
+    let (gw, client) = mfa_gateway(&[]).await;
 
     // First login: enrol.
     let (b, mfa_url, verifier) = to_mfa(&gw, &client).await;
-    let page = b.get(&mfa_url).send().await.unwrap();
-    assert_eq!(page.status(), 200);
+    let page = get_ok(&b, &mfa_url).await;
     let csp = page.headers()["content-security-policy"]
         .to_str()
         .unwrap()
@@ -156,8 +177,7 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
     );
 
     // Second login: verify; the code just used is refused (same window), the next one works.
-    let (b, mfa_url, verifier) = to_mfa(&gw, &client).await;
-    let html = body_text(b.get(&mfa_url)).await;
+    let (b, html, verifier) = mfa_page(&gw, &client).await;
     assert!(html.contains("Two-factor sign-in") && !html.contains("<svg"));
     let used = code_now(&secret, 0);
     let resp = post_code(&gw, &b, &html, "code", &used).await;
@@ -168,25 +188,17 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
     redeem(&gw, &client, resp, &verifier).await;
 
     // Third login: a recovery code works once.
-    let (b, mfa_url, verifier) = to_mfa(&gw, &client).await;
-    let html = body_text(b.get(&mfa_url)).await;
+    let (b, html, verifier) = mfa_page(&gw, &client).await;
     let resp = post_code(&gw, &b, &html, "recovery_code", &codes[0].to_uppercase()).await;
     redeem(&gw, &client, resp, &verifier).await;
-    let (b, mfa_url, _) = to_mfa(&gw, &client).await;
-    let html = body_text(b.get(&mfa_url)).await;
+    let (b, html, _) = mfa_page(&gw, &client).await;
     let resp = post_code(&gw, &b, &html, "recovery_code", &codes[0]).await;
     assert_eq!(resp.status(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_the_user_out() {
-    let gw = Gateway::start(&[
-        ("TOKEN_MFA_REQUIRED", "true"),
-        ("MFA_MAX_FAILURES", "3"),
-        ("MFA_LOCKOUT", "300"),
-    ])
-    .await;
-    let client = gw.client("none").await;
+    let (gw, client) = lockout_gateway().await;
     let (b, mfa_url, _) = to_mfa(&gw, &client).await;
     let mut html = body_text(b.get(&mfa_url)).await;
     for attempt in 1..=3 {

@@ -6,10 +6,10 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use crate::cli::{cli, ok};
-use crate::mfa::{code_now, enrolment_secret, post_code, to_mfa};
-use crate::support::gateway::{
-    Gateway, REDIRECT, approve_consent, browser, hidden, location, pkce, query,
+use crate::mfa::{
+    code_now, enrolment_secret, lockout_gateway, mfa_gateway, mfa_page, post_code, to_mfa,
 };
+use crate::support::gateway::{Gateway, REDIRECT, approve_consent, browser, location, pkce, query};
 use crate::support::helpers::*;
 use crate::support::jwt_claims;
 use mcp_oauth_gateway::token::sha256_b64url;
@@ -108,21 +108,14 @@ async fn a_forwarded_upstream_link_does_not_log_the_victim_in_for_the_attacker()
 /// The second-factor step belongs to the browser that approved the login as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_factor_step_cannot_be_continued_from_another_browser() {
-    let gw = Gateway::start(&[("TOKEN_MFA_REQUIRED", "true")]).await;
-    let client = gw.client("none").await;
+    let (gw, client) = mfa_gateway(&[]).await;
     let (owner, mfa_url, _) = to_mfa(&gw, &client).await;
-    let page = owner.get(&mfa_url).send().await.unwrap();
-    assert_eq!(page.status(), 200);
+    let page = get_ok(&owner, &mfa_url).await;
     let html = page.text().await.unwrap();
     let other = browser();
     let resp = other.get(&mfa_url).send().await.unwrap();
     assert_eq!(resp.status(), 403);
-    let form = [
-        ("session", hidden(&html, "session")),
-        ("csrf_token", hidden(&html, "csrf_token")),
-        ("code", "123456".to_string()),
-    ];
-    let resp = other.post(gw.url("/mfa")).form(&form).send().await.unwrap();
+    let resp = post_code(&gw, &other, &html, "code", "123456").await;
     assert_eq!(resp.status(), 403);
 }
 
@@ -131,24 +124,16 @@ async fn the_second_factor_step_cannot_be_continued_from_another_browser() {
 /// refused once the lockout tripped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_totp_guesses_are_limited() {
-    let gw = Gateway::start(&[
-        ("TOKEN_MFA_REQUIRED", "true"),
-        ("MFA_MAX_FAILURES", "3"),
-        ("MFA_LOCKOUT", "300"),
-    ])
-    .await;
-    let client = gw.client("none").await;
+    let (gw, client) = lockout_gateway().await;
     // Enrol alice.
-    let (b, mfa_url, _) = to_mfa(&gw, &client).await;
-    let html = body_text(b.get(&mfa_url)).await;
+    let (b, html, _) = mfa_page(&gw, &client).await;
     let secret = enrolment_secret(&html);
     let resp = post_code(&gw, &b, &html, "code", &code_now(&secret, 0)).await;
     assert_eq!(resp.status(), 200, "enrolled");
 
     // The attacker knows the GitHub password, not the second factor: a burst of guesses
     // with the right code among them.
-    let (attacker, mfa_url, _) = to_mfa(&gw, &client).await;
-    let html = body_text(attacker.get(&mfa_url)).await;
+    let (attacker, html, _) = mfa_page(&gw, &client).await;
     let right = code_now(&secret, 0);
     let guesses: Vec<String> = (0..40)
         .map(|i| {

@@ -334,6 +334,13 @@ pub fn http() -> reqwest::Client {
         .clone()
 }
 
+/// `GET url` from `client`, which must answer 200.
+pub async fn get_ok(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let resp = client.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    resp
+}
+
 /// Sends `req` and reads the answer's body as text, whatever its status.
 pub async fn body_text(req: reqwest::RequestBuilder) -> String {
     req.send().await.unwrap().text().await.unwrap()
