@@ -32,6 +32,16 @@ def time_to_us(text):
     return float(m.group(1)) * _UNIT_TO_US[m.group(2)]
 
 
+# The summary lines wrk prints once each: the pattern, the keys its groups fill, their type.
+_LINES = [
+    (r"(\d+) requests in ", ("requests",), int),
+    (r"Requests/sec:\s+([0-9.]+)", ("rps",), float),
+    (r"Non-2xx or 3xx responses:\s+(\d+)", ("non2xx",), int),
+    (r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+     ("sock_connect", "sock_read", "sock_write", "sock_timeout"), int),
+]
+
+
 def parse(text):
     out = {"non2xx": 0, "sock_connect": 0, "sock_read": 0, "sock_write": 0, "sock_timeout": 0}
     in_dist = False
@@ -46,22 +56,12 @@ def parse(text):
                 out["p%s_us" % m.group(1)] = time_to_us(m.group(2))
                 continue
             in_dist = False  # first non-percentile line ends the block
-        m = re.match(r"(\d+) requests in ", s)
-        if m:
-            out["requests"] = int(m.group(1))
-            continue
-        m = re.match(r"Requests/sec:\s+([0-9.]+)", s)
-        if m:
-            out["rps"] = float(m.group(1))
-            continue
-        m = re.match(r"Non-2xx or 3xx responses:\s+(\d+)", s)
-        if m:
-            out["non2xx"] = int(m.group(1))
-            continue
-        m = re.match(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", s)
-        if m:
-            for key, val in zip(("sock_connect", "sock_read", "sock_write", "sock_timeout"), m.groups()):
-                out[key] = int(val)
+        for pattern, keys, kind in _LINES:
+            m = re.match(pattern, s)
+            if m:
+                for key, val in zip(keys, m.groups()):
+                    out[key] = kind(val)
+                break
     missing = [k for k in ("requests", "rps", "p50_us", "p99_us") if k not in out]
     if missing:
         raise ValueError("wrk output lacks: %s" % ", ".join(missing))

@@ -26,7 +26,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from store_scale import free_port, gateway_env, in_scratch, log, start_redis, wait_http  # noqa: E402
+from store_scale import (  # noqa: E402
+    free_port, gateway_env, in_scratch, log, run_heading, start_redis, wait_http,
+)
 
 TARGET = os.environ.get("TARGET_DIR", "target") + "/release"
 TOKENS = int(os.environ.get("TOKENS", "1000"))
@@ -154,15 +156,8 @@ def run(work, procs):
     before = [v for v, ph in zip(reach_ms, phases) if ph == "before"]
     after = [v for v, ph in zip(reach_ms, phases) if ph != "before"]
     p99 = pct(reach_ms, 99)
-    tree = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or "?"
-    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                      capture_output=True, text=True).stdout.strip():
-        tree += " with uncommitted changes"
-    lines = [
-        "",
-        f"## Revocation reach run {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
-        "",
+    heading, tree = run_heading("Revocation reach")
+    lines = heading + [
         f"- `bash bench/revocation-reach.sh` ({TOKENS} cached tokens, {REPLICAS} verify "
         f"replicas on one Redis), tree {tree}, nproc={os.cpu_count()}",
         f"- reach (revocation sent → the last replica refuses), all {len(reach_ms)}: "

@@ -292,6 +292,18 @@ def start_redis(work, procs):
     raise SystemExit("redis-server did not start")
 
 
+def run_heading(title):
+    """The first lines of a run's entry in RESULTS.md: a blank line, the heading with the UTC
+    time, a blank line; and the tree measured (HEAD, and whether it had uncommitted changes)."""
+    tree = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() or "?"
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                      capture_output=True, text=True).stdout.strip():
+        tree += " with uncommitted changes"
+    heading = ["", f"## {title} run {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", ""]
+    return heading, tree
+
+
 def gateway_env(redis_port):
     """The services' environment on that Redis, with a fresh RS256 key."""
     keys = subprocess.run(
@@ -514,15 +526,8 @@ def run(work, procs):
     verify.stop.set()
     time.sleep(0.1)
 
-    tree = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or "?"
-    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                      capture_output=True, text=True).stdout.strip():
-        tree += " with uncommitted changes"
-    lines = [
-        "",
-        f"## Store scale run {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
-        "",
+    heading, tree = run_heading("Store scale")
+    lines = heading + [
         f"- `bash bench/store-scale.sh` (N={N}, {USERS} users, {CLIENTS} clients), tree {tree}, "
         f"nproc={os.cpu_count()}; redis-server {r.info('server').get('redis_version', '?')}",
         f"- loaded in {load_s:.1f} s; Redis used_memory {mem_after / 2**20:.0f} MiB: "

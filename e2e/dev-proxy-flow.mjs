@@ -15,17 +15,11 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 import { browserLogin } from "./browser-login.mjs";
 import { MemoryProvider } from "./sdk-provider.mjs";
+import { startReport, textOf } from "./lib/report.mjs";
 
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-console.log = (...a) => console.error(...a);
 const mcpUrl = process.argv[2];
 const out = { ok: false, mcp_url: mcpUrl };
-const timer = setTimeout(() => {
-  emit({ ...out, error: "timed out" });
-  process.exit(3);
-}, Number(process.env.E2E_TIMEOUT_MS || 60000));
-
-const textOf = (result) => (result.content || []).filter((c) => c.type === "text").map((c) => c.text).join("\n");
+const finish = startReport(out, { timedOut: () => ({ error: "timed out" }) });
 
 try {
   const redirectUrl = `http://127.0.0.1:${20000 + crypto.randomInt(40000)}/oauth/callback`;
@@ -69,6 +63,4 @@ try {
 } catch (e) {
   out.error = String(e?.stack ?? e);
 }
-clearTimeout(timer);
-emit(out);
-process.exit(0);
+finish();

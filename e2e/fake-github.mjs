@@ -26,6 +26,7 @@
 
 import http from "node:http";
 import crypto from "node:crypto";
+import { readBody as readBodyUpTo } from "./lib/http.mjs";
 
 const env = process.env;
 const port = Number(process.argv[2] ?? env.FAKE_GITHUB_PORT ?? 0);
@@ -48,19 +49,7 @@ function send(res, status, body, headers = {}) {
   res.end(text);
 }
 
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    req.on("data", (c) => {
-      size += c.length;
-      if (size > 64 * 1024) reject(new Error("body too large"));
-      else chunks.push(c);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
-    req.on("error", reject);
-  });
-}
+const readBody = (req) => readBodyUpTo(req, 64 * 1024);
 
 // GitHub reads token-request parameters from the query string, a form body or a JSON body.
 function params(url, req, body) {

@@ -11,42 +11,25 @@
 // bounded: 60 s.
 
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
+import { fetchRecordingInto, startReport, textOf } from "./lib/report.mjs";
 
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-console.log = (...a) => console.error(...a);
 const [mcpUrl, token, allowedTool, protectedTool] = process.argv.slice(2);
 const out = { ok: false, http: [] };
-const timer = setTimeout(() => {
-  emit({ ...out, ok: false, error: "timed out" });
-  process.exit(3);
-}, Number(process.env.E2E_TIMEOUT_MS || 60000));
+const finish = startReport(out);
 
-function recordingFetch(input, init = {}) {
-  const url = typeof input === "string" ? input : input.url ?? String(input);
+// Each exchange with the Mcp-* headers the client sent and what its body names.
+const recordingFetch = fetchRecordingInto(out.http, (input, init) => {
   const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
-  const entry = {
-    method: init.method || "GET",
-    url: url.split("?")[0],
-    mcp_method: headers.get("mcp-method"),
-    mcp_name: headers.get("mcp-name"),
-  };
+  const seen = { mcp_method: headers.get("mcp-method"), mcp_name: headers.get("mcp-name") };
   if (typeof init.body === "string") {
     try {
       const body = JSON.parse(init.body);
-      entry.body_method = body.method ?? null;
-      entry.body_name = body.params?.name ?? null;
+      seen.body_method = body.method ?? null;
+      seen.body_name = body.params?.name ?? null;
     } catch {}
   }
-  out.http.push(entry);
-  return fetch(input, { ...init, signal: init.signal ?? AbortSignal.timeout(15000) }).then((res) => {
-    entry.status = res.status;
-    const wa = res.headers.get("www-authenticate");
-    if (wa) entry.www_authenticate = wa;
-    return res;
-  });
-}
-
-const textOf = (result) => (result.content || []).filter((c) => c.type === "text").map((c) => c.text).join("\n");
+  return seen;
+});
 
 try {
   const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), {
@@ -75,6 +58,4 @@ try {
 } catch (e) {
   out.error = String(e?.stack ?? e);
 }
-clearTimeout(timer);
-emit(out);
-process.exit(0);
+finish();

@@ -30,10 +30,9 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { UnauthorizedError, auth } from "@modelcontextprotocol/sdk/client/auth.js";
 import { browserLogin, FlowError, redact } from "./browser-login.mjs";
 import { MemoryProvider } from "./sdk-provider.mjs";
+import { emit, runMain, startReport } from "./lib/report.mjs";
 
 // stdout carries exactly one JSON line: everything else goes to stderr.
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-console.log = (...a) => console.error(...a);
 console.info = (...a) => console.error(...a);
 
 const mcpUrl = process.argv[2];
@@ -47,10 +46,10 @@ if (!mcpUrl) {
   process.exit(2);
 }
 
-const timer = setTimeout(() => {
-  emit({ ...out, ok: false, error: `timed out after ${timeoutMs} ms`, last_step: out.steps.at(-1) });
-  process.exit(3);
-}, timeoutMs);
+const finish = startReport(out, {
+  ms: timeoutMs,
+  timedOut: () => ({ ok: false, error: `timed out after ${timeoutMs} ms`, last_step: out.steps.at(-1) }),
+});
 
 const step = (name, extra = {}) => {
   out.steps.push(name);
@@ -278,15 +277,8 @@ async function main() {
   out.ok = true;
 }
 
-main().then(
-  () => {
-    clearTimeout(timer);
-    emit(out);
-    process.exit(0);
-  },
-  (e) => {
-    clearTimeout(timer);
-    emit({ ...out, ok: false, error: e?.message || String(e), error_type: e?.constructor?.name, details: e?.details, stack: e instanceof FlowError ? undefined : e?.stack });
-    process.exit(1);
-  },
-);
+runMain(main, finish, (e) => ({
+  error_type: e?.constructor?.name,
+  details: e?.details,
+  stack: e instanceof FlowError ? undefined : e?.stack,
+}));

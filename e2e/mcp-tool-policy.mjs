@@ -20,30 +20,14 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 import { browserLogin, FlowError } from "./browser-login.mjs";
 import { MemoryProvider } from "./sdk-provider.mjs";
+import { fetchRecordingInto, runMain, startReport, textOf } from "./lib/report.mjs";
 
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-console.log = (...a) => console.error(...a);
 const [mcpUrl, allowedTool, protectedTool] = process.argv.slice(2);
 const out = { ok: false, http: [] };
-const timer = setTimeout(() => {
-  emit({ ...out, ok: false, error: "timed out" });
-  process.exit(3);
-}, Number(process.env.E2E_TIMEOUT_MS || 60000));
-
-function recordingFetch(input, init = {}) {
-  const url = typeof input === "string" ? input : input.url ?? String(input);
-  const entry = { method: init.method || "GET", url: url.split("?")[0] };
-  out.http.push(entry);
-  return fetch(input, { ...init, signal: init.signal ?? AbortSignal.timeout(15000) }).then((res) => {
-    entry.status = res.status;
-    const wa = res.headers.get("www-authenticate");
-    if (wa) entry.www_authenticate = wa;
-    return res;
-  });
-}
+const finish = startReport(out);
+const recordingFetch = fetchRecordingInto(out.http);
 
 const scopeOf = (token) => JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString()).scope;
-const textOf = (result) => (result.content || []).filter((c) => c.type === "text").map((c) => c.text).join("\n");
 
 /** Runs `action` on a connected client; an UnauthorizedError means: log in (again), then retry. */
 async function withLogin(provider, action, label) {
@@ -88,15 +72,4 @@ async function main() {
   out.ok = true;
 }
 
-main().then(
-  () => {
-    clearTimeout(timer);
-    emit(out);
-    process.exit(0);
-  },
-  (e) => {
-    clearTimeout(timer);
-    emit({ ...out, ok: false, error: e?.message || String(e), details: e?.details });
-    process.exit(1);
-  },
-);
+runMain(main, finish);

@@ -111,6 +111,7 @@
 
 import http from "node:http";
 import crypto from "node:crypto";
+import { readBody as readBodyUpTo } from "./lib/http.mjs";
 import Provider, { errors, interactionPolicy } from "oidc-provider";
 
 const env = process.env;
@@ -514,19 +515,7 @@ function send(res, status, body) {
   res.end(text);
 }
 
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    req.on("data", (c) => {
-      size += c.length;
-      if (size > 256 * 1024) reject(new Error("body too large"));
-      else chunks.push(c);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
-    req.on("error", reject);
-  });
-}
+const readBody = (req) => readBodyUpTo(req, 256 * 1024);
 
 /** The Cookie header without oidc-provider's session cookie when that session belongs to someone
  * other than the current test user or to a disabled user (see "Quirks" above). */

@@ -3,6 +3,15 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 
+/** [`startClient`], or `fail(why)` when the client cannot start. */
+export async function startClientOr(fail, issuer, name) {
+  try {
+    return await startClient(issuer, name);
+  } catch (e) {
+    fail(e.message);
+  }
+}
+
 /** Registers `name` at `issuer`; `received` collects the redirects that reach the client. */
 export async function startClient(issuer, name) {
   const received = [];

@@ -6,7 +6,7 @@
 // usage: node login.mjs ISSUER SCREENSHOT_DIR
 import { chromium } from "playwright-core";
 import { createHmac } from "node:crypto";
-import { startClient } from "./client.mjs";
+import { startClientOr } from "./client.mjs";
 import { mkdirSync } from "node:fs";
 
 const [issuer, shots] = process.argv.slice(2);
@@ -46,12 +46,7 @@ function totp(secret, offsetSteps = 0) {
 }
 
 // The "client": a loopback redirect receiver (client.mjs).
-let client;
-try {
-  client = await startClient(issuer, "Browser test client");
-} catch (e) {
-  fail(e.message);
-}
+const client = await startClientOr(fail, issuer, "Browser test client");
 const { received, authorizeUrl } = client;
 
 async function redeem(code, verifier) {

@@ -7,7 +7,7 @@
 //
 // usage: node oidc-login.mjs ISSUER PROVIDER_BASE REFUSED_USER
 import { chromium } from "playwright-core";
-import { startClient } from "./client.mjs";
+import { startClientOr } from "./client.mjs";
 
 const [issuer, providerBase, refusedUser] = process.argv.slice(2);
 if (!issuer || !providerBase || !refusedUser) {
@@ -21,12 +21,7 @@ function fail(message) {
 }
 const csp_violations = [];
 
-let client;
-try {
-  client = await startClient(issuer, "Browser OIDC client");
-} catch (e) {
-  fail(e.message);
-}
+const client = await startClientOr(fail, issuer, "Browser OIDC client");
 const { received, authorizeUrl } = client;
 
 const browser = await chromium.launch({
