@@ -41,45 +41,8 @@ pub fn normalize_path(uri: &str) -> Option<Cow<'_, str>> {
     if plain {
         return Some(Cow::Borrowed(path));
     }
-    let bytes = path.as_bytes();
-    let mut decoded = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = path.get(i + 1..i + 3)?;
-            let value = u8::from_str_radix(hex, 16).ok()?;
-            if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
-                decoded.push(value.to_ascii_lowercase() as char);
-            } else if matches!(value, b'/' | b'\\') {
-                decoded.push('/');
-            } else {
-                // Other reserved or special characters stay encoded, in one spelling.
-                decoded.push('%');
-                decoded.push_str(&hex.to_ascii_uppercase());
-            }
-            i += 3;
-        } else {
-            decoded.push(match bytes[i] {
-                b'\\' => '/',
-                b => b.to_ascii_lowercase() as char,
-            });
-            i += 1;
-        }
-    }
-    let mut segments: Vec<&str> = Vec::new();
-    let mut trailing = false;
-    for segment in decoded.split('/') {
-        // `;` starts path parameters, which routers strip before matching.
-        let segment = segment.split(';').next().unwrap_or("");
-        trailing = matches!(segment, "" | "." | "..");
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
+    let decoded = crate::rfc3986::decode_unreserved(path, true, true)?;
+    let (segments, trailing) = crate::rfc3986::dot_segments(&decoded, true);
     let mut out = String::with_capacity(decoded.len());
     for segment in &segments {
         out.push('/');

@@ -21,6 +21,7 @@
 //! | [`service`] | what both service binaries do around their server: settings, store, serving |
 //! | [`telemetry`] | logging setup |
 //! | [`clock`] | the injectable clock every time decision goes through |
+//! | [`rfc3986`] | the steps of URI normalisation the request path and resource URIs share (percent-escapes, dot segments) |
 //! | [`seal`] | sealing (AES-256-GCM) and the one key derivation (HKDF-SHA256) every secret at rest uses |
 //!
 //! ## Trust model
@@ -45,6 +46,7 @@ pub mod config;
 pub mod forwarded;
 pub mod policy;
 pub mod records;
+pub mod rfc3986;
 pub mod seal;
 pub mod service;
 pub mod store;

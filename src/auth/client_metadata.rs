@@ -180,6 +180,33 @@ impl ValidMetadata {
         self.token_endpoint_auth_method == "none"
     }
 
+    /// A new record of this metadata for `client_id`: no secret and no registration token,
+    /// issued at 0, never expiring, from no address; the caller sets what its kind of client
+    /// has of those.
+    pub fn into_record(self, client_id: String) -> ClientRecord {
+        let mut record = ClientRecord {
+            client_id,
+            client_secret_hash: None,
+            registration_token_hash: String::new(),
+            redirect_uris: Vec::new(),
+            token_endpoint_auth_method: String::new(),
+            grant_types: Vec::new(),
+            response_types: Vec::new(),
+            client_name: None,
+            client_uri: None,
+            logo_uri: None,
+            scope: None,
+            contacts: Vec::new(),
+            software_id: None,
+            software_version: None,
+            client_id_issued_at: 0,
+            client_secret_expires_at: 0,
+            registered_from: None,
+        };
+        self.apply(&mut record);
+        record
+    }
+
     pub fn apply(self, record: &mut ClientRecord) {
         record.redirect_uris = self.redirect_uris;
         record.token_endpoint_auth_method = self.token_endpoint_auth_method;

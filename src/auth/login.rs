@@ -47,17 +47,23 @@ pub async fn complete_login(
     let upstream = upstream
         .filter(|_| keep)
         .map(|s| s.seal(&state.upstream_box, &user.id));
-    let client_state = pending.state.as_deref();
+    // An error the client hears about at its redirect URI.
+    let to_client = |error: &str, description: &str| {
+        redirect_error(
+            state,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            error,
+            description,
+        )
+    };
     // Consent was skipped for the user this browser remembered: another account that signs in
     // upstream has approved nothing.
     if let Some(remembered) = &pending.remembered_for
         && !remembered.eq_ignore_ascii_case(&user.login)
     {
         tracing::info!(login = %user.login, "remembered consent belongs to another account");
-        return redirect_error(
-            state,
-            &pending.redirect_uri,
-            client_state,
+        return to_client(
             "access_denied",
             "a different account signed in than the one that approved this client; start again",
         );
@@ -84,13 +90,7 @@ pub async fn complete_login(
         }
         Err(e) => {
             tracing::warn!(error = %e.description, "cannot record the login's account id");
-            return redirect_error(
-                state,
-                &pending.redirect_uri,
-                client_state,
-                "temporarily_unavailable",
-                "storage is unavailable",
-            );
+            return to_client("temporarily_unavailable", "storage is unavailable");
         }
     }
     let mut pending = pending;

@@ -75,28 +75,14 @@ async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState
         let secret = (!public).then(random_token);
         let registration_token = random_token();
         let lifetime = state.settings.client_lifetime;
-        let mut record = ClientRecord {
-            client_id: crate::token::random_id(16),
-            client_secret_hash: secret.as_deref().map(|s| sha256_b64url(s.as_bytes())),
-            registration_token_hash: sha256_b64url(registration_token.as_bytes()),
-            redirect_uris: Vec::new(),
-            token_endpoint_auth_method: String::new(),
-            grant_types: Vec::new(),
-            response_types: Vec::new(),
-            client_name: None,
-            client_uri: None,
-            logo_uri: None,
-            scope: None,
-            contacts: Vec::new(),
-            software_id: None,
-            software_version: None,
-            client_id_issued_at: now,
-            client_secret_expires_at: lifetime.map_or(0, |d| now + d.as_secs() as i64),
-            registered_from: state
-                .client_network(&req)
-                .map(|ip| sha256_b64url(ip.to_string().as_bytes())[..16].to_string()),
-        };
-        metadata.apply(&mut record);
+        let mut record = metadata.into_record(crate::token::random_id(16));
+        record.client_secret_hash = secret.as_deref().map(|s| sha256_b64url(s.as_bytes()));
+        record.registration_token_hash = sha256_b64url(registration_token.as_bytes());
+        record.client_id_issued_at = now;
+        record.client_secret_expires_at = lifetime.map_or(0, |d| now + d.as_secs() as i64);
+        record.registered_from = state
+            .client_network(&req)
+            .map(|ip| sha256_b64url(ip.to_string().as_bytes())[..16].to_string());
         let (unused, evicted) = record
             .save_new(
                 state.store.as_ref(),

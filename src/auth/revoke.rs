@@ -42,19 +42,30 @@ async fn identify(state: &AuthState, token: &str) -> Result<Known, OAuthError> {
     )
 }
 
+/// The client that authenticated, and the `token` it presents (required, RFC 7009 §2.1, RFC
+/// 7662 §2.1).
+async fn presented_token(
+    state: &AuthState,
+    req: &HttpRequest,
+    body: &web::Bytes,
+) -> Result<(ClientRecord, String), OAuthError> {
+    let form = parse_form(req, body)?;
+    let client = authenticate(state, req, &form).await?;
+    let token = form
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    Ok((client, token.to_string()))
+}
+
 fn owned(client: &ClientRecord, client_id: &str) -> bool {
     client.client_id == client_id
 }
 
 async fn revoke(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
     let result = async {
-        let form = parse_form(&req, &body)?;
-        let client = authenticate(&state, &req, &form).await?;
-        let token = form
-            .get("token")
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        match identify(&state, token).await? {
+        let (client, token) = presented_token(&state, &req, &body).await?;
+        match identify(&state, &token).await? {
             Known::Access(claims) if owned(&client, &claims.client_id) => {
                 state.store.revoke_token(&claims.jti).await?;
                 tracing::info!(client_id = %client.client_id, "access token revoked");
@@ -83,13 +94,8 @@ async fn introspect(
     state: web::Data<AuthState>,
 ) -> HttpResponse {
     let result = async {
-        let form = parse_form(&req, &body)?;
-        let client = authenticate(&state, &req, &form).await?;
-        let token = form
-            .get("token")
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        let answer = match identify(&state, token).await? {
+        let (client, token) = presented_token(&state, &req, &body).await?;
+        let answer = match identify(&state, &token).await? {
             Known::Access(claims)
                 if owned(&client, &claims.client_id)
                     && state.store.token_is_live(&claims.jti).await? =>

@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use super::{Cli, CliError, CliResult, envfile};
 use crate::clock::{Clock, SystemClock};
-use crate::token::{random_token, sha256_b64url};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -193,25 +192,17 @@ async fn authorize(
         .unwrap_or("")
         .to_string();
 
-    let verifier = format!("{}{}", random_token(), random_token());
-    let state = random_token();
-    let mut url = url::Url::parse(&endpoint("authorization_endpoint")?)
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("response_type", "code")
-            .append_pair("client_id", &client_id)
-            .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("code_challenge", &sha256_b64url(verifier.as_bytes()))
-            .append_pair("code_challenge_method", "S256")
-            .append_pair("state", &state);
-        if let Some(r) = resource {
-            q.append_pair("resource", r);
-        }
-        if let Some(s) = &args.scope {
-            q.append_pair("scope", s);
-        }
-    }
+    let super::mcp_auth::AuthorizationRequest {
+        url,
+        verifier,
+        state,
+    } = super::mcp_auth::authorization_request(
+        &endpoint("authorization_endpoint")?,
+        &client_id,
+        &redirect_uri,
+        resource,
+        args.scope.as_deref(),
+    )?;
     let (code, iss) = wait_for_code(listener, url.as_str(), &state, args).await?;
     if iss
         .as_deref()

@@ -395,6 +395,20 @@ pub struct Requirement<'p> {
     pub name_missing: bool,
 }
 
+impl<'p> Requirement<'p> {
+    /// `rule` applies too: its scopes are needed (each named once) and its `who` must admit.
+    fn add(&mut self, rule: &'p ToolRule) {
+        for scope in &rule.scopes {
+            if !self.scopes.contains(&scope.as_str()) {
+                self.scopes.push(scope);
+            }
+        }
+        if let Some(who) = &rule.who {
+            self.who.push(who);
+        }
+    }
+}
+
 impl ToolPolicy {
     /// `default_upstream` is what a bare login names (the first of `UPSTREAM`).
     pub fn parse(raw: &str, default_upstream: &'static str) -> Result<Self, String> {
@@ -516,14 +530,7 @@ impl ToolPolicy {
                         .iter()
                         .filter(|r| r.method.matches_folded(&method))
                     {
-                        for scope in &rule.scopes {
-                            if !out.scopes.contains(&scope.as_str()) {
-                                out.scopes.push(scope);
-                            }
-                        }
-                        if let Some(who) = &rule.who {
-                            out.who.push(who);
-                        }
+                        out.add(rule);
                     }
                     out
                 }
@@ -597,14 +604,7 @@ impl ToolPolicy {
             if call.is_none() && self.missing_name == MissingName::Deny {
                 out.name_missing = true;
             }
-            for scope in &rule.scopes {
-                if !out.scopes.contains(&scope.as_str()) {
-                    out.scopes.push(scope);
-                }
-            }
-            if let Some(who) = &rule.who {
-                out.who.push(who);
-            }
+            out.add(rule);
         }
         out
     }

@@ -10,6 +10,8 @@
 //! A URI this cannot read (no scheme, bytes outside visible ASCII, a broken escape) is `None`:
 //! the caller then applies every rule the method has, as an unreadable path does.
 
+use crate::rfc3986::{decode_unreserved, dot_segments};
+
 /// The normal form of `uri`, or `None` when it cannot be read.
 pub fn normalize_resource_uri(uri: &str) -> Option<String> {
     if uri.is_empty() || !uri.bytes().all(|b| b.is_ascii_graphic()) {
@@ -52,20 +54,9 @@ pub fn normalize_resource_uri(uri: &str) -> Option<String> {
     } else {
         hier
     };
-    let path = decode_unreserved(&path, true)?;
+    let path = decode_unreserved(&path, true, false)?;
     let absolute = path.starts_with('/');
-    let mut segments: Vec<&str> = Vec::new();
-    let mut trailing = false;
-    for segment in path.split('/') {
-        trailing = matches!(segment, "" | "." | "..");
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
+    let (segments, trailing) = dot_segments(&path, false);
     if absolute || has_authority {
         out.push('/');
     }
@@ -75,7 +66,7 @@ pub fn normalize_resource_uri(uri: &str) -> Option<String> {
     }
     if let Some(query) = query {
         out.push('?');
-        out.push_str(&decode_unreserved(query, false)?);
+        out.push_str(&decode_unreserved(query, false, false)?);
     }
     Some(out)
 }
@@ -91,7 +82,7 @@ fn authority_normal(scheme: &str, authority: &str) -> Option<String> {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
         _ => (host_port, None),
     };
-    let host = decode_unreserved(host, false)?.to_ascii_lowercase();
+    let host = decode_unreserved(host, false, false)?.to_ascii_lowercase();
     // An escape left in a host (`file://%2Fsecret/key`) is no name a resolver knows, and a
     // server that decodes the whole URI would read a path in it: unreadable.
     if host.contains('%') {
@@ -106,7 +97,7 @@ fn authority_normal(scheme: &str, authority: &str) -> Option<String> {
     let port = port.filter(|p| !p.is_empty() && Some(*p) != default_port);
     let mut out = String::new();
     if let Some(u) = userinfo {
-        out.push_str(&decode_unreserved(u, false)?);
+        out.push_str(&decode_unreserved(u, false, false)?);
         out.push('@');
     }
     if !(scheme == "file" && host == "localhost") {
@@ -115,34 +106,6 @@ fn authority_normal(scheme: &str, authority: &str) -> Option<String> {
     if let Some(p) = port {
         out.push(':');
         out.push_str(p.trim_start_matches('0'));
-    }
-    Some(out)
-}
-
-/// Percent-escapes of unreserved characters decoded, others upper-cased; with `separators`,
-/// `%2F` and `%5C` become `/` (servers that decode a path before opening the file read them
-/// so). `None` for a broken escape.
-fn decode_unreserved(text: &str, separators: bool) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            let value = u8::from_str_radix(hex, 16).ok()?;
-            if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
-                out.push(value as char);
-            } else if separators && matches!(value, b'/' | b'\\') {
-                out.push('/');
-            } else {
-                out.push('%');
-                out.push_str(&hex.to_ascii_uppercase());
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i] as char);
-            i += 1;
-        }
     }
     Some(out)
 }

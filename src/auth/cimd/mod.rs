@@ -418,26 +418,7 @@ impl Documents {
             .map_err(|e| bad(format!("invalid client metadata: {e}")))?;
         let valid = validate_for(metadata, &self.scopes_supported, DOCUMENT_AUTH_METHODS)
             .map_err(|e| bad(e.description.to_string()))?;
-        let mut client = ClientRecord {
-            client_id: client_id.to_string(),
-            client_secret_hash: None,
-            registration_token_hash: String::new(),
-            redirect_uris: Vec::new(),
-            token_endpoint_auth_method: String::new(),
-            grant_types: Vec::new(),
-            response_types: Vec::new(),
-            client_name: None,
-            client_uri: None,
-            logo_uri: None,
-            scope: None,
-            contacts: Vec::new(),
-            software_id: None,
-            software_version: None,
-            client_id_issued_at: 0,
-            client_secret_expires_at: 0,
-            registered_from: None,
-        };
-        valid.apply(&mut client);
+        let client = valid.into_record(client_id.to_string());
         let jwks = object.get("jwks");
         let jwks_uri = object.get("jwks_uri");
         let keys = match (jwks, jwks_uri) {

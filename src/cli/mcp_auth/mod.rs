@@ -391,25 +391,17 @@ pub async fn login(
                 .as_ref()
                 .map(|s| s.iter().cloned().collect::<Vec<_>>().join(" "))
                 .filter(|s| !s.is_empty());
-            let verifier = format!("{}{}", random_token(), random_token());
-            let state = random_token();
-            let mut url = url::Url::parse(&endpoint("authorization_endpoint")?)
-                .map_err(|e| fail(e.to_string()))?;
-            {
-                let mut q = url.query_pairs_mut();
-                q.append_pair("response_type", "code")
-                    .append_pair("client_id", &client_id)
-                    .append_pair("redirect_uri", &redirect_uri)
-                    .append_pair("code_challenge", &sha256_b64url(verifier.as_bytes()))
-                    .append_pair("code_challenge_method", "S256")
-                    .append_pair("state", &state);
-                if let Some(r) = &resource {
-                    q.append_pair("resource", r);
-                }
-                if let Some(s) = &scope_text {
-                    q.append_pair("scope", s);
-                }
-            }
+            let AuthorizationRequest {
+                url,
+                verifier,
+                state,
+            } = authorization_request(
+                &endpoint("authorization_endpoint")?,
+                &client_id,
+                &redirect_uri,
+                resource.as_deref(),
+                scope_text.as_deref(),
+            )?;
             let callback = if browser.follow {
                 follow(&http, url.as_str(), &redirect_uri).await?
             } else {
@@ -625,6 +617,50 @@ fn check_callback(
         )));
     }
     get("code").ok_or_else(|| fail("the redirect has no code"))
+}
+
+/// An authorization request (RFC 6749 §4.1.1) with PKCE S256 (RFC 7636) and a fresh `state`.
+pub struct AuthorizationRequest {
+    /// The authorization endpoint with the request in its query: what the browser opens.
+    pub url: url::Url,
+    /// The PKCE verifier, for the code exchange.
+    pub verifier: String,
+    /// What the redirect back must carry.
+    pub state: String,
+}
+
+/// The authorization request of `client_id` at `endpoint`, for `resource` (RFC 8707) and
+/// `scope` when given.
+pub fn authorization_request(
+    endpoint: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    resource: Option<&str>,
+    scope: Option<&str>,
+) -> CliResult<AuthorizationRequest> {
+    let verifier = format!("{}{}", random_token(), random_token());
+    let state = random_token();
+    let mut url = url::Url::parse(endpoint).map_err(|e| fail(e.to_string()))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code_challenge", &sha256_b64url(verifier.as_bytes()))
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", &state);
+        if let Some(r) = resource {
+            q.append_pair("resource", r);
+        }
+        if let Some(s) = scope {
+            q.append_pair("scope", s);
+        }
+    }
+    Ok(AuthorizationRequest {
+        url,
+        verifier,
+        state,
+    })
 }
 
 /// A token request with the client's auth method; the JSON answer, or why it was refused.
