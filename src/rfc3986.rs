@@ -1,7 +1,7 @@
 //! The two steps of RFC 3986 normalisation that the request path ([`crate::forwarded`]) and
-//! resource URIs ([`crate::policy::normalize_resource_uri`]) both take: percent-escapes of unreserved characters
-//! decoded and the rest upper-cased (§6.2.2.1, §6.2.2.2), and dot segments removed (§5.2.4),
-//! with empty segments collapsed as servers that open files do.
+//! resource URIs ([`crate::policy::normalize_resource_uri`]) both take: percent-escapes of
+//! unreserved characters decoded and the rest upper-cased (§6.2.2.1, §6.2.2.2), and dot
+//! segments removed (§5.2.4), with empty segments collapsed as servers that open files do.
 
 /// `text` with percent-escapes of unreserved characters decoded and the others upper-cased.
 /// With `separators`, `%2F`, `%5C` and `\` become `/` (servers that decode a path before
