@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::dev_gateway::{DevGateway, dev_login, echo_upstream};
 use crate::support::helpers::*;
+use crate::support::procs::sigterm;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_mode_runs_a_complete_gateway_on_loopback() {
@@ -306,11 +307,7 @@ async fn dev_upstream_stops_on_sigterm() {
         .await
         .expect("the proxy is up");
     let child = dev.process();
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    sigterm(child.id());
     let stopped = wait_for(Duration::from_secs(15), || {
         let exited = child.try_wait().unwrap().is_some();
         async move { exited }

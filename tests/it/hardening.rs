@@ -27,11 +27,10 @@ async fn names_with_bidirectional_controls_are_refused_and_names_are_isolated() 
         '\u{2068}', '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}',
     ] {
         let resp = gw
-            .register(json!({
-                "redirect_uris": [REDIRECT],
-                "token_endpoint_auth_method": "none",
-                "client_name": format!("Claude {control}nimda"),
-            }))
+            .register(public_client(
+                REDIRECT,
+                json!({"client_name": format!("Claude {control}nimda")}),
+            ))
             .await;
         assert_oauth_error(resp, 400, "invalid_client_metadata").await;
     }
@@ -42,11 +41,7 @@ async fn names_with_bidirectional_controls_are_refused_and_names_are_isolated() 
     assert!(clients.is_empty(), "{clients:?}");
     // What is shown is isolated from the text around it.
     let resp = gw
-        .register(json!({
-            "redirect_uris": [REDIRECT],
-            "token_endpoint_auth_method": "none",
-            "client_name": "عميل",
-        }))
+        .register(public_client(REDIRECT, json!({"client_name": "عميل"})))
         .await;
     let client: Value = resp.json().await.unwrap();
     let b = browser();
@@ -283,20 +278,10 @@ async fn only_the_identical_code_exchange_gets_the_kept_answer() {
         ("redirect_uri", "http://127.0.0.1:9/elsewhere"),
     ] {
         let (code, verifier) = gw.code_for(&client, &[]).await;
-        let first: Value = gw
-            .redeem(&client, &code, &verifier)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let first: Value = json_body(gw.redeem(&client, &code, &verifier).await).await;
         let access = first["access_token"].as_str().unwrap().to_string();
         // The identical request, within CODE_RETRY_GRACE: the same answer.
-        let again: Value = gw
-            .redeem(&client, &code, &verifier)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let again: Value = json_body(gw.redeem(&client, &code, &verifier).await).await;
         assert_eq!(again, first);
         // Any other second use of the code is a replay: refused, and what it issued revoked.
         let mut form = vec![
@@ -310,8 +295,7 @@ async fn only_the_identical_code_exchange_gets_the_kept_answer() {
         let resp = gw.token(&client, &form).await;
         assert_oauth_error(resp, 400, "invalid_grant").await;
         gw.verify
-            .until_status(&access, 401, std::time::Duration::from_secs(1))
-            .await
-            .expect("the replayed code's tokens are revoked");
+            .refuses_within(&access, 1, "the replayed code's tokens are revoked")
+            .await;
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::gateway::{Gateway, REDIRECT};
+use crate::support::gateway::{Gateway, REDIRECT, manage_client};
 
 /// Stalls Redis for `seconds` from another connection, in the background.
 fn stall(gw: &Gateway, command: &'static str, arg: &'static str) -> tokio::task::JoinHandle<()> {
@@ -155,21 +155,11 @@ async fn an_active_client_outlives_its_registration_lifetime() {
         tokens = resp.json().await.unwrap();
     }
     // 5 s later: past the 4 s lifetime, the active client is still registered ...
-    let read = crate::support::helpers::http()
-        .get(active["registration_client_uri"].as_str().unwrap())
-        .bearer_auth(active["registration_access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let read = manage_client(reqwest::Method::GET, &active).await;
     assert_eq!(read.status(), 200);
     let record: Value = read.json().await.unwrap();
     assert!(record["client_secret_expires_at"].as_i64().unwrap() > registered_until);
     // ... and the idle one is gone.
-    let resp = crate::support::helpers::http()
-        .get(idle["registration_client_uri"].as_str().unwrap())
-        .bearer_auth(idle["registration_access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let resp = manage_client(reqwest::Method::GET, &idle).await;
     assert_eq!(resp.status(), 404, "an unused registration still expires");
 }

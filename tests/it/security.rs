@@ -9,7 +9,10 @@ use crate::cli::{cli, ok};
 use crate::mfa::{
     code_now, enrolment_secret, lockout_gateway, mfa_gateway, mfa_page, post_code, to_mfa,
 };
-use crate::support::gateway::{Gateway, REDIRECT, approve_consent, browser, location, pkce, query};
+use crate::support::gateway::{
+    Gateway, REDIRECT, approve_consent, browser, location, manage_client, pkce, public_client,
+    query,
+};
 use crate::support::helpers::*;
 use crate::support::jwt_claims;
 use mcp_oauth_gateway::token::sha256_b64url;
@@ -47,11 +50,10 @@ async fn code_keys(gw: &Gateway) -> Vec<String> {
 async fn a_forwarded_upstream_link_does_not_log_the_victim_in_for_the_attacker() {
     let gw = Gateway::start(&[]).await;
     let resp = gw
-        .register(json!({
-            "redirect_uris": ["https://attacker.example/cb"],
-            "token_endpoint_auth_method": "none",
-            "client_name": "Totally legit",
-        }))
+        .register(public_client(
+            "https://attacker.example/cb",
+            json!({"client_name": "Totally legit"}),
+        ))
         .await;
     let evil: Value = resp.json().await.unwrap();
     let attacker = browser();
@@ -436,12 +438,7 @@ async fn an_anonymous_client_delete_does_not_scan_the_keyspace() {
     let consent: Vec<String> = conn.keys("oauth:consent:*").await.unwrap();
     assert_eq!(consent.len(), 1);
     gw.redis.reset_stats().await;
-    let resp = http()
-        .delete(client["registration_client_uri"].as_str().unwrap())
-        .bearer_auth(client["registration_access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let resp = manage_client(reqwest::Method::DELETE, &client).await;
     assert_eq!(resp.status(), 204);
     assert_eq!(gw.redis.command_calls("scan").await, 0, "no SCAN in Redis");
     assert_eq!(gw.redis.command_calls("keys").await, 0);

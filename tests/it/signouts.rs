@@ -269,7 +269,6 @@ async fn only_a_real_refusal_ends_a_grant() {
     assert_oauth_error(resp, 400, "invalid_grant").await;
     let access = next["access_token"].as_str().unwrap();
     gw.verify
-        .until_status(access, 401, Duration::from_secs(1))
-        .await
-        .expect("the ended grant's token is refused");
+        .refuses_within(access, 1, "the ended grant's token is refused")
+        .await;
 }

@@ -94,10 +94,8 @@ async fn a_valid_token_passes_with_identity_headers() {
     // The host header is matched case-insensitively and ports are part of the resource.
     assert_eq!(
         verify
-            .request(Some(&token), "MCP.Example.COM")
-            .send()
+            .answer(Some(&token), "MCP.Example.COM")
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -114,11 +112,7 @@ async fn the_access_token_is_forwarded_only_when_configured() {
     )
     .await;
     let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
-    let resp = verify
-        .request(Some(&token), "mcp.example.com")
-        .send()
-        .await
-        .unwrap();
+    let resp = verify.answer(Some(&token), "mcp.example.com").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-auth-token"), token);
 }
@@ -207,11 +201,7 @@ async fn forged_and_foreign_tokens_are_refused() {
     ];
     for (name, token, reason) in cases {
         let before = verify.decisions(reason).await;
-        let resp = verify
-            .request(Some(&token), "mcp.example.com")
-            .send()
-            .await
-            .unwrap();
+        let resp = verify.answer(Some(&token), "mcp.example.com").await;
         assert_eq!(resp.status(), 401, "{name}");
         let challenge = header(&resp, "www-authenticate");
         assert!(
@@ -251,21 +241,13 @@ async fn audience_is_checked_per_resource_host() {
 
     // Valid for mcp.example.com only.
     assert_eq!(verify.status(&token).await, 200);
-    let resp = verify
-        .request(Some(&token), "other.example.com")
-        .send()
-        .await
-        .unwrap();
+    let resp = verify.answer(Some(&token), "other.example.com").await;
     assert_eq!(resp.status(), 401);
     assert!(header(&resp, "www-authenticate").contains(
         r#"resource_metadata="https://other.example.com/.well-known/oauth-protected-resource/mcp""#
     ));
     // A host that is not ours: refused, and no URL of that host is echoed back.
-    let resp = verify
-        .request(Some(&token), "evil.com")
-        .send()
-        .await
-        .unwrap();
+    let resp = verify.answer(Some(&token), "evil.com").await;
     assert_eq!(resp.status(), 401);
     assert!(!header(&resp, "www-authenticate").contains("evil.com"));
     // Plain http is another resource.
@@ -315,11 +297,7 @@ async fn missing_scope_is_403_with_the_needed_scope() {
     )
     .await;
     let (reader, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
-    let resp = verify
-        .request(Some(&reader), "mcp.example.com")
-        .send()
-        .await
-        .unwrap();
+    let resp = verify.answer(Some(&reader), "mcp.example.com").await;
     assert_eq!(resp.status(), 403);
     assert_eq!(
         header(&resp, "www-authenticate"),
@@ -357,11 +335,7 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
             .await
             .expect("refused within a second");
         assert!(waited < Duration::from_secs(1));
-        let resp = replica
-            .request(Some(&token), "mcp.example.com")
-            .send()
-            .await
-            .unwrap();
+        let resp = replica.answer(Some(&token), "mcp.example.com").await;
         assert!(header(&resp, "www-authenticate").contains("revoked"));
     }
     assert!(a.metric("mcp_gateway_revocations_received_total").await >= 1.0);
@@ -406,11 +380,7 @@ async fn redis_down_is_503_and_recovery_needs_no_restart() {
     })
     .await
     .expect("not ready without redis");
-    let resp = verify
-        .request(Some(&token), "mcp.example.com")
-        .send()
-        .await
-        .unwrap();
+    let resp = verify.answer(Some(&token), "mcp.example.com").await;
     assert_eq!(resp.status(), 503, "never 401 for an outage");
     assert_eq!(header(&resp, "retry-after"), "2");
     assert!(resp.headers().get("www-authenticate").is_none());
@@ -696,11 +666,7 @@ async fn health_ready_and_metrics() {
         body_json(crate::support::helpers::http().get(format!("{}/ready", verify.base))).await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["revocation_feed"], "subscribed");
-    let _ = verify
-        .request(None, "mcp.example.com")
-        .send()
-        .await
-        .unwrap();
+    let _ = verify.answer(None, "mcp.example.com").await;
     let text = body_text(http().get(format!("{}/metrics", verify.base))).await;
     for name in [
         "mcp_gateway_verify_decisions_total{outcome=\"denied\",reason=\"no_token\"} 1",
@@ -727,9 +693,8 @@ async fn entries_never_outlive_the_token() {
     let (token, _) = mint_token(&verify.settings, &store, spec).await;
     assert_eq!(verify.status(&token).await, 200);
     verify
-        .until_status(&token, 401, Duration::from_secs(5))
-        .await
-        .expect("refused once expired although cached");
+        .refuses_within(&token, 5, "refused once expired although cached")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

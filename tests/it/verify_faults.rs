@@ -16,6 +16,7 @@ use mcp_oauth_gateway::store::{
 use tokio::sync::Notify;
 
 use crate::support::helpers::*;
+use crate::support::procs::sigterm;
 
 /// The real store, except that `token_is_live` — once `hold` is set — reads its answer and
 /// then waits for `release` before returning it: the Redis reply is "in flight".
@@ -309,9 +310,12 @@ async fn a_silent_feed_is_noticed_within_the_heartbeat_bound() {
 
     proxy.black_hole.store(false, Ordering::SeqCst);
     verify
-        .until_status(&token, 401, Duration::from_secs(15))
-        .await
-        .expect("the revoked token is refused once Redis is reachable again");
+        .refuses_within(
+            &token,
+            15,
+            "the revoked token is refused once Redis is reachable again",
+        )
+        .await;
 }
 
 /// Load on 32 keep-alive connections, SIGTERM to the release binary, load going on: every
@@ -378,11 +382,7 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(child.id());
     signalled.store(true, Ordering::SeqCst);
     let ready = wait_for(Duration::from_secs(1), || async {
         http()

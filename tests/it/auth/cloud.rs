@@ -19,11 +19,10 @@ async fn full_login(gw: &Gateway, client: Option<Value>) -> Result<(), String> {
         Some(c) => c,
         None => {
             let resp = gw
-                .register(json!({
-                    "redirect_uris": [REDIRECT],
-                    "token_endpoint_auth_method": "none",
-                    "client_name": "Cloud client",
-                }))
+                .register(public_client(
+                    REDIRECT,
+                    json!({"client_name": "Cloud client"}),
+                ))
                 .await;
             if resp.status() != 201 {
                 return Err(format!("register: {}", resp.status()));

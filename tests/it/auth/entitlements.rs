@@ -218,11 +218,7 @@ async fn no_request_gives_a_scope_the_user_is_not_entitled_to() {
 
     // A registration's own scope: capped the same way.
     let registered = gw
-        .register(json!({
-            "redirect_uris": [REDIRECT],
-            "token_endpoint_auth_method": "none",
-            "scope": "mcp:admin mcp",
-        }))
+        .register(public_client(REDIRECT, json!({"scope": "mcp:admin mcp"})))
         .await;
     assert_eq!(registered.status(), 201);
     let registered: Value = registered.json().await.unwrap();

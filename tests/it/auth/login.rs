@@ -72,12 +72,7 @@ async fn the_whole_code_flow_ends_in_a_token_verify_accepts() {
         "GitHub's token never in ours"
     );
 
-    let resp = gw
-        .verify
-        .request(Some(access), "mcp.example.com")
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.verify.answer(Some(access), "mcp.example.com").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-user-name"], "alice");
     assert_eq!(
@@ -119,10 +114,7 @@ async fn the_whole_code_flow_ends_in_a_token_verify_accepts() {
 /// (`why` otherwise), and its refresh token is `invalid_grant`.
 async fn assert_grant_ended(gw: &Gateway, client: &Value, tokens: &Value, why: &str) {
     let access = tokens["access_token"].as_str().unwrap();
-    gw.verify
-        .until_status(access, 401, Duration::from_secs(1))
-        .await
-        .expect(why);
+    gw.verify.refuses_within(access, 1, why).await;
     let resp = gw
         .refresh(client, tokens["refresh_token"].as_str().unwrap())
         .await;
@@ -265,10 +257,7 @@ async fn authorize_refuses_before_redirecting_anywhere_untrusted() {
 async fn authorize_errors_are_no_open_redirect() {
     let gw = Gateway::start(&[]).await;
     let resp = gw
-        .register(json!({
-            "redirect_uris": ["https://evil.example/landing"],
-            "token_endpoint_auth_method": "none",
-        }))
+        .register(public_client("https://evil.example/landing", json!({})))
         .await;
     assert_eq!(resp.status(), 201);
     let evil: Value = resp.json().await.unwrap();
@@ -380,12 +369,8 @@ async fn the_allow_list_is_enforced_at_login_and_refresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_band_clients_get_the_success_page() {
     let gw = Gateway::start(&[]).await;
-    let client: Value = gw
-        .register(json!({"redirect_uris": ["urn:ietf:wg:oauth:2.0:oob"], "token_endpoint_auth_method": "none"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let client: Value = json_body(gw
+        .register(json!({"redirect_uris": ["urn:ietf:wg:oauth:2.0:oob"], "token_endpoint_auth_method": "none"})).await).await;
     let (_, challenge) = pkce();
     let mut url = url::Url::parse(&gw.url("/authorize")).unwrap();
     url.query_pairs_mut()

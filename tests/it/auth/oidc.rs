@@ -4,8 +4,6 @@
 //! `groups`), the upstream refresh at ours, JWKS rotation, the client authentication methods,
 //! the upstream token for MCP servers, and `id_token` attacks from a provider that lies.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::support::gateway::*;
@@ -18,7 +16,7 @@ use crate::support::oidc_provider::{
 };
 
 async fn verify_headers(gw: &Gateway, token: &str, host: &str) -> reqwest::Response {
-    gw.verify.request(Some(token), host).send().await.unwrap()
+    gw.verify.answer(Some(token), host).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,11 +324,7 @@ async fn the_upstream_token_reaches_the_mcp_server_only_sealed_and_refreshed() {
         gw.redis.store(),
     )
     .await;
-    let resp = other_key
-        .request(Some(access(&t)), "mcp.example.com")
-        .send()
-        .await
-        .unwrap();
+    let resp = other_key.answer(Some(access(&t)), "mcp.example.com").await;
     assert_eq!(resp.status(), 401);
     assert_eq!(header(&resp, "x-upstream-token"), "");
 
@@ -361,9 +355,8 @@ async fn the_upstream_token_reaches_the_mcp_server_only_sealed_and_refreshed() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     gw.verify
-        .until_status(access(&t2), 401, Duration::from_secs(5))
-        .await
-        .expect("revoked with the grant");
+        .refuses_within(access(&t2), 5, "revoked with the grant")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,8 @@ use crate::support::helpers::*;
 async fn assert_refused_soon(gw: &Gateway, tokens: &Value) {
     let access = tokens["access_token"].as_str().unwrap();
     gw.verify
-        .until_status(access, 401, Duration::from_secs(1))
-        .await
-        .expect("its tokens are refused");
+        .refuses_within(access, 1, "its tokens are refused")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

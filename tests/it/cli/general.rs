@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::support::helpers::*;
+use crate::support::procs::sigterm;
 
 #[test]
 fn a_bad_setting_exits_64_with_one_line_naming_it() {
@@ -66,11 +67,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
 
     let in_flight = tokio::spawn(http().get(format!("{base}/ready")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(child.id());
     let resp = in_flight
         .await
         .unwrap()
@@ -175,17 +172,9 @@ async fn identifiers_starting_with_a_dash_are_not_flags() {
         ("REDIS_URL", url.as_str()),
     ];
     let out = run(&["tokens", "show", "-RdashJti"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "mcp-gateway");
     let out = run(&["tokens", "revoke", "-RdashJti"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "mcp-gateway");
     assert!(!store.token_is_live("-RdashJti").await.unwrap());
     // Newly generated identifiers never start with a dash.
     for _ in 0..200 {

@@ -57,6 +57,14 @@ async fn login_with(dir: &Path, args: &[&str], issuer: &str) {
     assert!(status.success());
 }
 
+/// What the CLI saved in the env file in `dir`.
+fn saved_env(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
+    mcp_oauth_gateway::cli::envfile::read(&dir.join(".env"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_refresh_and_github_token_complete_against_dev_mode() {
     // An MCP server behind the gateway (dev mode's proxy): login probes it, discovers,
@@ -75,11 +83,7 @@ async fn login_refresh_and_github_token_complete_against_dev_mode() {
         &issuer,
     )
     .await;
-    let saved: std::collections::HashMap<String, String> =
-        mcp_oauth_gateway::cli::envfile::read(&dir.path().join(".env"))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let saved = saved_env(dir.path());
     for var in [
         "MCP_CLIENT_ACCESS_TOKEN",
         "MCP_CLIENT_REFRESH_TOKEN",
@@ -125,11 +129,7 @@ async fn login_refresh_and_github_token_complete_against_dev_mode() {
         .output()
         .unwrap();
     ok(&out);
-    let after: std::collections::HashMap<String, String> =
-        mcp_oauth_gateway::cli::envfile::read(&dir.path().join(".env"))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let after = saved_env(dir.path());
     assert_ne!(
         after["MCP_CLIENT_REFRESH_TOKEN"],
         saved["MCP_CLIENT_REFRESH_TOKEN"]
@@ -144,11 +144,7 @@ async fn login_refresh_and_github_token_complete_against_dev_mode() {
     assert!(ok(&out).contains("not refreshed"));
 
     login_with(dir.path(), &["github-token", "--issuer", &issuer], &issuer).await;
-    let gateway: std::collections::HashMap<String, String> =
-        mcp_oauth_gateway::cli::envfile::read(&dir.path().join(".env"))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let gateway = saved_env(dir.path());
     for var in [
         "GATEWAY_OAUTH_ACCESS_TOKEN",
         "GATEWAY_OAUTH_REFRESH_TOKEN",

@@ -37,32 +37,19 @@ async fn minted_tokens_verify_and_revoked_ones_stop() {
         "600",
     ];
     let out = run(&mint_args, &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "mcp-gateway");
     let token = stdout(&out).trim().to_string();
     assert_eq!(stdout(&out).lines().count(), 1, "only the token is printed");
-    let resp = verify
-        .request(Some(&token), "mcp.example.com")
-        .send()
-        .await
-        .unwrap();
+    let resp = verify.answer(Some(&token), "mcp.example.com").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-user-id"], "7");
     assert_eq!(resp.headers()["x-auth-client-id"], "cli");
 
     let out = run(&["tokens", "revoke", "--token", &token], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "mcp-gateway");
     verify
-        .until_status(&token, 401, Duration::from_secs(1))
-        .await
-        .expect("revoked within a second");
+        .refuses_within(&token, 1, "revoked within a second")
+        .await;
     // Revoking again is reported as a failure: nothing was live.
     let out = run(&["tokens", "revoke", "--token", &token], &env);
     assert_eq!(out.status.code(), Some(1));
@@ -75,9 +62,8 @@ async fn minted_tokens_verify_and_revoked_ones_stop() {
     let out = run(&["tokens", "revoke", claims["jti"].as_str().unwrap()], &env);
     assert!(out.status.success());
     verify
-        .until_status(&second, 401, Duration::from_secs(1))
-        .await
-        .expect("revoked by jti within a second");
+        .refuses_within(&second, 1, "revoked by jti within a second")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,9 +132,8 @@ async fn revoking_by_user_and_client_is_refused_at_verify() {
         &["tokens", "revoke", "--user", "alice"],
     ));
     gw.verify
-        .until_status(&alice_at, 401, Duration::from_secs(1))
-        .await
-        .expect("alice refused within a second");
+        .refuses_within(&alice_at, 1, "alice refused within a second")
+        .await;
     assert_eq!(gw.verify.status(&bob_at).await, 200);
     // Her refresh grant went too.
     let resp = gw
@@ -166,9 +151,8 @@ async fn revoking_by_user_and_client_is_refused_at_verify() {
         ],
     ));
     gw.verify
-        .until_status(&bob_at, 401, Duration::from_secs(1))
-        .await
-        .expect("bob's client refused within a second");
+        .refuses_within(&bob_at, 1, "bob's client refused within a second")
+        .await;
     let resp = gw.refresh(&b, bob["refresh_token"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 400);
 }

@@ -238,6 +238,30 @@ impl Gateway {
     }
 }
 
+/// RFC 7592 management of a registered `client`: `method` on its `registration_client_uri` with
+/// its `registration_access_token`.
+pub async fn manage_client(method: reqwest::Method, client: &Value) -> reqwest::Response {
+    http()
+        .request(method, client["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(client["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Registration metadata of a public client (`none`) redirecting to `redirect_uri`, with `more`
+/// fields besides.
+pub fn public_client(redirect_uri: &str, more: Value) -> Value {
+    let mut metadata = json!({
+        "redirect_uris": [redirect_uri],
+        "token_endpoint_auth_method": "none",
+    });
+    if let (Some(m), Some(more)) = (metadata.as_object_mut(), more.as_object()) {
+        m.extend(more.clone());
+    }
+    metadata
+}
+
 /// authorize → consent page → approve. Returns the answer to the approval (303 on to the
 /// upstream login).
 pub async fn approve_consent(

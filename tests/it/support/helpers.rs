@@ -249,6 +249,14 @@ impl Verify {
         req
     }
 
+    /// [`Verify::request`], sent: the answer.
+    pub async fn answer(&self, token: Option<&str>, host: &str) -> reqwest::Response {
+        self.request(token, host)
+            .send()
+            .await
+            .expect("verify answers")
+    }
+
     pub async fn status(&self, token: &str) -> u16 {
         self.request(Some(token), "mcp.example.com")
             .send()
@@ -284,6 +292,14 @@ impl Verify {
         })
         .await
         .expect("feed resubscribed");
+    }
+
+    /// Waits up to `seconds` for verify to refuse `token` (401), as a revocation reaches it;
+    /// fails the test saying `why` when it does not.
+    pub async fn refuses_within(&self, token: &str, seconds: u64, why: &str) {
+        self.until_status(token, 401, Duration::from_secs(seconds))
+            .await
+            .expect(why);
     }
 
     pub async fn metric(&self, line_prefix: &str) -> f64 {
@@ -369,6 +385,11 @@ pub async fn post_tools_list(
         req = req.header(*name, *value);
     }
     body_json(req.body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)).await
+}
+
+/// An answer's body as JSON, whatever its status.
+pub async fn json_body(resp: reqwest::Response) -> serde_json::Value {
+    resp.json().await.unwrap()
 }
 
 /// Sends `req` and reads the answer's body as JSON, whatever its status.
@@ -502,6 +523,25 @@ pub fn bin(name: &str) -> PathBuf {
         "mcp-gateway-auth" => PathBuf::from(env!("CARGO_BIN_EXE_mcp-gateway-auth")),
         other => panic!("unknown binary {other}"),
     }
+}
+
+/// `mcp-gateway` with `args` and only the settings of `source` in its environment.
+pub fn run_cli_with(source: &ConfigSource, args: &[&str]) -> std::process::Output {
+    let mut cli = Command::new(bin("mcp-gateway"));
+    cli.args(args).env_clear();
+    for (k, v) in &source.env {
+        cli.env(k, v);
+    }
+    cli.output().unwrap()
+}
+
+/// The command succeeded; else the test fails saying `what` and the command's stderr.
+pub fn assert_success(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A grant for erin as the grant script receives it: access token `jti` in `family` and

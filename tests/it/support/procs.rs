@@ -176,6 +176,15 @@ impl Drop for Proc {
 }
 
 /// A command with a clean environment: only PATH and HOME are inherited.
+/// Sends SIGTERM to process `pid` (as a service manager stops it).
+pub fn sigterm(pid: u32) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 pub fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
