@@ -63,7 +63,7 @@ async fn e2e_python_mcp_sdk_logs_in_through_traefik_and_calls_a_tool() {
     }
     let stack = Stack::start().await;
     let (flow, stderr) = stack
-        .run_python(
+        .run_script(
             "mcp-python-flow.py",
             &[&stack.mcp_url],
             Duration::from_secs(90),
@@ -414,33 +414,29 @@ async fn e2e_clients_log_in_with_a_client_id_metadata_document_through_traefik()
     assert_eq!(flow["client_id"], sdk.as_str(), "{flow:#}");
     assert_eq!(flow["registered"], false, "{flow:#}");
 
+    // A client's script, which must complete: its report.
+    let run_ok = |who: &'static str, script: &'static str, args: Vec<String>| {
+        let stack = &stack;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (flow, stderr) = stack
+                .run_script(script, &args, Duration::from_secs(90))
+                .await;
+            assert!(
+                b(&flow, "/ok"),
+                "{who}: {flow:#}\n{stderr}\n{}",
+                stack.logs()
+            );
+            flow
+        }
+    };
     let remote = publish("/mcp-remote/client.json", "mcp-remote");
-    let (flow, stderr) = stack
-        .run_script(
-            "mcp-remote-flow.mjs",
-            &[&stack.mcp_url, &stack.issuer, &remote],
-            Duration::from_secs(90),
-        )
-        .await;
-    assert!(
-        b(&flow, "/ok"),
-        "mcp-remote: {flow:#}\n{stderr}\n{}",
-        stack.logs()
-    );
+    let args = vec![stack.mcp_url.clone(), stack.issuer.clone(), remote.clone()];
+    run_ok("mcp-remote", "mcp-remote-flow.mjs", args).await;
 
     let python = publish("/python/client.json", "MCP Python SDK");
-    let (flow, stderr) = stack
-        .run_python(
-            "mcp-python-flow.py",
-            &[&stack.mcp_url, &python],
-            Duration::from_secs(90),
-        )
-        .await;
-    assert!(
-        b(&flow, "/ok"),
-        "python: {flow:#}\n{stderr}\n{}",
-        stack.logs()
-    );
+    let args = vec![stack.mcp_url.clone(), python.clone()];
+    let flow = run_ok("python", "mcp-python-flow.py", args).await;
     assert_eq!(flow["client_id"], python.as_str(), "{flow:#}");
     assert_eq!(
         flow["authorization_request"]["client_id"],

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::e2e_flows::run_sdk_flow;
 use crate::support::gateway::{REDIRECT, approve_consent, browser, follow_to_client, pkce, query};
-use crate::support::helpers::{body_json, body_text, http, post_tools_list, wait_for};
+use crate::support::helpers::{body_json, body_text, http, post_tools_list, refresh_at, wait_for};
 use crate::support::oidc_provider::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
 use crate::support::procs::*;
 use crate::support::stack::*;
@@ -134,18 +134,7 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
     let refresh = |token: String| {
         let issuer = stack.issuer.clone();
         let client_id = client_id.to_string();
-        async move {
-            http()
-                .post(format!("{issuer}/token"))
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", token.as_str()),
-                    ("client_id", client_id.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { refresh_at(&format!("{issuer}/token"), &client_id, &token).await }
     };
     let resp = refresh(tokens["refresh_token"].as_str().unwrap().to_string()).await;
     assert_eq!(resp.status(), 200);

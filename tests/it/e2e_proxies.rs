@@ -159,20 +159,17 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
 
     // X-Forwarded-Host / Forwarded / absolute request line: a token of another resource.
     let other = stack.mint(&["--scope", "mcp", "--resource", "http://victim.test/mcp"]);
-    let direct = verify_directly(
+    expect_control(
+        &mut failures,
         &verify,
         &other,
         &[
             ("X-Forwarded-Host", "victim.test"),
             ("X-Forwarded-Proto", "http"),
         ],
+        "the victim.test token for victim.test",
     )
     .await;
-    expect(
-        &mut failures,
-        direct == 200,
-        format!("control: verify accepts the victim.test token for victim.test ({direct})"),
-    );
     let res = request(
         &resource,
         Some(&other),
@@ -231,20 +228,17 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
         &format!("https://localhost:{port}/mcp"),
     ]);
     let host = format!("localhost:{port}");
-    let direct = verify_directly(
+    expect_control(
+        &mut failures,
         &verify,
         &https,
         &[
             ("X-Forwarded-Host", host.as_str()),
             ("X-Forwarded-Proto", "https"),
         ],
+        "the https token for https",
     )
     .await;
-    expect(
-        &mut failures,
-        direct == 200,
-        format!("control: verify accepts the https token for https ({direct})"),
-    );
     let res = request(&resource, Some(&https), &[("X-Forwarded-Proto", "https")]).await;
     expect_refusal(
         &mut failures,
@@ -264,7 +258,8 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
         "--bind-ip",
         "203.0.113.7",
     ]);
-    let direct = verify_directly(
+    expect_control(
+        &mut failures,
         &verify,
         &bound,
         &[
@@ -272,13 +267,9 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
             ("X-Forwarded-Proto", "http"),
             ("X-Forwarded-For", "203.0.113.7"),
         ],
+        "the IP-bound token from its address",
     )
     .await;
-    expect(
-        &mut failures,
-        direct == 200,
-        format!("control: verify accepts the IP-bound token from its address ({direct})"),
-    );
     let res = request(
         &resource,
         Some(&bound),
@@ -356,7 +347,8 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
         "--bind-cert-thumbprint",
         &thumbprint,
     ]);
-    let direct = verify_directly(
+    expect_control(
+        &mut failures,
         &verify,
         &cert_bound,
         &[
@@ -364,15 +356,9 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
             ("X-Forwarded-Proto", "http"),
             ("X-Forwarded-Tls-Client-Cert", cert.as_str()),
         ],
+        "the certificate-bound token with its certificate",
     )
     .await;
-    expect(
-        &mut failures,
-        direct == 200,
-        format!(
-            "control: verify accepts the certificate-bound token with its certificate ({direct})"
-        ),
-    );
     let res = request(
         &resource,
         Some(&cert_bound),
@@ -615,6 +601,23 @@ async fn send(
 }
 
 /// `/verify` called directly, as a proxy would with these forwarding headers.
+/// The control of a bypass check: verify itself, asked directly with `headers`, accepts
+/// `token` (200); `what` says for what.
+async fn expect_control(
+    failures: &mut Vec<String>,
+    verify: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    what: &str,
+) {
+    let direct = verify_directly(verify, token, headers).await;
+    expect(
+        failures,
+        direct == 200,
+        format!("control: verify accepts {what} ({direct})"),
+    );
+}
+
 async fn verify_directly(verify: &str, token: &str, headers: &[(&str, &str)]) -> u16 {
     let mut req = http()
         .get(format!("{verify}/verify"))

@@ -167,9 +167,7 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
     );
 
     // Refresh keeps amr.
-    let resp = gw
-        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &tokens).await;
     let refreshed: Value = resp.json().await.unwrap();
     assert_eq!(
         jwt_claims(refreshed["access_token"].as_str().unwrap())["amr"],
@@ -222,9 +220,7 @@ async fn repeated_failures_lock_the_user_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_refuses_tokens_without_the_second_factor_and_the_cli_resets_it() {
-    let gw = Gateway::start(&[]).await;
-    let client = gw.client("none").await;
-    let tokens = gw.tokens(&client).await;
+    let (gw, _, tokens) = Gateway::with_login(&[]).await;
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(gw.verify.status(access).await, 200);
     // Switching MFA on makes earlier tokens stop working at verify.

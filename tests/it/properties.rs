@@ -122,10 +122,7 @@ proptest! {
         query in "(\\?[ -~]{0,8})?",
     ) {
         let policy = ScopePolicy::parse("/mcp/admin=mcp:admin").unwrap();
-        let mut raw = String::new();
-        for (c, (how, upper)) in "/mcp/admin".chars().zip(&spelling) {
-            raw.push_str(&spell(c, *how, *upper));
-        }
+        let raw = spelled("/mcp/admin", &spelling);
         let raw = match detour {
             1 => raw.replacen("/admin", "/x/../admin", 1),
             2 => raw.replacen("/admin", "/./admin", 1),
@@ -172,10 +169,7 @@ proptest! {
             .collect();
         raw.push_str("://");
         raw.push_str(&host);
-        let mut path = String::new();
-        for (c, (how, upper)) in "/secret/key".chars().zip(&spelling) {
-            path.push_str(&spell(c, *how, *upper));
-        }
+        let path = spelled("/secret/key", &spelling);
         let path = match detour {
             1 => path.replacen("/key", "/x/../key", 1),
             2 => path.replacen("/key", "/./key", 1),
@@ -329,6 +323,14 @@ fn upper_outside_escapes(path: &str) -> bool {
         i += 1;
     }
     false
+}
+
+/// `text`, each character spelled as `spelling` says ([`spell`]).
+fn spelled(text: &str, spelling: &[(u8, bool)]) -> String {
+    text.chars()
+        .zip(spelling)
+        .map(|(c, (how, upper))| spell(c, *how, *upper))
+        .collect()
 }
 
 /// One character of a path, spelled in one of the ways a backend treats as the same.

@@ -58,9 +58,7 @@ async fn refresh(gw: &Gateway, client: &Value, token: &str) -> reqwest::Response
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_that_timed_out_is_retried_into_the_same_successor() {
     for (command, arg) in [("DEBUG", "3"), ("CLIENT", "3000")] {
-        let gw = Gateway::start(&[]).await;
-        let client = gw.client("none").await;
-        let tokens = gw.tokens(&client).await;
+        let (gw, client, tokens) = Gateway::with_login(&[]).await;
         let presented = tokens["refresh_token"].as_str().unwrap();
 
         let stalled = stall(&gw, command, arg);
@@ -87,9 +85,7 @@ async fn a_refresh_that_timed_out_is_retried_into_the_same_successor() {
         let next = refresh(&gw, &client, successor["refresh_token"].as_str().unwrap()).await;
         assert_eq!(next.status(), 200, "{command}: the grant lives on");
         assert_eq!(
-            gw.verify
-                .status(tokens["access_token"].as_str().unwrap())
-                .await,
+            gw.verify.status_of(&tokens).await,
             200,
             "{command}: no family revoked"
         );
@@ -112,12 +108,7 @@ async fn a_code_redemption_that_timed_out_is_retried_into_the_same_tokens() {
         let resp = until_answered(|| gw.redeem(&client, &code, &verifier)).await;
         assert_eq!(resp.status(), 200, "{command}: the retry succeeds");
         let tokens: Value = resp.json().await.unwrap();
-        assert_eq!(
-            gw.verify
-                .status(tokens["access_token"].as_str().unwrap())
-                .await,
-            200
-        );
+        assert_eq!(gw.verify.status_of(&tokens).await, 200);
         // Another client, or the same client without the verifier, cannot read the answer.
         let (wrong, _) = crate::support::gateway::pkce();
         let resp = gw

@@ -262,9 +262,7 @@ async fn bindings_survive_a_refresh() {
 /// revoking the user still reaches the refresh grant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_user_reaches_grants_without_live_access_tokens() {
-    let gw = Gateway::start(&[]).await;
-    let client = gw.client("none").await;
-    let tokens = gw.tokens(&client).await;
+    let (gw, client, tokens) = Gateway::with_login(&[]).await;
     let jti = jwt_claims(tokens["access_token"].as_str().unwrap())["jti"]
         .as_str()
         .unwrap()
@@ -280,9 +278,7 @@ async fn revoking_a_user_reaches_grants_without_live_access_tokens() {
         out.contains("0 access tokens and 1 refresh grants"),
         "{out}"
     );
-    let resp = gw
-        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &tokens).await;
     assert_eq!(resp.status(), 400, "the refresh grant is gone");
 }
 

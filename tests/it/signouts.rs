@@ -94,9 +94,7 @@ async fn a_document_host_that_is_down_is_a_retryable_answer() {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     host.set(path, Route::status(404));
     let refreshed: Value = resp.json().await.unwrap();
-    let resp = gw
-        .refresh(&client, refreshed["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &refreshed).await;
     assert_oauth_error(resp, 401, "invalid_client").await;
 }
 
@@ -186,9 +184,7 @@ async fn duplicate_refreshes_ask_a_strict_provider_once() {
 
     // And the grant goes on.
     lies.refresh_delay_ms.store(0, Ordering::SeqCst);
-    let resp = gw
-        .refresh(&client, first["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &first).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -227,9 +223,7 @@ async fn a_retry_after_our_store_failed_keeps_the_providers_new_token() {
     assert_eq!(resp.status(), 200);
     assert_eq!(lies.refresh_calls.load(Ordering::SeqCst), 1);
     let next: Value = resp.json().await.unwrap();
-    let resp = gw
-        .refresh(&client, next["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &next).await;
     assert_eq!(resp.status(), 200, "the provider's new token was not lost");
     assert_eq!(lies.refresh_calls.load(Ordering::SeqCst), 2);
 }
@@ -263,9 +257,7 @@ async fn only_a_real_refusal_ends_a_grant() {
     let next: Value = resp.json().await.unwrap();
     // The provider forgets the session: a real refusal, which ends the grant.
     lies.refresh_tokens.lock().unwrap().clear();
-    let resp = gw
-        .refresh(&client, next["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &next).await;
     assert_oauth_error(resp, 400, "invalid_grant").await;
     let access = next["access_token"].as_str().unwrap();
     gw.verify

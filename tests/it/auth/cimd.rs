@@ -72,9 +72,7 @@ async fn a_public_client_logs_in_and_refreshes_with_its_metadata_document() {
     assert!(tokens["access_token"].is_string(), "{tokens}");
     let claims = crate::support::jwt_claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(claims["client_id"], id);
-    let refreshed = gw
-        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
-        .await;
+    let refreshed = gw.refresh_of(&client, &tokens).await;
     assert_eq!(refreshed.status(), 200);
     // Nothing was registered: the document is the registration.
     assert!(
@@ -324,17 +322,17 @@ async fn a_chatgpt_shaped_client_authenticates_with_private_key_jwt_from_its_jwk
     };
     // Without an assertion, with a wrong audience, or signed by a key the document does not
     // publish: invalid_client, and the code is still good.
-    let no_assertion = http()
-        .post(gw.url("/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("code_verifier", &verifier),
-            ("client_id", &id),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let no_assertion = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &verifier),
+                ("client_id", &id),
+            ],
+        )
+        .await;
     assert_oauth_error(no_assertion, 401, "invalid_client").await;
     let wrong_aud = exchange(key.assertion(&id, "https://elsewhere.example/token", json!({})))
         .await
@@ -356,21 +354,21 @@ async fn a_chatgpt_shaped_client_authenticates_with_private_key_jwt_from_its_jwk
     let ok = exchange(assertion.clone()).await.unwrap();
     assert_eq!(ok.status(), 200);
     let tokens: Value = ok.json().await.unwrap();
-    let replay = http()
-        .post(gw.url("/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-            ("client_id", id.as_str()),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", assertion.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let replay = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+                ("client_id", id.as_str()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+            ],
+        )
+        .await;
     assert_invalid_client_for(replay, "jti", "a replayed assertion").await;
 
     // The client rotates its key: a new kid is fetched from the jwks_uri, and refresh works

@@ -139,9 +139,7 @@ async fn a_group_grants_a_scope_a_tool_and_leaving_it_narrows_the_next_refresh()
     provider
         .set_claims("alice", json!({"groups": ["mcp-users"]}))
         .await;
-    let resp = gw
-        .refresh(&client, t["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &t).await;
     assert_eq!(resp.status(), 200);
     let narrowed: Value = resp.json().await.unwrap();
     assert_eq!(scope_of(&narrowed), "mcp mcp:write");
@@ -171,9 +169,7 @@ async fn a_group_grants_a_scope_a_tool_and_leaving_it_narrows_the_next_refresh()
     provider
         .set_claims("alice", json!({"groups": ["ops"]}))
         .await;
-    let resp = gw
-        .refresh(&client, asked["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &asked).await;
     let back: Value = resp.json().await.unwrap();
     assert_eq!(scope_of(&back), "mcp mcp:write mcp:admin");
 }

@@ -86,12 +86,7 @@ async fn the_whole_code_flow_ends_in_a_token_verify_accepts() {
     assert_eq!(resp.status(), 200);
     let rotated: Value = resp.json().await.unwrap();
     assert_ne!(rotated["refresh_token"], tokens["refresh_token"]);
-    assert_eq!(
-        gw.verify
-            .status(rotated["access_token"].as_str().unwrap())
-            .await,
-        200
-    );
+    assert_eq!(gw.verify.status_of(&rotated).await, 200);
     // A benign retry of the rotated-out token (the client lost the answer) gets the same
     // successor, not a new one and not a revoked grant.
     let resp = gw.refresh(&client, refresh).await;
@@ -99,9 +94,7 @@ async fn the_whole_code_flow_ends_in_a_token_verify_accepts() {
     let again: Value = resp.json().await.unwrap();
     assert_eq!(again, rotated, "the same successor");
     // Once the successor is used, the rotated-out token is a replay.
-    let resp = gw
-        .refresh(&client, rotated["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &rotated).await;
     assert_eq!(resp.status(), 200);
     let rotated: Value = resp.json().await.unwrap();
     let resp = gw.refresh(&client, refresh).await;
@@ -115,9 +108,7 @@ async fn the_whole_code_flow_ends_in_a_token_verify_accepts() {
 async fn assert_grant_ended(gw: &Gateway, client: &Value, tokens: &Value, why: &str) {
     let access = tokens["access_token"].as_str().unwrap();
     gw.verify.refuses_within(access, 1, why).await;
-    let resp = gw
-        .refresh(client, tokens["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(client, tokens).await;
     assert_oauth_error(resp, 400, "invalid_grant").await;
 }
 

@@ -229,9 +229,7 @@ async fn our_refresh_refreshes_upstream_and_ends_when_the_user_is_disabled_or_le
     provider
         .set_claims("alice", json!({"groups": ["eng"]}))
         .await;
-    let resp = gw
-        .refresh(&client, t2["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &t2).await;
     assert_oauth_error(resp, 400, "invalid_grant").await;
     assert_eq!(
         gw.verify.status(access(&t2)).await,
@@ -247,9 +245,7 @@ async fn our_refresh_refreshes_upstream_and_ends_when_the_user_is_disabled_or_le
     let t3 = tokens(&gw, &client).await;
     assert_eq!(gw.verify.status(access(&t3)).await, 200);
     provider.disable("alice").await;
-    let resp = gw
-        .refresh(&client, t3["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &t3).await;
     let body = assert_oauth_error(resp, 400, "invalid_grant").await;
     assert!(
         body["error_description"]
@@ -334,9 +330,7 @@ async fn the_upstream_token_reaches_the_mcp_server_only_sealed_and_refreshed() {
     assert_eq!(header(&refusal, "x-upstream-token"), "");
 
     // Our refresh refreshes it upstream: the MCP server gets the new one.
-    let resp = gw
-        .refresh(&client, t["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &t).await;
     assert_eq!(resp.status(), 200);
     let t2: Value = resp.json().await.unwrap();
     let resp = verify_headers(&gw, access(&t2), "mcp.example.com").await;
@@ -344,15 +338,15 @@ async fn the_upstream_token_reaches_the_mcp_server_only_sealed_and_refreshed() {
     assert!(!upstream2.is_empty() && upstream2 != upstream);
 
     // Revoked with the grant.
-    let resp = http()
-        .post(gw.url("/revoke"))
-        .form(&[
-            ("token", t2["refresh_token"].as_str().unwrap()),
-            ("client_id", client["client_id"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = gw
+        .post_form(
+            "/revoke",
+            &[
+                ("token", t2["refresh_token"].as_str().unwrap()),
+                ("client_id", client["client_id"].as_str().unwrap()),
+            ],
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     gw.verify
         .refuses_within(access(&t2), 5, "revoked with the grant")
@@ -435,9 +429,7 @@ async fn the_gateway_authenticates_to_the_provider_with_post_or_private_key_jwt(
     assert_eq!(token["client_assertion"]["claims"]["iss"], CLIENT_ID);
     assert_eq!(token["authorization"], Value::Null);
     // The refresh authenticates the same way.
-    let resp = gw
-        .refresh(&client, t["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &t).await;
     assert_eq!(resp.status(), 200);
 }
 

@@ -167,9 +167,7 @@ async fn client_management_follows_rfc_7592() {
         })
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    let resp = gw
-        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &tokens).await;
     assert_oauth_error(resp, 401, "invalid_client").await;
 }
 

@@ -42,16 +42,16 @@ async fn client_secret_basic_and_post_really_work() {
 async fn token_endpoint_errors_keep_the_original_contract() {
     let gw = Gateway::start(&[]).await;
     let client = gw.client("none").await;
-    let resp = http()
-        .post(gw.url("/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("client_id", "nobody"),
-            ("code", "x"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", "nobody"),
+                ("code", "x"),
+            ],
+        )
+        .await;
     assert_eq!(header(&resp, "www-authenticate"), "Basic realm=\"auth\"");
     assert_oauth_error(resp, 401, "invalid_client").await;
     let resp = gw
@@ -80,9 +80,7 @@ async fn token_endpoint_errors_keep_the_original_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_refreshes_yield_exactly_one_token() {
-    let gw = Gateway::start(&[]).await;
-    let client = gw.client("none").await;
-    let tokens = gw.tokens(&client).await;
+    let (gw, client, tokens) = Gateway::with_login(&[]).await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
     let answers = join_all((0..50).map(|_| async {
         let resp = gw.refresh(&client, refresh).await;
@@ -101,21 +99,13 @@ async fn fifty_concurrent_refreshes_yield_exactly_one_token() {
         .await
         .unwrap();
     assert_eq!(live.len(), 2, "the first access token and one successor");
-    assert_eq!(
-        gw.verify
-            .status(first["access_token"].as_str().unwrap())
-            .await,
-        200,
-        "no family revoked"
-    );
+    assert_eq!(gw.verify.status_of(first).await, 200, "no family revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_tokens_are_bound_to_their_client() {
-    let gw = Gateway::start(&[]).await;
-    let client = gw.client("none").await;
+    let (gw, client, tokens) = Gateway::with_login(&[]).await;
     let thief = gw.client("none").await;
-    let tokens = gw.tokens(&client).await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
     let resp = gw.refresh(&thief, refresh).await;
     assert_oauth_error(resp, 400, "invalid_grant").await;
@@ -177,29 +167,14 @@ async fn revoke_and_introspect_act_on_the_clients_own_tokens_only() {
     );
 
     // Another client's revocation is answered 200 and changes nothing.
-    let resp = http()
-        .post(gw.url("/revoke"))
-        .form(&form(&other, access))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post_form("/revoke", &form(&other, access)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(gw.verify.status(access).await, 200);
     // Unauthenticated revocation is refused.
-    let resp = http()
-        .post(gw.url("/revoke"))
-        .form(&[("token", access)])
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post_form("/revoke", &[("token", access)]).await;
     assert_oauth_error(resp, 401, "invalid_client").await;
     // The owner's revocation reaches verify at once.
-    let resp = http()
-        .post(gw.url("/revoke"))
-        .form(&form(&owner, access))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post_form("/revoke", &form(&owner, access)).await;
     assert_eq!(resp.status(), 200);
     gw.verify
         .refuses_within(access, 1, "revoked at verify")
@@ -209,16 +184,14 @@ async fn revoke_and_introspect_act_on_the_clients_own_tokens_only() {
         false
     );
     // Revoking the refresh token ends the grant.
-    let resp = http()
-        .post(gw.url("/revoke"))
-        .form(&form(&owner, tokens["refresh_token"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
     let resp = gw
-        .refresh(&owner, tokens["refresh_token"].as_str().unwrap())
+        .post_form(
+            "/revoke",
+            &form(&owner, tokens["refresh_token"].as_str().unwrap()),
+        )
         .await;
+    assert_eq!(resp.status(), 200);
+    let resp = gw.refresh_of(&owner, &tokens).await;
     assert_oauth_error(resp, 400, "invalid_grant").await;
     assert_eq!(
         introspect(owner, "garbage".into()).await,

@@ -217,16 +217,7 @@ async fn backups_during_refreshes_keep_each_family_whole() {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let current = latest.lock().unwrap().clone();
-                let resp = http()
-                    .post(&url)
-                    .form(&[
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", current.as_str()),
-                        ("client_id", client_id.as_str()),
-                    ])
-                    .send()
-                    .await
-                    .unwrap();
+                let resp = refresh_at(&url, &client_id, &current).await;
                 assert_eq!(resp.status(), 200);
                 let next: Value = resp.json().await.unwrap();
                 *latest.lock().unwrap() = next["refresh_token"].as_str().unwrap().to_string();
@@ -398,8 +389,6 @@ async fn a_restore_while_the_gateway_serves_never_undoes_a_revocation() {
     )
     .unwrap();
     assert_eq!(record["used"], true, "{record}");
-    let resp = gw
-        .refresh(&client, current["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&client, &current).await;
     assert_eq!(resp.status(), 200);
 }

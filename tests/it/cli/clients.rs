@@ -45,12 +45,7 @@ async fn deleting_a_client_completely_leaves_no_trace() {
         dir.path(),
         &["clients", "delete", b["client_id"].as_str().unwrap()],
     ));
-    assert_eq!(
-        gw.verify
-            .status(bob["access_token"].as_str().unwrap())
-            .await,
-        200
-    );
+    assert_eq!(gw.verify.status_of(&bob).await, 200);
     let clients = json(&cli(&gw, dir.path(), &["--json", "clients", "list"]));
     assert!(clients.as_array().unwrap().is_empty());
     assert_eq!(

@@ -9,33 +9,30 @@ use crate::support::procs::sigterm;
 
 #[test]
 fn a_bad_setting_exits_64_with_one_line_naming_it() {
-    let out = Command::new(bin("mcp-gateway-verify"))
-        .env_clear()
-        .env("JWT_ALGORITHM", "HS256")
-        .env("GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef0123")
-        .env("VERIFY_CACHE_TTL", "soon")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    // `mcp-gateway-verify` with only `env`: it exits 64; its stderr.
+    let refused = |env: &[(&str, &str)]| {
+        let out = Command::new(bin("mcp-gateway-verify"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = refused(&[
+        ("JWT_ALGORITHM", "HS256"),
+        ("GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef0123"),
+        ("VERIFY_CACHE_TTL", "soon"),
+    ]);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("VERIFY_CACHE_TTL"), "{err}");
     // No key at all.
-    let out = Command::new(bin("mcp-gateway-verify"))
-        .env_clear()
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_PRIVATE_KEY_B64"));
+    assert!(refused(&[]).contains("JWT_PRIVATE_KEY_B64"));
     // A secret that is too short is named, never printed.
-    let out = Command::new(bin("mcp-gateway-verify"))
-        .env_clear()
-        .env("JWT_ALGORITHM", "HS256")
-        .env("GATEWAY_JWT_SECRET", "tooshortsecret")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&[
+        ("JWT_ALGORITHM", "HS256"),
+        ("GATEWAY_JWT_SECRET", "tooshortsecret"),
+    ]);
     assert!(
         err.contains("GATEWAY_JWT_SECRET") && !err.contains("tooshortsecret"),
         "{err}"

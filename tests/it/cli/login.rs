@@ -57,6 +57,32 @@ async fn login_with(dir: &Path, args: &[&str], issuer: &str) {
     assert!(status.success());
 }
 
+/// [`saved_env`], in which each of `vars` must be saved, not empty.
+fn saved_env_with(
+    dir: &std::path::Path,
+    vars: &[&str],
+) -> std::collections::HashMap<String, String> {
+    let saved = saved_env(dir);
+    for var in vars {
+        assert!(
+            saved.get(*var).is_some_and(|v| !v.is_empty()),
+            "{var} saved"
+        );
+    }
+    saved
+}
+
+/// `mcp-gateway` with `args` in `dir`, with nothing from the environment (the env file there
+/// is what it reads).
+fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin("mcp-gateway"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .output()
+        .unwrap()
+}
+
 /// What the CLI saved in the env file in `dir`.
 fn saved_env(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
     mcp_oauth_gateway::cli::envfile::read(&dir.join(".env"))
@@ -83,17 +109,17 @@ async fn login_refresh_and_github_token_complete_against_dev_mode() {
         &issuer,
     )
     .await;
-    let saved = saved_env(dir.path());
-    for var in [
-        "MCP_CLIENT_ACCESS_TOKEN",
-        "MCP_CLIENT_REFRESH_TOKEN",
-        "MCP_CLIENT_ID",
-        "MCP_CLIENT_AUTH_METHOD",
-        "MCP_CLIENT_REGISTRATION_TOKEN",
-        "MCP_CLIENT_REGISTRATION_URI",
-    ] {
-        assert!(saved.get(var).is_some_and(|v| !v.is_empty()), "{var} saved");
-    }
+    let saved = saved_env_with(
+        dir.path(),
+        &[
+            "MCP_CLIENT_ACCESS_TOKEN",
+            "MCP_CLIENT_REFRESH_TOKEN",
+            "MCP_CLIENT_ID",
+            "MCP_CLIENT_AUTH_METHOD",
+            "MCP_CLIENT_REGISTRATION_TOKEN",
+            "MCP_CLIENT_REGISTRATION_URI",
+        ],
+    );
     // A CLI is a public client where the server takes them.
     assert_eq!(saved["MCP_CLIENT_AUTH_METHOD"], "none");
     let check = |token: String| {
@@ -122,40 +148,25 @@ async fn login_refresh_and_github_token_complete_against_dev_mode() {
     );
 
     // refresh --force rotates and saves.
-    let out = Command::new(bin("mcp-gateway"))
-        .args(["refresh", "--force"])
-        .current_dir(dir.path())
-        .env_clear()
-        .output()
-        .unwrap();
-    ok(&out);
+    ok(&run_in(dir.path(), &["refresh", "--force"]));
     let after = saved_env(dir.path());
     assert_ne!(
         after["MCP_CLIENT_REFRESH_TOKEN"],
         saved["MCP_CLIENT_REFRESH_TOKEN"]
     );
     assert_eq!(check(after["MCP_CLIENT_ACCESS_TOKEN"].clone()).await, 200);
-    let out = Command::new(bin("mcp-gateway"))
-        .args(["refresh"])
-        .current_dir(dir.path())
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(ok(&out).contains("not refreshed"));
+    assert!(ok(&run_in(dir.path(), &["refresh"])).contains("not refreshed"));
 
     login_with(dir.path(), &["github-token", "--issuer", &issuer], &issuer).await;
-    let gateway = saved_env(dir.path());
-    for var in [
-        "GATEWAY_OAUTH_ACCESS_TOKEN",
-        "GATEWAY_OAUTH_REFRESH_TOKEN",
-        "GATEWAY_OAUTH_CLIENT_ID",
-        "GATEWAY_OAUTH_CLIENT_SECRET",
-    ] {
-        assert!(
-            gateway.get(var).is_some_and(|v| !v.is_empty()),
-            "{var} saved"
-        );
-    }
+    let gateway = saved_env_with(
+        dir.path(),
+        &[
+            "GATEWAY_OAUTH_ACCESS_TOKEN",
+            "GATEWAY_OAUTH_REFRESH_TOKEN",
+            "GATEWAY_OAUTH_CLIENT_ID",
+            "GATEWAY_OAUTH_CLIENT_SECRET",
+        ],
+    );
     assert_eq!(
         gateway["MCP_CLIENT_ID"], after["MCP_CLIENT_ID"],
         "other lines kept"

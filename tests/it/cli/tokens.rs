@@ -136,9 +136,7 @@ async fn revoking_by_user_and_client_is_refused_at_verify() {
         .await;
     assert_eq!(gw.verify.status(&bob_at).await, 200);
     // Her refresh grant went too.
-    let resp = gw
-        .refresh(&a, alice["refresh_token"].as_str().unwrap())
-        .await;
+    let resp = gw.refresh_of(&a, &alice).await;
     assert_eq!(resp.status(), 400);
     ok(&cli(
         &gw,
@@ -153,7 +151,7 @@ async fn revoking_by_user_and_client_is_refused_at_verify() {
     gw.verify
         .refuses_within(&bob_at, 1, "bob's client refused within a second")
         .await;
-    let resp = gw.refresh(&b, bob["refresh_token"].as_str().unwrap()).await;
+    let resp = gw.refresh_of(&b, &bob).await;
     assert_eq!(resp.status(), 400);
 }
 

@@ -56,8 +56,26 @@ impl Gateway {
         }
     }
 
+    /// [`Gateway::start`], a public client, and a first login through it: the gateway, the
+    /// client and the token answer.
+    pub async fn with_login(extra: &[(&str, &str)]) -> (Self, Value, Value) {
+        let gw = Self::start(extra).await;
+        let client = gw.client("none").await;
+        let tokens = gw.tokens(&client).await;
+        (gw, client, tokens)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
+    }
+
+    /// `POST {path}` with `form` as its urlencoded body: the answer.
+    pub async fn post_form<F: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        form: &F,
+    ) -> reqwest::Response {
+        http().post(self.url(path)).form(form).send().await.unwrap()
     }
 
     pub async fn register(&self, body: Value) -> reqwest::Response {
@@ -228,6 +246,12 @@ impl Gateway {
     /// The authorization server's `/metrics` page.
     pub async fn metrics(&self) -> String {
         body_text(http().get(self.url("/metrics"))).await
+    }
+
+    /// [`Gateway::refresh`] with the refresh token of a token answer.
+    pub async fn refresh_of(&self, client: &Value, tokens: &Value) -> reqwest::Response {
+        self.refresh(client, tokens["refresh_token"].as_str().unwrap())
+            .await
     }
 
     pub async fn tokens(&self, client: &Value) -> Value {

@@ -302,6 +302,11 @@ impl Verify {
             .expect(why);
     }
 
+    /// [`Verify::status`] of the access token in a token answer.
+    pub async fn status_of(&self, tokens: &serde_json::Value) -> u16 {
+        self.status(tokens["access_token"].as_str().unwrap()).await
+    }
+
     pub async fn metric(&self, line_prefix: &str) -> f64 {
         metric_at(&self.base, line_prefix).await
     }
@@ -360,6 +365,25 @@ pub async fn get_ok(client: &reqwest::Client, url: &str) -> reqwest::Response {
 /// Sends `req` and reads the answer's body as text, whatever its status.
 pub async fn body_text(req: reqwest::RequestBuilder) -> String {
     req.send().await.unwrap().text().await.unwrap()
+}
+
+/// A public client's refresh-token grant (`grant_type=refresh_token`) at `token_url`: the
+/// answer.
+pub async fn refresh_at(
+    token_url: &str,
+    client_id: &str,
+    refresh_token: &str,
+) -> reqwest::Response {
+    http()
+        .post(token_url)
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", client_id),
+        ])
+        .send()
+        .await
+        .unwrap()
 }
 
 /// `req` as a proxy forwards a request for `{proto}://{host}`: `X-Forwarded-Proto` and

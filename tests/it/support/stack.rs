@@ -472,29 +472,22 @@ impl Stack {
         text
     }
 
-    /// Runs a script of e2e/ with Node 22; its last stdout line is parsed as JSON.
+    /// Runs a script of e2e/: Node 22 for `.mjs`, the MCP Python SDK's venv for `.py`; its
+    /// last stdout line is JSON.
     pub async fn run_script(
         &self,
         script: &str,
         args: &[&str],
         limit: Duration,
     ) -> (Value, String) {
-        let mut cmd = clean_command(&node22());
+        let mut cmd = if script.ends_with(".py") {
+            let mut cmd = clean_command(&python_mcp());
+            cmd.env("E2E_NODE", node22());
+            cmd
+        } else {
+            clean_command(&node22())
+        };
         cmd.arg(e2e_dir().join(script)).args(args);
-        self.run_json(script, cmd, limit).await
-    }
-
-    /// Runs a Python script of e2e/ with the MCP SDK's venv; its last stdout line is JSON.
-    pub async fn run_python(
-        &self,
-        script: &str,
-        args: &[&str],
-        limit: Duration,
-    ) -> (Value, String) {
-        let mut cmd = clean_command(&python_mcp());
-        cmd.arg(e2e_dir().join(script))
-            .args(args)
-            .env("E2E_NODE", node22());
         self.run_json(script, cmd, limit).await
     }
 
