@@ -286,24 +286,17 @@ async fn revoking_a_user_reaches_grants_without_live_access_tokens() {
 /// backend routes to the same place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scope_path_rules_cannot_be_sidestepped() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(
-        &base_env(&redis).with("REQUIRED_SCOPES", "/mcp/Admin=mcp:admin"),
-        store.clone(),
-    )
-    .await;
-    let (plain, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (_redis, store, verify) =
+        verify_alone(&[("REQUIRED_SCOPES", "/mcp/Admin=mcp:admin")]).await;
+    let (plain, _) = verify.mint(&store, TokenSpec::default()).await;
     let admin_spec = TokenSpec {
         scope: "mcp mcp:admin",
         ..Default::default()
     };
-    let (admin, _) = mint_token(&verify.settings, &store, admin_spec).await;
+    let (admin, _) = verify.mint(&store, admin_spec).await;
     let at = |token: &str, uri: &str| {
-        http()
-            .get(format!("{}/verify", verify.base))
-            .header("X-Forwarded-Proto", "https")
-            .header("X-Forwarded-Host", "mcp.example.com")
+        verify
+            .forwarded(reqwest::Method::GET, "/verify", "https", "mcp.example.com")
             .header("X-Forwarded-Uri", uri)
             .header("Authorization", format!("Bearer {token}"))
             .send()
@@ -516,7 +509,7 @@ async fn tokens_with_unknown_critical_extensions_are_refused() {
         store.clone(),
     )
     .await;
-    let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (token, _) = verify.mint(&store, TokenSpec::default()).await;
     assert_eq!(verify.status(&token).await, 200);
     let mut header: Value = crate::support::jwt_header(&token);
     header["crit"] = json!(["exp"]);

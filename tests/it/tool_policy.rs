@@ -191,10 +191,8 @@ async fn forged_headers_body_tricks_and_omissions_never_skip_a_rule() {
         );
     }
     // Not a JSON-RPC message (the SSE stream, a session's DELETE): no tool rule applies.
-    let resp = http()
-        .get(format!("{}/verify", verify.base))
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "mcp.example.com")
+    let resp = verify
+        .forwarded(reqwest::Method::GET, "/verify", "https", "mcp.example.com")
         .header("X-Forwarded-Uri", "/mcp")
         .header("X-Forwarded-Method", "GET")
         .bearer_auth(&alice)

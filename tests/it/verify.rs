@@ -14,8 +14,7 @@ const PRM: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_gets_a_challenge_pointing_at_the_metadata() {
-    let redis = RedisServer::start().await;
-    let verify = Verify::start(&base_env(&redis), redis.store()).await;
+    let (redis, _, verify) = verify_alone(&[]).await;
 
     for auth in [
         None,
@@ -41,10 +40,13 @@ async fn no_token_gets_a_challenge_pointing_at_the_metadata() {
     // A token in the query string is never looked at.
     let redis_store = redis.store();
     let (token, _) = mint_token(&verify.settings, &redis_store, TokenSpec::default()).await;
-    let resp = crate::support::helpers::http()
-        .get(format!("{}/verify?access_token={token}", verify.base))
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "mcp.example.com")
+    let resp = verify
+        .forwarded(
+            reqwest::Method::GET,
+            &format!("/verify?access_token={token}"),
+            "https",
+            "mcp.example.com",
+        )
         .send()
         .await
         .unwrap();
@@ -52,17 +54,31 @@ async fn no_token_gets_a_challenge_pointing_at_the_metadata() {
     assert_eq!(verify.decisions("no_token").await, 5.0);
 }
 
+/// `/verify` for `token`, asked by `method` with only the scheme (`proto`) and the host
+/// (mcp.example.com) forwarded: no URI, no method header.
+async fn ask_bare(
+    verify: &Verify,
+    method: reqwest::Method,
+    proto: &str,
+    token: &str,
+) -> reqwest::Response {
+    verify
+        .forwarded(method, "/verify", proto, "mcp.example.com")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_token_passes_with_identity_headers() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(&base_env(&redis), store.clone()).await;
+    let (_redis, store, verify) = verify_alone(&[]).await;
     let spec = TokenSpec {
         email: Some("alice@example.com"),
         scope: "mcp mcp:write",
         ..Default::default()
     };
-    let (token, _) = mint_token(&verify.settings, &store, spec).await;
+    let (token, _) = verify.mint(&store, spec).await;
 
     // Scheme case-insensitive, several spaces allowed.
     for auth in [format!("Bearer {token}"), format!("bearer   {token}")] {
@@ -82,14 +98,7 @@ async fn a_valid_token_passes_with_identity_headers() {
         assert!(resp.text().await.unwrap().is_empty());
     }
     // Any method works (nginx and Caddy may forward the original one).
-    let resp = crate::support::helpers::http()
-        .post(format!("{}/verify", verify.base))
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "mcp.example.com")
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = ask_bare(&verify, reqwest::Method::POST, "https", &token).await;
     assert_eq!(resp.status(), 200);
     // The host header is matched case-insensitively and ports are part of the resource.
     assert_eq!(
@@ -104,14 +113,8 @@ async fn a_valid_token_passes_with_identity_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_token_is_forwarded_only_when_configured() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(
-        &base_env(&redis).with("FORWARD_ACCESS_TOKEN", "true"),
-        store.clone(),
-    )
-    .await;
-    let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (_redis, store, verify) = verify_alone(&[("FORWARD_ACCESS_TOKEN", "true")]).await;
+    let (token, _) = verify.mint(&store, TokenSpec::default()).await;
     let resp = verify.answer(Some(&token), "mcp.example.com").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-auth-token"), token);
@@ -128,9 +131,7 @@ fn assemble(header: serde_json::Value, claims: &serde_json::Value, sig: &[u8]) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_foreign_tokens_are_refused() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(&base_env(&redis), store.clone()).await;
+    let (redis, store, verify) = verify_alone(&[]).await;
     let settings = &verify.settings;
     let (good, _) = mint_token(settings, &store, TokenSpec::default()).await;
     let parts: Vec<&str> = good.split('.').collect();
@@ -234,10 +235,8 @@ fn settings_with_new_key(redis: &RedisServer) -> mcp_oauth_gateway::config::Sett
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audience_is_checked_per_resource_host() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(&base_env(&redis), store.clone()).await;
-    let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (redis, store, verify) = verify_alone(&[]).await;
+    let (token, _) = verify.mint(&store, TokenSpec::default()).await;
 
     // Valid for mcp.example.com only.
     assert_eq!(verify.status(&token).await, 200);
@@ -251,14 +250,7 @@ async fn audience_is_checked_per_resource_host() {
     assert_eq!(resp.status(), 401);
     assert!(!header(&resp, "www-authenticate").contains("evil.com"));
     // Plain http is another resource.
-    let resp = crate::support::helpers::http()
-        .get(format!("{}/verify", verify.base))
-        .header("X-Forwarded-Proto", "http")
-        .header("X-Forwarded-Host", "mcp.example.com")
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
+    let resp = ask_bare(&verify, reqwest::Method::GET, "http", &token).await;
     assert_eq!(resp.status(), 401);
     // The Host header is never trusted in place of X-Forwarded-Host.
     let resp = crate::support::helpers::http()
@@ -277,26 +269,17 @@ async fn audience_is_checked_per_resource_host() {
         audience: vec![],
         ..Default::default()
     };
-    let (issuer_token, _) = mint_token(&verify.settings, &store, issuer_only.clone()).await;
+    let (issuer_token, _) = verify.mint(&store, issuer_only.clone()).await;
     assert_eq!(verify.status(&issuer_token).await, 401);
-    let lenient = Verify::start(
-        &base_env(&redis).with("ACCEPT_ISSUER_AUDIENCE", "true"),
-        store.clone(),
-    )
-    .await;
+    let lenient = verify_on(&redis, &store, &[("ACCEPT_ISSUER_AUDIENCE", "true")]).await;
     assert_eq!(lenient.status(&issuer_token).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_scope_is_403_with_the_needed_scope() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(
-        &base_env(&redis).with("REQUIRED_SCOPES", "mcp; mcp.example.com/mcp=mcp:write"),
-        store.clone(),
-    )
-    .await;
-    let (reader, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (_redis, store, verify) =
+        verify_alone(&[("REQUIRED_SCOPES", "mcp; mcp.example.com/mcp=mcp:write")]).await;
+    let (reader, _) = verify.mint(&store, TokenSpec::default()).await;
     let resp = verify.answer(Some(&reader), "mcp.example.com").await;
     assert_eq!(resp.status(), 403);
     assert_eq!(
@@ -311,18 +294,16 @@ async fn missing_scope_is_403_with_the_needed_scope() {
         scope: "mcp mcp:write",
         ..Default::default()
     };
-    let (writer, _) = mint_token(&verify.settings, &store, writer).await;
+    let (writer, _) = verify.mint(&store, writer).await;
     assert_eq!(verify.status(&writer).await, 200);
     assert_eq!(verify.decisions("insufficient_scope").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_every_replica_within_a_second() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let a = Verify::start(&base_env(&redis), store.clone()).await;
+    let (redis, store, a) = verify_alone(&[]).await;
     let b = Verify::start(&base_env(&redis), redis.store()).await;
-    let (token, jti) = mint_token(&a.settings, &store, TokenSpec::default()).await;
+    let (token, jti) = a.mint(&store, TokenSpec::default()).await;
     // Both replicas have the token cached as live.
     for _ in 0..3 {
         assert_eq!(a.status(&token).await, 200);
@@ -344,10 +325,8 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_subscription_clears_the_cache() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(&base_env(&redis), store.clone()).await;
-    let (token, jti) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (redis, store, verify) = verify_alone(&[]).await;
+    let (token, jti) = verify.mint(&store, TokenSpec::default()).await;
     assert_eq!(verify.status(&token).await, 200);
     assert_eq!(verify.status(&token).await, 200); // now served from the liveness cache
 
@@ -364,10 +343,8 @@ async fn a_lost_subscription_clears_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_503_and_recovery_needs_no_restart() {
-    let mut redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(&base_env(&redis), store.clone()).await;
-    let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (mut redis, store, verify) = verify_alone(&[]).await;
+    let (token, _) = verify.mint(&store, TokenSpec::default()).await;
     assert_eq!(verify.status(&token).await, 200);
 
     redis.stop().await;
@@ -398,15 +375,9 @@ async fn redis_down_is_503_and_recovery_needs_no_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_failure_mode_serves_cached_positives_only() {
-    let mut redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(
-        &base_env(&redis).with("REDIS_FAILURE_MODE", "cached"),
-        store.clone(),
-    )
-    .await;
-    let (seen, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
-    let (unseen, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (mut redis, store, verify) = verify_alone(&[("REDIS_FAILURE_MODE", "cached")]).await;
+    let (seen, _) = verify.mint(&store, TokenSpec::default()).await;
+    let (unseen, _) = verify.mint(&store, TokenSpec::default()).await;
     assert_eq!(verify.status(&seen).await, 200);
     redis.stop().await;
     wait_for(Duration::from_secs(5), || async {
@@ -420,10 +391,8 @@ async fn cached_failure_mode_serves_cached_positives_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_requests_make_one_redis_lookup() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(&base_env(&redis), store.clone()).await;
-    let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (redis, store, verify) = verify_alone(&[]).await;
+    let (token, _) = verify.mint(&store, TokenSpec::default()).await;
     redis.reset_stats().await;
 
     let statuses = join_all((0..100).map(|_| verify.status(&token))).await;
@@ -443,47 +412,21 @@ async fn concurrent_first_requests_make_one_redis_lookup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_binding_uses_the_right_most_untrusted_hop() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(
-        &base_env(&redis).with("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
-        store.clone(),
-    )
-    .await;
+    let (_redis, store, verify) =
+        verify_alone(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]).await;
     let spec = TokenSpec {
         bind_ip: Some("203.0.113.7".into()),
         ..Default::default()
     };
-    let (token, _) = mint_token(&verify.settings, &store, spec).await;
-    let with_xff = |xff: &'static str| {
-        verify
-            .request(Some(&token), "mcp.example.com")
-            .header("X-Forwarded-For", xff)
-    };
+    let (token, _) = verify.mint(&store, spec).await;
+    let with_xff = |xff: &'static str| verify.answer_with(&token, "X-Forwarded-For", xff);
     // The real client behind two trusted proxies.
-    assert_eq!(
-        with_xff("203.0.113.7, 10.0.0.5")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(with_xff("203.0.113.7, 10.0.0.5").await.status(), 200);
     // An attacker at 198.51.100.9 writes the victim's address in front of their own.
-    let resp = with_xff("203.0.113.7, 198.51.100.9, 10.0.0.5")
-        .send()
-        .await
-        .unwrap();
+    let resp = with_xff("203.0.113.7, 198.51.100.9, 10.0.0.5").await;
     assert_eq!(resp.status(), 401);
     assert!(header(&resp, "www-authenticate").contains("client address"));
-    assert_eq!(
-        with_xff("203.0.113.7, 198.51.100.9")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(with_xff("203.0.113.7, 198.51.100.9").await.status(), 401);
     // No address at all cannot satisfy a binding.
     assert_eq!(verify.status(&token).await, 401);
     assert_eq!(verify.decisions("binding_mismatch").await, 3.0);
@@ -491,30 +434,17 @@ async fn ip_binding_uses_the_right_most_untrusted_hop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_agent_and_certificate_bindings() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
     // The forwarded certificate is believed from the proxy (this test) only.
-    let verify = Verify::start(
-        &base_env(&redis).with("TRUSTED_PROXIES", "127.0.0.1"),
-        store.clone(),
-    )
-    .await;
+    let (_redis, store, verify) = verify_alone(&[("TRUSTED_PROXIES", "127.0.0.1")]).await;
 
     let ua_spec = TokenSpec {
         bind_ua: Some(sha256_b64url(b"claude-code/1.0")),
         ..Default::default()
     };
-    let (ua_token, _) = mint_token(&verify.settings, &store, ua_spec).await;
-    let with_ua = |ua: &'static str| {
-        verify
-            .request(Some(&ua_token), "mcp.example.com")
-            .header("User-Agent", ua)
-    };
-    assert_eq!(
-        with_ua("claude-code/1.0").send().await.unwrap().status(),
-        200
-    );
-    assert_eq!(with_ua("curl/8.0").send().await.unwrap().status(), 401);
+    let (ua_token, _) = verify.mint(&store, ua_spec).await;
+    let with_ua = |ua: &'static str| verify.answer_with(&ua_token, "User-Agent", ua);
+    assert_eq!(with_ua("claude-code/1.0").await.status(), 200);
+    assert_eq!(with_ua("curl/8.0").await.status(), 401);
 
     // Traefik's passTLSClientCert: the PEM body, URL-escaped, no delimiters.
     let der: Vec<u8> = (0..600u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -527,21 +457,14 @@ async fn user_agent_and_certificate_bindings() {
         cert_thumbprint: Some(thumbprint),
         ..Default::default()
     };
-    let (cert_token, _) = mint_token(&verify.settings, &store, cert_spec).await;
-    let ok = verify
-        .request(Some(&cert_token), "mcp.example.com")
-        .header("X-Forwarded-Tls-Client-Cert", escaped)
-        .send()
-        .await
-        .unwrap();
+    let (cert_token, _) = verify.mint(&store, cert_spec).await;
+    let cert_header = "X-Forwarded-Tls-Client-Cert";
+    let ok = verify.answer_with(&cert_token, cert_header, &escaped).await;
     assert_eq!(ok.status(), 200);
     let other_body = base64::engine::general_purpose::STANDARD.encode(b"another certificate");
     let wrong = verify
-        .request(Some(&cert_token), "mcp.example.com")
-        .header("X-Forwarded-Tls-Client-Cert", other_body)
-        .send()
-        .await
-        .unwrap();
+        .answer_with(&cert_token, cert_header, &other_body)
+        .await;
     assert_eq!(wrong.status(), 401);
     assert_eq!(verify.status(&cert_token).await, 401);
     assert_eq!(verify.decisions("binding_mismatch").await, 3.0);
@@ -549,19 +472,13 @@ async fn user_agent_and_certificate_bindings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mfa_required_refuses_tokens_without_a_second_factor() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(
-        &base_env(&redis).with("TOKEN_MFA_REQUIRED", "true"),
-        store.clone(),
-    )
-    .await;
-    let (without, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (_redis, store, verify) = verify_alone(&[("TOKEN_MFA_REQUIRED", "true")]).await;
+    let (without, _) = verify.mint(&store, TokenSpec::default()).await;
     let with_otp = TokenSpec {
         amr: vec!["github".into(), "otp".into()],
         ..Default::default()
     };
-    let (with, _) = mint_token(&verify.settings, &store, with_otp).await;
+    let (with, _) = verify.mint(&store, with_otp).await;
     assert_eq!(verify.status(&without).await, 401);
     assert_eq!(verify.status(&with).await, 200);
     assert_eq!(verify.decisions("mfa_required").await, 1.0);
@@ -569,55 +486,34 @@ async fn mfa_required_refuses_tokens_without_a_second_factor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_removed_from_the_allow_list_is_refused_at_once() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let before = Verify::start(&base_env(&redis), store.clone()).await;
+    let (redis, store, before) = verify_alone(&[]).await;
     let bob = TokenSpec {
         user: "bob",
         ..Default::default()
     };
-    let (token, _) = mint_token(&before.settings, &store, bob).await;
+    let (token, _) = before.mint(&store, bob).await;
     assert_eq!(before.status(&token).await, 200);
 
     // The operator removes bob; his token has weeks to live but stops working now.
-    let after = Verify::start(
-        &base_env(&redis).with("ALLOWED_GITHUB_USERS", "alice"),
-        store.clone(),
-    )
-    .await;
+    let after = verify_on(&redis, &store, &[("ALLOWED_GITHUB_USERS", "alice")]).await;
     assert_eq!(after.status(&token).await, 401);
     assert_eq!(after.decisions("user_not_allowed").await, 1.0);
     // Names are compared trimmed and case-insensitively; an empty list allows nobody.
-    let upper = Verify::start(
-        &base_env(&redis).with("ALLOWED_GITHUB_USERS", " BOB "),
-        store.clone(),
-    )
-    .await;
+    let upper = verify_on(&redis, &store, &[("ALLOWED_GITHUB_USERS", " BOB ")]).await;
     assert_eq!(upper.status(&token).await, 200);
-    let nobody = Verify::start(
-        &base_env(&redis).with("ALLOWED_GITHUB_USERS", ""),
-        store.clone(),
-    )
-    .await;
+    let nobody = verify_on(&redis, &store, &[("ALLOWED_GITHUB_USERS", "")]).await;
     assert_eq!(nobody.status(&token).await, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_resource_metadata_in_both_forms() {
-    let redis = RedisServer::start().await;
-    let verify = Verify::start(
-        &base_env(&redis).with("SCOPES_SUPPORTED", "mcp mcp:write"),
-        redis.store(),
-    )
-    .await;
+    let (_redis, _, verify) = verify_alone(&[("SCOPES_SUPPORTED", "mcp mcp:write")]).await;
     for path in [
         "/.well-known/oauth-protected-resource",
         "/.well-known/oauth-protected-resource/mcp",
     ] {
-        let resp = crate::support::helpers::http()
-            .get(format!("{}{path}", verify.base))
-            .header("X-Forwarded-Proto", "https")
-            .header("X-Forwarded-Host", "mcp.example.com")
+        let resp = verify
+            .forwarded(reqwest::Method::GET, path, "https", "mcp.example.com")
             .send()
             .await
             .unwrap();
@@ -641,10 +537,8 @@ async fn protected_resource_metadata_in_both_forms() {
         ),
         ("/.well-known/oauth-protected-resource", "evil.com"),
     ] {
-        let resp = crate::support::helpers::http()
-            .get(format!("{}{path}", verify.base))
-            .header("X-Forwarded-Proto", "https")
-            .header("X-Forwarded-Host", host)
+        let resp = verify
+            .forwarded(reqwest::Method::GET, path, "https", host)
             .send()
             .await
             .unwrap();
@@ -654,8 +548,7 @@ async fn protected_resource_metadata_in_both_forms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_and_metrics() {
-    let redis = RedisServer::start().await;
-    let verify = Verify::start(&base_env(&redis), redis.store()).await;
+    let (_redis, _, verify) = verify_alone(&[]).await;
     let health = crate::support::helpers::http()
         .get(format!("{}/health", verify.base))
         .send()
@@ -681,16 +574,14 @@ async fn health_ready_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_never_outlive_the_token() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(&base_env(&redis), store.clone()).await;
+    let (_redis, store, verify) = verify_alone(&[]).await;
     // Expires 2 s from now (the 30 s leeway is folded into the mint offset).
     let spec = TokenSpec {
         lifetime: Duration::from_secs(60),
         minted_at_offset: -(60 + 30 - 2),
         ..Default::default()
     };
-    let (token, _) = mint_token(&verify.settings, &store, spec).await;
+    let (token, _) = verify.mint(&store, spec).await;
     assert_eq!(verify.status(&token).await, 200);
     verify
         .refuses_within(&token, 5, "refused once expired although cached")
@@ -699,19 +590,12 @@ async fn entries_never_outlive_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_scope_rules_see_the_normalised_path() {
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(
-        &base_env(&redis).with("REQUIRED_SCOPES", "mcp; /admin=mcp:admin"),
-        store.clone(),
-    )
-    .await;
-    let (token, _) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (_redis, store, verify) =
+        verify_alone(&[("REQUIRED_SCOPES", "mcp; /admin=mcp:admin")]).await;
+    let (token, _) = verify.mint(&store, TokenSpec::default()).await;
     let with_uri = |uri: Option<&'static str>| {
-        let mut req = crate::support::helpers::http()
-            .get(format!("{}/verify", verify.base))
-            .header("X-Forwarded-Proto", "https")
-            .header("X-Forwarded-Host", "mcp.example.com")
+        let mut req = verify
+            .forwarded(reqwest::Method::GET, "/verify", "https", "mcp.example.com")
             .header("Authorization", format!("Bearer {token}"));
         if let Some(uri) = uri {
             req = req.header("X-Forwarded-Uri", uri);

@@ -98,7 +98,7 @@ async fn a_revocation_during_a_liveness_load_is_never_lost() {
         release: Notify::new(),
     });
     let verify = Verify::start(&base_env(&redis), gated.clone()).await;
-    let (token, jti) = mint_token(&verify.settings, &store, TokenSpec::default()).await;
+    let (token, jti) = verify.mint(&store, TokenSpec::default()).await;
     assert_eq!(verify.status(&token).await, 200);
     reconnect_feed(&redis, &verify).await;
 
@@ -150,12 +150,10 @@ async fn a_revocation_during_a_liveness_load_is_never_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_racing_loads_under_load_lose_nothing() {
     const TOKENS: usize = 1000;
-    let redis = RedisServer::start().await;
-    let store = redis.store();
-    let verify = Verify::start(&base_env(&redis), store.clone()).await;
+    let (redis, store, verify) = verify_alone(&[]).await;
     let mut tokens = Vec::new();
     for _ in 0..TOKENS {
-        tokens.push(mint_token(&verify.settings, &store, TokenSpec::default()).await);
+        tokens.push(verify.mint(&store, TokenSpec::default()).await);
     }
     let warm = join_all(tokens.iter().map(|(t, _)| verify.status(t))).await;
     assert!(warm.iter().all(|s| *s == 200));

@@ -206,6 +206,28 @@ pub fn base_env(redis: &RedisServer) -> ConfigSource {
     ])
 }
 
+/// Verify alone on a private Redis, with [`base_env`] and `extra` settings on top: the Redis,
+/// its store (shared with verify) and verify.
+pub async fn verify_alone(extra: &[(&str, &str)]) -> (RedisServer, Arc<dyn Store>, Verify) {
+    let redis = RedisServer::start().await;
+    let store = redis.store();
+    let verify = verify_on(&redis, &store, extra).await;
+    (redis, store, verify)
+}
+
+/// Another verify on `redis` (through `store`), with [`base_env`] and `extra` settings on top.
+pub async fn verify_on(
+    redis: &RedisServer,
+    store: &Arc<dyn Store>,
+    extra: &[(&str, &str)],
+) -> Verify {
+    let mut source = base_env(redis);
+    for (k, v) in extra {
+        source = source.with(*k, *v);
+    }
+    Verify::start(&source, store.clone()).await
+}
+
 pub fn settings(source: &ConfigSource) -> Settings {
     Settings::load(source).expect("test settings are valid")
 }
@@ -235,6 +257,27 @@ impl Verify {
             .expect("verify became ready");
     }
 
+    /// [`mint_token`] with this verify's key, recorded in `store`: the token and its jti.
+    pub async fn mint(&self, store: &Arc<dyn Store>, spec: TokenSpec) -> (String, String) {
+        mint_token(&self.settings, store, spec).await
+    }
+
+    /// `method` on verify's `path` as a proxy forwards a request for `{proto}://{host}`
+    /// ([`forwarded_for`]), nothing else set.
+    pub fn forwarded(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        proto: &str,
+        host: &str,
+    ) -> reqwest::RequestBuilder {
+        forwarded_for(
+            http().request(method, format!("{}{path}", self.base)),
+            proto,
+            host,
+        )
+    }
+
     /// `/verify` as Traefik calls it for a request to `https://{host}/mcp`.
     pub fn request(&self, token: Option<&str>, host: &str) -> reqwest::RequestBuilder {
         let mut req = http()
@@ -252,6 +295,15 @@ impl Verify {
     /// [`Verify::request`], sent: the answer.
     pub async fn answer(&self, token: Option<&str>, host: &str) -> reqwest::Response {
         self.request(token, host)
+            .send()
+            .await
+            .expect("verify answers")
+    }
+
+    /// [`Verify::answer`] for `token` on mcp.example.com, with the header `name: value` besides.
+    pub async fn answer_with(&self, token: &str, name: &str, value: &str) -> reqwest::Response {
+        self.request(Some(token), "mcp.example.com")
+            .header(name, value)
             .send()
             .await
             .expect("verify answers")
