@@ -1,6 +1,7 @@
 //! What both service binaries do around their server: settings validated before any port is
 //! bound (a bad value exits 64 with one line), `--check-config`, logging, the Redis store, and
-//! serving until SIGTERM/SIGINT (in-flight requests drain).
+//! serving until SIGTERM/SIGINT (in-flight requests drain), and the Prometheus registry each
+//! one's metrics live in.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -296,5 +297,58 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A service's Prometheus registry, handing out each metric registered as it is defined (the
+/// names are static: a failure is a programming error).
+pub struct MetricRegistry(prometheus::Registry);
+
+impl MetricRegistry {
+    pub fn new() -> Self {
+        Self(prometheus::Registry::new())
+    }
+
+    fn register<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    pub fn counter(&self, name: &str, help: &str) -> prometheus::IntCounter {
+        self.register(prometheus::IntCounter::new(name, help).expect("static metric definition"))
+    }
+
+    pub fn gauge(&self, name: &str, help: &str) -> prometheus::IntGauge {
+        self.register(prometheus::IntGauge::new(name, help).expect("static metric definition"))
+    }
+
+    /// Counters by `labels`.
+    pub fn counters(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
+        let opts = prometheus::Opts::new(name, help);
+        self.register(
+            prometheus::IntCounterVec::new(opts, labels).expect("static metric definition"),
+        )
+    }
+
+    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> prometheus::Histogram {
+        let opts = prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.register(prometheus::Histogram::with_opts(opts).expect("static metric definition"))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = prometheus::TextEncoder::new().encode(&self.0.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for MetricRegistry {
+    fn default() -> Self {
+        Self::new()
     }
 }

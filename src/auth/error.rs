@@ -8,6 +8,19 @@ use actix_web::{HttpResponse, ResponseError};
 
 use crate::store::StoreError;
 
+/// Constructors of the errors that are 400 and their RFC code, nothing more: each named as its
+/// code, with the client's description.
+macro_rules! bad_request_errors {
+    ($($(#[$doc:meta])* $code:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $code(description: impl Into<String>) -> Self {
+                Self::new(StatusCode::BAD_REQUEST, stringify!($code), description)
+            }
+        )*
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {description}")]
 pub struct OAuthError {
@@ -32,8 +45,16 @@ impl OAuthError {
         }
     }
 
-    pub fn invalid_request(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    bad_request_errors! {
+        invalid_request;
+        invalid_grant;
+        unauthorized_client;
+        unsupported_grant_type;
+        invalid_scope;
+        /// RFC 8707 §2: the requested resource is not one we serve.
+        invalid_target;
+        invalid_client_metadata;
+        invalid_redirect_uri;
     }
 
     /// Client authentication failed (RFC 6749 §5.2): 401 with a Basic challenge.
@@ -41,43 +62,6 @@ impl OAuthError {
         let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description);
         e.challenge = Some("Basic realm=\"auth\"");
         e
-    }
-
-    pub fn invalid_grant(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
-    }
-
-    pub fn unauthorized_client(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
-    }
-
-    pub fn unsupported_grant_type(description: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            description,
-        )
-    }
-
-    pub fn invalid_scope(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
-    }
-
-    /// RFC 8707 §2: the requested resource is not one we serve.
-    pub fn invalid_target(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_target", description)
-    }
-
-    pub fn invalid_client_metadata(description: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_client_metadata",
-            description,
-        )
-    }
-
-    pub fn invalid_redirect_uri(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_redirect_uri", description)
     }
 
     /// RFC 7592 §2: no registration access token.

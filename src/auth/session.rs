@@ -95,16 +95,37 @@ pub fn csrf_ok(req: &HttpRequest, pending: &PendingAuthorization, presented: Opt
         && bool::from(cookie.value().as_bytes().ct_eq(expected))
 }
 
-pub fn csrf_cookie(state: &AuthState, value: &str, path: &str) -> Cookie<'static> {
-    Cookie::build(CSRF_COOKIE, value.to_string())
+/// A cookie scripts cannot read (`HttpOnly`), `Secure` when our pages are served over HTTPS, for
+/// `path` and `lifetime`.
+fn private_cookie(
+    state: &AuthState,
+    name: &'static str,
+    value: String,
+    path: &str,
+    same_site: SameSite,
+    lifetime: std::time::Duration,
+) -> Cookie<'static> {
+    Cookie::build(name, value)
         .path(path.to_string())
         .http_only(true)
         .secure(state.secure_cookies())
-        .same_site(SameSite::Strict)
+        .same_site(same_site)
         .max_age(actix_web::cookie::time::Duration::seconds(
-            PENDING_LIFETIME.as_secs() as i64,
+            lifetime.as_secs() as i64,
         ))
         .finish()
+}
+
+pub fn csrf_cookie(state: &AuthState, value: &str, path: &str) -> Cookie<'static> {
+    let value = value.to_string();
+    private_cookie(
+        state,
+        CSRF_COOKIE,
+        value,
+        path,
+        SameSite::Strict,
+        PENDING_LIFETIME,
+    )
 }
 
 /// The browser-session cookie: `login.expiry.hmac`, proving this browser completed a login.
@@ -112,18 +133,15 @@ pub fn session_cookie(state: &AuthState, login: &str) -> Cookie<'static> {
     let expires = state.now() + CONSENT_LIFETIME.as_secs() as i64;
     let payload = format!("{}.{expires}", crate::token::b64url(login.as_bytes()));
     let tag = state.cookie_key.mac(payload.as_bytes());
-    Cookie::build(
+    let value = format!("{payload}.{}", crate::token::b64url(tag.as_ref()));
+    private_cookie(
+        state,
         SESSION_COOKIE,
-        format!("{payload}.{}", crate::token::b64url(tag.as_ref())),
+        value,
+        "/",
+        SameSite::Lax,
+        CONSENT_LIFETIME,
     )
-    .path("/")
-    .http_only(true)
-    .secure(state.secure_cookies())
-    .same_site(SameSite::Lax)
-    .max_age(actix_web::cookie::time::Duration::seconds(
-        CONSENT_LIFETIME.as_secs() as i64,
-    ))
-    .finish()
 }
 
 pub fn session_user(state: &AuthState, req: &HttpRequest) -> Option<String> {

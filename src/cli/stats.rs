@@ -90,23 +90,17 @@ pub async fn run(cli: &Cli) -> CliResult {
     println!("expiring within a day   {}", counts.expiring);
     println!("oauth:* keys            {}", counts.keys);
     println!();
-    let rows: Vec<Vec<String>> = counts
-        .per_client
-        .iter()
-        .map(|(c, n)| vec![c.clone(), n.to_string()])
-        .collect();
-    print_table(
-        false,
-        &serde_json::Value::Null,
-        &["CLIENT", "TOKENS"],
-        &rows,
-    );
+    print_counts("CLIENT", &counts.per_client);
     println!();
-    let rows: Vec<Vec<String>> = counts
-        .per_user
-        .iter()
-        .map(|(u, n)| vec![u.clone(), n.to_string()])
-        .collect();
-    print_table(false, &serde_json::Value::Null, &["USER", "TOKENS"], &rows);
+    print_counts("USER", &counts.per_user);
     Ok(())
+}
+
+/// Live tokens per `who` (a client or a user), as a table.
+fn print_counts(who: &str, counts: &BTreeMap<String, u64>) {
+    let rows: Vec<Vec<String>> = counts
+        .iter()
+        .map(|(name, n)| vec![name.clone(), n.to_string()])
+        .collect();
+    print_table(false, &serde_json::Value::Null, &[who, "TOKENS"], &rows);
 }

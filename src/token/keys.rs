@@ -243,22 +243,15 @@ impl KeyMaterial {
                 ("PRIVATE KEY", der.as_ref().to_vec())
             }
             SigningAlgorithm::Es256 => {
-                let pair = aws_lc_rs::signature::EcdsaKeyPair::generate(
-                    &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                )
-                .map_err(|_| "P-256 key generation failed")?;
-                let doc = pair
-                    .to_pkcs8v1()
-                    .map_err(|_| "P-256 key serialisation failed")?;
-                ("PRIVATE KEY", doc.as_ref().to_vec())
+                let curve = &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+                let pair = aws_lc_rs::signature::EcdsaKeyPair::generate(curve)
+                    .map_err(|_| "P-256 key generation failed")?;
+                ("PRIVATE KEY", pkcs8(pair.to_pkcs8v1(), "P-256")?)
             }
             SigningAlgorithm::EdDsa => {
                 let pair = aws_lc_rs::signature::Ed25519KeyPair::generate()
                     .map_err(|_| "Ed25519 key generation failed")?;
-                let doc = pair
-                    .to_pkcs8v1()
-                    .map_err(|_| "Ed25519 key serialisation failed")?;
-                ("PRIVATE KEY", doc.as_ref().to_vec())
+                ("PRIVATE KEY", pkcs8(pair.to_pkcs8v1(), "Ed25519")?)
             }
             SigningAlgorithm::Hs256 => {
                 let secret = generate_secret();
@@ -270,6 +263,13 @@ impl KeyMaterial {
         let key = Self::private_pem(alg, text.as_bytes())?;
         Ok((key, text))
     }
+}
+
+/// A new key's PKCS#8 document, or why `kind`'s could not be serialised.
+fn pkcs8<D: AsRef<[u8]>, E>(document: Result<D, E>, kind: &str) -> Result<Vec<u8>, String> {
+    document
+        .map(|d| d.as_ref().to_vec())
+        .map_err(|_| format!("{kind} key serialisation failed"))
 }
 
 /// 64 characters of URL-safe random text (384 bits): `GATEWAY_JWT_SECRET`.

@@ -1,10 +1,9 @@
 //! Prometheus metrics of the verify service (DESIGN §7). Handles are resolved once at start so
 //! the hot path only touches atomics; labels never carry a user, a token or a path.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, IntCounter, IntGauge};
+
+use crate::service::MetricRegistry;
 
 /// Why a request was allowed or refused: the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +118,7 @@ pub struct CacheCounters {
 }
 
 pub struct VerifyMetrics {
-    registry: Registry,
+    registry: MetricRegistry,
     decisions: Vec<IntCounter>,
     pub decision_seconds: Histogram,
     pub token_cache: CacheCounters,
@@ -132,85 +131,51 @@ pub struct VerifyMetrics {
 
 impl VerifyMetrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let decisions_vec = IntCounterVec::new(
-            Opts::new(
-                "mcp_gateway_verify_decisions_total",
-                "ForwardAuth decisions by outcome and reason",
-            ),
+        let registry = MetricRegistry::new();
+        let decisions_vec = registry.counters(
+            "mcp_gateway_verify_decisions_total",
+            "ForwardAuth decisions by outcome and reason",
             &["outcome", "reason"],
-        )
-        .expect("static metric definition");
+        );
         let decisions = Reason::ALL
             .iter()
             .map(|r| decisions_vec.with_label_values(&[r.outcome(), r.as_str()]))
             .collect();
-        let decision_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "mcp_gateway_verify_decision_duration_seconds",
-                "Time to decide one /verify request, in seconds",
-            )
-            .buckets(DECISION_BUCKETS.to_vec()),
-        )
-        .expect("static metric definition");
-        let cache = IntCounterVec::new(
-            Opts::new(
-                "mcp_gateway_verify_cache_requests_total",
-                "Verify cache lookups by cache and result",
-            ),
+        let cache = registry.counters(
+            "mcp_gateway_verify_cache_requests_total",
+            "Verify cache lookups by cache and result",
             &["cache", "result"],
-        )
-        .expect("static metric definition");
+        );
         let counters = |name: &str| CacheCounters {
             hit: cache.with_label_values(&[name, "hit"]),
             miss: cache.with_label_values(&[name, "miss"]),
         };
-        let token_cache = counters("token");
-        let liveness_cache = counters("liveness");
-        let redis_errors = IntCounter::new(
-            "mcp_gateway_redis_errors_total",
-            "Store operations that failed (Redis unreachable, timed out or refused)",
-        )
-        .expect("static metric definition");
-        let feed_up = IntGauge::new(
-            "mcp_gateway_revocation_feed_up",
-            "1 while the revocation subscription is established",
-        )
-        .expect("static metric definition");
-        let feed_reconnects = IntCounter::new(
-            "mcp_gateway_revocation_feed_reconnects_total",
-            "Times the revocation subscription was lost",
-        )
-        .expect("static metric definition");
-        let revocations_received = IntCounter::new(
-            "mcp_gateway_revocations_received_total",
-            "Revocation messages received from the feed",
-        )
-        .expect("static metric definition");
-
-        for collector in [
-            Box::new(decisions_vec) as Box<dyn prometheus::core::Collector>,
-            Box::new(decision_seconds.clone()),
-            Box::new(cache),
-            Box::new(redis_errors.clone()),
-            Box::new(feed_up.clone()),
-            Box::new(feed_reconnects.clone()),
-            Box::new(revocations_received.clone()),
-        ] {
-            registry
-                .register(collector)
-                .expect("metric names are unique");
-        }
         Self {
-            registry,
             decisions,
-            decision_seconds,
-            token_cache,
-            liveness_cache,
-            redis_errors,
-            feed_up,
-            feed_reconnects,
-            revocations_received,
+            decision_seconds: registry.histogram(
+                "mcp_gateway_verify_decision_duration_seconds",
+                "Time to decide one /verify request, in seconds",
+                DECISION_BUCKETS,
+            ),
+            token_cache: counters("token"),
+            liveness_cache: counters("liveness"),
+            redis_errors: registry.counter(
+                "mcp_gateway_redis_errors_total",
+                "Store operations that failed (Redis unreachable, timed out or refused)",
+            ),
+            feed_up: registry.gauge(
+                "mcp_gateway_revocation_feed_up",
+                "1 while the revocation subscription is established",
+            ),
+            feed_reconnects: registry.counter(
+                "mcp_gateway_revocation_feed_reconnects_total",
+                "Times the revocation subscription was lost",
+            ),
+            revocations_received: registry.counter(
+                "mcp_gateway_revocations_received_total",
+                "Revocation messages received from the feed",
+            ),
+            registry,
         }
     }
 
@@ -225,10 +190,7 @@ impl VerifyMetrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = Vec::with_capacity(8 * 1024);
-        // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        self.registry.render()
     }
 }
 
