@@ -140,6 +140,35 @@ pub fn start<T>(
     Ok(Some((settings, prepared, Arc::new(store))))
 }
 
+/// The whole life of a service binary named `name` (`about` in its `--help`): its command line,
+/// the settings and what `prepare` makes of them ([`start`]), then the server `build` binds,
+/// served to the end ([`serve`]). The exit status.
+pub async fn run<T, F>(
+    name: &'static str,
+    about: &'static str,
+    prepare: impl FnOnce(&Settings) -> Result<T, String>,
+    build: impl FnOnce(Settings, T, Arc<dyn Store>) -> std::io::Result<(SocketAddr, F)>,
+) -> ExitCode
+where
+    F: Future<Output = std::io::Result<()>>,
+{
+    use clap::{Args, FromArgMatches};
+    // After the shared arguments, whose own doc comment would otherwise be the about text.
+    let matches = ServiceArgs::augment_args(clap::Command::new(name))
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(about)
+        .long_about(None)
+        .get_matches();
+    let args = ServiceArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match start(name, &args, prepare) {
+        Ok(Some((settings, prepared, store))) => {
+            serve(name, build(settings, prepared, store)).await
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
 /// Runs a bound server to the end and turns the outcome into the exit status.
 pub async fn serve(
     name: &str,

@@ -18,7 +18,7 @@ use super::consent::{self, ConsentRecord, ConsentRequest};
 use super::pages::csp_origin;
 use super::params::{CodeChallenge, Resource};
 use super::ratelimit::Limited;
-use super::session::{bind_browser, csrf_cookie, csrf_ok, session_user};
+use super::session::{bind_browser, csrf_ok, form_page, session_user};
 use super::{AuthState, OAuthError};
 use crate::policy::OOB_REDIRECT;
 use crate::policy::Scope;
@@ -110,11 +110,9 @@ async fn authorize(
     for (key, value) in query.iter() {
         if params.insert(key.as_str(), value.as_str()).is_some() {
             let message = format!("parameter {key} appears more than once");
-            return state.pages.error(&OAuthError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                message.to_string(),
-            ));
+            return state
+                .pages
+                .error(&OAuthError::invalid_request(message.to_string()));
         }
     }
     let page_error = |error: &'static str, description: &str| {
@@ -285,18 +283,14 @@ async fn consent_page(
     state: web::Data<AuthState>,
 ) -> HttpResponse {
     let Some(id) = query.request.as_deref() else {
-        return state.pages.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "no authorization request",
-        ));
+        return state
+            .pages
+            .error(&OAuthError::invalid_request("no authorization request"));
     };
     let pending = match load_pending(&state, id).await {
         Ok(Some(p)) => p,
         Ok(None) => {
-            return state.pages.error(&OAuthError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
+            return state.pages.error(&OAuthError::invalid_request(
                 "this authorization request is unknown or has expired",
             ));
         }
@@ -396,9 +390,14 @@ async fn consent_page(
     if let Some(o) = csp_origin(&client_redirect(&state, &pending.redirect_uri, &[])) {
         targets.push(o);
     }
-    let mut response = state.pages.respond(StatusCode::OK, html, &targets);
-    let _ = response.add_cookie(&csrf_cookie(&state, &pending.csrf, "/consent"));
-    response
+    form_page(
+        &state,
+        StatusCode::OK,
+        html,
+        &targets,
+        &pending.csrf,
+        "/consent",
+    )
 }
 
 #[derive(Deserialize)]
@@ -415,11 +414,7 @@ async fn consent_decision(
 ) -> HttpResponse {
     let forbidden = |description: &str| {
         state.metrics.error("consent", "access_denied");
-        state.pages.error(&OAuthError::new(
-            StatusCode::FORBIDDEN,
-            "access_denied",
-            description,
-        ))
+        state.pages.error(&OAuthError::access_denied(description))
     };
     let Some(id) = form.request.as_deref() else {
         return forbidden("no authorization request");

@@ -218,9 +218,7 @@ async fn approved_login(
     id: Option<&str>,
 ) -> Result<(String, PendingAuthorization), HttpResponse> {
     let unknown = || {
-        state.pages.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_state",
+        state.pages.error(&OAuthError::invalid_state(
             "this login is unknown or has expired; start again from your application",
         ))
     };

@@ -55,6 +55,13 @@ impl OAuthError {
         invalid_target;
         invalid_client_metadata;
         invalid_redirect_uri;
+        /// Our own: the login this request continues is unknown, expired or used.
+        invalid_state;
+    }
+
+    /// The user (or a check on their behalf, such as CSRF) refused: 403.
+    pub fn access_denied(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "access_denied", description)
     }
 
     /// Client authentication failed (RFC 6749 §5.2): 401 with a Basic challenge.

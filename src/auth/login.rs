@@ -185,10 +185,9 @@ pub fn refusal(
     }
     params.push(("iss", &state.settings.issuer));
     let back = client_redirect(state, &pending.redirect_uri, &params);
-    state.pages.refusal(
-        &OAuthError::new(StatusCode::FORBIDDEN, "access_denied", message),
-        &back,
-    )
+    state
+        .pages
+        .refusal(&OAuthError::access_denied(message), &back)
 }
 
 /// Issues our single-use authorization code and sends the browser back to the client.

@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::login::issue_code;
-use super::session::{csrf_cookie, csrf_ok, other_browser_page, same_browser};
+use super::session::{csrf_ok, form_page, other_browser_page, same_browser};
 use super::{AuthState, OAuthError, totp};
 use crate::records::{MfaPending, MfaRecord};
 use crate::store::{Attempt, keys};
@@ -140,9 +140,7 @@ fn client_ip(state: &AuthState, req: &HttpRequest) -> String {
 }
 
 fn expired(state: &AuthState) -> HttpResponse {
-    state.pages.error(&OAuthError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_state",
+    state.pages.error(&OAuthError::invalid_state(
         "this sign-in is unknown or has expired; start again from your application",
     ))
 }
@@ -193,11 +191,8 @@ async fn render(
             },
         )
     };
-    let mut response = state
-        .pages
-        .respond(status, html, &client_origin(state, pending));
-    let _ = response.add_cookie(&csrf_cookie(state, &pending.csrf, "/mfa"));
-    response
+    let targets = client_origin(state, pending);
+    form_page(state, status, html, &targets, &pending.csrf, "/mfa")
 }
 
 /// The form's success redirects to the client: CSP `form-action` must allow its origin.
@@ -246,9 +241,7 @@ async fn submit(
     };
     let id = id.as_str();
     if !mfa_csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
-        return state.pages.error(&OAuthError::new(
-            StatusCode::FORBIDDEN,
-            "access_denied",
+        return state.pages.error(&OAuthError::access_denied(
             "the form could not be verified (CSRF)",
         ));
     }
@@ -424,11 +417,8 @@ async fn confirm_enrolment(
         "mfa_recovery.html",
         minijinja::context! { codes => codes, session => id, csrf_token => pending.csrf },
     );
-    let mut response = state
-        .pages
-        .respond(StatusCode::OK, html, &client_origin(state, pending));
-    let _ = response.add_cookie(&csrf_cookie(state, &pending.csrf, "/mfa"));
-    response
+    let targets = client_origin(state, pending);
+    form_page(state, StatusCode::OK, html, &targets, &pending.csrf, "/mfa")
 }
 
 #[derive(Deserialize)]
@@ -448,9 +438,7 @@ async fn finish_enrolment(
     };
     let id = id.as_str();
     if !mfa_csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
-        return state.pages.error(&OAuthError::new(
-            StatusCode::FORBIDDEN,
-            "access_denied",
+        return state.pages.error(&OAuthError::access_denied(
             "the form could not be verified (CSRF)",
         ));
     }

@@ -3,7 +3,6 @@
 //! session cookie that lets a returning user skip consent.
 
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use subtle::ConstantTimeEq;
 
@@ -73,9 +72,7 @@ pub fn other_browser_page(state: &AuthState, step: &str) -> HttpResponse {
         step,
         "login step from a browser that did not start it: refused"
     );
-    state.pages.error(&OAuthError::new(
-        StatusCode::FORBIDDEN,
-        "access_denied",
+    state.pages.error(&OAuthError::access_denied(
         "this sign-in was started in another browser. If you did not start it, close this page; \
          otherwise start again from your application",
     ))
@@ -114,6 +111,21 @@ fn private_cookie(
             lifetime.as_secs() as i64,
         ))
         .finish()
+}
+
+/// A page holding a form that posts to `path`: CSP `form-action` allowing `targets` (where the
+/// submission may redirect), and the form's CSRF cookie (`csrf`) for `path`.
+pub fn form_page(
+    state: &AuthState,
+    status: actix_web::http::StatusCode,
+    html: String,
+    targets: &[String],
+    csrf: &str,
+    path: &str,
+) -> HttpResponse {
+    let mut response = state.pages.respond(status, html, targets);
+    let _ = response.add_cookie(&csrf_cookie(state, csrf, path));
+    response
 }
 
 pub fn csrf_cookie(state: &AuthState, value: &str, path: &str) -> Cookie<'static> {

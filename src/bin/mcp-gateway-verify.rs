@@ -2,23 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use mcp_oauth_gateway::clock;
-use mcp_oauth_gateway::service::{self, ServiceArgs};
+use mcp_oauth_gateway::config::Settings;
+use mcp_oauth_gateway::service;
 use mcp_oauth_gateway::verify::VerifyServer;
-
-const NAME: &str = "mcp-gateway-verify";
-
-#[derive(Parser)]
-#[command(name = NAME, version, about = "ForwardAuth verification for MCP servers")]
-struct Args {
-    #[command(flatten)]
-    service: ServiceArgs,
-}
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let prepare = |settings: &mcp_oauth_gateway::config::Settings| {
+    let prepare = |settings: &Settings| {
         if settings.upstream_token.enabled() && settings.upstream_sealer().is_none() {
             return Err(
                 "UPSTREAM_TOKEN_KEY: FORWARD_UPSTREAM_TOKEN needs the key the authorization server seals upstream tokens with (or its signing key)"
@@ -27,12 +18,14 @@ async fn main() -> ExitCode {
         }
         Ok(())
     };
-    let (settings, (), store) = match service::start(NAME, &Args::parse().service, prepare) {
-        Ok(Some(started)) => started,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(code) => return code,
-    };
-    let server = VerifyServer::build(settings, store, clock::system())
-        .map(|s| (s.addr(), s.run_until_stopped()));
-    service::serve(NAME, server).await
+    service::run(
+        "mcp-gateway-verify",
+        "ForwardAuth verification for MCP servers",
+        prepare,
+        |settings, (), store| {
+            VerifyServer::build(settings, store, clock::system())
+                .map(|s| (s.addr(), s.run_until_stopped()))
+        },
+    )
+    .await
 }

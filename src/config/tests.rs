@@ -181,15 +181,20 @@ fn every_setting_read_is_known_to_the_file_check() {
     }
 }
 
+/// A `gateway.toml` holding `toml` in a new temporary directory: the directory (removed on drop)
+/// and the file's path.
+fn config_file(toml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    (dir, path)
+}
+
 #[test]
 fn a_typo_in_the_config_file_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
+    let (_dir, file) = config_file(
         "gateway_jwt_secret = \"0123456789abcdef0123456789abcdef\"\njwt_algorithm = \"HS256\"\nissuer_ulr = \"https://auth.example.com\"\n",
-    )
-    .unwrap();
+    );
     let mut source = ConfigSource::from_pairs::<&str, &str>([]);
     source.file = Some(file);
     let err = Settings::load(&source).unwrap_err();
@@ -207,13 +212,9 @@ fn durations() {
 
 #[test]
 fn toml_file_is_overlaid_by_environment() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = config_file(
         "base_domain = \"file.example\"\naccess_token_lifetime = 120\nrequired_scopes = \"mcp\"\n",
-    )
-    .unwrap();
+    );
     let mut source = hs_source().with("ACCESS_TOKEN_LIFETIME", "60");
     source.env.remove("BASE_DOMAIN");
     source.file = Some(path);

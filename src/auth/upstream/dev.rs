@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{Login, Provider, UpstreamError};
 use crate::auth::authorize::{client_redirect, load_pending};
 use crate::auth::login::{SignedIn, complete_login};
-use crate::auth::session::{csrf_cookie, csrf_ok, other_browser_page, same_browser};
+use crate::auth::session::{csrf_ok, form_page, other_browser_page, same_browser};
 use crate::auth::{AuthState, OAuthError};
 use crate::records::{PendingAuthorization, UpstreamUser};
 
@@ -74,17 +74,13 @@ async fn dev_pending(
         return Err(HttpResponse::NotFound().finish());
     }
     let Some(id) = id else {
-        return Err(state.pages.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "no login in progress",
-        )));
+        return Err(state
+            .pages
+            .error(&OAuthError::invalid_request("no login in progress")));
     };
     match load_pending(state, id).await {
         Ok(Some(p)) if p.approved => Ok((id.to_string(), p)),
-        _ => Err(state.pages.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_state",
+        _ => Err(state.pages.error(&OAuthError::invalid_state(
             "this login is unknown or has expired",
         ))),
     }
@@ -112,9 +108,14 @@ async fn page(
     let origins: Vec<String> = crate::auth::pages::csp_origin(&target)
         .into_iter()
         .collect();
-    let mut response = state.pages.respond(StatusCode::OK, html, &origins);
-    let _ = response.add_cookie(&csrf_cookie(&state, &pending.csrf, "/dev/login"));
-    response
+    form_page(
+        &state,
+        StatusCode::OK,
+        html,
+        &origins,
+        &pending.csrf,
+        "/dev/login",
+    )
 }
 
 #[derive(Deserialize)]
@@ -138,9 +139,7 @@ async fn submit(
         return other_browser_page(&state, "dev_login");
     }
     if !csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
-        return state.pages.error(&OAuthError::new(
-            StatusCode::FORBIDDEN,
-            "access_denied",
+        return state.pages.error(&OAuthError::access_denied(
             "the login form could not be verified (CSRF)",
         ));
     }
@@ -151,9 +150,7 @@ async fn submit(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if !valid {
-        return state.pages.error(&OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+        return state.pages.error(&OAuthError::invalid_request(
             "a GitHub user name has 1 to 39 letters, digits or dashes",
         ));
     }
@@ -161,11 +158,9 @@ async fn submit(
     match PendingAuthorization::discard(state.store.as_ref(), id).await {
         Ok(true) => {}
         _ => {
-            return state.pages.error(&OAuthError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_state",
-                "this login was already used",
-            ));
+            return state
+                .pages
+                .error(&OAuthError::invalid_state("this login was already used"));
         }
     }
     let user = UpstreamUser {

@@ -305,13 +305,10 @@ fn a_grant_for_a_scope_nobody_can_ask_for_stops_the_service() {
     }
     let err = Settings::load(&base().with("DEFAULT_SCOPE", "mcp:write")).unwrap_err();
     assert_eq!(err.var, "DEFAULT_SCOPE");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
+    let (_dir, file) = temp_file(
+        "gateway.toml",
         "gateway_jwt_secret = \"0123456789abcdef0123456789abcdef\"\njwt_algorithm = \"HS256\"\nscopes_supported = \"mcp mcp:admin\"\n\n[[scope_grant]]\nscope = \"mcp:admin\"\ngroups = [\"ops\"]\nusers = [\"oidc:carol\"]\n\n[[scope_grant]]\nscope = \"mcp:root\"\nusers = [\"alice\"]\n",
-    )
-    .unwrap();
+    );
     let mut source = ConfigSource::from_pairs::<&str, &str>([]);
     source.file = Some(file.clone());
     assert_eq!(Settings::load(&source).unwrap_err().var, "[[scope_grant]]");

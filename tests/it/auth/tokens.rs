@@ -217,11 +217,8 @@ async fn bindings_and_custom_claims_are_written_at_issuance() {
     assert_eq!(gw.verify.status(access).await, 200);
     let resp = gw
         .verify
-        .request(Some(access), "mcp.example.com")
-        .header("User-Agent", "stolen/1.0")
-        .send()
-        .await
-        .unwrap();
+        .answer_with(access, "User-Agent", "stolen/1.0")
+        .await;
     assert_eq!(resp.status(), 401);
 }
 

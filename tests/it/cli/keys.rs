@@ -57,13 +57,10 @@ fn keys_generate_prints_env_lines_that_the_services_accept() {
 
 #[test]
 fn keys_generate_updates_an_env_file_in_place_privately() {
-    let dir = tempfile::tempdir().unwrap();
-    let env_file = dir.path().join(".env");
-    std::fs::write(
-        &env_file,
+    let (_dir, env_file) = temp_file(
+        ".env",
         "# my gateway\nBASE_DOMAIN=example.com\nJWT_ALGORITHM=HS256\n",
-    )
-    .unwrap();
+    );
     let out = run(
         &[
             "--env-file",
@@ -103,13 +100,8 @@ fn keys_generate_updates_an_env_file_in_place_privately() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_keeps_earlier_tokens_valid() {
     let redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let env_file = dir.path().join(".env");
-    std::fs::write(
-        &env_file,
-        format!("BASE_DOMAIN=example.com\nREDIS_URL={}\n", redis.url()),
-    )
-    .unwrap();
+    let env = format!("BASE_DOMAIN=example.com\nREDIS_URL={}\n", redis.url());
+    let (dir, env_file) = temp_file(".env", env);
     let run = |args: &[&str]| {
         Command::new(bin("mcp-gateway"))
             .args(args)

@@ -591,6 +591,15 @@ pub async fn mint_token(
     (minted.token, c.jti.clone())
 }
 
+/// A file `name` holding `contents` in a new temporary directory (removed when the first of
+/// the pair is dropped): the directory and the file's path.
+pub fn temp_file(name: &str, contents: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).expect("temp file");
+    (dir, path)
+}
+
 /// Path of a binary of this package, built by cargo for the integration tests.
 pub fn bin(name: &str) -> PathBuf {
     match name {
