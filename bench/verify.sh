@@ -37,8 +37,8 @@
 #          SKIP_BUILD=1   use the existing target/release binaries
 #          KEEP_TMP=1     keep the scratch directory (logs, wrk output, scrapes)
 #          POLICY_RUNS=0  skip (b″), (s), (p), (t0) and (t1)
-# Helpers: bench/verify-headers.lua, bench/verify-body.lua, bench/traefik-body.lua,
-#          bench/parse_wrk.py,
+# Helpers: bench/verify-headers.lua, bench/verify-body.lua, bench/traefik-body.lua (the last two
+#          share bench/body-request.lua), bench/parse_wrk.py,
 #          bench/histogram_quantiles.py, bench/redis_calls.py
 #          (offline self-test of the parsers: bash bench/selftest.sh)
 set -euo pipefail

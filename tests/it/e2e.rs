@@ -20,10 +20,9 @@ use crate::support::stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_mcp_sdk_client_logs_in_through_traefik_and_calls_a_tool() {
-    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+    let Some(stack) = Stack::start_if_enabled(&[]).await else {
         return;
-    }
-    let stack = Stack::start().await;
+    };
     // Without a token, Traefik's forwardAuth answers with verify's RFC 9728 challenge.
     assert_unauthenticated_challenge(&stack).await;
     assert_sdk_login_and_tool_call(&stack).await;
@@ -31,10 +30,9 @@ async fn e2e_mcp_sdk_client_logs_in_through_traefik_and_calls_a_tool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_mcp_conformance_suite_authorization_server_scenarios_pass() {
-    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+    let Some(stack) = Stack::start_if_enabled(&[]).await else {
         return;
-    }
-    let stack = Stack::start().await;
+    };
     // The issuer exactly as the metadata advertises it (the suite compares them verbatim).
     let (report, stderr) = stack
         .run_script(

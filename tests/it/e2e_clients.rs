@@ -19,10 +19,9 @@ use crate::support::stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_mcp_remote_logs_in_through_traefik_and_calls_a_tool() {
-    if !e2e_enabled(&[Proxy::Traefik.bin()]) {
+    let Some(stack) = Stack::start_if_enabled(&[]).await else {
         return;
-    }
-    let stack = Stack::start().await;
+    };
     let (flow, stderr) = stack
         .run_script(
             "mcp-remote-flow.mjs",
@@ -58,10 +57,9 @@ async fn e2e_mcp_remote_logs_in_through_traefik_and_calls_a_tool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_python_mcp_sdk_logs_in_through_traefik_and_calls_a_tool() {
-    if !e2e_enabled(&[Proxy::Traefik.bin(), python_mcp()]) {
+    let Some(stack) = Stack::start_if_enabled(&[python_mcp()]).await else {
         return;
-    }
-    let stack = Stack::start().await;
+    };
     let (flow, stderr) = stack
         .run_script(
             "mcp-python-flow.py",

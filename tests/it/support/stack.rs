@@ -20,7 +20,7 @@
 //! Needs what `scripts/e2e-deps` installs. Missing pieces fail the test with that hint;
 //! `MCP_GATEWAY_SKIP_E2E=1` skips the e2e tests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -112,9 +112,15 @@ impl Stack {
         }
     }
 
-    /// Traefik in front of one verify, with the default settings.
-    pub async fn start() -> Stack {
-        Stack::builder(Proxy::Traefik).start().await
+    /// Traefik in front of one verify, with the default settings, when the end-to-end tools
+    /// (Traefik, and `extra`) are there ([`e2e_enabled`]); `None` when the tests are skipped.
+    pub async fn start_if_enabled(extra: &[PathBuf]) -> Option<Stack> {
+        let mut tools = vec![Proxy::Traefik.bin()];
+        tools.extend_from_slice(extra);
+        if !e2e_enabled(&tools) {
+            return None;
+        }
+        Some(Stack::builder(Proxy::Traefik).start().await)
     }
 
     async fn start_with(opts: StackBuilder) -> Stack {
