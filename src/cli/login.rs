@@ -196,13 +196,13 @@ async fn authorize(
         url,
         verifier,
         state,
-    } = super::mcp_auth::authorization_request(
+    } = super::mcp_auth::AuthorizationRequest::new(
         &endpoint("authorization_endpoint")?,
         &client_id,
         &redirect_uri,
-        resource,
-        args.scope.as_deref(),
-    )?;
+    )?
+    .with("resource", resource)
+    .with("scope", args.scope.as_deref());
     let (code, iss) = wait_for_code(listener, url.as_str(), &state, args).await?;
     if iss
         .as_deref()

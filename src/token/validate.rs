@@ -183,6 +183,11 @@ mod tests {
         ValidationPolicy::new(ISS)
     }
 
+    /// [`validate`] with the default policy at `NOW`.
+    fn validate_now(token: &str, keys: &KeySet) -> Result<AccessClaims, TokenError> {
+        validate(token, keys, &policy(), NOW)
+    }
+
     /// Hand-assembles a JWT from JSON parts and a raw signature.
     fn assemble(header: &serde_json::Value, claims: &serde_json::Value, sig: &[u8]) -> String {
         format!(
@@ -216,7 +221,7 @@ mod tests {
                 header.kid.as_deref(),
                 Some(keys.signing_key().unwrap().kid())
             );
-            let claims = validate(&minted.token, &keys, &policy(), NOW).unwrap();
+            let claims = validate_now(&minted.token, &keys).unwrap();
             assert_eq!(claims, minted.claims, "{alg}");
             assert!(claims.aud.contains("https://mcp.example.com/mcp"));
         }
@@ -233,7 +238,7 @@ mod tests {
                 b"",
             );
             assert_eq!(
-                validate(&token, &keys, &policy(), NOW),
+                validate_now(&token, &keys),
                 Err(TokenError::AlgorithmNotAllowed)
             );
         }
@@ -258,7 +263,7 @@ mod tests {
         .unwrap();
         assert_eq!(header["alg"], "HS256");
         assert_eq!(
-            validate(&token, &keys, &policy(), NOW),
+            validate_now(&token, &keys),
             Err(TokenError::AlgorithmNotAllowed)
         );
     }
@@ -281,7 +286,7 @@ mod tests {
             format!("{input}.{}", b64url(tag.as_ref()))
         };
         let plain = sign(serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}));
-        assert!(validate(&plain, &keys, &policy(), NOW).is_ok());
+        assert!(validate_now(&plain, &keys).is_ok());
         for crit in [
             serde_json::json!(["exp"]),
             serde_json::json!(["b64"]),
@@ -292,7 +297,7 @@ mod tests {
                 "alg": "HS256", "typ": "at+jwt", "kid": kid, "crit": crit, "b64": false, "exp": 1
             }));
             assert_eq!(
-                validate(&token, &keys, &policy(), NOW),
+                validate_now(&token, &keys),
                 Err(TokenError::Malformed),
                 "crit {crit}"
             );
@@ -304,10 +309,7 @@ mod tests {
         let keys = keyset(SigningAlgorithm::Rs256);
         let other = keyset(SigningAlgorithm::Rs256);
         let token = mint(&other, ISS, request(), NOW).unwrap().token;
-        assert_eq!(
-            validate(&token, &keys, &policy(), NOW),
-            Err(TokenError::UnknownKid)
-        );
+        assert_eq!(validate_now(&token, &keys), Err(TokenError::UnknownKid));
     }
 
     #[test]
@@ -319,7 +321,7 @@ mod tests {
         claims["username"] = "mallory".into();
         parts[1] = b64url(claims.to_string().as_bytes());
         assert_eq!(
-            validate(&parts.join("."), &keys, &policy(), NOW),
+            validate_now(&parts.join("."), &keys),
             Err(TokenError::BadSignature)
         );
     }
@@ -330,10 +332,7 @@ mod tests {
         let token = mint(&keys, "https://auth.evil.com", request(), NOW)
             .unwrap()
             .token;
-        assert_eq!(
-            validate(&token, &keys, &policy(), NOW),
-            Err(TokenError::WrongIssuer)
-        );
+        assert_eq!(validate_now(&token, &keys), Err(TokenError::WrongIssuer));
     }
 
     #[test]
@@ -367,10 +366,7 @@ mod tests {
         let token =
             jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(secret))
                 .unwrap();
-        assert_eq!(
-            validate(&token, &keys, &policy(), NOW),
-            Err(TokenError::NotYetValid)
-        );
+        assert_eq!(validate_now(&token, &keys), Err(TokenError::NotYetValid));
         assert!(validate(&token, &keys, &policy(), NOW + 300).is_ok());
     }
 
@@ -383,13 +379,10 @@ mod tests {
             &claims_json(NOW + 60),
             b"sig",
         );
-        assert_eq!(
-            validate(&token, &keys, &policy(), NOW),
-            Err(TokenError::WrongType)
-        );
+        assert_eq!(validate_now(&token, &keys), Err(TokenError::WrongType));
         for garbage in ["", "abc", "a.b.c", "....", "eyJ.eyJ.x"] {
             assert_eq!(
-                validate(garbage, &keys, &policy(), NOW),
+                validate_now(garbage, &keys),
                 Err(TokenError::Malformed),
                 "{garbage:?}"
             );
@@ -442,7 +435,7 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_secret(secret),
         )
         .unwrap();
-        assert!(validate(&token, &keys, &policy(), NOW).is_ok());
+        assert!(validate_now(&token, &keys).is_ok());
     }
 
     #[test]

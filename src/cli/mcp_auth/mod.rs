@@ -395,13 +395,13 @@ pub async fn login(
                 url,
                 verifier,
                 state,
-            } = authorization_request(
+            } = AuthorizationRequest::new(
                 &endpoint("authorization_endpoint")?,
                 &client_id,
                 &redirect_uri,
-                resource.as_deref(),
-                scope_text.as_deref(),
-            )?;
+            )?
+            .with("resource", resource.as_deref())
+            .with("scope", scope_text.as_deref());
             let callback = if browser.follow {
                 follow(&http, url.as_str(), &redirect_uri).await?
             } else {
@@ -518,24 +518,15 @@ async fn identify(
         .into_iter()
         .find(|m| methods.is_empty() || methods.iter().any(|x| x == m))
         .unwrap_or("client_secret_basic");
-    let resp = http
-        .post(endpoint)
-        .json(&json!({
-            "client_name": "mcp-gateway CLI",
-            "application_type": "native",
-            "redirect_uris": [redirect_uri],
-            "token_endpoint_auth_method": method,
-            "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"],
-        }))
-        .send()
-        .await
-        .map_err(|e| fail(format!("registration: {}", e.without_url())))?;
-    let status = resp.status();
-    let registration: Value = resp
-        .json()
-        .await
-        .map_err(|e| fail(format!("registration: {e}")))?;
+    let request = http.post(endpoint).json(&json!({
+        "client_name": "mcp-gateway CLI",
+        "application_type": "native",
+        "redirect_uris": [redirect_uri],
+        "token_endpoint_auth_method": method,
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+    }));
+    let (status, registration) = json_answer(request, "registration", "registration").await?;
     let id = registration["client_id"]
         .as_str()
         .filter(|_| status.is_success())
@@ -629,38 +620,52 @@ pub struct AuthorizationRequest {
     pub state: String,
 }
 
-/// The authorization request of `client_id` at `endpoint`, for `resource` (RFC 8707) and
-/// `scope` when given.
-pub fn authorization_request(
-    endpoint: &str,
-    client_id: &str,
-    redirect_uri: &str,
-    resource: Option<&str>,
-    scope: Option<&str>,
-) -> CliResult<AuthorizationRequest> {
-    let verifier = format!("{}{}", random_token(), random_token());
-    let state = random_token();
-    let mut url = url::Url::parse(endpoint).map_err(|e| fail(e.to_string()))?;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("response_type", "code")
+impl AuthorizationRequest {
+    /// The request of `client_id` at `endpoint`, redirecting to `redirect_uri`.
+    pub fn new(endpoint: &str, client_id: &str, redirect_uri: &str) -> CliResult<Self> {
+        let verifier = format!("{}{}", random_token(), random_token());
+        let state = random_token();
+        let mut url = url::Url::parse(endpoint).map_err(|e| fail(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
             .append_pair("client_id", client_id)
             .append_pair("redirect_uri", redirect_uri)
             .append_pair("code_challenge", &sha256_b64url(verifier.as_bytes()))
             .append_pair("code_challenge_method", "S256")
             .append_pair("state", &state);
-        if let Some(r) = resource {
-            q.append_pair("resource", r);
-        }
-        if let Some(s) = scope {
-            q.append_pair("scope", s);
-        }
+        Ok(Self {
+            url,
+            verifier,
+            state,
+        })
     }
-    Ok(AuthorizationRequest {
-        url,
-        verifier,
-        state,
-    })
+
+    /// With the parameter `name` (`resource`, RFC 8707; `scope`) when it has a `value`.
+    pub fn with(mut self, name: &str, value: Option<&str>) -> Self {
+        if let Some(value) = value {
+            self.url.query_pairs_mut().append_pair(name, value);
+        }
+        self
+    }
+}
+
+/// Sends `request` and reads its JSON answer: the status and the body. A failure names the
+/// request as `sending` or, when the answer is no JSON, as `reading`.
+async fn json_answer(
+    request: reqwest::RequestBuilder,
+    sending: &str,
+    reading: &str,
+) -> CliResult<(reqwest::StatusCode, Value)> {
+    let resp = request
+        .send()
+        .await
+        .map_err(|e| fail(format!("{sending}: {}", e.without_url())))?;
+    let status = resp.status();
+    let body = resp
+        .json()
+        .await
+        .map_err(|e| fail(format!("{reading}: {e}")))?;
+    Ok((status, body))
 }
 
 /// A token request with the client's auth method; the JSON answer, or why it was refused.
@@ -691,16 +696,7 @@ pub async fn token_request(
         }
         _ => form.push(("client_id", client_id.to_string())),
     }
-    let resp = req
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| fail(format!("token request: {}", e.without_url())))?;
-    let status = resp.status();
-    let body: Value = resp
-        .json()
-        .await
-        .map_err(|e| fail(format!("token response: {e}")))?;
+    let (status, body) = json_answer(req.form(&form), "token request", "token response").await?;
     if !status.is_success() || body["access_token"].as_str().is_none() {
         return Err(fail(format!(
             "token request refused: {} {}",
