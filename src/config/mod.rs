@@ -474,20 +474,13 @@ impl Settings {
             ));
         }
 
-        let failure_mode = match raw
-            .get("REDIS_FAILURE_MODE")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("closed") => FailureMode::Closed,
-            Some("cached") => FailureMode::Cached,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "REDIS_FAILURE_MODE",
-                    format!("{other:?} is not one of closed, cached"),
-                ));
-            }
-        };
+        let failure_mode = raw.choice(
+            "REDIS_FAILURE_MODE",
+            &[
+                ("closed", FailureMode::Closed),
+                ("cached", FailureMode::Cached),
+            ],
+        )?;
 
         Ok(Settings {
             issuer,

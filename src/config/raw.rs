@@ -128,6 +128,28 @@ pub(super) struct Raw {
 }
 
 impl Raw {
+    /// `var` as one of the named `options` (compared in lower case); unset, the first.
+    pub(super) fn choice<T: Clone>(
+        &self,
+        var: &str,
+        options: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
+        let Some(value) = self.get(var) else {
+            return Ok(options[0].1.clone());
+        };
+        let value = value.to_ascii_lowercase();
+        match options.iter().find(|(name, _)| *name == value) {
+            Some((_, choice)) => Ok(choice.clone()),
+            None => {
+                let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+                Err(ConfigError::new(
+                    var,
+                    format!("{value:?} is not one of {}", names.join(", ")),
+                ))
+            }
+        }
+    }
+
     pub(super) fn gather(source: &ConfigSource) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(file) = &source.file {

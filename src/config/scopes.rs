@@ -55,20 +55,13 @@ pub(super) fn scopes(raw: &Raw, default_upstream: &'static str) -> Result<Scopes
         crate::policy::ToolPolicy::from_tables(raw.tool_tables.clone(), default_upstream)
             .map_err(|e| ConfigError::new("TOOL_POLICY", e))?,
     );
-    tool_policy.missing_name = match raw
-        .get("TOOL_POLICY_MISSING_NAME")
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("deny") => crate::policy::MissingName::Deny,
-        Some("allow") => crate::policy::MissingName::Allow,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "TOOL_POLICY_MISSING_NAME",
-                format!("{other:?} is not one of deny, allow"),
-            ));
-        }
-    };
+    tool_policy.missing_name = raw.choice(
+        "TOOL_POLICY_MISSING_NAME",
+        &[
+            ("deny", crate::policy::MissingName::Deny),
+            ("allow", crate::policy::MissingName::Allow),
+        ],
+    )?;
     let scopes_supported = match raw.get("SCOPES_SUPPORTED") {
         Some(list) => {
             let scopes: Vec<String> = split_list(list).map(str::to_string).collect();

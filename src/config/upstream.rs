@@ -42,6 +42,9 @@ pub enum OidcClientAuth {
 }
 
 impl OidcClientAuth {
+    /// Every method, the default (`client_secret_basic`) first.
+    pub const ALL: [Self; 3] = [Self::SecretBasic, Self::SecretPost, Self::PrivateKeyJwt];
+
     pub fn name(self) -> &'static str {
         match self {
             OidcClientAuth::SecretBasic => "client_secret_basic",
@@ -229,23 +232,8 @@ fn oidc(raw: &Raw) -> Result<OidcSettings, ConfigError> {
     let client_secret = raw
         .get("OIDC_CLIENT_SECRET")
         .map(|s| Secret::new(s.to_string()));
-    let client_auth = match raw
-        .get("OIDC_CLIENT_AUTH_METHOD")
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("client_secret_basic") => OidcClientAuth::SecretBasic,
-        Some("client_secret_post") => OidcClientAuth::SecretPost,
-        Some("private_key_jwt") => OidcClientAuth::PrivateKeyJwt,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "OIDC_CLIENT_AUTH_METHOD",
-                format!(
-                    "{other:?} is not one of client_secret_basic, client_secret_post, private_key_jwt"
-                ),
-            ));
-        }
-    };
+    let methods = OidcClientAuth::ALL.map(|method| (method.name(), method));
+    let client_auth = raw.choice("OIDC_CLIENT_AUTH_METHOD", &methods)?;
     let private_key_file = raw.get("OIDC_PRIVATE_KEY_FILE").map(PathBuf::from);
     let private_key_pem = match (&private_key_file, client_auth) {
         (Some(path), _) => {
@@ -288,21 +276,14 @@ fn oidc(raw: &Raw) -> Result<OidcSettings, ConfigError> {
     if refresh && !scopes.iter().any(|s| s == "offline_access") {
         scopes.push("offline_access".to_string());
     }
-    let email_trust = match raw
-        .get("OIDC_EMAIL_VERIFIED")
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("claim") => EmailTrust::Claim,
-        Some("always") => EmailTrust::Always,
-        Some("never") => EmailTrust::Never,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "OIDC_EMAIL_VERIFIED",
-                format!("{other:?} is not one of claim, always, never"),
-            ));
-        }
-    };
+    let email_trust = raw.choice(
+        "OIDC_EMAIL_VERIFIED",
+        &[
+            ("claim", EmailTrust::Claim),
+            ("always", EmailTrust::Always),
+            ("never", EmailTrust::Never),
+        ],
+    )?;
     let claim = |var: &str, default: &str| -> Result<String, ConfigError> {
         let name = raw.get(var).unwrap_or(default).trim().to_string();
         if name.is_empty() || name.contains(char::is_whitespace) {
