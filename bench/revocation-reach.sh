@@ -10,15 +10,6 @@
 # Results are printed and appended to bench/RESULTS.md.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+source "$(dirname "${BASH_SOURCE[0]}")/python-bench.sh"
 export TOKENS=${TOKENS:-1000} REPLICAS=${REPLICAS:-4}
-export RESULTS=${RESULTS:-$PWD/bench/RESULTS.md} KEEP_TMP=${KEEP_TMP:-0}
-
-for tool in redis-server python3; do
-  command -v "$tool" >/dev/null || { echo "[revocation-reach] needs $tool" >&2; exit 1; }
-done
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-  cargo build --release --locked --bins >&2
-fi
-python3 bench/revocation_reach.py
+python_bench revocation-reach revocation_reach.py redis-server

@@ -15,18 +15,9 @@
 # Results are printed and appended to bench/RESULTS.md.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+source "$(dirname "${BASH_SOURCE[0]}")/python-bench.sh"
 export N=${N:-1000000} USERS=${USERS:-1000} CLIENTS=${CLIENTS:-100}
-export RESULTS=${RESULTS:-$PWD/bench/RESULTS.md} KEEP_TMP=${KEEP_TMP:-0}
-
-for tool in redis-server redis-cli python3; do
-  command -v "$tool" >/dev/null || { echo "[store-scale] needs $tool (apt-get install -y redis-server python3)" >&2; exit 1; }
-done
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-  cargo build --release --locked --bins >&2
-fi
-python3 bench/store_scale.py
+python_bench store-scale store_scale.py redis-server redis-cli
 if [[ ${VERIFY_MEMORY:-1} != 0 ]]; then
   SKIP_BUILD=1 bash bench/verify-memory.sh
 fi

@@ -20,6 +20,9 @@
 #       absent) with the shipped forwardAuth settings and the ~2 KB POST to a no-op
 #       backend: without forwardBody (to verify (b)) and with it (to verify (p)): what
 #       forwarding the body, and deciding from it, cost together
+#   (o) wrk on /verify, cached token, on a process with AUDIT_ENABLED=false, alternating with
+#       (b‴) on the first (audit on, the default): (b‴)/(o) is what recording usage and
+#       refusals costs the hot path. Target ≥ 0.97
 #   (c) wrk on /verify after restarting verify with VERIFY_CACHE_CAPACITY=0
 #       — cold path: RSA signature check and a Redis lookup on every request
 #
@@ -442,6 +445,27 @@ done
 keep_round "$(median_of "${U_RATIOS[@]}")" u bu
 stop_pid "$UPSTREAM_PID"
 UPSTREAM_PID=''
+
+# (o): the same cached decision on a process with the audit trail off (AUDIT_ENABLED=false),
+# alternating with (b‴) on the first (audit on: every decision handed to the usage writer,
+# counts flushed every AUDIT_USAGE_FLUSH). (b‴)/(o) is what auditing costs the hot path.
+start_verify noaudit AUDIT_ENABLED=false
+UPSTREAM_PID=$VERIFY_PID NOAUDIT_BASE=$BASE
+warm_up o /verify "$LUA"
+O_RATIOS=()
+rcli CONFIG RESETSTAT >/dev/null
+for ((i = 1; i <= ROUNDS; i++)); do
+  VERIFY_PID=$FIRST_PID BASE=$FIRST_BASE
+  measure "bo$i" /verify "$LUA"
+  VERIFY_PID=$UPSTREAM_PID BASE=$NOAUDIT_BASE
+  measure "o$i" /verify "$LUA"
+  O_RATIOS+=("$(awk -v on="${R[bo$i.rps]}" -v off="${R[o$i.rps]}" 'BEGIN { printf "%.3f", (off > 0 ? on / off : 0) }')")
+done
+R[bo.hincrby]=$(rcli INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_hincrby:calls=\([0-9]*\),.*/\1/p')
+R[bo.xadd]=$(rcli INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_xadd:calls=\([0-9]*\),.*/\1/p')
+keep_round "$(median_of "${O_RATIOS[@]}")" bo o
+stop_pid "$UPSTREAM_PID"
+UPSTREAM_PID=''
 VERIFY_PID=$FIRST_PID BASE=$FIRST_BASE VERIFY_LOG=$FIRST_LOG
 
 # (b″), (s), (p): the per-tool policy deciding from the body Traefik forwards, on processes of
@@ -609,21 +633,29 @@ section=$WORK/section.md
   echo
   echo "| run | rps | p50 (µs) | p99 (µs) | non-2xx | verify CPU a request (µs) |"
   echo "|---|---:|---:|---:|---:|---:|"
-  for run in a0 a b bu u bp s p t0 t1 c; do
+  # Each run's label (tab-separated; the body size and rule count are filled in below).
+  declare -A LABEL=()
+  while IFS=$'\t' read -r run text; do LABEL[$run]=$text; done <<'LABELS'
+a0	(a0) GET /health, no extra headers
+a	(a) GET /health with the /verify headers (baseline, median round)
+b	(b) /verify, cached token (median round)
+bu	(b′) /verify, cached token, alternating with (u) (its median round)
+u	(u) /verify, cached token, FORWARD_UPSTREAM_TOKEN with a 1,200-byte upstream token
+bo	(b‴) /verify, cached token, audit trail and usage counting on (default), alternating with (o)
+o	(o) /verify, cached token, AUDIT_ENABLED=false
+bp	(b″) /verify, cached token, alternating with (s) and (p) (their median round)
+s	(s) /verify, cached token, no policy, sent the BODY_BYTES-byte tools/call body
+p	(p) /verify, cached token, a POLICY_RULES-rule TOOL_POLICY deciding from that body
+t0	(t0) Traefik forwardAuth without forwardBody to verify (b): the POST to a no-op backend
+t1	(t1) Traefik forwardAuth with forwardBody to verify (p): the same POST
+c	(c) /verify, VERIFY_CACHE_CAPACITY=0 (cold)
+LABELS
+  body=${BENCH_BODY:-}
+  LABEL[s]=${LABEL[s]/BODY_BYTES/${#body}}
+  LABEL[p]=${LABEL[p]/POLICY_RULES/${POLICY_RULES:-0}}
+  for run in a0 a b bu u bo o bp s p t0 t1 c; do
     [[ -n ${R[$run.rps]:-} ]] || continue
-    case $run in
-      a0) label="(a0) GET /health, no extra headers" ;;
-      a) label="(a) GET /health with the /verify headers (baseline, median round)" ;;
-      b) label="(b) /verify, cached token (median round)" ;;
-      bu) label="(b′) /verify, cached token, alternating with (u) (its median round)" ;;
-      u) label="(u) /verify, cached token, FORWARD_UPSTREAM_TOKEN with a 1,200-byte upstream token" ;;
-      bp) label="(b″) /verify, cached token, alternating with (s) and (p) (their median round)" ;;
-      s) label="(s) /verify, cached token, no policy, sent the ${#BENCH_BODY}-byte tools/call body" ;;
-      p) label="(p) /verify, cached token, a $POLICY_RULES-rule TOOL_POLICY deciding from that body" ;;
-      t0) label="(t0) Traefik forwardAuth without forwardBody to verify (b): the POST to a no-op backend" ;;
-      t1) label="(t1) Traefik forwardAuth with forwardBody to verify (p): the same POST" ;;
-      c) label="(c) /verify, VERIFY_CACHE_CAPACITY=0 (cold)" ;;
-    esac
+    label=${LABEL[$run]}
     echo "| $label | ${R[$run.rps]} | $(us "${R[$run.p50_us]}") | $(us "${R[$run.p99_us]}") | ${R[$run.non2xx]} | ${R[$run.cpu_us]} |"
   done
   echo
@@ -631,6 +663,8 @@ section=$WORK/section.md
   echo "- ratio (b)/(a0) rps (against a bare /health): $ratio_bare"
   u_ratio=$(awk -v u="${R[u.rps]}" -v b="${R[bu.rps]}" 'BEGIN { printf "%.3f", (b > 0 ? u / b : 0) }')
   echo "- ratio (u)/(b′) rps (the upstream token's cost): $u_ratio — target ≥ 0.9: $(awk -v r="$u_ratio" 'BEGIN { print (r >= 0.9 ? "met" : "NOT met") }'); per round: ${U_RATIOS[*]}"
+  o_ratio=$(awk -v on="${R[bo.rps]}" -v off="${R[o.rps]}" 'BEGIN { printf "%.3f", (off > 0 ? on / off : 0) }')
+  echo "- ratio (b‴)/(o) rps (auditing's cost on the hot path): $o_ratio — target ≥ 0.97: $(awk -v r="$o_ratio" 'BEGIN { print (r >= 0.97 ? "met" : "NOT met") }'); per round: ${O_RATIOS[*]}; Redis during all (b‴)/(o) rounds: ${R[bo.hincrby]:-0} HINCRBY (usage flushes, pipelined), ${R[bo.xadd]:-0} XADD"
   echo "- (b)/(a) per round, $ROUNDS alternating rounds: ${ROUND_RATIOS[*]} (table: round $median_round, the median)"
   echo "- Redis commands during (b): ${R[b.redis_total]} for ${R[b.requests]} requests ($(per_req "${R[b.redis_total]}" "${R[b.requests]}")/request)${R[b.redis_detail]:+: ${R[b.redis_detail]}}"
   echo "- Redis commands during (c): ${R[c.redis_total]} for ${R[c.requests]} requests ($(per_req "${R[c.redis_total]}" "${R[c.requests]}")/request)${R[c.redis_detail]:+: ${R[c.redis_detail]}}"

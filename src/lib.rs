@@ -23,6 +23,7 @@
 //! | [`clock`] | the injectable clock every time decision goes through |
 //! | [`rfc3986`] | the steps of URI normalisation the request path and resource URIs share (percent-escapes, dot segments) |
 //! | [`seal`] | sealing (AES-256-GCM) and the one key derivation (HKDF-SHA256) every secret at rest uses |
+//! | [`audit`] | the security events' vocabulary, the batches the store writes with each change, and where written events are reported |
 //!
 //! ## Trust model
 //!
@@ -39,6 +40,7 @@
 //! * When the store cannot be asked, verify answers 503, never 401: a 401 would send every MCP
 //!   client into a new login.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;

@@ -361,6 +361,20 @@ impl MetricRegistry {
         )
     }
 
+    /// Gauges by `labels`.
+    pub fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::IntGaugeVec {
+        let opts = prometheus::Opts::new(name, help);
+        self.register(prometheus::IntGaugeVec::new(opts, labels).expect("static metric definition"))
+    }
+
+    /// Adds a collector another part owns (the store's security-events counter); a second
+    /// registration of it (one store behind both services of `mcp-gateway dev`) is ignored.
+    pub fn add(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.0.register(collector) {
+            tracing::debug!(error = %e, "metric already registered");
+        }
+    }
+
     pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> prometheus::Histogram {
         let opts = prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec());
         self.register(prometheus::Histogram::with_opts(opts).expect("static metric definition"))

@@ -20,6 +20,7 @@ use super::params::{CodeChallenge, Resource};
 use super::ratelimit::Limited;
 use super::session::{bind_browser, csrf_ok, form_page, session_user};
 use super::{AuthState, OAuthError};
+use crate::audit::{Events, Kind};
 use crate::policy::OOB_REDIRECT;
 use crate::policy::Scope;
 use crate::records::{ClientRecord, PendingAuthorization};
@@ -221,7 +222,12 @@ async fn authorize(
         created_at: state.now(),
     };
     let login_cookie = remembered.then(|| bind_browser(&state, &req, &mut pending));
-    if let Err(e) = save_pending(&state, &id, &pending).await {
+    let started = state
+        .client_event(Kind::AuthorizationStarted, &pending.client_id, &req)
+        .scope(&pending.scope)
+        .resource(pending.resource.as_deref().unwrap_or(""))
+        .detail("consent_remembered", remembered);
+    if let Err(e) = save_pending(&state, &id, &pending, &Events::one(started)).await {
         return state.pages.error(&e);
     }
     let location = if remembered {
@@ -243,8 +249,12 @@ pub async fn save_pending(
     state: &AuthState,
     id: &str,
     pending: &PendingAuthorization,
+    events: &Events,
 ) -> Result<(), OAuthError> {
-    match pending.save(state.store.as_ref(), id, state.now()).await? {
+    match pending
+        .save(state.store.as_ref(), id, state.now(), events)
+        .await?
+    {
         Some(()) => Ok(()),
         None => Err(OAuthError::invalid_request(
             "the authorization request has expired",
@@ -272,14 +282,9 @@ pub fn upstream_login_url(state: &AuthState, id: &str) -> String {
     }
 }
 
-#[derive(Deserialize)]
-struct ConsentQuery {
-    request: Option<String>,
-}
-
 async fn consent_page(
     req: HttpRequest,
-    query: web::Query<ConsentQuery>,
+    query: web::Query<ConsentForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
     let Some(id) = query.request.as_deref() else {
@@ -400,6 +405,7 @@ async fn consent_page(
     )
 }
 
+/// The consent page's query (`request`) and its form (with the CSRF token and the decision).
 #[derive(Deserialize)]
 struct ConsentForm {
     request: Option<String>,
@@ -429,6 +435,12 @@ async fn consent_decision(
     }
     if form.decision.as_deref() != Some("approve") {
         let _ = PendingAuthorization::discard(state.store.as_ref(), id).await;
+        let denied = state
+            .client_event(Kind::ConsentDenied, &pending.client_id, &req)
+            .scope(&pending.scope)
+            .resource(pending.resource.as_deref().unwrap_or(""))
+            .refused("the user denied access");
+        state.record(Events::one(denied)).await;
         return redirect_error(
             &state,
             &pending.redirect_uri,
@@ -439,7 +451,7 @@ async fn consent_decision(
     }
     pending.approved = true;
     let cookie = bind_browser(&state, &req, &mut pending);
-    if let Err(e) = save_pending(&state, id, &pending).await {
+    if let Err(e) = save_pending(&state, id, &pending, &Events::none()).await {
         return state.pages.error(&e);
     }
     let mut response = HttpResponse::SeeOther()

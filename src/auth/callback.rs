@@ -15,6 +15,7 @@ use super::login::{SignedIn, complete_login};
 use super::session::{other_browser_page, same_browser};
 use super::upstream::UpstreamError;
 use super::{AuthState, OAuthError};
+use crate::audit::{Actor, Events, Kind};
 use crate::records::PendingAuthorization;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -109,14 +110,29 @@ async fn returning(
     Ok((id.to_string(), pending, code))
 }
 
-/// The client's answer when the upstream refused the login or could not be reached.
-fn upstream_failed(
+/// The client's answer when the upstream refused the login or could not be reached; a
+/// refusal is recorded (`login_refused`, by the upstream).
+async fn upstream_failed(
     state: &AuthState,
+    req: &HttpRequest,
     pending: &PendingAuthorization,
     provider: &str,
     error: UpstreamError,
 ) -> HttpResponse {
     state.metrics.upstream_failures.inc();
+    if let UpstreamError::Refused(why) | UpstreamError::NotAdmitted(why) = &error {
+        let refused = state
+            .event(
+                Kind::LoginRefused,
+                Actor::Upstream(provider.to_string()),
+                req,
+            )
+            .upstream(provider)
+            .client(&pending.client_id)
+            .scope(&pending.scope)
+            .refused(why.as_str());
+        state.record(Events::one(refused)).await;
+    }
     let (code, description) = match error {
         UpstreamError::Refused(why) => {
             tracing::info!(provider, reason = %why, "upstream login refused");
@@ -191,7 +207,7 @@ async fn finish(
         && iss != expected
     {
         let why = format!("the callback names issuer {iss:?}");
-        return upstream_failed(state, &pending, &display, UpstreamError::Refused(why));
+        return upstream_failed(state, req, &pending, &display, UpstreamError::Refused(why)).await;
     }
     match provider.exchange(&code, &state.settings.issuer, &id).await {
         Ok(login) => {
@@ -202,7 +218,7 @@ async fn finish(
             };
             complete_login(state, req, pending, signed_in).await
         }
-        Err(e) => upstream_failed(state, &pending, &display, e),
+        Err(e) => upstream_failed(state, req, &pending, &display, e).await,
     }
 }
 
@@ -282,6 +298,6 @@ async fn start(
             .insert_header((LOCATION, location))
             .insert_header((CACHE_CONTROL, "no-store"))
             .finish(),
-        Err(e) => upstream_failed(&state, &pending, &provider.display_name(), e),
+        Err(e) => upstream_failed(&state, &req, &pending, &provider.display_name(), e).await,
     }
 }

@@ -5,6 +5,7 @@
 //! silently get `mcp:admin`, or another server.
 
 use super::{AuthState, CONSENT_LIFETIME, OAuthError};
+use crate::audit::{Event, Events};
 pub use crate::records::{ConsentRecord, ConsentRequest};
 
 /// The consent `user` gave `client_id`, if any. Records of the original gateway
@@ -17,19 +18,24 @@ pub async fn load(
     Ok(ConsentRecord::load(state.store.as_ref(), user, client_id).await?)
 }
 
-/// Records that `user` approved `request` for `client_id`, added to what they approved before.
-/// Two logins that race here can at worst lose one side's addition: the page is then shown
-/// again, never skipped for something unapproved.
+/// Records that `user` approved `request` for `client_id`, added to what they approved before;
+/// `granted` is written with it when it widens what was approved. Two logins that race here
+/// can at worst lose one side's addition: the page is then shown again, never skipped for
+/// something unapproved.
 pub async fn record(
     state: &AuthState,
     user: &str,
     client_id: &str,
     request: ConsentRequest<'_>,
+    granted: Event,
 ) -> Result<(), OAuthError> {
-    let merged = load(state, user, client_id)
-        .await?
-        .unwrap_or_default()
-        .merged(request, state.now());
+    let previous = load(state, user, client_id).await?.unwrap_or_default();
+    let events = if previous.covers(request) {
+        Events::none()
+    } else {
+        Events::one(granted)
+    };
+    let merged = previous.merged(request, state.now());
     merged
         .save(
             state.store.as_ref(),
@@ -37,6 +43,7 @@ pub async fn record(
             client_id,
             CONSENT_LIFETIME,
             state.now(),
+            &events,
         )
         .await?;
     Ok(())

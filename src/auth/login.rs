@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use super::authorize::{client_redirect, redirect_error};
 use super::session::session_cookie;
 use super::{AuthState, OAuthError, UpstreamUser};
+use crate::audit::{Actor, Event, Events, Kind};
 use crate::policy::Scope;
 use crate::records::{CodeRecord, MfaPending, PendingAuthorization};
 use crate::token::random_token;
@@ -25,7 +26,7 @@ pub struct SignedIn {
 /// The user is known: check the allow-list, issue our code, send the browser to the client.
 pub async fn complete_login(
     state: &AuthState,
-    _req: &HttpRequest,
+    req: &HttpRequest,
     pending: PendingAuthorization,
     signed_in: SignedIn,
 ) -> HttpResponse {
@@ -63,6 +64,10 @@ pub async fn complete_login(
         && !remembered.eq_ignore_ascii_case(&user.login)
     {
         tracing::info!(login = %user.login, "remembered consent belongs to another account");
+        let refused = login_refused(state, req, &pending, &user, method)
+            .refused("another account than the one that approved this client")
+            .detail("remembered_for", remembered.as_str());
+        state.record(Events::one(refused)).await;
         return to_client(
             "access_denied",
             "a different account signed in than the one that approved this client; start again",
@@ -71,12 +76,18 @@ pub async fn complete_login(
     // Not configured = nobody: a forgotten setting must not open the gateway to everyone.
     if !state.settings.admission.admits(&user.identity()) {
         tracing::info!(login = %user.login, "login refused: no ALLOWED_* list admits this user");
+        let refused =
+            login_refused(state, req, &pending, &user, method).refused("user_not_allowed");
+        state.record(Events::one(refused)).await;
         let who = user.email.as_deref().unwrap_or(&user.login).to_string();
         return not_admitted(state, &pending, &who);
     }
     match super::identity::pin_login(state, &user).await {
         Ok(true) => {}
         Ok(false) => {
+            let refused = login_refused(state, req, &pending, &user, method)
+                .refused("the name belongs to another account");
+            state.record(Events::one(refused)).await;
             return refusal(
                 state,
                 &pending,
@@ -96,12 +107,43 @@ pub async fn complete_login(
     let mut pending = pending;
     match entitled_scope(state, &pending, &user).await {
         Ok(granted) => pending.granted_scope = Some(granted),
-        Err(page) => return page,
+        Err((page, refused)) => {
+            let refused = login_refused(state, req, &pending, &user, method)
+                .refused("not_entitled")
+                .detail("scopes", refused);
+            state.record(Events::one(refused)).await;
+            return page;
+        }
     }
     if state.settings.mfa_required {
         return begin_second_factor(state, pending, user, method, upstream).await;
     }
-    issue_code(state, pending, user, vec![method.to_string()], upstream).await
+    issue_code(
+        state,
+        req,
+        pending,
+        user,
+        vec![method.to_string()],
+        upstream,
+    )
+    .await
+}
+
+/// `login_refused` for `user` at the end of `pending`'s login.
+fn login_refused(
+    state: &AuthState,
+    req: &HttpRequest,
+    pending: &PendingAuthorization,
+    user: &UpstreamUser,
+    method: &str,
+) -> Event {
+    state
+        .event(Kind::LoginRefused, Actor::User(user.login.clone()), req)
+        .user(&user.login)
+        .user_id(&user.id)
+        .upstream(method)
+        .client(&pending.client_id)
+        .scope(&pending.scope)
 }
 
 /// What the user gets of what the client asked: the requested scopes ∩ the user's
@@ -114,7 +156,7 @@ async fn entitled_scope(
     state: &AuthState,
     pending: &PendingAuthorization,
     user: &UpstreamUser,
-) -> Result<String, HttpResponse> {
+) -> Result<String, (HttpResponse, String)> {
     let settings = &state.settings;
     let requested = Scope::parse(&pending.scope);
     let narrowed =
@@ -138,7 +180,7 @@ async fn entitled_scope(
             None => narrowed.withheld.clone(),
         };
         tracing::info!(login = %user.login, client_id = %pending.client_id, scopes = %refused.join(" "), "login refused: the user is not entitled to the scopes asked for");
-        return Err(refusal(
+        let page = refusal(
             state,
             pending,
             &format!(
@@ -147,7 +189,8 @@ async fn entitled_scope(
                 refused.join(" ")
             ),
             "the account is not entitled to the requested scope",
-        ));
+        );
+        return Err((page, refused.join(" ")));
     }
     tracing::info!(login = %user.login, client_id = %pending.client_id, withheld = %narrowed.withheld.join(" "), "scopes left out: the user is not entitled to them");
     Ok(narrowed.granted.to_string())
@@ -190,9 +233,12 @@ pub fn refusal(
         .refusal(&OAuthError::access_denied(message), &back)
 }
 
-/// Issues our single-use authorization code and sends the browser back to the client.
+/// Issues our single-use authorization code and sends the browser back to the client; the
+/// code is stored with the `login` event (and `entitlement_narrowed` when the user got less
+/// than asked), the consent with `consent_granted` when it widened.
 pub async fn issue_code(
     state: &AuthState,
+    req: &HttpRequest,
     pending: PendingAuthorization,
     user: UpstreamUser,
     amr: Vec<String>,
@@ -215,9 +261,31 @@ pub async fn issue_code(
         issued_at: state.now(),
         upstream,
     };
+    let by_user = |kind| {
+        state
+            .event(kind, Actor::User(user.login.clone()), req)
+            .user(&user.login)
+            .user_id(&user.id)
+            .upstream(record.amr.first().map_or("", String::as_str))
+            .client(&pending.client_id)
+            .resource(pending.resource.as_deref().unwrap_or(""))
+    };
+    let mut events = Events::one(
+        by_user(Kind::Login)
+            .scope(&record.scope)
+            .detail("amr", record.amr.join(" ")),
+    );
+    if record.scope != pending.scope {
+        events = events.and(
+            by_user(Kind::EntitlementNarrowed)
+                .scope(&record.scope)
+                .detail("requested", pending.scope.as_str()),
+        );
+    }
+    let granted = by_user(Kind::ConsentGranted).scope(&pending.scope);
     let stored = async {
         record
-            .save(state.store.as_ref(), &code, state.now())
+            .save(state.store.as_ref(), &code, state.now(), &events)
             .await
             .map_err(|e| e.to_string())?;
         super::consent::record(
@@ -225,6 +293,7 @@ pub async fn issue_code(
             &user.login,
             &pending.client_id,
             pending.consent_request(&state.settings.issuer),
+            granted,
         )
         .await
         .map_err(|e| e.description)

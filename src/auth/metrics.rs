@@ -23,6 +23,10 @@ pub struct AuthMetrics {
     pub unused_clients_evicted: IntCounter,
     /// Never-used registrations stored, as of the last registration.
     pub unused_clients: prometheus::IntGauge,
+    /// Webhook delivery attempts by result (`delivered`, `failed`).
+    pub webhook_deliveries: IntCounterVec,
+    /// Events not yet delivered, per receiver (by its position in `AUDIT_WEBHOOK_URL`).
+    pub webhook_backlog: prometheus::IntGaugeVec,
 }
 
 impl AuthMetrics {
@@ -81,8 +85,29 @@ impl AuthMetrics {
                 "mcp_gateway_unused_clients",
                 "Registrations never used for a token, as counted at the last registration",
             ),
+            webhook_deliveries: {
+                let deliveries = registry.counters(
+                    "mcp_gateway_audit_webhook_deliveries_total",
+                    "Audit webhook delivery attempts, by result (delivered, failed)",
+                    &["result"],
+                );
+                for result in ["delivered", "failed"] {
+                    deliveries.with_label_values(&[result]);
+                }
+                deliveries
+            },
+            webhook_backlog: registry.gauges(
+                "mcp_gateway_audit_webhook_backlog",
+                "Audit events a webhook receiver has not been sent yet, by receiver (its position in AUDIT_WEBHOOK_URL)",
+                &["receiver"],
+            ),
             registry,
         }
+    }
+
+    /// Adds a collector another part owns (the store's security-events counter).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry.add(collector);
     }
 
     pub fn error(&self, endpoint: &str, code: &str) {

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use super::login::issue_code;
 use super::session::{csrf_ok, form_page, other_browser_page, same_browser};
 use super::{AuthState, OAuthError, totp};
+use crate::audit::{Actor, Event, Events, Kind, outcome};
 use crate::records::{MfaPending, MfaRecord};
-use crate::store::{Attempt, keys};
+use crate::store::{Attempt, AttemptLimit, Change, keys};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/mfa", web::get().to(page))
@@ -81,19 +82,24 @@ fn locked_page(state: &AuthState, seconds: u64) -> HttpResponse {
 /// Reserves one attempt for the user and the address before any code is looked at: past
 /// `MFA_MAX_FAILURES` within the window both are locked out, and of N guesses sent at once
 /// only the first ones up to the limit are ever evaluated. `Ok(count)` is this attempt's number.
-async fn reserve_attempt(state: &AuthState, user: &str, ip: &str) -> Result<u64, HttpResponse> {
+async fn reserve_attempt(
+    state: &AuthState,
+    req: &HttpRequest,
+    user: &str,
+    ip: &str,
+) -> Result<u64, HttpResponse> {
     let mfa = &state.settings.mfa;
     let counters = [keys::mfa_fail("user", user), keys::mfa_fail("ip", ip)];
     let locks = [keys::mfa_lock("user", user), keys::mfa_lock("ip", ip)];
+    let limit = AttemptLimit {
+        max: u64::from(mfa.max_failures),
+        window: mfa.failure_window,
+        lockout: mfa.lockout,
+    };
+    let locked = Events::none().on(outcome::LOCKED, locked_event(state, req, user, ip));
     match state
         .store
-        .reserve_attempt(
-            &counters,
-            &locks,
-            u64::from(mfa.max_failures),
-            mfa.failure_window,
-            mfa.lockout,
-        )
+        .reserve_attempt(&counters, &locks, &limit, &locked)
         .await
     {
         Ok(Attempt::Allowed { count }) => Ok(count),
@@ -106,23 +112,65 @@ async fn reserve_attempt(state: &AuthState, user: &str, ip: &str) -> Result<u64,
     }
 }
 
-/// A wrong code: counted already by its reservation; the last one allowed locks both out.
-async fn record_failure(state: &AuthState, user: &str, ip: &str, attempt: u64) -> bool {
+/// `mfa_locked`: the user and the address (its network) are locked out.
+fn locked_event(state: &AuthState, req: &HttpRequest, user: &str, ip: &str) -> Event {
+    state
+        .event(Kind::MfaLocked, Actor::System("mfa".into()), req)
+        .user(user)
+        .refused("too many wrong second-factor codes")
+        .detail("network", ip)
+        .detail("lockout_seconds", state.settings.mfa.lockout.as_secs())
+}
+
+/// A wrong code: counted already by its reservation; the last one allowed locks both out
+/// (the user's lock written with its events).
+async fn record_failure(
+    state: &AuthState,
+    req: &HttpRequest,
+    failure: Failure<'_>,
+    attempt: u64,
+) -> bool {
+    let Failure { user, ip, reason } = failure;
     state.metrics.mfa_failures.inc();
     let mfa = &state.settings.mfa;
+    let failed = state
+        .event(Kind::MfaFailed, Actor::User(user.to_string()), req)
+        .user(user)
+        .refused(reason)
+        .detail("attempt", attempt);
     if attempt < u64::from(mfa.max_failures) {
+        state.record(Events::one(failed)).await;
         return false;
     }
     state.metrics.mfa_lockouts.inc();
     tracing::warn!(login = %user, "second factor locked out after repeated failures");
+    let events = Events::one(failed).and(locked_event(state, req, user, ip));
+    let _ = state
+        .store
+        .change(
+            &Change::Set {
+                key: &keys::mfa_lock("user", user),
+                value: "1",
+                ttl: Some(mfa.lockout),
+            },
+            &events,
+        )
+        .await;
+    let _ = state
+        .store
+        .put(&keys::mfa_lock("ip", ip), "1", Some(mfa.lockout))
+        .await;
     for (kind, who) in [("user", user), ("ip", ip)] {
-        let _ = state
-            .store
-            .put(&keys::mfa_lock(kind, who), "1", Some(mfa.lockout))
-            .await;
         let _ = state.store.delete(&keys::mfa_fail(kind, who)).await;
     }
     true
+}
+
+/// Whose code was wrong, from where, and why.
+struct Failure<'a> {
+    user: &'a str,
+    ip: &'a str,
+    reason: &'a str,
 }
 
 /// A success wipes the slate for this user and address.
@@ -247,7 +295,7 @@ async fn submit(
     }
     let login = pending.user.login.clone();
     let ip = client_ip(&state, &req);
-    let attempt = match reserve_attempt(&state, &login, &ip).await {
+    let attempt = match reserve_attempt(&state, &req, &login, &ip).await {
         Ok(n) => n,
         Err(page) => return page,
     };
@@ -328,6 +376,7 @@ async fn submit(
             let amr = vec![pending.method.clone(), "otp".into()];
             issue_code(
                 &state,
+                &req,
                 pending.authorization,
                 pending.user,
                 amr,
@@ -336,7 +385,12 @@ async fn submit(
             .await
         }
         Err(message) => {
-            if record_failure(&state, &login, &ip, attempt).await {
+            let failure = Failure {
+                user: &login,
+                ip: &ip,
+                reason: message,
+            };
+            if record_failure(&state, &req, failure, attempt).await {
                 return locked_page(&state, state.settings.mfa.lockout.as_secs());
             }
             render(
@@ -360,7 +414,7 @@ fn mfa_csrf_ok(req: &HttpRequest, pending: &MfaPending, presented: Option<&str>)
 /// The first code matched: store the factor, show the recovery codes once.
 async fn confirm_enrolment(
     state: &AuthState,
-    _req: &HttpRequest,
+    req: &HttpRequest,
     id: &str,
     pending: &mut MfaPending,
 ) -> HttpResponse {
@@ -374,7 +428,15 @@ async fn confirm_enrolment(
         enrolled_at: state.now(),
     };
     // Only one enrolment wins if two tabs race.
-    match record.save_first(state.store.as_ref(), &login).await {
+    let enrolled = state
+        .event(Kind::MfaEnrolled, Actor::User(login.clone()), req)
+        .user(&login)
+        .client(&pending.authorization.client_id)
+        .detail("provider", "totp");
+    match record
+        .save_first(state.store.as_ref(), &login, enrolled)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             return render(
@@ -450,6 +512,7 @@ async fn finish_enrolment(
             let amr = vec![pending.method.clone(), "otp".into()];
             issue_code(
                 &state,
+                &req,
                 pending.authorization,
                 pending.user,
                 amr,

@@ -41,6 +41,7 @@ pub mod login;
 pub mod metadata;
 pub mod metrics;
 pub mod mfa;
+pub mod notify;
 pub mod pages;
 pub mod params;
 pub mod ratelimit;
@@ -55,8 +56,9 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
 
+use crate::audit::{Actor, Event, Events, Kind};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::store::Store;
@@ -94,6 +96,8 @@ pub struct AuthState {
     /// The providers' refresh answers this replica could not keep in the store (sealed, by
     /// store key): a retry must not present a rotated upstream refresh token again.
     pub upstream_answers: moka::sync::Cache<String, String>,
+    /// Refusal events, at most one per client and reason per `AUDIT_REFUSAL_INTERVAL`.
+    pub refusals: crate::audit::Limiter,
 }
 
 impl AuthState {
@@ -116,12 +120,15 @@ impl AuthState {
             None => cookie_key.child("mcp-gateway totp secrets").sealer(),
         };
         let metrics = metrics::AuthMetrics::new();
+        metrics.register(Box::new(store.audit_sink().counter()));
+        let refusals = crate::audit::Limiter::new(settings.audit.refusal_interval);
         let documents = cimd::Documents::new(
             &settings.cimd,
             &settings.scopes_supported,
             metrics.cimd_fetches.clone(),
         )
-        .map_err(|e| std::io::Error::other(format!("CIMD: {e}")))?;
+        .map_err(|e| std::io::Error::other(format!("CIMD: {e}")))?
+        .with_audit(store.clone());
         let upstream_box = settings
             .upstream_sealer()
             .unwrap_or_else(|| cookie_key.child("mcp-gateway upstream tokens").sealer());
@@ -139,6 +146,7 @@ impl AuthState {
             metrics,
             pages: pages::Pages::new(),
             cookie_key,
+            refusals,
             upstream_answers: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(600))
@@ -166,6 +174,59 @@ impl AuthState {
             .resolve(req.headers(), req.peer_addr().map(|a| a.ip()))
     }
 
+    /// An audit event by `actor`, stamped with the request's client address and User-Agent.
+    pub fn event(&self, kind: Kind, actor: Actor, req: &HttpRequest) -> Event {
+        Event::new(kind, actor).ip(self.client_ip(req)).user_agent(
+            req.headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        )
+    }
+
+    /// An event by the client `client_id`, about it.
+    pub fn client_event(&self, kind: Kind, client_id: &str, req: &HttpRequest) -> Event {
+        self.event(kind, Actor::Client(client_id.to_string()), req)
+            .client(client_id)
+    }
+
+    /// Ends a refresh grant (its family, with every token it issued), writing `revoked` when
+    /// there was something to end.
+    pub async fn revoke_grant(&self, family_id: &str, revoked: Event) -> Result<(), OAuthError> {
+        let events = Events::none().on(crate::audit::outcome::REVOKED, revoked);
+        self.store
+            .revoke_family(family_id, self.settings.refresh_token_lifetime, &events)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes events that go with no other change (a refusal): a store that cannot take
+    /// them is logged, and the request goes on.
+    pub async fn record(&self, events: Events) {
+        if let Err(e) = self.store.append_events(&events).await {
+            tracing::warn!(error = %e, "cannot write audit events");
+        }
+    }
+
+    /// Records a refusal of `req` that says more than the generic one would.
+    pub async fn record_refusal(&self, req: &HttpRequest, events: Events) {
+        refusal_recorded(req);
+        self.record(events).await;
+    }
+
+    /// Records a refusal at most once per `client_id` and `reason` per
+    /// `AUDIT_REFUSAL_INTERVAL` (the ones held back are counted in the next).
+    pub async fn record_limited(&self, client_id: &str, reason: &str, event: Event) {
+        let key = format!("{client_id}\0{reason}");
+        if let Some(held) = self.refusals.admit(&key, self.clock.now_millis()) {
+            let event = if held > 0 {
+                event.detail("suppressed", held)
+            } else {
+                event
+            };
+            self.record(Events::one(event)).await;
+        }
+    }
+
     /// The network the client is counted as by every per-address limit (rate limits, the
     /// unused-client budget, MFA lockouts): its /64 on IPv6, its address on IPv4, as
     /// `RATE_LIMIT_IPV6_PREFIX`/`RATE_LIMIT_IPV4_PREFIX` say.
@@ -174,6 +235,19 @@ impl AuthState {
             .map(|ip| self.settings.rate_limits.network(ip))
     }
 }
+
+/// Marks `req` as refused with its own audit event, so the endpoint's generic refusal
+/// event is not written too.
+pub fn refusal_recorded(req: &HttpRequest) {
+    req.extensions_mut().insert(RefusalRecorded);
+}
+
+pub fn refusal_was_recorded(req: &HttpRequest) -> bool {
+    req.extensions().get::<RefusalRecorded>().is_some()
+}
+
+#[derive(Clone, Copy)]
+struct RefusalRecorded;
 
 /// Mounts the authorization server's routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AuthState>) {
@@ -266,6 +340,8 @@ pub struct AuthServer {
     server: Server,
     addr: SocketAddr,
     state: web::Data<AuthState>,
+    /// The webhook receivers' delivery tasks.
+    webhooks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl AuthServer {
@@ -304,10 +380,19 @@ impl AuthServer {
         .disable_signals()
         .shutdown_timeout(30)
         .run();
+        let webhooks = notify::spawn(notify::Webhooks {
+            settings: state.settings.audit.clone(),
+            issuer: state.settings.issuer.clone(),
+            store: state.store.clone(),
+            clock: state.clock.clone(),
+            deliveries: state.metrics.webhook_deliveries.clone(),
+            backlog: state.metrics.webhook_backlog.clone(),
+        });
         Ok(Self {
             server,
             addr,
             state,
+            webhooks,
         })
     }
 
@@ -327,7 +412,13 @@ impl AuthServer {
             self.state.draining.clone(),
             self.state.settings.shutdown_drain,
         );
-        self.server.await
+        let result = self.server.await;
+        // What was read and not yet delivered is taken over by another replica (or this one,
+        // restarted) once it has been idle long enough.
+        for task in self.webhooks {
+            task.abort();
+        }
+        result
     }
 }
 

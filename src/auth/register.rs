@@ -13,6 +13,7 @@ use super::client_metadata::{ClientMetadata, validate};
 use super::error::{json_response, track};
 use super::ratelimit::Limited;
 use super::{AuthState, OAuthError};
+use crate::audit::Kind;
 use crate::records::ClientRecord;
 use crate::token::{random_token, sha256_b64url};
 
@@ -83,12 +84,21 @@ async fn register(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState
         record.registered_from = state
             .client_network(&req)
             .map(|ip| sha256_b64url(ip.to_string().as_bytes())[..16].to_string());
+        let registered = state
+            .client_event(Kind::ClientRegistered, &record.client_id, &req)
+            .detail("client_name", record.client_name.clone().unwrap_or_default())
+            .detail(
+                "token_endpoint_auth_method",
+                record.token_endpoint_auth_method.as_str(),
+            )
+            .detail("redirect_uris", record.redirect_uris.clone());
         let (unused, evicted) = record
             .save_new(
                 state.store.as_ref(),
                 &state.settings.rate_limits,
                 lifetime,
                 state.clock.now_millis(),
+                registered,
             )
             .await?;
         state.metrics.registrations.inc();
@@ -204,9 +214,16 @@ async fn delete(
 ) -> HttpResponse {
     let result = async {
         let client = authorized_client(&req, &state, &path).await?;
+        let deleted = state
+            .client_event(Kind::ClientDeleted, &client.client_id, &req)
+            .reason("deleted by its client (RFC 7592)");
         let revoked = state
             .store
-            .delete_client(&client.client_id, state.settings.refresh_token_lifetime)
+            .delete_client(
+                &client.client_id,
+                state.settings.refresh_token_lifetime,
+                Some(deleted),
+            )
             .await?;
         tracing::info!(client_id = %client.client_id, revoked, "client deleted with everything issued to it");
         Ok(HttpResponse::NoContent()

@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::client_auth::{authenticate, parse_form};
 use super::error::track;
 use super::{AuthState, OAuthError};
+use crate::audit::{Event, Events, Kind, outcome};
 use crate::records::{ClientRecord, RefreshRecord};
 use crate::token::{AccessClaims, ValidationPolicy, sha256_b64url, validate};
 
@@ -62,20 +63,35 @@ fn owned(client: &ClientRecord, client_id: &str) -> bool {
     client.client_id == client_id
 }
 
+/// `token_revoked` by the client itself (RFC 7009).
+fn revoked_by(state: &AuthState, req: &HttpRequest, client: &ClientRecord) -> Event {
+    state
+        .client_event(Kind::TokenRevoked, &client.client_id, req)
+        .reason("revoked by its client (RFC 7009)")
+}
+
 async fn revoke(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
     let result = async {
         let (client, token) = presented_token(&state, &req, &body).await?;
         match identify(&state, &token).await? {
             Known::Access(claims) if owned(&client, &claims.client_id) => {
-                state.store.revoke_token(&claims.jti).await?;
+                let revoked = revoked_by(&state, &req, &client)
+                    .user(&claims.username)
+                    .user_id(&claims.sub)
+                    .jti(&claims.jti);
+                state
+                    .store
+                    .revoke_token(&claims.jti, &Events::none().on(outcome::REVOKED, revoked))
+                    .await?;
                 tracing::info!(client_id = %client.client_id, "access token revoked");
             }
             Known::Refresh(record) if owned(&client, &record.client_id) => {
                 // Revoking a refresh token ends the grant: its access tokens go too.
-                state
-                    .store
-                    .revoke_family(&record.family_id, state.settings.refresh_token_lifetime)
-                    .await?;
+                let revoked = revoked_by(&state, &req, &client)
+                    .user(&record.user.login)
+                    .user_id(&record.user.id)
+                    .family(&record.family_id);
+                state.revoke_grant(&record.family_id, revoked).await?;
                 tracing::info!(client_id = %client.client_id, "refresh token revoked with its family");
             }
             _ => {}

@@ -42,6 +42,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::admin::redis_failed;
+use super::progress::Progress;
 use super::{Cli, CliError, CliResult};
 use crate::records::layout;
 use crate::store::admin::{
@@ -163,10 +164,12 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
     let (mut written, mut keys_written) = (0u64, 0u64);
     let mut last_key = String::new();
     let mut cursor: u64 = 0;
+    let progress = Progress::new(cli, Some(admin.dbsize().await?), "backing up keys");
     loop {
         let (next, page) = scan_page(&mut admin.conn, cursor, BATCH)
             .await
             .map_err(redis_failed)?;
+        progress.inc(page.len() as u64);
         let entries = read_batch(&mut admin.conn, &page, &read_family_sha)
             .await
             .map_err(redis_failed)?;
@@ -185,6 +188,7 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
         }
         cursor = next;
     }
+    progress.finish();
     // A revocation published just before the last page was read may still be on its way: a
     // marker published now arrives after every one of them.
     let heard_until_ms = now_ms();
@@ -232,6 +236,18 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
             trailer.revoked_tokens.len() + trailer.revoked_families.len()
         );
     }
+    let recorded = cli
+        .event(crate::audit::Kind::Backup)
+        .detail("keys", keys_written)
+        .detail(
+            "revoked_meanwhile",
+            trailer.revoked_tokens.len() + trailer.revoked_families.len(),
+        )
+        .detail(
+            "file",
+            out.map(|p| p.display().to_string()).unwrap_or_default(),
+        );
+    cli.record(&settings, recorded).await;
     Ok(())
 }
 
@@ -431,7 +447,9 @@ fn check_entry(entry: &Entry) -> CliResult {
 pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
     // First pass: every line is read and checked before anything is written.
     let mut check = Entries::open(file)?;
+    let mut lines = 0u64;
     while let Some(entry) = check.next_entry()? {
+        lines += 1;
         if !entry.key.starts_with(keys::PREFIX) {
             return Err(CliError::Failed(format!(
                 "refusing key outside {}*: {}",
@@ -466,12 +484,14 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
     let created_at_ms = entries.created_at_ms;
     let elapsed = (now_ms() - created_at_ms).max(0);
     let (mut restored, mut expired, mut left_out) = (0u64, 0u64, 0u64);
+    let progress = Progress::new(cli, Some(lines), "restoring entries");
     let mut last_key: Option<String> = None;
     let mut batch: Vec<(Entry, Option<i64>)> = Vec::with_capacity(RESTORE_BATCH);
     loop {
         let next = entries.next_entry()?;
         let done = next.is_none();
         if let Some(entry) = next {
+            progress.inc(1);
             let ttl = (entry.ttl_ms >= 0).then(|| entry.ttl_ms - elapsed);
             if ttl.is_some_and(|t| t <= 0) {
                 expired += 1;
@@ -520,6 +540,7 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
             break;
         }
     }
+    progress.finish();
     if dry_run {
         println!(
             "would restore {restored} keys; skipped {expired} that have expired since the backup and {left_out} revoked while it ran"
@@ -529,6 +550,14 @@ pub async fn restore(cli: &Cli, file: &Path, dry_run: bool) -> CliResult {
             "restored {restored} keys: {} written, {} left as they are (newer in the store), {} revoked since the backup (not written back); skipped {expired} that have expired since the backup and {left_out} revoked while it ran",
             tally.written, tally.kept, tally.revoked
         );
+        let recorded = cli
+            .event(crate::audit::Kind::Restore)
+            .detail("file", file.display().to_string())
+            .detail("keys", restored)
+            .detail("written", tally.written)
+            .detail("kept", tally.kept)
+            .detail("revoked_since", tally.revoked);
+        cli.record(&settings, recorded).await;
     }
     Ok(())
 }

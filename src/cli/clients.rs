@@ -4,6 +4,7 @@ use clap::Subcommand;
 use redis::AsyncCommands;
 
 use super::admin::{Admin, print_table, redis_failed, relative};
+use super::progress::Progress;
 use super::{Cli, CliError, CliResult};
 use crate::clock::{Clock, SystemClock};
 use crate::records::ClientRecord;
@@ -132,7 +133,11 @@ async fn delete(cli: &Cli, client_id: &str, complete: bool) -> CliResult {
     let settings = cli.settings()?;
     let store = cli.store(&settings).await?;
     if !complete {
-        let removed = ClientRecord::delete(store.as_ref(), client_id)
+        let deleted = cli
+            .event(crate::audit::Kind::ClientDeleted)
+            .client(client_id)
+            .detail("complete", false);
+        let removed = ClientRecord::delete(store.as_ref(), client_id, deleted)
             .await
             .map_err(|e| CliError::Failed(format!("cannot delete: {e}")))?;
         if !removed {
@@ -146,12 +151,29 @@ async fn delete(cli: &Cli, client_id: &str, complete: bool) -> CliResult {
     // The same store operation as DELETE /register/{id}, step by step so the operator sees
     // what was done if Redis stops answering half-way; running it again finishes the job.
     let (mut revoked, mut steps) = (0, 0);
+    let mut admin = cli.admin(&settings).await?;
+    let mut total = 0;
+    for index in [
+        crate::store::keys::client_families(client_id),
+        crate::store::keys::client_tokens(client_id),
+        crate::store::keys::client_consents(client_id),
+        crate::store::keys::client_pending(client_id),
+    ] {
+        total += admin.zcard(&index).await?;
+    }
+    let progress = Progress::new(cli, Some(total), &format!("deleting {client_id}"));
     loop {
+        let deleted = cli
+            .event(crate::audit::Kind::ClientDeleted)
+            .client(client_id)
+            .detail("complete", true)
+            .detail("revoked_before", revoked);
         let step = store
             .delete_client_step(
                 client_id,
                 settings.refresh_token_lifetime,
                 crate::store::DELETE_STEP_BUDGET,
+                &crate::audit::Events::none().on(crate::audit::outcome::DONE, deleted),
             )
             .await
             .map_err(|e| {
@@ -161,10 +183,12 @@ async fn delete(cli: &Cli, client_id: &str, complete: bool) -> CliResult {
             })?;
         revoked += step.revoked;
         steps += 1;
+        progress.set_position(total.saturating_sub(step.remaining as u64));
         if step.remaining == 0 {
             break;
         }
     }
+    progress.finish();
     println!(
         "deleted client {client_id} with everything issued to it ({revoked} loose access tokens revoked; its refresh grants, consents, codes and pending logins removed)"
     );

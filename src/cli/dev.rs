@@ -106,7 +106,10 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> CliResult {
                 .map_err(|e| CliError::Failed(format!("REDIS_URL: {e}")))?,
         )
     } else {
-        Arc::new(MemoryStore::new())
+        Arc::new(MemoryStore::new().with_audit(
+            settings.audit.bounds,
+            crate::audit::Sink::new(settings.audit.log, crate::clock::system()),
+        ))
     };
     let clock = crate::clock::system();
     let mut auth_settings = settings.clone();

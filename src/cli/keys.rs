@@ -31,7 +31,18 @@ pub enum KeysCommand {
 pub async fn run(cli: &Cli, cmd: &KeysCommand) -> CliResult {
     match cmd {
         KeysCommand::Generate { alg } => generate(cli, alg),
-        KeysCommand::Rotate { alg } => rotate(cli, alg.as_deref()),
+        KeysCommand::Rotate { alg } => {
+            let (old_kid, new_kid) = rotate(cli, alg.as_deref())?;
+            // Recorded where the store can be reached; the rotation stands either way.
+            if let Ok(settings) = cli.settings() {
+                let rotated = cli
+                    .event(crate::audit::Kind::KeyRotated)
+                    .detail("new_kid", new_kid)
+                    .detail("previous_kid", old_kid.unwrap_or_default());
+                cli.record(&settings, rotated).await;
+            }
+            Ok(())
+        }
         KeysCommand::List => list(cli),
     }
 }
@@ -83,7 +94,8 @@ fn generate(cli: &Cli, alg: &str) -> CliResult {
     Ok(())
 }
 
-fn rotate(cli: &Cli, alg: Option<&str>) -> CliResult {
+/// Rotates the env file's signing key; returns the previous kid and the new one.
+fn rotate(cli: &Cli, alg: Option<&str>) -> CliResult<(Option<String>, String)> {
     let path = cli.env_file_to_write();
     let pairs = envfile::read(&path).map_err(|e| {
         CliError::Failed(format!(
@@ -139,7 +151,7 @@ fn rotate(cli: &Cli, alg: Option<&str>) -> CliResult {
     println!(
         "Restart auth and verify to apply. Drop the previous key after ACCESS_TOKEN_LIFETIME ({days} d), when its last token has expired."
     );
-    Ok(())
+    Ok((old_kid, new_kid))
 }
 
 fn list(cli: &Cli) -> CliResult {

@@ -66,11 +66,11 @@ pub async fn run(cli: &Cli, cmd: &MfaCommand) -> CliResult {
             Ok(())
         }
         MfaCommand::Reset { user } => {
-            let mut doomed = vec![
-                keys::mfa(user),
-                keys::mfa_lock("user", user),
-                keys::mfa_fail("user", user),
-            ];
+            let reset = cli.event(crate::audit::Kind::MfaReset).user(user);
+            let had_factor = crate::records::MfaRecord::remove(store.as_ref(), user, reset)
+                .await
+                .map_err(failed)?;
+            let mut doomed = vec![keys::mfa_lock("user", user), keys::mfa_fail("user", user)];
             doomed.extend(
                 admin
                     .scan(&format!("{}*", keys::mfa_recovery_prefix(user)))
@@ -81,7 +81,7 @@ pub async fn run(cli: &Cli, cmd: &MfaCommand) -> CliResult {
                     .scan(&format!("{}*", keys::mfa_used_prefix(user)))
                     .await?,
             );
-            let mut removed = 0;
+            let mut removed = usize::from(had_factor);
             for key in &doomed {
                 if store.delete(key).await.map_err(failed)? {
                     removed += 1;

@@ -3,6 +3,7 @@
 //! as the services read them, so a token minted here verifies there.
 
 pub mod admin;
+pub mod audit;
 pub mod backup;
 pub mod clients;
 pub mod dev;
@@ -12,6 +13,7 @@ pub mod keys;
 pub mod login;
 pub mod mcp_auth;
 pub mod mfa;
+pub mod progress;
 pub mod stats;
 pub mod tokens;
 
@@ -44,6 +46,15 @@ pub struct Cli {
     /// Machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Who is acting: the name the audit trail gives the operator's changes.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "MCP_GATEWAY_OPERATOR",
+        default_value = "cli"
+    )]
+    pub operator: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,6 +74,13 @@ pub enum Command {
     Clients(clients::ClientsCommand),
     /// Counts: clients, live tokens, refresh families, per client and per user.
     Stats,
+    /// The audit trail, newest first: who did what, when (with --follow, then as it happens).
+    Audit(audit::AuditArgs),
+    /// Calls per user, client or tool as verify counted them, with refusals by reason.
+    Usage(audit::UsageArgs),
+    /// One client's story in order: registration or document, authorize, consent, login,
+    /// tokens, refreshes, its first verified calls and every refusal with its reason.
+    Trace(audit::TraceArgs),
     /// Write every oauth:* key (type, value, remaining TTL) as JSON lines, in small batches
     /// that never block Redis; revocations made meanwhile are listed and not restored.
     Backup {
@@ -123,6 +141,9 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Dev(args) => dev::run(&cli, args).await,
         Command::Clients(cmd) => clients::run(&cli, cmd).await,
         Command::Stats => stats::run(&cli).await,
+        Command::Audit(args) => audit::audit(&cli, args).await,
+        Command::Usage(args) => audit::usage(&cli, args).await,
+        Command::Trace(args) => audit::trace(&cli, args).await,
         Command::Backup { out } => backup::backup(&cli, out.as_deref()).await,
         Command::Restore { file, dry_run } => backup::restore(&cli, file, *dry_run).await,
         Command::Login(args) => login::login(&cli, args).await,
@@ -160,6 +181,27 @@ impl Cli {
             .unwrap_or_else(|| PathBuf::from(".env"))
     }
 
+    /// An audit event of this operator's.
+    pub fn event(&self, kind: crate::audit::Kind) -> crate::audit::Event {
+        crate::audit::Event::new(kind, crate::audit::Actor::Operator(self.operator.clone()))
+    }
+
+    /// Writes events of the operator's that go with no other change (a backup, a key
+    /// rotation); a store that cannot take them is reported on stderr, never fails the
+    /// command.
+    pub async fn record(&self, settings: &Settings, event: crate::audit::Event) {
+        let written = match self.store(settings).await {
+            Ok(store) => store
+                .append_events(&crate::audit::Events::one(event))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            eprintln!("warning: not recorded in the audit trail: {e}");
+        }
+    }
+
     pub async fn admin(&self, settings: &Settings) -> CliResult<admin::Admin> {
         Ok(admin::Admin::connect(settings).await?)
     }
@@ -167,6 +209,10 @@ impl Cli {
     /// The store, as the services use it. Behind Sentinel, once the sentinels have named the
     /// primary (within 5 s), so the command's first step does not fail for want of one.
     pub async fn store(&self, settings: &Settings) -> CliResult<Arc<dyn Store>> {
+        // The command's output is stdout: the audit trail's JSON lines are the services'.
+        let mut settings = settings.clone();
+        settings.audit.log = false;
+        let settings = &settings;
         let store = RedisStore::connect_with(settings)
             .map_err(|e| CliError::Failed(format!("cannot use REDIS_URL: {e}")))?;
         if settings.redis_sentinel.is_some() {

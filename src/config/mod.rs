@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+mod audit;
 mod cimd;
 mod keys;
 mod raw;
@@ -27,6 +28,7 @@ use raw::Raw;
 pub use raw::{KNOWN_SETTINGS, parse_duration};
 
 use crate::policy::{Admission, HostPattern, ScopePolicy, split_list};
+pub use audit::{AuditSettings, WebhookFormat};
 pub use cimd::{CimdSettings, canonical_host};
 pub use redis::{RedisSentinel, RedisTls};
 pub use upstream::{EmailTrust, OidcClientAuth, OidcSettings, Provider, UpstreamTokenSettings};
@@ -289,6 +291,8 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub mfa: MfaSettings,
     pub cimd: CimdSettings,
+    /// The audit trail: retention, usage counting, webhooks.
+    pub audit: AuditSettings,
 }
 
 const DEFAULT_GITHUB_AUTHORIZE_URL: &str = "https://github.com/login/oauth/authorize";
@@ -530,6 +534,7 @@ impl Settings {
             failure_mode,
             mfa: mfa(raw)?,
             cimd,
+            audit: audit::audit(raw)?,
             rate_limits: RateLimitSettings {
                 register: raw.number_u32("RATE_LIMIT_REGISTER", 1_200)?,
                 authorize: raw.number_u32("RATE_LIMIT_AUTHORIZE", 3_000)?,

@@ -9,6 +9,19 @@ use super::{ConfigError, ConfigSource};
 /// Every setting the services read: a `--config` file may name only these (a typo must not
 /// be ignored silently).
 pub const KNOWN_SETTINGS: &[&str] = &[
+    "AUDIT_ENABLED",
+    "AUDIT_MAX_EVENTS",
+    "AUDIT_RETENTION",
+    "AUDIT_USAGE",
+    "AUDIT_USAGE_FLUSH",
+    "AUDIT_REFUSAL_INTERVAL",
+    "AUDIT_WEBHOOK_URL",
+    "AUDIT_WEBHOOK_MIN_LEVEL",
+    "AUDIT_WEBHOOK_SECRET",
+    "AUDIT_WEBHOOK_FORMAT",
+    "AUDIT_WEBHOOK_TIMEOUT",
+    "AUDIT_WEBHOOK_CLAIM_IDLE",
+    "LOG_AUDIT",
     "ALLOWED_USERS",
     "ALLOWED_EMAILS",
     "ALLOWED_EMAIL_DOMAINS",

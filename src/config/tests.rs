@@ -149,6 +149,7 @@ fn secrets_stay_out_of_debug() {
 fn every_setting_read_is_known_to_the_file_check() {
     let source = [
         include_str!("mod.rs"),
+        include_str!("audit.rs"),
         include_str!("cimd.rs"),
         include_str!("keys.rs"),
         include_str!("raw.rs"),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::{CODE_LIFETIME, ConsentRequest, PENDING_LIFETIME, UpstreamUser};
+use crate::audit::Events;
 use crate::store::{Store, StoreResult, keys};
 use crate::token::sha256_b64url;
 
@@ -65,8 +66,15 @@ impl PendingAuthorization {
 
 impl PendingAuthorization {
     /// Stores it for what is left of [`PENDING_LIFETIME`] since it was created, indexed under
-    /// its client; `None` when that time is up.
-    pub async fn save(&self, store: &dyn Store, id: &str, now: i64) -> StoreResult<Option<()>> {
+    /// its client, with `events` (`authorization_started` the first time); `None` when that
+    /// time is up.
+    pub async fn save(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        now: i64,
+        events: &Events,
+    ) -> StoreResult<Option<()>> {
         let elapsed = (now - self.created_at).max(0) as u64;
         let remaining = PENDING_LIFETIME.saturating_sub(Duration::from_secs(elapsed));
         if remaining.is_zero() {
@@ -79,6 +87,7 @@ impl PendingAuthorization {
                 remaining,
                 &self.client_id,
                 now,
+                events,
             )
             .await
             .map(Some)
@@ -135,6 +144,7 @@ impl MfaPending {
                 PENDING_LIFETIME,
                 &self.authorization.client_id,
                 now,
+                &Events::none(),
             )
             .await
     }
@@ -172,8 +182,14 @@ fn github_method() -> String {
 
 impl CodeRecord {
     /// Stores the code (under its SHA-256, never in the clear) for [`CODE_LIFETIME`], indexed
-    /// under its client.
-    pub async fn save(&self, store: &dyn Store, code: &str, now: i64) -> StoreResult<()> {
+    /// under its client, with `events` (the `login` that issued it).
+    pub async fn save(
+        &self,
+        store: &dyn Store,
+        code: &str,
+        now: i64,
+        events: &Events,
+    ) -> StoreResult<()> {
         store
             .put_for_client(
                 &keys::code(&sha256_b64url(code.as_bytes())),
@@ -181,6 +197,7 @@ impl CodeRecord {
                 CODE_LIFETIME,
                 &self.client_id,
                 now,
+                events,
             )
             .await
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Actor, Event, Events, Kind, outcome};
 use crate::policy::redirect_matches;
 use crate::store::{Store, StoreResult, Ttl, keys};
 
@@ -78,14 +79,15 @@ impl ClientRecord {
 
     /// Stores a new registration, not yet used: for `settings`' unused lifetime (or the
     /// client lifetime, when shorter), within the budget of unused registrations; deletes the
-    /// oldest unused ones the budget evicts. Returns how many unused ones are stored and how
-    /// many were evicted.
+    /// oldest unused ones the budget evicts (each with its `client_evicted` event). Returns how
+    /// many unused ones are stored and how many were evicted. `registered` is written with it.
     pub async fn save_new(
         &self,
         store: &dyn Store,
         limits: &crate::config::RateLimitSettings,
         client_lifetime: Option<Duration>,
         now_ms: i64,
+        registered: Event,
     ) -> StoreResult<(u64, usize)> {
         let unused_lifetime = client_lifetime.map_or(limits.unused_client_lifetime, |l| {
             l.min(limits.unused_client_lifetime)
@@ -99,11 +101,24 @@ impl ClientRecord {
                 budget: limits.unused_client_budget,
                 budget_per_address: limits.unused_client_budget_per_address,
                 now_ms,
+                events: Events::one(registered),
             })
             .await?;
         // Each is its own step: one lost here still expires with its unused lifetime.
         for evicted in &outcome.evicted {
-            store.drop_unused_client(evicted, unused_lifetime).await?;
+            let event = Event::new(
+                Kind::ClientEvicted,
+                Actor::System("unused_client_budget".into()),
+            )
+            .client(evicted)
+            .reason("unused_client_budget");
+            store
+                .drop_unused_client(
+                    evicted,
+                    unused_lifetime,
+                    &Events::none().on(outcome::REVOKED, event),
+                )
+                .await?;
         }
         Ok((outcome.unused, outcome.evicted.len()))
     }
@@ -114,8 +129,15 @@ impl ClientRecord {
     }
 
     /// Deletes the registration only; what was issued to it stays valid until it expires.
-    /// Returns whether there was one.
-    pub async fn delete(store: &dyn Store, client_id: &str) -> StoreResult<bool> {
-        store.delete(&keys::client(client_id)).await
+    /// Returns whether there was one (`deleted` is written only then).
+    pub async fn delete(store: &dyn Store, client_id: &str, deleted: Event) -> StoreResult<bool> {
+        store
+            .change(
+                &crate::store::Change::Delete {
+                    key: &keys::client(client_id),
+                },
+                &Events::none().on(outcome::CHANGED, deleted),
+            )
+            .await
     }
 }

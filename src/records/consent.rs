@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Events;
 use crate::policy::Scope;
 use crate::store::{Store, StoreResult, keys};
 
@@ -62,7 +63,9 @@ impl ConsentRecord {
         super::unreadable_as_none(super::get(store, &keys::consent(user, client_id)).await)
     }
 
-    /// Stores it and indexes it under the client, in one step.
+    /// Stores it and indexes it under the client, in one step, with `events`
+    /// (`consent_granted` when it widened what was approved).
+    #[allow(clippy::too_many_arguments)]
     pub async fn save(
         &self,
         store: &dyn Store,
@@ -70,9 +73,10 @@ impl ConsentRecord {
         client_id: &str,
         ttl: Duration,
         now: i64,
+        events: &Events,
     ) -> StoreResult<()> {
         store
-            .put_consent(user, client_id, &super::encode(self)?, ttl, now)
+            .put_consent(user, client_id, &super::encode(self)?, ttl, now, events)
             .await
     }
 }

@@ -108,6 +108,19 @@ impl Admin {
             .map_err(failed)
     }
 
+    /// How many keys the database holds (the total a keyspace walk's progress counts to).
+    pub async fn dbsize(&mut self) -> StoreResult<u64> {
+        redis::cmd("DBSIZE")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(failed)
+    }
+
+    /// Members of a sorted set.
+    pub async fn zcard(&mut self, key: &str) -> StoreResult<u64> {
+        self.conn.zcard(key).await.map_err(failed)
+    }
+
     /// Remaining TTL in milliseconds; -1 persistent, -2 missing.
     pub async fn pttl(&mut self, key: &str) -> StoreResult<i64> {
         self.conn.pttl(key).await.map_err(failed)
@@ -223,7 +236,7 @@ pub async fn read_batch(
 ) -> redis::RedisResult<Vec<Entry>> {
     let (families, page): (Vec<&String>, Vec<&String>) = page
         .iter()
-        .filter(|k| !k.starts_with(keys::REFRESH_PREFIX))
+        .filter(|k| !k.starts_with(keys::REFRESH_PREFIX) && !keys::is_trail(k))
         .partition(|k| k.starts_with(keys::FAMILY_PREFIX));
     let mut out = read_families(conn, &families, read_family_sha).await?;
     if page.is_empty() {

@@ -180,3 +180,34 @@ pub const UNUSED_CLIENTS: &str = "oauth:unused_clients";
 pub fn unused_clients_from(address_hash: &str) -> String {
     format!("{UNUSED_CLIENTS}:{address_hash}")
 }
+
+/// The audit trail: a stream of security events (DESIGN §5), trimmed by length and age as it
+/// is written.
+pub const AUDIT: &str = "oauth:audit";
+/// Per-user and per-client index streams of the trail: the same entry ids as [`AUDIT`], each
+/// with the event's type only, so a user's or a client's events are found without reading
+/// everyone's.
+pub const AUDIT_USER_PREFIX: &str = "oauth:audit_user:";
+pub const AUDIT_CLIENT_PREFIX: &str = "oauth:audit_client:";
+
+pub fn audit_user(login: &str) -> String {
+    format!("{AUDIT_USER_PREFIX}{}", login.to_ascii_lowercase())
+}
+
+pub fn audit_client(client_id: &str) -> String {
+    format!("{AUDIT_CLIENT_PREFIX}{client_id}")
+}
+
+/// verify's usage counts of one UTC hour (`YYYYMMDDHH`): a hash from (user, client, method,
+/// tool, outcome, reason) to calls, kept as long as the audit trail.
+pub const USAGE_PREFIX: &str = "oauth:usage:";
+
+pub fn usage(hour: &str) -> String {
+    format!("{USAGE_PREFIX}{hour}")
+}
+
+/// Whether `key` belongs to the audit trail or the usage counts: they are not backed up (the
+/// trail is exported with `mcp-gateway audit --json`) and never restored.
+pub fn is_trail(key: &str) -> bool {
+    key.starts_with(AUDIT) || key.starts_with(USAGE_PREFIX)
+}

@@ -7,10 +7,13 @@ pub mod admin;
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod trail;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::audit::Events;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +53,12 @@ pub struct TokenRecord {
     /// this `jti`: verify opens it; revoking the token deletes it with the record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// How it was obtained (`authorization_code`, `refresh_token`, `mint`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// The address the client asked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
 }
 
 /// Tokens to record for one grant: an access token and a refresh token in a family,
@@ -76,6 +85,9 @@ pub struct GrantWrite {
     /// ([`crate::records::ClientRecord::registered_from`]): its first grant takes it off that
     /// address's unused list too.
     pub registered_from: Option<String>,
+    /// The grant's events: `token_issued`/`token_refreshed` on [`crate::audit::outcome::ISSUED`],
+    /// `refresh_reuse_detected` on [`crate::audit::outcome::REUSED`].
+    pub events: Events,
 }
 
 /// A grant's answer, sealed with a key only the presenter of the credential can derive,
@@ -118,6 +130,8 @@ impl TokenRecord {
             expires_at: claims.exp,
             family_id,
             upstream: None,
+            grant: None,
+            client_ip: None,
         }
     }
 }
@@ -129,6 +143,15 @@ pub enum Attempt {
     Allowed { count: u64 },
     /// Locked out for this long: the attempt must not be evaluated.
     Locked(Duration),
+}
+
+/// The limit [`Store::reserve_attempt`] applies: `max` attempts per `window`, then locked
+/// for `lockout` (writing the events of [`crate::audit::outcome::LOCKED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptLimit {
+    pub max: u64,
+    pub window: Duration,
+    pub lockout: Duration,
 }
 
 /// Remaining lifetime of a key.
@@ -150,7 +173,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records an issued token and indexes it by user and client; the record lives until the
     /// token expires. `now` is Unix seconds.
-    async fn put_token(&self, record: &TokenRecord, now: i64) -> StoreResult<()>;
+    async fn put_token(&self, record: &TokenRecord, now: i64, events: &Events) -> StoreResult<()>;
 
     async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>>;
 
@@ -158,8 +181,9 @@ pub trait Store: Send + Sync + 'static {
     async fn token_is_live(&self, jti: &str) -> StoreResult<bool>;
 
     /// Deletes the record and its index entries and publishes the revocation, atomically.
-    /// Returns whether a live record existed.
-    async fn revoke_token(&self, jti: &str) -> StoreResult<bool>;
+    /// Returns whether a live record existed (the events of
+    /// [`crate::audit::outcome::REVOKED`] are written only then).
+    async fn revoke_token(&self, jti: &str, events: &Events) -> StoreResult<bool>;
 
     /// Live `jti`s indexed under `index_key` (`oauth:user_tokens:…`/`oauth:client_tokens:…`).
     async fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>>;
@@ -197,9 +221,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         counters: &[String],
         locks: &[String],
-        max: u64,
-        window: Duration,
-        lockout: Duration,
+        limit: &AttemptLimit,
+        events: &Events,
     ) -> StoreResult<Attempt>;
 
     /// Records a grant's tokens, in one atomic step that is safe to retry: an answer still kept
@@ -211,8 +234,14 @@ pub trait Store: Send + Sync + 'static {
     async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome>;
 
     /// Revokes every access and refresh token of a family (publishing each jti) and leaves a
-    /// tombstone for `tombstone_ttl`. Returns how many members were removed.
-    async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize>;
+    /// tombstone for `tombstone_ttl`. Returns how many members were removed (the events of
+    /// [`crate::audit::outcome::REVOKED`] are written only when there were some).
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        tombstone_ttl: Duration,
+        events: &Events,
+    ) -> StoreResult<usize>;
 
     /// Stores `user`'s consent to `client_id` and indexes it under the client (so deleting the
     /// client finds it), atomically.
@@ -223,6 +252,7 @@ pub trait Store: Send + Sync + 'static {
         json: &str,
         ttl: Duration,
         now: i64,
+        events: &Events,
     ) -> StoreResult<()>;
 
     /// Sets `key` for `ttl` and indexes it under `client_id` (`oauth:client_pending:…`), in one
@@ -234,14 +264,9 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
         client_id: &str,
         now: i64,
+        events: &Events,
     ) -> StoreResult<()>;
 
-    /// One bounded step of deleting a client: revokes up to about `budget` of what was issued to
-    /// it (refresh families, access tokens, consents, codes and pending logins, through the
-    /// client's indexes) and, once nothing is left, deletes the registration itself. Each step
-    /// is atomic and short (Redis is never blocked for long); repeating a step after a timeout
-    /// continues where the last one stopped, and the registration stays until the end, so an
-    /// interrupted delete can always be finished by the same request.
     /// Stores a new registration, not yet used for a token: for `unused_lifetime`, listed in
     /// `keys::UNUSED_CLIENTS` and in its address's list (scored by `now_ms`). Past the address's
     /// budget its oldest unused are taken off both lists, then past the global budget the
@@ -257,23 +282,44 @@ pub trait Store: Send + Sync + 'static {
         &self,
         client_id: &str,
         unused_lifetime: Duration,
+        events: &Events,
     ) -> StoreResult<bool>;
 
+    /// One bounded step of deleting a client: revokes up to about `budget` of what was issued to
+    /// it (refresh families, access tokens, consents, codes and pending logins, through the
+    /// client's indexes) and, once nothing is left, deletes the registration itself (writing
+    /// the events of [`crate::audit::outcome::DONE`], with the step's count). Each step
+    /// is atomic and short (Redis is never blocked for long); repeating a step after a timeout
+    /// continues where the last one stopped, and the registration stays until the end, so an
+    /// interrupted delete can always be finished by the same request.
     async fn delete_client_step(
         &self,
         client_id: &str,
         tombstone_ttl: Duration,
         budget: usize,
+        events: &Events,
     ) -> StoreResult<DeleteStep>;
 
     /// Deletes a client registration and everything issued to it: access tokens, refresh
     /// families, consents, codes and pending logins, in bounded steps. Returns how many access
-    /// tokens outside refresh families it revoked.
-    async fn delete_client(&self, client_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+    /// tokens outside refresh families it revoked. `event` is written with the last step,
+    /// told how many were revoked before it (`detail.revoked_before`).
+    async fn delete_client(
+        &self,
+        client_id: &str,
+        tombstone_ttl: Duration,
+        event: Option<crate::audit::Event>,
+    ) -> StoreResult<usize> {
         let mut revoked = 0;
         loop {
+            let events = event.clone().map_or_else(Events::none, |e| {
+                Events::none().on(
+                    crate::audit::outcome::DONE,
+                    e.detail("revoked_before", revoked),
+                )
+            });
             let step = self
-                .delete_client_step(client_id, tombstone_ttl, DELETE_STEP_BUDGET)
+                .delete_client_step(client_id, tombstone_ttl, DELETE_STEP_BUDGET, &events)
                 .await?;
             revoked += step.revoked;
             if step.remaining == 0 {
@@ -281,6 +327,67 @@ pub trait Store: Send + Sync + 'static {
             }
         }
     }
+
+    /// Sets or deletes one key with its events, which are written only when the key changed
+    /// ([`crate::audit::outcome::CHANGED`]): a second factor enrolled, a key rotated. Returns
+    /// whether it changed.
+    async fn change(&self, change: &Change<'_>, events: &Events) -> StoreResult<bool>;
+
+    /// Appends events that go with no other change: refusals, the operator's reports.
+    async fn append_events(&self, events: &Events) -> StoreResult<()>;
+
+    /// Adds verify's usage counts of one UTC hour (`YYYYMMDDHH`), one pipelined write; the
+    /// counts live as long as the audit trail.
+    async fn add_usage(&self, hour: &str, counts: &[(String, u64)]) -> StoreResult<()>;
+
+    /// The webhook side of the trail (a consumer group per receiver): the consumer's own
+    /// pending entries first, else those another consumer left unacknowledged for
+    /// `claim_idle`, else new ones; never waits. Creates the group at the end of the trail
+    /// when it does not exist (a new receiver does not get the whole history). Entries the
+    /// trail has trimmed before they were delivered are acknowledged and left out.
+    async fn audit_deliveries(
+        &self,
+        read: &GroupRead<'_>,
+    ) -> StoreResult<Vec<crate::audit::Stored>>;
+
+    /// Marks entries delivered.
+    async fn audit_ack(&self, group: &str, ids: &[String]) -> StoreResult<()>;
+
+    /// Entries of the trail a group has not delivered yet (pending and not yet read).
+    async fn audit_backlog(&self, group: &str) -> StoreResult<u64>;
+
+    /// Where the events this store writes are reported (counter, `LOG_AUDIT`).
+    fn audit_sink(&self) -> &crate::audit::Sink;
+}
+
+/// A one-key change for [`Store::change`].
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    Set {
+        key: &'a str,
+        value: &'a str,
+        ttl: Option<Duration>,
+    },
+    /// Set only if the key does not exist.
+    SetIfAbsent {
+        key: &'a str,
+        value: &'a str,
+        ttl: Option<Duration>,
+    },
+    Delete {
+        key: &'a str,
+    },
+}
+
+/// What a webhook consumer asks of [`Store::audit_deliveries`].
+#[derive(Debug, Clone, Copy)]
+pub struct GroupRead<'a> {
+    pub group: &'a str,
+    pub consumer: &'a str,
+    pub count: usize,
+    /// Entries another consumer read and left unacknowledged this long are taken over (that
+    /// consumer is gone: a replica stopped mid-delivery).
+    pub claim_idle: Duration,
 }
 
 /// How much one [`Store::delete_client_step`] removes: about 30 µs of Redis time each, so a
@@ -296,7 +403,6 @@ pub struct DeleteStep {
     pub remaining: usize,
 }
 
-/// TTL in whole seconds for a record that expires at `expires_at`, at least one second.
 /// A new registration for [`Store::put_new_client`].
 #[derive(Debug, Clone)]
 pub struct NewClientWrite<'a> {
@@ -308,6 +414,8 @@ pub struct NewClientWrite<'a> {
     pub budget: u64,
     pub budget_per_address: u64,
     pub now_ms: i64,
+    /// `client_registered`.
+    pub events: Events,
 }
 
 /// What [`Store::put_new_client`] did.
@@ -319,6 +427,7 @@ pub struct NewClient {
     pub evicted: Vec<String>,
 }
 
+/// TTL in whole seconds for a record that expires at `expires_at`, at least one second.
 pub(crate) fn seconds_until(expires_at: i64, now: i64) -> u64 {
     u64::try_from(expires_at.saturating_sub(now))
         .unwrap_or(0)

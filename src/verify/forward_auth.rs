@@ -69,6 +69,12 @@ pub async fn forward_auth(
     state
         .metrics
         .record(reason, started.elapsed().as_secs_f64());
+    state.audit.decision(|| {
+        let ip = (reason != Reason::Ok)
+            .then(|| state.client_address.resolve(headers, peer))
+            .flatten();
+        super::audit::Sample::of(reason, outcome.as_ref().ok().cloned(), headers, &body, ip)
+    });
     if tracing::enabled!(tracing::Level::DEBUG) {
         let client_id = outcome.as_ref().map(|v| v.client_id()).ok();
         tracing::debug!(reason = reason.as_str(), client_id, "verify decision");

@@ -127,6 +127,8 @@ pub struct VerifyMetrics {
     pub feed_up: IntGauge,
     pub feed_reconnects: IntCounter,
     pub revocations_received: IntCounter,
+    /// Decisions the audit writer never saw (its queue was full).
+    pub audit_dropped: IntCounter,
 }
 
 impl VerifyMetrics {
@@ -175,8 +177,17 @@ impl VerifyMetrics {
                 "mcp_gateway_revocations_received_total",
                 "Revocation messages received from the feed",
             ),
+            audit_dropped: registry.counter(
+                "mcp_gateway_audit_dropped_total",
+                "Decisions not counted in usage nor recorded: the audit writer's queue was full",
+            ),
             registry,
         }
+    }
+
+    /// Adds a collector another part owns (the store's security-events counter).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry.add(collector);
     }
 
     pub fn record(&self, reason: Reason, seconds: f64) {

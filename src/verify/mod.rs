@@ -5,6 +5,7 @@
 //! On a warm cache a decision is two in-memory lookups and no I/O; the store is asked only on
 //! a liveness miss, and every replica hears revocations through the feed.
 
+pub mod audit;
 pub mod cache;
 pub mod error;
 pub mod feed;
@@ -58,6 +59,8 @@ pub struct VerifyServer {
     server: Server,
     addr: SocketAddr,
     feed: tokio::task::JoinHandle<()>,
+    /// The audit writer and how to stop it (after a last flush).
+    audit: Option<(tokio::task::JoinHandle<()>, Arc<tokio::sync::Notify>)>,
     state: web::Data<VerifyState>,
 }
 
@@ -83,6 +86,22 @@ impl VerifyServer {
         let addr = listener.local_addr()?;
         let state = web::Data::new(VerifyState::new(settings, store, clock));
         let feed = tokio::spawn(feed::run(state.clone().into_inner()));
+        let queue = state
+            .audit_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let audit = queue.map(|rx| {
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let writer = tokio::spawn(audit::run(
+                state.store.clone(),
+                state.settings.audit.clone(),
+                state.clock.clone(),
+                rx,
+                stop.clone(),
+            ));
+            (writer, stop)
+        });
         let app_state = state.clone();
         let draining = state.draining.clone();
         let server = HttpServer::new(move || {
@@ -102,6 +121,7 @@ impl VerifyServer {
             server,
             addr,
             feed,
+            audit,
             state,
         })
     }
@@ -125,6 +145,11 @@ impl VerifyServer {
         );
         let result = self.server.await;
         self.feed.abort();
+        if let Some((writer, stop)) = self.audit {
+            // The last counts are written before the process ends.
+            stop.notify_one();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        }
         result
     }
 }

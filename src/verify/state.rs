@@ -44,13 +44,23 @@ pub struct VerifyState {
     pub draining: Arc<crate::service::Draining>,
     /// `FORWARD_UPSTREAM_TOKEN`: the header, and the key that opens the sealed tokens.
     pub upstream_token: Option<(actix_web::http::header::HeaderName, crate::seal::SecretBox)>,
+    /// Usage counts and refusal events, handed to the audit writer off the request path.
+    pub audit: super::audit::Recorder,
+    /// The writer's end, taken by the server that runs the writer.
+    pub audit_queue: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<super::audit::Sample>>>,
 }
 
 impl VerifyState {
     pub fn new(settings: Settings, store: Arc<dyn Store>, clock: SharedClock) -> Self {
         let validation = ValidationPolicy::new(settings.issuer.clone());
         let liveness_epoch = Arc::new(AtomicU64::new(0));
+        let metrics = VerifyMetrics::new();
+        metrics.register(Box::new(store.audit_sink().counter()));
+        let (audit, audit_queue) =
+            super::audit::Recorder::new(&settings.audit, metrics.audit_dropped.clone());
         Self {
+            audit,
+            audit_queue: std::sync::Mutex::new(audit_queue),
             keys: settings.keys.clone(),
             tokens: TokenCache::new(
                 settings.verify_cache_capacity,
@@ -67,7 +77,7 @@ impl VerifyState {
             liveness_epoch,
             started: Instant::now(),
             store,
-            metrics: VerifyMetrics::new(),
+            metrics,
             clock,
             client_address: request::ClientAddress::new(settings.trusted_proxies.clone()),
             draining: Arc::default(),

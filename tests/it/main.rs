@@ -4,6 +4,7 @@
 // The whole crate is test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod auth;
 mod browser;
 mod cli;
@@ -21,6 +22,7 @@ mod security;
 mod sentinel;
 mod signouts;
 mod store_contract;
+mod store_equivalence;
 mod support;
 mod tool_policy;
 mod verify;

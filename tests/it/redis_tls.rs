@@ -3,6 +3,7 @@
 //! `rediss://user:password@…`, `REDIS_CA_FILE` and, where the server asks for one, a client
 //! certificate.
 
+use mcp_oauth_gateway::audit::Events;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -180,7 +181,7 @@ async fn verify_and_the_cli_use_redis_over_tls_with_an_acl_user() {
             "client certs: {client_certs}"
         );
         // The revocation feed runs over TLS too.
-        assert!(store.revoke_token(&jti).await.unwrap());
+        assert!(store.revoke_token(&jti, &Events::none()).await.unwrap());
         verify
             .refuses_within(&token, 2, "revocation heard over TLS")
             .await;

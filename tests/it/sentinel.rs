@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mcp_oauth_gateway::audit::Events;
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::config::ConfigSource;
 use mcp_oauth_gateway::store::{GrantOutcome, RedisStore, Store};
@@ -219,16 +220,14 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
             .unwrap(),
         GrantOutcome::Issued
     );
-    store
-        .put_for_client(
-            "oauth:code:c1",
-            r#"{"client_id":"c1"}"#,
-            Duration::from_secs(600),
-            "c1",
-            now,
-        )
-        .await
-        .unwrap();
+    store_code(
+        store.as_ref(),
+        "oauth:code:c1",
+        "c1",
+        Duration::from_secs(600),
+        &Events::none(),
+    )
+    .await;
     let mut redeem = grant_write("g3", "c1", "fam2", "r3", None);
     redeem.redeem_code = Some("oauth:code:c1".into());
     assert_eq!(
@@ -318,7 +317,8 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
 
     // A revocation made now, on the new primary, reaches verify. (A retry after a write
     // that was not yet confirmed by a replica finds the token gone: revoking is idempotent.)
-    settled("revoke", || store.revoke_token(&cached_jti)).await;
+    let none = Events::none();
+    settled("revoke", || store.revoke_token(&cached_jti, &none)).await;
     verify
         .refuses_within(&cached, 3, "a revocation after the failover is heard")
         .await;

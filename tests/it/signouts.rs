@@ -196,25 +196,12 @@ async fn a_retry_after_our_store_failed_keeps_the_providers_new_token() {
     let (lies, gw, client, tokens) = strict_grant(&[]).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     lies.refresh_delay_ms.store(600, Ordering::SeqCst);
-    let maxmemory = |bytes: &'static str| {
-        let gw = &gw;
-        async move {
-            let mut conn = gw.redis.conn().await;
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxmemory")
-                .arg(bytes)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-    };
     let full = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        maxmemory("1").await;
+        gw.redis.set_maxmemory("1").await;
     };
     let (resp, _) = tokio::join!(gw.refresh(&client, &refresh), full);
-    maxmemory("0").await;
+    gw.redis.set_maxmemory("0").await;
     assert_eq!(resp.status(), 503, "a store failure is retryable");
     assert_eq!(lies.refresh_calls.load(Ordering::SeqCst), 1);
     // The retry: the kept answer, no second call to the provider, and the grant goes on.

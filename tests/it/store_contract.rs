@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
+use mcp_oauth_gateway::audit::Events;
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::store::{MemoryStore, Store, TokenRecord, Ttl};
 
-use crate::support::helpers::{RedisServer, grant_write};
+use crate::support::helpers::{RedisServer, grant_write, store_code};
 
 /// Runs `body` against a fresh Redis-backed store and a fresh in-memory store.
 macro_rules! contract {
@@ -45,6 +46,8 @@ fn record(jti: &str, user: &str, client: &str, expires_in: i64) -> TokenRecord {
         expires_at: now + expires_in,
         family_id: None,
         upstream: None,
+        grant: None,
+        client_ip: None,
     }
 }
 
@@ -109,15 +112,15 @@ contract!(take_is_atomic_under_concurrency, |store| {
 contract!(tokens_are_recorded_indexed_and_revoked, |store| {
     let now = SystemClock.now_unix();
     store
-        .put_token(&record("j1", "Alice", "c1", 600), now)
+        .put_token(&record("j1", "Alice", "c1", 600), now, &Events::none())
         .await
         .unwrap();
     store
-        .put_token(&record("j2", "alice", "c2", 1200), now)
+        .put_token(&record("j2", "alice", "c2", 1200), now, &Events::none())
         .await
         .unwrap();
     store
-        .put_token(&record("j3", "bob", "c1", 600), now)
+        .put_token(&record("j3", "bob", "c1", 600), now, &Events::none())
         .await
         .unwrap();
     assert!(store.token_is_live("j1").await.unwrap());
@@ -142,10 +145,10 @@ contract!(tokens_are_recorded_indexed_and_revoked, |store| {
         .unwrap();
     assert_eq!(c1.len(), 2);
 
-    assert!(store.revoke_token("j1").await.unwrap());
+    assert!(store.revoke_token("j1", &Events::none()).await.unwrap());
     assert!(!store.token_is_live("j1").await.unwrap());
     assert_eq!(store.token("j1").await.unwrap(), None);
-    assert!(!store.revoke_token("j1").await.unwrap());
+    assert!(!store.revoke_token("j1", &Events::none()).await.unwrap());
     let alice = store
         .indexed_tokens("oauth:user_tokens:alice", now)
         .await
@@ -161,11 +164,11 @@ contract!(tokens_are_recorded_indexed_and_revoked, |store| {
 contract!(expired_tokens_leave_the_index, |store| {
     let now = SystemClock.now_unix();
     store
-        .put_token(&record("old", "carol", "c9", 1), now)
+        .put_token(&record("old", "carol", "c9", 1), now, &Events::none())
         .await
         .unwrap();
     store
-        .put_token(&record("new", "carol", "c9", 600), now)
+        .put_token(&record("new", "carol", "c9", 600), now, &Events::none())
         .await
         .unwrap();
     let later = now + 5;
@@ -180,12 +183,15 @@ contract!(revocations_are_published, |store| {
     let mut feed = store.subscribe_revocations().await.unwrap();
     let now = SystemClock.now_unix();
     store
-        .put_token(&record("j9", "dave", "c1", 600), now)
+        .put_token(&record("j9", "dave", "c1", 600), now, &Events::none())
         .await
         .unwrap();
-    store.revoke_token("j9").await.unwrap();
+    store.revoke_token("j9", &Events::none()).await.unwrap();
     // Revoking what does not exist is still announced: a replica may hold it cached.
-    store.revoke_token("never-issued").await.unwrap();
+    store
+        .revoke_token("never-issued", &Events::none())
+        .await
+        .unwrap();
     let got: Vec<String> =
         tokio::time::timeout(Duration::from_secs(2), feed.by_ref().take(2).collect())
             .await
@@ -408,7 +414,14 @@ contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
     // Consents are indexed per client, so deleting one finds them without a keyspace scan.
     for client in ["c7", "c8"] {
         store
-            .put_consent("Erin", client, "{}", Duration::from_secs(600), now)
+            .put_consent(
+                "Erin",
+                client,
+                "{}",
+                Duration::from_secs(600),
+                now,
+                &Events::none(),
+            )
             .await
             .unwrap();
     }
@@ -417,15 +430,15 @@ contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
         .await
         .unwrap();
     store
-        .put_token(&record("d2", "erin", "c7", 600), now)
+        .put_token(&record("d2", "erin", "c7", 600), now, &Events::none())
         .await
         .unwrap();
     store
-        .put_token(&record("d3", "erin", "c8", 600), now)
+        .put_token(&record("d3", "erin", "c8", 600), now, &Events::none())
         .await
         .unwrap();
     store
-        .delete_client("c7", Duration::from_secs(60))
+        .delete_client("c7", Duration::from_secs(60), None)
         .await
         .unwrap();
     assert_eq!(store.get("oauth:client:c7").await.unwrap(), None);
@@ -459,25 +472,27 @@ contract!(
         store.put("oauth:client:c9", "{}", None).await.unwrap();
         for i in 0..25 {
             store
-                .put_token(&record(&format!("s{i}"), "erin", "c9", 600), now)
+                .put_token(
+                    &record(&format!("s{i}"), "erin", "c9", 600),
+                    now,
+                    &Events::none(),
+                )
                 .await
                 .unwrap();
         }
-        store
-            .put_for_client(
-                "oauth:code:pending-c9",
-                r#"{"client_id":"c9"}"#,
-                Duration::from_secs(60),
-                "c9",
-                now,
-            )
-            .await
-            .unwrap();
+        store_code(
+            store.as_ref(),
+            "oauth:code:pending-c9",
+            "c9",
+            Duration::from_secs(60),
+            &Events::none(),
+        )
+        .await;
         let mut feed = store.subscribe_revocations().await.unwrap();
         let (mut revoked, mut steps) = (0, 0);
         loop {
             let step = store
-                .delete_client_step("c9", Duration::from_secs(60), 10)
+                .delete_client_step("c9", Duration::from_secs(60), 10, &Events::none())
                 .await
                 .unwrap();
             revoked += step.revoked;
@@ -510,7 +525,7 @@ contract!(
         }
         // Done is done: another step finds nothing and changes nothing.
         let again = store
-            .delete_client_step("c9", Duration::from_secs(60), 10)
+            .delete_client_step("c9", Duration::from_secs(60), 10, &Events::none())
             .await
             .unwrap();
         assert_eq!((again.revoked, again.remaining), (0, 0));
@@ -592,16 +607,14 @@ contract!(
             );
         }
         // A code as the login writes it; the grant script leaves the redeemed marker.
-        store
-            .put_for_client(
-                "oauth:code:cx",
-                r#"{"client_id":"c1"}"#,
-                Duration::from_secs(60),
-                "c1",
-                now,
-            )
-            .await
-            .unwrap();
+        store_code(
+            store.as_ref(),
+            "oauth:code:cx",
+            "c1",
+            Duration::from_secs(60),
+            &Events::none(),
+        )
+        .await;
         let mut redeem = grant_write("t3", "c1", "famy", "ry1", None);
         redeem.redeem_code = Some("oauth:code:cx".into());
         assert_eq!(

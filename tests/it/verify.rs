@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use futures_util::future::join_all;
+use mcp_oauth_gateway::audit::Events;
 use mcp_oauth_gateway::token::{b64url, sha256_b64url};
 use redis::AsyncCommands;
 
@@ -309,7 +310,7 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
         assert_eq!(a.status(&token).await, 200);
         assert_eq!(b.status(&token).await, 200);
     }
-    assert!(store.revoke_token(&jti).await.unwrap());
+    assert!(store.revoke_token(&jti, &Events::none()).await.unwrap());
     for replica in [&a, &b] {
         let waited = replica
             .until_status(&token, 401, Duration::from_secs(1))

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
+use mcp_oauth_gateway::audit::{Events, Sink, Stored};
 use mcp_oauth_gateway::store::{
-    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, NewClientWrite, RevocationStream,
-    Store, StoreResult, TokenRecord, Ttl,
+    Attempt, AttemptLimit, Change, DeleteStep, GrantOutcome, GrantWrite, GroupRead, NewClient,
+    NewClientWrite, RevocationStream, Store, StoreResult, TokenRecord, Ttl,
 };
 use tokio::sync::Notify;
 
@@ -53,11 +54,15 @@ store_passing_to_inner! {
             }
             answer
         }
+
+        fn audit_sink(&self) -> &Sink {
+            self.inner.audit_sink()
+        }
     }
     fn ping(&self) -> StoreResult<()>;
-    fn put_token(&self, record: &TokenRecord, now: i64) -> StoreResult<()>;
+    fn put_token(&self, record: &TokenRecord, now: i64, events: &Events) -> StoreResult<()>;
     fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>>;
-    fn revoke_token(&self, jti: &str) -> StoreResult<bool>;
+    fn revoke_token(&self, jti: &str, events: &Events) -> StoreResult<bool>;
     fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>>;
     fn subscribe_revocations(&self) -> StoreResult<RevocationStream>;
     fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()>;
@@ -67,14 +72,20 @@ store_passing_to_inner! {
     fn delete(&self, key: &str) -> StoreResult<bool>;
     fn ttl(&self, key: &str) -> StoreResult<Ttl>;
     fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64>;
-    fn reserve_attempt(&self, counters: &[String], locks: &[String], max: u64, window: Duration, lockout: Duration) -> StoreResult<Attempt>;
+    fn reserve_attempt(&self, counters: &[String], locks: &[String], limit: &AttemptLimit, events: &Events) -> StoreResult<Attempt>;
     fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome>;
-    fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize>;
-    fn put_consent(&self, user: &str, client_id: &str, json: &str, ttl: Duration, now: i64) -> StoreResult<()>;
-    fn put_for_client(&self, key: &str, value: &str, ttl: Duration, client_id: &str, now: i64) -> StoreResult<()>;
-    fn delete_client_step(&self, client_id: &str, tombstone_ttl: Duration, budget: usize) -> StoreResult<DeleteStep>;
+    fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration, events: &Events) -> StoreResult<usize>;
+    fn put_consent(&self, user: &str, client_id: &str, json: &str, ttl: Duration, now: i64, events: &Events) -> StoreResult<()>;
+    fn put_for_client(&self, key: &str, value: &str, ttl: Duration, client_id: &str, now: i64, events: &Events) -> StoreResult<()>;
+    fn delete_client_step(&self, client_id: &str, tombstone_ttl: Duration, budget: usize, events: &Events) -> StoreResult<DeleteStep>;
     fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient>;
-    fn drop_unused_client(&self, client_id: &str, unused_lifetime: Duration) -> StoreResult<bool>;
+    fn drop_unused_client(&self, client_id: &str, unused_lifetime: Duration, events: &Events) -> StoreResult<bool>;
+    fn change(&self, change: &Change<'_>, events: &Events) -> StoreResult<bool>;
+    fn append_events(&self, events: &Events) -> StoreResult<()>;
+    fn add_usage(&self, hour: &str, counts: &[(String, u64)]) -> StoreResult<()>;
+    fn audit_deliveries(&self, read: &GroupRead<'_>) -> StoreResult<Vec<Stored>>;
+    fn audit_ack(&self, group: &str, ids: &[String]) -> StoreResult<()>;
+    fn audit_backlog(&self, group: &str) -> StoreResult<u64>;
 }
 
 /// Cuts verify's subscription (CLIENT KILL) and waits until it is back: the liveness cache is
@@ -124,7 +135,7 @@ async fn a_revocation_during_a_liveness_load_is_never_lost() {
     let heard = verify
         .metric("mcp_gateway_revocations_received_total")
         .await;
-    assert!(store.revoke_token(&jti).await.unwrap());
+    assert!(store.revoke_token(&jti, &Events::none()).await.unwrap());
     wait_for(Duration::from_secs(2), || async {
         verify
             .metric("mcp_gateway_revocations_received_total")
@@ -166,7 +177,8 @@ async fn revocations_racing_loads_under_load_lose_nothing() {
         let store = store.clone();
         let verify = &verify;
         async move {
-            let (_, revoked) = tokio::join!(verify.status(token), store.revoke_token(jti));
+            let none = Events::none();
+            let (_, revoked) = tokio::join!(verify.status(token), store.revoke_token(jti, &none));
             assert!(revoked.unwrap());
         }
     });
@@ -271,7 +283,7 @@ async fn a_silent_feed_is_noticed_within_the_heartbeat_bound() {
     proxy.black_hole.store(true, Ordering::SeqCst);
     let cut = std::time::Instant::now();
     // Revoked where this replica cannot hear it.
-    assert!(direct.revoke_token(&jti).await.unwrap());
+    assert!(direct.revoke_token(&jti, &Events::none()).await.unwrap());
     // The stated bound (interval + timeout, 3 s), plus slack for a loaded test machine.
     let bound = FEED_HEARTBEAT_INTERVAL + FEED_HEARTBEAT_TIMEOUT + Duration::from_millis(1500);
     let mut not_ready_after = None;

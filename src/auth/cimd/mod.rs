@@ -19,6 +19,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 
 use super::OAuthError;
 use super::client_metadata::{ClientMetadata, validate_for};
+use crate::audit::{Actor, Event, Events, Kind};
 use crate::config::CimdSettings;
 use crate::records::ClientRecord;
 use fetch::{FetchError, Fetcher};
@@ -184,6 +185,8 @@ pub struct Documents {
     key_sets: UrlCache<JwkSet>,
     scopes_supported: Vec<String>,
     metrics: prometheus::IntCounterVec,
+    /// Where fetches are recorded (`cimd_document_fetched`, `cimd_document_refused`).
+    audit: Option<Arc<dyn crate::store::Store>>,
 }
 
 impl Documents {
@@ -199,7 +202,41 @@ impl Documents {
             settings: settings.clone(),
             scopes_supported: scopes_supported.to_vec(),
             metrics,
+            audit: None,
         })
+    }
+
+    /// Records every fetch's outcome in `store`'s audit trail.
+    pub fn with_audit(mut self, store: Arc<dyn crate::store::Store>) -> Self {
+        self.audit = Some(store);
+        self
+    }
+
+    /// A fetch of `url` accepted (`error` none) or refused, in the trail. A client's document
+    /// names the client; a key set only its URL.
+    async fn report(&self, url: &str, client: bool, error: Option<&FetchError>) {
+        let Some(store) = &self.audit else {
+            return;
+        };
+        let kind = if error.is_some() {
+            Kind::CimdDocumentRefused
+        } else {
+            Kind::CimdDocumentFetched
+        };
+        let mut event = Event::new(kind, Actor::System("cimd".into()))
+            .detail("url", url)
+            .detail("what", if client { "document" } else { "jwks" });
+        if client {
+            event = event.client(url);
+        }
+        match error {
+            Some(e) if e.transient => event = event.failed(e.message.as_str()),
+            Some(e) => event = event.refused(e.message.as_str()),
+            None => {}
+        }
+        if let Err(e) = store.append_events(&Events::one(event)).await {
+            tracing::warn!(error = %e, "cannot record a metadata fetch in the audit trail");
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -275,6 +312,10 @@ impl Documents {
         Fut: std::future::Future<Output = Outcome<(T, Option<Duration>)>>,
     {
         let key = url.as_str().to_string();
+        let is_document = std::ptr::eq(
+            (cache as *const UrlCache<T>).cast::<()>(),
+            (&self.documents as *const UrlCache<ClientDocument>).cast::<()>(),
+        );
         let interval = JWKS_REFETCH_INTERVAL.min(self.settings.min_age);
         let usable = |entry: &Cached<T>, now: Instant| {
             now < entry.fresh_until && !(refetch && now.duration_since(entry.tried) >= interval)
@@ -337,6 +378,7 @@ impl Documents {
                     }),
                 );
                 cache.failures.invalidate(&key);
+                self.report(&key, is_document, None).await;
                 Ok(value)
             }
             Err(error) => {
@@ -373,6 +415,7 @@ impl Documents {
                 } else {
                     Duration::ZERO
                 };
+                self.report(&key, is_document, Some(&error)).await;
                 cache.failures.insert(
                     key,
                     Arc::new(Failed {

@@ -16,6 +16,7 @@ use super::error::track;
 use super::params::{CodeChallenge, Resource, valid_verifier};
 use super::ratelimit::Limited;
 use super::{AuthState, OAuthError, UpstreamUser};
+use crate::audit::{Actor, Events, Kind, outcome};
 use crate::policy::Scope;
 use crate::records::{
     Binding, ClientRecord, CodeRecord, RedeemedCode, RefreshRecord, StoredCode, UpstreamSession,
@@ -30,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) -> HttpResponse {
     let ip = state.client_network(&req);
     let mut claimed = String::new();
+    let mut authenticated = None;
     let result = async {
         state.limits.check(Limited::Token, ip)?;
         let form = parse_form(&req, &body)?;
@@ -44,6 +46,7 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
             )));
         }
         let client = authenticate(&state, &req, &form).await?;
+        authenticated = Some(client.client_id.clone());
         if !client.allows_grant(grant_type) {
             return Err(OAuthError::unauthorized_client(format!(
                 "this client is not registered for {grant_type}"
@@ -63,6 +66,17 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
         && matches!(e.code, "invalid_client" | "invalid_grant")
     {
         state.limits.record_failure(Limited::Token, ip, &claimed);
+    }
+    // A client's refused grant, unless its own event says more (reuse, replay, a binding):
+    // "why does this client's refresh fail" is answered from the trail.
+    if let (Err(e), Some(client_id)) = (&result, authenticated)
+        && e.code != "temporarily_unavailable"
+        && !super::refusal_was_recorded(&req)
+    {
+        let refused = state
+            .client_event(Kind::GrantRefused, &client_id, &req)
+            .refused(format!("{}: {}", e.code, e.description));
+        state.record_limited(&client_id, e.code, refused).await;
     }
     track(&state, "token", result)
 }
@@ -174,7 +188,7 @@ async fn authorization_code(
             {
                 return Ok(answer);
             }
-            return Err(code_replayed(state, &family_id).await);
+            return Err(code_replayed(state, req, client, &family_id).await);
         }
     };
     let checked = check_code(state, client, &exchange, &record);
@@ -198,6 +212,7 @@ async fn authorization_code(
         bound: Binding::default(),
         retry,
         upstream: record.upstream,
+        withheld: Vec::new(),
     };
     issue(state, req, client, grant, "authorization_code").await
 }
@@ -258,12 +273,29 @@ fn check_code(
     })
 }
 
-/// RFC 6749 §4.1.2: a replayed code revokes the tokens issued with it.
-async fn code_replayed(state: &AuthState, family_id: &str) -> OAuthError {
-    if !family_id.is_empty() {
+/// RFC 6749 §4.1.2: a replayed code revokes the tokens issued with it (`code_replayed`).
+async fn code_replayed(
+    state: &AuthState,
+    req: &HttpRequest,
+    client: &ClientRecord,
+    family_id: &str,
+) -> OAuthError {
+    let replayed = state
+        .client_event(Kind::CodeReplayed, &client.client_id, req)
+        .family(family_id)
+        .grant("authorization_code")
+        .refused("the code was already used");
+    super::refusal_recorded(req);
+    if family_id.is_empty() {
+        state.record(Events::one(replayed)).await;
+    } else {
         match state
             .store
-            .revoke_family(family_id, state.settings.refresh_token_lifetime)
+            .revoke_family(
+                family_id,
+                state.settings.refresh_token_lifetime,
+                &Events::one(replayed),
+            )
             .await
         {
             Ok(revoked) => {
@@ -345,16 +377,22 @@ async fn refresh(
     {
         return Ok(answer);
     }
-    let (user, upstream) = match refresh_upstream(state, &record, &hash, &retry, client).await? {
-        Upstreamed::Session(user, upstream) => (user, upstream),
-        Upstreamed::Answered(answer) => return Ok(answer),
-    };
+    let (user, upstream) =
+        match refresh_upstream(state, req, &record, &hash, &retry, client).await? {
+            Upstreamed::Session(user, upstream) => (user, upstream),
+            Upstreamed::Answered(answer) => return Ok(answer),
+        };
     let record = RefreshRecord { user, ..record };
     if !state.settings.admission.admits(&record.user.identity()) {
-        state
-            .store
-            .revoke_family(&record.family_id, state.settings.refresh_token_lifetime)
-            .await?;
+        let revoked = state
+            .event(Kind::TokenRevoked, Actor::System("policy".into()), req)
+            .user(&record.user.login)
+            .user_id(&record.user.id)
+            .client(&client.client_id)
+            .family(&record.family_id)
+            .reason("user_not_allowed");
+        state.revoke_grant(&record.family_id, revoked).await?;
+        super::refusal_recorded(req);
         return Err(OAuthError::invalid_grant("the user is no longer allowed"));
     }
     let granted = Scope::parse(&record.scope);
@@ -405,6 +443,7 @@ async fn refresh(
         redeem_code: None,
         bound: record.binding,
         upstream,
+        withheld: narrowed.withheld,
     };
     issue(state, req, client, grant, "refresh_token").await
 }
@@ -430,6 +469,8 @@ struct Grant {
     /// The binding the grant already has (refresh), checked against this request.
     bound: Binding,
     retry: Retry,
+    /// Scopes asked for that the user is no longer entitled to (refresh).
+    withheld: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -450,7 +491,7 @@ fn binding_for(
     state: &AuthState,
     req: &HttpRequest,
     bound: &Binding,
-) -> Result<Binding, OAuthError> {
+) -> Result<Binding, BindingRefused> {
     let bind = state.settings.bind;
     let ip = state.client_ip(req).map(|ip| ip.to_string());
     let ua = || {
@@ -464,11 +505,9 @@ fn binding_for(
     let cert = state
         .client_address
         .client_cert(req.headers(), req.peer_addr().map(|a| a.ip()));
-    let mismatch = |what: &str| {
+    let mismatch = |what: &'static str| {
         tracing::warn!(what, "refresh token presented by another client: refused");
-        Err(OAuthError::invalid_grant(format!(
-            "the refresh token is bound to another client {what}"
-        )))
+        Err(BindingRefused::Mismatch(what))
     };
     if bound.ip.is_some() && bound.ip != ip {
         return mismatch("address");
@@ -483,24 +522,34 @@ fn binding_for(
     }
     let ip = match (&bound.ip, bind.ip) {
         (Some(was), _) => Some(was.clone()),
-        (None, true) => {
-            Some(ip.ok_or_else(|| OAuthError::invalid_request("the client address is unknown"))?)
-        }
+        (None, true) => Some(ip.ok_or_else(|| {
+            BindingRefused::Unknown(OAuthError::invalid_request("the client address is unknown"))
+        })?),
         (None, false) => None,
     };
     let ua = bound.ua.clone().or_else(|| bind.user_agent.then(ua));
-    let cert =
-        match (&bound.cert, bind.client_cert) {
-            (Some(was), _) => Some(was.clone()),
-            (None, true) => Some(cert.ok_or_else(|| {
-                OAuthError::invalid_request("a TLS client certificate is required")
-            })?),
-            (None, false) => None,
-        };
+    let cert = match (&bound.cert, bind.client_cert) {
+        (Some(was), _) => Some(was.clone()),
+        (None, true) => Some(cert.ok_or_else(|| {
+            BindingRefused::Unknown(OAuthError::invalid_request(
+                "a TLS client certificate is required",
+            ))
+        })?),
+        (None, false) => None,
+    };
     Ok(Binding { ip, ua, cert })
 }
 
-/// Mints the access and refresh tokens and records them in one atomic step.
+/// Why a request's binding was refused: it is not the client the grant is bound to (a stolen
+/// refresh token, a `binding_mismatch`), or what a new binding needs is unknown.
+enum BindingRefused {
+    Mismatch(&'static str),
+    Unknown(OAuthError),
+}
+
+/// Mints the access and refresh tokens and records them in one atomic step, with their
+/// events (`token_issued` or `token_refreshed`; `refresh_reuse_detected` when the presented
+/// refresh token turns out to be used).
 async fn issue(
     state: &AuthState,
     req: &HttpRequest,
@@ -510,7 +559,32 @@ async fn issue(
 ) -> Result<HttpResponse, OAuthError> {
     let settings = &state.settings;
     let now = state.now();
-    let binding = binding_for(state, req, &grant.bound)?;
+    let who = (
+        grant.user.login.clone(),
+        grant.user.id.clone(),
+        grant.amr.first().cloned().unwrap_or_default(),
+        grant.family_id.clone(),
+    );
+    let by_client = |kind| {
+        state
+            .client_event(kind, &client.client_id, req)
+            .user(&who.0)
+            .user_id(&who.1)
+            .upstream(&who.2)
+            .family(&who.3)
+            .grant(grant_type)
+    };
+    let binding = match binding_for(state, req, &grant.bound) {
+        Ok(binding) => binding,
+        Err(BindingRefused::Unknown(e)) => return Err(e),
+        Err(BindingRefused::Mismatch(what)) => {
+            let mismatch = by_client(Kind::BindingMismatch).refused(format!("another {what}"));
+            state.record_refusal(req, Events::one(mismatch)).await;
+            return Err(OAuthError::invalid_grant(format!(
+                "the refresh token is bound to another client {what}"
+            )));
+        }
+    };
     // The MCP server gets the upstream's access token: ours ends no later than it does, so
     // the client's refresh (which refreshes it upstream) comes first.
     let forwarded = grant
@@ -579,7 +653,34 @@ async fn issue(
     })
     .map_err(|e| OAuthError::server_error(e.to_string()))?;
     let claims = &minted.claims;
+    let issued_kind = if grant.rotate_from.is_some() {
+        Kind::TokenRefreshed
+    } else {
+        Kind::TokenIssued
+    };
+    let mut events = Events::none().on(
+        outcome::ISSUED,
+        by_client(issued_kind)
+            .jti(&claims.jti)
+            .scope(&grant.scope)
+            .resource(grant.resource.as_deref().unwrap_or("")),
+    );
+    if !grant.withheld.is_empty() {
+        events = events.on(
+            outcome::ISSUED,
+            by_client(Kind::EntitlementNarrowed)
+                .scope(&grant.scope)
+                .detail("withheld", grant.withheld.join(" ")),
+        );
+    }
+    events = events.on(
+        outcome::REUSED,
+        by_client(Kind::RefreshReuseDetected)
+            .refused("a rotated refresh token was presented again"),
+    );
     let mut token = TokenRecord::for_claims(claims, Some(grant.family_id.clone()));
+    token.grant = Some(grant_type.to_string());
+    token.client_ip = state.client_ip(req).map(|ip| ip.to_string());
     // The access token alone (never the refresh token), sealed to this token's jti.
     token.upstream = forwarded.map(|s| {
         UpstreamSession {
@@ -604,6 +705,7 @@ async fn issue(
         }),
         renew_client: settings.client_lifetime,
         registered_from: client.registered_from.clone(),
+        events,
     };
     match state.store.issue_grant(&write, now).await? {
         GrantOutcome::Issued => {}
@@ -615,7 +717,7 @@ async fn issue(
                 .ok_or_else(|| OAuthError::invalid_grant("this grant was already used"));
         }
         GrantOutcome::CodeReused { family_id } => {
-            return Err(code_replayed(state, &family_id).await);
+            return Err(code_replayed(state, req, client, &family_id).await);
         }
         GrantOutcome::Missing => {
             return Err(OAuthError::invalid_grant(
@@ -623,6 +725,7 @@ async fn issue(
             ));
         }
         GrantOutcome::Reused => {
+            super::refusal_recorded(req);
             tracing::warn!(client_id = %client.client_id, "refresh token replayed: its family is revoked");
             return Err(OAuthError::invalid_grant(
                 "the refresh token was already used; every token of this grant is now revoked",

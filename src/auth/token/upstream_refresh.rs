@@ -2,10 +2,11 @@
 //! refresh token under a store lock, the provider's answer kept (sealed) until our grant is
 //! written, and only the provider's refusal ending the grant.
 
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::Retry;
+use crate::audit::{Actor, Kind};
 use crate::auth::upstream::UpstreamError;
 use crate::auth::{AuthState, OAuthError, UpstreamUser};
 use crate::records::{ClientRecord, RefreshRecord, UpstreamSession};
@@ -33,6 +34,7 @@ pub(super) enum Upstreamed {
 /// instead of presenting the rotated token again.
 pub(super) async fn refresh_upstream(
     state: &AuthState,
+    req: &HttpRequest,
     record: &RefreshRecord,
     hash: &str,
     retry: &Retry,
@@ -100,10 +102,20 @@ pub(super) async fn refresh_upstream(
         Err(UpstreamError::Refused(why) | UpstreamError::NotAdmitted(why)) => {
             tracing::info!(login = %record.user.login, reason = %why, "the upstream refused the refresh: grant ended");
             state.metrics.upstream_failures.inc();
-            state
-                .store
-                .revoke_family(&record.family_id, state.settings.refresh_token_lifetime)
-                .await?;
+            let revoked = state
+                .event(
+                    Kind::TokenRevoked,
+                    Actor::Upstream(session.provider.clone()),
+                    req,
+                )
+                .user(&record.user.login)
+                .user_id(&record.user.id)
+                .upstream(&session.provider)
+                .client(&client.client_id)
+                .family(&record.family_id)
+                .reason(why.as_str());
+            state.revoke_grant(&record.family_id, revoked).await?;
+            crate::auth::refusal_recorded(req);
             Err(OAuthError::invalid_grant(
                 "the identity provider no longer accepts this session; sign in again",
             ))

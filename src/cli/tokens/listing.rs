@@ -2,12 +2,12 @@
 //! entries of expired ones), one token's record, revocation by jti, user or client, and the
 //! purge of expired index entries and orphans.
 
-use std::io::Write;
-
 use redis::AsyncCommands;
 
 use super::now;
-use crate::cli::admin::{Admin, redis_failed, relative};
+use crate::audit::{Events, Kind, outcome};
+use crate::cli::admin::{Admin, RowWriter, redis_failed, relative};
+use crate::cli::progress::Progress;
 use crate::cli::{Cli, CliError, CliResult};
 use crate::store::{TokenRecord, keys};
 
@@ -29,71 +29,6 @@ async fn indexed_records(admin: &mut Admin, index: &str) -> CliResult<Vec<TokenR
         .map(|(j, _)| j)
         .collect();
     records_at(admin, jtis.iter().map(|j| keys::token(j)).collect()).await
-}
-
-/// Rows written as they are read: a JSON array, or a table whose columns are at least as
-/// wide as typical values (a listing of a million tokens never waits for the last one).
-struct RowWriter {
-    json: bool,
-    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
-    headers: &'static [&'static str],
-    widths: &'static [usize],
-    rows: u64,
-}
-
-impl RowWriter {
-    fn new(json: bool, headers: &'static [&'static str], widths: &'static [usize]) -> Self {
-        Self {
-            json,
-            out: std::io::BufWriter::new(std::io::stdout().lock()),
-            headers,
-            widths,
-            rows: 0,
-        }
-    }
-
-    fn write_cells(&mut self, cells: &[&str]) -> CliResult {
-        let mut line = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                line.push_str(cell);
-            } else {
-                let w = self.widths.get(i).copied().unwrap_or(0);
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        writeln!(self.out, "{}", line.trim_end()).map_err(write_failed)
-    }
-
-    fn row(&mut self, value: &serde_json::Value, cells: &[&str]) -> CliResult {
-        if self.json {
-            let sep = if self.rows == 0 { "[\n  " } else { ",\n  " };
-            write!(self.out, "{sep}{value}").map_err(write_failed)?;
-        } else {
-            if self.rows == 0 {
-                let headers = self.headers;
-                self.write_cells(headers)?;
-            }
-            self.write_cells(cells)?;
-        }
-        self.rows += 1;
-        Ok(())
-    }
-
-    fn finish(mut self) -> CliResult {
-        let end = match (self.json, self.rows) {
-            (true, 0) => "[]\n",
-            (true, _) => "\n]\n",
-            (false, 0) => "(none)\n",
-            (false, _) => "",
-        };
-        self.out.write_all(end.as_bytes()).map_err(write_failed)?;
-        self.out.flush().map_err(write_failed)
-    }
-}
-
-fn write_failed(e: std::io::Error) -> CliError {
-    CliError::Failed(format!("cannot write: {e}"))
 }
 
 /// The records behind `jtis` (MGET), those still live.
@@ -135,8 +70,16 @@ pub(super) async fn list(
     }
     let mut out = RowWriter::new(
         cli.json,
-        &["JTI", "USER", "CLIENT", "SCOPE", "EXPIRES"],
-        &[22, 12, 22, 12],
+        &[
+            "JTI",
+            "USER",
+            "CLIENT",
+            "SCOPE",
+            "EXPIRES",
+            "LAST REFRESH",
+            "ADDRESS",
+        ],
+        &[22, 12, 22, 12, 10, 12],
     );
     let emit = |out: &mut RowWriter, records: Vec<TokenRecord>| -> CliResult {
         for r in records {
@@ -146,9 +89,24 @@ pub(super) async fn list(
                 continue;
             }
             let expires = relative(r.expires_at - now);
+            // A refreshed grant's newest token was issued by its last refresh.
+            let refreshed = match r.grant.as_deref() {
+                // In the past, even when it was this second.
+                Some("refresh_token") => relative((r.issued_at - now).min(-1)),
+                _ => "-".to_string(),
+            };
+            let address = r.client_ip.as_deref().unwrap_or("-");
             out.row(
                 &record_json(&r, None),
-                &[&r.jti, &r.username, &r.client_id, &r.scope, &expires],
+                &[
+                    &r.jti,
+                    &r.username,
+                    &r.client_id,
+                    &r.scope,
+                    &expires,
+                    &refreshed,
+                    address,
+                ],
             )?;
         }
         Ok(())
@@ -268,8 +226,9 @@ pub(super) async fn show(cli: &Cli, jti: &str) -> CliResult {
 pub(super) async fn revoke(cli: &Cli, jti: &str) -> CliResult {
     let settings = cli.settings()?;
     let store = cli.store(&settings).await?;
+    let record = store.token(jti).await.ok().flatten();
     let existed = store
-        .revoke_token(jti)
+        .revoke_token(jti, &revoked_by(cli, record.as_ref(), jti))
         .await
         .map_err(|e| CliError::Failed(format!("cannot revoke: {e}")))?;
     if existed {
@@ -280,6 +239,35 @@ pub(super) async fn revoke(cli: &Cli, jti: &str) -> CliResult {
             "no live token with jti {jti} (already revoked or expired); revocation published anyway"
         )))
     }
+}
+
+/// `token_revoked` by the operator, written only when there was something to revoke.
+fn revoked_by(cli: &Cli, record: Option<&TokenRecord>, jti: &str) -> Events {
+    let mut event = cli.event(Kind::TokenRevoked).jti(jti);
+    if let Some(r) = record {
+        event = event
+            .user(&r.username)
+            .user_id(&r.user_id)
+            .client(&r.client_id);
+    }
+    Events::none().on(outcome::REVOKED, event)
+}
+
+/// The user and client a refresh family belongs to, from one of its refresh records.
+async fn family_owner(
+    admin: &mut Admin,
+    store: &dyn crate::store::Store,
+    family: &str,
+) -> Option<(String, String)> {
+    let members = admin.zset(&keys::family(family)).await.ok()?;
+    for (member, _) in members {
+        if let Some(hash) = member.strip_prefix("r:")
+            && let Ok(Some(record)) = crate::records::RefreshRecord::load(store, hash).await
+        {
+            return Some((record.user.login, record.client_id));
+        }
+    }
+    None
 }
 
 /// Every token in an index, with the refresh grants they came from.
@@ -304,10 +292,32 @@ pub(super) async fn revoke_all(cli: &Cli, index: &str, what: &str, name: &str) -
             "cannot finish revoking {what} {name}: {e}; {grants} refresh grants and {revoked} access tokens were revoked before that: run the command again to finish"
         ))
     };
+    let progress = Progress::new(
+        cli,
+        Some((families.len() + records.len()) as u64),
+        &format!("revoking {what} {name}"),
+    );
     let mut grants = 0;
     for family in &families {
+        progress.inc(1);
+        let mut event = cli
+            .event(Kind::TokenRevoked)
+            .family(family)
+            .reason(format!("every token of {what} {name}"));
+        // Whose grant it is, so the user's and the client's trails both show it.
+        if let Some((user, client)) = family_owner(&mut admin, store.as_ref(), family).await {
+            event = event.user(&user).client(&client);
+        }
+        event = match what {
+            "client" => event.client(name),
+            _ => event.user(name),
+        };
         let members = store
-            .revoke_family(family, settings.refresh_token_lifetime)
+            .revoke_family(
+                family,
+                settings.refresh_token_lifetime,
+                &Events::none().on(outcome::REVOKED, event),
+            )
             .await
             .map_err(|e| failed(e, grants, 0))?;
         if members > 0 {
@@ -316,13 +326,15 @@ pub(super) async fn revoke_all(cli: &Cli, index: &str, what: &str, name: &str) -
     }
     let mut revoked = 0;
     for record in &records {
+        progress.inc(1);
         // Already gone if its family was revoked above; the call still announces it.
         store
-            .revoke_token(&record.jti)
+            .revoke_token(&record.jti, &revoked_by(cli, Some(record), &record.jti))
             .await
             .map_err(|e| failed(e, grants, revoked))?;
         revoked += 1;
     }
+    progress.finish();
     if cli.json {
         println!(
             "{}",
@@ -351,11 +363,13 @@ pub(super) async fn purge_expired(cli: &Cli) -> CliResult {
             purged.expired, purged.orphans
         ))
     };
+    let progress = Progress::new(cli, Some(admin.dbsize().await?), "purging");
     loop {
         let (next, page) = admin
             .scan_page(cursor, &pattern)
             .await
             .map_err(|e| partial(e, &purged))?;
+        progress.inc(page.len() as u64);
         let mut step = purged;
         admin
             .purge_page(&page, now, &crate::records::layout::Rules, &mut step)
@@ -367,6 +381,7 @@ pub(super) async fn purge_expired(cli: &Cli) -> CliResult {
         }
         cursor = next;
     }
+    progress.finish();
     if cli.json {
         println!(
             "{}",
@@ -378,5 +393,11 @@ pub(super) async fn purge_expired(cli: &Cli) -> CliResult {
             purged.expired, purged.orphans, purged.empty_families
         );
     }
+    let recorded = cli
+        .event(Kind::Purge)
+        .detail("expired_index_entries", purged.expired)
+        .detail("orphans", purged.orphans)
+        .detail("empty_families", purged.empty_families);
+    cli.record(&settings, recorded).await;
     Ok(())
 }

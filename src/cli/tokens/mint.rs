@@ -5,6 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::{MintArgs, now};
+use crate::audit::{Events, Kind};
 use crate::cli::{Cli, CliError, CliResult};
 use crate::store::TokenRecord;
 use crate::token::{MintRequest, mint};
@@ -94,13 +95,31 @@ pub(super) async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
                 .iter()
                 .map(|m| {
                     let mut record = TokenRecord::for_claims(&m.claims, None);
+                    record.grant = Some("mint".into());
                     record.upstream = upstream
                         .as_ref()
                         .map(|(sealer, session)| session.seal(sealer, &m.claims.jti));
                     record
                 })
                 .collect();
-            let writes = records.iter().map(|r| store.put_token(r, now));
+            let events: Vec<Events> = records
+                .iter()
+                .map(|r| {
+                    Events::one(
+                        cli.event(Kind::TokenMinted)
+                            .user(&r.username)
+                            .user_id(&r.user_id)
+                            .client(&r.client_id)
+                            .jti(&r.jti)
+                            .scope(&r.scope)
+                            .grant("mint"),
+                    )
+                })
+                .collect();
+            let writes = records
+                .iter()
+                .zip(&events)
+                .map(|(r, e)| store.put_token(r, now, e));
             for result in futures_util::future::join_all(writes).await {
                 result.map_err(|e| CliError::Failed(format!("cannot record the token: {e}")))?;
             }

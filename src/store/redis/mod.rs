@@ -11,6 +11,7 @@ use redis::aio::ConnectionManager;
 
 mod connect;
 mod scripts;
+pub(crate) mod stream;
 
 use connect::{Follower, Primary, Target, follow, manager, unavailable};
 pub use connect::{SENTINEL_POLL, client_for, primary_client};
@@ -18,9 +19,11 @@ use scripts::Scripts;
 
 use super::keys;
 use super::{
-    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, NewClientWrite, RevocationStream,
-    Store, StoreError, StoreResult, TokenRecord, Ttl, seconds_until,
+    Attempt, AttemptLimit, Change, DeleteStep, GrantOutcome, GrantWrite, GroupRead, NewClient,
+    NewClientWrite, RevocationStream, Store, StoreError, StoreResult, TokenRecord, Ttl,
+    seconds_until,
 };
+use crate::audit::{self, Events};
 
 /// How long one command may take before the store counts as unavailable (the services and
 /// the CLI alike). Every state change is safe to retry after it.
@@ -38,6 +41,9 @@ pub struct RedisStore {
     scripts: Scripts,
     /// Replicas a grant or revocation must reach before it is answered (Sentinel only).
     wait_replicas: u32,
+    /// How much of the audit trail is kept (and whether it is written at all).
+    audit: audit::Bounds,
+    sink: audit::Sink,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -51,9 +57,12 @@ impl RedisStore {
     /// connecting. With Sentinel it must be called within a Tokio runtime: a task follows the
     /// primary from then on.
     pub fn connect_with(settings: &crate::config::Settings) -> StoreResult<Self> {
+        let sink = audit::Sink::new(settings.audit.log, crate::clock::system());
         let Some(sentinel) = settings.redis_sentinel.clone() else {
             let mut store = Self::from_client(client_for(settings).map_err(unavailable)?)?;
             store.wait_replicas = 0;
+            store.audit = settings.audit.bounds;
+            store.sink = sink;
             return Ok(store);
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -72,6 +81,8 @@ impl RedisStore {
             target: Target::Sentinel(follower),
             scripts: Scripts::new(),
             wait_replicas: sentinel.wait_replicas,
+            audit: settings.audit.bounds,
+            sink,
         })
     }
 
@@ -91,7 +102,66 @@ impl RedisStore {
             })),
             scripts: Scripts::new(),
             wait_replicas: 0,
+            audit: audit::Bounds::default(),
+            sink: audit::Sink::default(),
         })
+    }
+
+    /// The same store with other audit bounds (tests of trimming, benches with it off).
+    pub fn with_audit(mut self, bounds: audit::Bounds) -> Self {
+        self.audit = bounds;
+        self
+    }
+
+    /// Appends the audit block the scripts' `audit` reads (scripts.rs) to an invocation.
+    fn audit_args(&self, invocation: &mut redis::ScriptInvocation<'_>, events: &Events) {
+        let planned = if self.audit.enabled {
+            events.planned()
+        } else {
+            &[]
+        };
+        for p in planned {
+            let e = &p.event;
+            invocation
+                .arg(p.when.as_str())
+                .arg(&e.kind)
+                .arg(e.user.as_deref().unwrap_or(""))
+                .arg(e.client_id.as_deref().unwrap_or(""))
+                .arg(e.to_json());
+        }
+        invocation
+            .arg(planned.len())
+            .arg(self.audit.max_events.max(1))
+            .arg(self.audit.retention.as_millis().max(1) as u64);
+    }
+
+    /// Runs a script with the audit block of `events` appended; its reply.
+    async fn audited<T: redis::FromRedisValue>(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        events: &Events,
+        conn: &mut ConnectionManager,
+    ) -> StoreResult<T> {
+        self.audit_args(invocation, events);
+        invocation.invoke_async(conn).await.map_err(unavailable)
+    }
+
+    /// Runs a script whose events are written whatever it finds.
+    async fn write(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        events: &Events,
+    ) -> StoreResult<()> {
+        let _: i64 = self.audited(invocation, events, &mut self.conn()?).await?;
+        self.written(events, audit::outcome::WRITTEN);
+        Ok(())
+    }
+
+    /// Reports what an operation that ended in `outcome` wrote.
+    fn written(&self, events: &Events, outcome: &str) {
+        if self.audit.enabled && !events.is_empty() {
+            self.sink.written(events.emitted(outcome));
+        }
     }
 
     fn primary(&self) -> StoreResult<(redis::Client, ConnectionManager)> {
@@ -151,13 +221,12 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn put_token(&self, record: &TokenRecord, now: i64) -> StoreResult<()> {
+    async fn put_token(&self, record: &TokenRecord, now: i64, events: &Events) -> StoreResult<()> {
         let mut conn = self.conn()?;
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let ttl = seconds_until(record.expires_at, now);
-        let _: i64 = self
-            .scripts
-            .put_token
+        let mut invocation = self.scripts.put_token.prepare_invoke();
+        invocation
             .key(keys::token(&record.jti))
             .key(keys::user_tokens(&record.username))
             .key(keys::client_tokens(&record.client_id))
@@ -165,11 +234,10 @@ impl Store for RedisStore {
             .arg(json)
             .arg(ttl)
             .arg(record.expires_at)
-            .arg(now)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .arg(now);
+        let _: i64 = self.audited(&mut invocation, events, &mut conn).await?;
         self.replicated(&mut conn).await?;
+        self.written(events, audit::outcome::WRITTEN);
         Ok(())
     }
 
@@ -190,18 +258,15 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn revoke_token(&self, jti: &str) -> StoreResult<bool> {
+    async fn revoke_token(&self, jti: &str, events: &Events) -> StoreResult<bool> {
         let mut conn = self.conn()?;
-        let existed: i64 = self
-            .scripts
-            .revoke_token
-            .key(keys::token(jti))
-            .arg(jti)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let mut invocation = self.scripts.revoke_token.prepare_invoke();
+        invocation.key(keys::token(jti)).arg(jti);
+        let existed: i64 = self.audited(&mut invocation, events, &mut conn).await?;
         self.replicated(&mut conn).await?;
-        Ok(existed == 1)
+        let existed = existed == 1;
+        self.written(events, audit::outcome::of_revocation(existed));
+        Ok(existed)
     }
 
     async fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>> {
@@ -368,7 +433,7 @@ impl Store for RedisStore {
         if let Some(hash) = &grant.rotate_from {
             invocation.key(keys::refresh(hash));
         }
-        let (kind, value): (String, String) = invocation
+        invocation
             .arg(&token.jti)
             .arg(token_json)
             .arg(seconds_until(token.expires_at, now))
@@ -390,14 +455,15 @@ impl Store for RedisStore {
                 grant
                     .renew_client
                     .map_or(String::new(), |d| d.as_millis().max(1).to_string()),
-            )
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            );
+        let (kind, value): (String, String) = self
+            .audited(&mut invocation, &grant.events, &mut conn)
+            .await?;
         // A grant issued, or a family revoked for reuse: neither may be lost in a failover.
         if matches!(kind.as_str(), "issued" | "reused") {
             self.replicated(&mut conn).await?;
         }
+        self.written(&grant.events, &kind);
         Ok(match kind.as_str() {
             "issued" => GrantOutcome::Issued,
             "replayed" => GrantOutcome::Replayed(value),
@@ -408,19 +474,22 @@ impl Store for RedisStore {
         })
     }
 
-    async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        tombstone_ttl: Duration,
+        events: &Events,
+    ) -> StoreResult<usize> {
         let mut conn = self.conn()?;
-        let n: i64 = self
-            .scripts
-            .revoke_family
+        let mut invocation = self.scripts.revoke_family.prepare_invoke();
+        invocation
             .key(keys::family(family_id))
             .key(keys::family_revoked(family_id))
             .arg(family_id)
-            .arg(tombstone_ttl.as_secs().max(1))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .arg(tombstone_ttl.as_secs().max(1));
+        let n: i64 = self.audited(&mut invocation, events, &mut conn).await?;
         self.replicated(&mut conn).await?;
+        self.written(events, audit::outcome::of_family(n.max(0) as usize));
         Ok(n.max(0) as usize)
     }
 
@@ -431,20 +500,17 @@ impl Store for RedisStore {
         json: &str,
         ttl: Duration,
         now: i64,
+        events: &Events,
     ) -> StoreResult<()> {
-        let _: i64 = self
-            .scripts
-            .put_consent
+        let mut invocation = self.scripts.put_consent.prepare_invoke();
+        invocation
             .key(keys::consent(user, client_id))
             .key(keys::client_consents(client_id))
             .arg(json)
             .arg(ttl.as_secs().max(1))
             .arg(user.to_ascii_lowercase())
-            .arg(now)
-            .invoke_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .arg(now);
+        self.write(&mut invocation, events).await
     }
 
     async fn put_for_client(
@@ -454,25 +520,21 @@ impl Store for RedisStore {
         ttl: Duration,
         client_id: &str,
         now: i64,
+        events: &Events,
     ) -> StoreResult<()> {
-        let _: i64 = self
-            .scripts
-            .put_for_client
+        let mut invocation = self.scripts.put_for_client.prepare_invoke();
+        invocation
             .key(key)
             .key(keys::client_pending(client_id))
             .arg(value)
             .arg(ttl.as_millis().max(1) as u64)
-            .arg(now)
-            .invoke_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .arg(now);
+        self.write(&mut invocation, events).await
     }
 
     async fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient> {
-        let (unused, evicted): (u64, Vec<String>) = self
-            .scripts
-            .put_new_client
+        let mut invocation = self.scripts.put_new_client.prepare_invoke();
+        invocation
             .key(keys::client(client.client_id))
             .key(keys::UNUSED_CLIENTS)
             .key(
@@ -485,10 +547,11 @@ impl Store for RedisStore {
             .arg(client.unused_lifetime.as_millis().max(1) as u64)
             .arg(client.budget.max(1))
             .arg(client.budget_per_address.max(1))
-            .arg(client.now_ms)
-            .invoke_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
+            .arg(client.now_ms);
+        let (unused, evicted): (u64, Vec<String>) = self
+            .audited(&mut invocation, &client.events, &mut self.conn()?)
+            .await?;
+        self.written(&client.events, audit::outcome::WRITTEN);
         Ok(NewClient { unused, evicted })
     }
 
@@ -496,15 +559,16 @@ impl Store for RedisStore {
         &self,
         client_id: &str,
         unused_lifetime: Duration,
+        events: &Events,
     ) -> StoreResult<bool> {
-        let n: i64 = self
-            .scripts
-            .drop_unused_client
+        let mut invocation = self.scripts.drop_unused_client.prepare_invoke();
+        invocation
             .key(keys::client(client_id))
-            .arg(unused_lifetime.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
+            .arg(unused_lifetime.as_millis().max(1) as u64);
+        let n: i64 = self
+            .audited(&mut invocation, events, &mut self.conn()?)
+            .await?;
+        self.written(events, audit::outcome::of_drop(n == 1));
         Ok(n == 1)
     }
 
@@ -513,23 +577,28 @@ impl Store for RedisStore {
         client_id: &str,
         tombstone_ttl: Duration,
         budget: usize,
+        events: &Events,
     ) -> StoreResult<DeleteStep> {
         let mut conn = self.conn()?;
-        let (revoked, remaining): (i64, i64) = self
-            .scripts
-            .delete_client_step
-            .key(keys::client(client_id))
-            .key(keys::client_families(client_id))
-            .key(keys::client_tokens(client_id))
-            .key(keys::client_consents(client_id))
-            .key(keys::client_pending(client_id))
+        let mut invocation = self.scripts.delete_client_step.prepare_invoke();
+        // The registration, then the indexes of what was issued to it.
+        for key in [
+            keys::client(client_id),
+            keys::client_families(client_id),
+            keys::client_tokens(client_id),
+            keys::client_consents(client_id),
+            keys::client_pending(client_id),
+        ] {
+            invocation.key(key);
+        }
+        invocation
             .arg(client_id)
             .arg(tombstone_ttl.as_secs().max(1))
-            .arg(budget.max(1))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .arg(budget.max(1));
+        let (revoked, remaining): (i64, i64) =
+            self.audited(&mut invocation, events, &mut conn).await?;
         self.replicated(&mut conn).await?;
+        self.written(events, audit::outcome::of_step(remaining.max(0) as usize));
         Ok(DeleteStep {
             revoked: revoked.max(0) as usize,
             remaining: remaining.max(0) as usize,
@@ -540,27 +609,98 @@ impl Store for RedisStore {
         &self,
         counters: &[String],
         locks: &[String],
-        max: u64,
-        window: Duration,
-        lockout: Duration,
+        limit: &AttemptLimit,
+        events: &Events,
     ) -> StoreResult<Attempt> {
         let mut invocation = self.scripts.reserve_attempt.prepare_invoke();
         for key in counters.iter().chain(locks) {
             invocation.key(key);
         }
-        let (kind, n): (String, i64) = invocation
+        invocation
             .arg(counters.len())
-            .arg(max)
-            .arg(window.as_millis().max(1) as u64)
-            .arg(lockout.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
+            .arg(limit.max)
+            .arg(limit.window.as_millis().max(1) as u64)
+            .arg(limit.lockout.as_millis().max(1) as u64);
+        let (kind, n): (String, i64) = self
+            .audited(&mut invocation, events, &mut self.conn()?)
+            .await?;
         let n = n.max(0) as u64;
         Ok(match kind.as_str() {
-            "allowed" => Attempt::Allowed { count: n },
-            _ => Attempt::Locked(Duration::from_millis(n)),
+            "allowed" => {
+                self.written(events, audit::outcome::ALLOWED);
+                Attempt::Allowed { count: n }
+            }
+            "locking" => {
+                self.written(events, audit::outcome::LOCKED);
+                Attempt::Locked(Duration::from_millis(n))
+            }
+            _ => {
+                self.written(events, audit::outcome::HELD);
+                Attempt::Locked(Duration::from_millis(n))
+            }
         })
+    }
+
+    async fn change(&self, change: &Change<'_>, events: &Events) -> StoreResult<bool> {
+        let mut invocation = self.scripts.change.prepare_invoke();
+        let ms =
+            |ttl: Option<Duration>| ttl.map_or(String::new(), |t| t.as_millis().max(1).to_string());
+        match *change {
+            Change::Set { key, value, ttl } => {
+                invocation.key(key).arg("set").arg(value).arg(ms(ttl))
+            }
+            Change::SetIfAbsent { key, value, ttl } => {
+                invocation.key(key).arg("set_nx").arg(value).arg(ms(ttl))
+            }
+            Change::Delete { key } => invocation.key(key).arg("del").arg("").arg(""),
+        };
+        let n: i64 = self
+            .audited(&mut invocation, events, &mut self.conn()?)
+            .await?;
+        self.written(events, audit::outcome::of_change(n == 1));
+        Ok(n == 1)
+    }
+
+    async fn append_events(&self, events: &Events) -> StoreResult<()> {
+        if events.is_empty() || !self.audit.enabled {
+            return Ok(());
+        }
+        let mut invocation = self.scripts.append_events.prepare_invoke();
+        self.write(&mut invocation, events).await
+    }
+
+    async fn add_usage(&self, hour: &str, counts: &[(String, u64)]) -> StoreResult<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let key = keys::usage(hour);
+        let mut pipe = redis::pipe();
+        for (field, n) in counts {
+            pipe.hincr(&key, field, *n).ignore();
+        }
+        pipe.pexpire(&key, self.audit.retention.as_millis().max(1) as i64)
+            .ignore();
+        let () = pipe
+            .query_async(&mut self.conn()?)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn audit_deliveries(&self, read: &GroupRead<'_>) -> StoreResult<Vec<audit::Stored>> {
+        stream::deliveries(&mut self.conn()?, read).await
+    }
+
+    async fn audit_ack(&self, group: &str, ids: &[String]) -> StoreResult<()> {
+        stream::ack(&mut self.conn()?, group, ids).await
+    }
+
+    async fn audit_backlog(&self, group: &str) -> StoreResult<u64> {
+        stream::backlog(&mut self.conn()?, group).await
+    }
+
+    fn audit_sink(&self) -> &audit::Sink {
+        &self.sink
     }
 
     async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {

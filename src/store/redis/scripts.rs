@@ -12,6 +12,7 @@ local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC, GR, TR =
   '{TOKEN}', '{USER_TOKENS}', '{CLIENT_TOKENS}', '{REFRESH}', '{FAMILY}', '{FAMILY_REVOKED}',
   '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}', '{USER_FAMILIES}', '{CLIENT_CONSENTS}',
   '{GRANT_RESULT}', '{TOKEN_REVOKED}'
+local AU, AUU, AUC = '{AUDIT}', '{AUDIT_USER}', '{AUDIT_CLIENT}'
 
 local function decode(v)
   local ok, r = pcall(cjson.decode, v)
@@ -47,6 +48,44 @@ local function revoke_jti(jti)
   if v then return 1 else return 0 end
 end
 
+-- The audit block is ARGV's tail: per event its condition ('*' or an outcome), type, user,
+-- client and JSON, then the number of events, the length cap and the retention in ms. The
+-- events whose condition is `outcome` (or '*') are appended with the change, `n` (a count the
+-- script found) beside them; the trail is trimmed by length and age on the way, by whole
+-- stream nodes (never a walk). The per-user and per-client index streams hold the same ids.
+local function audit(outcome, n)
+  local m = tonumber(ARGV[#ARGV - 2])
+  if not m or m == 0 then return end
+  local cap, keep = ARGV[#ARGV - 1], tonumber(ARGV[#ARGV])
+  local first = #ARGV - 2 - 5 * m
+  local trimmed = false
+  for i = 0, m - 1 do
+    local at = first + 5 * i
+    if ARGV[at] == '*' or ARGV[at] == outcome then
+      local id
+      if n then
+        id = redis.call('XADD', AU, 'MAXLEN', '~', cap, '*', 't', ARGV[at + 1], 'e', ARGV[at + 4], 'n', string.format('%d', n))
+      else
+        id = redis.call('XADD', AU, 'MAXLEN', '~', cap, '*', 't', ARGV[at + 1], 'e', ARGV[at + 4])
+      end
+      if not trimmed then
+        local now = redis.call('TIME')
+        local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+        redis.call('XTRIM', AU, 'MINID', '~', string.format('%.0f', now_ms - keep))
+        trimmed = true
+      end
+      for j, index in ipairs({AUU, AUC}) do
+        local who = ARGV[at + 1 + j]
+        if who ~= '' then
+          -- An index is a convenience: its failure never undoes the change or its event.
+          redis.pcall('XADD', index .. who, 'MAXLEN', '~', {AUDIT_INDEX_CAP}, id, 't', ARGV[at + 1])
+          redis.pcall('PEXPIRE', index .. who, keep)
+        end
+      end
+    end
+  end
+end
+
 local function revoke_family(fid, tombstone_ttl)
   local members = redis.call('ZRANGE', F .. fid, 0, -1)
   for _, m in ipairs(members) do
@@ -60,15 +99,18 @@ local function revoke_family(fid, tombstone_ttl)
 end
 "#;
 
-// KEYS: token, user index, client index. ARGV: jti, record JSON, ttl, exp, now.
+// KEYS: token, user index, client index. ARGV: jti, record JSON, ttl, exp, now, audit block.
 const PUT_TOKEN: &str = r#"
 put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+audit('written')
 return 1
 "#;
 
-// KEYS: token (its index entries are found from its record). ARGV: jti.
+// KEYS: token (its index entries are found from its record). ARGV: jti, audit block.
 const REVOKE_TOKEN: &str = r#"
-return revoke_jti(ARGV[1])
+local r = revoke_jti(ARGV[1])
+if r == 1 then audit('revoked') else audit('missing') end
+return r
 "#;
 
 // KEYS: token, user index, client index, new refresh token, family, family tombstone,
@@ -77,29 +119,33 @@ return revoke_jti(ARGV[1])
 //       and the rotated refresh token, in that order.
 // ARGV: jti, token JSON, token ttl, token exp, username, client_id, now,
 //       refresh hash, refresh JSON, refresh ttl, family id, rotate-from hash or '', tombstone ttl,
-//       code key or '', result key or '', sealed result, result ttl ms, client lifetime ms or ''.
+//       code key or '', result key or '', sealed result, result ttl ms, client lifetime ms or '',
+//       audit block.
 const ISSUE_GRANT: &str = r#"
 local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
-if redis.call('EXISTS', KEYS[6]) == 1 then return {'revoked', ''} end
+local function done(kind, value, n)
+  audit(kind, n)
+  return {kind, value}
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then return done('revoked', '') end
 if result_key ~= '' then
   local prior = redis.call('GET', result_key)
-  if prior then return {'replayed', prior} end
+  if prior then return done('replayed', prior) end
 end
 if code_key ~= '' then
   local v = redis.call('GET', code_key)
-  if not v then return {'missing', ''} end
+  if not v then return done('missing', '') end
   local r = decode(v)
-  if r and r.redeemed then return {'code_reused', r.family_id or ''} end
+  if r and r.redeemed then return done('code_reused', r.family_id or '') end
   redis.call('SET', code_key, cjson.encode({redeemed = true, family_id = fid}), 'KEEPTTL')
 end
 if rotate_from ~= '' then
   local v = redis.call('GET', R .. rotate_from)
-  if not v then return {'missing', ''} end
+  if not v then return done('missing', '') end
   local r = decode(v)
-  if not r then return {'missing', ''} end
+  if not r then return done('missing', '') end
   if r.used then
-    revoke_family(r.family_id or fid, ARGV[13])
-    return {'reused', ''}
+    return done('reused', '', revoke_family(r.family_id or fid, ARGV[13]))
   end
   r.used = true
   redis.call('SET', R .. rotate_from, cjson.encode(r), 'KEEPTTL')
@@ -130,11 +176,12 @@ if redis.call('PTTL', KEYS[9]) > 0 then
     redis.call('PERSIST', KEYS[9])
   end
 end
-return {'issued', ''}
+return done('issued', '')
 "#;
 
 // KEYS: registration, unused registrations, those of its address (or the first again).
-// ARGV: client id, JSON, unused lifetime ms, budget, budget per address, now ms. Returns the
+// ARGV: client id, JSON, unused lifetime ms, budget, budget per address, now ms, audit
+// block. Returns the
 // number unused and the ids taken off past the budgets (the address's oldest first).
 const PUT_NEW_CLIENT: &str = r#"
 local lifetime, now = tonumber(ARGV[3]), tonumber(ARGV[6])
@@ -160,24 +207,31 @@ if over > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[2], over)
   for i = 1, #popped, 2 do evicted[#evicted + 1] = popped[i] end
 end
+audit('written')
 return {redis.call('ZCARD', KEYS[2]), evicted}
 "#;
 
-// KEYS: registration. ARGV: unused lifetime ms. Deletes it only while it still has no more
-// than its unused lifetime: a first grant renewed it past that, or made it permanent.
+// KEYS: registration. ARGV: unused lifetime ms, audit block. Deletes it only while it still
+// has no more than its unused lifetime: a first grant renewed it past that, or made it
+// permanent.
 const DROP_UNUSED_CLIENT: &str = r#"
 local left = redis.call('PTTL', KEYS[1])
-if left > 0 and left <= tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
+if left > 0 and left <= tonumber(ARGV[1]) and redis.call('DEL', KEYS[1]) == 1 then
+  audit('revoked')
+  return 1
+end
+audit('kept')
 return 0
 "#;
 
-// KEYS: consent, client's consent index. ARGV: JSON, ttl, user (lower-case), now.
+// KEYS: consent, client's consent index. ARGV: JSON, ttl, user (lower-case), now, audit block.
 const PUT_CONSENT: &str = r#"
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + ttl, ARGV[3])
 if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
+audit('written')
 return 1
 "#;
 
@@ -188,13 +242,17 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 "#;
 
-// KEYS: counters, then locks. ARGV: number of counters, max, window ms, lockout ms.
+// KEYS: counters, then locks. ARGV: number of counters, max, window ms, lockout ms, audit
+// block. The attempt that locks says `locking`.
 const RESERVE_ATTEMPT: &str = r#"
 local nc, max, lockout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 for i = nc + 1, #KEYS do
   local left = redis.call('PTTL', KEYS[i])
-  if left > 0 then return {'locked', left} end
-  if left == -1 then return {'locked', lockout} end
+  if left == -1 then left = lockout end
+  if left > 0 then
+    audit('held')
+    return {'locked', left}
+  end
 end
 local n = 0
 for i = 1, nc do
@@ -205,19 +263,24 @@ end
 if n > max then
   for i = nc + 1, #KEYS do redis.call('SET', KEYS[i], '1', 'PX', lockout) end
   for i = 1, nc do redis.call('DEL', KEYS[i]) end
-  return {'locked', lockout}
+  audit('locked')
+  return {'locking', lockout}
 end
+audit('allowed')
 return {'allowed', n}
 "#;
 
 // KEYS: family, its tombstone (its members are found from the family). ARGV: family id,
-// tombstone ttl.
+// tombstone ttl, audit block.
 const REVOKE_FAMILY: &str = r#"
-return revoke_family(ARGV[1], ARGV[2])
+local n = revoke_family(ARGV[1], ARGV[2])
+if n > 0 then audit('revoked', n) else audit('empty', 0) end
+return n
 "#;
 
 // KEYS: registration, its families, its tokens, its consents, its pending keys.
-// ARGV: client id, tombstone ttl, budget. Pops what it revokes from the client's indexes, so a
+// ARGV: client id, tombstone ttl, budget, audit block. Pops what it revokes from the client's
+// indexes, so a
 // repeated step goes on where the last stopped; the registration goes in the step that finds
 // nothing left.
 const DELETE_CLIENT_STEP: &str = r#"
@@ -248,17 +311,46 @@ while budget > 0 do
 end
 local left = 0
 for i = 2, 5 do left = left + redis.call('ZCARD', KEYS[i]) end
-if left == 0 then redis.call('DEL', KEYS[1]) end
+if left == 0 then
+  redis.call('DEL', KEYS[1])
+  audit('done', revoked)
+else
+  audit('step', revoked)
+end
 return {revoked, left}
 "#;
 
-// KEYS: the key, the client's pending index. ARGV: value, ttl ms, now (s).
+// KEYS: the key, the client's pending index. ARGV: value, ttl ms, now (s), audit block.
 const PUT_FOR_CLIENT: &str = r#"
 local ttl_ms, now = tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl_ms)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 redis.call('ZADD', KEYS[2], now + math.ceil(ttl_ms / 1000), KEYS[1])
 if redis.call('PTTL', KEYS[2]) < ttl_ms then redis.call('PEXPIRE', KEYS[2], ttl_ms) end
+audit('written')
+return 1
+"#;
+
+// KEYS: the key. ARGV: `set`, `set_nx` or `del`, the value, ttl ms or '', audit block. The
+// events of `changed` are written only when the key was set or deleted.
+const CHANGE: &str = r#"
+local changed
+if ARGV[1] == 'del' then
+  changed = redis.call('DEL', KEYS[1]) == 1
+else
+  local args = {'SET', KEYS[1], ARGV[2]}
+  if ARGV[3] ~= '' then args[#args + 1] = 'PX'; args[#args + 1] = ARGV[3] end
+  if ARGV[1] == 'set_nx' then args[#args + 1] = 'NX' end
+  changed = redis.call(unpack(args)) ~= false
+end
+if changed then audit('changed') else audit('unchanged') end
+if changed then return 1 else return 0 end
+"#;
+
+// KEYS: none (the trail's streams are named by the prelude). ARGV: audit block. Events that
+// change nothing else: refusals, operator reports.
+const APPEND_EVENTS: &str = r#"
+audit('written')
 return 1
 "#;
 
@@ -280,6 +372,13 @@ fn script(body: &str) -> redis::Script {
             &keys::TOKEN_TOMBSTONE_FALLBACK_SECS.to_string(),
         )
         .replace("{CLIENT}", keys::CLIENT_PREFIX)
+        .replace("{AUDIT}", keys::AUDIT)
+        .replace("{AUDIT_USER}", keys::AUDIT_USER_PREFIX)
+        .replace("{AUDIT_CLIENT}", keys::AUDIT_CLIENT_PREFIX)
+        .replace(
+            "{AUDIT_INDEX_CAP}",
+            &crate::audit::INDEX_MAX_EVENTS.to_string(),
+        )
         .replace("{CONSENT}", keys::CONSENT_PREFIX)
         .replace("{CHANNEL}", keys::REVOCATION_CHANNEL)
         .replace("{FAMILY_MESSAGE}", keys::FAMILY_REVOCATION_MESSAGE);
@@ -298,6 +397,8 @@ pub(super) struct Scripts {
     pub(super) put_consent: redis::Script,
     pub(super) incr_within: redis::Script,
     pub(super) reserve_attempt: redis::Script,
+    pub(super) change: redis::Script,
+    pub(super) append_events: redis::Script,
 }
 
 impl Scripts {
@@ -310,10 +411,12 @@ impl Scripts {
             delete_client_step: script(DELETE_CLIENT_STEP),
             put_new_client: script(PUT_NEW_CLIENT),
             drop_unused_client: script(DROP_UNUSED_CLIENT),
-            put_for_client: redis::Script::new(PUT_FOR_CLIENT),
-            put_consent: redis::Script::new(PUT_CONSENT),
+            put_for_client: script(PUT_FOR_CLIENT),
+            put_consent: script(PUT_CONSENT),
             incr_within: redis::Script::new(INCR_WITHIN),
-            reserve_attempt: redis::Script::new(RESERVE_ATTEMPT),
+            reserve_attempt: script(RESERVE_ATTEMPT),
+            change: script(CHANGE),
+            append_events: script(APPEND_EVENTS),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `backup` and `restore`.
 
+use mcp_oauth_gateway::audit::Events;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -78,11 +79,14 @@ async fn a_backup_taken_during_revocations_never_brings_a_revoked_grant_back() {
         }
         let k = if i % 2 == 0 { i } else { n - i };
         if i % 4 < 2 {
-            store.revoke_token(&format!("j{k}")).await.unwrap();
+            store
+                .revoke_token(&format!("j{k}"), &Events::none())
+                .await
+                .unwrap();
             tokens.push((format!("j{k}"), now_ms()));
         } else {
             store
-                .revoke_family(&format!("f{k}"), Duration::from_secs(600))
+                .revoke_family(&format!("f{k}"), Duration::from_secs(600), &Events::none())
                 .await
                 .unwrap();
             families.push((k, now_ms()));
@@ -317,12 +321,15 @@ async fn a_restore_while_the_gateway_serves_never_undoes_a_revocation() {
     let mut tokens_revoked = Vec::new();
     let mut families_revoked = Vec::new();
     for i in 0..100 {
-        store.revoke_token(&format!("j{i}")).await.unwrap();
+        store
+            .revoke_token(&format!("j{i}"), &Events::none())
+            .await
+            .unwrap();
         tokens_revoked.push(format!("j{i}"));
     }
     for i in 100..120 {
         store
-            .revoke_family(&format!("f{i}"), Duration::from_secs(600))
+            .revoke_family(&format!("f{i}"), Duration::from_secs(600), &Events::none())
             .await
             .unwrap();
         families_revoked.push(i);
@@ -344,11 +351,14 @@ async fn a_restore_while_the_gateway_serves_never_undoes_a_revocation() {
             break status;
         }
         if i % 2 == 0 {
-            store.revoke_token(&format!("j{i}")).await.unwrap();
+            store
+                .revoke_token(&format!("j{i}"), &Events::none())
+                .await
+                .unwrap();
             tokens_revoked.push(format!("j{i}"));
         } else {
             store
-                .revoke_family(&format!("f{i}"), Duration::from_secs(600))
+                .revoke_family(&format!("f{i}"), Duration::from_secs(600), &Events::none())
                 .await
                 .unwrap();
             families_revoked.push(i);

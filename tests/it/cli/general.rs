@@ -1,5 +1,6 @@
 //! What every command shares: configuration errors, signals, the justfile, argument parsing.
 
+use mcp_oauth_gateway::audit::Events;
 use std::process::Command;
 use std::time::Duration;
 
@@ -160,8 +161,13 @@ async fn identifiers_starting_with_a_dash_are_not_flags() {
         expires_at: now + 600,
         family_id: None,
         upstream: None,
+        grant: None,
+        client_ip: None,
     };
-    store.put_token(&record, now).await.unwrap();
+    store
+        .put_token(&record, now, &Events::none())
+        .await
+        .unwrap();
     let url = redis.url();
     let env = [
         ("JWT_ALGORITHM", "RS256"),

@@ -13,10 +13,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use mcp_oauth_gateway::audit::Events;
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::store::Store;
 
-use redis::AsyncCommands;
 use serde_json::Value;
 
 use crate::support::gateway::Gateway;
@@ -40,7 +40,7 @@ fn stdout(out: &std::process::Output) -> String {
 
 /// `mcp-gateway` with `args` and `gw`'s settings (keys, issuer, Redis), nothing else from the
 /// environment: a command to spawn and watch while it runs.
-fn cli_command(gw: &Gateway, args: &[&str]) -> Command {
+pub(crate) fn cli_command(gw: &Gateway, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin("mcp-gateway"));
     cmd.args(args)
         .env_clear()
@@ -99,7 +99,10 @@ async fn bulk_tokens(store: &Arc<dyn Store>, client: &str, jti: &str, n: usize, 
             async move {
                 let mut record = grant_write(&format!("{jti}{i}"), client, "f", "r", None).token;
                 record.family_id = None;
-                store.put_token(&record, now).await.unwrap();
+                store
+                    .put_token(&record, now, &Events::none())
+                    .await
+                    .unwrap();
             }
         }))
         .await;
@@ -131,30 +134,13 @@ async fn populated() -> (Gateway, Value, Value, Value, Value) {
     (gw, a, b, alice, bob)
 }
 
-/// Every oauth:* key with its value (as text) and TTL in ms.
+/// Every oauth:* key with its value and TTL in ms; not the audit trail, which a backup leaves
+/// out (`audit --out` exports it) and every command writes to.
 async fn redis_state(gw: &Gateway) -> Vec<(String, String, i64)> {
-    let mut conn = gw.redis.conn().await;
-    let mut keys: Vec<String> = conn.keys("oauth:*").await.unwrap();
-    keys.sort();
-    let mut out = Vec::new();
-    for key in keys {
-        let kind: String = redis::cmd("TYPE")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let value = match kind.as_str() {
-            "string" => conn.get::<_, String>(&key).await.unwrap(),
-            "zset" => format!(
-                "{:?}",
-                conn.zrange_withscores::<_, Vec<(String, f64)>>(&key, 0, -1)
-                    .await
-                    .unwrap()
-            ),
-            other => panic!("unexpected type {other} for {key}"),
-        };
-        let ttl: i64 = conn.pttl(&key).await.unwrap();
-        out.push((key, value, ttl));
-    }
-    out
+    gw.redis
+        .keyspace()
+        .await
+        .into_iter()
+        .map(|(key, (value, ttl))| (key, format!("{value:?}"), ttl))
+        .collect()
 }

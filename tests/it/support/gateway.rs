@@ -192,8 +192,46 @@ impl Gateway {
     }
 
     pub async fn token(&self, client: &Value, form: &[(&str, &str)]) -> reqwest::Response {
+        self.as_client("/token", client, form).await
+    }
+
+    /// `POST /revoke` of `token` by `client` (RFC 7009).
+    pub async fn revoke(&self, client: &Value, token: &str) -> reqwest::Response {
+        self.as_client("/revoke", client, &[("token", token)]).await
+    }
+
+    /// Revokes `token` as `client` and waits until verify refuses it.
+    pub async fn revoked_at_verify(&self, client: &Value, token: &str) {
+        assert_eq!(self.revoke(client, token).await.status(), 200);
+        self.verify
+            .until_status(token, 401, std::time::Duration::from_secs(2))
+            .await
+            .expect("verify refuses a revoked token within 2 s");
+    }
+
+    /// A form `POST` to `path`, the client authenticated as it registered.
+    pub async fn as_client(
+        &self,
+        path: &str,
+        client: &Value,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.as_client_with(path, client, form, &[]).await
+    }
+
+    /// [`Gateway::as_client`] with more request headers.
+    pub async fn as_client_with(
+        &self,
+        path: &str,
+        client: &Value,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut form: Vec<(&str, &str)> = form.to_vec();
-        let mut req = http().post(self.url("/token"));
+        let mut req = http().post(self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         match client["token_endpoint_auth_method"].as_str().unwrap() {
             "client_secret_basic" => {
                 req = req.basic_auth(
@@ -252,6 +290,13 @@ impl Gateway {
     pub async fn refresh_of(&self, client: &Value, tokens: &Value) -> reqwest::Response {
         self.refresh(client, tokens["refresh_token"].as_str().unwrap())
             .await
+    }
+
+    /// The refresh of `tokens`' refresh token, which must succeed: the new tokens.
+    pub async fn refreshed(&self, client: &Value, tokens: &Value) -> Value {
+        let resp = self.refresh_of(client, tokens).await;
+        assert_eq!(resp.status(), 200, "the refresh succeeds");
+        resp.json().await.unwrap()
     }
 
     pub async fn tokens(&self, client: &Value) -> Value {

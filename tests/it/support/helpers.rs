@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use mcp_oauth_gateway::audit::Events;
 use mcp_oauth_gateway::clock::{self, Clock};
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::store::{RedisStore, Store, TokenRecord};
@@ -164,6 +165,52 @@ impl RedisServer {
             .query_async(&mut conn)
             .await
             .unwrap()
+    }
+
+    /// Every oauth:* string and sorted set, with its value and TTL in ms (-1: none); not the
+    /// audit trail.
+    pub async fn keyspace(
+        &self,
+    ) -> std::collections::BTreeMap<String, (mcp_oauth_gateway::store::memory::Dumped, i64)> {
+        use mcp_oauth_gateway::store::memory::Dumped;
+        use redis::AsyncCommands;
+        let mut conn = self.conn().await;
+        let keys: Vec<String> = conn.keys("oauth:*").await.unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for key in keys {
+            if mcp_oauth_gateway::store::keys::is_trail(&key) {
+                continue;
+            }
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let value = match kind.as_str() {
+                "string" => Dumped::Text(conn.get(&key).await.unwrap()),
+                "zset" => {
+                    let members: Vec<(String, f64)> =
+                        conn.zrange_withscores(&key, 0, -1).await.unwrap();
+                    Dumped::Index(members.into_iter().map(|(m, s)| (m, s as i64)).collect())
+                }
+                other => panic!("unexpected type {other} for {key}"),
+            };
+            let ttl: i64 = conn.pttl(&key).await.unwrap();
+            out.insert(key, (value, ttl));
+        }
+        out
+    }
+
+    /// `CONFIG SET maxmemory`: `"1"` makes every write fail (OOM), `"0"` lifts the limit.
+    pub async fn set_maxmemory(&self, bytes: &str) {
+        let mut conn = self.conn().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 
     pub async fn reset_stats(&self) {
@@ -576,6 +623,7 @@ pub async fn mint_token(
             .put_token(
                 &TokenRecord::for_claims(c, None),
                 clock::SystemClock.now_unix(),
+                &Events::none(),
             )
             .await;
         match written {
@@ -652,6 +700,8 @@ pub fn grant_write(
             expires_at: now + 600,
             family_id: Some(family.into()),
             upstream: None,
+            grant: None,
+            client_ip: None,
         },
         refresh_hash: refresh.into(),
         refresh_json: serde_json::json!({"family_id": family, "client_id": client, "used": false,
@@ -664,5 +714,23 @@ pub fn grant_write(
         result: None,
         renew_client: None,
         registered_from: None,
+        events: Events::none(),
     }
+}
+
+/// A code's record for `client` under `code_key` for `ttl`, indexed under the client
+/// (`put_for_client`), with `events`.
+pub async fn store_code(
+    store: &dyn Store,
+    code_key: &str,
+    client: &str,
+    ttl: Duration,
+    events: &Events,
+) {
+    let record = serde_json::json!({ "client_id": client }).to_string();
+    let now = clock::SystemClock.now_unix();
+    store
+        .put_for_client(code_key, &record, ttl, client, now, events)
+        .await
+        .unwrap();
 }

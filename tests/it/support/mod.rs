@@ -2,6 +2,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`audit`] | the audit trail read from Redis, and a webhook receiver that checks signatures |
 //! | [`helpers`] | a private `redis-server` per test, verify in-process, token minting, the binaries |
 //! | [`gateway`] | the authorization server with verify and a fake GitHub ([`gateway::Gateway`]); PKCE, consent and redirect steps |
 //! | [`fake_github`] | GitHub's OAuth and API endpoints, with their quirks |
@@ -13,6 +14,7 @@
 //!
 //! and the small steps every test file repeats: reading a header, decoding a JWT.
 
+pub mod audit;
 pub mod dev_gateway;
 pub mod document_host;
 pub mod e2e_flows;

@@ -10,11 +10,16 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
+mod audit;
+mod locked;
+
 use super::keys;
 use super::{
-    Attempt, DeleteStep, GrantOutcome, GrantWrite, NewClient, NewClientWrite, RevocationStream,
-    Store, StoreError, StoreResult, TokenRecord, Ttl, seconds_until,
+    Attempt, AttemptLimit, Change, DeleteStep, GrantOutcome, GrantWrite, GroupRead, NewClient,
+    NewClientWrite, RevocationStream, Store, StoreError, StoreResult, TokenRecord, Ttl,
+    seconds_until,
 };
+use crate::audit::{Events, outcome};
 
 enum Value {
     Text(String),
@@ -33,8 +38,21 @@ impl Entry {
     }
 }
 
+/// A key's value as [`MemoryStore::dump`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dumped {
+    Text(String),
+    /// A sorted set: member → score.
+    Index(std::collections::BTreeMap<String, i64>),
+}
+
 pub struct MemoryStore {
     entries: Mutex<HashMap<String, Entry>>,
+    /// The audit trail; written while `entries` is held, so a reader never sees a change
+    /// without its event.
+    trail: Mutex<audit::Trail>,
+    bounds: crate::audit::Bounds,
+    sink: crate::audit::Sink,
     revocations: broadcast::Sender<String>,
     /// How far tests have moved this store's clock ahead ([`MemoryStore::advance`]), in ms.
     ahead_ms: std::sync::atomic::AtomicU64,
@@ -57,9 +75,79 @@ impl MemoryStore {
         let (revocations, _) = broadcast::channel(1024);
         Self {
             entries: Mutex::new(HashMap::new()),
+            trail: Mutex::default(),
+            bounds: crate::audit::Bounds::default(),
+            sink: crate::audit::Sink::default(),
             revocations,
             ahead_ms: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The same store with these audit bounds and sink (`mcp-gateway dev` passes the
+    /// settings').
+    pub fn with_audit(mut self, bounds: crate::audit::Bounds, sink: crate::audit::Sink) -> Self {
+        self.bounds = bounds;
+        self.sink = sink;
+        self
+    }
+
+    /// Every audit event kept, oldest first.
+    pub fn audit_events(&self) -> Vec<crate::audit::Stored> {
+        self.trail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events()
+    }
+
+    /// Every live key with its value (a text, or an index's members and scores) and its
+    /// remaining TTL in ms: what the contract tests compare with the Redis store's keyspace.
+    pub fn dump(&self) -> std::collections::BTreeMap<String, (Dumped, Option<u64>)> {
+        self.with(|map, now| {
+            map.iter()
+                .filter(|(_, e)| e.live(now))
+                .map(|(k, e)| {
+                    let value = match &e.value {
+                        Value::Text(s) => Dumped::Text(s.clone()),
+                        Value::Index(members) => {
+                            Dumped::Index(members.iter().map(|(m, s)| (m.clone(), *s)).collect())
+                        }
+                    };
+                    let ttl = e
+                        .expires_at
+                        .map(|t| t.saturating_duration_since(now).as_millis() as u64);
+                    (k.clone(), (value, ttl))
+                })
+                .collect()
+        })
+    }
+
+    /// verify's usage counts of one hour (`YYYYMMDDHH`).
+    pub fn usage(&self, hour: &str) -> HashMap<String, u64> {
+        self.trail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .usage(hour)
+    }
+
+    fn now_ms(&self) -> i64 {
+        use crate::clock::Clock;
+        crate::clock::SystemClock.now_millis()
+            + self.ahead_ms.load(std::sync::atomic::Ordering::SeqCst) as i64
+    }
+
+    /// Appends the events of `outcome`; called while the change's `entries` lock is held.
+    fn audit(&self, events: &Events, outcome: &str, n: Option<i64>) {
+        if events.is_empty() || !self.bounds.enabled {
+            return;
+        }
+        self.trail.lock().unwrap_or_else(|p| p.into_inner()).append(
+            &self.bounds,
+            events,
+            outcome,
+            n,
+            self.now_ms(),
+        );
+        self.sink.written(events.emitted(outcome));
     }
 
     /// Moves this store's clock forward: TTLs run out as if `by` had passed (tests of expiry
@@ -105,141 +193,6 @@ impl MemoryStore {
         ttl.map(|d| now + d.max(Duration::from_millis(1)))
     }
 
-    /// ZADD with the index living at least until `deadline`; prunes members expired by `prune_before`.
-    fn index_add(
-        map: &mut HashMap<String, Entry>,
-        index: String,
-        member: &str,
-        score: i64,
-        prune_before: Option<i64>,
-        deadline: Instant,
-        now: Instant,
-    ) {
-        let entry = map.entry(index).or_insert_with(|| Entry {
-            value: Value::Index(HashMap::new()),
-            expires_at: None,
-        });
-        if !entry.live(now) || !matches!(entry.value, Value::Index(_)) {
-            *entry = Entry {
-                value: Value::Index(HashMap::new()),
-                expires_at: None,
-            };
-        }
-        if let Value::Index(members) = &mut entry.value {
-            if let Some(cutoff) = prune_before {
-                members.retain(|_, exp| *exp >= cutoff);
-            }
-            members.insert(member.to_string(), score);
-        }
-        entry.expires_at = Some(entry.expires_at.map_or(deadline, |t| t.max(deadline)));
-    }
-
-    fn index_members(map: &mut HashMap<String, Entry>, index: &str, now: Instant) -> Vec<String> {
-        match map.get(index) {
-            Some(e) if e.live(now) => match &e.value {
-                Value::Index(members) => members.keys().cloned().collect(),
-                Value::Text(_) => Vec::new(),
-            },
-            _ => Vec::new(),
-        }
-    }
-
-    fn put_token_locked(
-        map: &mut HashMap<String, Entry>,
-        record: &TokenRecord,
-        json: String,
-        now: Instant,
-        now_unix: i64,
-    ) {
-        let deadline = now + Duration::from_secs(seconds_until(record.expires_at, now_unix));
-        map.insert(
-            keys::token(&record.jti),
-            Entry {
-                value: Value::Text(json),
-                expires_at: Some(deadline),
-            },
-        );
-        for index in [
-            keys::user_tokens(&record.username),
-            keys::client_tokens(&record.client_id),
-        ] {
-            Self::index_add(
-                map,
-                index,
-                &record.jti,
-                record.expires_at,
-                Some(now_unix),
-                deadline,
-                now,
-            );
-        }
-    }
-
-    /// Deletes a token record and its index entries; the caller publishes `jti`.
-    fn revoke_token_locked(map: &mut HashMap<String, Entry>, jti: &str, now: Instant) -> bool {
-        // The tombstone lives as long as the token would have (a restore never writes it back).
-        let left = map
-            .get(&keys::token(jti))
-            .filter(|e| e.live(now))
-            .and_then(|e| e.expires_at)
-            .map(|at| at.saturating_duration_since(now))
-            .filter(|d| !d.is_zero())
-            .unwrap_or(Duration::from_secs(keys::TOKEN_TOMBSTONE_FALLBACK_SECS));
-        map.insert(
-            keys::token_revoked(jti),
-            Entry {
-                value: Value::Text("1".into()),
-                expires_at: Some(now + left),
-            },
-        );
-        let Some(json) = Self::text(map, &keys::token(jti), now) else {
-            return false;
-        };
-        map.remove(&keys::token(jti));
-        if let Ok(record) = serde_json::from_str::<TokenRecord>(&json) {
-            for index in [
-                keys::user_tokens(&record.username),
-                keys::client_tokens(&record.client_id),
-            ] {
-                if let Some(Entry {
-                    value: Value::Index(members),
-                    ..
-                }) = map.get_mut(&index)
-                {
-                    members.remove(jti);
-                }
-            }
-        }
-        true
-    }
-
-    fn revoke_family_locked(
-        map: &mut HashMap<String, Entry>,
-        family_id: &str,
-        tombstone_ttl: Duration,
-        now: Instant,
-        published: &mut Vec<String>,
-    ) -> usize {
-        let members = Self::index_members(map, &keys::family(family_id), now);
-        for member in &members {
-            if let Some(jti) = member.strip_prefix("t:") {
-                Self::revoke_token_locked(map, jti, now);
-                published.push(jti.to_string());
-            } else if let Some(hash) = member.strip_prefix("r:") {
-                map.remove(&keys::refresh(hash));
-            }
-        }
-        map.remove(&keys::family(family_id));
-        map.insert(
-            keys::family_revoked(family_id),
-            Entry {
-                value: Value::Text("1".into()),
-                expires_at: Some(now + tombstone_ttl.max(Duration::from_secs(1))),
-            },
-        );
-        members.len()
-    }
-
     fn publish(&self, jtis: Vec<String>) {
         for jti in jtis {
             // No receivers is not an error: nobody is listening yet.
@@ -254,9 +207,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn put_token(&self, record: &TokenRecord, now_unix: i64) -> StoreResult<()> {
+    async fn put_token(
+        &self,
+        record: &TokenRecord,
+        now_unix: i64,
+        events: &Events,
+    ) -> StoreResult<()> {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.with(|map, now| Self::put_token_locked(map, record, json, now, now_unix));
+        self.with(|map, now| {
+            Self::put_token_locked(map, record, json, now, now_unix);
+            self.audit(events, outcome::WRITTEN, None);
+        });
         Ok(())
     }
 
@@ -270,8 +231,12 @@ impl Store for MemoryStore {
         Ok(self.with(|map, now| Self::text(map, &keys::token(jti), now).is_some()))
     }
 
-    async fn revoke_token(&self, jti: &str) -> StoreResult<bool> {
-        let existed = self.with(|map, now| Self::revoke_token_locked(map, jti, now));
+    async fn revoke_token(&self, jti: &str, events: &Events) -> StoreResult<bool> {
+        let existed = self.with(|map, now| {
+            let existed = Self::revoke_token_locked(map, jti, now);
+            self.audit(events, outcome::of_revocation(existed), None);
+            existed
+        });
         self.publish(vec![jti.to_string()]);
         Ok(existed)
     }
@@ -303,15 +268,8 @@ impl Store for MemoryStore {
     }
 
     async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
-        self.with(|map, now| {
-            map.insert(
-                key.to_string(),
-                Entry {
-                    value: Value::Text(value.to_string()),
-                    expires_at: Self::deadline(ttl, now),
-                },
-            );
-        });
+        let set = Change::Set { key, value, ttl };
+        self.with(|map, now| Self::change_locked(map, &set, now));
         Ok(())
     }
 
@@ -321,19 +279,8 @@ impl Store for MemoryStore {
         value: &str,
         ttl: Option<Duration>,
     ) -> StoreResult<bool> {
-        Ok(self.with(|map, now| {
-            if map.get(key).is_some_and(|e| e.live(now)) {
-                return false;
-            }
-            map.insert(
-                key.to_string(),
-                Entry {
-                    value: Value::Text(value.to_string()),
-                    expires_at: Self::deadline(ttl, now),
-                },
-            );
-            true
-        }))
+        let set = Change::SetIfAbsent { key, value, ttl };
+        Ok(self.with(|map, now| Self::change_locked(map, &set, now)))
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<String>> {
@@ -351,7 +298,8 @@ impl Store for MemoryStore {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<bool> {
-        Ok(self.with(|map, now| map.remove(key).is_some_and(|e| e.live(now))))
+        let delete = Change::Delete { key };
+        Ok(self.with(|map, now| Self::change_locked(map, &delete, now)))
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Ttl> {
@@ -369,144 +317,44 @@ impl Store for MemoryStore {
             serde_json::to_string(&grant.token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let refresh_ttl = Duration::from_secs(seconds_until(grant.refresh_expires_at, now_unix));
         let mut published = Vec::new();
-        let outcome = self.with(|map, now| {
-            if Self::text(map, &keys::family_revoked(&grant.family_id), now).is_some() {
-                return GrantOutcome::FamilyRevoked;
-            }
-            if let Some(result) = &grant.result
-                && let Some(prior) = Self::text(map, &result.key, now)
-            {
-                return GrantOutcome::Replayed(prior);
-            }
-            if let Some(code_key) = &grant.redeem_code {
-                let Some(value) = Self::text(map, code_key, now) else {
-                    return GrantOutcome::Missing;
-                };
-                if let Ok(marker) = serde_json::from_str::<serde_json::Value>(&value)
-                    && marker.get("redeemed").and_then(|r| r.as_bool()) == Some(true)
-                {
-                    let family_id = marker["family_id"].as_str().unwrap_or("").to_string();
-                    return GrantOutcome::CodeReused { family_id };
-                }
-                let marker =
-                    serde_json::json!({"redeemed": true, "family_id": grant.family_id}).to_string();
-                if let Some(entry) = map.get_mut(code_key) {
-                    entry.value = Value::Text(marker);
-                }
-            }
-            if let Some(old) = &grant.rotate_from {
-                let key = keys::refresh(old);
-                let Some(json) = Self::text(map, &key, now) else {
-                    return GrantOutcome::Missing;
-                };
-                let Ok(mut record) = serde_json::from_str::<serde_json::Value>(&json) else {
-                    return GrantOutcome::Missing;
-                };
-                if record.get("used").and_then(|u| u.as_bool()) == Some(true) {
-                    let family = record["family_id"]
-                        .as_str()
-                        .unwrap_or(&grant.family_id)
-                        .to_string();
-                    Self::revoke_family_locked(map, &family, refresh_ttl, now, &mut published);
-                    return GrantOutcome::Reused;
-                }
-                record["used"] = true.into();
-                if let Some(entry) = map.get_mut(&key) {
-                    entry.value = Value::Text(record.to_string());
-                }
-                if let Some(predecessor) = record.get("rotated_from").and_then(|p| p.as_str()) {
-                    map.remove(&keys::grant_result(predecessor));
-                }
-            }
-            Self::put_token_locked(map, &grant.token, token_json, now, now_unix);
-            let refresh_deadline = now + refresh_ttl;
-            map.insert(
-                keys::refresh(&grant.refresh_hash),
-                Entry {
-                    value: Value::Text(grant.refresh_json.clone()),
-                    expires_at: Some(refresh_deadline),
-                },
-            );
-            let refresh_exp = now_unix + refresh_ttl.as_secs() as i64;
-            let family = keys::family(&grant.family_id);
-            Self::index_add(
+        let mut reuse_revoked = None;
+        let result = self.with(|map, now| {
+            let result = Self::issue_locked(
                 map,
-                family.clone(),
-                &keys::family_token_member(&grant.token.jti),
-                grant.token.expires_at,
-                None,
-                refresh_deadline,
+                grant,
+                token_json,
+                refresh_ttl,
                 now,
+                now_unix,
+                &mut published,
+                &mut reuse_revoked,
             );
-            Self::index_add(
-                map,
-                family,
-                &keys::family_refresh_member(&grant.refresh_hash),
-                refresh_exp,
-                None,
-                refresh_deadline,
-                now,
-            );
-            for index in [
-                keys::client_families(&grant.token.client_id),
-                keys::user_families(&grant.token.username),
-            ] {
-                Self::index_add(
-                    map,
-                    index,
-                    &grant.family_id,
-                    refresh_exp,
-                    Some(now_unix),
-                    refresh_deadline,
-                    now,
-                );
-            }
-            let mut first = false;
-            let local = grant
-                .registered_from
-                .as_deref()
-                .map(keys::unused_clients_from);
-            for (i, set) in std::iter::once(keys::UNUSED_CLIENTS.to_string())
-                .chain(local)
-                .enumerate()
-            {
-                if let Some(Entry {
-                    value: Value::Index(members),
-                    ..
-                }) = map.get_mut(&set)
-                {
-                    let removed = members.remove(&grant.token.client_id).is_some();
-                    first |= i == 0 && removed;
-                }
-            }
-            if let Some(client) = map.get_mut(&keys::client(&grant.token.client_id))
-                && client.expires_at.is_some_and(|t| t > now)
-            {
-                match grant.renew_client {
-                    Some(lifetime) => client.expires_at = Some(now + lifetime),
-                    None if first => client.expires_at = None,
-                    None => {}
-                }
-            }
-            if let Some(result) = &grant.result {
-                map.insert(
-                    result.key.clone(),
-                    Entry {
-                        value: Value::Text(result.sealed.clone()),
-                        expires_at: Self::deadline(Some(result.ttl), now),
-                    },
-                );
-            }
-            GrantOutcome::Issued
+            let kind = match &result {
+                GrantOutcome::Issued => outcome::ISSUED,
+                GrantOutcome::Reused => outcome::REUSED,
+                GrantOutcome::Missing => outcome::MISSING,
+                GrantOutcome::CodeReused { .. } => "code_reused",
+                GrantOutcome::FamilyRevoked => "revoked",
+                GrantOutcome::Replayed(_) => "replayed",
+            };
+            self.audit(&grant.events, kind, reuse_revoked);
+            result
         });
         self.publish(published);
-        Ok(outcome)
+        Ok(result)
     }
 
-    async fn revoke_family(&self, family_id: &str, tombstone_ttl: Duration) -> StoreResult<usize> {
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        tombstone_ttl: Duration,
+        events: &Events,
+    ) -> StoreResult<usize> {
         let mut published = Vec::new();
         let n = self.with(|map, now| {
-            Self::revoke_family_locked(map, family_id, tombstone_ttl, now, &mut published)
+            let n = Self::revoke_family_locked(map, family_id, tombstone_ttl, now, &mut published);
+            self.audit(events, outcome::of_family(n), Some(n as i64));
+            n
         });
         self.publish(published);
         Ok(n)
@@ -519,25 +367,19 @@ impl Store for MemoryStore {
         json: &str,
         ttl: Duration,
         now_unix: i64,
+        events: &Events,
     ) -> StoreResult<()> {
+        let ttl = ttl.max(Duration::from_secs(1));
+        let score = now_unix + ttl.as_secs() as i64;
+        let index = (
+            keys::client_consents(client_id),
+            user.to_ascii_lowercase(),
+            score,
+        );
+        let record = (keys::consent(user, client_id), json, ttl);
         self.with(|map, now| {
-            let deadline = now + ttl.max(Duration::from_secs(1));
-            map.insert(
-                keys::consent(user, client_id),
-                Entry {
-                    value: Value::Text(json.to_string()),
-                    expires_at: Some(deadline),
-                },
-            );
-            Self::index_add(
-                map,
-                keys::client_consents(client_id),
-                &user.to_ascii_lowercase(),
-                now_unix + ttl.as_secs() as i64,
-                Some(now_unix),
-                deadline,
-                now,
-            );
+            Self::put_indexed(map, (&record.0, record.1, record.2), index, now_unix, now);
+            self.audit(events, outcome::WRITTEN, None);
         });
         Ok(())
     }
@@ -549,32 +391,21 @@ impl Store for MemoryStore {
         ttl: Duration,
         client_id: &str,
         now_unix: i64,
+        events: &Events,
     ) -> StoreResult<()> {
+        let ttl = ttl.max(Duration::from_millis(1));
+        let score = now_unix + ttl.as_secs_f64().ceil() as i64;
+        let index = (keys::client_pending(client_id), key.to_string(), score);
         self.with(|map, now| {
-            let deadline = now + ttl.max(Duration::from_millis(1));
-            map.insert(
-                key.to_string(),
-                Entry {
-                    value: Value::Text(value.to_string()),
-                    expires_at: Some(deadline),
-                },
-            );
-            let expiry = now_unix + ttl.as_secs_f64().ceil() as i64;
-            Self::index_add(
-                map,
-                keys::client_pending(client_id),
-                key,
-                expiry,
-                Some(now_unix),
-                deadline,
-                now,
-            );
+            Self::put_indexed(map, (key, value, ttl), index, now_unix, now);
+            self.audit(events, outcome::WRITTEN, None);
         });
         Ok(())
     }
 
     async fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient> {
         Ok(self.with(|map, now| {
+            self.audit(&client.events, outcome::WRITTEN, None);
             let lifetime = client.unused_lifetime;
             let deadline = now + lifetime.max(Duration::from_millis(1));
             map.insert(
@@ -603,7 +434,7 @@ impl Store for MemoryStore {
                 let Some(Entry {
                     value: Value::Index(members),
                     ..
-                }) = map.get_mut(set)
+                }) = map.get(set)
                 else {
                     return Vec::new();
                 };
@@ -613,20 +444,14 @@ impl Store for MemoryStore {
                 by_age.sort();
                 let popped: Vec<String> = by_age.into_iter().take(over).map(|(_, m)| m).collect();
                 for m in &popped {
-                    members.remove(m);
+                    MemoryStore::index_remove(map, set, m);
                 }
                 popped
             }
             let mut evicted = Vec::new();
             if let Some(local) = &local {
                 for id in pop_oldest(map, local, client.budget_per_address) {
-                    if let Some(Entry {
-                        value: Value::Index(members),
-                        ..
-                    }) = map.get_mut(&global)
-                    {
-                        members.remove(&id);
-                    }
+                    Self::index_remove(map, &global, &id);
                     evicted.push(id);
                 }
             }
@@ -646,6 +471,7 @@ impl Store for MemoryStore {
         &self,
         client_id: &str,
         unused_lifetime: Duration,
+        events: &Events,
     ) -> StoreResult<bool> {
         Ok(self.with(|map, now| {
             let key = keys::client(client_id);
@@ -657,6 +483,7 @@ impl Store for MemoryStore {
             if unused {
                 map.remove(&key);
             }
+            self.audit(events, outcome::of_drop(unused), None);
             unused
         }))
     }
@@ -667,6 +494,7 @@ impl Store for MemoryStore {
         client_id: &str,
         tombstone_ttl: Duration,
         _budget: usize,
+        events: &Events,
     ) -> StoreResult<DeleteStep> {
         let mut published = Vec::new();
         let revoked = self.with(|map, now| {
@@ -695,6 +523,7 @@ impl Store for MemoryStore {
                 map.remove(&key);
             }
             map.remove(&pending_key);
+            self.audit(events, outcome::DONE, Some(revoked as i64));
             revoked
         });
         self.publish(published);
@@ -708,13 +537,18 @@ impl Store for MemoryStore {
         &self,
         counters: &[String],
         locks: &[String],
-        max: u64,
-        window: Duration,
-        lockout: Duration,
+        limit: &AttemptLimit,
+        events: &Events,
     ) -> StoreResult<Attempt> {
+        let AttemptLimit {
+            max,
+            window,
+            lockout,
+        } = *limit;
         Ok(self.with(|map, now| {
             for lock in locks {
                 if let Some(entry) = map.get(lock).filter(|e| e.live(now)) {
+                    self.audit(events, outcome::HELD, None);
                     return Attempt::Locked(entry.expires_at.map_or(lockout, |t| t - now));
                 }
             }
@@ -750,10 +584,64 @@ impl Store for MemoryStore {
                 for key in counters {
                     map.remove(key);
                 }
+                self.audit(events, outcome::LOCKED, None);
                 return Attempt::Locked(lockout);
             }
+            self.audit(events, outcome::ALLOWED, None);
             Attempt::Allowed { count: highest }
         }))
+    }
+
+    async fn change(&self, change: &Change<'_>, events: &Events) -> StoreResult<bool> {
+        Ok(self.with(|map, now| {
+            let changed = Self::change_locked(map, change, now);
+            self.audit(events, outcome::of_change(changed), None);
+            changed
+        }))
+    }
+
+    async fn append_events(&self, events: &Events) -> StoreResult<()> {
+        self.audit(events, outcome::WRITTEN, None);
+        Ok(())
+    }
+
+    async fn add_usage(&self, hour: &str, counts: &[(String, u64)]) -> StoreResult<()> {
+        self.trail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_usage(hour, counts);
+        Ok(())
+    }
+
+    async fn audit_deliveries(
+        &self,
+        read: &GroupRead<'_>,
+    ) -> StoreResult<Vec<crate::audit::Stored>> {
+        Ok(self
+            .trail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .deliveries(read, self.now()))
+    }
+
+    async fn audit_ack(&self, group: &str, ids: &[String]) -> StoreResult<()> {
+        self.trail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ack(group, ids);
+        Ok(())
+    }
+
+    async fn audit_backlog(&self, group: &str) -> StoreResult<u64> {
+        Ok(self
+            .trail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .backlog(group))
+    }
+
+    fn audit_sink(&self) -> &crate::audit::Sink {
+        &self.sink
     }
 
     async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {
