@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from store_scale import (  # noqa: E402
-    Probe, Redis, gateway_env, in_scratch, log, resp, run_cli, start_redis,
+    Probe, Redis, gateway_env, in_scratch, resp, run_cli, start_redis,
 )
 
 EVENTS = int(os.environ.get("EVENTS", "1000000"))
@@ -40,6 +40,10 @@ TYPES = ["token_refreshed"] * 70 + ["token_used"] * 10 + ["access_refused"] * 8 
     ["token_issued", "login", "authorization_started", "consent_granted"] * 2 + \
     ["token_revoked", "grant_refused", "client_registered", "refresh_reuse_detected"] * 1
 
+
+
+def log(msg):
+    print(f"[audit-scale] {msg}", file=sys.stderr, flush=True)
 
 def load(port, now_ms):
     """EVENTS events, oldest first, through redis-cli --pipe."""

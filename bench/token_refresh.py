@@ -26,7 +26,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from store_scale import (  # noqa: E402
-    TARGET, free_port, gateway_env, in_scratch, log, start_redis, wait_http,
+    TARGET, free_port, gateway_env, in_scratch, start_redis, wait_http,
 )
 from parse_wrk import parse  # noqa: E402
 
@@ -36,6 +36,10 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 RESULTS = os.environ.get("RESULTS", "bench/RESULTS.md")
 BENCH = os.path.dirname(os.path.abspath(__file__))
 
+
+
+def log(msg):
+    print(f"[token-refresh] {msg}", file=sys.stderr, flush=True)
 
 def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
