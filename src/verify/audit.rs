@@ -215,6 +215,7 @@ pub async fn run(
         limiter: Limiter::new(settings.refusal_interval),
         used: moka::sync::Cache::new(USED_TOKENS),
         counts: HashMap::new(),
+        repeats: HashMap::new(),
         events: Vec::new(),
         store,
         clock,
@@ -249,10 +250,32 @@ pub async fn run(
     }
 }
 
+/// An allowed decision seen before in this flush window: the same verified token (held, so
+/// its address stays its own), with the same MCP headers and no body. Counted without working
+/// its rows out again: most of a busy replica's decisions are such repeats, and this is what
+/// keeps the writer's share of verify's CPU small (`bench/verify.sh`, (b‴)/(o)).
+#[derive(PartialEq, Eq, Hash)]
+struct Repeat {
+    token: usize,
+    method: Option<HeaderValue>,
+    name: Option<HeaderValue>,
+}
+
+/// What a [`Repeat`] stands for: its token, its usage rows, and how often it came again.
+struct Seen {
+    _token: Arc<VerifiedToken>,
+    fields: Vec<String>,
+    again: u64,
+}
+
+/// Distinct repeats held between flushes; past that a decision takes the long way.
+const REPEATS: usize = 10_000;
+
 struct Writer {
     limiter: Limiter,
     used: moka::sync::Cache<Box<str>, ()>,
     counts: HashMap<String, u64>,
+    repeats: HashMap<Repeat, Seen>,
     events: Vec<Event>,
     store: Arc<dyn Store>,
     clock: SharedClock,
@@ -260,16 +283,38 @@ struct Writer {
 
 impl Writer {
     fn take(&mut self, sample: &Sample) {
+        let repeat = match (&sample.token, &sample.body) {
+            (Some(token), None) if sample.reason == Reason::Ok => Some(Repeat {
+                token: Arc::as_ptr(token) as usize,
+                method: sample.mcp_method.clone(),
+                name: sample.mcp_name.clone(),
+            }),
+            _ => None,
+        };
+        if let Some(seen) = repeat.as_ref().and_then(|r| self.repeats.get_mut(r)) {
+            seen.again += 1;
+            return;
+        }
         let who = Who::of(sample);
         let calls = self.calls(sample);
+        let mut fields = Vec::with_capacity(calls.len());
         for (method, tool) in &calls {
-            let field = usage_field(&who, method, tool, sample.reason);
-            if self.counts.len() < USAGE_KEYS || self.counts.contains_key(&field) {
-                *self.counts.entry(field).or_default() += 1;
-            } else {
-                let other = usage_field(&who, "(other)", "(other)", sample.reason);
-                *self.counts.entry(other).or_default() += 1;
+            let mut field = usage_field(&who, method, tool, sample.reason);
+            if self.counts.len() >= USAGE_KEYS && !self.counts.contains_key(&field) {
+                field = usage_field(&who, "(other)", "(other)", sample.reason);
             }
+            *self.counts.entry(field.clone()).or_default() += 1;
+            fields.push(field);
+        }
+        if let (Some(repeat), Some(token)) = (repeat, &sample.token)
+            && self.repeats.len() < REPEATS
+        {
+            let seen = Seen {
+                _token: token.clone(),
+                fields,
+                again: 0,
+            };
+            self.repeats.insert(repeat, seen);
         }
         let (method, tool) = calls.into_iter().next().unwrap_or_default();
         if sample.reason == Reason::Ok {
@@ -369,6 +414,11 @@ impl Writer {
     }
 
     async fn flush(&mut self) {
+        for seen in self.repeats.drain().map(|(_, seen)| seen) {
+            for field in seen.fields.into_iter().filter(|_| seen.again > 0) {
+                *self.counts.entry(field).or_default() += seen.again;
+            }
+        }
         if self.counts.is_empty() {
             return;
         }
