@@ -82,6 +82,12 @@ fn describe_upstreams(settings: &Settings) -> Vec<String> {
             settings.upstream_token.header, settings.upstream_token.hosts
         ));
     }
+    if !settings.trusted_issuers.is_empty() {
+        lines.push("trusted issuers (the JWT bearer grant):".to_string());
+    }
+    for issuer in &settings.trusted_issuers {
+        lines.extend(issuer.describe().into_iter().map(|l| format!("  {l}")));
+    }
     lines
 }
 
@@ -286,12 +292,14 @@ where
     }
 }
 
-/// Waits for SIGTERM or SIGINT, drains for `drain`, then stops `server` gracefully.
-pub fn stop_on_signal(
-    server: actix_web::dev::ServerHandle,
+/// Serves until SIGTERM or SIGINT, then drains for `drain` (not ready, still answering) and
+/// stops gracefully, letting in-flight requests finish.
+pub async fn serve_until_stopped(
+    server: actix_web::dev::Server,
     draining: Arc<Draining>,
     drain: Duration,
-) {
+) -> std::io::Result<()> {
+    let handle = server.handle();
     tokio::spawn(async move {
         wait_for_signal().await;
         draining.start();
@@ -300,8 +308,9 @@ pub fn stop_on_signal(
             "shutting down: not ready, still answering during the drain period"
         );
         tokio::time::sleep(drain).await;
-        server.stop(true).await;
+        handle.stop(true).await;
     });
+    server.await
 }
 
 async fn wait_for_signal() {

@@ -16,7 +16,7 @@ import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import * as traefik from "@kubernetes-models/traefik/traefik.io/v1alpha1";
 
-const IDENTITY_HEADERS = ["X-User-Id", "X-User-Name", "X-User-Email", "X-User-Groups", "X-Upstream-Token", "X-Auth-Client-Id", "X-Auth-Scope", "X-Auth-Token"];
+const IDENTITY_HEADERS = ["X-User-Id", "X-User-Name", "X-User-Email", "X-User-Groups", "X-Upstream-Token", "X-Auth-Client-Id", "X-Auth-Scope", "X-Auth-Subject-Type", "X-Auth-Token"];
 const GATEWAY_SERVICES = new Set(["mcp-gateway-auth", "mcp-gateway-verify"]);
 
 const errors = [];

@@ -91,6 +91,11 @@ kinds! {
     RefreshReuseDetected = "refresh_reuse_detected", Critical;
     /// An authorization code was redeemed twice: what the first redemption issued is revoked.
     CodeReplayed = "code_replayed", Critical;
+    /// An assertion (an ID-JAG, a workload's JWT) was refused at `/token`: untrusted issuer,
+    /// bad signature, wrong audience, expired, outside its issuer's rules.
+    AssertionRefused = "assertion_refused", Warning;
+    /// An assertion whose `jti` was used before was presented again.
+    AssertionReplayed = "assertion_replayed", Critical;
     /// Tokens revoked (by whom: the actor; why: `reason`).
     TokenRevoked = "token_revoked", Info;
     /// A token was presented from another address, User-Agent or certificate than it is bound to.

@@ -144,6 +144,15 @@ impl Events {
         self
     }
 
+    /// And `entitlement_narrowed` (`event`, the issuing event's subject and scope) on `outcome`,
+    /// when entitlements withheld scopes from the request.
+    pub fn narrowed(self, outcome: &'static str, event: Event, withheld: &[String]) -> Self {
+        if withheld.is_empty() {
+            return self;
+        }
+        self.on(outcome, event.detail("withheld", withheld.join(" ")))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -1,5 +1,6 @@
 //! `private_key_jwt` client authentication (RFC 7523 §2.2 and §3, OpenID Connect Core §9):
-//! the client signs a short JWT with a key its metadata document publishes. Checked: the
+//! the client signs a short JWT with a key its metadata document publishes (or, for a client
+//! the operator created, its registered `jwks` or `jwks_uri`). Checked: the
 //! algorithm (RS256, ES256 or EdDSA; never `none` or HMAC), the signature by the key its `kid`
 //! names (an unknown `kid` refetches a `jwks_uri` once, for rotation), `iss` = `sub` = the
 //! client, `aud` our issuer or the endpoint called (the token endpoint for `/token`), `exp`
@@ -7,11 +8,11 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
-use super::cimd::ClientDocument;
-use super::jwks::candidates;
+use super::cimd::ClientKeys;
+use super::jwks::{Unverified, decode};
 use super::{AuthState, OAuthError};
 use crate::store::keys;
 use crate::token::sha256_b64url;
@@ -38,15 +39,28 @@ fn algorithm(name: &str) -> Option<Algorithm> {
     }
 }
 
-/// Authenticates `client_id` by the `client_assertion` of the request to `endpoint`.
+/// Authenticates `client_id`, whose keys are `client_keys`, by the `client_assertion` of the
+/// request to `endpoint`.
 pub async fn verify(
     state: &AuthState,
-    document: &ClientDocument,
+    client_id: &str,
+    client_keys: &ClientKeys,
     assertion: &str,
     endpoint: &str,
 ) -> Result<(), OAuthError> {
     let failed = |why: &str| OAuthError::invalid_client(format!("client assertion: {why}"));
     let header = jsonwebtoken::decode_header(assertion).map_err(|_| failed("not a JWT"))?;
+    // rfc7523bis: a client assertion is typed as one (or not at all, or plain JWT): an
+    // ID-JAG or an access token is never accepted as the client's own proof.
+    if let Some(typ) = header.typ.as_deref()
+        && !["jwt", "client-authentication+jwt"].contains(
+            &typ.trim_start_matches("application/")
+                .to_ascii_lowercase()
+                .as_str(),
+        )
+    {
+        return Err(failed(&format!("typ {typ:?} is not a client assertion")));
+    }
     let alg_name = format!("{:?}", header.alg);
     let alg = algorithm(&alg_name).ok_or_else(|| {
         failed(&format!(
@@ -54,7 +68,6 @@ pub async fn verify(
             SIGNING_ALGS.join(", ")
         ))
     })?;
-    let client_id = document.client.client_id.as_str();
     let mut validation = Validation::new(alg);
     validation.leeway = LEEWAY;
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
@@ -63,41 +76,27 @@ pub async fn verify(
     let token_endpoint = state.endpoint("/token");
     validation.set_audience(&[state.settings.issuer.as_str(), &token_endpoint, endpoint]);
 
-    let mut keys = state.documents.keys(document, false).await?;
-    if candidates(&keys, alg, header.kid.as_deref()).is_empty() {
-        // A key we do not know yet: the client may have rotated.
-        keys = state.documents.keys(document, true).await?;
-    }
-    let found = candidates(&keys, alg, header.kid.as_deref());
-    if found.is_empty() {
-        return Err(failed(
-            "no key of the client's document fits its alg and kid",
-        ));
-    }
-    let mut last = None;
-    let mut claims = None;
-    for jwk in found {
-        let Ok(key) = DecodingKey::from_jwk(jwk) else {
-            continue;
-        };
-        match jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation) {
-            Ok(data) => {
-                claims = Some(data.claims);
-                break;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    let claims = claims.ok_or_else(|| {
+    let claims: AssertionClaims = decode(
+        assertion,
+        alg,
+        header.kid.as_deref(),
+        &validation,
+        |refetch| state.documents.keys(client_keys, refetch),
+    )
+    .await?
+    .map_err(|why| {
         use jsonwebtoken::errors::ErrorKind as K;
-        failed(match last.as_ref().map(|e| e.kind()) {
-            Some(K::ExpiredSignature) => "it has expired",
-            Some(K::InvalidAudience) => "aud must be this server's issuer or token endpoint",
-            Some(K::InvalidIssuer) => "iss must be the client_id",
-            Some(K::InvalidSubject) => "sub must be the client_id",
-            Some(K::ImmatureSignature) => "it is not valid yet",
-            Some(K::MissingRequiredClaim(_)) => "exp, iss, sub and aud are required",
-            _ => "the signature does not verify",
+        failed(match why {
+            Unverified::NoKey => "no key of the client's document fits its alg and kid",
+            _ => match why.kind() {
+                Some(K::ExpiredSignature) => "it has expired",
+                Some(K::InvalidAudience) => "aud must be this server's issuer or token endpoint",
+                Some(K::InvalidIssuer) => "iss must be the client_id",
+                Some(K::InvalidSubject) => "sub must be the client_id",
+                Some(K::ImmatureSignature) => "it is not valid yet",
+                Some(K::MissingRequiredClaim(_)) => "exp, iss, sub and aud are required",
+                _ => "the signature does not verify",
+            },
         })
     })?;
     let now = state.now();

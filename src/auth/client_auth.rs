@@ -1,7 +1,7 @@
 //! Client authentication at `/token`, `/revoke` and `/introspect` (RFC 6749 §2.3, OAuth 2.1
 //! §2.4): `client_secret_basic`, `client_secret_post`, or `none` for public clients, exactly
 //! as the client registered; `private_key_jwt` (RFC 7523) for clients described by a metadata
-//! document. Secrets are compared as SHA-256 hashes in constant time.
+//! document or created by the operator with keys. Secrets are compared as SHA-256 hashes in constant time.
 
 use std::collections::HashMap;
 
@@ -172,7 +172,8 @@ pub async fn authenticate(
         }
         if let (AuthMethod::PrivateKeyJwt, Some(assertion)) = (method, &secret) {
             let endpoint = state.endpoint(req.path());
-            super::assertion::verify(state, &document, assertion, &endpoint).await?;
+            super::assertion::verify(state, &client_id, &document.keys, assertion, &endpoint)
+                .await?;
         }
         return Ok(document.client.clone());
     }
@@ -185,7 +186,12 @@ pub async fn authenticate(
             client.token_endpoint_auth_method
         )));
     }
-    if method != AuthMethod::None {
+    if let (AuthMethod::PrivateKeyJwt, Some(assertion)) = (method, &secret) {
+        let keys = super::cimd::registered_keys(&client)
+            .map_err(|e| OAuthError::server_error(format!("the client's keys: {e}")))?;
+        let endpoint = state.endpoint(req.path());
+        super::assertion::verify(state, &client_id, &keys, assertion, &endpoint).await?;
+    } else if method != AuthMethod::None {
         let (Some(secret), Some(stored)) = (secret, client.client_secret_hash.as_deref()) else {
             return Err(OAuthError::invalid_client("client secret missing"));
         };

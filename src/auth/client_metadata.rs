@@ -10,6 +10,9 @@ use super::OAuthError;
 use crate::policy::{Scope, is_scope_token, validate_redirect_uri};
 use crate::records::ClientRecord;
 
+/// The JWT bearer grant (RFC 7523), which ID-JAGs are presented with.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
 const MAX_TEXT: usize = 512;
 const MAX_REDIRECT_URIS: usize = 20;
 const MAX_CONTACTS: usize = 10;
@@ -54,8 +57,12 @@ pub fn validate_for(
     scopes_supported: &[String],
     auth_methods: &[&str],
 ) -> Result<ValidMetadata, OAuthError> {
+    let grant_types = metadata
+        .grant_types
+        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+    let redirects = grant_types.iter().any(|g| g == "authorization_code");
     let redirect_uris = metadata.redirect_uris.unwrap_or_default();
-    if redirect_uris.is_empty() {
+    if redirect_uris.is_empty() && redirects {
         return Err(OAuthError::invalid_redirect_uri(
             "redirect_uris is required",
         ));
@@ -77,22 +84,31 @@ pub fn validate_for(
             "token_endpoint_auth_method {method:?} is not supported"
         )));
     }
-    let grant_types = metadata
-        .grant_types
-        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
-    if grant_types.is_empty()
-        || grant_types
-            .iter()
-            .any(|g| g != "authorization_code" && g != "refresh_token")
-    {
+    // client_credentials is never registered: only the operator creates such clients. The
+    // JWT bearer grant (ID-JAG) needs a client that authenticates.
+    let confidential = method != "none";
+    if let Some(bad) = grant_types.iter().find(|g| {
+        !(matches!(g.as_str(), "authorization_code" | "refresh_token")
+            || (confidential && g.as_str() == JWT_BEARER))
+    }) {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "grant_types may contain only authorization_code, refresh_token and (for a client \
+             that authenticates) {JWT_BEARER}, not {bad:?}"
+        )));
+    }
+    if grant_types.is_empty() {
         return Err(OAuthError::invalid_client_metadata(
-            "grant_types may contain only authorization_code and refresh_token",
+            "grant_types must name at least one grant",
         ));
     }
-    let response_types = metadata
-        .response_types
-        .unwrap_or_else(|| vec!["code".into()]);
-    if response_types.iter().any(|r| r != "code") {
+    let response_types = metadata.response_types.unwrap_or_else(|| {
+        if redirects {
+            vec!["code".into()]
+        } else {
+            Vec::new()
+        }
+    });
+    if response_types.iter().any(|r| r != "code") || (redirects && response_types.is_empty()) {
         return Err(OAuthError::invalid_client_metadata(
             "response_types may contain only code",
         ));
@@ -201,6 +217,8 @@ impl ValidMetadata {
             software_version: None,
             client_id_issued_at: 0,
             client_secret_expires_at: 0,
+            jwks: None,
+            jwks_uri: None,
             registered_from: None,
         };
         self.apply(&mut record);

@@ -1,10 +1,17 @@
 //! Which of a JWK Set's keys may have signed a JWT: the asymmetric algorithms we accept, and
 //! the key that fits an `alg` and `kid` (type, curve, its own `alg` and `use`). Shared by the
 //! client assertions of `private_key_jwt` ([`super::assertion`]) and the OpenID provider's
-//! `id_token`s ([`super::upstream::oidc`]); a symmetric key never fits.
+//! `id_token`s ([`super::upstream::oidc`]) and the trusted issuers' assertions
+//! ([`super::trusted`]); a symmetric key never fits. [`decode`] verifies with them, fetching the
+//! set again once when no key fits.
 
-use jsonwebtoken::Algorithm;
+use std::future::Future;
+use std::sync::Arc;
+
+use jsonwebtoken::errors::{Error as JwtError, ErrorKind};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::de::DeserializeOwned;
 
 /// The algorithms an `id_token` may be signed with: asymmetric only.
 const ALGORITHMS: &[(&str, Algorithm)] = &[
@@ -64,6 +71,61 @@ pub fn candidates<'a>(set: &'a JwkSet, alg: Algorithm, kid: Option<&str>) -> Vec
         .filter(|k| fits(k, alg))
         .filter(|k| kid.is_none_or(|kid| k.common.key_id.as_deref() == Some(kid)))
         .collect()
+}
+
+/// Why no key verified a JWT.
+#[derive(Debug)]
+pub enum Unverified {
+    /// No key of the set fits its `alg` and `kid`, even after fetching the set again.
+    NoKey,
+    /// Keys fit, none verified it: the error of the last one tried.
+    Invalid(Option<JwtError>),
+}
+
+impl Unverified {
+    /// What the last key tried found wrong, when a key was tried.
+    pub fn kind(&self) -> Option<&ErrorKind> {
+        match self {
+            Unverified::Invalid(Some(e)) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// Verifies `token` against the keys `fetch` gives (`fetch(true)` fetches them again, once,
+/// when none fits: the signer may have rotated) and decodes its claims; `Err(e)` only when
+/// fetching failed.
+pub async fn decode<T, E, F, Fut>(
+    token: &str,
+    alg: Algorithm,
+    kid: Option<&str>,
+    validation: &Validation,
+    fetch: F,
+) -> Result<Result<T, Unverified>, E>
+where
+    T: DeserializeOwned,
+    F: Fn(bool) -> Fut,
+    Fut: Future<Output = Result<Arc<JwkSet>, E>>,
+{
+    let mut keys = fetch(false).await?;
+    if candidates(&keys, alg, kid).is_empty() {
+        keys = fetch(true).await?;
+    }
+    let found = candidates(&keys, alg, kid);
+    if found.is_empty() {
+        return Ok(Err(Unverified::NoKey));
+    }
+    let mut last = None;
+    for jwk in found {
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        match jsonwebtoken::decode::<T>(token, &key, validation) {
+            Ok(data) => return Ok(Ok(data.claims)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Ok(Err(Unverified::Invalid(last)))
 }
 
 #[cfg(test)]

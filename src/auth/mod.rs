@@ -17,7 +17,8 @@
 //! | [`mfa`] | `GET/POST /mfa`: TOTP enrolment and check | — |
 //! | [`totp`] | TOTP codes, sealed secrets, recovery codes | RFC 6238 |
 //! | [`session`] | CSRF, login and session cookies | — |
-//! | [`token`] | `POST /token` (the provider's refresh in `token/upstream_refresh.rs`) | OAuth 2.1 §4.1.3, §4.3, RFC 6749 §5 |
+//! | [`token`] | `POST /token` (the provider's refresh in `token/upstream_refresh.rs`; `client_credentials` and the JWT bearer grant beside it) | OAuth 2.1 §4.1.3, §4.3, RFC 6749 §4.4, §5, RFC 7523 |
+//! | [`trusted`] | assertions of trusted issuers: ID-JAGs ([`trusted::id_jag`]) and workload JWTs ([`trusted::workload`]) | draft-ietf-oauth-identity-assertion-authz-grant, RFC 7523 |
 //! | [`client_auth`] | client authentication at `/token`, `/revoke`, `/introspect` | RFC 6749 §2.3 |
 //! | [`assertion`] | `private_key_jwt` client assertions | RFC 7523 |
 //! | [`jwks`] | which key of a JWK Set may have signed a JWT | RFC 7517, RFC 7518 |
@@ -50,6 +51,7 @@ pub mod revoke;
 pub mod session;
 pub mod token;
 pub mod totp;
+pub mod trusted;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -404,15 +406,12 @@ impl AuthServer {
         self.state.clone()
     }
 
-    /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` (not ready, still
-    /// answering) and stops, letting in-flight requests finish.
+    /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` and stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        crate::service::stop_on_signal(
-            self.server.handle(),
-            self.state.draining.clone(),
-            self.state.settings.shutdown_drain,
-        );
-        let result = self.server.await;
+        let drain = self.state.settings.shutdown_drain;
+        let result =
+            crate::service::serve_until_stopped(self.server, self.state.draining.clone(), drain)
+                .await;
         // What was read and not yet delivered is taken over by another replica (or this one,
         // restarted) once it has been idle long enough.
         for task in self.webhooks {

@@ -19,6 +19,11 @@ pub enum ClientsCommand {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
+    /// Create a client that dynamic registration cannot: a machine client
+    /// (--client-credentials: it calls as itself, `sub` = client:{id}) and/or one that
+    /// presents ID-JAGs of trusted IdPs (--id-jag). It authenticates with a secret (printed
+    /// once, stored hashed) or, with --jwks-uri or --jwks, with private_key_jwt.
+    Create(CreateArgs),
     /// Delete a registration; with --complete also its access and refresh tokens, codes and
     /// consents (every verify replica is told).
     Delete {
@@ -29,9 +34,41 @@ pub enum ClientsCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Its name, shown in the audit trail and in `clients list`.
+    #[arg(long)]
+    pub name: String,
+    /// It may use the client_credentials grant (as itself, no user).
+    #[arg(long)]
+    pub client_credentials: bool,
+    /// It may present ID-JAGs (the JWT bearer grant) for the users of a trusted IdP.
+    #[arg(long)]
+    pub id_jag: bool,
+    /// The scopes it may be given at most (space- or comma-separated); without it, a request
+    /// that names none gets DEFAULT_SCOPE.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// private_key_jwt with the keys served at this https URL (fetched as metadata
+    /// documents' keys are: SSRF-guarded, cached, refetched for an unknown kid).
+    #[arg(long, value_name = "URL", conflicts_with = "jwks")]
+    pub jwks_uri: Option<String>,
+    /// private_key_jwt with the public JWK set in this file.
+    #[arg(long, value_name = "FILE")]
+    pub jwks: Option<std::path::PathBuf>,
+    /// Its id (letters, digits, `.`, `_`, `-`; at most 64); default a random one. Tool rules
+    /// and scope grants name it as `client:{id}`.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// How a secret client sends its secret: in a Basic header (`basic`) or the form (`post`).
+    #[arg(long, default_value = "basic", value_parser = ["basic", "post"])]
+    pub secret_method: String,
+}
+
 pub async fn run(cli: &Cli, cmd: &ClientsCommand) -> CliResult {
     match cmd {
         ClientsCommand::List => list(cli).await,
+        ClientsCommand::Create(args) => create(cli, args).await,
         ClientsCommand::Show { client_id } => show(cli, client_id).await,
         ClientsCommand::Delete {
             client_id,
@@ -126,6 +163,148 @@ async fn show(cli: &Cli, client_id: &str) -> CliResult {
         "{}",
         serde_json::to_string_pretty(&public_json(&client, live)).unwrap_or_default()
     );
+    Ok(())
+}
+
+async fn create(cli: &Cli, args: &CreateArgs) -> CliResult {
+    let settings = cli.settings()?;
+    let invalid = |why: String| CliError::Failed(why);
+    let mut grant_types = Vec::new();
+    if args.client_credentials {
+        grant_types.push("client_credentials".to_string());
+    }
+    if args.id_jag {
+        grant_types.push(crate::auth::client_metadata::JWT_BEARER.to_string());
+    }
+    if grant_types.is_empty() {
+        return Err(invalid(
+            "say what the client is for: --client-credentials and/or --id-jag".into(),
+        ));
+    }
+    let name = args.name.trim();
+    if name.is_empty() || name.len() > 512 || name.chars().any(char::is_control) {
+        return Err(invalid("--name must be a short line of text".into()));
+    }
+    let scope = match &args.scope {
+        None => None,
+        Some(raw) => {
+            let scope = crate::policy::Scope::parse(&raw.replace(',', " "));
+            if let Some(bad) = scope.first_not(|s| settings.scopes_supported.iter().any(|x| x == s))
+            {
+                return Err(invalid(format!(
+                    "--scope: {bad:?} is not one of SCOPES_SUPPORTED ({})",
+                    settings.scopes_supported.join(" ")
+                )));
+            }
+            Some(scope.to_string()).filter(|s| !s.is_empty())
+        }
+    };
+    let jwks = match &args.jwks {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read(path)
+                .map_err(|e| invalid(format!("--jwks {}: {e}", path.display())))?;
+            crate::auth::cimd::parse_key_set(&text)
+                .map_err(|e| invalid(format!("--jwks {}: {e}", path.display())))?;
+            Some(
+                serde_json::from_slice::<serde_json::Value>(&text)
+                    .map_err(|e| invalid(format!("--jwks {}: {e}", path.display())))?,
+            )
+        }
+    };
+    if let Some(uri) = &args.jwks_uri {
+        let ok = url::Url::parse(uri).is_ok_and(|u| u.scheme() == "https" && u.has_host());
+        if !ok {
+            return Err(invalid(format!("--jwks-uri {uri:?} must be an https URL")));
+        }
+    }
+    let client_id = match &args.client_id {
+        Some(id) => {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !ok {
+                return Err(invalid(format!(
+                    "--client-id {id:?}: letters, digits, '.', '_' and '-', at most 64"
+                )));
+            }
+            id.clone()
+        }
+        None => crate::token::random_id(16),
+    };
+    let keyed = jwks.is_some() || args.jwks_uri.is_some();
+    let secret = (!keyed).then(crate::token::random_token);
+    let now = SystemClock.now_unix();
+    let record = ClientRecord {
+        client_id,
+        client_secret_hash: secret
+            .as_deref()
+            .map(|s| crate::token::sha256_b64url(s.as_bytes())),
+        // Nobody holds a registration access token: only the operator manages it.
+        registration_token_hash: crate::token::sha256_b64url(
+            crate::token::random_token().as_bytes(),
+        ),
+        redirect_uris: Vec::new(),
+        token_endpoint_auth_method: if keyed {
+            "private_key_jwt".into()
+        } else {
+            format!("client_secret_{}", args.secret_method)
+        },
+        grant_types,
+        response_types: Vec::new(),
+        client_name: Some(name.to_string()),
+        client_uri: None,
+        logo_uri: None,
+        scope,
+        contacts: Vec::new(),
+        software_id: None,
+        software_version: None,
+        client_id_issued_at: now,
+        client_secret_expires_at: 0,
+        jwks,
+        jwks_uri: args.jwks_uri.clone(),
+        registered_from: None,
+    };
+    let store = cli.store(&settings).await?;
+    let created = cli
+        .event(crate::audit::Kind::ClientCreated)
+        .client(&record.client_id)
+        .detail("client_name", name)
+        .detail("grant_types", record.grant_types.clone())
+        .detail(
+            "token_endpoint_auth_method",
+            record.token_endpoint_auth_method.as_str(),
+        )
+        .scope(record.scope.as_deref().unwrap_or(""));
+    record
+        .create(store.as_ref(), created)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot create the client: {e}")))?;
+    let mut shown = public_json(&record, 0);
+    if let (Some(map), Some(secret)) = (shown.as_object_mut(), &secret) {
+        map.insert("client_secret".into(), secret.as_str().into());
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&shown).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!("client_id:     {}", record.client_id);
+    match &secret {
+        Some(secret) => {
+            println!("client_secret: {secret}");
+            println!("(the secret is shown this once and stored only as a hash)");
+        }
+        None => println!("authenticates with private_key_jwt"),
+    }
+    println!("grant_types:   {}", record.grant_types.join(" "));
+    if let Some(scope) = &record.scope {
+        println!("scope:         {scope}");
+    }
     Ok(())
 }
 

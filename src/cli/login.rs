@@ -39,6 +39,8 @@ pub struct LoginArgs {
     /// harnesses whose authorization server approves without a user.
     #[arg(long)]
     pub follow_authorization: bool,
+    #[command(flatten)]
+    pub machine: MachineArgs,
     /// Once logged in, call this tool as a check (a 403 insufficient_scope steps up).
     #[arg(long, value_name = "NAME")]
     pub call_tool: Option<String>,
@@ -50,6 +52,112 @@ pub struct LoginArgs {
         requires = "call_tool"
     )]
     pub tool_arguments: String,
+}
+
+/// Logging in without a browser: a machine client, an enterprise user's ID-JAG, a workload.
+#[derive(Debug, Args)]
+pub struct MachineArgs {
+    /// Log in as a machine client (the client_credentials grant) with --client-id and
+    /// --client-secret, or --private-key (private_key_jwt).
+    #[arg(long)]
+    pub client_credentials: bool,
+    /// The client's private key (PKCS#8 PEM file) for private_key_jwt.
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<std::path::PathBuf>,
+    /// The key's algorithm: ES256, RS256 or EdDSA.
+    #[arg(long, default_value = "ES256")]
+    pub signing_alg: String,
+    /// Present this JWT with the JWT bearer grant: an ID-JAG (with --client-id and
+    /// --client-secret) or a workload's token (alone); `@FILE` reads it from a file (a
+    /// Kubernetes service-account token, say).
+    #[arg(long, value_name = "JWT|@FILE")]
+    pub assertion: Option<String>,
+    /// Enterprise-managed authorization: exchange this ID token at --idp-token-endpoint for
+    /// an ID-JAG, then present it (with --client-id and --client-secret).
+    #[arg(long, value_name = "JWT", requires = "idp_token_endpoint")]
+    pub id_token: Option<String>,
+    /// The enterprise IdP's token endpoint (RFC 8693 token exchange).
+    #[arg(long, value_name = "URL")]
+    pub idp_token_endpoint: Option<String>,
+    /// This client's id at the IdP.
+    #[arg(long)]
+    pub idp_client_id: Option<String>,
+    /// Its secret at the IdP.
+    #[arg(long)]
+    pub idp_client_secret: Option<String>,
+}
+
+impl MachineArgs {
+    /// The grant these flags ask for, if any; `client_id` and `secret` are the login's.
+    fn grant(
+        &self,
+        client_id: Option<&str>,
+        secret: Option<&str>,
+    ) -> CliResult<Option<super::mcp_auth::machine::MachineGrant>> {
+        use super::mcp_auth::machine::{AssertionSource, IdpExchange, MachineGrant};
+        let need_id = |what: &str| {
+            client_id
+                .map(str::to_string)
+                .ok_or_else(|| CliError::Failed(format!("{what} needs --client-id")))
+        };
+        let need_secret = |what: &str| {
+            secret
+                .map(str::to_string)
+                .ok_or_else(|| CliError::Failed(format!("{what} needs --client-secret")))
+        };
+        if let Some(id_token) = &self.id_token {
+            let endpoint = self.idp_token_endpoint.clone().unwrap_or_default();
+            return Ok(Some(MachineGrant::IdJag {
+                client_id: need_id("--id-token")?,
+                secret: need_secret("--id-token")?,
+                source: AssertionSource::Exchange(IdpExchange {
+                    token_endpoint: endpoint,
+                    id_token: id_token.clone(),
+                    client_id: self.idp_client_id.clone().ok_or_else(|| {
+                        CliError::Failed("--id-token needs --idp-client-id".into())
+                    })?,
+                    client_secret: self.idp_client_secret.clone(),
+                }),
+            }));
+        }
+        if let Some(assertion) = &self.assertion {
+            let jwt = match assertion.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Failed(format!("--assertion {assertion}: {e}")))?
+                    .trim()
+                    .to_string(),
+                None => assertion.trim().to_string(),
+            };
+            return Ok(Some(match (client_id, secret) {
+                (Some(id), Some(secret)) => MachineGrant::IdJag {
+                    client_id: id.to_string(),
+                    secret: secret.to_string(),
+                    source: AssertionSource::Given(jwt),
+                },
+                (id, _) => MachineGrant::Workload {
+                    assertion: jwt,
+                    client_id: id.map(str::to_string),
+                },
+            }));
+        }
+        if !self.client_credentials {
+            return Ok(None);
+        }
+        let client_id = need_id("--client-credentials")?;
+        Ok(Some(match &self.private_key {
+            Some(path) => MachineGrant::PrivateKey {
+                client_id,
+                pem: std::fs::read_to_string(path).map_err(|e| {
+                    CliError::Failed(format!("--private-key {}: {e}", path.display()))
+                })?,
+                alg: self.signing_alg.clone(),
+            },
+            None => MachineGrant::Secret {
+                client_id,
+                secret: need_secret("--client-credentials")?,
+            },
+        }))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -338,15 +446,35 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
         }),
         None => None,
     };
-    let done = super::mcp_auth::login(
-        server_url,
-        protocol,
-        &choice,
-        &browser_of(&args.browser, follow),
-        args.browser.scope.as_deref(),
-        tool.as_ref(),
-    )
-    .await?;
+    let machine = match harness.as_ref().and_then(Harness::machine_grant) {
+        Some(grant) => Some(grant),
+        None => args
+            .machine
+            .grant(choice.client_id.as_deref(), choice.client_secret.as_deref())?,
+    };
+    let done = match &machine {
+        Some(grant) => {
+            super::mcp_auth::machine::login(
+                server_url,
+                protocol,
+                grant,
+                args.browser.scope.as_deref(),
+                tool.as_ref(),
+            )
+            .await?
+        }
+        None => {
+            super::mcp_auth::login(
+                server_url,
+                protocol,
+                &choice,
+                &browser_of(&args.browser, follow),
+                args.browser.scope.as_deref(),
+                tool.as_ref(),
+            )
+            .await?
+        }
+    };
     if harness.is_some() && cli.env_file.is_none() {
         println!(
             "Logged in to {server_url} as client {} ({}); nothing saved under the conformance suite",
@@ -399,6 +527,7 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
 
 /// What the MCP conformance suite hands the client it runs (its README: "Testing Clients").
 struct Harness {
+    scenario: String,
     protocol: String,
     context: Value,
 }
@@ -409,8 +538,42 @@ impl Harness {
     /// The tool the suite's servers offer.
     const TOOL: &'static str = "test-tool";
 
+    /// The extension scenarios' grants, from the context the suite hands over: machine
+    /// clients, enterprise-managed authorization, workload identity.
+    fn machine_grant(&self) -> Option<super::mcp_auth::machine::MachineGrant> {
+        use super::mcp_auth::machine::{AssertionSource, IdpExchange, MachineGrant};
+        let text = |name: &str| self.context[name].as_str().map(str::to_string);
+        Some(match self.scenario.as_str() {
+            "auth/client-credentials-basic" => MachineGrant::Secret {
+                client_id: text("client_id")?,
+                secret: text("client_secret")?,
+            },
+            "auth/client-credentials-jwt" => MachineGrant::PrivateKey {
+                client_id: text("client_id")?,
+                pem: text("private_key_pem")?,
+                alg: text("signing_algorithm").unwrap_or_else(|| "ES256".into()),
+            },
+            "auth/enterprise-managed-authorization" => MachineGrant::IdJag {
+                client_id: text("client_id")?,
+                secret: text("client_secret")?,
+                source: AssertionSource::Exchange(IdpExchange {
+                    token_endpoint: text("idp_token_endpoint")?,
+                    id_token: text("idp_id_token")?,
+                    client_id: text("idp_client_id")?,
+                    client_secret: text("idp_client_secret"),
+                }),
+            },
+            // Only the valid token: the others are for the suite's own broken clients.
+            "auth/wif-jwt-bearer" => MachineGrant::Workload {
+                assertion: text("valid_jwt")?,
+                client_id: text("client_id"),
+            },
+            _ => return None,
+        })
+    }
+
     fn from_env() -> Option<Self> {
-        std::env::var_os("MCP_CONFORMANCE_SCENARIO")?;
+        let scenario = std::env::var("MCP_CONFORMANCE_SCENARIO").ok()?;
         let protocol = match std::env::var("MCP_CONFORMANCE_PROTOCOL_VERSION").as_deref() {
             Ok(super::mcp_auth::PROTOCOL_2026) => super::mcp_auth::PROTOCOL_2026,
             _ => super::mcp_auth::PROTOCOL_2025,
@@ -420,6 +583,7 @@ impl Harness {
             .and_then(|c| serde_json::from_str(&c).ok())
             .unwrap_or(Value::Null);
         Some(Self {
+            scenario,
             protocol: protocol.to_string(),
             context,
         })

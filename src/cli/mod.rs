@@ -97,7 +97,7 @@ pub enum Command {
     },
     /// Log in to an MCP server through its gateway (discovery, registration, PKCE, loopback
     /// redirect) and save the tokens as MCP_CLIENT_* in the env file.
-    Login(login::LoginArgs),
+    Login(Box<login::LoginArgs>),
     /// Refresh the saved tokens that expire soon, saving the rotated refresh tokens.
     Refresh(login::RefreshArgs),
     /// A user's second factor (TOTP): status, reset.

@@ -22,6 +22,7 @@ mod keys;
 mod raw;
 mod redis;
 mod scopes;
+mod trust;
 mod upstream;
 
 use raw::Raw;
@@ -31,6 +32,7 @@ use crate::policy::{Admission, HostPattern, ScopePolicy, split_list};
 pub use audit::{AuditSettings, WebhookFormat};
 pub use cimd::{CimdSettings, canonical_host};
 pub use redis::{RedisSentinel, RedisTls};
+pub use trust::{IssuerKind, KeySource, TrustedIssuer};
 pub use upstream::{EmailTrust, OidcClientAuth, OidcSettings, Provider, UpstreamTokenSettings};
 
 use crate::token::keys::{KeySet, SigningAlgorithm};
@@ -293,6 +295,9 @@ pub struct Settings {
     pub cimd: CimdSettings,
     /// The audit trail: retention, usage counting, webhooks.
     pub audit: AuditSettings,
+    /// `[[trusted_issuer]]` and `TRUSTED_ISSUER_*`: whose ID-JAGs and workload JWTs `/token`
+    /// accepts (the JWT bearer grant).
+    pub trusted_issuers: Vec<TrustedIssuer>,
 }
 
 const DEFAULT_GITHUB_AUTHORIZE_URL: &str = "https://github.com/login/oauth/authorize";
@@ -359,6 +364,7 @@ impl Settings {
             None => SigningAlgorithm::Rs256,
         };
         let keys = Arc::new(load_keys(raw, algorithm)?);
+        let trusted_issuers = trust::trusted_issuers(raw, &issuer)?;
 
         let redis_url = redis_url(raw)?;
 
@@ -535,6 +541,7 @@ impl Settings {
             mfa: mfa(raw)?,
             cimd,
             audit: audit::audit(raw)?,
+            trusted_issuers,
             rate_limits: RateLimitSettings {
                 register: raw.number_u32("RATE_LIMIT_REGISTER", 1_200)?,
                 authorize: raw.number_u32("RATE_LIMIT_AUTHORIZE", 3_000)?,

@@ -22,6 +22,15 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "AUDIT_WEBHOOK_TIMEOUT",
     "AUDIT_WEBHOOK_CLAIM_IDLE",
     "LOG_AUDIT",
+    "TRUSTED_ISSUER",
+    "TRUSTED_ISSUER_KIND",
+    "TRUSTED_ISSUER_JWKS_URI",
+    "TRUSTED_ISSUER_JWKS_FILE",
+    "TRUSTED_ISSUER_AUDIENCE",
+    "TRUSTED_ISSUER_SUBJECT",
+    "TRUSTED_ISSUER_REQUIRED_CLAIMS",
+    "TRUSTED_ISSUER_SCOPES",
+    "TRUSTED_ISSUER_CLIENTS",
     "ALLOWED_USERS",
     "ALLOWED_EMAILS",
     "ALLOWED_EMAIL_DOMAINS",
@@ -129,7 +138,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
 
 /// Settings a TOML file may also write as arrays of tables (`[[tool_policy]]`,
 /// `[[scope_grant]]`), by their lower-case name.
-pub const TABLE_SETTINGS: &[&str] = &["tool_policy", "scope_grant"];
+pub const TABLE_SETTINGS: &[&str] = &["tool_policy", "scope_grant", "trusted_issuer"];
 
 /// The merged raw values, keyed by lower-case name.
 pub(super) struct Raw {
@@ -138,6 +147,8 @@ pub(super) struct Raw {
     pub(super) tool_tables: Vec<crate::policy::RawToolRule>,
     /// `[[scope_grant]]` tables of a TOML file.
     pub(super) grant_tables: Vec<crate::policy::RawScopeGrant>,
+    /// `[[trusted_issuer]]` tables of a TOML file, read by [`Raw::trust_tables`].
+    trust_tables: Option<config::Value>,
 }
 
 impl Raw {
@@ -220,12 +231,13 @@ impl Raw {
             .try_deserialize()
             .map_err(|e| ConfigError::new("--config", e.to_string()))?;
         let mut values = HashMap::with_capacity(table.len());
-        let (mut tool_tables, mut grant_tables) = (Vec::new(), Vec::new());
+        let (mut tool_tables, mut grant_tables, mut trust_tables) = (Vec::new(), Vec::new(), None);
         for (key, value) in table {
             let key = key.to_ascii_lowercase();
             if TABLE_SETTINGS.contains(&key.as_str()) && value.clone().into_string().is_err() {
                 match key.as_str() {
                     "tool_policy" => tool_tables = tables(value, &key, "TOOL_POLICY")?,
+                    "trusted_issuer" => trust_tables = Some(value),
                     _ => grant_tables = tables(value, &key, "[[scope_grant]]")?,
                 }
                 continue;
@@ -253,6 +265,7 @@ impl Raw {
             values,
             tool_tables,
             grant_tables,
+            trust_tables,
         })
     }
 
@@ -304,6 +317,18 @@ impl Raw {
 }
 
 /// The `[[name]]` tables of a TOML file, read as `T`; `var` names the setting in errors.
+impl Raw {
+    /// The `[[trusted_issuer]]` tables of a TOML file, as `T`.
+    pub(super) fn trust_tables<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Vec<T>, ConfigError> {
+        match &self.trust_tables {
+            None => Ok(Vec::new()),
+            Some(value) => tables(value.clone(), "trusted_issuer", "[[trusted_issuer]]"),
+        }
+    }
+}
+
 fn tables<T: serde::de::DeserializeOwned>(
     value: config::Value,
     name: &str,

@@ -224,3 +224,140 @@ fn toml_file_is_overlaid_by_environment() {
     assert_eq!(s.access_token_lifetime, Duration::from_secs(60));
     assert!(!s.required_scopes.is_empty());
 }
+
+#[test]
+fn trusted_issuers_come_from_tables_or_the_environment_and_are_checked() {
+    let (_dir, jwks) = config_file(
+        r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#,
+    );
+    let toml = format!(
+        r#"
+[[trusted_issuer]]
+issuer = "https://acme.okta.com"
+kind = "id-jag"
+clients = ["claude-work"]
+scopes = ["mcp"]
+
+[[trusted_issuer]]
+issuer = "https://kubernetes.default.svc"
+kind = "workload"
+jwks_file = "{}"
+subject = ["system:serviceaccount:prod:*"]
+required_claims = {{ "kubernetes.io.namespace" = "prod" }}
+"#,
+        jwks.display()
+    );
+    let (_d2, path) = config_file(&toml);
+    let mut source = hs_source().with("ISSUER_URL", "https://auth.example.com");
+    source.file = Some(path.clone());
+    let s = Settings::load(&source).unwrap();
+    let [okta, k8s] = &s.trusted_issuers[..] else {
+        panic!("{:?}", s.trusted_issuers)
+    };
+    assert_eq!(okta.kind, IssuerKind::IdJag);
+    assert_eq!(okta.keys, KeySource::Discover);
+    assert_eq!(okta.audience, ["https://auth.example.com"]);
+    assert_eq!(okta.clients, ["claude-work"]);
+    assert_eq!(k8s.kind, IssuerKind::Workload);
+    assert!(matches!(k8s.keys, KeySource::Inline(_)));
+    assert_eq!(
+        k8s.audience,
+        ["https://auth.example.com", "https://auth.example.com/token"]
+    );
+    assert!(k8s.admits_subject("system:serviceaccount:prod:api"));
+    assert!(!k8s.admits_subject("system:serviceaccount:dev:api"));
+    assert!(okta.describe()[0].contains("id-jag"));
+
+    // One issuer in the environment.
+    let env = hs_source()
+        .with("TRUSTED_ISSUER", "https://login.example.com/tenant/v2.0")
+        .with("TRUSTED_ISSUER_KIND", "id-jag")
+        .with("TRUSTED_ISSUER_JWKS_URI", "https://login.example.com/keys")
+        .with("TRUSTED_ISSUER_SCOPES", "mcp, mcp:read");
+    let s = Settings::load(&env).unwrap();
+    assert_eq!(s.trusted_issuers.len(), 1);
+    assert_eq!(
+        s.trusted_issuers[0].scopes.as_deref().unwrap(),
+        ["mcp", "mcp:read"]
+    );
+
+    for (bad, says) in [
+        (
+            vec![
+                ("TRUSTED_ISSUER", "http://idp.example.com"),
+                ("TRUSTED_ISSUER_KIND", "id-jag"),
+            ],
+            "https",
+        ),
+        (
+            vec![
+                ("TRUSTED_ISSUER", "https://idp.example.com"),
+                ("TRUSTED_ISSUER_KIND", "saml"),
+            ],
+            "TRUSTED_ISSUER_KIND",
+        ),
+        (
+            vec![
+                ("TRUSTED_ISSUER", "https://idp.example.com"),
+                ("TRUSTED_ISSUER_KIND", "id-jag"),
+                ("TRUSTED_ISSUER_SUBJECT", "x*"),
+            ],
+            "workload",
+        ),
+        (
+            vec![
+                ("TRUSTED_ISSUER", "https://idp.example.com"),
+                ("TRUSTED_ISSUER_KIND", "workload"),
+                ("TRUSTED_ISSUER_REQUIRED_CLAIMS", "not json"),
+            ],
+            "JSON",
+        ),
+        (
+            vec![
+                ("TRUSTED_ISSUER", "https://idp.example.com"),
+                ("TRUSTED_ISSUER_KIND", "workload"),
+                ("TRUSTED_ISSUER_JWKS_URI", "https://idp.example.com/keys"),
+                ("TRUSTED_ISSUER_JWKS_FILE", "/x"),
+            ],
+            "not both",
+        ),
+    ] {
+        let mut source = hs_source();
+        for (k, v) in &bad {
+            source = source.with(*k, *v);
+        }
+        let err = Settings::load(&source).unwrap_err();
+        assert!(err.to_string().contains(says), "{bad:?}: {err}");
+    }
+    // The environment's issuer replaces the file's tables, as TOOL_POLICY does.
+    let mut both = hs_source()
+        .with("TRUSTED_ISSUER", "https://acme.okta.com")
+        .with("TRUSTED_ISSUER_KIND", "workload");
+    both.file = Some(path);
+    let s = Settings::load(&both).unwrap();
+    assert_eq!(s.trusted_issuers.len(), 1);
+    assert_eq!(s.trusted_issuers[0].kind, IssuerKind::Workload);
+    // The same issuer twice.
+    let table = "[[trusted_issuer]]\nissuer = \"https://a.example\"\nkind = \"id-jag\"\n";
+    let (_d3, path) = config_file(&format!("{table}{table}"));
+    let mut twice = hs_source();
+    twice.file = Some(path);
+    let err = Settings::load(&twice).unwrap_err().to_string();
+    assert!(err.contains("twice"), "{err}");
+    // A table without its kind, or with a field we do not know.
+    for (table, says) in [
+        ("issuer = \"https://a.example\"\n", "kind is required"),
+        (
+            "issuer = \"https://a.example\"\nkind = \"id-jag\"\njwks = \"x\"\n",
+            "jwks",
+        ),
+    ] {
+        let (_d4, path) = config_file(&format!("[[trusted_issuer]]\n{table}"));
+        let mut source = hs_source();
+        source.file = Some(path);
+        let err = Settings::load(&source).unwrap_err().to_string();
+        assert!(err.contains(says), "{table}: {err}");
+    }
+}

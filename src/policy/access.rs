@@ -11,6 +11,9 @@ pub fn upstream_of(id: &str) -> &'static str {
     if id.contains('#') { "oidc" } else { "github" }
 }
 
+/// How the `sub` of a client acting as itself (`client_credentials`) begins.
+pub const CLIENT_SUBJECT_PREFIX: &str = "client:";
+
 /// The upstream names a login entry may be qualified with (`github:carol`, `oidc:carol`).
 pub const UPSTREAM_NAMES: &[&str] = &["github", "oidc"];
 
@@ -90,9 +93,13 @@ impl AllowList {
             return;
         };
         // Ids compare exactly (an OpenID subject may be case-sensitive); logins ignoring ASCII
-        // case.
+        // case. A client acting as itself (`client:{id}`) and a workload or OpenID account
+        // (`{issuer}#{subject}`) are named by their id as it is.
         match entry.get(..3) {
             Some(p) if p.eq_ignore_ascii_case("id:") => ids.push(entry[3..].to_string()),
+            _ if entry.starts_with(CLIENT_SUBJECT_PREFIX) || entry.contains('#') => {
+                ids.push(entry.to_string())
+            }
             _ => logins.push(Login::parse(entry, default_upstream)),
         }
     }
@@ -141,6 +148,25 @@ impl<'a> Identity<'a> {
             email,
             groups,
         }
+    }
+
+    /// A subject of any kind: a client acting as itself (`client:{id}`) or a workload is on
+    /// no upstream, so no login entry (`github:…`, `oidc:…`, a bare name) ever names it; only
+    /// its id does.
+    pub fn of_subject(
+        id: &'a str,
+        login: &'a str,
+        email: Option<&'a str>,
+        groups: &'a [String],
+        kind: crate::token::SubjectType,
+    ) -> Self {
+        let mut who = Self::new(id, login, email, groups);
+        who.upstream = match kind {
+            crate::token::SubjectType::User => who.upstream,
+            crate::token::SubjectType::Client => "client",
+            crate::token::SubjectType::Workload => "workload",
+        };
+        who
     }
 }
 
@@ -443,5 +469,29 @@ mod tests {
         assert!(by_group.admits(&who(None, leaked)));
         let other: &'static [String] = Box::leak(vec!["Eng".to_string()].into_boxed_slice());
         assert!(!by_group.admits(&who(None, other)));
+    }
+}
+
+#[cfg(test)]
+mod machine_subjects {
+    use super::*;
+    use crate::token::SubjectType;
+
+    #[test]
+    fn machine_subjects_are_named_by_their_ids_and_never_by_a_login() {
+        let workload_id = "https://k8s.example#system:serviceaccount:prod:api";
+        let who =
+            Admission::parse_principals(&format!("client:bot, {workload_id}"), "github").unwrap();
+        let bot = Identity::of_subject("client:bot", "client:bot", None, &[], SubjectType::Client);
+        let workload =
+            Identity::of_subject(workload_id, workload_id, None, &[], SubjectType::Workload);
+        assert!(who.admits(&bot));
+        assert!(who.admits(&workload));
+        assert!(!who.admits(&Identity::new("client:other", "x", None, &[])));
+        // A login entry of any upstream never names a client or a workload.
+        let logins = Admission::parse_principals("github:bot, oidc:bot, bot", "github").unwrap();
+        let named_bot = Identity::of_subject("client:b", "bot", None, &[], SubjectType::Client);
+        assert!(!logins.admits(&named_bot));
+        assert!(logins.admits(&Identity::new("1", "bot", None, &[])));
     }
 }

@@ -28,7 +28,8 @@ pub mod redirect;
 mod uri;
 
 pub use access::{
-    Admission, AllowList, HostPattern, Identity, Login, UPSTREAM_NAMES, strip_port, upstream_of,
+    Admission, AllowList, CLIENT_SUBJECT_PREFIX, HostPattern, Identity, Login, UPSTREAM_NAMES,
+    strip_port, upstream_of,
 };
 pub use entitlements::{Entitlements, Narrowed, RawScopeGrant, ScopeGrant};
 pub use redirect::{OOB_REDIRECT, is_loopback, redirect_matches, validate_redirect_uri};

@@ -36,6 +36,12 @@ pub struct ClientRecord {
     pub client_id_issued_at: i64,
     /// 0 = never (RFC 7591 §3.2.1).
     pub client_secret_expires_at: i64,
+    /// The public keys a client the operator created signs its `private_key_jwt` assertions
+    /// with: a JWK set, or where it is served (https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
     /// A hash of the address it registered from (its list of unused registrations), until
     /// nothing needs it; never shown to the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +127,29 @@ impl ClientRecord {
                 .await?;
         }
         Ok((outcome.unused, outcome.evicted.len()))
+    }
+
+    /// Stores a client the operator created: it never expires and no budget evicts it.
+    /// `created` is written with it; an id already taken changes nothing (an error).
+    pub async fn create(&self, store: &dyn Store, created: Event) -> StoreResult<()> {
+        let json = super::encode(self)?;
+        let stored = store
+            .change(
+                &crate::store::Change::SetIfAbsent {
+                    key: &keys::client(&self.client_id),
+                    value: &json,
+                    ttl: None,
+                },
+                &Events::none().on(outcome::CHANGED, created),
+            )
+            .await?;
+        if !stored {
+            return Err(crate::store::StoreError::Corrupt(format!(
+                "client id {} is taken",
+                self.client_id
+            )));
+        }
+        Ok(())
     }
 
     /// How long the registration has left (it slides: each grant renews it).

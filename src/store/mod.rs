@@ -162,6 +162,17 @@ pub enum Ttl {
     Expires(Duration),
 }
 
+/// The one-time credential a token is issued for ([`Store::put_token_once`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OnceWrite<'a> {
+    /// The token.
+    pub record: &'a TokenRecord,
+    /// The credential's marker (`oauth:assertion_jti:…`).
+    pub key: &'a str,
+    /// How long it stays used: until it could no longer pass.
+    pub ttl: Duration,
+}
+
 /// Revoked `jti`s as they are published. The stream ends when the subscription is lost;
 /// the subscriber must then assume it missed messages.
 pub type RevocationStream = BoxStream<'static, String>;
@@ -174,6 +185,17 @@ pub trait Store: Send + Sync + 'static {
     /// Records an issued token and indexes it by user and client; the record lives until the
     /// token expires. `now` is Unix seconds.
     async fn put_token(&self, record: &TokenRecord, now: i64, events: &Events) -> StoreResult<()>;
+
+    /// [`Store::put_token`] for a credential that may be used once (an assertion's `jti`):
+    /// when `once.key` is absent, `once.record` is recorded and `once.key` set for `once.ttl`
+    /// (events of [`crate::audit::outcome::WRITTEN`]) and `true` returned; when it is there,
+    /// nothing is written (events of [`crate::audit::outcome::REUSED`]) and `false` returned.
+    async fn put_token_once(
+        &self,
+        once: &OnceWrite<'_>,
+        now: i64,
+        events: &Events,
+    ) -> StoreResult<bool>;
 
     async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>>;
 

@@ -73,6 +73,10 @@ pub struct AccessClaims {
     pub amr: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// What the subject is: a user (the claim is left out), a client acting as itself
+    /// (`client_credentials`), or a workload (a platform's assertion).
+    #[serde(default, skip_serializing_if = "SubjectType::is_user")]
+    pub subject_type: SubjectType,
     /// Client IP the token was issued to, when `TOKEN_BIND_IP` was on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_ip: Option<String>,
@@ -103,7 +107,35 @@ pub const REGISTERED_CLAIMS: &[&str] = &[
     "cnf",
     "bind_ip",
     "bind_ua",
+    "subject_type",
 ];
+
+/// What a token's subject is (the `subject_type` claim; absent, a user).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectType {
+    /// A person, signed in upstream or vouched for by an enterprise IdP (ID-JAG).
+    #[default]
+    User,
+    /// A client acting as itself (`client_credentials`): `sub` is `client:{client_id}`.
+    Client,
+    /// A workload vouched for by its platform: `sub` is `{issuer}#{subject}`.
+    Workload,
+}
+
+impl SubjectType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectType::User => "user",
+            SubjectType::Client => "client",
+            SubjectType::Workload => "workload",
+        }
+    }
+
+    pub fn is_user(&self) -> bool {
+        *self == SubjectType::User
+    }
+}
 
 impl AccessClaims {
     pub fn scopes(&self) -> impl Iterator<Item = &str> {

@@ -31,6 +31,8 @@ pub struct MintRequest {
     pub bind_ua: Option<String>,
     /// `TOKEN_CUSTOM_CLAIMS`; registered claim names are skipped, never overridden.
     pub custom_claims: serde_json::Map<String, serde_json::Value>,
+    /// A user, a client acting as itself, or a workload.
+    pub subject_type: super::SubjectType,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ pub fn mint(
             .map(|t| Confirmation { x5t_s256: Some(t) }),
         bind_ip: request.bind_ip,
         bind_ua: request.bind_ua,
+        subject_type: request.subject_type,
         extra,
     };
     let mut header = Header::new(key.alg().jwt());

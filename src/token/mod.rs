@@ -8,7 +8,7 @@ pub mod keys;
 pub mod mint;
 pub mod validate;
 
-pub use claims::{AccessClaims, Audience, Confirmation};
+pub use claims::{AccessClaims, Audience, Confirmation, SubjectType};
 pub use keys::{KeyMaterial, KeySet, SigningAlgorithm, assertion_key};
 pub use mint::{MintRequest, MintedToken, mint};
 pub use validate::{TokenError, ValidationPolicy, validate};

@@ -23,6 +23,8 @@ pub const X_USER_GROUPS: HeaderName = HeaderName::from_static("x-user-groups");
 pub const X_AUTH_CLIENT_ID: HeaderName = HeaderName::from_static("x-auth-client-id");
 pub const X_AUTH_SCOPE: HeaderName = HeaderName::from_static("x-auth-scope");
 pub const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+/// `user`, `client` (a client acting as itself) or `workload`.
+pub const X_AUTH_SUBJECT_TYPE: HeaderName = HeaderName::from_static("x-auth-subject-type");
 
 /// A token whose signature, type, issuer and lifetime have been checked, reduced to what a
 /// decision and the identity headers need. Compact on purpose (about 150 bytes): 100,000 of
@@ -63,6 +65,8 @@ struct Identity {
     group_list: Box<[String]>,
     client_id: HeaderValue,
     scope: HeaderValue,
+    subject_type: HeaderValue,
+    kind: crate::token::SubjectType,
 }
 
 #[derive(Debug, Default)]
@@ -90,7 +94,8 @@ pub enum Stamp {
 
 impl VerifiedToken {
     pub fn new(claims: AccessClaims, token: &str, forward_token: bool, strings: &Interner) -> Self {
-        let has_otp = claims.has_amr("otp");
+        // Our own second factor, or one the enterprise IdP vouched for (an ID-JAG's amr).
+        let has_otp = claims.has_amr("otp") || claims.has_amr("mfa");
         let bindings = (claims.bind_ip.is_some()
             || claims.bind_ua.is_some()
             || claims.cnf.is_some())
@@ -133,12 +138,18 @@ impl VerifiedToken {
     /// What the allow-lists are asked about at verify.
     pub fn who(&self) -> crate::policy::Identity<'_> {
         let id = &*self.identity;
-        crate::policy::Identity::new(
+        crate::policy::Identity::of_subject(
             self.user_id(),
             self.username(),
             id.email.as_ref().and_then(|e| e.to_str().ok()),
             &id.group_list,
+            id.kind,
         )
+    }
+
+    /// A user, a client acting as itself, or a workload.
+    pub fn subject_type(&self) -> crate::token::SubjectType {
+        self.identity.kind
     }
 
     pub fn client_id(&self) -> &str {
@@ -201,6 +212,7 @@ impl VerifiedToken {
             (X_USER_GROUPS, id.groups.as_ref()),
             (X_AUTH_CLIENT_ID, Some(&id.client_id)),
             (X_AUTH_SCOPE, Some(&id.scope)),
+            (X_AUTH_SUBJECT_TYPE, Some(&id.subject_type)),
             (X_AUTH_TOKEN, self.token.as_deref()),
         ]
         .into_iter()
@@ -265,7 +277,15 @@ pub struct Interner {
     identities: std::sync::Mutex<std::collections::HashMap<IdentityKey, Arc<Identity>>>,
 }
 
-type IdentityKey = (String, String, Option<String>, String, String, String);
+type IdentityKey = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    crate::token::SubjectType,
+);
 type AudienceList = Arc<[Arc<str>]>;
 
 const MAX_INTERNED: usize = 65_536;
@@ -302,6 +322,7 @@ impl Interner {
                 .map(String::as_str)
                 .collect::<Vec<_>>()
                 .join(","),
+            claims.subject_type,
         );
         let mut map = self.identities.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(shared) = map.get(&key) {
@@ -315,6 +336,8 @@ impl Interner {
             group_list: claims.groups.clone().into_boxed_slice(),
             client_id: header_value(&key.3),
             scope: header_value(&key.4),
+            subject_type: HeaderValue::from_static(key.6.as_str()),
+            kind: key.6,
         });
         if map.len() < MAX_INTERNED {
             map.insert(key, shared.clone());

@@ -135,15 +135,12 @@ impl VerifyServer {
         self.state.clone()
     }
 
-    /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` (not ready, still
-    /// answering) and stops, letting in-flight requests finish.
+    /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` and stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        crate::service::stop_on_signal(
-            self.server.handle(),
-            self.state.draining.clone(),
-            self.state.settings.shutdown_drain,
-        );
-        let result = self.server.await;
+        let drain = self.state.settings.shutdown_drain;
+        let result =
+            crate::service::serve_until_stopped(self.server, self.state.draining.clone(), drain)
+                .await;
         self.feed.abort();
         if let Some((writer, stop)) = self.audit {
             // The last counts are written before the process ends.

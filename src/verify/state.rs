@@ -187,14 +187,20 @@ impl VerifyState {
                 "the token is bound to another client certificate",
             ));
         }
-        if settings.mfa_required && !verified.has_otp {
+        // A client or a workload has no second factor to show: their admission is the
+        // operator's (a created client, a trusted issuer's rules), made at /token.
+        let is_user = verified.subject_type() == crate::token::SubjectType::User;
+        if settings.mfa_required && is_user && !verified.has_otp {
             return Err(Denial::new(
                 Reason::MfaRequired,
                 "the token was issued without a second factor",
             ));
         }
 
-        if settings.admission.is_configured() && !settings.admission.admits(&verified.who()) {
+        if is_user
+            && settings.admission.is_configured()
+            && !settings.admission.admits(&verified.who())
+        {
             return Err(Denial::new(
                 Reason::UserNotAllowed,
                 "the user is not allowed to use this gateway",

@@ -74,9 +74,10 @@ async fn e2e_mcp_conformance_suite_authorization_server_scenarios_pass() {
 /// `mcp-gateway login` as the client under test of the MCP conformance suite's client auth
 /// scenarios (`e2e/conformance-client.mjs`, through `e2e/conformance-login.sh`), every
 /// scenario at every MCP revision it applies to, in the 0.2.0-alpha.12 suite (2026-07-28 era)
-/// and in 0.1.16: none fails or warns. The suite's extension scenarios (client credentials,
-/// enterprise-managed authorization, DPoP, workload identity) are not run: they are grants and
-/// proofs a user's CLI login does not use.
+/// and in 0.1.16: none fails or warns. Of the suite's extension scenarios, 0.2.0-alpha.12's
+/// machine and enterprise ones run too (`login --client-credentials`, an ID-JAG from the
+/// suite's IdP, a workload's JWT): client credentials with a secret and with
+/// `private_key_jwt`, enterprise-managed authorization, workload identity federation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_mcp_gateway_login_passes_the_conformance_client_auth_scenarios() {
     use crate::support::helpers::bin;
@@ -84,12 +85,17 @@ async fn e2e_mcp_gateway_login_passes_the_conformance_client_auth_scenarios() {
         return;
     }
     let mut failures = Vec::new();
-    for (suite, at_least) in [("0.2.0-alpha.12", 44), ("0.1.16", 22)] {
+    let extensions = "auth/client-credentials-basic,auth/client-credentials-jwt,\
+                      auth/enterprise-managed-authorization,auth/wif-jwt-bearer";
+    for (suite, at_least, extensions) in [("0.2.0-alpha.12", 48, extensions), ("0.1.16", 22, "")] {
         let cli = bin("mcp-gateway");
         let (report, stderr) = run_e2e_script_with(
             "conformance-client.mjs",
             &[cli.to_str().unwrap()],
-            &[("CONFORMANCE_SUITE", suite)],
+            &[
+                ("CONFORMANCE_SUITE", suite),
+                ("CONFORMANCE_EXTENSIONS", extensions),
+            ],
             Duration::from_secs(600),
         )
         .await;
@@ -100,6 +106,11 @@ async fn e2e_mcp_gateway_login_passes_the_conformance_client_auth_scenarios() {
             "{suite}: {} scenario runs: {report:#}",
             scenarios.len()
         );
+        for wanted in extensions.split(',').filter(|e| !e.is_empty()) {
+            if !scenarios.contains_key(&format!("{wanted}@extension")) {
+                failures.push(format!("{suite}: {wanted} did not run"));
+            }
+        }
         for (name, sc) in &scenarios {
             if n(sc, "/failed") != 0 || n(sc, "/warnings") != 0 || n(sc, "/passed") < 1 {
                 failures.push(format!("{suite} {name}: {sc}"));

@@ -55,6 +55,7 @@ const SPOOFED: &[(&str, &str)] = &[
     ("X-User-Email", "spoof@evil.test"),
     ("X-Auth-Client-Id", "spoof-client"),
     ("X-Auth-Scope", "spoof mcp:admin"),
+    ("X-Auth-Subject-Type", "client"),
     ("X-Auth-Token", "spoof-token"),
     ("X-User-Groups", "admins"),
     ("X-Upstream-Token", "spoof-upstream-token"),
@@ -649,6 +650,7 @@ fn check_backend_headers(failures: &mut Vec<String>, seen: &Value, port: u16) {
         ("x-user-name", "alice"),
         ("x-auth-client-id", "e2e-cli"),
         ("x-auth-scope", "mcp"),
+        ("x-auth-subject-type", "user"),
     ] {
         expect(
             failures,

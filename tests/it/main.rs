@@ -11,6 +11,7 @@ mod cli;
 mod dev;
 mod e2e;
 mod e2e_clients;
+mod e2e_machine;
 mod e2e_oidc;
 mod e2e_proxies;
 mod hardening;

@@ -9,7 +9,7 @@ use mcp_oauth_gateway::audit::{Actor, Event, Events, Kind, outcome};
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::store::memory::Dumped;
 use mcp_oauth_gateway::store::{
-    AttemptLimit, Change, GrantResult, MemoryStore, NewClientWrite, RedisStore, Store,
+    AttemptLimit, Change, GrantResult, MemoryStore, NewClientWrite, OnceWrite, RedisStore, Store,
 };
 use redis::AsyncCommands;
 
@@ -42,6 +42,26 @@ async fn script(store: &dyn Store) -> Vec<String> {
         say(
             "revoke t1",
             format!("{:?}", store.revoke_token("t1", &revoked).await.unwrap()),
+        );
+    }
+    // A token for a one-time assertion: written once, then refused (nothing written).
+    let mut once_token = grant_write("t2", "c1", "f0", "r0", None).token;
+    once_token.family_id = None;
+    for _ in 0..2 {
+        let events = Events::none()
+            .on(outcome::WRITTEN, event(Kind::TokenIssued, 5))
+            .on(outcome::REUSED, event(Kind::AssertionReplayed, 6));
+        let once = OnceWrite {
+            record: &once_token,
+            key: "oauth:assertion_jti:j1",
+            ttl: Duration::from_secs(300),
+        };
+        say(
+            "token for assertion j1",
+            format!(
+                "{}",
+                store.put_token_once(&once, now, &events).await.unwrap()
+            ),
         );
     }
     // A client, its unused budget, an eviction spared or done.

@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use mcp_oauth_gateway::audit::{Events, Sink, Stored};
 use mcp_oauth_gateway::store::{
     Attempt, AttemptLimit, Change, DeleteStep, GrantOutcome, GrantWrite, GroupRead, NewClient,
-    NewClientWrite, RevocationStream, Store, StoreResult, TokenRecord, Ttl,
+    NewClientWrite, OnceWrite, RevocationStream, Store, StoreResult, TokenRecord, Ttl,
 };
 use tokio::sync::Notify;
 
@@ -61,6 +61,7 @@ store_passing_to_inner! {
     }
     fn ping(&self) -> StoreResult<()>;
     fn put_token(&self, record: &TokenRecord, now: i64, events: &Events) -> StoreResult<()>;
+    fn put_token_once(&self, once: &OnceWrite<'_>, now: i64, events: &Events) -> StoreResult<bool>;
     fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>>;
     fn revoke_token(&self, jti: &str, events: &Events) -> StoreResult<bool>;
     fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>>;

@@ -42,6 +42,16 @@ pub const DOCUMENT_AUTH_METHODS: &[&str] = &["none", "private_key_jwt"];
 /// (network, timeout, TLS, 5xx, 429) with no usable copy is a retryable 503, never a reason
 /// for a client to drop its grant.
 fn unusable(error: FetchError, what: &str) -> OAuthError {
+    unusable_as(error, what, OAuthError::invalid_client)
+}
+
+/// [`unusable`], with the error the host's own answer gives (`invalid_grant` for an
+/// assertion's issuer).
+pub fn unusable_as(
+    error: FetchError,
+    what: &str,
+    definitive: fn(String) -> OAuthError,
+) -> OAuthError {
     if error.transient {
         let mut e = OAuthError::temporarily_unavailable(format!(
             "{what} cannot be fetched right now ({}); retry shortly",
@@ -51,7 +61,7 @@ fn unusable(error: FetchError, what: &str) -> OAuthError {
         e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
         e
     } else {
-        OAuthError::invalid_client(format!("{what}: {}", error.message))
+        definitive(format!("{what}: {}", error.message))
     }
 }
 
@@ -183,6 +193,8 @@ pub struct Documents {
     fetcher: Fetcher,
     documents: UrlCache<ClientDocument>,
     key_sets: UrlCache<JwkSet>,
+    /// Trusted issuers' metadata (their `jwks_uri`, when the configuration names none).
+    metadata: UrlCache<serde_json::Value>,
     scopes_supported: Vec<String>,
     metrics: prometheus::IntCounterVec,
     /// Where fetches are recorded (`cimd_document_fetched`, `cimd_document_refused`).
@@ -199,6 +211,7 @@ impl Documents {
             fetcher: Fetcher::new(settings.fetch_timeout, settings.test_loopback_ca.as_deref())?,
             documents: UrlCache::new(settings),
             key_sets: UrlCache::new(settings),
+            metadata: UrlCache::new(settings),
             settings: settings.clone(),
             scopes_supported: scopes_supported.to_vec(),
             metrics,
@@ -273,25 +286,39 @@ impl Documents {
 
     /// The keys a `private_key_jwt` client signs with; `refetch` asks for a fresh copy of a
     /// `jwks_uri` (an unknown `kid`: the client may have rotated), at most every 30 s.
-    pub async fn keys(
-        &self,
-        document: &ClientDocument,
-        refetch: bool,
-    ) -> Result<Arc<JwkSet>, OAuthError> {
-        match &document.keys {
-            ClientKeys::None => Err(OAuthError::invalid_client(
-                "the client's metadata document has no keys",
-            )),
+    pub async fn keys(&self, keys: &ClientKeys, refetch: bool) -> Result<Arc<JwkSet>, OAuthError> {
+        match keys {
+            ClientKeys::None => Err(OAuthError::invalid_client("the client has no keys")),
             ClientKeys::Inline(keys) => Ok(keys.clone()),
             ClientKeys::Uri(uri) => self
-                .cached(&self.key_sets, uri, refetch, || async {
-                    let fetched = self.fetcher.get(uri, JWKS_LIMIT).await?;
-                    let keys = parse_key_set(&fetched.body).map_err(FetchError::definitive)?;
-                    Ok((keys, fetched.max_age))
-                })
+                .key_set(uri, refetch)
                 .await
                 .map_err(|e| unusable(e, &format!("jwks_uri {uri}"))),
         }
+    }
+
+    /// The JWK set at `uri` (public signature keys only), fetched or cached; `refetch` as for
+    /// [`Documents::keys`].
+    pub async fn key_set(&self, uri: &url::Url, refetch: bool) -> Outcome<Arc<JwkSet>> {
+        self.cached(&self.key_sets, uri, refetch, || async {
+            let fetched = self.fetcher.get(uri, JWKS_LIMIT).await?;
+            let keys = parse_key_set(&fetched.body).map_err(FetchError::definitive)?;
+            Ok((keys, fetched.max_age))
+        })
+        .await
+    }
+
+    /// The JSON object at `uri` (an issuer's metadata), fetched or cached.
+    pub async fn metadata(&self, uri: &url::Url) -> Outcome<Arc<serde_json::Value>> {
+        self.cached(&self.metadata, uri, false, || async {
+            let fetched = self.fetcher.get(uri, JWKS_LIMIT).await?;
+            let value: serde_json::Value = serde_json::from_slice(&fetched.body)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .ok_or_else(|| FetchError::definitive("the metadata is not a JSON object"))?;
+            Ok((value, fetched.max_age))
+        })
+        .await
     }
 
     /// The cached value for `url` while fresh; else one fetch (others wait for it). A fetch
@@ -495,9 +522,22 @@ impl Documents {
     }
 }
 
+/// The keys an operator registered for a client (`clients create --jwks-uri | --jwks`).
+pub fn registered_keys(client: &ClientRecord) -> Result<ClientKeys, String> {
+    match (&client.jwks, &client.jwks_uri) {
+        (Some(set), _) => Ok(ClientKeys::Inline(Arc::new(parse_key_set(
+            set.to_string().as_bytes(),
+        )?))),
+        (None, Some(uri)) => url::Url::parse(uri)
+            .map(ClientKeys::Uri)
+            .map_err(|e| format!("jwks_uri {uri}: {e}")),
+        (None, None) => Ok(ClientKeys::None),
+    }
+}
+
 /// A JWK set of public signature keys (RSA, EC P-256, Ed25519); symmetric and private keys
 /// are refused.
-fn parse_key_set(body: &[u8]) -> Result<JwkSet, String> {
+pub fn parse_key_set(body: &[u8]) -> Result<JwkSet, String> {
     let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("not a JWK set: {e}"))?;
     if set.keys.is_empty() {
         return Err("the JWK set has no keys".into());

@@ -1,14 +1,21 @@
 //! `POST /token` (OAuth 2.1 §3.2): the authorization-code grant (single atomic redemption,
 //! PKCE S256, exact redirect URI, code bound to its client; a second redemption revokes what
 //! the first issued) and the refresh-token grant (rotation on every use; reuse of a rotated
-//! token revokes the whole family; bound to its client; allow-list re-checked).
+//! token revokes the whole family; bound to its client; allow-list re-checked); the grants
+//! without a refresh token in their own files: `client_credentials` and the JWT bearer grant
+//! (ID-JAGs and workload assertions), issued through `direct.rs`.
 
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, USER_AGENT};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
+mod binding;
+mod client_credentials;
+mod direct;
+pub mod jwt_bearer;
 mod upstream_refresh;
 
+use binding::{BindingRefused, binding_for};
 use upstream_refresh::{Upstreamed, refresh_upstream};
 
 use super::client_auth::{authenticate, parse_form};
@@ -40,7 +47,26 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
         let grant_type = form
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
-        if !matches!(grant_type.as_str(), "authorization_code" | "refresh_token") {
+        let grant_type = grant_type.as_str();
+        let assertions = !state.settings.trusted_issuers.is_empty();
+        if grant_type == jwt_bearer::JWT_BEARER
+            && assertions
+            && !param(&form, "assertion").is_some_and(crate::auth::trusted::is_id_jag)
+        {
+            // A workload presents its platform's JWT and no client credentials.
+            return jwt_bearer::workload(&state, &req, &form).await;
+        }
+        if grant_type == jwt_bearer::JWT_BEARER
+            && let Some(refused) = jwt_bearer::misdirected(&state, &form)
+        {
+            return Err(refused);
+        }
+        let supported = match grant_type {
+            "authorization_code" | "refresh_token" | client_credentials::CLIENT_CREDENTIALS => true,
+            jwt_bearer::JWT_BEARER => assertions,
+            _ => false,
+        };
+        if !supported {
             return Err(OAuthError::unsupported_grant_type(format!(
                 "grant_type {grant_type:?} is not supported"
             )));
@@ -51,6 +77,15 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
             return Err(OAuthError::unauthorized_client(format!(
                 "this client is not registered for {grant_type}"
             )));
+        }
+        match grant_type {
+            client_credentials::CLIENT_CREDENTIALS => {
+                return client_credentials::grant(&state, &req, &client, &form).await;
+            }
+            jwt_bearer::JWT_BEARER => {
+                return jwt_bearer::id_jag(&state, &req, &client, &form).await;
+            }
+            _ => {}
         }
         match TokenRequest::parse(&form)? {
             TokenRequest::AuthorizationCode(code) => {
@@ -483,70 +518,6 @@ struct TokenResponse<'a> {
     scope: &'a str,
 }
 
-/// The binding of the tokens to issue: what the grant is bound to already, which this request
-/// must match (`invalid_grant` otherwise: a stolen refresh token is useless elsewhere), plus
-/// what the settings bind for the first time. A client whose address changes must log in
-/// again while `TOKEN_BIND_IP` is on.
-fn binding_for(
-    state: &AuthState,
-    req: &HttpRequest,
-    bound: &Binding,
-) -> Result<Binding, BindingRefused> {
-    let bind = state.settings.bind;
-    let ip = state.client_ip(req).map(|ip| ip.to_string());
-    let ua = || {
-        let ua = req
-            .headers()
-            .get(USER_AGENT)
-            .map(|v| v.as_bytes())
-            .unwrap_or(b"");
-        sha256_b64url(ua)
-    };
-    let cert = state
-        .client_address
-        .client_cert(req.headers(), req.peer_addr().map(|a| a.ip()));
-    let mismatch = |what: &'static str| {
-        tracing::warn!(what, "refresh token presented by another client: refused");
-        Err(BindingRefused::Mismatch(what))
-    };
-    if bound.ip.is_some() && bound.ip != ip {
-        return mismatch("address");
-    }
-    if let Some(was) = &bound.ua
-        && *was != ua()
-    {
-        return mismatch("user agent");
-    }
-    if bound.cert.is_some() && bound.cert != cert {
-        return mismatch("certificate");
-    }
-    let ip = match (&bound.ip, bind.ip) {
-        (Some(was), _) => Some(was.clone()),
-        (None, true) => Some(ip.ok_or_else(|| {
-            BindingRefused::Unknown(OAuthError::invalid_request("the client address is unknown"))
-        })?),
-        (None, false) => None,
-    };
-    let ua = bound.ua.clone().or_else(|| bind.user_agent.then(ua));
-    let cert = match (&bound.cert, bind.client_cert) {
-        (Some(was), _) => Some(was.clone()),
-        (None, true) => Some(cert.ok_or_else(|| {
-            BindingRefused::Unknown(OAuthError::invalid_request(
-                "a TLS client certificate is required",
-            ))
-        })?),
-        (None, false) => None,
-    };
-    Ok(Binding { ip, ua, cert })
-}
-
-/// Why a request's binding was refused: it is not the client the grant is bound to (a stolen
-/// refresh token, a `binding_mismatch`), or what a new binding needs is unknown.
-enum BindingRefused {
-    Mismatch(&'static str),
-    Unknown(OAuthError),
-}
-
 /// Mints the access and refresh tokens and records them in one atomic step, with their
 /// events (`token_issued` or `token_refreshed`; `refresh_reuse_detected` when the presented
 /// refresh token turns out to be used).
@@ -608,24 +579,16 @@ async fn issue(
         &settings.keys,
         &settings.issuer,
         MintRequest {
-            subject: grant.user.id.clone(),
-            username: grant.user.login.clone(),
-            email: grant.user.email.clone(),
-            name: grant.user.name.clone(),
-            groups: grant.user.groups.clone(),
             client_id: client.client_id.clone(),
             scope: grant.scope.clone(),
             audience: grant.resource.iter().cloned().collect(),
             lifetime,
             amr: grant.amr.clone(),
-            cert_thumbprint: binding.cert.clone(),
-            bind_ip: binding.ip.clone(),
-            bind_ua: binding.ua.clone(),
-            custom_claims: settings.custom_claims.clone(),
+            ..access_request(settings, &grant.user, &binding)
         },
         now,
     )
-    .map_err(|e| OAuthError::server_error(format!("cannot sign the token: {e}")))?;
+    .map_err(signing_failed)?;
     let refresh_token = random_token();
     let refresh_hash = sha256_b64url(refresh_token.as_bytes());
     let refresh_expires_at = now + settings.refresh_token_lifetime.as_secs() as i64;
@@ -658,26 +621,24 @@ async fn issue(
     } else {
         Kind::TokenIssued
     };
-    let mut events = Events::none().on(
-        outcome::ISSUED,
-        by_client(issued_kind)
-            .jti(&claims.jti)
-            .scope(&grant.scope)
-            .resource(grant.resource.as_deref().unwrap_or("")),
-    );
-    if !grant.withheld.is_empty() {
-        events = events.on(
+    let events = Events::none()
+        .on(
             outcome::ISSUED,
-            by_client(Kind::EntitlementNarrowed)
+            by_client(issued_kind)
+                .jti(&claims.jti)
                 .scope(&grant.scope)
-                .detail("withheld", grant.withheld.join(" ")),
+                .resource(grant.resource.as_deref().unwrap_or("")),
+        )
+        .narrowed(
+            outcome::ISSUED,
+            by_client(Kind::EntitlementNarrowed).scope(&grant.scope),
+            &grant.withheld,
+        )
+        .on(
+            outcome::REUSED,
+            by_client(Kind::RefreshReuseDetected)
+                .refused("a rotated refresh token was presented again"),
         );
-    }
-    events = events.on(
-        outcome::REUSED,
-        by_client(Kind::RefreshReuseDetected)
-            .refused("a rotated refresh token was presented again"),
-    );
     let mut token = TokenRecord::for_claims(claims, Some(grant.family_id.clone()));
     token.grant = Some(grant_type.to_string());
     token.client_ip = state.client_ip(req).map(|ip| ip.to_string());
@@ -741,6 +702,31 @@ async fn issue(
         .with_label_values(&[grant_type])
         .inc();
     Ok(token_response(body))
+}
+
+/// The access token's request as far as who it is for goes: the user, the binding, the
+/// settings' custom claims; the grant adds its client, scope, audience, lifetime and amr.
+fn access_request(
+    settings: &crate::config::Settings,
+    user: &UpstreamUser,
+    binding: &Binding,
+) -> MintRequest {
+    MintRequest {
+        subject: user.id.clone(),
+        username: user.login.clone(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        groups: user.groups.clone(),
+        cert_thumbprint: binding.cert.clone(),
+        bind_ip: binding.ip.clone(),
+        bind_ua: binding.ua.clone(),
+        custom_claims: settings.custom_claims.clone(),
+        ..MintRequest::default()
+    }
+}
+
+fn signing_failed(e: crate::token::TokenError) -> OAuthError {
+    OAuthError::server_error(format!("cannot sign the token: {e}"))
 }
 
 /// A token response (RFC 6749 §5.1): never cached.

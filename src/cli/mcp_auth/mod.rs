@@ -23,6 +23,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 mod discovery;
+pub mod machine;
 mod redirect;
 
 use discovery::{get_json, legacy_metadata, resource_matches, resource_metadata, strings};
@@ -154,6 +155,21 @@ struct ProbeAnswer {
     challenge: Option<String>,
 }
 
+impl ProbeAnswer {
+    /// Ok when the server took the new token; the refusal, with its challenge, otherwise.
+    fn accepted(self, server_url: &str) -> CliResult<()> {
+        if (200..300).contains(&self.status) {
+            return Ok(());
+        }
+        let challenge = self.challenge.map(|c| format!(" ({c})"));
+        Err(fail(format!(
+            "{server_url} refused the new token: {}{}",
+            self.status,
+            challenge.unwrap_or_default()
+        )))
+    }
+}
+
 impl Probe {
     fn message(&self, id: u64, method: &str, params: Value) -> Value {
         let mut params = params;
@@ -269,6 +285,54 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// Step 1: the session's requests (and the tool) without a token, until the first 401
+    /// (servers may let `initialize` through and ask for a token after): the probe, ready to
+    /// start again, and the challenge.
+    async fn unauthorized(
+        http: &reqwest::Client,
+        server_url: &str,
+        protocol: &str,
+        tool: Option<&ToolCall>,
+    ) -> CliResult<(Probe, Option<String>)> {
+        let server = url::Url::parse(server_url).map_err(|e| fail(format!("{server_url}: {e}")))?;
+        let mut probe = Probe {
+            server,
+            protocol: protocol.to_string(),
+            session: None,
+            tool_name: None,
+        };
+        let answer = probe.session(http, None, tool).await?;
+        if answer.status != 401 {
+            return Err(fail(format!(
+                "{server_url} answered {} without a token: nothing to log in to",
+                answer.status
+            )));
+        }
+        probe.session = None;
+        Ok((probe, answer.challenge))
+    }
+}
+
+/// Step 2's end: the resource the metadata `prm` names (it must be `server`, or a parent of
+/// it on the same origin) and its authorization server's metadata (step 3).
+async fn protected_resource(
+    http: &reqwest::Client,
+    server: &url::Url,
+    prm: &Value,
+) -> CliResult<(String, Value)> {
+    let resource = prm["resource"].as_str().unwrap_or("").to_string();
+    if !resource_matches(&resource, server) {
+        return Err(fail(format!(
+            "the protected-resource metadata names resource {resource:?}, not {server}: refusing"
+        )));
+    }
+    let issuer = prm["authorization_servers"][0]
+        .as_str()
+        .ok_or_else(|| fail("the protected-resource metadata names no authorization server"))?;
+    Ok((resource, server_metadata(http, issuer).await?))
+}
+
 /// Scopes as a set, in a stable order.
 fn scope_set(scope: &str) -> BTreeSet<String> {
     scope.split_whitespace().map(str::to_string).collect()
@@ -284,24 +348,8 @@ pub async fn login(
     tool: Option<&ToolCall>,
 ) -> CliResult<Login> {
     let http = http_client()?;
-    let server = url::Url::parse(server_url).map_err(|e| fail(format!("{server_url}: {e}")))?;
-    let mut probe = Probe {
-        server: server.clone(),
-        protocol: protocol.to_string(),
-        session: None,
-        tool_name: None,
-    };
-    // Servers may let `initialize` through without a token and ask for one after: the
-    // session's requests (and the tool) until the first 401.
-    let answer = probe.session(&http, None, tool).await?;
-    if answer.status != 401 {
-        return Err(fail(format!(
-            "{server_url} answered {} without a token: nothing to log in to",
-            answer.status
-        )));
-    }
-    probe.session = None;
-    let mut challenge = answer.challenge;
+    let (mut probe, mut challenge) = Probe::unauthorized(&http, server_url, protocol, tool).await?;
+    let server = probe.server.clone();
     // The redirect's listener, the same through step-ups and a move of the server.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", browser.port))
         .await
@@ -329,19 +377,8 @@ pub async fn login(
         .await;
         let (resource, meta) = match &prm {
             Some(prm) => {
-                let resource = prm["resource"].as_str().unwrap_or("").to_string();
-                if !resource_matches(&resource, &server) {
-                    return Err(fail(format!(
-                        "the protected-resource metadata names resource {resource:?}, not {server_url}: refusing"
-                    )));
-                }
-                let issuer = prm["authorization_servers"][0]
-                    .as_str()
-                    .ok_or_else(|| {
-                        fail("the protected-resource metadata names no authorization server")
-                    })?
-                    .to_string();
-                (Some(resource), server_metadata(&http, &issuer).await?)
+                let (resource, meta) = protected_resource(&http, &server, prm).await?;
+                (Some(resource), meta)
             }
             None => {
                 // MCP 2025-03-26: no resource metadata; the server's origin is the
@@ -457,16 +494,7 @@ pub async fn login(
                 probe.session = None;
                 continue 'discover;
             }
-            if !(200..300).contains(&answer.status) {
-                return Err(fail(format!(
-                    "{server_url} refused the new token: {}{}",
-                    answer.status,
-                    answer
-                        .challenge
-                        .map(|c| format!(" ({c})"))
-                        .unwrap_or_default()
-                )));
-            }
+            answer.accepted(server_url)?;
             return Ok(Login {
                 access_token: access,
                 refresh_token: tokens["refresh_token"].as_str().map(str::to_string),
@@ -696,10 +724,15 @@ pub async fn token_request(
         }
         _ => form.push(("client_id", client_id.to_string())),
     }
-    let (status, body) = json_answer(req.form(&form), "token request", "token response").await?;
+    tokens_from(req.form(&form), "token request", "token response").await
+}
+
+/// Sends a token request: the tokens, or the refusal with the server's error.
+async fn tokens_from(req: reqwest::RequestBuilder, sent: &str, answer: &str) -> CliResult<Value> {
+    let (status, body) = json_answer(req, sent, answer).await?;
     if !status.is_success() || body["access_token"].as_str().is_none() {
         return Err(fail(format!(
-            "token request refused: {} {}",
+            "{sent} refused: {} {}",
             body["error"].as_str().unwrap_or("error"),
             body["error_description"].as_str().unwrap_or("")
         )));

@@ -44,6 +44,7 @@ pub(super) async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
             .as_deref()
             .map(|ua| crate::token::sha256_b64url(ua.as_bytes())),
         custom_claims: settings.custom_claims.clone(),
+        subject_type: Default::default(),
     };
     let upstream = match &args.upstream_token {
         None => None,

@@ -16,7 +16,7 @@ mod locked;
 use super::keys;
 use super::{
     Attempt, AttemptLimit, Change, DeleteStep, GrantOutcome, GrantWrite, GroupRead, NewClient,
-    NewClientWrite, RevocationStream, Store, StoreError, StoreResult, TokenRecord, Ttl,
+    NewClientWrite, OnceWrite, RevocationStream, Store, StoreError, StoreResult, TokenRecord, Ttl,
     seconds_until,
 };
 use crate::audit::{Events, outcome};
@@ -219,6 +219,34 @@ impl Store for MemoryStore {
             self.audit(events, outcome::WRITTEN, None);
         });
         Ok(())
+    }
+
+    async fn put_token_once(
+        &self,
+        once: &OnceWrite<'_>,
+        now_unix: i64,
+        events: &Events,
+    ) -> StoreResult<bool> {
+        let json =
+            serde_json::to_string(once.record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let marker = Change::SetIfAbsent {
+            key: once.key,
+            value: "1",
+            ttl: Some(once.ttl.max(Duration::from_millis(1))),
+        };
+        Ok(self.with(|map, now| {
+            let spent = !Self::change_locked(map, &marker, now);
+            if !spent {
+                Self::put_token_locked(map, once.record, json, now, now_unix);
+            }
+            let outcome = if spent {
+                outcome::REUSED
+            } else {
+                outcome::WRITTEN
+            };
+            self.audit(events, outcome, None);
+            !spent
+        }))
     }
 
     async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>> {

@@ -20,7 +20,7 @@ use scripts::Scripts;
 use super::keys;
 use super::{
     Attempt, AttemptLimit, Change, DeleteStep, GrantOutcome, GrantWrite, GroupRead, NewClient,
-    NewClientWrite, RevocationStream, Store, StoreError, StoreResult, TokenRecord, Ttl,
+    NewClientWrite, OnceWrite, RevocationStream, Store, StoreError, StoreResult, TokenRecord, Ttl,
     seconds_until,
 };
 use crate::audit::{self, Events};
@@ -211,6 +211,27 @@ impl RedisStore {
 /// How long a write waits for its replicas (`WAIT`), shorter than the response timeout.
 pub const REPLICA_WAIT: Duration = Duration::from_millis(500);
 
+/// A script that records a token: its keys (the token, its user and client indexes) and its
+/// first arguments (jti, record JSON, ttl, exp, now) set.
+fn token_invocation<'a>(
+    script: &'a redis::Script,
+    record: &TokenRecord,
+    now: i64,
+) -> StoreResult<redis::ScriptInvocation<'a>> {
+    let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(keys::token(&record.jti))
+        .key(keys::user_tokens(&record.username))
+        .key(keys::client_tokens(&record.client_id))
+        .arg(&record.jti)
+        .arg(json)
+        .arg(seconds_until(record.expires_at, now))
+        .arg(record.expires_at)
+        .arg(now);
+    Ok(invocation)
+}
+
 #[async_trait]
 impl Store for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -223,22 +244,32 @@ impl Store for RedisStore {
 
     async fn put_token(&self, record: &TokenRecord, now: i64, events: &Events) -> StoreResult<()> {
         let mut conn = self.conn()?;
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let ttl = seconds_until(record.expires_at, now);
-        let mut invocation = self.scripts.put_token.prepare_invoke();
-        invocation
-            .key(keys::token(&record.jti))
-            .key(keys::user_tokens(&record.username))
-            .key(keys::client_tokens(&record.client_id))
-            .arg(&record.jti)
-            .arg(json)
-            .arg(ttl)
-            .arg(record.expires_at)
-            .arg(now);
+        let mut invocation = token_invocation(&self.scripts.put_token, record, now)?;
         let _: i64 = self.audited(&mut invocation, events, &mut conn).await?;
         self.replicated(&mut conn).await?;
         self.written(events, audit::outcome::WRITTEN);
         Ok(())
+    }
+
+    async fn put_token_once(
+        &self,
+        once: &OnceWrite<'_>,
+        now: i64,
+        events: &Events,
+    ) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let mut invocation = token_invocation(&self.scripts.put_token_once, once.record, now)?;
+        invocation
+            .key(once.key)
+            .arg(once.ttl.as_millis().max(1) as u64);
+        let written: i64 = self.audited(&mut invocation, events, &mut conn).await?;
+        if written == 0 {
+            self.written(events, audit::outcome::REUSED);
+            return Ok(false);
+        }
+        self.replicated(&mut conn).await?;
+        self.written(events, audit::outcome::WRITTEN);
+        Ok(true)
     }
 
     async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>> {

@@ -106,6 +106,18 @@ audit('written')
 return 1
 "#;
 
+// KEYS: token, user index, client index, once marker. ARGV: jti, record JSON, ttl, exp, now,
+//       marker ttl ms, audit block.
+const PUT_TOKEN_ONCE: &str = r#"
+if redis.call('SET', KEYS[4], '1', 'PX', ARGV[6], 'NX') == false then
+  audit('reused')
+  return 0
+end
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+audit('written')
+return 1
+"#;
+
 // KEYS: token (its index entries are found from its record). ARGV: jti, audit block.
 const REVOKE_TOKEN: &str = r#"
 local r = revoke_jti(ARGV[1])
@@ -387,6 +399,7 @@ fn script(body: &str) -> redis::Script {
 
 pub(super) struct Scripts {
     pub(super) put_token: redis::Script,
+    pub(super) put_token_once: redis::Script,
     pub(super) revoke_token: redis::Script,
     pub(super) issue_grant: redis::Script,
     pub(super) revoke_family: redis::Script,
@@ -405,6 +418,7 @@ impl Scripts {
     pub(super) fn new() -> Self {
         Self {
             put_token: script(PUT_TOKEN),
+            put_token_once: script(PUT_TOKEN_ONCE),
             revoke_token: script(REVOKE_TOKEN),
             issue_grant: script(ISSUE_GRANT),
             revoke_family: script(REVOKE_FAMILY),

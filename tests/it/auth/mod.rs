@@ -3,6 +3,7 @@
 
 mod cimd;
 mod cloud;
+mod enterprise;
 mod entitlements;
 mod login;
 mod oidc;

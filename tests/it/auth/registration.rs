@@ -18,10 +18,13 @@ async fn metadata_advertises_what_is_really_supported() {
         let doc: Value = body_json(http().get(gw.url(path))).await;
         assert_eq!(doc["issuer"], gw.issuer);
         assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+        // client_credentials for the clients the operator creates; no JWT bearer grant
+        // without a trusted issuer.
         assert_eq!(
             doc["grant_types_supported"],
-            json!(["authorization_code", "refresh_token"])
+            json!(["authorization_code", "refresh_token", "client_credentials"])
         );
+        assert!(doc.get("authorization_grant_profiles_supported").is_none());
         assert_eq!(
             doc["token_endpoint_auth_methods_supported"],
             json!([

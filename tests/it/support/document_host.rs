@@ -83,11 +83,40 @@ impl Route {
 type Routes = Arc<Mutex<HashMap<String, Route>>>;
 type Hits = Arc<Mutex<HashMap<String, usize>>>;
 
+/// A request as a dynamic route sees it.
+pub struct Request {
+    pub method: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as a form.
+    pub fn form(&self) -> HashMap<String, String> {
+        url::form_urlencoded::parse(&self.body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+}
+
+/// A route that answers from the request (a token endpoint).
+pub type Handler = Arc<dyn Fn(&Request) -> Route + Send + Sync>;
+type Handlers = Arc<Mutex<HashMap<String, Handler>>>;
+
 pub struct DocumentHost {
     pub port: u16,
     /// The test CA's certificate (PEM), for `CIMD_TEST_LOOPBACK_CA`.
     pub ca_file: PathBuf,
     routes: Routes,
+    handlers: Handlers,
     hits: Hits,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -139,17 +168,19 @@ impl DocumentHost {
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let routes: Routes = Arc::default();
+        let handlers: Handlers = Arc::default();
         let hits: Hits = Arc::default();
-        let (r, h) = (routes.clone(), hits.clone());
+        let (r, d, h) = (routes.clone(), handlers.clone(), hits.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (acceptor, routes, hits) = (acceptor.clone(), r.clone(), h.clone());
+                let (acceptor, routes, handlers, hits) =
+                    (acceptor.clone(), r.clone(), d.clone(), h.clone());
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {
-                        let _ = serve(tls, routes, hits).await;
+                        let _ = serve(tls, routes, handlers, hits).await;
                     }
                 });
             }
@@ -158,6 +189,7 @@ impl DocumentHost {
             port,
             ca_file,
             routes,
+            handlers,
             hits,
             task,
             _dir: dir,
@@ -174,6 +206,14 @@ impl DocumentHost {
             .lock()
             .expect("routes")
             .insert(path.to_string(), route);
+    }
+
+    /// Answers requests to `path` (any method) with `handler`.
+    pub fn handle(&self, path: &str, handler: Handler) {
+        self.handlers
+            .lock()
+            .expect("handlers")
+            .insert(path.to_string(), handler);
     }
 
     /// Serves a public client's document at `path` (its `client_id` is its URL).
@@ -229,31 +269,59 @@ pub fn public_document(client_id: &str, redirect_uris: &[&str]) -> Value {
 async fn serve(
     mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     routes: Routes,
+    handlers: Handlers,
     hits: Hits,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
         let n = tls.read(&mut chunk).await?;
         if n == 0 || buf.len() > 64 * 1024 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = head.lines();
+    let mut first = lines.next().unwrap_or("").split_whitespace();
+    let method = first.next().unwrap_or("GET").to_string();
+    let path = first.next().unwrap_or("/").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(1 << 20);
+    let mut body = buf[end..].to_vec();
+    while body.len() < length {
+        let n = tls.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
     }
-    let head = String::from_utf8_lossy(&buf);
-    let path = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("/")
-        .to_string();
     *hits.lock().expect("hits").entry(path.clone()).or_default() += 1;
-    let route = routes
-        .lock()
-        .expect("routes")
-        .get(&path)
-        .cloned()
-        .unwrap_or_else(|| Route::status(404));
+    let handler = handlers.lock().expect("handlers").get(&path).cloned();
+    let route = match handler {
+        Some(handler) => handler(&Request {
+            method,
+            headers,
+            body,
+        }),
+        None => routes
+            .lock()
+            .expect("routes")
+            .get(&path)
+            .cloned()
+            .unwrap_or_else(|| Route::status(404)),
+    };
     tokio::time::sleep(route.delay).await;
     let length = if route.chunked {
         "transfer-encoding: chunked".to_string()
@@ -309,6 +377,22 @@ impl ClientKey {
         json!({"kty": "EC", "crv": "P-256", "x": self.x, "y": self.y, "kid": self.kid, "alg": "ES256", "use": "sig"})
     }
 
+    /// The private key, PKCS#8 PEM (what `mcp-gateway login --private-key` reads).
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// `claims` signed with this key under `header` (its `kid` set to this key's).
+    pub fn sign(&self, mut header: jsonwebtoken::Header, claims: &Value) -> String {
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(self.pem.as_bytes()).expect("EC PEM"),
+        )
+        .expect("sign")
+    }
+
     /// A client assertion (RFC 7523) for `client_id` to `aud`, with these extra claims.
     pub fn assertion(&self, client_id: &str, aud: &str, extra: Value) -> String {
         let now = std::time::SystemTime::now()
@@ -325,13 +409,9 @@ impl ClientKey {
                 c.insert(k.clone(), v.clone());
             }
         }
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(
-            &header,
+        self.sign(
+            jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
             &claims,
-            &jsonwebtoken::EncodingKey::from_ec_pem(self.pem.as_bytes()).expect("EC PEM"),
         )
-        .expect("sign assertion")
     }
 }

@@ -24,7 +24,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(extra: &[(&str, &str)]) -> Self {
-        let redis = RedisServer::start().await;
+        Self::start_on(RedisServer::start().await, extra).await
+    }
+
+    /// [`Gateway::start`] on a Redis the test has prepared.
+    pub async fn start_on(redis: RedisServer, extra: &[(&str, &str)]) -> Self {
         let github = FakeGithub::start();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());

@@ -610,6 +610,7 @@ pub async fn mint_token(
             bind_ip: spec.bind_ip.clone(),
             bind_ua: spec.bind_ua.clone(),
             custom_claims: Default::default(),
+            subject_type: Default::default(),
         },
         now,
     )

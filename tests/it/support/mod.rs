@@ -18,6 +18,7 @@ pub mod audit;
 pub mod dev_gateway;
 pub mod document_host;
 pub mod e2e_flows;
+pub mod enterprise_idp;
 pub mod fake_github;
 pub mod gateway;
 pub mod helpers;

@@ -424,6 +424,11 @@ impl Stack {
     }
 
     /// The operator CLI (`mcp-gateway`) with the services' settings, in the stack's folder.
+    /// `name` in the stack's folder (where the CLI runs).
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
     /// Stops every verify process (the proxy's forwardAuth then reaches nothing).
     pub fn stop_verify(&mut self) {
         self.procs
@@ -494,6 +499,21 @@ impl Stack {
             clean_command(&node22())
         };
         cmd.arg(e2e_dir().join(script)).args(args);
+        self.run_json(script, cmd, limit).await
+    }
+
+    /// [`Stack::run_script`] (Node 22) with `env` set for it.
+    pub async fn run_script_env(
+        &self,
+        script: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        limit: Duration,
+    ) -> (Value, String) {
+        let mut cmd = clean_command(&node22());
+        cmd.arg(e2e_dir().join(script))
+            .args(args)
+            .envs(env.iter().copied());
         self.run_json(script, cmd, limit).await
     }
 

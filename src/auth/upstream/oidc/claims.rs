@@ -119,10 +119,53 @@ fn clean(value: &str) -> Option<&str> {
         .then_some(value)
 }
 
+/// Which claims say who the user is, for one issuer.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimMapping<'a> {
+    pub issuer: &'a str,
+    pub subject_claim: &'a str,
+    pub username_claim: &'a str,
+    pub groups_claim: &'a str,
+    pub email_trust: EmailTrust,
+}
+
+impl<'a> ClaimMapping<'a> {
+    /// The `OIDC_*_CLAIM` settings of the OpenID upstream.
+    pub fn of(settings: &'a OidcSettings) -> Self {
+        Self {
+            issuer: &settings.issuer,
+            subject_claim: &settings.subject_claim,
+            username_claim: &settings.username_claim,
+            groups_claim: &settings.groups_claim,
+            email_trust: settings.email_trust,
+        }
+    }
+
+    /// The defaults for an issuer that is not our upstream (an enterprise IdP's ID-JAGs):
+    /// `sub`, `preferred_username`, `groups`, and an e-mail only when `email_verified`.
+    pub fn standard(issuer: &'a str) -> Self {
+        Self {
+            issuer,
+            subject_claim: "sub",
+            username_claim: "preferred_username",
+            groups_claim: "groups",
+            email_trust: EmailTrust::Claim,
+        }
+    }
+}
+
 /// Our identity from the provider's claims (`OIDC_SUBJECT_CLAIM`, `OIDC_USERNAME_CLAIM`,
 /// `OIDC_GROUPS_CLAIM`, `OIDC_EMAIL_VERIFIED`).
 pub fn map_claims(
     settings: &OidcSettings,
+    claims: &Map<String, Value>,
+) -> Result<UpstreamUser, UpstreamError> {
+    map_claims_with(ClaimMapping::of(settings), claims)
+}
+
+/// [`map_claims`] by any mapping.
+pub fn map_claims_with(
+    settings: ClaimMapping<'_>,
     claims: &Map<String, Value>,
 ) -> Result<UpstreamUser, UpstreamError> {
     let text = |name: &str| -> Option<String> {
@@ -132,7 +175,7 @@ pub fn map_claims(
             _ => None,
         }
     };
-    let subject = text(&settings.subject_claim).ok_or_else(|| {
+    let subject = text(settings.subject_claim).ok_or_else(|| {
         UpstreamError::Refused(format!(
             "the provider sent no usable {:?} claim (OIDC_SUBJECT_CLAIM)",
             settings.subject_claim
@@ -153,18 +196,18 @@ pub fn map_claims(
         });
     // The login name is compared and pinned as sent: one with surrounding white space could
     // pass for someone else's after trimming, so it is refused instead.
-    let login = match claims.get(&settings.username_claim) {
+    let login = match claims.get(settings.username_claim) {
         Some(Value::String(s)) if s.trim() != s => {
             return Err(UpstreamError::NotAdmitted(format!(
                 "the provider's {:?} claim has surrounding white space",
                 settings.username_claim
             )));
         }
-        _ => text(&settings.username_claim),
+        _ => text(settings.username_claim),
     }
     .or_else(|| email.clone())
     .unwrap_or_else(|| subject.clone());
-    let groups = match claims.get(&settings.groups_claim) {
+    let groups = match claims.get(settings.groups_claim) {
         Some(Value::Array(list)) => list
             .iter()
             .filter_map(|g| match g {

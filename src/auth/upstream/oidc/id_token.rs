@@ -2,12 +2,12 @@
 //! advertises, the signature by the key its `kid` names (an unknown `kid` refetches the JWKS,
 //! at most every [`super::JWKS_REFETCH_INTERVAL`]), `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`.
 
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::{Discovery, LEEWAY, MAX_ID_TOKEN_AGE, OidcClient};
-use crate::auth::jwks::{algorithm_name, candidates};
+use crate::auth::jwks::{Unverified, algorithm_name, decode};
 use crate::auth::upstream::UpstreamError;
 
 impl OidcClient {
@@ -41,45 +41,28 @@ impl OidcClient {
         validation.set_issuer(&[self.settings.issuer.as_str()]);
         validation.set_audience(&[self.settings.client_id.as_str()]);
         let kid = header.kid.as_deref();
-        let mut keys = self.keys(discovery, false).await?;
-        if candidates(&keys, header.alg, kid).is_empty() {
-            // A key we have not seen: the provider may have rotated.
-            keys = self.keys(discovery, true).await?;
-        }
-        let found = candidates(&keys, header.alg, kid);
-        if found.is_empty() {
-            return Err(refused(format!(
-                "no key of the provider fits alg {alg_name} and kid {kid:?}"
-            )));
-        }
-        let mut last = None;
-        let mut claims = None;
-        for jwk in found {
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                continue;
-            };
-            match jsonwebtoken::decode::<Map<String, Value>>(id_token, &key, &validation) {
-                Ok(data) => {
-                    claims = Some(data.claims);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let claims = claims.ok_or_else(|| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            refused(
-                match last.as_ref().map(|e| e.kind()) {
-                    Some(K::ExpiredSignature) => "it has expired",
-                    Some(K::InvalidAudience) => "aud does not name this gateway's client_id",
-                    Some(K::InvalidIssuer) => "iss is not OIDC_ISSUER",
-                    Some(K::ImmatureSignature) => "it is not valid yet",
-                    Some(K::MissingRequiredClaim(_)) => "exp, iss, aud and sub are required",
-                    _ => "the signature does not verify",
-                }
-                .into(),
-            )
-        })?;
+        let claims: Map<String, Value> =
+            decode(id_token, header.alg, kid, &validation, |refetch| {
+                self.keys(discovery, refetch)
+            })
+            .await?
+            .map_err(|why| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                refused(match why {
+                    Unverified::NoKey => {
+                        format!("no key of the provider fits alg {alg_name} and kid {kid:?}")
+                    }
+                    _ => match why.kind() {
+                        Some(K::ExpiredSignature) => "it has expired",
+                        Some(K::InvalidAudience) => "aud does not name this gateway's client_id",
+                        Some(K::InvalidIssuer) => "iss is not OIDC_ISSUER",
+                        Some(K::ImmatureSignature) => "it is not valid yet",
+                        Some(K::MissingRequiredClaim(_)) => "exp, iss, aud and sub are required",
+                        _ => "the signature does not verify",
+                    }
+                    .into(),
+                })
+            })?;
         let aud_count = match claims.get("aud") {
             Some(Value::Array(list)) => list.len(),
             _ => 1,

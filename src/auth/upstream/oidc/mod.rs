@@ -30,7 +30,7 @@ mod claims;
 mod id_token;
 mod login;
 
-pub use claims::map_claims;
+pub use claims::{ClaimMapping, map_claims, map_claims_with};
 
 use async_trait::async_trait;
 
