@@ -11,6 +11,10 @@
 //                       callback exchanges the user's ID token at the enterprise IdP
 //                       (requestJwtAuthorizationGrant: {idp_token_endpoint, id_token,
 //                       idp_client_id, idp_client_secret}) for an ID-JAG
+// With `dpop: true` the provider keeps a DpopSession (`dpop_alg`, default ES256): its token
+// requests carry proofs, its tokens are DPoP-bound, and every MCP request carries a fresh proof;
+// the script then tries the stolen token as a bearer token and replays the last request's proof
+// with it (`stolen_bearer`, `replayed`: the statuses).
 // Each discovers the authorization server from the 401, gets its token, lists the tools and
 // calls `tool` (default echo). Prints ONE JSON line: {ok, tools, called, text, http, error};
 // bounded: 60 s. The enterprise IdP's test CA comes in NODE_EXTRA_CA_CERTS.
@@ -19,6 +23,7 @@ import {
   Client,
   ClientCredentialsProvider,
   CrossAppAccessProvider,
+  DpopSession,
   PrivateKeyJwtProvider,
   StreamableHTTPClientTransport,
   requestJwtAuthorizationGrant,
@@ -29,10 +34,19 @@ const [mcpUrl] = process.argv.slice(2);
 const cfg = JSON.parse(process.env.MACHINE || "{}");
 const out = { ok: false, mode: cfg.mode, http: [] };
 const finish = startReport(out);
+let lastProof;
 const recordingFetch = fetchRecordingInto(out.http, (input, init) => {
   const body = typeof init.body === "string" ? init.body : init.body instanceof URLSearchParams ? init.body.toString() : "";
   const form = new URLSearchParams(body);
-  return form.get("grant_type") ? { grant_type: form.get("grant_type") } : {};
+  const headers = new Headers(init.headers || (input instanceof Request ? input.headers : {}));
+  const entry = form.get("grant_type") ? { grant_type: form.get("grant_type") } : {};
+  const auth = headers.get("authorization");
+  if (auth) entry.scheme = auth.split(" ")[0];
+  if (headers.has("dpop")) {
+    entry.dpop = true;
+    if (auth && (init.method || "GET") === "POST") lastProof = { authorization: auth, dpop: headers.get("dpop"), method: init.method, body: init.body, headers };
+  }
+  return entry;
 });
 
 function provider() {
@@ -66,8 +80,14 @@ function provider() {
 }
 
 runMain(async () => {
+  const authProvider = provider();
+  if (cfg.dpop) {
+    const session = await DpopSession.create({ alg: cfg.dpop_alg || "ES256" });
+    authProvider.dpop = () => session;
+    out.jkt = session.thumbprint;
+  }
   const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), {
-    authProvider: provider(),
+    authProvider,
     fetch: recordingFetch,
   });
   const client = new Client({ name: `mcp-gateway-e2e-${cfg.mode}`, version: "1.0.0" });
@@ -78,6 +98,20 @@ runMain(async () => {
   const result = await client.callTool({ name: tool, arguments: cfg.arguments ?? { message: `hello from ${cfg.mode}` } });
   out.called = !result.isError;
   out.text = textOf(result);
+  if (cfg.dpop) {
+    const tokens = await authProvider.tokens();
+    out.token_type = tokens?.token_type;
+    const steal = async (headers) => {
+      const res = await fetch(mcpUrl, { method: "POST", headers, body: lastProof.body, signal: AbortSignal.timeout(15000) });
+      return { status: res.status, www_authenticate: res.headers.get("www-authenticate") };
+    };
+    const common = { "content-type": "application/json", accept: "application/json, text/event-stream" };
+    for (const name of ["mcp-protocol-version", "mcp-session-id", "mcp-method", "mcp-name"]) {
+      if (lastProof.headers.get(name)) common[name] = lastProof.headers.get(name);
+    }
+    out.stolen_bearer = await steal({ ...common, authorization: `Bearer ${tokens.access_token}` });
+    out.replayed = await steal({ ...common, authorization: lastProof.authorization, dpop: lastProof.dpop });
+  }
   await client.close().catch(() => {});
   out.ok = true;
 }, finish);

@@ -32,6 +32,8 @@ pub struct ClientMetadata {
     pub contacts: Option<Vec<String>>,
     pub software_id: Option<String>,
     pub software_version: Option<String>,
+    /// RFC 9449 §5.2: every token request of this client carries a DPoP proof.
+    pub dpop_bound_access_tokens: Option<bool>,
 }
 
 /// Unicode's bidirectional formatting characters (embeddings, overrides, isolates, marks).
@@ -172,6 +174,7 @@ pub fn validate_for(
         },
         software_id: text("software_id", metadata.software_id)?,
         software_version: text("software_version", metadata.software_version)?,
+        dpop_bound_access_tokens: metadata.dpop_bound_access_tokens.unwrap_or(false),
     })
 }
 
@@ -188,6 +191,7 @@ pub struct ValidMetadata {
     contacts: Vec<String>,
     software_id: Option<String>,
     software_version: Option<String>,
+    dpop_bound_access_tokens: bool,
 }
 
 impl ValidMetadata {
@@ -220,6 +224,7 @@ impl ValidMetadata {
             jwks: None,
             jwks_uri: None,
             registered_from: None,
+            dpop_bound_access_tokens: false,
         };
         self.apply(&mut record);
         record
@@ -237,5 +242,6 @@ impl ValidMetadata {
         record.contacts = self.contacts;
         record.software_id = self.software_id;
         record.software_version = self.software_version;
+        record.dpop_bound_access_tokens = self.dpop_bound_access_tokens;
     }
 }

@@ -57,6 +57,8 @@ impl OAuthError {
         invalid_redirect_uri;
         /// Our own: the login this request continues is unknown, expired or used.
         invalid_state;
+        /// RFC 9449 §5: the DPoP proof is missing where required, malformed or replayed.
+        invalid_dpop_proof;
     }
 
     /// The user (or a check on their behalf, such as CSRF) refused: 403.

@@ -49,6 +49,7 @@ pub fn document(state: &AuthState) -> serde_json::Value {
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": crate::token::dpop::ALGORITHMS,
         "authorization_response_iss_parameter_supported": true,
         "client_id_metadata_document_supported": cimd,
         "service_documentation": "https://github.com/modelcontextprotocol",

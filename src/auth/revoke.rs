@@ -116,9 +116,10 @@ async fn introspect(
                 if owned(&client, &claims.client_id)
                     && state.store.token_is_live(&claims.jti).await? =>
             {
-                serde_json::json!({
+                let dpop = claims.cnf.as_ref().is_some_and(|c| c.jkt.is_some());
+                let mut answer = serde_json::json!({
                     "active": true,
-                    "token_type": "Bearer",
+                    "token_type": if dpop { "DPoP" } else { "Bearer" },
                     "scope": claims.scope,
                     "client_id": claims.client_id,
                     "username": claims.username,
@@ -128,7 +129,12 @@ async fn introspect(
                     "exp": claims.exp,
                     "iat": claims.iat,
                     "jti": claims.jti,
-                })
+                });
+                // RFC 9449 §6.2 / RFC 7800: the confirmation the resource must check.
+                if let Some(cnf) = &claims.cnf {
+                    answer["cnf"] = serde_json::to_value(cnf).unwrap_or_default();
+                }
+                answer
             }
             Known::Refresh(record)
                 if owned(&client, &record.client_id)

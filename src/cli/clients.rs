@@ -266,6 +266,7 @@ async fn create(cli: &Cli, args: &CreateArgs) -> CliResult {
         jwks,
         jwks_uri: args.jwks_uri.clone(),
         registered_from: None,
+        dpop_bound_access_tokens: false,
     };
     let store = cli.store(&settings).await?;
     let created = cli

@@ -273,6 +273,11 @@ pub struct Settings {
     /// identical request (RFC 6749 §4.1.2 says a code works once; this is the one deliberate
     /// deviation, so a client that lost the answer is not sent back to the login).
     pub code_retry_grace: Duration,
+    /// `DPOP_IAT_WINDOW`: how far a DPoP proof's `iat` may be from our clock, either way
+    /// (RFC 9449 §11.1), at most 5 minutes; also how long a proof's `jti` is remembered.
+    pub dpop_iat_window: Duration,
+    /// `DPOP_REPLAY_CAPACITY`: how many DPoP proofs one verify replica remembers at most.
+    pub dpop_replay_capacity: usize,
     /// `SCOPE_HIERARCHY`: broader scopes that imply narrower ones, for every scope check.
     pub scope_hierarchy: crate::policy::ScopeHierarchy,
     /// `TOOL_POLICY` (and `[[tool_policy]]`): per-method and per-tool rules at verify.
@@ -532,6 +537,8 @@ impl Settings {
             shutdown_drain: raw.duration("SHUTDOWN_DRAIN", 5)?,
             refresh_reuse_grace: raw.duration("REFRESH_REUSE_GRACE", 60)?,
             code_retry_grace: raw.duration("CODE_RETRY_GRACE", 10)?,
+            dpop_iat_window: dpop_iat_window(raw)?,
+            dpop_replay_capacity: raw.number("DPOP_REPLAY_CAPACITY", 1_000_000)? as usize,
             tool_policy_trust_headers: raw.bool("TOOL_POLICY_TRUST_HEADERS", false)?,
             tool_policy_header: raw.bool("TOOL_POLICY_HEADER", false)?,
             scope_hierarchy,
@@ -657,6 +664,19 @@ fn parse_net(value: &str) -> Result<IpNet, String> {
         .parse::<IpAddr>()
         .map(IpNet::from)
         .map_err(|_| format!("{value:?} is neither an IP address nor a CIDR range"))
+}
+
+/// `DPOP_IAT_WINDOW`: 1 s to 5 minutes (the conformance suite's bound; a longer window only
+/// lengthens a stolen proof's life).
+fn dpop_iat_window(raw: &Raw) -> Result<Duration, ConfigError> {
+    let window = raw.duration("DPOP_IAT_WINDOW", 300)?;
+    if window.is_zero() || window > Duration::from_secs(300) {
+        return Err(ConfigError::new(
+            "DPOP_IAT_WINDOW",
+            "must be between 1s and 5m",
+        ));
+    }
+    Ok(window)
 }
 
 #[cfg(test)]

@@ -46,6 +46,10 @@ pub struct ClientRecord {
     /// nothing needs it; never shown to the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_from: Option<String>,
+    /// RFC 9449 §5.2: the client said every token request of its carries a DPoP proof; one
+    /// without is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl ClientRecord {

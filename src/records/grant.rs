@@ -44,11 +44,15 @@ pub struct Binding {
     /// RFC 8705 `x5t#S256` of the client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<String>,
+    /// RFC 9449: the thumbprint of the client's DPoP key. On a refresh token only for public
+    /// clients (§5: a confidential client's refresh token is held by its authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 impl Binding {
     pub fn is_empty(&self) -> bool {
-        self.ip.is_none() && self.ua.is_none() && self.cert.is_none()
+        self.ip.is_none() && self.ua.is_none() && self.cert.is_none() && self.jkt.is_none()
     }
 }
 

@@ -171,6 +171,12 @@ pub fn assertion_jti(hash: &str) -> String {
     format!("{PREFIX}assertion_jti:{hash}")
 }
 
+/// A DPoP proof's `jti` seen at the token endpoint (RFC 9449 §11.1), by SHA-256 of the key's
+/// thumbprint and the `jti`, until its `iat` leaves the window.
+pub fn dpop_jti(hash: &str) -> String {
+    format!("{PREFIX}dpop_jti:{hash}")
+}
+
 /// Registrations not yet used for a token (a sorted set scored by registration time), kept
 /// within `UNUSED_CLIENT_BUDGET`.
 pub const UNUSED_CLIENTS: &str = "oauth:unused_clients";

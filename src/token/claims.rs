@@ -32,11 +32,14 @@ impl Audience {
     }
 }
 
-/// RFC 7800 confirmation claim. `x5t#S256` is RFC 8705's certificate thumbprint.
+/// RFC 7800 confirmation claim. `x5t#S256` is RFC 8705's certificate thumbprint, `jkt` the
+/// RFC 7638 thumbprint of the client's DPoP key (RFC 9449 §6.1); a token may carry both.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
     pub x5t_s256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 /// The claims of a gateway access token.

@@ -27,6 +27,8 @@ pub struct MintRequest {
     pub lifetime: Duration,
     pub amr: Vec<String>,
     pub cert_thumbprint: Option<String>,
+    /// RFC 9449: the thumbprint of the client's DPoP key, as `cnf.jkt`.
+    pub dpop_jkt: Option<String>,
     pub bind_ip: Option<String>,
     pub bind_ua: Option<String>,
     /// `TOKEN_CUSTOM_CLAIMS`; registered claim names are skipped, never overridden.
@@ -76,9 +78,12 @@ pub fn mint(
         name: request.name,
         groups: request.groups,
         amr: request.amr,
-        cnf: request
-            .cert_thumbprint
-            .map(|t| Confirmation { x5t_s256: Some(t) }),
+        cnf: (request.cert_thumbprint.is_some() || request.dpop_jkt.is_some()).then_some(
+            Confirmation {
+                x5t_s256: request.cert_thumbprint,
+                jkt: request.dpop_jkt,
+            },
+        ),
         bind_ip: request.bind_ip,
         bind_ua: request.bind_ua,
         subject_type: request.subject_type,

@@ -1,9 +1,11 @@
-//! Access tokens: claims (RFC 9068), keys and JWKS (RFC 7517/7638), mint and validate.
+//! Access tokens: claims (RFC 9068), keys and JWKS (RFC 7517/7638), mint and validate, and
+//! the DPoP proofs that come with sender-constrained ones (RFC 9449).
 //!
 //! Pure functions and values, no I/O: the clock is passed in as a number of seconds, so every
 //! rejection is unit-tested without waiting.
 
 pub mod claims;
+pub mod dpop;
 pub mod keys;
 pub mod mint;
 pub mod validate;

@@ -74,7 +74,7 @@ impl Sample {
         Self {
             reason,
             presented: (refused && token.is_none())
-                .then(|| super::request::bearer_token(headers).map(Into::into))
+                .then(|| super::request::access_token(headers).map(|(_, t)| t.into()))
                 .flatten(),
             token,
             body: (!body.is_empty() && body.len() <= BODY_LIMIT).then(|| body.clone()),

@@ -78,6 +78,8 @@ struct Bindings {
     ua: Option<Box<str>>,
     /// RFC 8705 `x5t#S256`.
     cert: Option<Box<str>>,
+    /// RFC 9449 `jkt`: the DPoP key's thumbprint.
+    jkt: Option<Box<str>>,
 }
 
 /// What a token's liveness stamp says about it now.
@@ -107,6 +109,11 @@ impl VerifiedToken {
                     .cnf
                     .as_ref()
                     .and_then(|c| c.x5t_s256.clone())
+                    .map(String::into_boxed_str),
+                jkt: claims
+                    .cnf
+                    .as_ref()
+                    .and_then(|c| c.jkt.clone())
                     .map(String::into_boxed_str),
             })
         });
@@ -175,6 +182,11 @@ impl VerifiedToken {
 
     pub fn cert_thumbprint(&self) -> Option<&str> {
         self.bindings.as_ref().and_then(|b| b.cert.as_deref())
+    }
+
+    /// The thumbprint of the DPoP key the token is bound to (`cnf.jkt`).
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.bindings.as_ref().and_then(|b| b.jkt.as_deref())
     }
 
     /// The upstream token's header value, once [`Self::set_upstream_token`] ran.

@@ -55,6 +55,7 @@ impl Denial {
             Reason::ToolNotAllowed | Reason::NotEntitled => "access_denied",
             Reason::BadRequest => "invalid_request",
             Reason::StoreUnavailable => "temporarily_unavailable",
+            Reason::InvalidDpopProof => "invalid_dpop_proof",
             _ => "invalid_token",
         }
     }
@@ -104,6 +105,19 @@ impl Denial {
                 push_param(&mut challenge, "resource_metadata", metadata_url);
                 push_param(&mut challenge, "scope", scope);
                 builder.insert_header((WWW_AUTHENTICATE, challenge));
+            }
+            Reason::InvalidDpopProof | Reason::DpopRequired => {
+                // RFC 9449 §7.1: the DPoP challenge names the algorithms and the error; the
+                // Bearer one beside it, as bearer tokens are accepted too.
+                let mut dpop =
+                    format!("DPoP algs=\"{}\"", crate::token::dpop::ALGORITHMS.join(" "));
+                push_param(&mut dpop, "error", Some(self.error_code()));
+                push_param(&mut dpop, "error_description", Some(self.description));
+                builder.append_header((WWW_AUTHENTICATE, dpop));
+                let mut bearer = String::from("Bearer realm=\"mcp\"");
+                push_param(&mut bearer, "resource_metadata", metadata_url);
+                push_param(&mut bearer, "scope", scope);
+                builder.append_header((WWW_AUTHENTICATE, bearer));
             }
             _ => {
                 let mut challenge = String::from("Bearer realm=\"mcp\", error=\"invalid_token\"");

@@ -26,10 +26,15 @@ pub enum Reason {
     NotEntitled,
     BadRequest,
     StoreUnavailable,
+    /// A DPoP proof that is missing a part, does not match the request or the token's key, or
+    /// was used before (RFC 9449 §7.1).
+    InvalidDpopProof,
+    /// A DPoP-bound token presented as a bearer token.
+    DpopRequired,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Ok,
         Reason::NoToken,
         Reason::Malformed,
@@ -47,6 +52,8 @@ impl Reason {
         Reason::NotEntitled,
         Reason::BadRequest,
         Reason::StoreUnavailable,
+        Reason::InvalidDpopProof,
+        Reason::DpopRequired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +75,8 @@ impl Reason {
             Reason::NotEntitled => "not_entitled",
             Reason::BadRequest => "bad_request",
             Reason::StoreUnavailable => "store_unavailable",
+            Reason::InvalidDpopProof => "invalid_dpop_proof",
+            Reason::DpopRequired => "dpop_required",
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod cache;
+pub mod dpop;
 pub mod error;
 pub mod feed;
 pub mod forward_auth;
@@ -207,6 +208,9 @@ async fn protected_resource_metadata(
         "scopes_supported": settings.scopes_supported,
         "bearer_methods_supported": ["header"],
         "resource_name": settings.resource_name,
+        // RFC 9728 §2: DPoP-bound tokens are checked here, bearer tokens still accepted.
+        "dpop_signing_alg_values_supported": crate::token::dpop::ALGORITHMS,
+        "dpop_bound_access_tokens_required": false,
     });
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "application/json"))

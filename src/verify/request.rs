@@ -1,4 +1,5 @@
-//! What verify reads from the proxy's request: the bearer token (RFC 6750 §2.1) and the
+//! What verify reads from the proxy's request: the access token (RFC 6750 §2.1, or RFC 9449
+//! §7.1's `DPoP` scheme) and the
 //! resource being accessed (DESIGN §4). The forwarding headers themselves (client address,
 //! client certificate, path normalisation) are read in [`crate::forwarded`], which auth uses
 //! too.
@@ -13,19 +14,39 @@ pub use crate::forwarded::{
 };
 use crate::policy::HostPattern;
 
+/// How the access token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    /// `Authorization: DPoP <t>` with a `DPoP` proof header (RFC 9449 §7.1).
+    Dpop,
+}
+
 /// The bearer token of `Authorization: Bearer <t>`: scheme case-insensitive, one or more
 /// spaces. Tokens in the query string are never looked at.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    match access_token(headers)? {
+        (Scheme::Bearer, token) => Some(token),
+        (Scheme::Dpop, _) => None,
+    }
+}
+
+/// The access token of `Authorization: Bearer <t>` or `Authorization: DPoP <t>`, with its
+/// scheme (case-insensitive, one or more spaces).
+pub fn access_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let mut values = headers.get_all(actix_web::http::header::AUTHORIZATION);
     let value = values.next()?.as_bytes();
     if values.next().is_some() {
         // Two Authorization headers: ambiguous, so no credential at all.
         return None;
     }
-    if value.len() < 8 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
+    let (scheme, mut token) = if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
+        (Scheme::Bearer, &value[7..])
+    } else if value.len() > 5 && value[..5].eq_ignore_ascii_case(b"dpop ") {
+        (Scheme::Dpop, &value[5..])
+    } else {
         return None;
-    }
-    let mut token = &value[7..];
+    };
     while let [b' ', rest @ ..] = token {
         token = rest;
     }
@@ -40,7 +61,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     if token.is_empty() || invalid {
         return None;
     }
-    std::str::from_utf8(token).ok()
+    Some((scheme, std::str::from_utf8(token).ok()?))
 }
 
 #[inline(always)]

@@ -18,7 +18,7 @@ use crate::token::{KeySet, TokenError, ValidationPolicy, sha256_b64url, validate
 use super::cache::{Liveness, LivenessCache, Stamp, TokenCache, VerifiedToken};
 use super::error::Denial;
 use super::metrics::{Reason, VerifyMetrics};
-use super::request::{self, Target, bearer_token};
+use super::request::{self, Scheme, Target};
 
 /// Everything a decision reads, shared by all workers.
 pub struct VerifyState {
@@ -48,6 +48,8 @@ pub struct VerifyState {
     pub audit: super::audit::Recorder,
     /// The writer's end, taken by the server that runs the writer.
     pub audit_queue: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<super::audit::Sample>>>,
+    /// The DPoP proofs this replica accepted, until their window ends (`DPOP_REPLAY_CAPACITY`).
+    pub dpop_replays: super::dpop::ProofReplays,
 }
 
 impl VerifyState {
@@ -81,6 +83,7 @@ impl VerifyState {
             clock,
             client_address: request::ClientAddress::new(settings.trusted_proxies.clone()),
             draining: Arc::default(),
+            dpop_replays: super::dpop::ProofReplays::new(settings.dpop_replay_capacity),
             upstream_token: settings
                 .upstream_token
                 .enabled()
@@ -123,7 +126,7 @@ impl VerifyState {
         started: Instant,
     ) -> Result<Arc<VerifiedToken>, Denial> {
         let settings = &self.settings;
-        let token = bearer_token(headers).ok_or(Denial::new(
+        let (scheme, token) = request::access_token(headers).ok_or(Denial::new(
             Reason::NoToken,
             "the request has no bearer token in the Authorization header",
         ))?;
@@ -147,6 +150,31 @@ impl VerifyState {
                 Reason::WrongAudience,
                 "the token is not valid for this resource",
             ));
+        }
+        // RFC 9449 §7.1: a bound token only with a proof of its key, a proof only for one.
+        match (scheme, verified.dpop_jkt()) {
+            (Scheme::Bearer, None) => {}
+            (Scheme::Bearer, Some(_)) => {
+                return Err(Denial::new(
+                    Reason::DpopRequired,
+                    "the token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof",
+                ));
+            }
+            (Scheme::Dpop, None) => {
+                return Err(Denial::new(
+                    Reason::InvalidDpopProof,
+                    "the token is not DPoP-bound: send it as Authorization: Bearer",
+                ));
+            }
+            (Scheme::Dpop, Some(jkt)) => super::dpop::check_proof(
+                headers,
+                token,
+                jkt,
+                target,
+                self.clock.now_unix(),
+                settings.dpop_iat_window.as_secs() as i64,
+                &self.dpop_replays,
+            )?,
         }
 
         match self.is_live(&verified, self.millis_at(started)).await {

@@ -125,6 +125,47 @@ async fn e2e_sdk_machine_clients_and_an_enterprise_user_call_tools_through_traef
         "the tool rule kept get-env from the user: {flow}"
     );
 
+    // DPoP (RFC 9449): the SDK's DpopSession binds the machine client's token to its key;
+    // every MCP request through Traefik carries a fresh proof, and the token stolen alone or
+    // with a proof already used is refused.
+    let config = json!({"mode": "client_credentials", "client_id": bot["client_id"],
+        "client_secret": bot["client_secret"], "dpop": true, "tool": "get-env", "arguments": {}});
+    let (flow, stderr) = run_machine(&stack, &ca, &config).await;
+    let mut checks = Checks::of(&stack, &flow, &stderr, "dpop did not complete");
+    checks.check(b(&flow, "/called"), "dpop: the tool answered");
+    checks.check(
+        s(&flow, "/token_type") == "DPoP",
+        "dpop: a DPoP-bound token",
+    );
+    let http = flow["http"].as_array().unwrap();
+    let to_mcp: Vec<&Value> = http
+        .iter()
+        .filter(|h| h["url"].as_str() == Some(stack.mcp_url.as_str()) && h["scheme"].is_string())
+        .collect();
+    checks.check(
+        !to_mcp.is_empty()
+            && to_mcp
+                .iter()
+                .all(|h| h["scheme"] == "DPoP" && h["dpop"] == true),
+        "dpop: every MCP request is DPoP with a proof",
+    );
+    checks.check(
+        http.iter()
+            .any(|h| h["grant_type"] == "client_credentials" && h["dpop"] == true),
+        "dpop: the token request carried a proof",
+    );
+    checks.check(
+        n(&flow, "/stolen_bearer/status") == 401
+            && s(&flow, "/stolen_bearer/www_authenticate").starts_with("DPoP "),
+        "dpop: the token alone, as a bearer token, is refused",
+    );
+    checks.check(
+        n(&flow, "/replayed/status") == 401
+            && s(&flow, "/replayed/www_authenticate").contains("used before"),
+        "dpop: the token with a used proof is refused",
+    );
+    checks.finish("dpop");
+
     // The operator CLI logs in as the machine client too.
     let out = stack.cli(&[
         "login",

@@ -124,6 +124,7 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
         )),
         Some(seen) => check_backend_headers(&mut failures, &seen, port),
     }
+    failures.extend(dpop_through_proxy(&stack, &resource).await);
 
     // A client that names verify's identity headers as hop-by-hop (`Connection`) must not make
     // the proxy drop them before the backend: the call would arrive unattributed.

@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod cli;
 mod dev;
+mod dpop;
 mod e2e;
 mod e2e_clients;
 mod e2e_machine;

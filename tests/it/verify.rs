@@ -528,6 +528,8 @@ async fn protected_resource_metadata_in_both_forms() {
                 "scopes_supported": ["mcp", "mcp:write"],
                 "bearer_methods_supported": ["header"],
                 "resource_name": "MCP server",
+                "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "RS256", "PS256"],
+                "dpop_bound_access_tokens_required": false,
             })
         );
     }

@@ -1,9 +1,11 @@
 //! The binding of the tokens a grant issues (`TOKEN_BIND_IP`, `TOKEN_BIND_USER_AGENT`,
 //! `TOKEN_BIND_CLIENT_CERT`, RFC 8705's certificate thumbprint): what the grant is bound to
-//! already must match this request; what the settings bind is bound for the first time.
+//! already must match this request; what the settings bind is bound for the first time. A
+//! DPoP proof (RFC 9449) binds the access token to its key, and a public client's refresh
+//! token too.
 
-use actix_web::HttpRequest;
 use actix_web::http::header::USER_AGENT;
+use actix_web::{HttpMessage, HttpRequest};
 
 use crate::auth::{AuthState, OAuthError};
 use crate::records::Binding;
@@ -46,6 +48,10 @@ pub(super) fn binding_for(
     if bound.cert.is_some() && bound.cert != cert {
         return mismatch("certificate");
     }
+    let jkt = req.extensions().get::<DpopKey>().map(|k| k.0.clone());
+    if bound.jkt.is_some() && bound.jkt != jkt {
+        return mismatch("DPoP key");
+    }
     let ip = match (&bound.ip, bind.ip) {
         (Some(was), _) => Some(was.clone()),
         (None, true) => Some(ip.ok_or_else(|| {
@@ -63,8 +69,13 @@ pub(super) fn binding_for(
         })?),
         (None, false) => None,
     };
-    Ok(Binding { ip, ua, cert })
+    Ok(Binding { ip, ua, cert, jkt })
 }
+
+/// The thumbprint of the key of the request's verified DPoP proof, kept in its extensions by
+/// the token endpoint once the proof passed.
+#[derive(Debug, Clone)]
+pub(crate) struct DpopKey(pub String);
 
 /// Why a request's binding was refused: it is not the client the grant is bound to (a stolen
 /// refresh token, a `binding_mismatch`), or what a new binding needs is unknown.

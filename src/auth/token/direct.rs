@@ -117,7 +117,7 @@ pub async fn issue(
     .map_err(signing_failed)?;
     let body = serde_json::to_string(&TokenResponse {
         access_token: &minted.token,
-        token_type: "Bearer",
+        token_type: super::token_type(&binding),
         expires_in: lifetime.as_secs(),
         refresh_token: None,
         scope: &grant.scope,

@@ -12,6 +12,7 @@ use serde::Serialize;
 mod binding;
 mod client_credentials;
 mod direct;
+mod dpop;
 pub mod jwt_bearer;
 mod upstream_refresh;
 
@@ -48,6 +49,8 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
         let grant_type = grant_type.as_str();
+        // Any grant may come with a proof; its key binds what is issued (RFC 9449 §5).
+        let proof = dpop::proof(&state, &req).await?;
         let assertions = !state.settings.trusted_issuers.is_empty();
         if grant_type == jwt_bearer::JWT_BEARER
             && assertions
@@ -73,6 +76,11 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
         }
         let client = authenticate(&state, &req, &form).await?;
         authenticated = Some(client.client_id.clone());
+        if client.dpop_bound_access_tokens && proof.is_none() {
+            return Err(OAuthError::invalid_dpop_proof(
+                "this client registered dpop_bound_access_tokens: send a DPoP proof",
+            ));
+        }
         if !client.allows_grant(grant_type) {
             return Err(OAuthError::unauthorized_client(format!(
                 "this client is not registered for {grant_type}"
@@ -602,14 +610,21 @@ async fn issue(
         issued_at: now,
         expires_at: refresh_expires_at,
         used: false,
-        binding,
+        binding: Binding {
+            // RFC 9449 §5: a confidential client's refresh token is held by its authentication.
+            jkt: binding
+                .jkt
+                .clone()
+                .filter(|_| client.token_endpoint_auth_method == "none"),
+            ..binding.clone()
+        },
         rotated_from: grant.rotate_from.clone(),
         upstream: grant.upstream.clone(),
     };
     let offers_refresh = client.allows_grant("refresh_token");
     let body = serde_json::to_string(&TokenResponse {
         access_token: &minted.token,
-        token_type: "Bearer",
+        token_type: token_type(&binding),
         expires_in: lifetime.as_secs(),
         refresh_token: offers_refresh.then_some(refresh_token.as_str()),
         scope: &grant.scope,
@@ -718,10 +733,20 @@ fn access_request(
         name: user.name.clone(),
         groups: user.groups.clone(),
         cert_thumbprint: binding.cert.clone(),
+        dpop_jkt: binding.jkt.clone(),
         bind_ip: binding.ip.clone(),
         bind_ua: binding.ua.clone(),
         custom_claims: settings.custom_claims.clone(),
         ..MintRequest::default()
+    }
+}
+
+/// `DPoP` for a token bound to a DPoP key (RFC 9449 §5), `Bearer` otherwise.
+fn token_type(binding: &Binding) -> &'static str {
+    if binding.jkt.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
     }
 }
 

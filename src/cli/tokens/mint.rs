@@ -38,6 +38,7 @@ pub(super) async fn mint_token(cli: &Cli, args: &MintArgs) -> CliResult {
         lifetime,
         amr: args.amr.clone(),
         cert_thumbprint: args.bind_cert_thumbprint.clone(),
+        dpop_jkt: args.bind_dpop_jkt.clone(),
         bind_ip: args.bind_ip.map(|ip| ip.to_string()),
         bind_ua: args
             .bind_ua

@@ -100,6 +100,10 @@ pub struct MintArgs {
     /// Bind the token to a client certificate (RFC 8705 x5t#S256 thumbprint).
     #[arg(long)]
     pub bind_cert_thumbprint: Option<String>,
+    /// Bind the token to a DPoP key (RFC 9449 cnf.jkt: the key's RFC 7638 thumbprint); it is
+    /// then accepted only as `Authorization: DPoP` with a proof signed by that key.
+    #[arg(long)]
+    pub bind_dpop_jkt: Option<String>,
     /// Mint this many distinct tokens (one per line), e.g. to load-test a deployment.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub count: u32,

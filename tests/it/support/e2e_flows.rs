@@ -346,3 +346,58 @@ pub async fn run_json_command(
     });
     (json, stderr)
 }
+
+/// DPoP through the proxy at `resource` (an echo backend behind verify): a DPoP-bound token
+/// with a valid proof reaches the backend; the same token as a bearer token, and the same
+/// proof again, come back 401 with verify's `DPoP` challenge. What went wrong, if anything.
+pub async fn dpop_through_proxy(stack: &Stack, resource: &str) -> Vec<String> {
+    let key = super::dpop::DpopKey::generate();
+    let token = stack.mint(&[
+        "--scope",
+        "mcp",
+        "--resource",
+        resource,
+        "--bind-dpop-jkt",
+        &key.jkt(),
+    ]);
+    let send = |scheme: &str, proof: Option<&str>| {
+        let mut req = http()
+            .post(resource)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .header("Authorization", format!("{scheme} {token}"))
+            .body(INITIALIZE);
+        if let Some(proof) = proof {
+            req = req.header("DPoP", proof);
+        }
+        async move {
+            let res = req.send().await.expect("the proxy answers");
+            let status = res.status().as_u16();
+            let challenge = res
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (status, challenge, res.text().await.unwrap_or_default())
+        }
+    };
+    let mut failures = Vec::new();
+    let proof = key.proof("POST", resource, Some(&token), serde_json::json!({}));
+    let (status, _, body) = send("DPoP", Some(&proof)).await;
+    if status != 200 || !body.contains("raw_headers") {
+        failures.push(format!(
+            "DPoP: a valid proof did not reach the backend: {status} {body}"
+        ));
+    }
+    for (what, scheme, proof) in [
+        ("the bound token as a bearer token", "Bearer", None),
+        ("a used proof", "DPoP", Some(proof.as_str())),
+    ] {
+        let (status, challenge, body) = send(scheme, proof).await;
+        if status != 401 || !challenge.starts_with("DPoP algs=") {
+            failures.push(format!("DPoP: {what}: {status} {challenge:?} {body}"));
+        }
+    }
+    failures
+}

@@ -562,6 +562,7 @@ pub struct TokenSpec {
     pub bind_ip: Option<String>,
     pub bind_ua: Option<String>,
     pub cert_thumbprint: Option<String>,
+    pub dpop_jkt: Option<String>,
     pub lifetime: Duration,
     /// Seconds to shift the minting clock (negative: minted in the past).
     pub minted_at_offset: i64,
@@ -578,6 +579,7 @@ impl Default for TokenSpec {
             bind_ip: None,
             bind_ua: None,
             cert_thumbprint: None,
+            dpop_jkt: None,
             lifetime: Duration::from_secs(3600),
             minted_at_offset: 0,
         }
@@ -607,6 +609,7 @@ pub async fn mint_token(
             lifetime: spec.lifetime,
             amr: spec.amr.clone(),
             cert_thumbprint: spec.cert_thumbprint.clone(),
+            dpop_jkt: spec.dpop_jkt.clone(),
             bind_ip: spec.bind_ip.clone(),
             bind_ua: spec.bind_ua.clone(),
             custom_claims: Default::default(),

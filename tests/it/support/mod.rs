@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod dev_gateway;
 pub mod document_host;
+pub mod dpop;
 pub mod e2e_flows;
 pub mod enterprise_idp;
 pub mod fake_github;
