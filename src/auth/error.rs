@@ -31,6 +31,8 @@ pub struct OAuthError {
     pub retry_after: Option<u64>,
     /// The store failed (counted as `mcp_gateway_redis_errors_total`).
     pub store_failure: bool,
+    /// RFC 9449 §8: the nonce the client must put in its next DPoP proof (`DPoP-Nonce`).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -42,7 +44,19 @@ impl OAuthError {
             challenge: None,
             retry_after: None,
             store_failure: false,
+            dpop_nonce: None,
         }
+    }
+
+    /// RFC 9449 §8: the proof lacks a current server nonce; `nonce` is the one to use.
+    pub fn use_dpop_nonce(nonce: String) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "use_dpop_nonce",
+            "the DPoP proof must carry the server nonce given in DPoP-Nonce",
+        );
+        e.dpop_nonce = Some(nonce);
+        e
     }
 
     bad_request_errors! {
@@ -155,6 +169,9 @@ impl ResponseError for OAuthError {
         }
         if let Some(secs) = self.retry_after {
             builder.insert_header((RETRY_AFTER, secs.to_string()));
+        }
+        if let Some(nonce) = &self.dpop_nonce {
+            builder.insert_header(("DPoP-Nonce", nonce.as_str()));
         }
         builder.body(
             serde_json::json!({"error": self.code, "error_description": self.description})

@@ -89,6 +89,8 @@ pub struct AuthState {
     /// Encrypts upstream sessions at rest (`UPSTREAM_TOKEN_KEY`, else from the signing key);
     /// verify opens the access tokens it forwards with the same key.
     pub upstream_box: crate::seal::SecretBox,
+    /// `DPOP_NONCE`: the server nonces DPoP proofs at `/token` must carry.
+    pub dpop_nonces: Option<crate::token::dpop::Nonces>,
     /// Who the client is: the peer, or what a trusted proxy says.
     pub client_address: crate::forwarded::ClientAddress,
     /// Set on SIGTERM: not ready, connections closed after each response.
@@ -135,6 +137,7 @@ impl AuthState {
             .upstream_sealer()
             .unwrap_or_else(|| cookie_key.child("mcp-gateway upstream tokens").sealer());
         Ok(Self {
+            dpop_nonces: settings.dpop_nonces(),
             upstream_box,
             documents,
             mfa_box,

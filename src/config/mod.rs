@@ -278,6 +278,11 @@ pub struct Settings {
     pub dpop_iat_window: Duration,
     /// `DPOP_REPLAY_CAPACITY`: how many DPoP proofs one verify replica remembers at most.
     pub dpop_replay_capacity: usize,
+    /// `DPOP_NONCE`: proofs must carry a server nonce (RFC 9449 §8, §9).
+    pub dpop_nonce: bool,
+    /// `DPOP_NONCE_KEY`: 32 bytes the nonces are sealed with; unset: derived from the signing
+    /// key (auth and verify must then share it).
+    pub dpop_nonce_key: Option<crate::config::Secret<[u8; 32]>>,
     /// `SCOPE_HIERARCHY`: broader scopes that imply narrower ones, for every scope check.
     pub scope_hierarchy: crate::policy::ScopeHierarchy,
     /// `TOOL_POLICY` (and `[[tool_policy]]`): per-method and per-tool rules at verify.
@@ -342,6 +347,25 @@ impl Settings {
             "mcp-gateway upstream tokens",
             key,
         )))
+    }
+
+    /// The DPoP server nonces, when `DPOP_NONCE` is on: sealed with `DPOP_NONCE_KEY`, else a
+    /// key derived from the signing key; valid as long as a proof's `iat` window.
+    pub fn dpop_nonces(&self) -> Option<crate::token::dpop::Nonces> {
+        if !self.dpop_nonce {
+            return None;
+        }
+        let sealer = match &self.dpop_nonce_key {
+            Some(key) => crate::seal::SecretBox::new(*key.expose()),
+            None => {
+                let key = self.keys.signing_key()?.encoding()?.as_bytes();
+                crate::seal::Derived::root("mcp-gateway dpop nonces", key).sealer()
+            }
+        };
+        Some(crate::token::dpop::Nonces::new(
+            sealer,
+            self.dpop_iat_window.as_secs() as i64,
+        ))
     }
 
     /// The listen address, or the binary's default.
@@ -497,7 +521,7 @@ impl Settings {
             ],
         )?;
 
-        Ok(Settings {
+        let settings = Settings {
             issuer,
             base_domain,
             keys,
@@ -539,6 +563,11 @@ impl Settings {
             code_retry_grace: raw.duration("CODE_RETRY_GRACE", 10)?,
             dpop_iat_window: dpop_iat_window(raw)?,
             dpop_replay_capacity: raw.number("DPOP_REPLAY_CAPACITY", 1_000_000)? as usize,
+            dpop_nonce: raw.bool("DPOP_NONCE", false)?,
+            dpop_nonce_key: match raw.get("DPOP_NONCE_KEY") {
+                None => None,
+                Some(b64) => Some(Secret::new(upstream::key32("DPOP_NONCE_KEY", b64)?)),
+            },
             tool_policy_trust_headers: raw.bool("TOOL_POLICY_TRUST_HEADERS", false)?,
             tool_policy_header: raw.bool("TOOL_POLICY_HEADER", false)?,
             scope_hierarchy,
@@ -564,7 +593,14 @@ impl Settings {
                 ipv4_prefix: prefix_length(raw, "RATE_LIMIT_IPV4_PREFIX", 32)?,
                 ipv6_prefix: prefix_length(raw, "RATE_LIMIT_IPV6_PREFIX", 64)?,
             },
-        })
+        };
+        if settings.dpop_nonce && settings.dpop_nonces().is_none() {
+            return Err(ConfigError::new(
+                "DPOP_NONCE",
+                "needs DPOP_NONCE_KEY (the same on auth and verify) or the signing key",
+            ));
+        }
+        Ok(settings)
     }
 }
 

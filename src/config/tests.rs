@@ -361,3 +361,30 @@ required_claims = {{ "kubernetes.io.namespace" = "prod" }}
         assert!(err.contains(says), "{table}: {err}");
     }
 }
+
+#[test]
+fn dpop_settings_are_checked() {
+    let s = Settings::load(&hs_source()).unwrap();
+    assert!(s.dpop_nonces().is_none());
+    assert_eq!(s.dpop_iat_window, Duration::from_secs(300));
+    let s = Settings::load(&hs_source().with("DPOP_NONCE", "true")).unwrap();
+    let nonces = s.dpop_nonces().expect("derived from the signing key");
+    // Another process with the same signing key accepts this one's nonces.
+    let other = Settings::load(&hs_source().with("DPOP_NONCE", "true")).unwrap();
+    assert!(
+        other
+            .dpop_nonces()
+            .unwrap()
+            .accepts(&nonces.issue(1_000), 1_010)
+    );
+    for (var, value) in [
+        ("DPOP_IAT_WINDOW", "0"),
+        ("DPOP_IAT_WINDOW", "301"),
+        ("DPOP_NONCE_KEY", "c2hvcnQ="),
+        ("DPOP_NONCE", "maybe"),
+        ("DPOP_REPLAY_CAPACITY", "-1"),
+    ] {
+        let err = Settings::load(&hs_source().with(var, value)).unwrap_err();
+        assert_eq!(err.var, var, "{var}={value}");
+    }
+}

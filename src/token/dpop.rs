@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::sha256_b64url;
+use crate::seal::SecretBox;
 
 /// The proof's media type (RFC 9449 §4.2).
 pub const TYP: &str = "dpop+jwt";
@@ -174,6 +175,37 @@ pub fn check(proof: &str, expected: &Expected<'_>) -> Result<Proof, ProofError> 
     })
 }
 
+/// Server nonces (RFC 9449 §8, §9) that need no shared state: the time each was made, sealed
+/// (AES-256-GCM) under a key every auth and verify replica has, so any replica accepts what any
+/// other issued, for `lifetime` seconds.
+pub struct Nonces {
+    sealer: SecretBox,
+    lifetime: i64,
+}
+
+const NONCE_OWNER: &str = "dpop-nonce";
+
+impl Nonces {
+    pub fn new(sealer: SecretBox, lifetime: i64) -> Self {
+        Self { sealer, lifetime }
+    }
+
+    /// A fresh nonce, made `now`.
+    pub fn issue(&self, now: i64) -> String {
+        self.sealer.seal(NONCE_OWNER, &now.to_be_bytes())
+    }
+
+    /// Whether `nonce` is one of ours made within the lifetime (a few seconds of clock skew
+    /// between replicas allowed the other way).
+    pub fn accepts(&self, nonce: &str, now: i64) -> bool {
+        self.sealer
+            .open(NONCE_OWNER, nonce)
+            .and_then(|plain| <[u8; 8]>::try_from(plain.as_slice()).ok())
+            .map(i64::from_be_bytes)
+            .is_some_and(|made| made <= now + 5 && now - made <= self.lifetime)
+    }
+}
+
 /// `ath`: base64url(SHA-256(the access token's ASCII)) (§4.2).
 pub fn access_token_hash(token: &str) -> String {
     sha256_b64url(token.as_bytes())
@@ -331,6 +363,18 @@ mod tests {
         let (_, ec) = es256();
         assert!(public_thumbprint(ec.as_object().unwrap(), Algorithm::EdDSA).is_err());
         assert!(public_thumbprint(jwk.as_object().unwrap(), Algorithm::ES256).is_err());
+    }
+
+    #[test]
+    fn nonces_open_on_any_replica_with_the_key_until_they_expire() {
+        let nonces = Nonces::new(SecretBox::new([7; 32]), 300);
+        let nonce = nonces.issue(NOW);
+        let replica = Nonces::new(SecretBox::new([7; 32]), 300);
+        assert!(replica.accepts(&nonce, NOW + 300));
+        assert!(!replica.accepts(&nonce, NOW + 301));
+        assert!(!replica.accepts(&nonce, NOW - 60), "made in the future");
+        assert!(!Nonces::new(SecretBox::new([8; 32]), 300).accepts(&nonce, NOW));
+        assert!(!replica.accepts("not-a-nonce", NOW));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::error::Denial;
 use super::metrics::Reason;
 use super::request::{Target, X_FORWARDED_URI};
 use crate::forwarded::X_FORWARDED_METHOD;
-use crate::token::dpop::{Expected, check};
+use crate::token::dpop::{Expected, Nonces, check};
 
 const SHARDS: usize = 16;
 
@@ -84,21 +84,49 @@ impl ProofReplays {
     }
 }
 
+/// What verify checks DPoP proofs with: the window, the replays it remembers, the nonces.
+pub struct Dpop {
+    pub replays: ProofReplays,
+    nonces: Option<Nonces>,
+    window: i64,
+}
+
+impl Dpop {
+    pub fn new(settings: &crate::config::Settings) -> Self {
+        Self {
+            replays: ProofReplays::new(settings.dpop_replay_capacity),
+            nonces: settings.dpop_nonces(),
+            window: settings.dpop_iat_window.as_secs() as i64,
+        }
+    }
+
+    /// Checks the request's one `DPoP` header for `token`, bound to `jkt`, against the
+    /// original request (`target`) at `now`; records its `jti`.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        token: &str,
+        jkt: &str,
+        target: &Target<'_>,
+        now: i64,
+    ) -> Result<(), Denial> {
+        check_proof(headers, token, jkt, target, now, self)
+    }
+}
+
 fn refused(description: &'static str) -> Denial {
     Denial::new(Reason::InvalidDpopProof, description)
 }
 
-/// Checks the request's one `DPoP` header for `token`, bound to `jkt`, against the original
-/// request; records its `jti` in `replays`.
-pub fn check_proof(
+fn check_proof(
     headers: &HeaderMap,
     token: &str,
     jkt: &str,
     target: &Target<'_>,
     now: i64,
-    window: i64,
-    replays: &ProofReplays,
+    dpop: &Dpop,
 ) -> Result<(), Denial> {
+    let window = dpop.window;
     let mut values = headers.get_all("dpop");
     let proof = values
         .next()
@@ -135,7 +163,23 @@ pub fn check_proof(
             "the DPoP proof is signed by another key than the token is bound to",
         ));
     }
-    match replays.first_use(&proof.jkt, &proof.jti, proof.iat + window, now) {
+    if let Some(nonces) = &dpop.nonces
+        && !proof
+            .nonce
+            .as_deref()
+            .is_some_and(|n| nonces.accepts(n, now))
+    {
+        let mut denial = Denial::new(
+            Reason::UseDpopNonce,
+            "the DPoP proof must carry the server nonce given in DPoP-Nonce",
+        );
+        denial.dpop_nonce = Some(nonces.issue(now));
+        return Err(denial);
+    }
+    match dpop
+        .replays
+        .first_use(&proof.jkt, &proof.jti, proof.iat + window, now)
+    {
         Use::First => Ok(()),
         Use::Replayed => Err(refused("this DPoP proof was used before")),
         Use::Full => Err(refused(

@@ -20,6 +20,8 @@ pub struct Denial {
     pub scope: Option<String>,
     /// For a request that is not readable JSON-RPC: the JSON-RPC error code of the answer.
     pub jsonrpc_code: Option<i32>,
+    /// For `use_dpop_nonce`: the nonce the client's next proof must carry (`DPoP-Nonce`).
+    pub dpop_nonce: Option<String>,
 }
 
 /// JSON-RPC error codes of a 400: the body does not parse, and MCP's HeaderMismatch.
@@ -33,6 +35,7 @@ impl Denial {
             description,
             scope: None,
             jsonrpc_code: None,
+            dpop_nonce: None,
         }
     }
 
@@ -56,6 +59,7 @@ impl Denial {
             Reason::BadRequest => "invalid_request",
             Reason::StoreUnavailable => "temporarily_unavailable",
             Reason::InvalidDpopProof => "invalid_dpop_proof",
+            Reason::UseDpopNonce => "use_dpop_nonce",
             _ => "invalid_token",
         }
     }
@@ -106,7 +110,10 @@ impl Denial {
                 push_param(&mut challenge, "scope", scope);
                 builder.insert_header((WWW_AUTHENTICATE, challenge));
             }
-            Reason::InvalidDpopProof | Reason::DpopRequired => {
+            Reason::InvalidDpopProof | Reason::DpopRequired | Reason::UseDpopNonce => {
+                if let Some(nonce) = &self.dpop_nonce {
+                    builder.insert_header(("DPoP-Nonce", nonce.as_str()));
+                }
                 // RFC 9449 §7.1: the DPoP challenge names the algorithms and the error; the
                 // Bearer one beside it, as bearer tokens are accepted too.
                 let mut dpop =

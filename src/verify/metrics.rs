@@ -31,10 +31,12 @@ pub enum Reason {
     InvalidDpopProof,
     /// A DPoP-bound token presented as a bearer token.
     DpopRequired,
+    /// `DPOP_NONCE`: the proof lacks a current server nonce; the answer gives one.
+    UseDpopNonce,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Ok,
         Reason::NoToken,
         Reason::Malformed,
@@ -54,6 +56,7 @@ impl Reason {
         Reason::StoreUnavailable,
         Reason::InvalidDpopProof,
         Reason::DpopRequired,
+        Reason::UseDpopNonce,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +80,7 @@ impl Reason {
             Reason::StoreUnavailable => "store_unavailable",
             Reason::InvalidDpopProof => "invalid_dpop_proof",
             Reason::DpopRequired => "dpop_required",
+            Reason::UseDpopNonce => "use_dpop_nonce",
         }
     }
 

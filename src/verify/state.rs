@@ -48,8 +48,9 @@ pub struct VerifyState {
     pub audit: super::audit::Recorder,
     /// The writer's end, taken by the server that runs the writer.
     pub audit_queue: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<super::audit::Sample>>>,
-    /// The DPoP proofs this replica accepted, until their window ends (`DPOP_REPLAY_CAPACITY`).
-    pub dpop_replays: super::dpop::ProofReplays,
+    /// DPoP proofs: the ones this replica accepted, until their window ends
+    /// (`DPOP_REPLAY_CAPACITY`), and the server nonces (`DPOP_NONCE`).
+    pub dpop: super::dpop::Dpop,
 }
 
 impl VerifyState {
@@ -83,7 +84,7 @@ impl VerifyState {
             clock,
             client_address: request::ClientAddress::new(settings.trusted_proxies.clone()),
             draining: Arc::default(),
-            dpop_replays: super::dpop::ProofReplays::new(settings.dpop_replay_capacity),
+            dpop: super::dpop::Dpop::new(&settings),
             upstream_token: settings
                 .upstream_token
                 .enabled()
@@ -166,15 +167,10 @@ impl VerifyState {
                     "the token is not DPoP-bound: send it as Authorization: Bearer",
                 ));
             }
-            (Scheme::Dpop, Some(jkt)) => super::dpop::check_proof(
-                headers,
-                token,
-                jkt,
-                target,
-                self.clock.now_unix(),
-                settings.dpop_iat_window.as_secs() as i64,
-                &self.dpop_replays,
-            )?,
+            (Scheme::Dpop, Some(jkt)) => {
+                self.dpop
+                    .check(headers, token, jkt, target, self.clock.now_unix())?
+            }
         }
 
         match self.is_live(&verified, self.millis_at(started)).await {
@@ -281,6 +277,7 @@ impl VerifyState {
                 description: "the token lacks a scope this resource requires",
                 scope: Some(all.join(" ")),
                 jsonrpc_code: None,
+                dpop_nonce: None,
             });
         }
         if self.upstream_token.is_some() && settings.upstream_token.forwards_to(&target.host) {
@@ -367,6 +364,7 @@ impl VerifyState {
                 description,
                 scope: None,
                 jsonrpc_code: Some(code),
+                dpop_nonce: None,
             }
         })?;
         // One requirement a call (every rule's when the calls are unknown), none collected.

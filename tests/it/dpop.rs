@@ -387,3 +387,51 @@ async fn a_tighter_iat_window_is_honoured_and_a_wider_one_refused() {
     let err = mcp_oauth_gateway::config::Settings::load(&wide).unwrap_err();
     assert_eq!(err.var, "DPOP_IAT_WINDOW");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_server_nonces_a_proof_needs_a_current_one_from_any_replica() {
+    // Auth and verify seal nonces with a key derived from the signing key they share.
+    let gw = Gateway::start(&[("DPOP_NONCE", "true"), ("DPOP_IAT_WINDOW", "3s")]).await;
+    let token_url = gw.url("/token");
+    let client = gw.client("none").await;
+    let key = DpopKey::generate();
+
+    // The authorization server answers the first proof with use_dpop_nonce (§8).
+    let first = redeem_with(
+        &gw,
+        &client,
+        &[&key.proof("POST", &token_url, None, json!({}))],
+    )
+    .await;
+    let nonce = header(&first, "dpop-nonce");
+    assert!(!nonce.is_empty());
+    assert_oauth_error(first, 400, "use_dpop_nonce").await;
+    let with_nonce = key.proof("POST", &token_url, None, json!({"nonce": nonce}));
+    let tokens = json_body(redeem_with(&gw, &client, &[&with_nonce]).await).await;
+    assert_eq!(tokens["token_type"], "DPoP", "{tokens}");
+    let token = tokens["access_token"].as_str().unwrap();
+
+    // verify asks for its own (§9) and takes one auth made too: no state is shared.
+    let verify = &gw.verify;
+    let resp = ask(
+        verify,
+        "DPoP",
+        token,
+        &[&key.proof("POST", MCP_URL, Some(token), json!({}))],
+    )
+    .await;
+    assert_dpop_refusal(&resp, "use_dpop_nonce", "no nonce at verify");
+    let verify_nonce = header(&resp, "dpop-nonce");
+    for nonce in [&verify_nonce, &nonce] {
+        let proof = key.proof("POST", MCP_URL, Some(token), json!({"nonce": nonce}));
+        assert_eq!(ask(verify, "DPoP", token, &[&proof]).await.status(), 200);
+    }
+    // A nonce that is not ours, or one past its lifetime.
+    let forged = key.proof("POST", MCP_URL, Some(token), json!({"nonce": "AAAA"}));
+    let resp = ask(verify, "DPoP", token, &[&forged]).await;
+    assert_dpop_refusal(&resp, "use_dpop_nonce", "a forged nonce");
+    tokio::time::sleep(std::time::Duration::from_millis(4_100)).await;
+    let stale = key.proof("POST", MCP_URL, Some(token), json!({"nonce": verify_nonce}));
+    let resp = ask(verify, "DPoP", token, &[&stale]).await;
+    assert_dpop_refusal(&resp, "use_dpop_nonce", "an expired nonce");
+}

@@ -38,7 +38,10 @@ async fn e2e_sdk_machine_clients_and_an_enterprise_user_call_tools_through_traef
         // The tool `get-env` is the machine client's alone; `echo` is anyone's.
         .verify_env("TOOL_POLICY", "tools/call get-env=mcp @client:e2e-bot")
         .auth_env("ALLOWED_EMAIL_DOMAINS", "corp.example")
-        .verify_env("ALLOWED_EMAIL_DOMAINS", "corp.example");
+        .verify_env("ALLOWED_EMAIL_DOMAINS", "corp.example")
+        // Server nonces for DPoP (no client here sends a proof but the DPoP run).
+        .auth_env("DPOP_NONCE", "true")
+        .verify_env("DPOP_NONCE", "true");
     for (k, v) in idp.trust("id-jag") {
         builder = builder.auth_env(k, &v);
     }
@@ -150,9 +153,26 @@ async fn e2e_sdk_machine_clients_and_an_enterprise_user_call_tools_through_traef
         "dpop: every MCP request is DPoP with a proof",
     );
     checks.check(
-        http.iter()
-            .any(|h| h["grant_type"] == "client_credentials" && h["dpop"] == true),
+        http.iter().any(|h| {
+            h["grant_type"] == "client_credentials" && h["dpop"] == true && h["status"] == 200
+        }),
         "dpop: the token request carried a proof",
+    );
+    // DPOP_NONCE: both servers asked for their nonce once, and the SDK retried with it.
+    checks.check(
+        http.iter()
+            .any(|h| h["grant_type"] == "client_credentials" && h["status"] == 400),
+        "dpop: the authorization server's use_dpop_nonce",
+    );
+    checks.check(
+        to_mcp.iter().any(|h| {
+            h["status"] == 401
+                && h["www_authenticate"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("use_dpop_nonce")
+        }),
+        "dpop: verify's use_dpop_nonce through Traefik",
     );
     checks.check(
         n(&flow, "/stolen_bearer/status") == 401

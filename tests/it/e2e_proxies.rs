@@ -87,6 +87,7 @@ async fn proxy_suite(proxy: Proxy, sdk_flow: bool) {
         .verify_env("REQUIRED_SCOPES", "/admin=mcp:admin")
         // What clients are told to ask for stays `mcp` (the authorization server's scopes).
         .verify_env("SCOPES_SUPPORTED", "mcp")
+        .verify_env("DPOP_NONCE", "true")
         .start()
         .await;
     let name = proxy.name();

@@ -42,6 +42,14 @@ pub(super) async fn proof(
         },
     )
     .map_err(|e| OAuthError::invalid_dpop_proof(e.0))?;
+    if let Some(nonces) = &state.dpop_nonces
+        && !proof
+            .nonce
+            .as_deref()
+            .is_some_and(|n| nonces.accepts(n, now))
+    {
+        return Err(OAuthError::use_dpop_nonce(nonces.issue(now)));
+    }
     // Single use (§11.1): remembered until its iat is out of the window.
     let key = keys::dpop_jti(&sha256_b64url(
         format!("{}\n{}", proof.jkt, proof.jti).as_bytes(),

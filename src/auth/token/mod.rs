@@ -113,7 +113,7 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
     // A client's refused grant, unless its own event says more (reuse, replay, a binding):
     // "why does this client's refresh fail" is answered from the trail.
     if let (Err(e), Some(client_id)) = (&result, authenticated)
-        && e.code != "temporarily_unavailable"
+        && !matches!(e.code, "temporarily_unavailable" | "use_dpop_nonce")
         && !super::refusal_was_recorded(&req)
     {
         let refused = state

@@ -347,8 +347,9 @@ pub async fn run_json_command(
     (json, stderr)
 }
 
-/// DPoP through the proxy at `resource` (an echo backend behind verify): a DPoP-bound token
-/// with a valid proof reaches the backend; the same token as a bearer token, and the same
+/// DPoP through the proxy at `resource` (an echo backend behind verify with `DPOP_NONCE`): a
+/// proof without a nonce comes back 401 `use_dpop_nonce` with the `DPoP-Nonce` to use; with it,
+/// the DPoP-bound token reaches the backend; the same token as a bearer token, and the same
 /// proof again, come back 401 with verify's `DPoP` challenge. What went wrong, if anything.
 pub async fn dpop_through_proxy(stack: &Stack, resource: &str) -> Vec<String> {
     let key = super::dpop::DpopKey::generate();
@@ -373,17 +374,27 @@ pub async fn dpop_through_proxy(stack: &Stack, resource: &str) -> Vec<String> {
         async move {
             let res = req.send().await.expect("the proxy answers");
             let status = res.status().as_u16();
-            let challenge = res
-                .headers()
-                .get("www-authenticate")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let header = |name: &str| {
+                res.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let challenge = (header("www-authenticate"), header("dpop-nonce"));
             (status, challenge, res.text().await.unwrap_or_default())
         }
     };
     let mut failures = Vec::new();
     let proof = key.proof("POST", resource, Some(&token), serde_json::json!({}));
+    let (status, (challenge, nonce), body) = send("DPoP", Some(&proof)).await;
+    if status != 401 || !challenge.contains("use_dpop_nonce") || nonce.is_empty() {
+        failures.push(format!(
+            "DPoP: no nonce asked for: {status} {challenge:?} nonce {nonce:?} {body}"
+        ));
+    }
+    let nonce = serde_json::json!({ "nonce": nonce });
+    let proof = key.proof("POST", resource, Some(&token), nonce);
     let (status, _, body) = send("DPoP", Some(&proof)).await;
     if status != 200 || !body.contains("raw_headers") {
         failures.push(format!(
@@ -394,7 +405,7 @@ pub async fn dpop_through_proxy(stack: &Stack, resource: &str) -> Vec<String> {
         ("the bound token as a bearer token", "Bearer", None),
         ("a used proof", "DPoP", Some(proof.as_str())),
     ] {
-        let (status, challenge, body) = send(scheme, proof).await;
+        let (status, (challenge, _), body) = send(scheme, proof).await;
         if status != 401 || !challenge.starts_with("DPoP algs=") {
             failures.push(format!("DPoP: {what}: {status} {challenge:?} {body}"));
         }
