@@ -39,6 +39,10 @@ pub struct LoginArgs {
     /// harnesses whose authorization server approves without a user.
     #[arg(long)]
     pub follow_authorization: bool,
+    /// DPoP (RFC 9449): prove a new ES256 key with every token request and MCP request, so
+    /// the tokens are bound to it; the key is saved as MCP_CLIENT_DPOP_KEY beside them.
+    #[arg(long)]
+    pub dpop: bool,
     #[command(flatten)]
     pub machine: MachineArgs,
     /// Once logged in, call this tool as a check (a 403 insufficient_scope steps up).
@@ -337,6 +341,7 @@ async fn authorize(
         &client_id,
         Some(&client_secret),
         "client_secret_post",
+        None,
     )
     .await?;
     let mut save = vec![
@@ -430,6 +435,13 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
                 .as_ref()
                 .map(|_| Harness::CLIENT_METADATA_URL.to_string())
         }),
+        dpop: if args.dpop || harness.as_ref().is_some_and(Harness::wants_dpop) {
+            Some(std::sync::Arc::new(
+                super::mcp_auth::dpop::DpopSigner::generate()?,
+            ))
+        } else {
+            None
+        },
     };
     let call_tool = args
         .call_tool
@@ -496,6 +508,10 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
         ),
         (MCP_CLIENT.var("AUTH_METHOD"), done.auth_method.clone()),
         (
+            MCP_CLIENT.var("DPOP_KEY"),
+            done.dpop_key.clone().unwrap_or_default(),
+        ),
+        (
             MCP_CLIENT.var("TOKEN_ENDPOINT"),
             done.token_endpoint.clone(),
         ),
@@ -537,6 +553,11 @@ impl Harness {
     const CLIENT_METADATA_URL: &'static str = "https://conformance-test.local/client-metadata.json";
     /// The tool the suite's servers offer.
     const TOOL: &'static str = "test-tool";
+
+    /// The DPoP extension's scenarios (SEP-1932): the client proves a key.
+    fn wants_dpop(&self) -> bool {
+        matches!(self.scenario.as_str(), "auth/dpop" | "auth/dpop-nonce")
+    }
 
     /// The extension scenarios' grants, from the context the suite hands over: machine
     /// clients, enterprise-managed authorization, workload identity.
@@ -664,6 +685,11 @@ pub async fn refresh(cli: &Cli, args: &RefreshArgs) -> CliResult {
             ("grant_type", "refresh_token".to_string()),
             ("refresh_token", refresh),
         ];
+        // Tokens bound to a DPoP key are refreshed with a proof of it (a public client's
+        // refresh token is bound to it too).
+        let dpop = get(names.var("DPOP_KEY"))
+            .map(|k| super::mcp_auth::dpop::DpopSigner::from_saved(&k))
+            .transpose()?;
         let tokens = super::mcp_auth::token_request(
             &http,
             &endpoint,
@@ -671,6 +697,7 @@ pub async fn refresh(cli: &Cli, args: &RefreshArgs) -> CliResult {
             &get(id_var.to_string()).unwrap_or_default(),
             secret.as_deref(),
             &method,
+            dpop.as_ref(),
         )
         .await?;
         refreshed.push((

@@ -86,7 +86,8 @@ async fn e2e_mcp_gateway_login_passes_the_conformance_client_auth_scenarios() {
     }
     let mut failures = Vec::new();
     let extensions = "auth/client-credentials-basic,auth/client-credentials-jwt,\
-                      auth/enterprise-managed-authorization,auth/wif-jwt-bearer";
+                      auth/enterprise-managed-authorization,auth/wif-jwt-bearer,\
+                      auth/dpop,auth/dpop-nonce";
     for (suite, at_least, extensions) in [("0.2.0-alpha.12", 48, extensions), ("0.1.16", 22, "")] {
         let cli = bin("mcp-gateway");
         let (report, stderr) = run_e2e_script_with(

@@ -167,6 +167,7 @@ pub async fn login(
                 &client_id,
                 Some(secret),
                 method,
+                None,
             )
             .await?;
             (tokens, method)
@@ -191,6 +192,7 @@ pub async fn login(
         token_endpoint,
         registration: Value::Null,
         scope: tokens["scope"].as_str().map(str::to_string).or(scope),
+        dpop_key: None,
     })
 }
 

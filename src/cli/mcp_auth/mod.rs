@@ -23,6 +23,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 mod discovery;
+pub mod dpop;
 pub mod machine;
 mod redirect;
 
@@ -48,6 +49,8 @@ pub struct ClientChoice {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub metadata_url: Option<String>,
+    /// DPoP (RFC 9449): the key token requests prove, and bound tokens are presented with.
+    pub dpop: Option<std::sync::Arc<dpop::DpopSigner>>,
 }
 
 /// How the browser step is done.
@@ -72,6 +75,8 @@ pub struct Login {
     pub token_endpoint: String,
     pub registration: Value,
     pub scope: Option<String>,
+    /// The DPoP key the tokens are bound to, as saved (`MCP_CLIENT_DPOP_KEY`).
+    pub dpop_key: Option<String>,
 }
 
 /// A `WWW-Authenticate: Bearer …` challenge's parameters.
@@ -139,6 +144,8 @@ struct Probe {
     session: Option<String>,
     /// The tool a `tools/call` being sent names (its `Mcp-Name`).
     tool_name: Option<String>,
+    /// DPoP: the key, once the token in use is bound to it (`token_type: DPoP`).
+    dpop: Option<std::sync::Arc<dpop::DpopSigner>>,
 }
 
 /// A tool to call once logged in, as a check that the token works for it (and the point
@@ -209,46 +216,68 @@ impl Probe {
         method: &str,
         token: Option<&str>,
     ) -> CliResult<ProbeAnswer> {
-        let mut req = http
-            .post(self.server.clone())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_string());
-        if method != "initialize" {
-            req = req.header("mcp-protocol-version", &self.protocol);
-        }
-        if self.protocol == PROTOCOL_2026 {
-            req = req.header("mcp-method", method);
-            if let Some(name) = &self.tool_name {
-                req = req.header("mcp-name", name);
+        let mut retried = false;
+        loop {
+            let mut req = http
+                .post(self.server.clone())
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(body.to_string());
+            if method != "initialize" {
+                req = req.header("mcp-protocol-version", &self.protocol);
             }
+            if self.protocol == PROTOCOL_2026 {
+                req = req.header("mcp-method", method);
+                if let Some(name) = &self.tool_name {
+                    req = req.header("mcp-name", name);
+                }
+            }
+            if let Some(session) = &self.session {
+                req = req.header("mcp-session-id", session);
+            }
+            match (token, &self.dpop) {
+                (Some(t), Some(dpop)) => {
+                    let proof = dpop.proof("POST", self.server.as_str(), Some(t));
+                    req = req
+                        .header("authorization", format!("DPoP {t}"))
+                        .header("dpop", proof);
+                }
+                (Some(t), None) => req = req.bearer_auth(t),
+                (None, _) => {}
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| fail(format!("{}: {}", self.server, e.without_url())))?;
+            let status = resp.status().as_u16();
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let fresh = self
+                .dpop
+                .as_ref()
+                .is_some_and(|d| d.observe(self.server.as_str(), resp.headers()));
+            if let Some(session) = resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                self.session = Some(session.to_string());
+            }
+            // Read the answer (JSON or an SSE stream of it) so the connection is done with.
+            let _ = resp.bytes().await;
+            // RFC 9449 §9: the server wants its nonce in the proof; once, with the new one.
+            let nonce_asked = challenge
+                .as_deref()
+                .is_some_and(|c| c.contains("use_dpop_nonce"));
+            if status == 401 && nonce_asked && fresh && !retried {
+                retried = true;
+                continue;
+            }
+            return Ok(ProbeAnswer { status, challenge });
         }
-        if let Some(session) = &self.session {
-            req = req.header("mcp-session-id", session);
-        }
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| fail(format!("{}: {}", self.server, e.without_url())))?;
-        let status = resp.status().as_u16();
-        let challenge = resp
-            .headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        if let Some(session) = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            self.session = Some(session.to_string());
-        }
-        // Read the answer (JSON or an SSE stream of it) so the connection is done with.
-        let _ = resp.bytes().await;
-        Ok(ProbeAnswer { status, challenge })
     }
 
     /// The era's use of the connection once authorized: 2025 `initialize`, `initialized`,
@@ -301,6 +330,7 @@ impl Probe {
             protocol: protocol.to_string(),
             session: None,
             tool_name: None,
+            dpop: None,
         };
         let answer = probe.session(http, None, tool).await?;
         if answer.status != 401 {
@@ -463,9 +493,15 @@ pub async fn login(
                 &client_id,
                 client_secret.as_deref(),
                 &auth_method,
+                client.dpop.as_deref(),
             )
             .await?;
             let access = tokens["access_token"].as_str().unwrap_or("").to_string();
+            // A server that does not do DPoP answers with a bearer token: presented as such.
+            let bound = tokens["token_type"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case("DPoP"));
+            probe.dpop = client.dpop.clone().filter(|_| bound);
 
             // Use it: the probe again (and the tool), with the token.
             let answer = probe.session(&http, Some(&access), tool).await?;
@@ -504,6 +540,7 @@ pub async fn login(
                 token_endpoint,
                 registration,
                 scope: scope_text,
+                dpop_key: probe.dpop.as_ref().map(|d| d.saved()),
             });
         }
     }
@@ -696,7 +733,8 @@ async fn json_answer(
     Ok((status, body))
 }
 
-/// A token request with the client's auth method; the JSON answer, or why it was refused.
+/// A token request with the client's auth method (and a DPoP proof of `dpop`'s key, sent again
+/// once with the nonce a `use_dpop_nonce` answer gives): the JSON answer, or why it was refused.
 pub async fn token_request(
     http: &reqwest::Client,
     endpoint: &str,
@@ -704,6 +742,7 @@ pub async fn token_request(
     client_id: &str,
     secret: Option<&str>,
     method: &str,
+    dpop: Option<&dpop::DpopSigner>,
 ) -> CliResult<Value> {
     let mut req = http.post(endpoint);
     match (method, secret) {
@@ -724,12 +763,42 @@ pub async fn token_request(
         }
         _ => form.push(("client_id", client_id.to_string())),
     }
-    tokens_from(req.form(&form), "token request", "token response").await
+    let req = req.form(&form);
+    let Some(dpop) = dpop else {
+        return tokens_from(req, "token request", "token response").await;
+    };
+    let mut retried = false;
+    loop {
+        let attempt = req
+            .try_clone()
+            .ok_or_else(|| fail("token request: cannot be sent twice"))?
+            .header("dpop", dpop.proof("POST", endpoint, None));
+        let resp = attempt
+            .send()
+            .await
+            .map_err(|e| fail(format!("token request: {}", e.without_url())))?;
+        let fresh = dpop.observe(endpoint, resp.headers());
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| fail(format!("token response: {e}")))?;
+        if !retried && fresh && status == 400 && body["error"] == "use_dpop_nonce" {
+            retried = true;
+            continue;
+        }
+        return token_answer(status, body, "token request");
+    }
 }
 
 /// Sends a token request: the tokens, or the refusal with the server's error.
 async fn tokens_from(req: reqwest::RequestBuilder, sent: &str, answer: &str) -> CliResult<Value> {
     let (status, body) = json_answer(req, sent, answer).await?;
+    token_answer(status, body, sent)
+}
+
+/// A token response: the tokens, or the refusal with the server's error.
+fn token_answer(status: reqwest::StatusCode, body: Value, sent: &str) -> CliResult<Value> {
     if !status.is_success() || body["access_token"].as_str().is_none() {
         return Err(fail(format!(
             "{sent} refused: {} {}",

@@ -172,3 +172,57 @@ async fn login_refresh_and_github_token_complete_against_dev_mode() {
         "other lines kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_with_dpop_binds_the_tokens_to_a_saved_key_through_dev_mode() {
+    // Dev mode's proxy hands verify the DPoP proof as Traefik would: the probe's MCP requests
+    // with the bound token pass only with it.
+    let (upstream, _next, _echo) = crate::support::dev_gateway::echo_upstream().await;
+    let (dev, mcp_port) = DevGateway::start_upstream(&upstream).await;
+    let (issuer, verify) = (dev.issuer.clone(), dev.verify.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let server = format!("http://127.0.0.1:{mcp_port}/mcp");
+    login_with(
+        dir.path(),
+        &["login", "--server-url", &server, "--dpop"],
+        &issuer,
+    )
+    .await;
+    let saved = saved_env_with(
+        dir.path(),
+        &["MCP_CLIENT_ACCESS_TOKEN", "MCP_CLIENT_DPOP_KEY"],
+    );
+    let jkt = |token: &str| crate::support::jwt_claims(token)["cnf"]["jkt"].clone();
+    let bound = jkt(&saved["MCP_CLIENT_ACCESS_TOKEN"]);
+    assert!(bound.is_string(), "a DPoP-bound token");
+    // Stolen, as a bearer token, it opens nothing.
+    let as_bearer = http()
+        .get(format!("{verify}/verify"))
+        .header("X-Forwarded-Proto", "http")
+        .header("X-Forwarded-Host", format!("127.0.0.1:{mcp_port}"))
+        .header("X-Forwarded-Uri", "/mcp")
+        .header("X-Forwarded-Method", "POST")
+        .bearer_auth(&saved["MCP_CLIENT_ACCESS_TOKEN"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_bearer.status(), 401);
+
+    // refresh proves the saved key (the public client's refresh token is bound to it) …
+    ok(&run_in(dir.path(), &["refresh", "--force"]));
+    let after = saved_env(dir.path());
+    assert_ne!(
+        after["MCP_CLIENT_ACCESS_TOKEN"],
+        saved["MCP_CLIENT_ACCESS_TOKEN"]
+    );
+    assert_eq!(jkt(&after["MCP_CLIENT_ACCESS_TOKEN"]), bound);
+    // … and without the key the refresh token is worth nothing.
+    mcp_oauth_gateway::cli::envfile::update(
+        &dir.path().join(".env"),
+        &[("MCP_CLIENT_DPOP_KEY", "")],
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["refresh", "--force"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_grant"));
+}
