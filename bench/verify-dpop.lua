@@ -5,23 +5,19 @@
 -- run must not need more requests than the file has lines (verify would refuse the replay and
 -- the run would fail on its non-2xx answers).
 
-local token = os.getenv("BENCH_TOKEN")
+-- The ForwardAuth headers of verify-headers.lua, then the DPoP scheme instead of Bearer.
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "verify-headers.lua")
 local file = os.getenv("DPOP_PROOFS")
-if token == nil or token == "" or file == nil or file == "" then
-  error("verify-dpop.lua: BENCH_TOKEN and DPOP_PROOFS must be set")
-end
-
-local function env_or(name, default)
-  local v = os.getenv(name)
-  if v == nil or v == "" then return default end
-  return v
+if file == nil or file == "" then
+  error("verify-dpop.lua: DPOP_PROOFS must be set")
 end
 
 local threads = 0
 function setup(thread)
   thread:set("index", threads)
   threads = threads + 1
-  thread:set("count", tonumber(env_or("BENCH_THREADS", "2")))
+  thread:set("count", tonumber(os.getenv("BENCH_THREADS") or "2"))
 end
 
 local proofs, next_proof
@@ -35,13 +31,9 @@ function init(args)
   next_proof = 1
 end
 
-local headers = {
-  ["Authorization"] = "DPoP " .. token,
-  ["X-Forwarded-Proto"] = env_or("BENCH_FWD_PROTO", "http"),
-  ["X-Forwarded-Host"] = env_or("BENCH_FWD_HOST", "mcp.localhost"),
-  ["X-Forwarded-Uri"] = env_or("BENCH_FWD_URI", "/mcp"),
-  ["X-Forwarded-Method"] = env_or("BENCH_FWD_METHOD", "POST"),
-}
+local headers = {}
+for name, value in pairs(wrk.headers) do headers[name] = value end
+headers["Authorization"] = "DPoP " .. os.getenv("BENCH_TOKEN")
 
 function request()
   headers["DPoP"] = proofs[next_proof]

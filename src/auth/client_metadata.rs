@@ -206,25 +206,7 @@ impl ValidMetadata {
     pub fn into_record(self, client_id: String) -> ClientRecord {
         let mut record = ClientRecord {
             client_id,
-            client_secret_hash: None,
-            registration_token_hash: String::new(),
-            redirect_uris: Vec::new(),
-            token_endpoint_auth_method: String::new(),
-            grant_types: Vec::new(),
-            response_types: Vec::new(),
-            client_name: None,
-            client_uri: None,
-            logo_uri: None,
-            scope: None,
-            contacts: Vec::new(),
-            software_id: None,
-            software_version: None,
-            client_id_issued_at: 0,
-            client_secret_expires_at: 0,
-            jwks: None,
-            jwks_uri: None,
-            registered_from: None,
-            dpop_bound_access_tokens: false,
+            ..ClientRecord::default()
         };
         self.apply(&mut record);
         record

@@ -246,27 +246,19 @@ async fn create(cli: &Cli, args: &CreateArgs) -> CliResult {
         registration_token_hash: crate::token::sha256_b64url(
             crate::token::random_token().as_bytes(),
         ),
-        redirect_uris: Vec::new(),
         token_endpoint_auth_method: if keyed {
             "private_key_jwt".into()
         } else {
             format!("client_secret_{}", args.secret_method)
         },
         grant_types,
-        response_types: Vec::new(),
         client_name: Some(name.to_string()),
-        client_uri: None,
-        logo_uri: None,
         scope,
-        contacts: Vec::new(),
-        software_id: None,
-        software_version: None,
         client_id_issued_at: now,
-        client_secret_expires_at: 0,
         jwks,
         jwks_uri: args.jwks_uri.clone(),
-        registered_from: None,
-        dpop_bound_access_tokens: false,
+        // No redirect URIs, response types or contacts; a secret that never expires.
+        ..ClientRecord::default()
     };
     let store = cli.store(&settings).await?;
     let created = cli

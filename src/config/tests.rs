@@ -119,6 +119,11 @@ fn bad_values_name_the_variable() {
         ("ISSUER_URL", "ftp://x"),
         ("TOKEN_BIND_IP", "maybe"),
         ("REQUIRED_SCOPES", "a=\"b\""),
+        ("DPOP_IAT_WINDOW", "0"),
+        ("DPOP_IAT_WINDOW", "301"),
+        ("DPOP_NONCE_KEY", "c2hvcnQ="),
+        ("DPOP_NONCE", "maybe"),
+        ("DPOP_REPLAY_CAPACITY", "-1"),
     ] {
         let err = Settings::load(&hs_source().with(var, value)).unwrap_err();
         assert_eq!(err.var, var, "{err}");
@@ -377,14 +382,4 @@ fn dpop_settings_are_checked() {
             .unwrap()
             .accepts(&nonces.issue(1_000), 1_010)
     );
-    for (var, value) in [
-        ("DPOP_IAT_WINDOW", "0"),
-        ("DPOP_IAT_WINDOW", "301"),
-        ("DPOP_NONCE_KEY", "c2hvcnQ="),
-        ("DPOP_NONCE", "maybe"),
-        ("DPOP_REPLAY_CAPACITY", "-1"),
-    ] {
-        let err = Settings::load(&hs_source().with(var, value)).unwrap_err();
-        assert_eq!(err.var, var, "{var}={value}");
-    }
 }

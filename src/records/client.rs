@@ -9,7 +9,7 @@ use crate::policy::redirect_matches;
 use crate::store::{Store, StoreResult, Ttl, keys};
 
 /// A registered client as stored under `oauth:client:{client_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRecord {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

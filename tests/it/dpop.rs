@@ -30,6 +30,18 @@ async fn dpop_login(gw: &Gateway, client: &Value, key: &DpopKey) -> Value {
     json_body(redeem_with(gw, client, &[&proof]).await).await
 }
 
+/// A refresh with `proof` that must succeed: the new tokens.
+async fn refreshed_with(gw: &Gateway, client: &Value, refresh_token: &str, proof: &str) -> Value {
+    let resp = refresh_with(gw, client, refresh_token, Some(proof)).await;
+    assert_eq!(resp.status(), 200);
+    json_body(resp).await
+}
+
+/// The `cnf.jkt` of a token answer's access token.
+fn bound_key(tokens: &Value) -> Value {
+    jwt_claims(tokens["access_token"].as_str().unwrap())["cnf"]["jkt"].clone()
+}
+
 async fn refresh_with(
     gw: &Gateway,
     client: &Value,
@@ -59,7 +71,7 @@ async fn the_authorization_server_binds_tokens_to_the_proof_key() {
     let tokens = dpop_login(&gw, &client, &key).await;
     assert_eq!(tokens["token_type"], "DPoP", "{tokens}");
     let access = tokens["access_token"].as_str().unwrap();
-    assert_eq!(jwt_claims(access)["cnf"]["jkt"], key.jkt());
+    assert_eq!(bound_key(&tokens), key.jkt());
     let refresh = tokens["refresh_token"].as_str().unwrap();
     // Introspection says how the token is to be presented (RFC 9449 §6.2).
     let info = json_body(
@@ -106,14 +118,9 @@ async fn the_authorization_server_binds_tokens_to_the_proof_key() {
     }
     // The right key refreshes, and its proof is spent.
     let proof = key.proof("POST", &token_url, None, json!({}));
-    let resp = refresh_with(&gw, &client, refresh, Some(&proof)).await;
-    assert_eq!(resp.status(), 200);
-    let refreshed = json_body(resp).await;
+    let refreshed = refreshed_with(&gw, &client, refresh, &proof).await;
     assert_eq!(refreshed["token_type"], "DPoP");
-    assert_eq!(
-        jwt_claims(refreshed["access_token"].as_str().unwrap())["cnf"]["jkt"],
-        key.jkt()
-    );
+    assert_eq!(bound_key(&refreshed), key.jkt());
     let again = refresh_with(
         &gw,
         &client,
@@ -174,19 +181,9 @@ async fn a_confidential_clients_refresh_token_is_not_bound_to_its_proof_key() {
     // Its own authentication holds the refresh token (§5): a new key binds the new token.
     let other = DpopKey::generate();
     let proof = other.proof("POST", &token_url, None, json!({}));
-    let resp = refresh_with(
-        &gw,
-        &client,
-        tokens["refresh_token"].as_str().unwrap(),
-        Some(&proof),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    let refreshed = json_body(resp).await;
-    assert_eq!(
-        jwt_claims(refreshed["access_token"].as_str().unwrap())["cnf"]["jkt"],
-        other.jkt()
-    );
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let refreshed = refreshed_with(&gw, &client, refresh, &proof).await;
+    assert_eq!(bound_key(&refreshed), other.jkt());
 }
 
 /// `/verify` as Traefik asks it for `POST https://mcp.example.com/mcp`, with the token as
@@ -434,4 +431,29 @@ async fn with_server_nonces_a_proof_needs_a_current_one_from_any_replica() {
     let stale = key.proof("POST", MCP_URL, Some(token), json!({"nonce": verify_nonce}));
     let resp = ask(verify, "DPoP", token, &[&stale]).await;
     assert_dpop_refusal(&resp, "use_dpop_nonce", "an expired nonce");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_key_combines_with_the_other_bindings() {
+    let (_redis, store, verify) = verify_alone(&[]).await;
+    let key = DpopKey::generate();
+    let spec = TokenSpec {
+        dpop_jkt: Some(key.jkt()),
+        bind_ua: Some(mcp_oauth_gateway::token::sha256_b64url(b"claude-code/1.0")),
+        ..Default::default()
+    };
+    let (token, _) = verify.mint(&store, spec).await;
+    let send = |agent: &'static str| {
+        let proof = key.proof("POST", MCP_URL, Some(&token), json!({}));
+        verify
+            .request(None, "mcp.example.com")
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof)
+            .header("User-Agent", agent)
+            .send()
+    };
+    assert_eq!(send("claude-code/1.0").await.unwrap().status(), 200);
+    // The right key from another agent: each binding is checked.
+    assert_eq!(send("curl/8.0").await.unwrap().status(), 401);
+    assert_eq!(verify.decisions("binding_mismatch").await, 1.0);
 }
