@@ -5,8 +5,9 @@
 //!
 //! `dpop_proofs proofs ALG KEYFILE TOKEN HTU COUNT OUT`: COUNT proofs for `POST HTU` with the
 //! access token TOKEN (`ath`), each with its own `jti`, one per line in OUT; then times, over
-//! those proofs, one bare signature verification and one whole `token::dpop::check` (what verify
-//! adds a request), and prints `sig_us=…` and `check_us=…`.
+//! those proofs, one bare signature verification with the key parsed once (`sig_us`, the floor),
+//! the same parsing the key each time (`sig_parse_us`), and one whole proof check as verify
+//! runs it, keys kept (`check_us`).
 //!
 //! `cargo run --release --example dpop_proofs -- …`
 
@@ -17,7 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{self, KeyPair};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mcp_oauth_gateway::token::dpop::{Expected, access_token_hash, check};
+use mcp_oauth_gateway::token::dpop::{Expected, ProofKeys, access_token_hash, check_with};
 use mcp_oauth_gateway::token::{b64url, sha256_b64url};
 use serde_json::{Value, json};
 
@@ -108,22 +109,24 @@ fn main() {
             writer.flush().unwrap();
 
             // The floor: the signature alone (what no cache can save) …
-            let public = match algorithm {
-                Algorithm::ES256 => {
-                    let pair = signature::EcdsaKeyPair::from_pkcs8(
-                        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                        &pkcs8,
-                    )
-                    .unwrap();
-                    let point = pair.public_key().as_ref().to_vec();
-                    signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                }
-                _ => {
-                    let pair = signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
-                    let point = pair.public_key().as_ref().to_vec();
-                    signature::UnparsedPublicKey::new(&signature::ED25519, point)
-                }
-            };
+            let (algorithm_id, point): (&'static dyn signature::VerificationAlgorithm, Vec<u8>) =
+                match algorithm {
+                    Algorithm::ES256 => {
+                        let pair = signature::EcdsaKeyPair::from_pkcs8(
+                            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                            &pkcs8,
+                        )
+                        .unwrap();
+                        (
+                            &signature::ECDSA_P256_SHA256_FIXED,
+                            pair.public_key().as_ref().to_vec(),
+                        )
+                    }
+                    _ => {
+                        let pair = signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+                        (&signature::ED25519, pair.public_key().as_ref().to_vec())
+                    }
+                };
             let split: Vec<(Vec<u8>, Vec<u8>)> = proofs
                 .iter()
                 .map(|p| {
@@ -136,11 +139,20 @@ fn main() {
                     (input.as_bytes().to_vec(), sig)
                 })
                 .collect();
+            let per = |started: Instant| started.elapsed().as_secs_f64() * 1e6 / split.len() as f64;
+            let parsed = signature::ParsedPublicKey::new(algorithm_id, &point).unwrap();
             let started = Instant::now();
             for (input, sig) in &split {
-                public.verify(input, sig).unwrap();
+                parsed.verify_sig(input, sig).unwrap();
             }
-            let sig_us = started.elapsed().as_secs_f64() * 1e6 / split.len() as f64;
+            let sig_us = per(started);
+            let started = Instant::now();
+            for (input, sig) in &split {
+                signature::UnparsedPublicKey::new(algorithm_id, &point)
+                    .verify(input, sig)
+                    .unwrap();
+            }
+            let sig_parse_us = per(started);
             // … and the whole proof check verify runs (parse, key, signature, claims).
             let expected = Expected {
                 method: "POST",
@@ -149,13 +161,15 @@ fn main() {
                 window: 300,
                 access_token: Some(token),
             };
+            let keys = ProofKeys::new(16);
             let started = Instant::now();
             for proof in &proofs {
-                check(proof, &expected).unwrap();
+                check_with(proof, &expected, Some(&keys)).unwrap();
             }
             let check_us = started.elapsed().as_secs_f64() * 1e6 / proofs.len() as f64;
             println!("jkt={}", thumbprint(&jwk));
             println!("sig_us={sig_us:.2}");
+            println!("sig_parse_us={sig_parse_us:.2}");
             println!("check_us={check_us:.2}");
         }
         _ => {

@@ -13,6 +13,9 @@ use serde_json::{Map, Value};
 
 use super::sha256_b64url;
 use crate::seal::SecretBox;
+use aws_lc_rs::signature::{ParsedPublicKey, VerificationAlgorithm};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The proof's media type (RFC 9449 §4.2).
 pub const TYP: &str = "dpop+jwt";
@@ -83,6 +86,15 @@ struct Claims {
 
 /// Checks `proof` (the one `DPoP` header value) against `expected`.
 pub fn check(proof: &str, expected: &Expected<'_>) -> Result<Proof, ProofError> {
+    check_with(proof, expected, None)
+}
+
+/// [`check`], keeping the parsed keys in `keys` for the next proofs of the same key.
+pub fn check_with(
+    proof: &str,
+    expected: &Expected<'_>,
+    keys: Option<&ProofKeys>,
+) -> Result<Proof, ProofError> {
     if proof.len() > MAX_PROOF_LEN {
         return Err(ProofError("the DPoP proof is too long"));
     }
@@ -118,7 +130,7 @@ pub fn check(proof: &str, expected: &Expected<'_>) -> Result<Proof, ProofError> 
         .decode(signature)
         .map_err(|_| ProofError("the DPoP proof's signature is not base64url"))?;
     let signed = &proof.as_bytes()[..head.len() + 1 + payload.len()];
-    if !signature_verifies(&jwk, alg, signed, &signature) {
+    if !signature_verifies(&jwk, &jkt, alg, signed, &signature, keys) {
         return Err(ProofError(
             "the DPoP proof's signature does not verify with its jwk",
         ));
@@ -218,13 +230,51 @@ fn algorithm(name: &str) -> Option<Algorithm> {
     }
 }
 
+/// The parsed public keys of the proofs seen, by thumbprint (at most `capacity`, then started
+/// afresh): parsing a key (an EC point's validation, an Ed25519 point) is work a client's next
+/// proof need not repeat. The signature itself is checked every time.
+pub struct ProofKeys {
+    keys: std::sync::RwLock<HashMap<String, Arc<ParsedPublicKey>>>,
+    capacity: usize,
+}
+
+impl ProofKeys {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            keys: std::sync::RwLock::default(),
+            capacity,
+        }
+    }
+
+    /// The key of thumbprint `jkt`, parsed from `bytes` for `alg` the first time.
+    fn parsed(
+        &self,
+        jkt: &str,
+        alg: &'static dyn VerificationAlgorithm,
+        bytes: &[u8],
+    ) -> Option<Arc<ParsedPublicKey>> {
+        if let Some(key) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(jkt) {
+            return Some(key.clone());
+        }
+        let key = Arc::new(ParsedPublicKey::new(alg, bytes).ok()?);
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= self.capacity {
+            keys.clear();
+        }
+        keys.insert(jkt.to_string(), key.clone());
+        Some(key)
+    }
+}
+
 /// Whether `signature` is `alg`'s signature of `signed` by the public key `jwk` (whose
-/// members [`public_thumbprint`] has checked).
+/// members [`public_thumbprint`] has checked, and whose thumbprint is `jkt`).
 fn signature_verifies(
     jwk: &Map<String, Value>,
+    jkt: &str,
     alg: Algorithm,
     signed: &[u8],
     signature: &[u8],
+    keys: Option<&ProofKeys>,
 ) -> bool {
     use aws_lc_rs::signature as sig;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -232,6 +282,14 @@ fn signature_verifies(
         jwk.get(name)
             .and_then(Value::as_str)
             .and_then(|v| b64.decode(v).ok())
+    };
+    let verify = |algorithm: &'static dyn VerificationAlgorithm, bytes: &[u8]| match keys {
+        Some(keys) => keys
+            .parsed(jkt, algorithm, bytes)
+            .is_some_and(|key| key.verify_sig(signed, signature).is_ok()),
+        None => sig::UnparsedPublicKey::new(algorithm, bytes)
+            .verify(signed, signature)
+            .is_ok(),
     };
     match alg {
         Algorithm::ES256 => {
@@ -245,15 +303,9 @@ fn signature_verifies(
             point.push(4);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point)
-                .verify(signed, signature)
-                .is_ok()
+            verify(&sig::ECDSA_P256_SHA256_FIXED, &point)
         }
-        Algorithm::EdDSA => member("x").is_some_and(|x| {
-            sig::UnparsedPublicKey::new(&sig::ED25519, x)
-                .verify(signed, signature)
-                .is_ok()
-        }),
+        Algorithm::EdDSA => member("x").is_some_and(|x| verify(&sig::ED25519, &x)),
         Algorithm::RS256 | Algorithm::PS256 => {
             let (Some(n), Some(e)) = (member("n"), member("e")) else {
                 return false;
@@ -447,6 +499,25 @@ mod tests {
         let other = EncodingKey::from_rsa_pem(other.as_bytes()).unwrap();
         let proof = sign(&other, Algorithm::RS256, jwk, claims(Some("tok")));
         assert!(check(&proof, &expected(Some("tok"))).is_err());
+    }
+
+    #[test]
+    fn parsed_keys_are_kept_and_every_signature_is_still_checked() {
+        let keys = ProofKeys::new(1);
+        let (key, jwk) = es256();
+        let (other, other_jwk) = es256();
+        for _ in 0..2 {
+            let proof = sign(&key, Algorithm::ES256, jwk.clone(), claims(Some("tok")));
+            assert!(check_with(&proof, &expected(Some("tok")), Some(&keys)).is_ok());
+        }
+        // The cached key does not vouch for a signature by another key under its jwk.
+        let forged = sign(&other, Algorithm::ES256, jwk.clone(), claims(Some("tok")));
+        assert!(check_with(&forged, &expected(Some("tok")), Some(&keys)).is_err());
+        // A second key in a cache of one: it starts afresh and both still pass.
+        let proof = sign(&other, Algorithm::ES256, other_jwk, claims(Some("tok")));
+        assert!(check_with(&proof, &expected(Some("tok")), Some(&keys)).is_ok());
+        let proof = sign(&key, Algorithm::ES256, jwk, claims(Some("tok")));
+        assert!(check_with(&proof, &expected(Some("tok")), Some(&keys)).is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::error::Denial;
 use super::metrics::Reason;
 use super::request::{Target, X_FORWARDED_URI};
 use crate::forwarded::X_FORWARDED_METHOD;
-use crate::token::dpop::{Expected, Nonces, check};
+use crate::token::dpop::{Expected, Nonces, ProofKeys, check_with};
 
 const SHARDS: usize = 16;
 
@@ -87,6 +87,8 @@ impl ProofReplays {
 /// What verify checks DPoP proofs with: the window, the replays it remembers, the nonces.
 pub struct Dpop {
     pub replays: ProofReplays,
+    /// The proof keys seen, parsed once (10,000 at most).
+    keys: ProofKeys,
     nonces: Option<Nonces>,
     window: i64,
 }
@@ -95,6 +97,7 @@ impl Dpop {
     pub fn new(settings: &crate::config::Settings) -> Self {
         Self {
             replays: ProofReplays::new(settings.dpop_replay_capacity),
+            keys: ProofKeys::new(10_000),
             nonces: settings.dpop_nonces(),
             window: settings.dpop_iat_window.as_secs() as i64,
         }
@@ -147,7 +150,7 @@ fn check_proof(
         .filter(|u| u.starts_with('/'))
         .unwrap_or("/");
     let url = format!("{}://{}{}", target.proto, target.host, uri);
-    let proof = check(
+    let proof = check_with(
         proof,
         &Expected {
             method,
@@ -156,6 +159,7 @@ fn check_proof(
             window,
             access_token: Some(token),
         },
+        Some(&dpop.keys),
     )
     .map_err(|e| refused(e.0))?;
     if proof.jkt != jkt {
