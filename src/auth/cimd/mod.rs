@@ -45,7 +45,7 @@ fn unusable(error: FetchError, what: &str) -> OAuthError {
     unusable_as(error, what, OAuthError::invalid_client)
 }
 
-/// [`unusable`], with the error the host's own answer gives (`invalid_grant` for an
+/// `unusable`, with the error the host's own answer gives (`invalid_grant` for an
 /// assertion's issuer).
 pub fn unusable_as(
     error: FetchError,
