@@ -113,83 +113,72 @@ impl Dpop {
         target: &Target<'_>,
         now: i64,
     ) -> Result<(), Denial> {
-        check_proof(headers, token, jkt, target, now, self)
+        let window = self.window;
+        let mut values = headers.get_all("dpop");
+        let proof = values
+            .next()
+            .ok_or(refused("a DPoP-bound token needs a DPoP proof header"))?;
+        if values.next().is_some() {
+            return Err(refused("more than one DPoP header"));
+        }
+        let proof = proof
+            .to_str()
+            .map_err(|_| refused("the DPoP header is not text"))?;
+        let method = headers
+            .get(X_FORWARDED_METHOD)
+            .and_then(|m| m.to_str().ok())
+            .ok_or(refused("the proxy did not say the request's method"))?;
+        let uri = headers
+            .get(X_FORWARDED_URI)
+            .and_then(|u| u.to_str().ok())
+            .filter(|u| u.starts_with('/'))
+            .unwrap_or("/");
+        let url = format!("{}://{}{}", target.proto, target.host, uri);
+        let proof = check_with(
+            proof,
+            &Expected {
+                method,
+                url: &url,
+                now,
+                window,
+                access_token: Some(token),
+            },
+            Some(&self.keys),
+        )
+        .map_err(|e| refused(e.0))?;
+        if proof.jkt != jkt {
+            return Err(refused(
+                "the DPoP proof is signed by another key than the token is bound to",
+            ));
+        }
+        if let Some(nonces) = &self.nonces
+            && !proof
+                .nonce
+                .as_deref()
+                .is_some_and(|n| nonces.accepts(n, now))
+        {
+            let mut denial = Denial::new(
+                Reason::UseDpopNonce,
+                "the DPoP proof must carry the server nonce given in DPoP-Nonce",
+            );
+            denial.dpop_nonce = Some(nonces.issue(now));
+            return Err(denial);
+        }
+        match self
+            .replays
+            .first_use(&proof.jkt, &proof.jti, proof.iat + window, now)
+        {
+            Use::First => Ok(()),
+            Use::Replayed => Err(refused("this DPoP proof was used before")),
+            Use::Full => Err(refused(
+                "too many DPoP proofs in the window to remember another; retry",
+            )),
+        }
     }
 }
 
 fn refused(description: &'static str) -> Denial {
     Denial::new(Reason::InvalidDpopProof, description)
-}
-
-fn check_proof(
-    headers: &HeaderMap,
-    token: &str,
-    jkt: &str,
-    target: &Target<'_>,
-    now: i64,
-    dpop: &Dpop,
-) -> Result<(), Denial> {
-    let window = dpop.window;
-    let mut values = headers.get_all("dpop");
-    let proof = values
-        .next()
-        .ok_or(refused("a DPoP-bound token needs a DPoP proof header"))?;
-    if values.next().is_some() {
-        return Err(refused("more than one DPoP header"));
-    }
-    let proof = proof
-        .to_str()
-        .map_err(|_| refused("the DPoP header is not text"))?;
-    let method = headers
-        .get(X_FORWARDED_METHOD)
-        .and_then(|m| m.to_str().ok())
-        .ok_or(refused("the proxy did not say the request's method"))?;
-    let uri = headers
-        .get(X_FORWARDED_URI)
-        .and_then(|u| u.to_str().ok())
-        .filter(|u| u.starts_with('/'))
-        .unwrap_or("/");
-    let url = format!("{}://{}{}", target.proto, target.host, uri);
-    let proof = check_with(
-        proof,
-        &Expected {
-            method,
-            url: &url,
-            now,
-            window,
-            access_token: Some(token),
-        },
-        Some(&dpop.keys),
-    )
-    .map_err(|e| refused(e.0))?;
-    if proof.jkt != jkt {
-        return Err(refused(
-            "the DPoP proof is signed by another key than the token is bound to",
-        ));
-    }
-    if let Some(nonces) = &dpop.nonces
-        && !proof
-            .nonce
-            .as_deref()
-            .is_some_and(|n| nonces.accepts(n, now))
-    {
-        let mut denial = Denial::new(
-            Reason::UseDpopNonce,
-            "the DPoP proof must carry the server nonce given in DPoP-Nonce",
-        );
-        denial.dpop_nonce = Some(nonces.issue(now));
-        return Err(denial);
-    }
-    match dpop
-        .replays
-        .first_use(&proof.jkt, &proof.jti, proof.iat + window, now)
-    {
-        Use::First => Ok(()),
-        Use::Replayed => Err(refused("this DPoP proof was used before")),
-        Use::Full => Err(refused(
-            "too many DPoP proofs in the window to remember another; retry",
-        )),
-    }
 }
 
 #[cfg(test)]
