@@ -40,8 +40,21 @@ pub fn random_id(bytes: usize) -> String {
     }
 }
 
-/// A fresh 256-bit random value, base64url: refresh tokens, codes, registration tokens.
+/// A fresh 256-bit random value, base64url: refresh tokens, codes, registration tokens, client
+/// secrets. Like [`random_id`] it never starts with `-` or `_`, so a secret handed to the CLI
+/// (`--client-secret S`) is never read as a flag.
 pub fn random_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    b64url(&bytes)
+    random_id(32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_tokens_never_look_like_a_flag() {
+        for _ in 0..2_000 {
+            let t = super::random_token();
+            assert_eq!(t.len(), 43);
+            assert!(t.starts_with(|c: char| c.is_ascii_alphanumeric()), "{t}");
+        }
+    }
 }
