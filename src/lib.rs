@@ -23,6 +23,7 @@
 //! | [`clock`] | the injectable clock every time decision goes through |
 //! | [`rfc3986`] | the steps of URI normalisation the request path and resource URIs share (percent-escapes, dot segments) |
 //! | [`seal`] | sealing (AES-256-GCM) and the one key derivation (HKDF-SHA256) every secret at rest uses |
+//! | [`tls`] | verify's TLS (ALPN h2, certificates re-read when they change) and the private CA `mcp-gateway tls generate` writes |
 //! | [`audit`] | the security events' vocabulary, the batches the store writes with each change, and where written events are reported |
 //!
 //! ## Trust model
@@ -53,5 +54,6 @@ pub mod seal;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod verify;

@@ -292,10 +292,18 @@ where
     }
 }
 
-/// Serves until SIGTERM or SIGINT, then drains for `drain` (not ready, still answering) and
-/// stops gracefully, letting in-flight requests finish.
+/// How long before the end of the drain the listening sockets close: connections accepted
+/// just before have this long to send their request and get its answer.
+pub const ACCEPT_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves until SIGTERM or SIGINT, then drains for `drain` and stops without dropping a
+/// request: first not ready and `Connection: close` on every answer (the proxy moves away);
+/// `ACCEPT_GRACE` (at most half the drain) before its end the `sockets` stop taking new
+/// connections ([`stop_listening`]), so none is accepted and then cut by the stop; then the
+/// server stops gracefully, in-flight requests finishing.
 pub async fn serve_until_stopped(
     server: actix_web::dev::Server,
+    sockets: Vec<std::net::TcpListener>,
     draining: Arc<Draining>,
     drain: Duration,
 ) -> std::io::Result<()> {
@@ -307,10 +315,52 @@ pub async fn serve_until_stopped(
             drain_ms = drain.as_millis() as u64,
             "shutting down: not ready, still answering during the drain period"
         );
-        tokio::time::sleep(drain).await;
+        let grace = ACCEPT_GRACE.min(drain / 2);
+        tokio::time::sleep(drain - grace).await;
+        for socket in &sockets {
+            stop_listening(socket);
+        }
+        tokio::time::sleep(grace).await;
         handle.stop(true).await;
     });
     server.await
+}
+
+/// Stops taking new connections on a listening socket the server still holds, without
+/// cutting any it has: on Linux a socket filter drops connection requests (a bare SYN), so
+/// handshakes already under way complete and queued connections are still accepted and
+/// answered, while a new client waits and, after the stop, is refused (RST) and retries
+/// elsewhere. Elsewhere the socket leaves the LISTEN state (which resets the few connections
+/// queued at that instant).
+pub fn stop_listening(socket: &std::net::TcpListener) {
+    if let Err(e) = refuse_new_connections(socket) {
+        tracing::warn!(error = %e, "could not stop listening before the stop");
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn refuse_new_connections(socket: &std::net::TcpListener) -> std::io::Result<()> {
+    use socket2::SockFilter;
+    // Classic BPF over the TCP header: drop a segment with SYN and without ACK, pass the rest.
+    const LD_B_ABS: u16 = 0x30;
+    const JSET_K: u16 = 0x45;
+    const RET_K: u16 = 0x06;
+    const TCP_FLAGS: u32 = 13;
+    const ACK: u32 = 0x10;
+    const SYN: u32 = 0x02;
+    let program = [
+        SockFilter::new(LD_B_ABS, 0, 0, TCP_FLAGS),
+        SockFilter::new(JSET_K, 2, 0, ACK),
+        SockFilter::new(JSET_K, 0, 1, SYN),
+        SockFilter::new(RET_K, 0, 0, 0),
+        SockFilter::new(RET_K, 0, 0, u32::MAX),
+    ];
+    socket2::SockRef::from(socket).attach_filter(&program)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn refuse_new_connections(socket: &std::net::TcpListener) -> std::io::Result<()> {
+    socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read)
 }
 
 async fn wait_for_signal() {
@@ -402,5 +452,40 @@ impl MetricRegistry {
 impl Default for MetricRegistry {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    #[test]
+    fn a_socket_that_stopped_listening_keeps_what_it_has_and_takes_nothing_new() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut established = TcpStream::connect(addr).unwrap();
+        let (mut served, _) = listener.accept().unwrap();
+        let mut queued = TcpStream::connect(addr).unwrap();
+        super::stop_listening(&listener);
+        // A connection request now goes unanswered (the client retries, then is refused).
+        assert!(
+            TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err(),
+            "a new connection is not taken"
+        );
+        // The connection that was waiting in the queue is still accepted and served.
+        let (mut late, _) = listener.accept().unwrap();
+        queued.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        late.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        // And the one already served goes on.
+        established.write_all(b"pong").unwrap();
+        served.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"pong");
+        served.write_all(b"done").unwrap();
+        established.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"done");
     }
 }

@@ -343,6 +343,8 @@ where
 /// A bound, not yet running authorization server.
 pub struct AuthServer {
     server: Server,
+    /// The listening socket, closed before the server stops.
+    sockets: Vec<std::net::TcpListener>,
     addr: SocketAddr,
     state: web::Data<AuthState>,
     /// The webhook receivers' delivery tasks.
@@ -372,6 +374,7 @@ impl AuthServer {
         let state = web::Data::new(AuthState::new(settings, store, clock, upstream)?);
         let app_state = state.clone();
         let draining = state.draining.clone();
+        let sockets = vec![listener.try_clone()?];
         let server = HttpServer::new(move || {
             App::new()
                 .wrap_fn(cors)
@@ -395,6 +398,7 @@ impl AuthServer {
         });
         Ok(Self {
             server,
+            sockets,
             addr,
             state,
             webhooks,
@@ -412,9 +416,13 @@ impl AuthServer {
     /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` and stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let drain = self.state.settings.shutdown_drain;
-        let result =
-            crate::service::serve_until_stopped(self.server, self.state.draining.clone(), drain)
-                .await;
+        let result = crate::service::serve_until_stopped(
+            self.server,
+            self.sockets,
+            self.state.draining.clone(),
+            drain,
+        )
+        .await;
         // What was read and not yet delivered is taken over by another replica (or this one,
         // restarted) once it has been idle long enough.
         for task in self.webhooks {

@@ -16,6 +16,11 @@ async fn main() -> ExitCode {
                     .to_string(),
             );
         }
+        if let Some(tls) = &settings.verify_tls {
+            tls.files
+                .load()
+                .map_err(|e| format!("VERIFY_TLS_CERT/VERIFY_TLS_KEY: {e}"))?;
+        }
         Ok(())
     };
     service::run(

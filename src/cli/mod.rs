@@ -15,6 +15,7 @@ pub mod mcp_auth;
 pub mod mfa;
 pub mod progress;
 pub mod stats;
+pub mod tls;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -105,6 +106,9 @@ pub enum Command {
     Mfa(mfa::MfaCommand),
     /// Obtain the gateway's own GATEWAY_OAUTH_* tokens and client through its login flow.
     GithubToken(login::GithubTokenArgs),
+    /// Certificates for the ForwardAuth hop over TLS (HTTP/2).
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// Run the whole gateway (authorization server + verify) on an embedded store with a
     /// development login, for a first try. Loopback only.
     Dev(dev::DevArgs),
@@ -150,6 +154,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Refresh(args) => login::refresh(&cli, args).await,
         Command::GithubToken(args) => login::github_token(&cli, args).await,
         Command::Mfa(cmd) => mfa::run(&cli, cmd).await,
+        Command::Tls(cmd) => tls::run(&cli, cmd),
     }
 }
 

@@ -253,6 +253,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `None` = the binary's own default port.
     pub listen_addr: Option<SocketAddr>,
+    /// `VERIFY_TLS_CERT` + `VERIFY_TLS_KEY` (+ `VERIFY_TLS_LISTEN_ADDR`): verify also serves
+    /// TLS with ALPN h2 for the proxy's forwardAuth.
+    pub verify_tls: Option<VerifyTls>,
     pub resource_hosts: Vec<HostPattern>,
     pub resource_path: String,
     pub resource_name: String,
@@ -548,6 +551,7 @@ impl Settings {
             debug: raw.bool("DEBUG", false)?,
             log_format,
             listen_addr,
+            verify_tls: verify_tls(raw)?,
             resource_hosts,
             resource_path,
             resource_name: raw.get("RESOURCE_NAME").unwrap_or("MCP server").to_string(),
@@ -717,3 +721,56 @@ fn dpop_iat_window(raw: &Raw) -> Result<Duration, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Where verify serves TLS (HTTP/2 by ALPN, HTTP/1.1) and with which certificate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyTls {
+    pub files: crate::tls::CertFiles,
+    pub listen_addr: SocketAddr,
+}
+
+/// verify's TLS listener unless `VERIFY_TLS_LISTEN_ADDR` says otherwise.
+pub const DEFAULT_VERIFY_TLS_LISTEN_ADDR: &str = "0.0.0.0:8443";
+
+fn verify_tls(raw: &Raw) -> Result<Option<VerifyTls>, ConfigError> {
+    let (cert, key) = match (raw.get("VERIFY_TLS_CERT"), raw.get("VERIFY_TLS_KEY")) {
+        (None, None) => {
+            if raw.get("VERIFY_TLS_LISTEN_ADDR").is_some() {
+                return Err(ConfigError::new(
+                    "VERIFY_TLS_LISTEN_ADDR",
+                    "needs VERIFY_TLS_CERT and VERIFY_TLS_KEY",
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "VERIFY_TLS_KEY",
+                "VERIFY_TLS_CERT is set: the key file is needed too",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "VERIFY_TLS_CERT",
+                "VERIFY_TLS_KEY is set: the certificate file is needed too",
+            ));
+        }
+    };
+    let listen = raw
+        .get("VERIFY_TLS_LISTEN_ADDR")
+        .unwrap_or(DEFAULT_VERIFY_TLS_LISTEN_ADDR);
+    let listen_addr = listen.parse::<SocketAddr>().map_err(|_| {
+        ConfigError::new(
+            "VERIFY_TLS_LISTEN_ADDR",
+            format!("{listen:?} is not an address like 0.0.0.0:8443"),
+        )
+    })?;
+    Ok(Some(VerifyTls {
+        files: crate::tls::CertFiles {
+            cert: cert.into(),
+            key: key.into(),
+        },
+        listen_addr,
+    }))
+}

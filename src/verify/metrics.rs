@@ -142,6 +142,13 @@ pub struct VerifyMetrics {
     pub revocations_received: IntCounter,
     /// Decisions the audit writer never saw (its queue was full).
     pub audit_dropped: IntCounter,
+    /// Connections accepted on the plain listener (HTTP/1.1 and h2c).
+    pub connections_plain: IntCounter,
+    /// Connections accepted on the TLS listener (HTTP/2 or HTTP/1.1 by ALPN).
+    pub connections_tls: IntCounter,
+    /// Looks at the certificate files that found them renewed, and that found them unusable.
+    pub tls_reloaded: IntCounter,
+    pub tls_reload_failed: IntCounter,
 }
 
 impl VerifyMetrics {
@@ -165,6 +172,16 @@ impl VerifyMetrics {
             hit: cache.with_label_values(&[name, "hit"]),
             miss: cache.with_label_values(&[name, "miss"]),
         };
+        let connections = registry.counters(
+            "mcp_gateway_verify_connections_total",
+            "Connections accepted, by listener (plain: HTTP/1.1 and h2c; tls: h2 or HTTP/1.1)",
+            &["listener"],
+        );
+        let reloads = registry.counters(
+            "mcp_gateway_verify_tls_reloads_total",
+            "Changes of VERIFY_TLS_CERT/VERIFY_TLS_KEY seen, by outcome (failed: the previous certificate stays)",
+            &["outcome"],
+        );
         Self {
             decisions,
             decision_seconds: registry.histogram(
@@ -194,6 +211,10 @@ impl VerifyMetrics {
                 "mcp_gateway_audit_dropped_total",
                 "Decisions not counted in usage nor recorded: the audit writer's queue was full",
             ),
+            connections_plain: connections.with_label_values(&["plain"]),
+            connections_tls: connections.with_label_values(&["tls"]),
+            tls_reloaded: reloads.with_label_values(&["reloaded"]),
+            tls_reload_failed: reloads.with_label_values(&["failed"]),
             registry,
         }
     }

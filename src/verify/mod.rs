@@ -55,9 +55,47 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<VerifyState>) {
         .route("/metrics", web::get().to(metrics_text));
 }
 
+/// Per-stream HTTP/2 receive window: a forwarded body up to `FORWARDED_BODY_LIMIT` in one go.
+const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+/// Per-connection HTTP/2 receive window: bodies of many concurrent streams.
+const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// Re-reads the TLS certificate files when they change; a renewal applies to new handshakes,
+/// open connections keep going.
+async fn watch_certificate(
+    certificate: Arc<crate::tls::ReloadingCert>,
+    state: web::Data<VerifyState>,
+) {
+    use crate::tls::Reload;
+    let mut every = tokio::time::interval(crate::tls::RELOAD_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let check = certificate.clone();
+        let Ok(outcome) = tokio::task::spawn_blocking(move || check.check()).await else {
+            continue;
+        };
+        match outcome {
+            Reload::Unchanged => {}
+            Reload::Reloaded => {
+                state.metrics.tls_reloaded.inc();
+                tracing::info!("TLS certificate reloaded");
+            }
+            Reload::Failed(e) => {
+                state.metrics.tls_reload_failed.inc();
+                tracing::error!(error = %e, "TLS certificate files changed but cannot be used; the previous certificate stays");
+            }
+        }
+    }
+}
+
 /// A bound, not yet running verify server.
 pub struct VerifyServer {
     server: Server,
+    /// The listening sockets (plain, then TLS), closed before the server stops.
+    sockets: Vec<TcpListener>,
+    /// The task re-reading the TLS certificate files.
+    reload: Option<tokio::task::JoinHandle<()>>,
     addr: SocketAddr,
     feed: tokio::task::JoinHandle<()>,
     /// The audit writer and how to stop it (after a last flush).
@@ -105,21 +143,50 @@ impl VerifyServer {
         });
         let app_state = state.clone();
         let draining = state.draining.clone();
-        let server = HttpServer::new(move || {
+        let (plain, tls) = (
+            state.metrics.connections_plain.clone(),
+            state.metrics.connections_tls.clone(),
+        );
+        let mut sockets = vec![listener.try_clone()?];
+        let mut server = HttpServer::new(move || {
             App::new()
                 .wrap_fn(crate::service::close_connections_while_draining(
                     draining.clone(),
                 ))
                 .configure(|cfg| configure(cfg, app_state.clone()))
         })
-        .listen(listener)?
-        // Signals are ours (`run_until_stopped`): drain first, then stop; in-flight requests
-        // then get up to 30 s.
-        .disable_signals()
-        .shutdown_timeout(30)
-        .run();
+        .on_connect(move |io, _| {
+            if io.is::<actix_web::rt::net::TcpStream>() {
+                plain.inc();
+            } else {
+                tls.inc();
+            }
+        })
+        // A proxy multiplexes hundreds of forwardAuth requests, some with a body, over one
+        // HTTP/2 connection: no stream limit, and room for their bodies in flight.
+        .h2_initial_window_size(H2_STREAM_WINDOW)
+        .h2_initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // HTTP/1.1 and, on the same port, HTTP/2 with prior knowledge (h2c).
+        .listen_auto_h2c(listener)?;
+        let mut reload = None;
+        if let Some(tls) = &state.settings.verify_tls {
+            let certificate =
+                crate::tls::ReloadingCert::new(tls.files.clone()).map_err(std::io::Error::other)?;
+            let socket = TcpListener::bind(tls.listen_addr)?;
+            sockets.push(socket.try_clone()?);
+            server = server.listen_rustls_0_23(socket, certificate.server_config())?;
+            reload = Some(tokio::spawn(watch_certificate(certificate, state.clone())));
+        }
+        let server = server
+            // Signals are ours (`run_until_stopped`): drain first, then stop; in-flight requests
+            // then get up to 30 s.
+            .disable_signals()
+            .shutdown_timeout(30)
+            .run();
         Ok(Self {
             server,
+            sockets,
+            reload,
             addr,
             feed,
             audit,
@@ -139,10 +206,17 @@ impl VerifyServer {
     /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` and stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let drain = self.state.settings.shutdown_drain;
-        let result =
-            crate::service::serve_until_stopped(self.server, self.state.draining.clone(), drain)
-                .await;
+        let result = crate::service::serve_until_stopped(
+            self.server,
+            self.sockets,
+            self.state.draining.clone(),
+            drain,
+        )
+        .await;
         self.feed.abort();
+        if let Some(reload) = self.reload {
+            reload.abort();
+        }
         if let Some((writer, stop)) = self.audit {
             // The last counts are written before the process ends.
             stop.notify_one();
