@@ -379,7 +379,11 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
                             tally.answered += 1;
                             if after_signal {
                                 tally.after_signal += 1;
-                                if resp.headers().get("connection").is_some_and(|v| v == "close") {
+                                if resp
+                                    .headers()
+                                    .get("connection")
+                                    .is_some_and(|v| v == "close")
+                                {
                                     tally.closing += 1;
                                 }
                             }
@@ -436,7 +440,11 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
         total.refused,
         total.lost
     );
-    assert!(total.answered > 100, "load ran: {} requests", total.answered);
+    assert!(
+        total.answered > 100,
+        "load ran: {} requests",
+        total.answered
+    );
     assert!(
         total.after_signal > 100,
         "requests still answered during the drain: {}",
