@@ -256,6 +256,10 @@ pub struct Settings {
     /// `VERIFY_TLS_CERT` + `VERIFY_TLS_KEY` (+ `VERIFY_TLS_LISTEN_ADDR`): verify also serves
     /// TLS with ALPN h2 for the proxy's forwardAuth.
     pub verify_tls: Option<VerifyTls>,
+    /// `VERIFY_H2_MAX_CONNECTION_AGE`: an HTTP/2 connection older than this is told to go away
+    /// (GOAWAY), so a proxy's one long-lived connection is spread over the replicas in time;
+    /// `None` (0): never.
+    pub verify_h2_max_connection_age: Option<Duration>,
     pub resource_hosts: Vec<HostPattern>,
     pub resource_path: String,
     pub resource_name: String,
@@ -552,6 +556,8 @@ impl Settings {
             log_format,
             listen_addr,
             verify_tls: verify_tls(raw)?,
+            verify_h2_max_connection_age: Some(raw.duration("VERIFY_H2_MAX_CONNECTION_AGE", 300)?)
+                .filter(|age| !age.is_zero()),
             resource_hosts,
             resource_path,
             resource_name: raw.get("RESOURCE_NAME").unwrap_or("MCP server").to_string(),

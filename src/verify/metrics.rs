@@ -146,6 +146,8 @@ pub struct VerifyMetrics {
     pub connections_plain: IntCounter,
     /// Connections accepted on the TLS listener (HTTP/2 or HTTP/1.1 by ALPN).
     pub connections_tls: IntCounter,
+    /// HTTP/2 connections told to go away (draining, or older than the maximum age).
+    pub goaways: IntCounter,
     /// Looks at the certificate files that found them renewed, and that found them unusable.
     pub tls_reloaded: IntCounter,
     pub tls_reload_failed: IntCounter,
@@ -213,6 +215,10 @@ impl VerifyMetrics {
             ),
             connections_plain: connections.with_label_values(&["plain"]),
             connections_tls: connections.with_label_values(&["tls"]),
+            goaways: registry.counter(
+                "mcp_gateway_verify_http2_goaways_total",
+                "HTTP/2 connections told to go away (GOAWAY): verify draining, or the connection older than VERIFY_H2_MAX_CONNECTION_AGE",
+            ),
             tls_reloaded: reloads.with_label_values(&["reloaded"]),
             tls_reload_failed: reloads.with_label_values(&["failed"]),
             registry,

@@ -11,10 +11,12 @@ pub mod dpop;
 pub mod error;
 pub mod feed;
 pub mod forward_auth;
+pub mod goaway;
 pub mod mcp;
 pub mod metrics;
 pub mod request;
 pub mod state;
+pub mod transport;
 
 pub use state::VerifyState;
 
@@ -24,7 +26,7 @@ use std::sync::atomic::Ordering;
 
 use actix_web::dev::Server;
 use actix_web::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, web};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -54,11 +56,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<VerifyState>) {
         .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics_text));
 }
-
-/// Per-stream HTTP/2 receive window: a forwarded body up to `FORWARDED_BODY_LIMIT` in one go.
-const H2_STREAM_WINDOW: u32 = 1024 * 1024;
-/// Per-connection HTTP/2 receive window: bodies of many concurrent streams.
-const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Re-reads the TLS certificate files when they change; a renewal applies to new handshakes,
 /// open connections keep going.
@@ -143,46 +140,39 @@ impl VerifyServer {
         });
         let app_state = state.clone();
         let draining = state.draining.clone();
-        let (plain, tls) = (
-            state.metrics.connections_plain.clone(),
-            state.metrics.connections_tls.clone(),
-        );
         let mut sockets = vec![listener.try_clone()?];
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap_fn(crate::service::close_connections_while_draining(
-                    draining.clone(),
-                ))
-                .configure(|cfg| configure(cfg, app_state.clone()))
-        })
-        .on_connect(move |io, _| {
-            if io.is::<actix_web::rt::net::TcpStream>() {
-                plain.inc();
-            } else {
-                tls.inc();
-            }
-        })
-        // A proxy multiplexes hundreds of forwardAuth requests, some with a body, over one
-        // HTTP/2 connection: no stream limit, and room for their bodies in flight.
-        .h2_initial_window_size(H2_STREAM_WINDOW)
-        .h2_initial_connection_window_size(H2_CONNECTION_WINDOW)
-        // HTTP/1.1 and, on the same port, HTTP/2 with prior knowledge (h2c).
-        .listen_auto_h2c(listener)?;
         let mut reload = None;
-        if let Some(tls) = &state.settings.verify_tls {
-            let certificate =
-                crate::tls::ReloadingCert::new(tls.files.clone()).map_err(std::io::Error::other)?;
-            let socket = TcpListener::bind(tls.listen_addr)?;
+        let mut tls = None;
+        if let Some(settings) = &state.settings.verify_tls {
+            let certificate = crate::tls::ReloadingCert::new(settings.files.clone())
+                .map_err(std::io::Error::other)?;
+            let socket = TcpListener::bind(settings.listen_addr)?;
             sockets.push(socket.try_clone()?);
-            server = server.listen_rustls_0_23(socket, certificate.server_config())?;
+            tls = Some((socket, certificate.server_config()));
             reload = Some(tokio::spawn(watch_certificate(certificate, state.clone())));
         }
-        let server = server
-            // Signals are ours (`run_until_stopped`): drain first, then stop; in-flight requests
-            // then get up to 30 s.
-            .disable_signals()
-            .shutdown_timeout(30)
-            .run();
+        let listeners = transport::Listeners {
+            plain: listener,
+            plain_connections: state.metrics.connections_plain.clone(),
+            tls,
+            tls_connections: state.metrics.connections_tls.clone(),
+        };
+        let when = goaway::GoAwayWhen {
+            draining: state.draining.clone(),
+            max_age: state.settings.verify_h2_max_connection_age,
+            sent: state.metrics.goaways.clone(),
+        };
+        let server = transport::serve(
+            move || {
+                App::new()
+                    .wrap_fn(crate::service::close_connections_while_draining(
+                        draining.clone(),
+                    ))
+                    .configure(|cfg| configure(cfg, app_state.clone()))
+            },
+            listeners,
+            when,
+        )?;
         Ok(Self {
             server,
             sockets,

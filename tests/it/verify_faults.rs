@@ -334,13 +334,34 @@ async fn a_silent_feed_is_noticed_within_the_heartbeat_bound() {
 /// refused or never established is the client's cue to go elsewhere, nothing was sent), `/ready`
 /// turns 503 at once, responses tell the clients to close, and the process exits cleanly after
 /// the drain period.
-async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)], path: &str) {
+async fn sigterm_under_load_loses_no_request(
+    binary: &str,
+    env: &[(&str, String)],
+    path: &str,
+    transport: Transport,
+) {
     use std::process::Command;
     let port = free_port();
+    let tls_port = free_port();
+    let certs = tempfile::tempdir().unwrap();
+    let made = mcp_oauth_gateway::tls::generate(certs.path(), &["127.0.0.1".to_string()]).unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&made.ca_cert).unwrap()).unwrap();
     let mut child = Command::new(bin(binary))
         .env_clear()
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .envs(
+            (transport == Transport::H2Tls)
+                .then(|| {
+                    [
+                        ("VERIFY_TLS_CERT", made.cert.cert.display().to_string()),
+                        ("VERIFY_TLS_KEY", made.cert.key.display().to_string()),
+                        ("VERIFY_TLS_LISTEN_ADDR", format!("127.0.0.1:{tls_port}")),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .env("SHUTDOWN_DRAIN", "3")
         .env("LOG_FORMAT", "text")
         .stdout(std::process::Stdio::null())
@@ -351,20 +372,35 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
     wait_serving(&format!("{base}/ready"), Duration::from_secs(10))
         .await
         .expect("service ready");
+    let load_base = match transport {
+        Transport::H2Tls => format!("https://127.0.0.1:{tls_port}"),
+        _ => base.clone(),
+    };
 
     let signalled = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..32)
         .map(|_| {
             let (signalled, stop) = (signalled.clone(), stop.clone());
-            let url = format!("{base}{path}");
+            let url = format!("{load_base}{path}");
+            let ca = ca.clone();
             tokio::spawn(async move {
-                // One connection per worker, kept alive between requests.
-                let client = reqwest::Client::builder()
+                // One connection per worker, kept alive between requests (HTTP/1.1), or every
+                // request a stream on it (HTTP/2).
+                let build = move || {
+                    match transport {
+                        Transport::Http1 => reqwest::Client::builder(),
+                        Transport::H2c => reqwest::Client::builder().http2_prior_knowledge(),
+                        Transport::H2Tls => reqwest::Client::builder()
+                            .add_root_certificate(ca.clone())
+                            .https_only(true),
+                    }
                     .pool_max_idle_per_host(1)
                     .timeout(Duration::from_secs(5))
                     .build()
-                    .unwrap();
+                    .unwrap()
+                };
+                let mut client = build();
                 let mut tally = Tally::default();
                 while !stop.load(Ordering::SeqCst) {
                     let after_signal = signalled.load(Ordering::SeqCst);
@@ -387,6 +423,9 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
                                     tally.closing += 1;
                                 }
                             }
+                            if resp.version() == reqwest::Version::HTTP_2 {
+                                tally.h2 += 1;
+                            }
                             if let Err(e) = resp.bytes().await {
                                 tally.lost.push(format!("body: {e:?}"));
                             }
@@ -396,6 +435,12 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
                         Err(e) if e.is_connect() => {
                             tally.refused += 1;
                             tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        // HTTP/2 GOAWAY (RFC 9113 §6.8): the request was not processed and is
+                        // retried on a new connection, as Go's client (Traefik) does.
+                        Err(e) if format!("{e:?}").contains("GoAway(b\"\", NO_ERROR, Remote)") => {
+                            tally.went_away += 1;
+                            client = build();
                         }
                         Err(e) => tally.lost.push(format!("{e:?}")),
                     }
@@ -416,6 +461,8 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
     })
     .await;
     assert!(ready.is_ok(), "/ready 503 right after SIGTERM");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let goaways = metric_at(&base, "mcp_gateway_verify_http2_goaways_total").await;
     // The load goes on through the end of the drain and the stop.
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
@@ -430,7 +477,18 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
         total.after_signal += tally.after_signal;
         total.closing += tally.closing;
         total.refused += tally.refused;
+        total.h2 += tally.h2;
+        total.went_away += tally.went_away;
         total.lost.extend(tally.lost);
+    }
+    if transport == Transport::Http1 {
+        assert_eq!(total.h2, 0);
+    } else {
+        assert_eq!(total.h2, total.answered, "every answer over HTTP/2");
+        assert!(
+            goaways >= 32.0,
+            "every connection was told to go away during the drain: {goaways}"
+        );
     }
     assert!(
         total.lost.is_empty(),
@@ -450,17 +508,30 @@ async fn sigterm_under_load_loses_no_request(binary: &str, env: &[(&str, String)
         "requests still answered during the drain: {}",
         total.after_signal
     );
-    assert!(
-        total.closing > 0,
-        "responses during the drain say Connection: close"
-    );
+    if transport == Transport::Http1 {
+        assert!(
+            total.closing > 0,
+            "responses during the drain say Connection: close"
+        );
+    }
     assert!(total.refused > 0, "the load went on past the stop");
     assert!(status.success(), "clean exit after the drain: {status:?}");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge on the plain listener.
+    H2c,
+    /// HTTP/2 by ALPN on the TLS listener.
+    H2Tls,
 }
 
 /// What one load worker saw.
 #[derive(Default)]
 struct Tally {
+    h2: u32,
+    went_away: u32,
     answered: u32,
     after_signal: u32,
     closing: u32,
@@ -483,8 +554,29 @@ fn service_env(redis: &RedisServer) -> Vec<(&'static str, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_drains_on_sigterm_without_losing_a_request() {
     let redis = RedisServer::start().await;
-    sigterm_under_load_loses_no_request("mcp-gateway-verify", &service_env(&redis), "/verify")
+    sigterm_under_load_loses_no_request(
+        "mcp-gateway-verify",
+        &service_env(&redis),
+        "/verify",
+        Transport::Http1,
+    )
+    .await;
+}
+
+/// HTTP/2 connections are told to go away (GOAWAY) when the drain starts: the clients move
+/// their next requests to new connections and nothing in flight is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_drains_http2_connections_on_sigterm_without_losing_a_request() {
+    let redis = RedisServer::start().await;
+    for transport in [Transport::H2c, Transport::H2Tls] {
+        sigterm_under_load_loses_no_request(
+            "mcp-gateway-verify",
+            &service_env(&redis),
+            "/verify",
+            transport,
+        )
         .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,6 +586,7 @@ async fn auth_drains_on_sigterm_without_losing_a_request() {
         "mcp-gateway-auth",
         &service_env(&redis),
         "/.well-known/oauth-authorization-server",
+        Transport::Http1,
     )
     .await;
 }
