@@ -42,7 +42,7 @@ RUN rustc --edition 2024 -C opt-level=s -C strip=symbols \
 COPY src ./src
 COPY templates ./templates
 RUN cargo build --release --locked --bins \
- && mkdir -p /out \
+ && mkdir -p /out /tls \
  && cp target/release/mcp-gateway target/release/mcp-gateway-auth target/release/mcp-gateway-verify \
        /build/mcp-gateway-healthcheck /out/ \
  && /out/mcp-gateway --version
@@ -52,6 +52,9 @@ LABEL org.opencontainers.image.title="mcp-oauth-gateway" \
       org.opencontainers.image.description="OAuth 2.1 gateway for MCP servers: mcp-gateway-verify (ForwardAuth), mcp-gateway-auth (authorization server), mcp-gateway (CLI)" \
       org.opencontainers.image.licenses="MIT"
 COPY --from=builder /out/ /usr/local/bin/
+# Where `mcp-gateway tls generate` writes verify's certificate in Compose (a named volume
+# mounted here takes this folder's owner, so the non-root user can write it).
+COPY --from=builder --chown=65532:65532 /tls /var/lib/mcp-gateway/tls
 # 65532 = the distroless "nonroot" user; numeric so that runAsNonRoot can check it.
 USER 65532:65532
 WORKDIR /home/nonroot

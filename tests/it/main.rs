@@ -12,6 +12,7 @@ mod dev;
 mod dpop;
 mod e2e;
 mod e2e_clients;
+mod e2e_h2;
 mod e2e_machine;
 mod e2e_oidc;
 mod e2e_proxies;

@@ -94,6 +94,11 @@ pub struct Stack {
     auth_url: String,
     /// What the proxy's forwardAuth calls: the one replica, or the balancer in front of them.
     verify_endpoint: String,
+    /// Traefik's forwardAuth base URL: the one replica's TLS listener (HTTP/2, with the shipped
+    /// configuration), else `verify_endpoint`.
+    pub verify_auth_url: String,
+    /// The private CA that signed verify's certificate (`mcp-gateway tls generate`).
+    pub verify_tls: mcp_oauth_gateway::tls::Generated,
     procs: Vec<Proc>,
     /// Settings the services and the CLI share.
     common: Vec<(&'static str, String)>,
@@ -185,6 +190,14 @@ impl Stack {
         .await;
         procs.push(auth);
 
+        // verify's certificate, as an operator makes it (Traefik's forwardAuth speaks HTTP/2 to
+        // the one replica over TLS; the balancer in front of several speaks HTTP/1.1).
+        let verify_tls = mcp_oauth_gateway::tls::generate(
+            &logs.join("verify-tls"),
+            &["127.0.0.1".to_string(), "localhost".to_string()],
+        )
+        .expect("verify's certificate");
+        let mut verify_tls_url = None;
         let mut verify_urls = Vec::new();
         for i in 0..opts.verify_replicas {
             let vport = free_port();
@@ -192,6 +205,13 @@ impl Stack {
             cmd.envs(common.iter().map(|(k, v)| (*k, v.as_str())))
                 .envs(opts.verify_env.iter().map(|(k, v)| (k, v)))
                 .env("LISTEN_ADDR", format!("127.0.0.1:{vport}"));
+            if opts.verify_replicas == 1 {
+                let tport = free_port();
+                cmd.env("VERIFY_TLS_CERT", &verify_tls.cert.cert)
+                    .env("VERIFY_TLS_KEY", &verify_tls.cert.key)
+                    .env("VERIFY_TLS_LISTEN_ADDR", format!("127.0.0.1:{tport}"));
+                verify_tls_url = Some(format!("https://127.0.0.1:{tport}"));
+            }
             let name = match opts.verify_replicas {
                 1 => "mcp-gateway-verify".to_string(),
                 _ => format!("mcp-gateway-verify-{}", i + 1),
@@ -254,6 +274,8 @@ impl Stack {
             proxy_port: pport,
             verify_urls,
             auth_url,
+            verify_auth_url: verify_tls_url.unwrap_or_else(|| verify_endpoint.clone()),
+            verify_tls,
             verify_endpoint,
             procs,
             common,
@@ -295,7 +317,9 @@ impl Stack {
                 std::fs::write(&path, conf).expect("write traefik.yml");
                 cmd.arg(format!("--configFile={}", path.display()))
                     .env("MCP_HOST", "localhost")
-                    .env("AUTH_HOST", "127.0.0.1");
+                    .env("AUTH_HOST", "127.0.0.1")
+                    .env("VERIFY_AUTH_URL", &self.verify_auth_url)
+                    .env("VERIFY_CA", &self.verify_tls.ca_cert);
             }
             Proxy::Caddy => {
                 // Site addresses and upstreams come from the environment; only a bind address
