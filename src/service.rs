@@ -245,15 +245,28 @@ pub fn metrics_response(text: String) -> actix_web::HttpResponse {
 /// are still answered, on open connections too, for `SHUTDOWN_DRAIN`; then the server stops
 /// and in-flight requests finish.
 #[derive(Debug, Default)]
-pub struct Draining(AtomicBool);
+pub struct Draining {
+    draining: AtomicBool,
+    /// The last part of the drain: the listeners take no new connection.
+    closing: AtomicBool,
+}
 
 impl Draining {
     pub fn is_draining(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub fn start(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the listeners have stopped taking connections (`ACCEPT_GRACE` before the stop).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
     }
 }
 
@@ -320,6 +333,7 @@ pub async fn serve_until_stopped(
         for socket in &sockets {
             stop_listening(socket);
         }
+        draining.close();
         tokio::time::sleep(grace).await;
         handle.stop(true).await;
     });

@@ -556,7 +556,7 @@ impl Settings {
             log_format,
             listen_addr,
             verify_tls: verify_tls(raw)?,
-            verify_h2_max_connection_age: Some(raw.duration("VERIFY_H2_MAX_CONNECTION_AGE", 300)?)
+            verify_h2_max_connection_age: Some(raw.duration("VERIFY_H2_MAX_CONNECTION_AGE", 0)?)
                 .filter(|age| !age.is_zero()),
             resource_hosts,
             resource_path,

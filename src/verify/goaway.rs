@@ -1,16 +1,24 @@
 //! HTTP/2 GOAWAY (RFC 9113 §6.8) for connections the HTTP server gives no way to close
-//! gracefully: a transparent wrapper around the connection's byte stream that, once verify is
-//! draining (or the connection has lived `H2_MAX_CONNECTION_AGE`), writes a GOAWAY frame between
-//! two of the server's frames. The proxy then opens no new stream on the connection, sends its
-//! next requests on a new one (to another replica, or here until the listener closes), and closes
-//! this one when its streams are answered, so a stop drops nothing and a long-lived connection is
-//! rebalanced.
+//! gracefully: a transparent wrapper around the connection's byte stream that, once verify stops
+//! taking connections at the end of its drain (or the connection has lived
+//! `VERIFY_H2_MAX_CONNECTION_AGE`), writes a GOAWAY frame between two of the server's frames. The
+//! proxy then opens no new stream on the connection and sends its next requests on a new one
+//! (to another replica), and the connection closes once its streams are answered, so a stop drops
+//! nothing that reached it.
+//!
+//! Not at the start of the drain: every GOAWAY makes Go's client (Traefik) dial anew, and while
+//! it does, requests whose body it forwards (`forwardBody`) and cannot replay may fail
+//! (`cannot rewind body after connection loss`). The drain keeps the proxy's connection serving
+//! (`/ready` already turned it away) and says GOAWAY once, when this replica takes no more.
 //!
 //! The wrapper reads frame headers only (9 bytes a frame, RFC 9113 §4.1): outgoing to know where a
-//! frame ends, incoming to know the highest stream the client opened, which GOAWAY names as the
-//! last one processed. Streams the client opened after it are still answered here; the client has
-//! been told they were not processed and retries them elsewhere, which is harmless for verify's
-//! idempotent GET. HTTP/1.1 connections pass through untouched.
+//! frame ends and which streams are answered, incoming to know which the client opened. The
+//! GOAWAY names the largest stream id (2^31-1, the first step of RFC 9113 §6.8's graceful
+//! shutdown): every stream the client sent before it saw the frame is still answered here, so
+//! nothing needs a retry (a proxy that forwards the request body cannot retry). The connection
+//! is closed once a second has passed since (far more than a round trip: whatever the client
+//! sent before reading the GOAWAY has arrived) and every stream is answered. HTTP/1.1
+//! connections pass through untouched.
 
 use std::future::Future;
 use std::io;
@@ -26,10 +34,18 @@ use crate::service::Draining;
 /// The client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
 const GOAWAY: u8 = 0x7;
-/// How often an idle HTTP/2 connection looks whether it should say GOAWAY.
+const END_STREAM: u8 = 0x1;
+/// How often an idle HTTP/2 connection looks whether it should say GOAWAY, or close.
 const IDLE_LOOK: Duration = Duration::from_millis(200);
+/// How long after its GOAWAY a connection stays open for streams the client sent before it
+/// read the frame.
+const CLOSE_AFTER: Duration = Duration::from_secs(1);
+/// "Every stream you sent is processed" (RFC 9113 §6.8).
+const ALL_STREAMS: u32 = 0x7fff_ffff;
 
 /// When connections should be told to go away.
 #[derive(Debug, Clone)]
@@ -66,8 +82,9 @@ impl Frames {
         self.filled == 0 && self.payload_left == 0
     }
 
-    /// Advances over `bytes`, calling `seen(type, stream)` for each frame header completed.
-    fn advance(&mut self, mut bytes: &[u8], mut seen: impl FnMut(u8, u32)) {
+    /// Advances over `bytes`, calling `seen(type, flags, stream)` for each frame header
+    /// completed.
+    fn advance(&mut self, mut bytes: &[u8], mut seen: impl FnMut(u8, u8, u32)) {
         while !bytes.is_empty() {
             if self.payload_left > 0 {
                 let n = self.payload_left.min(bytes.len());
@@ -84,7 +101,7 @@ impl Frames {
                 self.payload_left =
                     usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
                 let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                seen(h[3], stream);
+                seen(h[3], h[4], stream);
                 self.filled = 0;
                 self.started = true;
             }
@@ -104,8 +121,13 @@ pub struct GoAwayIo<T> {
     incoming: Frames,
     outgoing: Frames,
     last_stream: u32,
+    /// Streams the client opened that the server has not finished (no END_STREAM or
+    /// RST_STREAM yet): once GOAWAY is out and none is left, the connection is closed.
+    open: std::collections::HashSet<u32>,
     /// The GOAWAY frame and how much of it is written; `Some` once decided.
     goaway: Option<([u8; FRAME_HEADER + 8], usize)>,
+    /// When the GOAWAY was all written.
+    goaway_out: Option<Instant>,
     idle_look: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -124,7 +146,9 @@ impl<T> GoAwayIo<T> {
             incoming: Frames::default(),
             outgoing: Frames::default(),
             last_stream: 0,
+            open: std::collections::HashSet::new(),
             goaway: None,
+            goaway_out: None,
             idle_look: None,
         }
     }
@@ -139,11 +163,11 @@ impl<T> GoAwayIo<T> {
             && self.preface == PREFACE.len()
             && self.outgoing.started
             && self.outgoing.at_boundary()
-            // Like `Connection: close` after a response: a connection opened during the drain
-            // still gets its first requests answered, so clients are never bounced around.
-            && self.last_stream > 0
-            && (self.when.draining.is_draining()
-                || self.when.max_age.is_some_and(|age| self.born.elapsed() >= age))
+            && (self.when.draining.is_closing()
+                || self
+                    .when
+                    .max_age
+                    .is_some_and(|age| self.born.elapsed() >= age))
     }
 
     fn decide(&mut self) {
@@ -151,7 +175,7 @@ impl<T> GoAwayIo<T> {
             let mut frame = [0u8; FRAME_HEADER + 8];
             frame[2] = 8;
             frame[3] = GOAWAY;
-            frame[9..13].copy_from_slice(&self.last_stream.to_be_bytes());
+            frame[9..13].copy_from_slice(&ALL_STREAMS.to_be_bytes());
             // Error code 0 (NO_ERROR): a graceful shutdown.
             self.goaway = Some((frame, 0));
             self.when.sent.inc();
@@ -175,12 +199,34 @@ impl<T> GoAwayIo<T> {
                 self.h2 = Some(true);
             }
         }
-        let last = &mut self.last_stream;
-        self.incoming.advance(bytes, |kind, stream| {
+        let (last, open) = (&mut self.last_stream, &mut self.open);
+        self.incoming.advance(bytes, |kind, _, stream| {
             if kind == HEADERS && stream % 2 == 1 && stream > *last {
                 *last = stream;
+                open.insert(stream);
+            } else if kind == RST_STREAM {
+                open.remove(&stream);
             }
         });
+    }
+
+    /// Follows what the server sent: a stream ends with END_STREAM or RST_STREAM.
+    fn observe_outgoing(&mut self, bytes: &[u8]) {
+        let open = &mut self.open;
+        self.outgoing.advance(bytes, |kind, flags, stream| {
+            if ((kind == HEADERS || kind == DATA) && flags & END_STREAM != 0) || kind == RST_STREAM
+            {
+                open.remove(&stream);
+            }
+        });
+    }
+
+    /// GOAWAY is out and every stream the client opened is answered: nothing more will come
+    /// that this connection must serve.
+    fn finished(&self) -> bool {
+        self.goaway_out
+            .is_some_and(|at| at.elapsed() >= CLOSE_AFTER)
+            && self.open.is_empty()
     }
 }
 
@@ -196,6 +242,9 @@ impl<T: AsyncWrite + Unpin> GoAwayIo<T> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             *written += n;
+            if *written == frame.len() {
+                self.goaway_out = Some(Instant::now());
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -208,32 +257,38 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GoAwayIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.h2 == Some(true) && this.finished() {
+            // The end of the connection, as if the client had closed it: the server's
+            // connection task ends, and a stopping server is not kept waiting by a proxy
+            // that keeps a connection it was told to leave.
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &read {
             this.observe_incoming(&buf.filled()[before..]);
         }
-        if this.h2 == Some(true) && this.goaway.is_none() {
-            // An idle connection says GOAWAY too: look again shortly.
+        if this.h2 == Some(true) {
             this.decide();
-            if this.goaway.is_none() {
-                let look = this
-                    .idle_look
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE_LOOK)));
-                if look.as_mut().poll(cx).is_ready() {
-                    look.as_mut().reset(tokio::time::Instant::now() + IDLE_LOOK);
-                    let _ = look.as_mut().poll(cx);
-                    this.decide();
-                }
-            }
-            if this.goaway.is_some() {
-                this.idle_look = None;
+            if let Some((frame, written)) = &this.goaway
+                && *written < frame.len()
+            {
                 // Out now, between two of the server's frames; the flush is retried by the
                 // next write or flush if the socket is full.
                 if let Poll::Ready(Err(e)) = this.poll_goaway(cx) {
                     return Poll::Ready(Err(e));
                 }
                 let _ = Pin::new(&mut this.io).poll_flush(cx);
+            }
+            // An idle connection is looked at again shortly: whether to say GOAWAY, or whether
+            // its last stream is answered.
+            let look = this
+                .idle_look
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE_LOOK)));
+            if look.as_mut().poll(cx).is_ready() {
+                look.as_mut().reset(tokio::time::Instant::now() + IDLE_LOOK);
+                let _ = look.as_mut().poll(cx);
+                cx.waker().wake_by_ref();
             }
         }
         read
@@ -254,7 +309,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GoAwayIo<T> {
         }
         let n = std::task::ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
         if this.h2 == Some(true) {
-            this.outgoing.advance(&buf[..n], |_, _| {});
+            this.observe_outgoing(&buf[..n]);
         }
         Poll::Ready(Ok(n))
     }
@@ -297,13 +352,13 @@ mod tests {
             let mut frames = Frames::default();
             let mut seen = Vec::new();
             for piece in bytes.chunks(chunk) {
-                frames.advance(piece, |kind, stream| seen.push((kind, stream)));
+                frames.advance(piece, |kind, _, stream| seen.push((kind, stream)));
             }
             assert!(frames.at_boundary());
             assert_eq!(seen, vec![(0x4, 0), (HEADERS, 1), (0x0, 1), (HEADERS, 7)]);
         }
         let mut frames = Frames::default();
-        frames.advance(&bytes[..12], |_, _| {});
+        frames.advance(&bytes[..12], |_, _, _| {});
         assert!(!frames.at_boundary(), "inside the first frame's payload");
     }
 
@@ -320,6 +375,13 @@ mod tests {
         h2.observe_incoming(&bytes[..5]);
         h2.observe_incoming(&bytes[5..]);
         assert_eq!((h2.h2, h2.last_stream), (Some(true), 3));
+        // The stream ends when the server's answer carries END_STREAM.
+        let mut answer = frame(HEADERS, 3, 4);
+        answer[4] = END_STREAM;
+        h2.observe_outgoing(&frame(0x4, 0, 0));
+        assert_eq!(h2.open.len(), 1);
+        h2.observe_outgoing(&answer);
+        assert!(h2.open.is_empty());
         let mut h1 = GoAwayIo::new((), Known::Detect, when);
         h1.observe_incoming(b"GET /verify HTTP/1.1\r\n");
         assert_eq!(h1.h2, Some(false));

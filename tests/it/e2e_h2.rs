@@ -143,3 +143,77 @@ async fn e2e_renewing_verifys_certificate_under_load_drops_nothing() {
         "answers other than verify's 401: {others:?}"
     );
 }
+
+/// SIGTERM to verify while Traefik sends it load over HTTP/2, with the shipped forwardAuth
+/// (the body forwarded): no MCP request fails while verify still takes connections (every
+/// answer until then is verify's own 401; only once it has stopped, a second before it exits,
+/// does Traefik, with no other replica, find none and answer 503), and verify exits right
+/// after its drain (the connection was told to go away and closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_sigterm_to_verify_under_load_through_traefik_fails_no_request() {
+    if !crate::support::procs::e2e_enabled(&[Proxy::Traefik.bin()]) {
+        return;
+    }
+    let mut stack = Stack::builder(Proxy::Traefik)
+        .verify_env("SHUTDOWN_DRAIN", "3")
+        .start()
+        .await;
+    assert_eq!(unauthenticated_load(&stack.mcp_url, 1, 1).await, vec![401]);
+    let started = std::time::Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), stack.mcp_url.clone());
+            tokio::spawn(async move {
+                let client = http();
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let status = client
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    answers.push((started.elapsed(), status));
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = started.elapsed();
+    let pid = stack.verify_proc().pid();
+    crate::support::procs::sigterm(pid);
+    let exited = wait_for(Duration::from_secs(10), || {
+        let exited = stack.verify_proc().exited();
+        async move { exited }
+    })
+    .await
+    .expect("verify exits after its drain");
+    assert!(
+        exited < Duration::from_millis(5000),
+        "verify exited {exited:?} after SIGTERM (drain 3 s)"
+    );
+    stop.store(true, Ordering::SeqCst);
+    // The drain is 3 s; the listener stops taking connections at 2 s.
+    let listening_until = signalled + Duration::from_millis(1900);
+    let mut during = 0;
+    let mut failed = Vec::new();
+    for worker in workers {
+        for (at, status) in worker.await.unwrap() {
+            if at > signalled && at < listening_until {
+                during += 1;
+                if status != 401 {
+                    failed.push((at, status));
+                }
+            }
+        }
+    }
+    assert!(during > 100, "load ran through the drain: {during}");
+    assert!(
+        failed.is_empty(),
+        "answers other than verify's 401 while it was draining: {failed:?}"
+    );
+}

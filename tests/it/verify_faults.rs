@@ -461,13 +461,13 @@ async fn sigterm_under_load_loses_no_request(
     })
     .await;
     assert!(ready.is_ok(), "/ready 503 right after SIGTERM");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let goaways = metric_at(&base, "mcp_gateway_verify_http2_goaways_total").await;
+    let signalled_at = std::time::Instant::now();
     // The load goes on through the end of the drain and the stop.
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
+    let stopped_after = signalled_at.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let mut total = Tally::default();
@@ -485,9 +485,11 @@ async fn sigterm_under_load_loses_no_request(
         assert_eq!(total.h2, 0);
     } else {
         assert_eq!(total.h2, total.answered, "every answer over HTTP/2");
+        // Told to go away when the drain ends, the clients leave their connections and
+        // verify stops at once (a connection kept open would hold it up to 30 s).
         assert!(
-            goaways >= 32.0,
-            "every connection was told to go away during the drain: {goaways}"
+            stopped_after < Duration::from_millis(5500),
+            "verify stopped {stopped_after:?} after SIGTERM (drain 3 s)"
         );
     }
     assert!(

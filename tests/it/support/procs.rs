@@ -106,6 +106,15 @@ pub struct Proc {
 }
 
 impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited (reaped if so).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     pub fn spawn(name: &str, mut cmd: Command, logs: &Path) -> Proc {
         let log = logs.join(format!("{name}.log"));
         let out = File::create(&log).expect("log file");

@@ -453,6 +453,14 @@ impl Stack {
         self.dir.path().join(name)
     }
 
+    /// The one verify process.
+    pub fn verify_proc(&mut self) -> &mut Proc {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == "mcp-gateway-verify")
+            .expect("one verify process")
+    }
+
     /// Stops every verify process (the proxy's forwardAuth then reaches nothing).
     pub fn stop_verify(&mut self) {
         self.procs
