@@ -28,11 +28,8 @@ TIME_WAIT sockets every 30 s.
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,17 +40,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 sys.path.insert(0, BENCH)
 from parse_wrk import parse  # noqa: E402
+from store_scale import free_port  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
 HOST = "mcp.localhost"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def cpu_seconds(pid):

@@ -305,6 +305,25 @@ where
     }
 }
 
+/// A bound server: what it serves on, and the listening sockets it stops taking connections
+/// on before it stops ([`serve_until_stopped`]).
+pub struct Serving {
+    pub server: actix_web::dev::Server,
+    pub sockets: Vec<std::net::TcpListener>,
+    pub addr: SocketAddr,
+}
+
+impl Serving {
+    /// [`serve_until_stopped`], `draining` telling the handlers, for `drain`.
+    pub async fn until_stopped(
+        self,
+        draining: Arc<Draining>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        serve_until_stopped(self.server, self.sockets, draining, drain).await
+    }
+}
+
 /// How long before the end of the drain the listening sockets close: connections accepted
 /// just before have this long to send their request and get its answer.
 pub const ACCEPT_GRACE: Duration = Duration::from_secs(1);

@@ -57,7 +57,6 @@ pub mod upstream;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::dev::Server;
 use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
 
 use crate::audit::{Actor, Event, Events, Kind};
@@ -342,10 +341,7 @@ where
 
 /// A bound, not yet running authorization server.
 pub struct AuthServer {
-    server: Server,
-    /// The listening socket, closed before the server stops.
-    sockets: Vec<std::net::TcpListener>,
-    addr: SocketAddr,
+    serving: crate::service::Serving,
     state: web::Data<AuthState>,
     /// The webhook receivers' delivery tasks.
     webhooks: Vec<tokio::task::JoinHandle<()>>,
@@ -397,16 +393,18 @@ impl AuthServer {
             backlog: state.metrics.webhook_backlog.clone(),
         });
         Ok(Self {
-            server,
-            sockets,
-            addr,
+            serving: crate::service::Serving {
+                server,
+                sockets,
+                addr,
+            },
             state,
             webhooks,
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.serving.addr
     }
 
     pub fn state(&self) -> web::Data<AuthState> {
@@ -415,14 +413,11 @@ impl AuthServer {
 
     /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` and stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let drain = self.state.settings.shutdown_drain;
-        let result = crate::service::serve_until_stopped(
-            self.server,
-            self.sockets,
+        let (draining, drain) = (
             self.state.draining.clone(),
-            drain,
-        )
-        .await;
+            self.state.settings.shutdown_drain,
+        );
+        let result = self.serving.until_stopped(draining, drain).await;
         // What was read and not yet delivered is taken over by another replica (or this one,
         // restarted) once it has been idle long enough.
         for task in self.webhooks {

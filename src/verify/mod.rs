@@ -24,7 +24,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use actix_web::dev::Server;
 use actix_web::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{App, HttpRequest, HttpResponse, web};
 
@@ -88,12 +87,10 @@ async fn watch_certificate(
 
 /// A bound, not yet running verify server.
 pub struct VerifyServer {
-    server: Server,
-    /// The listening sockets (plain, then TLS), closed before the server stops.
-    sockets: Vec<TcpListener>,
+    /// The server and its sockets (plain, then TLS).
+    serving: crate::service::Serving,
     /// The task re-reading the TLS certificate files.
     reload: Option<tokio::task::JoinHandle<()>>,
-    addr: SocketAddr,
     feed: tokio::task::JoinHandle<()>,
     /// The audit writer and how to stop it (after a last flush).
     audit: Option<(tokio::task::JoinHandle<()>, Arc<tokio::sync::Notify>)>,
@@ -174,10 +171,12 @@ impl VerifyServer {
             when,
         )?;
         Ok(Self {
-            server,
-            sockets,
+            serving: crate::service::Serving {
+                server,
+                sockets,
+                addr,
+            },
             reload,
-            addr,
             feed,
             audit,
             state,
@@ -185,7 +184,7 @@ impl VerifyServer {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.serving.addr
     }
 
     /// Shared state, for tests and the dev server.
@@ -195,14 +194,11 @@ impl VerifyServer {
 
     /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` and stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let drain = self.state.settings.shutdown_drain;
-        let result = crate::service::serve_until_stopped(
-            self.server,
-            self.sockets,
+        let (draining, drain) = (
             self.state.draining.clone(),
-            drain,
-        )
-        .await;
+            self.state.settings.shutdown_drain,
+        );
+        let result = self.serving.until_stopped(draining, drain).await;
         self.feed.abort();
         if let Some(reload) = self.reload {
             reload.abort();
