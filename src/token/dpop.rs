@@ -105,32 +105,17 @@ pub fn check_with(
         return Err(ProofError("the DPoP proof is not a JWT"));
     };
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let header: Header = b64
-        .decode(head)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or(ProofError("the DPoP proof's header is not JSON"))?;
-    if !header
-        .typ
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case(TYP))
-    {
-        return Err(ProofError("the DPoP proof's typ must be dpop+jwt"));
-    }
-    let alg = algorithm(&header.alg).ok_or(ProofError(
-        "the DPoP proof's alg is not one of dpop_signing_alg_values_supported",
-    ))?;
-    let jwk = header
-        .jwk
-        .ok_or(ProofError("the DPoP proof's header carries no jwk"))?;
-    let jkt = public_thumbprint(&jwk, alg)?;
+    let key = match keys {
+        Some(keys) => keys.of_header(head)?,
+        None => Arc::new(ProofKey::read(head)?),
+    };
     // The signature over `header.payload`, verified with the jwk's key as it stands: the one
     // check per request nothing can cache, so nothing else is done twice around it.
     let signature = b64
         .decode(signature)
         .map_err(|_| ProofError("the DPoP proof's signature is not base64url"))?;
     let signed = &proof.as_bytes()[..head.len() + 1 + payload.len()];
-    if !signature_verifies(&jwk, &jkt, alg, signed, &signature, keys) {
+    if !key.verifier.verifies(signed, &signature) {
         return Err(ProofError(
             "the DPoP proof's signature does not verify with its jwk",
         ));
@@ -177,7 +162,7 @@ pub fn check_with(
         (None, _) => {}
     }
     Ok(Proof {
-        jkt,
+        jkt: key.jkt.clone(),
         jti,
         iat,
         nonce: claims.nonce,
@@ -230,11 +215,114 @@ fn algorithm(name: &str) -> Option<Algorithm> {
     }
 }
 
-/// The parsed public keys of the proofs seen, by thumbprint (at most `capacity`, then started
-/// afresh): parsing a key (an EC point's validation, an Ed25519 point) is work a client's next
-/// proof need not repeat. The signature itself is checked every time.
+/// What a proof's header says once it passed its checks (typ, an accepted alg, a public jwk
+/// that fits the alg): the algorithm, the key's thumbprint, the key ready to verify with.
+struct ProofKey {
+    jkt: String,
+    verifier: Verifier,
+}
+
+impl ProofKey {
+    /// Reads and checks the header segment `head` (base64url JSON).
+    fn read(head: &str) -> Result<Self, ProofError> {
+        let header: Header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(head)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(ProofError("the DPoP proof's header is not JSON"))?;
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(TYP))
+        {
+            return Err(ProofError("the DPoP proof's typ must be dpop+jwt"));
+        }
+        let alg = algorithm(&header.alg).ok_or(ProofError(
+            "the DPoP proof's alg is not one of dpop_signing_alg_values_supported",
+        ))?;
+        let jwk = header
+            .jwk
+            .ok_or(ProofError("the DPoP proof's header carries no jwk"))?;
+        let jkt = public_thumbprint(&jwk, alg)?;
+        Ok(Self {
+            jkt,
+            verifier: Verifier::of(&jwk, alg),
+        })
+    }
+}
+
+/// A public key, parsed once (an EC point validated, an Ed25519 point decoded); an RSA key is
+/// checked from its components.
+enum Verifier {
+    Parsed(ParsedPublicKey),
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+        params: &'static aws_lc_rs::signature::RsaParameters,
+    },
+    /// The members do not make a key: no signature verifies.
+    Unusable,
+}
+
+impl Verifier {
+    /// The key of `jwk` (whose members [`public_thumbprint`] has checked) for `alg`.
+    fn of(jwk: &Map<String, Value>, alg: Algorithm) -> Self {
+        use aws_lc_rs::signature as sig;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let member = |name: &str| {
+            jwk.get(name)
+                .and_then(Value::as_str)
+                .and_then(|v| b64.decode(v).ok())
+        };
+        let parsed = |algorithm: &'static dyn VerificationAlgorithm, bytes: &[u8]| {
+            ParsedPublicKey::new(algorithm, bytes).map_or(Self::Unusable, Self::Parsed)
+        };
+        match alg {
+            Algorithm::ES256 => match (member("x"), member("y")) {
+                (Some(x), Some(y)) if x.len() == 32 && y.len() == 32 => {
+                    let mut point = Vec::with_capacity(65);
+                    point.push(4);
+                    point.extend_from_slice(&x);
+                    point.extend_from_slice(&y);
+                    parsed(&sig::ECDSA_P256_SHA256_FIXED, &point)
+                }
+                _ => Self::Unusable,
+            },
+            Algorithm::EdDSA => member("x").map_or(Self::Unusable, |x| parsed(&sig::ED25519, &x)),
+            Algorithm::RS256 | Algorithm::PS256 => match (member("n"), member("e")) {
+                (Some(n), Some(e)) => Self::Rsa {
+                    n,
+                    e,
+                    params: if alg == Algorithm::RS256 {
+                        &sig::RSA_PKCS1_2048_8192_SHA256
+                    } else {
+                        &sig::RSA_PSS_2048_8192_SHA256
+                    },
+                },
+                _ => Self::Unusable,
+            },
+            _ => Self::Unusable,
+        }
+    }
+
+    /// Whether `signature` is this key's signature of `signed`.
+    fn verifies(&self, signed: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Self::Parsed(key) => key.verify_sig(signed, signature).is_ok(),
+            Self::Rsa { n, e, params } => aws_lc_rs::signature::RsaPublicKeyComponents { n, e }
+                .verify(params, signed, signature)
+                .is_ok(),
+            Self::Unusable => false,
+        }
+    }
+}
+
+/// The headers of the proofs seen, checked, with their keys parsed (at most `capacity`, then
+/// started afresh): a client signs every proof with the same header, so its next proof needs
+/// no JSON, thumbprint or key parsing. A header is a pure function of its bytes; the signature,
+/// which covers them, is checked every time.
 pub struct ProofKeys {
-    keys: std::sync::RwLock<HashMap<String, Arc<ParsedPublicKey>>>,
+    keys: std::sync::RwLock<HashMap<String, Arc<ProofKey>>>,
     capacity: usize,
 }
 
@@ -246,80 +334,23 @@ impl ProofKeys {
         }
     }
 
-    /// The key of thumbprint `jkt`, parsed from `bytes` for `alg` the first time.
-    fn parsed(
-        &self,
-        jkt: &str,
-        alg: &'static dyn VerificationAlgorithm,
-        bytes: &[u8],
-    ) -> Option<Arc<ParsedPublicKey>> {
-        if let Some(key) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(jkt) {
-            return Some(key.clone());
+    /// The key the header segment `head` names, read and checked the first time.
+    fn of_header(&self, head: &str) -> Result<Arc<ProofKey>, ProofError> {
+        if let Some(key) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(head)
+        {
+            return Ok(key.clone());
         }
-        let key = Arc::new(ParsedPublicKey::new(alg, bytes).ok()?);
+        let key = Arc::new(ProofKey::read(head)?);
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         if keys.len() >= self.capacity {
             keys.clear();
         }
-        keys.insert(jkt.to_string(), key.clone());
-        Some(key)
-    }
-}
-
-/// Whether `signature` is `alg`'s signature of `signed` by the public key `jwk` (whose
-/// members [`public_thumbprint`] has checked, and whose thumbprint is `jkt`).
-fn signature_verifies(
-    jwk: &Map<String, Value>,
-    jkt: &str,
-    alg: Algorithm,
-    signed: &[u8],
-    signature: &[u8],
-    keys: Option<&ProofKeys>,
-) -> bool {
-    use aws_lc_rs::signature as sig;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let member = |name: &str| {
-        jwk.get(name)
-            .and_then(Value::as_str)
-            .and_then(|v| b64.decode(v).ok())
-    };
-    let verify = |algorithm: &'static dyn VerificationAlgorithm, bytes: &[u8]| match keys {
-        Some(keys) => keys
-            .parsed(jkt, algorithm, bytes)
-            .is_some_and(|key| key.verify_sig(signed, signature).is_ok()),
-        None => sig::UnparsedPublicKey::new(algorithm, bytes)
-            .verify(signed, signature)
-            .is_ok(),
-    };
-    match alg {
-        Algorithm::ES256 => {
-            let (Some(x), Some(y)) = (member("x"), member("y")) else {
-                return false;
-            };
-            if x.len() != 32 || y.len() != 32 {
-                return false;
-            }
-            let mut point = Vec::with_capacity(65);
-            point.push(4);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            verify(&sig::ECDSA_P256_SHA256_FIXED, &point)
-        }
-        Algorithm::EdDSA => member("x").is_some_and(|x| verify(&sig::ED25519, &x)),
-        Algorithm::RS256 | Algorithm::PS256 => {
-            let (Some(n), Some(e)) = (member("n"), member("e")) else {
-                return false;
-            };
-            let params = if alg == Algorithm::RS256 {
-                &sig::RSA_PKCS1_2048_8192_SHA256
-            } else {
-                &sig::RSA_PSS_2048_8192_SHA256
-            };
-            sig::RsaPublicKeyComponents { n: &n, e: &e }
-                .verify(params, signed, signature)
-                .is_ok()
-        }
-        _ => false,
+        keys.insert(head.to_string(), key.clone());
+        Ok(key)
     }
 }
 
@@ -516,8 +547,21 @@ mod tests {
         // A second key in a cache of one: it starts afresh and both still pass.
         let proof = sign(&other, Algorithm::ES256, other_jwk, claims(Some("tok")));
         assert!(check_with(&proof, &expected(Some("tok")), Some(&keys)).is_ok());
-        let proof = sign(&key, Algorithm::ES256, jwk, claims(Some("tok")));
+        let proof = sign(&key, Algorithm::ES256, jwk.clone(), claims(Some("tok")));
         assert!(check_with(&proof, &expected(Some("tok")), Some(&keys)).is_ok());
+        // A header that fails its checks is refused every time, never kept.
+        let keys = ProofKeys::new(10);
+        let mut header = serde_json::json!({"typ": "JWT", "alg": "ES256", "jwk": jwk});
+        let wrong_typ = sign_raw(&key, header.clone(), &claims(Some("tok")));
+        for _ in 0..2 {
+            assert_eq!(
+                check_with(&wrong_typ, &expected(Some("tok")), Some(&keys)),
+                Err(ProofError("the DPoP proof's typ must be dpop+jwt"))
+            );
+        }
+        header["typ"] = "dpop+jwt".into();
+        let right = sign_raw(&key, header, &claims(Some("tok")));
+        assert!(check_with(&right, &expected(Some("tok")), Some(&keys)).is_ok());
     }
 
     #[test]
