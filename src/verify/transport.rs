@@ -6,18 +6,21 @@
 
 use std::fmt::Debug;
 use std::net::TcpListener;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_http::body::MessageBody;
 use actix_http::error::DispatchError;
 use actix_http::{HttpService, KeepAlive, Protocol, Request, Response};
-use actix_server::{GracefulShutdownSignal, Server};
+use actix_server::Server;
 use actix_service::{ServiceFactoryExt, fn_service, map_config};
 use actix_tls::accept::TlsError;
 use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
 use actix_web::dev::{AppConfig, Service, ServiceFactory};
 use actix_web::rt::net::TcpStream;
 use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::goaway::{GoAwayIo, GoAwayWhen, Known};
 
@@ -51,8 +54,26 @@ where
 {
     let mut builder = Server::build().disable_signals().shutdown_timeout(30);
     let signal = builder.graceful_shutdown_signal();
+    // One worker's HTTP service: `HttpServer`'s defaults (5 s keep-alive and request head
+    // timeout, 1 s to close), HTTP/1.1 connections closing after their request once the server
+    // stops gracefully.
+    let http = move || {
+        let routes = app().into_factory().map_err(|e| e.into().error_response());
+        let shutdown = signal.clone();
+        HttpService::build()
+            .graceful_shutdown_signal(move || {
+                let signal = shutdown.clone();
+                async move { signal.notified().await }
+            })
+            .keep_alive(KeepAlive::default())
+            .client_request_timeout(Duration::from_secs(5))
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .h2_initial_window_size(H2_STREAM_WINDOW)
+            .h2_initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .finish(map_config(routes, |_| AppConfig::default()))
+    };
 
-    let (factory, shutdown, go_away) = (app.clone(), signal.clone(), when.clone());
+    let (plain_http, go_away) = (http.clone(), when.clone());
     let counter = listeners.plain_connections;
     builder = builder.listen("verify", listeners.plain, move || {
         let (when, counter) = (go_away.clone(), counter.clone());
@@ -66,15 +87,10 @@ where
                 let h2 = &start == b"PRI * HTTP/2";
                 let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
-                let (known, protocol) = if h2 {
-                    (Known::Http2, Protocol::Http2)
-                } else {
-                    (Known::Http1, Protocol::Http1)
-                };
-                Ok::<_, DispatchError>((GoAwayIo::new(io, known, when), protocol, peer))
+                Ok::<_, DispatchError>(accepted(Conn::Plain(io), h2, peer, when))
             }
         })
-        .and_then(http_service(factory.clone(), shutdown.clone()))
+        .and_then(plain_http())
     })?;
 
     if let Some((socket, mut config)) = listeners.tls {
@@ -94,59 +110,76 @@ where
                         let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
                         let _ = io.get_ref().0.set_nodelay(true);
                         let peer = io.get_ref().0.peer_addr().ok();
-                        let (known, protocol) = if h2 {
-                            (Known::Http2, Protocol::Http2)
-                        } else {
-                            (Known::Http1, Protocol::Http1)
-                        };
-                        Ok::<_, TlsError<std::io::Error, DispatchError>>((
-                            GoAwayIo::new(io, known, when),
-                            protocol,
-                            peer,
+                        let conn = Conn::Tls(Box::new(io));
+                        Ok::<_, TlsError<std::io::Error, DispatchError>>(accepted(
+                            conn, h2, peer, when,
                         ))
                     }
                 })
-                .and_then(http_service(app.clone(), signal.clone()).map_err(TlsError::Service))
+                .and_then(http().map_err(TlsError::Service))
         })?;
     }
     Ok(builder.run())
 }
 
-/// One worker's HTTP service over connections of type `T`: `HttpServer`'s defaults (5 s
-/// keep-alive and request head timeout, 1 s to close), HTTP/1.1 connections closing after their
-/// request once the server stops gracefully.
-fn http_service<T, F, I, S, B>(
-    app: F,
-    shutdown: GracefulShutdownSignal,
-) -> impl ServiceFactory<
-    (T, Protocol, Option<std::net::SocketAddr>),
-    Config = (),
-    Response = (),
-    Error = DispatchError,
-    InitError = (),
->
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
-    F: Fn() -> I,
-    I: actix_service::IntoServiceFactory<S, Request>,
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: Debug,
-    S::Response: Into<Response<B>> + 'static,
-    <S::Service as Service<Request>>::Future: 'static,
-    S::Service: 'static,
-    B: MessageBody + 'static,
-{
-    let routes = app().into_factory().map_err(|e| e.into().error_response());
-    HttpService::build()
-        .graceful_shutdown_signal(move || {
-            let signal = shutdown.clone();
-            async move { signal.notified().await }
-        })
-        .keep_alive(KeepAlive::default())
-        .client_request_timeout(Duration::from_secs(5))
-        .client_disconnect_timeout(Duration::from_secs(1))
-        .h2_initial_window_size(H2_STREAM_WINDOW)
-        .h2_initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .finish(map_config(routes, |_| AppConfig::default()))
+/// An accepted connection as the HTTP service takes it: wrapped for GOAWAY, with its protocol.
+fn accepted(
+    conn: Conn,
+    h2: bool,
+    peer: Option<std::net::SocketAddr>,
+    when: GoAwayWhen,
+) -> (GoAwayIo<Conn>, Protocol, Option<std::net::SocketAddr>) {
+    let (known, protocol) = if h2 {
+        (Known::Http2, Protocol::Http2)
+    } else {
+        (Known::Http1, Protocol::Http1)
+    };
+    (GoAwayIo::new(conn, known, when), protocol, peer)
+}
+
+/// A connection verify accepted, on the plain listener or the TLS one: one type, so one HTTP
+/// service serves both.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Conn::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Conn::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_flush(cx),
+            Conn::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Conn::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
