@@ -98,11 +98,12 @@ pub struct MintArgs {
     #[arg(long)]
     pub bind_ua: Option<String>,
     /// Bind the token to a client certificate (RFC 8705 x5t#S256 thumbprint).
-    #[arg(long)]
+    // Thumbprints are base64url: one in 32 starts with '-'.
+    #[arg(long, allow_hyphen_values = true)]
     pub bind_cert_thumbprint: Option<String>,
     /// Bind the token to a DPoP key (RFC 9449 cnf.jkt: the key's RFC 7638 thumbprint); it is
     /// then accepted only as `Authorization: DPoP` with a proof signed by that key.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub bind_dpop_jkt: Option<String>,
     /// Mint this many distinct tokens (one per line), e.g. to load-test a deployment.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -149,4 +150,35 @@ pub async fn run(cli: &Cli, cmd: &TokensCommand) -> CliResult {
 
 fn now() -> i64 {
     SystemClock.now_unix()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn thumbprints_that_start_with_a_hyphen_are_values() {
+        let jkt = "-7Ji8aGgLchbTGFOZKMDOXlmRVzsE8mBnux6y7X_DCY";
+        let cli = crate::cli::Cli::try_parse_from([
+            "mcp-gateway",
+            "tokens",
+            "mint",
+            "--user-id",
+            "1",
+            "--user",
+            "alice",
+            "--client-id",
+            "c",
+            "--bind-dpop-jkt",
+            jkt,
+            "--bind-cert-thumbprint",
+            "-x5t",
+        ])
+        .unwrap();
+        let crate::cli::Command::Tokens(super::TokensCommand::Mint(args)) = cli.command else {
+            panic!("not tokens mint");
+        };
+        assert_eq!(args.bind_dpop_jkt.as_deref(), Some(jkt));
+        assert_eq!(args.bind_cert_thumbprint.as_deref(), Some("-x5t"));
+    }
 }
