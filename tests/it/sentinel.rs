@@ -220,14 +220,7 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
             .unwrap(),
         GrantOutcome::Issued
     );
-    store_code(
-        store.as_ref(),
-        "oauth:code:c1",
-        "c1",
-        Duration::from_secs(600),
-        &Events::none(),
-    )
-    .await;
+    store_code(store.as_ref(), "c1", "c1", 600, &Events::none()).await;
     let mut redeem = grant_write("g3", "c1", "fam2", "r3", None);
     redeem.redeem_code = Some("oauth:code:c1".into());
     assert_eq!(

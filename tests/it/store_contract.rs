@@ -7,7 +7,9 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use mcp_oauth_gateway::audit::Events;
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
-use mcp_oauth_gateway::store::{MemoryStore, Store, TokenRecord, Ttl};
+use mcp_oauth_gateway::store::{
+    GrantOutcome, GrantResult, GrantWrite, MemoryStore, Store, TokenRecord, Ttl,
+};
 
 use crate::support::helpers::{RedisServer, grant_write, store_code};
 
@@ -31,6 +33,30 @@ macro_rules! contract {
             }
         }
     };
+}
+
+/// Records a token for `user` at `client` that lives `expires_in` seconds.
+async fn put_token(
+    store: &dyn Store,
+    jti: &str,
+    user: &str,
+    client: &str,
+    expires_in: i64,
+    now: i64,
+) {
+    let record = record(jti, user, client, expires_in);
+    store
+        .put_token(&record, now, &Events::none())
+        .await
+        .unwrap();
+}
+
+async fn issue(store: &dyn Store, write: &GrantWrite, now: i64) -> GrantOutcome {
+    store.issue_grant(write, now).await.unwrap()
+}
+
+async fn indexed(store: &dyn Store, index: &str, now: i64) -> Vec<String> {
+    store.indexed_tokens(index, now).await.unwrap()
 }
 
 fn record(jti: &str, user: &str, client: &str, expires_in: i64) -> TokenRecord {
@@ -111,18 +137,9 @@ contract!(take_is_atomic_under_concurrency, |store| {
 
 contract!(tokens_are_recorded_indexed_and_revoked, |store| {
     let now = SystemClock.now_unix();
-    store
-        .put_token(&record("j1", "Alice", "c1", 600), now, &Events::none())
-        .await
-        .unwrap();
-    store
-        .put_token(&record("j2", "alice", "c2", 1200), now, &Events::none())
-        .await
-        .unwrap();
-    store
-        .put_token(&record("j3", "bob", "c1", 600), now, &Events::none())
-        .await
-        .unwrap();
+    put_token(&*store, "j1", "Alice", "c1", 600, now).await;
+    put_token(&*store, "j2", "alice", "c2", 1200, now).await;
+    put_token(&*store, "j3", "bob", "c1", 600, now).await;
     assert!(store.token_is_live("j1").await.unwrap());
     assert_eq!(store.token("j1").await.unwrap().unwrap().client_id, "c1");
     match store.ttl("oauth:token:j1").await.unwrap() {
@@ -134,58 +151,34 @@ contract!(tokens_are_recorded_indexed_and_revoked, |store| {
         Ttl::Expires(d) => assert!(d > Duration::from_secs(1190)),
         other => panic!("index without TTL: {other:?}"),
     }
-    let alice = store
-        .indexed_tokens("oauth:user_tokens:alice", now)
-        .await
-        .unwrap();
+    let alice = indexed(&*store, "oauth:user_tokens:alice", now).await;
     assert_eq!(alice, vec!["j1".to_string(), "j2".to_string()]);
-    let c1 = store
-        .indexed_tokens("oauth:client_tokens:c1", now)
-        .await
-        .unwrap();
+    let c1 = indexed(&*store, "oauth:client_tokens:c1", now).await;
     assert_eq!(c1.len(), 2);
 
     assert!(store.revoke_token("j1", &Events::none()).await.unwrap());
     assert!(!store.token_is_live("j1").await.unwrap());
     assert_eq!(store.token("j1").await.unwrap(), None);
     assert!(!store.revoke_token("j1", &Events::none()).await.unwrap());
-    let alice = store
-        .indexed_tokens("oauth:user_tokens:alice", now)
-        .await
-        .unwrap();
+    let alice = indexed(&*store, "oauth:user_tokens:alice", now).await;
     assert_eq!(alice, vec!["j2".to_string()]);
-    let c1 = store
-        .indexed_tokens("oauth:client_tokens:c1", now)
-        .await
-        .unwrap();
+    let c1 = indexed(&*store, "oauth:client_tokens:c1", now).await;
     assert_eq!(c1, vec!["j3".to_string()]);
 });
 
 contract!(expired_tokens_leave_the_index, |store| {
     let now = SystemClock.now_unix();
-    store
-        .put_token(&record("old", "carol", "c9", 1), now, &Events::none())
-        .await
-        .unwrap();
-    store
-        .put_token(&record("new", "carol", "c9", 600), now, &Events::none())
-        .await
-        .unwrap();
+    put_token(&*store, "old", "carol", "c9", 1, now).await;
+    put_token(&*store, "new", "carol", "c9", 600, now).await;
     let later = now + 5;
-    let live = store
-        .indexed_tokens("oauth:user_tokens:carol", later)
-        .await
-        .unwrap();
+    let live = indexed(&*store, "oauth:user_tokens:carol", later).await;
     assert_eq!(live, vec!["new".to_string()]);
 });
 
 contract!(revocations_are_published, |store| {
     let mut feed = store.subscribe_revocations().await.unwrap();
     let now = SystemClock.now_unix();
-    store
-        .put_token(&record("j9", "dave", "c1", 600), now, &Events::none())
-        .await
-        .unwrap();
+    put_token(&*store, "j9", "dave", "c1", 600, now).await;
     store.revoke_token("j9", &Events::none()).await.unwrap();
     // Revoking what does not exist is still announced: a replica may hold it cached.
     store
@@ -198,8 +191,6 @@ contract!(revocations_are_published, |store| {
             .expect("messages arrive");
     assert_eq!(got, vec!["j9".to_string(), "never-issued".to_string()]);
 });
-
-use mcp_oauth_gateway::store::{GrantOutcome, GrantResult};
 
 contract!(codes_redeem_once_and_remember_the_family, |store| {
     let now = SystemClock.now_unix();
@@ -222,7 +213,7 @@ contract!(codes_redeem_once_and_remember_the_family, |store| {
                 None,
             );
             write.redeem_code = Some("oauth:code:h1".into());
-            store.issue_grant(&write, now).await.unwrap()
+            issue(&*store, &write, now).await
         }
     }))
     .await;
@@ -257,10 +248,7 @@ contract!(codes_redeem_once_and_remember_the_family, |store| {
     ));
     let mut missing = grant_write("jx", "c1", "fx", "rx", None);
     missing.redeem_code = Some("oauth:code:none".into());
-    assert_eq!(
-        store.issue_grant(&missing, now).await.unwrap(),
-        GrantOutcome::Missing
-    );
+    assert_eq!(issue(&*store, &missing, now).await, GrantOutcome::Missing);
 });
 
 contract!(
@@ -274,15 +262,12 @@ contract!(
         };
         let mut first = grant_write("g1", "c1", "G", "s1", None);
         first.result = Some(kept("answer-1"));
-        assert_eq!(
-            store.issue_grant(&first, now).await.unwrap(),
-            GrantOutcome::Issued
-        );
+        assert_eq!(issue(&*store, &first, now).await, GrantOutcome::Issued);
         // The same request again (its answer was lost): nothing new, the same answer.
         let mut again = grant_write("g2", "c1", "G", "s2", None);
         again.result = Some(kept("answer-2"));
         assert_eq!(
-            store.issue_grant(&again, now).await.unwrap(),
+            issue(&*store, &again, now).await,
             GrantOutcome::Replayed("answer-1".into())
         );
         assert!(!store.token_is_live("g2").await.unwrap());
@@ -295,20 +280,14 @@ contract!(
             sealed: "answer-3".into(),
             ttl: Duration::from_secs(60),
         });
-        assert_eq!(
-            store.issue_grant(&rotate, now).await.unwrap(),
-            GrantOutcome::Issued
-        );
+        assert_eq!(issue(&*store, &rotate, now).await, GrantOutcome::Issued);
         let mut next = grant_write("g4", "c1", "G", "s4", Some("s3"));
         next.result = Some(GrantResult {
             key: "oauth:grant_result:s3".into(),
             sealed: "answer-4".into(),
             ttl: Duration::from_secs(60),
         });
-        assert_eq!(
-            store.issue_grant(&next, now).await.unwrap(),
-            GrantOutcome::Issued
-        );
+        assert_eq!(issue(&*store, &next, now).await, GrantOutcome::Issued);
         assert_eq!(store.get("oauth:grant_result:p1").await.unwrap(), None);
         // Past its window an answer is gone.
         tokio::time::sleep(Duration::from_millis(800)).await;
@@ -319,20 +298,15 @@ contract!(
 contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
     let now = SystemClock.now_unix();
     let mut feed = store.subscribe_revocations().await.unwrap();
+    let rotate = |jti, family, refresh, from| grant_write(jti, "c1", family, refresh, from);
     assert_eq!(
-        store
-            .issue_grant(&grant_write("a1", "c1", "F", "r1", None), now)
-            .await
-            .unwrap(),
+        issue(&*store, &rotate("a1", "F", "r1", None), now).await,
         GrantOutcome::Issued
     );
     assert!(store.token_is_live("a1").await.unwrap());
     assert!(store.get("oauth:refresh:r1").await.unwrap().is_some());
     assert_eq!(
-        store
-            .issue_grant(&grant_write("a2", "c1", "F", "r2", Some("r1")), now)
-            .await
-            .unwrap(),
+        issue(&*store, &rotate("a2", "F", "r2", Some("r1")), now).await,
         GrantOutcome::Issued
     );
     let r1: serde_json::Value =
@@ -340,10 +314,7 @@ contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
     assert_eq!(r1["used"], true);
     // r1 again: reuse. Everything in the family dies, the rotated-in tokens included.
     assert_eq!(
-        store
-            .issue_grant(&grant_write("a3", "c1", "F", "r3", Some("r1")), now)
-            .await
-            .unwrap(),
+        issue(&*store, &rotate("a3", "F", "r3", Some("r1")), now).await,
         GrantOutcome::Reused
     );
     for jti in ["a1", "a2", "a3"] {
@@ -351,17 +322,11 @@ contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
     }
     assert_eq!(store.get("oauth:refresh:r2").await.unwrap(), None);
     assert_eq!(
-        store
-            .issue_grant(&grant_write("a4", "c1", "F", "r4", Some("r2")), now)
-            .await
-            .unwrap(),
+        issue(&*store, &rotate("a4", "F", "r4", Some("r2")), now).await,
         GrantOutcome::FamilyRevoked
     );
     assert_eq!(
-        store
-            .issue_grant(&grant_write("a5", "c1", "G", "r5", Some("nope")), now)
-            .await
-            .unwrap(),
+        issue(&*store, &rotate("a5", "G", "r5", Some("nope")), now).await,
         GrantOutcome::Missing
     );
     let heard: Vec<String> =
@@ -375,26 +340,22 @@ contract!(refresh_rotation_and_reuse_revokes_the_family, |store| {
 
 contract!(concurrent_rotations_issue_exactly_once, |store| {
     let now = SystemClock.now_unix();
-    store
-        .issue_grant(&grant_write("b0", "c1", "H", "s0", None), now)
-        .await
-        .unwrap();
+    issue(&*store, &grant_write("b0", "c1", "H", "s0", None), now).await;
     let outcomes = join_all((0..50).map(|i| {
         let store = store.clone();
         async move {
-            store
-                .issue_grant(
-                    &grant_write(
-                        &format!("b{}", i + 1),
-                        "c1",
-                        "H",
-                        &format!("s{}", i + 1),
-                        Some("s0"),
-                    ),
-                    now,
-                )
-                .await
-                .unwrap()
+            issue(
+                &*store,
+                &grant_write(
+                    &format!("b{}", i + 1),
+                    "c1",
+                    "H",
+                    &format!("s{}", i + 1),
+                    Some("s0"),
+                ),
+                now,
+            )
+            .await
         }
     }))
     .await;
@@ -425,18 +386,9 @@ contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
             .await
             .unwrap();
     }
-    store
-        .issue_grant(&grant_write("d1", "c7", "K", "t1", None), now)
-        .await
-        .unwrap();
-    store
-        .put_token(&record("d2", "erin", "c7", 600), now, &Events::none())
-        .await
-        .unwrap();
-    store
-        .put_token(&record("d3", "erin", "c8", 600), now, &Events::none())
-        .await
-        .unwrap();
+    issue(&*store, &grant_write("d1", "c7", "K", "t1", None), now).await;
+    put_token(&*store, "d2", "erin", "c7", 600, now).await;
+    put_token(&*store, "d3", "erin", "c8", 600, now).await;
     store
         .delete_client("c7", Duration::from_secs(60), None)
         .await
@@ -457,10 +409,8 @@ contract!(deleting_a_client_removes_everything_issued_to_it, |store| {
     assert!(store.token_is_live("d3").await.unwrap());
     assert_eq!(store.get("oauth:refresh:t1").await.unwrap(), None);
     assert!(
-        store
-            .indexed_tokens("oauth:client_tokens:c7", now)
+        indexed(&*store, "oauth:client_tokens:c7", now)
             .await
-            .unwrap()
             .is_empty()
     );
 });
@@ -471,23 +421,9 @@ contract!(
         let now = SystemClock.now_unix();
         store.put("oauth:client:c9", "{}", None).await.unwrap();
         for i in 0..25 {
-            store
-                .put_token(
-                    &record(&format!("s{i}"), "erin", "c9", 600),
-                    now,
-                    &Events::none(),
-                )
-                .await
-                .unwrap();
+            put_token(&*store, &format!("s{i}"), "erin", "c9", 600, now).await;
         }
-        store_code(
-            store.as_ref(),
-            "oauth:code:pending-c9",
-            "c9",
-            Duration::from_secs(60),
-            &Events::none(),
-        )
-        .await;
+        store_code(store.as_ref(), "pending-c9", "c9", 60, &Events::none()).await;
         let mut feed = store.subscribe_revocations().await.unwrap();
         let (mut revoked, mut steps) = (0, 0);
         loop {
@@ -577,16 +513,10 @@ contract!(
         .to_string();
         let mut first = grant_write("t1", "c1", "famx", "rx1", None);
         first.refresh_json = refresh.clone();
-        assert_eq!(
-            store.issue_grant(&first, now).await.unwrap(),
-            GrantOutcome::Issued
-        );
+        assert_eq!(issue(&*store, &first, now).await, GrantOutcome::Issued);
         let mut second = grant_write("t2", "c1", "famx", "rx2", Some("rx1"));
         second.refresh_json = refresh;
-        assert_eq!(
-            store.issue_grant(&second, now).await.unwrap(),
-            GrantOutcome::Issued
-        );
+        assert_eq!(issue(&*store, &second, now).await, GrantOutcome::Issued);
         let rotated: RefreshRecord =
             serde_json::from_str(&store.get("oauth:refresh:rx1").await.unwrap().unwrap()).unwrap();
         assert!(rotated.used, "the script marks `used`");
@@ -607,20 +537,10 @@ contract!(
             );
         }
         // A code as the login writes it; the grant script leaves the redeemed marker.
-        store_code(
-            store.as_ref(),
-            "oauth:code:cx",
-            "c1",
-            Duration::from_secs(60),
-            &Events::none(),
-        )
-        .await;
+        store_code(store.as_ref(), "cx", "c1", 60, &Events::none()).await;
         let mut redeem = grant_write("t3", "c1", "famy", "ry1", None);
         redeem.redeem_code = Some("oauth:code:cx".into());
-        assert_eq!(
-            store.issue_grant(&redeem, now).await.unwrap(),
-            GrantOutcome::Issued
-        );
+        assert_eq!(issue(&*store, &redeem, now).await, GrantOutcome::Issued);
         let marker: RedeemedCode =
             serde_json::from_str(&store.get("oauth:code:cx").await.unwrap().unwrap()).unwrap();
         assert_eq!(

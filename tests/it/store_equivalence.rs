@@ -91,14 +91,7 @@ async fn script(store: &dyn Store) -> Vec<String> {
     }
     // A code, its redemption, a replayed redemption, a rotation, a reuse.
     let login = Events::one(event(Kind::Login, 5));
-    store_code(
-        store,
-        "oauth:code:k1",
-        "c2",
-        Duration::from_secs(300),
-        &login,
-    )
-    .await;
+    store_code(store, "k1", "c2", 300, &login).await;
     let mut redeem = grant_write("a1", "c2", "F1", "s1", None);
     redeem.redeem_code = Some("oauth:code:k1".into());
     redeem.result = Some(GrantResult {

@@ -159,22 +159,9 @@ mod tests {
     #[test]
     fn thumbprints_that_start_with_a_hyphen_are_values() {
         let jkt = "-7Ji8aGgLchbTGFOZKMDOXlmRVzsE8mBnux6y7X_DCY";
-        let cli = crate::cli::Cli::try_parse_from([
-            "mcp-gateway",
-            "tokens",
-            "mint",
-            "--user-id",
-            "1",
-            "--user",
-            "alice",
-            "--client-id",
-            "c",
-            "--bind-dpop-jkt",
-            jkt,
-            "--bind-cert-thumbprint",
-            "-x5t",
-        ])
-        .unwrap();
+        let words = "mcp-gateway tokens mint --user-id 1 --user alice --client-id c";
+        let bindings = ["--bind-dpop-jkt", jkt, "--bind-cert-thumbprint", "-x5t"];
+        let cli = crate::cli::Cli::try_parse_from(words.split(' ').chain(bindings)).unwrap();
         let crate::cli::Command::Tokens(super::TokensCommand::Mint(args)) = cli.command else {
             panic!("not tokens mint");
         };

@@ -12,7 +12,8 @@ use crate::support::helpers::*;
 use crate::support::jwt_claims;
 use crate::support::lying_provider;
 use crate::support::oidc_provider::{
-    CLIENT_ID, OidcProvider, access, gateway, gateway_with, login_attempt, refused, tokens,
+    CLIENT_ID, OidcProvider, access, gateway, gateway_with, logged_in, login_attempt, refused,
+    tokens,
 };
 
 async fn verify_headers(gw: &Gateway, token: &str, host: &str) -> reqwest::Response {
@@ -22,17 +23,14 @@ async fn verify_headers(gw: &Gateway, token: &str, host: &str) -> reqwest::Respo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oidc_login_maps_the_identity_and_groups_and_verify_forwards_them() {
     // Keycloak/Okta-shaped: groups come with the `groups` scope.
-    let provider = OidcProvider::start(&[]).await;
-    let gw = gateway(
-        &provider,
+    let (provider, gw, client, t) = logged_in(
+        &[],
         &[
             ("OIDC_SCOPES", "openid email profile groups"),
             ("ALLOWED_GROUPS", "mcp-users"),
         ],
     )
     .await;
-    let client = gw.client("none").await;
-    let t = tokens(&gw, &client).await;
     let claims = jwt_claims(access(&t));
     let id = format!("{}#alice", provider.issuer);
     assert_eq!(claims["sub"], id.as_str());
@@ -91,9 +89,8 @@ async fn google_shaped_domains_need_a_verified_address_and_the_hd_claim() {
         {"sub": "1004", "email": "carol@other.org", "email_verified": true, "hd": "other.org"}
     ])
     .to_string();
-    let provider = OidcProvider::start(&[("OIDC_USERS", &users)]).await;
-    let gw = gateway(
-        &provider,
+    let (provider, gw, client, t) = logged_in(
+        &[("OIDC_USERS", &users)],
         &[
             ("OIDC_REQUIRED_CLAIMS", "hd=example.com"),
             ("OIDC_AUTH_PARAMS", "hd=example.com"),
@@ -102,8 +99,6 @@ async fn google_shaped_domains_need_a_verified_address_and_the_hd_claim() {
         ],
     )
     .await;
-    let client = gw.client("none").await;
-    let t = tokens(&gw, &client).await;
     assert_eq!(jwt_claims(access(&t))["email"], "alice@example.com");
     let log = provider.requests().await;
     assert!(
@@ -171,10 +166,11 @@ async fn entra_shaped_tenant_issuer_oid_subject_and_tid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_refresh_refreshes_upstream_and_ends_when_the_user_is_disabled_or_leaves() {
-    let provider = OidcProvider::start(&[("OIDC_ALWAYS_CLAIMS", "groups")]).await;
-    let gw = gateway(&provider, &[("ALLOWED_GROUPS", "mcp-users")]).await;
-    let client = gw.client("none").await;
-    let t = tokens(&gw, &client).await;
+    let (provider, gw, client, t) = logged_in(
+        &[("OIDC_ALWAYS_CLAIMS", "groups")],
+        &[("ALLOWED_GROUPS", "mcp-users")],
+    )
+    .await;
     let refresh = t["refresh_token"].as_str().unwrap();
     let resp = gw.refresh(&client, refresh).await;
     assert_eq!(resp.status(), 200);
@@ -259,17 +255,14 @@ async fn our_refresh_refreshes_upstream_and_ends_when_the_user_is_disabled_or_le
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_token_reaches_the_mcp_server_only_sealed_and_refreshed() {
-    let provider = OidcProvider::start(&[("OIDC_ACCESS_TOKEN_TTL", "120")]).await;
-    let gw = gateway(
-        &provider,
+    let (provider, gw, client, t) = logged_in(
+        &[("OIDC_ACCESS_TOKEN_TTL", "120")],
         &[
             ("ALLOWED_EMAIL_DOMAINS", "example.com"),
             ("FORWARD_UPSTREAM_TOKEN", "mcp.example.com"),
         ],
     )
     .await;
-    let client = gw.client("none").await;
-    let t = tokens(&gw, &client).await;
     // Ours ends no later than the provider's.
     let expires_in = t["expires_in"].as_u64().unwrap();
     assert!(expires_in <= 120 && expires_in > 60, "{expires_in}");

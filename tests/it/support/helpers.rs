@@ -722,19 +722,20 @@ pub fn grant_write(
     }
 }
 
-/// A code's record for `client` under `code_key` for `ttl`, indexed under the client
-/// (`put_for_client`), with `events`.
+/// A code's record for `client` under `oauth:code:{code}` for `ttl_secs`, indexed under the
+/// client (`put_for_client`), with `events`.
 pub async fn store_code(
     store: &dyn Store,
-    code_key: &str,
+    code: &str,
     client: &str,
-    ttl: Duration,
+    ttl_secs: u64,
     events: &Events,
 ) {
     let record = serde_json::json!({ "client_id": client }).to_string();
+    let (key, ttl) = (format!("oauth:code:{code}"), Duration::from_secs(ttl_secs));
     let now = clock::SystemClock.now_unix();
     store
-        .put_for_client(code_key, &record, ttl, client, now, events)
+        .put_for_client(&key, &record, ttl, client, now, events)
         .await
         .unwrap();
 }

@@ -150,6 +150,19 @@ pub async fn gateway_with(
     gw
 }
 
+/// A provider started with `provider_env`, the gateway in front of it with `extra`, a public
+/// client, and its first login's token answer.
+pub async fn logged_in(
+    provider_env: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> (OidcProvider, Gateway, Value, Value) {
+    let provider = OidcProvider::start(provider_env).await;
+    let gw = gateway(&provider, extra).await;
+    let client = gw.client("none").await;
+    let t = tokens(&gw, &client).await;
+    (provider, gw, client, t)
+}
+
 /// authorize → consent → `/login/oidc` → the provider (which logs its current user in) →
 /// `/callback/oidc`: the redirect to the client, or the page the browser ended on.
 pub async fn oidc_login(gw: &Gateway, url: &str) -> Result<url::Url, reqwest::Response> {
