@@ -464,27 +464,16 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
             .machine
             .grant(choice.client_id.as_deref(), choice.client_secret.as_deref())?,
     };
+    let target = super::mcp_auth::Target {
+        server_url,
+        protocol,
+        scope: args.browser.scope.as_deref(),
+        tool: tool.as_ref(),
+    };
     let done = match &machine {
-        Some(grant) => {
-            super::mcp_auth::machine::login(
-                server_url,
-                protocol,
-                grant,
-                args.browser.scope.as_deref(),
-                tool.as_ref(),
-            )
-            .await?
-        }
+        Some(grant) => super::mcp_auth::machine::login(&target, grant).await?,
         None => {
-            super::mcp_auth::login(
-                server_url,
-                protocol,
-                &choice,
-                &browser_of(&args.browser, follow),
-                args.browser.scope.as_deref(),
-                tool.as_ref(),
-            )
-            .await?
+            super::mcp_auth::login(&target, &choice, &browser_of(&args.browser, follow)).await?
         }
     };
     if harness.is_some() && cli.env_file.is_none() {

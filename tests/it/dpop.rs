@@ -224,20 +224,9 @@ fn assert_dpop_refusal(resp: &reqwest::Response, error: &str, case: &str) {
 async fn verify_accepts_a_valid_proof_and_refuses_every_malformed_one() {
     let (_redis, store, verify) = verify_alone(&[]).await;
     let key = DpopKey::generate();
-    let spec = TokenSpec {
-        dpop_jkt: Some(key.jkt()),
-        ..Default::default()
-    };
+    let spec = TokenSpec::dpop(key.jkt());
     let (token, _) = verify.mint(&store, spec).await;
-    let (other_token, _) = verify
-        .mint(
-            &store,
-            TokenSpec {
-                dpop_jkt: Some(key.jkt()),
-                ..Default::default()
-            },
-        )
-        .await;
+    let (other_token, _) = verify.mint(&store, TokenSpec::dpop(key.jkt())).await;
     let proof = |change: Value| key.proof("POST", MCP_URL, Some(&token), change);
 
     let ok = ask(&verify, "DPoP", &token, &[&proof(json!({}))]).await;
@@ -357,10 +346,7 @@ async fn verify_accepts_a_valid_proof_and_refuses_every_malformed_one() {
 async fn a_tighter_iat_window_is_honoured_and_a_wider_one_refused() {
     let (redis, store, verify) = verify_alone(&[("DPOP_IAT_WINDOW", "30s")]).await;
     let key = DpopKey::generate();
-    let spec = TokenSpec {
-        dpop_jkt: Some(key.jkt()),
-        ..Default::default()
-    };
+    let spec = TokenSpec::dpop(key.jkt());
     let (token, _) = verify.mint(&store, spec).await;
     let at = |offset: i64| {
         key.proof(
@@ -438,9 +424,8 @@ async fn a_dpop_key_combines_with_the_other_bindings() {
     let (_redis, store, verify) = verify_alone(&[]).await;
     let key = DpopKey::generate();
     let spec = TokenSpec {
-        dpop_jkt: Some(key.jkt()),
         bind_ua: Some(mcp_oauth_gateway::token::sha256_b64url(b"claude-code/1.0")),
-        ..Default::default()
+        ..TokenSpec::dpop(key.jkt())
     };
     let (token, _) = verify.mint(&store, spec).await;
     let send = |agent: &'static str| {

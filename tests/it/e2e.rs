@@ -35,11 +35,7 @@ async fn e2e_mcp_conformance_suite_authorization_server_scenarios_pass() {
     };
     // The issuer exactly as the metadata advertises it (the suite compares them verbatim).
     let (report, stderr) = stack
-        .run_script(
-            "conformance-as.mjs",
-            &[&stack.issuer, &stack.mcp_url],
-            Duration::from_secs(150),
-        )
+        .run_script("conformance-as.mjs", &[&stack.issuer, &stack.mcp_url], 150)
         .await;
     let failed = "the conformance run did not complete";
     let mut checks = Checks::of(&stack, &report, &stderr, failed);

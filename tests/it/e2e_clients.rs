@@ -23,11 +23,7 @@ async fn e2e_mcp_remote_logs_in_through_traefik_and_calls_a_tool() {
         return;
     };
     let (flow, stderr) = stack
-        .run_script(
-            "mcp-remote-flow.mjs",
-            &[&stack.mcp_url, &stack.issuer],
-            Duration::from_secs(90),
-        )
+        .run_script("mcp-remote-flow.mjs", &[&stack.mcp_url, &stack.issuer], 90)
         .await;
     let mut checks = Checks::of(&stack, &flow, &stderr, "mcp-remote did not complete");
     checks.authorization_request();
@@ -61,11 +57,7 @@ async fn e2e_python_mcp_sdk_logs_in_through_traefik_and_calls_a_tool() {
         return;
     };
     let (flow, stderr) = stack
-        .run_script(
-            "mcp-python-flow.py",
-            &[&stack.mcp_url],
-            Duration::from_secs(90),
-        )
+        .run_script("mcp-python-flow.py", &[&stack.mcp_url], 90)
         .await;
     let failed = "the Python SDK flow did not complete";
     let mut checks = Checks::of(&stack, &flow, &stderr, failed);
@@ -198,7 +190,7 @@ async fn e2e_mcp_sdk_steps_up_for_a_protected_tool_through_traefik() {
         .run_script(
             "mcp-tool-policy.mjs",
             &[&stack.mcp_url, "echo", "get-env"],
-            Duration::from_secs(90),
+            90,
         )
         .await;
     let context = format!("{flow:#}\n{stderr}\n{}", stack.logs());
@@ -234,7 +226,7 @@ async fn run_2026_client(stack: &Stack) -> (Value, String, String) {
         .run_script(
             "mcp-2026-client.mjs",
             &[&stack.mcp_url, &token, "echo", "get-env"],
-            Duration::from_secs(90),
+            90,
         )
         .await;
     (flow, stderr, token)
@@ -417,9 +409,7 @@ async fn e2e_clients_log_in_with_a_client_id_metadata_document_through_traefik()
         let stack = &stack;
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (flow, stderr) = stack
-                .run_script(script, &args, Duration::from_secs(90))
-                .await;
+            let (flow, stderr) = stack.run_script(script, &args, 90).await;
             assert!(
                 b(&flow, "/ok"),
                 "{who}: {flow:#}\n{stderr}\n{}",

@@ -39,7 +39,7 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
 
     // The SDK's whole flow: 401 → discovery → registration → the provider's login → tool
     // call → refresh (refreshed upstream too) → retry and reuse handling.
-    let (flow, stderr) = run_sdk_flow(&stack, None, Duration::from_secs(90)).await;
+    let (flow, stderr) = run_sdk_flow(&stack, None, 90).await;
     let pretty = serde_json::to_string_pretty(&flow).unwrap_or_default();
     assert_eq!(flow["ok"], true, "{pretty}\n{stderr}{}", stack.logs());
     for step in [
@@ -172,7 +172,7 @@ async fn e2e_oidc_upstream_through_traefik_with_the_sdk_and_the_upstream_token()
 
     // A user in no allowed group: the SDK's login ends on our 403 page.
     provider.login_as("bob").await;
-    let (flow, _) = run_sdk_flow(&stack, None, Duration::from_secs(60)).await;
+    let (flow, _) = run_sdk_flow(&stack, None, 60).await;
     assert_eq!(flow["ok"], false, "{flow}");
     let error = flow["error"].as_str().unwrap_or("");
     assert!(error.contains("403"), "{flow}");

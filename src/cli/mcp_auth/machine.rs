@@ -8,10 +8,10 @@
 
 use serde_json::{Value, json};
 
-use super::discovery::{resource_metadata, strings};
+use super::discovery::strings;
+use super::probe::challenge_and_metadata;
 use super::{
-    Login, Probe, ToolCall, challenge_params, fail, http_client, param, protected_resource,
-    token_request, tokens_from,
+    Login, Probe, Target, fail, http_client, param, protected_resource, token_request, tokens_from,
 };
 use crate::cli::CliResult;
 use crate::clock::{Clock, SystemClock};
@@ -67,34 +67,21 @@ pub struct IdpExchange {
     pub client_secret: Option<String>,
 }
 
-/// The whole flow for `grant`; `tool` is called once the token is in hand.
-pub async fn login(
-    server_url: &str,
-    protocol: &str,
-    grant: &MachineGrant,
-    explicit_scope: Option<&str>,
-    tool: Option<&ToolCall>,
-) -> CliResult<Login> {
+/// The whole flow for `grant`; `target.tool` is called once the token is in hand.
+pub async fn login(target: &Target<'_>, grant: &MachineGrant) -> CliResult<Login> {
     let http = http_client()?;
-    let (mut probe, challenge) = Probe::unauthorized(&http, server_url, protocol, tool).await?;
-    let params = challenge
-        .as_deref()
-        .map(challenge_params)
-        .unwrap_or_default();
-    let prm = resource_metadata(
-        &http,
-        &probe.server,
-        param(&params, "resource_metadata").as_deref(),
-    )
-    .await
-    .ok_or_else(|| fail("the server publishes no protected-resource metadata (RFC 9728)"))?;
+    let (mut probe, challenge) = Probe::unauthorized(&http, target).await?;
+    let (params, prm) = challenge_and_metadata(&http, &probe.server, challenge.as_deref()).await;
+    let prm =
+        prm.ok_or_else(|| fail("the server publishes no protected-resource metadata (RFC 9728)"))?;
     let (resource, meta) = protected_resource(&http, &probe.server, &prm).await?;
     let issuer = meta["issuer"].as_str().unwrap_or_default().to_string();
     let token_endpoint = meta["token_endpoint"]
         .as_str()
         .ok_or_else(|| fail("the authorization server metadata has no token_endpoint"))?
         .to_string();
-    let scope = explicit_scope
+    let scope = target
+        .scope
         .map(str::to_string)
         .or_else(|| param(&params, "scope"));
     let methods = strings(&meta["token_endpoint_auth_methods_supported"]);
@@ -181,8 +168,8 @@ pub async fn login(
         }
     };
     let access = tokens["access_token"].as_str().unwrap_or("").to_string();
-    let answer = probe.session(&http, Some(&access), tool).await?;
-    answer.accepted(server_url)?;
+    let answer = probe.session(&http, Some(&access), target.tool).await?;
+    answer.accepted(target.server_url)?;
     Ok(Login {
         access_token: access,
         refresh_token: tokens["refresh_token"].as_str().map(str::to_string),

@@ -28,10 +28,11 @@ pub mod machine;
 mod probe;
 mod redirect;
 
-use discovery::{get_json, legacy_metadata, resource_metadata, strings};
+use discovery::{get_json, legacy_metadata, strings};
 pub use discovery::{http_client, server_metadata};
+pub use probe::Target;
 pub use probe::ToolCall;
-use probe::{Probe, challenge_params, param, protected_resource};
+use probe::{Probe, challenge_and_metadata, challenge_params, param, protected_resource};
 pub use redirect::wait_for_redirect;
 
 use super::{CliError, CliResult};
@@ -87,17 +88,15 @@ fn scope_set(scope: &str) -> BTreeSet<String> {
     scope.split_whitespace().map(str::to_string).collect()
 }
 
-/// The whole flow; `explicit_scope` overrides the selection; `tool` is called once logged in.
+/// The whole flow; `target.scope` overrides the selection; `target.tool` is called once logged
+/// in.
 pub async fn login(
-    server_url: &str,
-    protocol: &str,
+    target: &Target<'_>,
     client: &ClientChoice,
     browser: &Browser,
-    explicit_scope: Option<&str>,
-    tool: Option<&ToolCall>,
 ) -> CliResult<Login> {
     let http = http_client()?;
-    let (mut probe, mut challenge) = Probe::unauthorized(&http, server_url, protocol, tool).await?;
+    let (mut probe, mut challenge) = Probe::unauthorized(&http, target).await?;
     let server = probe.server.clone();
     // The redirect's listener, the same through step-ups and a move of the server.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", browser.port))
@@ -114,16 +113,7 @@ pub async fn login(
     // server (SEP-2352): discover again, register there, once.
     let mut moves = 0;
     'discover: loop {
-        let params = challenge
-            .as_deref()
-            .map(challenge_params)
-            .unwrap_or_default();
-        let prm = resource_metadata(
-            &http,
-            &server,
-            param(&params, "resource_metadata").as_deref(),
-        )
-        .await;
+        let (params, prm) = challenge_and_metadata(&http, &server, challenge.as_deref()).await;
         let (resource, meta) = match &prm {
             Some(prm) => {
                 let (resource, meta) = protected_resource(&http, &server, prm).await?;
@@ -152,7 +142,7 @@ pub async fn login(
 
         // The scope to ask for.
         let supported_by_as = strings(&meta["scopes_supported"]);
-        let mut scope: Option<BTreeSet<String>> = match explicit_scope {
+        let mut scope: Option<BTreeSet<String>> = match target.scope {
             Some(s) => Some(scope_set(s)),
             None => param(&params, "scope").map(|s| scope_set(&s)).or_else(|| {
                 prm.as_ref()
@@ -223,7 +213,7 @@ pub async fn login(
             probe.dpop = client.dpop.clone().filter(|_| bound);
 
             // Use it: the probe again (and the tool), with the token.
-            let answer = probe.session(&http, Some(&access), tool).await?;
+            let answer = probe.session(&http, Some(&access), target.tool).await?;
             let params = answer
                 .challenge
                 .as_deref()
@@ -249,7 +239,7 @@ pub async fn login(
                 probe.session = None;
                 continue 'discover;
             }
-            answer.accepted(server_url)?;
+            answer.accepted(target.server_url)?;
             return Ok(Login {
                 access_token: access,
                 refresh_token: tokens["refresh_token"].as_str().map(str::to_string),

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::discovery::{resource_matches, server_metadata};
+use super::discovery::{resource_matches, resource_metadata, server_metadata};
 use super::{PROTOCOL_2026, dpop, fail};
 use crate::cli::CliResult;
 
@@ -83,6 +83,16 @@ pub(super) struct Probe {
 pub struct ToolCall {
     pub name: String,
     pub arguments: Value,
+}
+
+/// What a login is for: the MCP server, the era of MCP to speak to it, the scope asked for
+/// (else the challenge's), and a tool to call once the token is in hand.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub server_url: &'a str,
+    pub protocol: &'a str,
+    pub scope: Option<&'a str>,
+    pub tool: Option<&'a ToolCall>,
 }
 
 /// The answer to a probe request: status, challenge and (when 200) the body.
@@ -249,10 +259,14 @@ impl Probe {
     /// start again, and the challenge.
     pub(super) async fn unauthorized(
         http: &reqwest::Client,
-        server_url: &str,
-        protocol: &str,
-        tool: Option<&ToolCall>,
+        target: &Target<'_>,
     ) -> CliResult<(Probe, Option<String>)> {
+        let Target {
+            server_url,
+            protocol,
+            tool,
+            ..
+        } = *target;
         let server = url::Url::parse(server_url).map_err(|e| fail(format!("{server_url}: {e}")))?;
         let mut probe = Probe {
             server,
@@ -271,6 +285,19 @@ impl Probe {
         probe.session = None;
         Ok((probe, answer.challenge))
     }
+}
+
+/// Step 2's start: the challenge's parameters and the protected-resource metadata (at the URL
+/// the challenge names, else the well-known ones).
+pub(super) async fn challenge_and_metadata(
+    http: &reqwest::Client,
+    server: &url::Url,
+    challenge: Option<&str>,
+) -> (Vec<(String, String)>, Option<Value>) {
+    let params = challenge.map(challenge_params).unwrap_or_default();
+    let named = param(&params, "resource_metadata");
+    let prm = resource_metadata(http, server, named.as_deref()).await;
+    (params, prm)
 }
 
 /// Step 2's end: the resource the metadata `prm` names (it must be `server`, or a parent of

@@ -367,6 +367,8 @@ return 1
 "#;
 
 fn script(body: &str) -> redis::Script {
+    let fallback = keys::TOKEN_TOMBSTONE_FALLBACK_SECS.to_string();
+    let index_cap = crate::audit::INDEX_MAX_EVENTS.to_string();
     let prelude = PRELUDE
         .replace("{TOKEN}", keys::TOKEN_PREFIX)
         .replace("{USER_TOKENS}", keys::USER_TOKENS_PREFIX)
@@ -379,18 +381,12 @@ fn script(body: &str) -> redis::Script {
         .replace("{CLIENT_CONSENTS}", keys::CLIENT_CONSENTS_PREFIX)
         .replace("{GRANT_RESULT}", keys::GRANT_RESULT_PREFIX)
         .replace("{TOKEN_REVOKED}", keys::TOKEN_REVOKED_PREFIX)
-        .replace(
-            "{TOMBSTONE_FALLBACK}",
-            &keys::TOKEN_TOMBSTONE_FALLBACK_SECS.to_string(),
-        )
+        .replace("{TOMBSTONE_FALLBACK}", &fallback)
         .replace("{CLIENT}", keys::CLIENT_PREFIX)
         .replace("{AUDIT}", keys::AUDIT)
         .replace("{AUDIT_USER}", keys::AUDIT_USER_PREFIX)
         .replace("{AUDIT_CLIENT}", keys::AUDIT_CLIENT_PREFIX)
-        .replace(
-            "{AUDIT_INDEX_CAP}",
-            &crate::audit::INDEX_MAX_EVENTS.to_string(),
-        )
+        .replace("{AUDIT_INDEX_CAP}", &index_cap)
         .replace("{CONSENT}", keys::CONSENT_PREFIX)
         .replace("{CHANNEL}", keys::REVOCATION_CHANNEL)
         .replace("{FAMILY_MESSAGE}", keys::FAMILY_REVOCATION_MESSAGE);

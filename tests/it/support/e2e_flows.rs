@@ -97,7 +97,7 @@ pub async fn assert_sdk_login_and_tool_call(stack: &Stack) {
 /// Document at `metadata_url` when given; returns the flow's report.
 pub async fn assert_sdk_login_and_tool_call_as(stack: &Stack, metadata_url: Option<&str>) -> Value {
     let proxy = stack.proxy.name();
-    let (flow, stderr) = run_sdk_flow(stack, metadata_url, Duration::from_secs(90)).await;
+    let (flow, stderr) = run_sdk_flow(stack, metadata_url, 90).await;
     let failed = format!("{proxy}: the MCP client flow failed");
     let mut checks = Checks::of(stack, &flow, &stderr, &failed);
     checks.check(n(&flow, "/first_status") == 401, "first MCP request: 401");
@@ -196,11 +196,13 @@ pub async fn assert_sdk_login_and_tool_call_as(stack: &Stack, metadata_url: Opti
 pub async fn run_sdk_flow(
     stack: &Stack,
     metadata_url: Option<&str>,
-    limit: Duration,
+    limit_secs: u64,
 ) -> (Value, String) {
     let mut args = vec![stack.mcp_url.as_str()];
     args.extend(metadata_url);
-    stack.run_script("mcp-client-flow.mjs", &args, limit).await
+    stack
+        .run_script("mcp-client-flow.mjs", &args, limit_secs)
+        .await
 }
 
 /// The checks a test makes of a script's JSON report: each one that fails is noted, and

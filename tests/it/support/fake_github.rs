@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Mutex;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 pub const CLIENT_ID: &str = "gh-client-id";
 pub const CLIENT_SECRET: &str = "gh-client-secret";
@@ -46,20 +46,13 @@ impl FakeGithub {
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
+        super::serve(listener, state.clone(), |routes| {
+            routes
                 .route("/login/oauth/authorize", web::get().to(authorize))
                 .route("/login/oauth/access_token", web::post().to(access_token))
                 .route("/user", web::get().to(user))
-                .route("/user/emails", web::get().to(emails))
-        })
-        .workers(1)
-        .listen(listener)
-        .unwrap()
-        .run();
-        tokio::spawn(server);
+                .route("/user/emails", web::get().to(emails));
+        });
         Self { base, state }
     }
 

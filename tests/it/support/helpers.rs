@@ -568,6 +568,16 @@ pub struct TokenSpec {
     pub minted_at_offset: i64,
 }
 
+impl TokenSpec {
+    /// alice's token bound to the DPoP key with thumbprint `jkt`.
+    pub fn dpop(jkt: String) -> Self {
+        Self {
+            dpop_jkt: Some(jkt),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for TokenSpec {
     fn default() -> Self {
         Self {

@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{HttpResponse, web};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -88,10 +88,8 @@ pub fn start() -> web::Data<Lies> {
         jwk,
         public_pem: key.public_key_pem(),
     });
-    let state = lies.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
+    super::serve(listener, lies.clone(), |routes| {
+        routes
             .route(
                 "/.well-known/openid-configuration",
                 web::get().to(discovery),
@@ -99,13 +97,8 @@ pub fn start() -> web::Data<Lies> {
             .route("/jwks", web::get().to(jwks))
             .route("/authorize", web::get().to(authorize))
             .route("/token", web::post().to(token))
-            .route("/userinfo", web::get().to(userinfo))
-    })
-    .workers(1)
-    .listen(listener)
-    .unwrap()
-    .run();
-    tokio::spawn(server);
+            .route("/userinfo", web::get().to(userinfo));
+    });
     lies
 }
 

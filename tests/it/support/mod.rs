@@ -29,6 +29,25 @@ pub mod procs;
 pub mod stack;
 
 /// A response header as text ("" when absent).
+/// A stand-in server on `listener` with `data` and the routes `routes` adds: one worker, run in
+/// the background for the rest of the test.
+pub fn serve<D: Send + Sync + 'static>(
+    listener: std::net::TcpListener,
+    data: actix_web::web::Data<D>,
+    routes: fn(&mut actix_web::web::ServiceConfig),
+) {
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .configure(routes)
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+}
+
 pub fn header(resp: &reqwest::Response, name: &str) -> String {
     resp.headers()
         .get(name)

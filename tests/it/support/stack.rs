@@ -521,8 +521,9 @@ impl Stack {
         &self,
         script: &str,
         args: &[&str],
-        limit: Duration,
+        limit_secs: u64,
     ) -> (Value, String) {
+        let limit = Duration::from_secs(limit_secs);
         let mut cmd = if script.ends_with(".py") {
             let mut cmd = clean_command(&python_mcp());
             cmd.env("E2E_NODE", node22());
