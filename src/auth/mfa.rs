@@ -49,6 +49,21 @@ async fn pending_for(
     Ok((id.to_string(), pending))
 }
 
+/// A posted form's login: [`pending_for`], and the form's CSRF token must be the login's.
+async fn posted(
+    state: &AuthState,
+    req: &HttpRequest,
+    session: &Option<String>,
+    csrf_token: &Option<String>,
+) -> Result<(String, MfaPending), HttpResponse> {
+    let (id, pending) = pending_for(state, req, session.as_deref()).await?;
+    if !mfa_csrf_ok(req, &pending, csrf_token.as_deref()) {
+        let refused = OAuthError::access_denied("the form could not be verified (CSRF)");
+        return Err(state.pages.error(&refused));
+    }
+    Ok((id, pending))
+}
+
 pub async fn enrolment(state: &AuthState, user: &str) -> Option<MfaRecord> {
     MfaRecord::load(state.store.as_ref(), user).await.ok()?
 }
@@ -283,16 +298,11 @@ async fn submit(
     form: web::Form<CodeForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let (id, mut pending) = match pending_for(&state, &req, form.session.as_deref()).await {
+    let (id, mut pending) = match posted(&state, &req, &form.session, &form.csrf_token).await {
         Ok(found) => found,
         Err(page) => return page,
     };
     let id = id.as_str();
-    if !mfa_csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
-        return state.pages.error(&OAuthError::access_denied(
-            "the form could not be verified (CSRF)",
-        ));
-    }
     let login = pending.user.login.clone();
     let ip = client_ip(&state, &req);
     let attempt = match reserve_attempt(&state, &req, &login, &ip).await {
@@ -373,16 +383,7 @@ async fn submit(
         Ok(()) => {
             clear_failures(&state, &login, &ip).await;
             let _ = MfaPending::take(state.store.as_ref(), id).await;
-            let amr = vec![pending.method.clone(), "otp".into()];
-            issue_code(
-                &state,
-                &req,
-                pending.authorization,
-                pending.user,
-                amr,
-                pending.upstream,
-            )
-            .await
+            passed(&state, &req, pending).await
         }
         Err(message) => {
             let failure = Failure {
@@ -403,6 +404,18 @@ async fn submit(
             .await
         }
     }
+}
+
+/// The second factor is done: the login goes on to its code, its `amr` with `otp` added.
+async fn passed(state: &AuthState, req: &HttpRequest, pending: MfaPending) -> HttpResponse {
+    let amr = vec![pending.method.clone(), "otp".into()];
+    let MfaPending {
+        authorization,
+        user,
+        upstream,
+        ..
+    } = pending;
+    issue_code(state, req, authorization, user, amr, upstream).await
 }
 
 fn mfa_csrf_ok(req: &HttpRequest, pending: &MfaPending, presented: Option<&str>) -> bool {
@@ -494,32 +507,16 @@ async fn finish_enrolment(
     form: web::Form<ContinueForm>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let (id, pending) = match pending_for(&state, &req, form.session.as_deref()).await {
+    let (id, pending) = match posted(&state, &req, &form.session, &form.csrf_token).await {
         Ok(found) => found,
         Err(page) => return page,
     };
     let id = id.as_str();
-    if !mfa_csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
-        return state.pages.error(&OAuthError::access_denied(
-            "the form could not be verified (CSRF)",
-        ));
-    }
     if !pending.enrolled {
         return expired(&state);
     }
     match MfaPending::take(state.store.as_ref(), id).await {
-        Ok(Some(_)) => {
-            let amr = vec![pending.method.clone(), "otp".into()];
-            issue_code(
-                &state,
-                &req,
-                pending.authorization,
-                pending.user,
-                amr,
-                pending.upstream,
-            )
-            .await
-        }
+        Ok(Some(_)) => passed(&state, &req, pending).await,
         _ => expired(&state),
     }
 }

@@ -348,26 +348,16 @@ pub struct AuthServer {
 }
 
 impl AuthServer {
-    pub fn build(
-        settings: Settings,
-        store: Arc<dyn Store>,
-        clock: SharedClock,
-        upstream: Upstreams,
-    ) -> std::io::Result<Self> {
+    /// The server for `state`, listening on its `LISTEN_ADDR`.
+    pub fn build(state: AuthState) -> std::io::Result<Self> {
         let default: SocketAddr = DEFAULT_LISTEN_ADDR.parse().expect("valid default address");
-        let listener = TcpListener::bind(settings.listen_addr_or(default))?;
-        Self::from_listener(listener, settings, store, clock, upstream)
+        let listener = TcpListener::bind(state.settings.listen_addr_or(default))?;
+        Self::from_listener(listener, state)
     }
 
-    pub fn from_listener(
-        listener: TcpListener,
-        settings: Settings,
-        store: Arc<dyn Store>,
-        clock: SharedClock,
-        upstream: Upstreams,
-    ) -> std::io::Result<Self> {
+    pub fn from_listener(listener: TcpListener, state: AuthState) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let state = web::Data::new(AuthState::new(settings, store, clock, upstream)?);
+        let state = web::Data::new(state);
         let app_state = state.clone();
         let draining = state.draining.clone();
         let sockets = vec![listener.try_clone()?];

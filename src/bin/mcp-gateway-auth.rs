@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use mcp_oauth_gateway::auth::{AuthServer, Upstreams};
+use mcp_oauth_gateway::auth::{AuthServer, AuthState, Upstreams};
 use mcp_oauth_gateway::clock;
 use mcp_oauth_gateway::config::Settings;
 use mcp_oauth_gateway::service;
@@ -20,7 +20,8 @@ async fn main() -> ExitCode {
         "OAuth 2.1 authorization server for MCP clients",
         prepare,
         |settings, upstream, store| {
-            AuthServer::build(settings, store, clock::system(), upstream)
+            AuthState::new(settings, store, clock::system(), upstream)
+                .and_then(AuthServer::build)
                 .map(|s| (s.addr(), s.run_until_stopped()))
         },
     )

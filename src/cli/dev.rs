@@ -10,7 +10,7 @@ use base64::Engine;
 use clap::Args;
 
 use super::{Cli, CliError, CliResult};
-use crate::auth::{AuthServer, Upstreams};
+use crate::auth::{AuthServer, AuthState, Upstreams};
 use crate::config::{ConfigSource, Settings};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::token::keys::{KeyMaterial, SigningAlgorithm};
@@ -116,13 +116,15 @@ pub async fn run(cli: &Cli, args: &DevArgs) -> CliResult {
     auth_settings.listen_addr = Some(args.listen);
     let mut verify_settings = settings.clone();
     verify_settings.listen_addr = Some(args.verify_listen);
-    let auth = AuthServer::build(
+    let auth_state = AuthState::new(
         auth_settings,
         store.clone(),
         clock.clone(),
         Upstreams::dev_login(),
-    )
-    .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
+    );
+    let auth = auth_state
+        .and_then(AuthServer::build)
+        .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
     let verify = VerifyServer::build(verify_settings, store, clock)
         .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.verify_listen)))?;
 

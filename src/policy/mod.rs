@@ -277,7 +277,6 @@ pub struct ToolRule {
 #[serde(deny_unknown_fields)]
 pub struct RawToolRule {
     pub method: String,
-    #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
     pub scopes: Vec<String>,

@@ -123,7 +123,6 @@ pub struct MfaPending {
     pub upstream: Option<String>,
     pub csrf: String,
     /// During enrolment: the new secret, sealed.
-    #[serde(default)]
     pub new_secret: Option<String>,
     /// Enrolment confirmed; the recovery codes have been shown.
     #[serde(default)]

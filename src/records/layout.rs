@@ -53,7 +53,6 @@ struct TokenPlace {
     username: String,
     client_id: String,
     expires_at: i64,
-    #[serde(default)]
     family_id: Option<String>,
 }
 
@@ -123,9 +122,7 @@ impl Indexed for RefreshPlace {
 /// it (deleting the client finds it), scored by its own expiry.
 #[derive(Deserialize)]
 struct PendingPlace {
-    #[serde(default)]
     client_id: Option<String>,
-    #[serde(default)]
     authorization: Option<Box<PendingPlace>>,
 }
 

@@ -125,6 +125,7 @@ struct DevLoginForm {
     login: Option<String>,
 }
 
+/// `POST /dev/login`: the name typed in logs in (after the CSRF and same-browser checks).
 async fn submit(
     req: HttpRequest,
     form: web::Form<DevLoginForm>,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use mcp_oauth_gateway::auth::{AuthServer, Upstreams};
+use mcp_oauth_gateway::auth::{AuthServer, AuthState, Upstreams};
 use serde_json::Value;
 
 use crate::support::audit::*;
@@ -114,14 +114,10 @@ async fn two_replicas_deliver_each_event_once_and_a_stopped_one_loses_nothing() 
     }
     let settings = settings(&source);
     let upstream = Upstreams::from_settings(&settings).unwrap();
-    let second = AuthServer::from_listener(
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-        settings,
-        gw.redis.store(),
-        mcp_oauth_gateway::clock::system(),
-        upstream,
-    )
-    .unwrap();
+    let clock = mcp_oauth_gateway::clock::system();
+    let state = AuthState::new(settings, gw.redis.store(), clock, upstream).unwrap();
+    let second =
+        AuthServer::from_listener(TcpListener::bind("127.0.0.1:0").unwrap(), state).unwrap();
     let running = tokio::spawn(second.run_until_stopped());
     let client = gw.client("none").await;
     for _ in 0..6 {

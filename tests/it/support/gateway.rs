@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 
-use mcp_oauth_gateway::auth::{AuthServer, Upstreams};
+use mcp_oauth_gateway::auth::{AuthServer, AuthState, Upstreams};
 use mcp_oauth_gateway::clock;
 use mcp_oauth_gateway::token::sha256_b64url;
 use serde_json::{Value, json};
@@ -47,9 +47,8 @@ impl Gateway {
         }
         let settings = settings(&source);
         let upstream = Upstreams::from_settings(&settings).unwrap();
-        let auth =
-            AuthServer::from_listener(listener, settings, redis.store(), clock::system(), upstream)
-                .unwrap();
+        let state = AuthState::new(settings, redis.store(), clock::system(), upstream).unwrap();
+        let auth = AuthServer::from_listener(listener, state).unwrap();
         tokio::spawn(auth.run_until_stopped());
         let verify = Verify::start(&source, redis.store()).await;
         Gateway {

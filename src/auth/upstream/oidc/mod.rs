@@ -61,11 +61,9 @@ pub struct Discovery {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
-    #[serde(default)]
     pub userinfo_endpoint: Option<String>,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
-    #[serde(default)]
     pub scopes_supported: Option<Vec<String>>,
 }
 
