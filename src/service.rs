@@ -371,27 +371,25 @@ pub fn stop_listening(socket: &std::net::TcpListener) {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(target_os = "linux")]
 fn refuse_new_connections(socket: &std::net::TcpListener) -> std::io::Result<()> {
+    use libc::{BPF_ABS, BPF_B, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET};
     use socket2::SockFilter;
-    // Classic BPF over the TCP header: drop a segment with SYN and without ACK, pass the rest.
-    const LD_B_ABS: u16 = 0x30;
-    const JSET_K: u16 = 0x45;
-    const RET_K: u16 = 0x06;
-    const TCP_FLAGS: u32 = 13;
-    const ACK: u32 = 0x10;
-    const SYN: u32 = 0x02;
+    // Classic BPF over the TCP header, whose 14th byte holds the flags: drop a segment with SYN
+    // and without ACK, pass the rest.
+    let op = |code: u32| code as u16;
+    let (flags_byte, ack, syn) = (13, 0x10, 0x02);
     let program = [
-        SockFilter::new(LD_B_ABS, 0, 0, TCP_FLAGS),
-        SockFilter::new(JSET_K, 2, 0, ACK),
-        SockFilter::new(JSET_K, 0, 1, SYN),
-        SockFilter::new(RET_K, 0, 0, 0),
-        SockFilter::new(RET_K, 0, 0, u32::MAX),
+        SockFilter::new(op(BPF_LD | BPF_B | BPF_ABS), 0, 0, flags_byte),
+        SockFilter::new(op(BPF_JMP | BPF_JSET | BPF_K), 2, 0, ack),
+        SockFilter::new(op(BPF_JMP | BPF_JSET | BPF_K), 0, 1, syn),
+        SockFilter::new(op(BPF_RET | BPF_K), 0, 0, 0),
+        SockFilter::new(op(BPF_RET | BPF_K), 0, 0, u32::MAX),
     ];
     socket2::SockRef::from(socket).attach_filter(&program)
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(target_os = "linux"))]
 fn refuse_new_connections(socket: &std::net::TcpListener) -> std::io::Result<()> {
     socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read)
 }

@@ -95,13 +95,14 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AuthState>) 
             }
             _ => {}
         }
+        let grant = Granting {
+            state: &state,
+            req: &req,
+            client: &client,
+        };
         match TokenRequest::parse(&form)? {
-            TokenRequest::AuthorizationCode(code) => {
-                authorization_code(&state, &req, &client, code).await
-            }
-            TokenRequest::RefreshToken(refresh_request) => {
-                refresh(&state, &req, &client, refresh_request).await
-            }
+            TokenRequest::AuthorizationCode(code) => authorization_code(grant, code).await,
+            TokenRequest::RefreshToken(request) => refresh(grant, request).await,
         }
     }
     .await;
@@ -181,12 +182,19 @@ impl<'a> TokenRequest<'a> {
     }
 }
 
+/// One token request whose client has authenticated: what a grant works from.
+#[derive(Clone, Copy)]
+struct Granting<'a> {
+    state: &'a AuthState,
+    req: &'a HttpRequest,
+    client: &'a ClientRecord,
+}
+
 async fn authorization_code(
-    state: &AuthState,
-    req: &HttpRequest,
-    client: &ClientRecord,
+    grant: Granting<'_>,
     exchange: CodeExchange<'_>,
 ) -> Result<HttpResponse, OAuthError> {
+    let (state, req, client) = (grant.state, grant.req, grant.client);
     let CodeExchange {
         code,
         verifier,
@@ -385,11 +393,10 @@ impl Retry {
 }
 
 async fn refresh(
-    state: &AuthState,
-    req: &HttpRequest,
-    client: &ClientRecord,
+    grant: Granting<'_>,
     request: RefreshRequest<'_>,
 ) -> Result<HttpResponse, OAuthError> {
+    let (state, req, client) = (grant.state, grant.req, grant.client);
     let presented = request.refresh_token;
     let hash = sha256_b64url(presented.as_bytes());
     let record = match RefreshRecord::load(state.store.as_ref(), &hash).await {
