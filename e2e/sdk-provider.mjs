@@ -37,35 +37,22 @@ export class MemoryProvider {
     this.lastState = crypto.randomBytes(16).toString("base64url");
     return this.lastState;
   }
-  clientInformation() {
-    return this._client;
-  }
-  saveClientInformation(info) {
-    this._client = info;
-  }
-  tokens() {
-    return this._tokens;
-  }
+  // The SDK's storage hooks: plain fields.
+  clientInformation() { return this._client; }
+  saveClientInformation(info) { this._client = info; }
+  tokens() { return this._tokens; }
   saveTokens(tokens) {
     this._tokens = tokens;
     this.savedTokens.push(tokens);
   }
-  redirectToAuthorization(url) {
-    this.lastAuthorizationUrl = new URL(url);
-  }
-  saveCodeVerifier(v) {
-    this._verifier = v;
-  }
+  redirectToAuthorization(url) { this.lastAuthorizationUrl = new URL(url); }
+  saveCodeVerifier(v) { this._verifier = v; }
   codeVerifier() {
     if (!this._verifier) throw new Error("no code verifier saved");
     return this._verifier;
   }
-  saveDiscoveryState(s) {
-    this._discovery = s;
-  }
-  discoveryState() {
-    return this._discovery;
-  }
+  saveDiscoveryState(s) { this._discovery = s; }
+  discoveryState() { return this._discovery; }
   invalidateCredentials(scope) {
     console.error(`[flow] SDK invalidated credentials: ${scope}`);
     if (scope === "all" || scope === "client") this._client = undefined;

@@ -18,7 +18,9 @@ use super::consent::{self, ConsentRecord, ConsentRequest};
 use super::pages::csp_origin;
 use super::params::{CodeChallenge, Resource};
 use super::ratelimit::Limited;
-use super::session::{bind_browser, csrf_ok, form_page, session_user};
+use super::session::{
+    Step, bind_browser, csrf_ok, form_page, other_browser_page, same_browser, session_user,
+};
 use super::{AuthState, OAuthError};
 use crate::audit::{Events, Kind};
 use crate::policy::OOB_REDIRECT;
@@ -96,9 +98,7 @@ pub fn resolve_scope(
 }
 
 async fn authorize(
-    req: HttpRequest,
-    query: web::Query<Vec<(String, String)>>,
-    state: web::Data<AuthState>,
+    Step(req, query, state): Step<web::Query<Vec<(String, String)>>>,
 ) -> HttpResponse {
     if let Err(e) = state
         .limits
@@ -269,6 +269,34 @@ pub async fn load_pending(
     Ok(PendingAuthorization::load(state.store.as_ref(), id).await?)
 }
 
+/// The approved login of this browser that `state` names, or the page to answer with.
+/// `step` names the refusal in the error metrics.
+pub async fn approved_login(
+    req: &HttpRequest,
+    state: &AuthState,
+    id: Option<&str>,
+    step: &str,
+) -> Result<(String, PendingAuthorization), HttpResponse> {
+    let unknown = || {
+        state.pages.error(&OAuthError::invalid_state(
+            "this login is unknown or has expired; start again from your application",
+        ))
+    };
+    let Some(id) = id else {
+        return Err(unknown());
+    };
+    match load_pending(state, id).await {
+        Ok(Some(p)) if p.approved => {
+            if !same_browser(req, &p) {
+                return Err(other_browser_page(state, step));
+            }
+            Ok((id.to_string(), p))
+        }
+        Ok(_) => Err(unknown()),
+        Err(e) => Err(state.pages.error(&e)),
+    }
+}
+
 /// Where the user signs in upstream; `id` travels as the upstream `state`: straight to the
 /// only provider when that needs no I/O, else our own step (`/login/{provider}`, or the
 /// chooser when there are several).
@@ -282,11 +310,7 @@ pub fn upstream_login_url(state: &AuthState, id: &str) -> String {
     }
 }
 
-async fn consent_page(
-    req: HttpRequest,
-    query: web::Query<ConsentForm>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
+async fn consent_page(Step(req, query, state): Step<web::Query<ConsentForm>>) -> HttpResponse {
     let Some(id) = query.request.as_deref() else {
         return state
             .pages
@@ -413,11 +437,7 @@ struct ConsentForm {
     decision: Option<String>,
 }
 
-async fn consent_decision(
-    req: HttpRequest,
-    form: web::Form<ConsentForm>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
+async fn consent_decision(Step(req, form, state): Step<web::Form<ConsentForm>>) -> HttpResponse {
     let forbidden = |description: &str| {
         state.metrics.error("consent", "access_denied");
         state.pages.error(&OAuthError::access_denied(description))

@@ -10,11 +10,11 @@ use actix_web::http::header::{CACHE_CONTROL, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::authorize::{client_redirect, load_pending, redirect_error};
+use super::AuthState;
+use super::authorize::{approved_login, client_redirect, redirect_error};
 use super::login::{SignedIn, complete_login};
-use super::session::{other_browser_page, same_browser};
+use super::session::{Step, other_browser_page, same_browser};
 use super::upstream::UpstreamError;
-use super::{AuthState, OAuthError};
 use crate::audit::{Actor, Events, Kind};
 use crate::records::PendingAuthorization;
 
@@ -160,11 +160,7 @@ async fn upstream_failed(
 }
 
 /// `GET /callback`: GitHub sends users back here (where GitHub OAuth apps are registered).
-async fn github_callback(
-    req: HttpRequest,
-    query: web::Query<CallbackQuery>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
+async fn github_callback(Step(req, query, state): Step<web::Query<CallbackQuery>>) -> HttpResponse {
     finish(&req, &query, &state, "/callback").await
 }
 
@@ -227,40 +223,10 @@ struct StartQuery {
     state: Option<String>,
 }
 
-/// The approved login of this browser that `state` names, or the page to answer with.
-async fn approved_login(
-    req: &HttpRequest,
-    state: &AuthState,
-    id: Option<&str>,
-) -> Result<(String, PendingAuthorization), HttpResponse> {
-    let unknown = || {
-        state.pages.error(&OAuthError::invalid_state(
-            "this login is unknown or has expired; start again from your application",
-        ))
-    };
-    let Some(id) = id else {
-        return Err(unknown());
-    };
-    match load_pending(state, id).await {
-        Ok(Some(p)) if p.approved => {
-            if !same_browser(req, &p) {
-                return Err(other_browser_page(state, "login"));
-            }
-            Ok((id.to_string(), p))
-        }
-        Ok(_) => Err(unknown()),
-        Err(e) => Err(state.pages.error(&e)),
-    }
-}
-
 /// `GET /login?state=…`: the chooser, when several providers are configured (in `UPSTREAM`'s
 /// order).
-async fn chooser(
-    req: HttpRequest,
-    query: web::Query<StartQuery>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
-    let (id, _) = match approved_login(&req, &state, query.state.as_deref()).await {
+async fn chooser(Step(req, query, state): Step<web::Query<StartQuery>>) -> HttpResponse {
+    let (id, _) = match approved_login(&req, &state, query.state.as_deref(), "login").await {
         Ok(found) => found,
         Err(page) => return page,
     };
@@ -286,7 +252,7 @@ async fn start(
     query: web::Query<StartQuery>,
     state: web::Data<AuthState>,
 ) -> HttpResponse {
-    let (id, pending) = match approved_login(&req, &state, query.state.as_deref()).await {
+    let (id, pending) = match approved_login(&req, &state, query.state.as_deref(), "login").await {
         Ok(found) => found,
         Err(page) => return page,
     };

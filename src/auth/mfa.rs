@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::login::issue_code;
-use super::session::{csrf_ok, form_page, other_browser_page, same_browser};
+use super::session::{Step, csrf_ok, form_page, other_browser_page, same_browser};
 use super::{AuthState, OAuthError, totp};
 use crate::audit::{Actor, Event, Events, Kind, outcome};
 use crate::records::{MfaPending, MfaRecord};
@@ -269,11 +269,7 @@ struct PageQuery {
     session: Option<String>,
 }
 
-async fn page(
-    req: HttpRequest,
-    query: web::Query<PageQuery>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
+async fn page(Step(req, query, state): Step<web::Query<PageQuery>>) -> HttpResponse {
     let (id, mut pending) = match pending_for(&state, &req, query.session.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
@@ -293,11 +289,7 @@ struct CodeForm {
     recovery_code: Option<String>,
 }
 
-async fn submit(
-    req: HttpRequest,
-    form: web::Form<CodeForm>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
+async fn submit(Step(req, form, state): Step<web::Form<CodeForm>>) -> HttpResponse {
     let (id, mut pending) = match posted(&state, &req, &form.session, &form.csrf_token).await {
         Ok(found) => found,
         Err(page) => return page,
@@ -502,11 +494,7 @@ struct ContinueForm {
     csrf_token: Option<String>,
 }
 
-async fn finish_enrolment(
-    req: HttpRequest,
-    form: web::Form<ContinueForm>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
+async fn finish_enrolment(Step(req, form, state): Step<web::Form<ContinueForm>>) -> HttpResponse {
     let (id, pending) = match posted(&state, &req, &form.session, &form.csrf_token).await {
         Ok(found) => found,
         Err(page) => return page,

@@ -3,7 +3,8 @@
 //! session cookie that lets a returning user skip consent.
 
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use subtle::ConstantTimeEq;
 
 use super::{AuthState, CONSENT_LIFETIME, OAuthError, PENDING_LIFETIME};
@@ -174,4 +175,24 @@ pub fn session_user(state: &AuthState, req: &HttpRequest) -> Option<String> {
         .decode(login)
         .ok()?;
     String::from_utf8(login).ok()
+}
+
+/// What a browser step's handler works from: the request, its input (a `web::Query` or
+/// `web::Form`) and the server's state, extracted in that order, so that a handler reads
+/// `async fn page(Step(req, query, state): Step<web::Query<Q>>)`.
+pub struct Step<T>(pub HttpRequest, pub T, pub web::Data<AuthState>);
+
+impl<T: FromRequest + 'static> FromRequest for Step<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let input = T::from_request(req, payload);
+        let state = web::Data::<AuthState>::extract(req);
+        let req = req.clone();
+        Box::pin(async move {
+            let input = input.await.map_err(Into::into)?;
+            Ok(Step(req, input, state.await?))
+        })
+    }
 }

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{Login, Provider, UpstreamError};
-use crate::auth::authorize::{client_redirect, load_pending};
+use crate::auth::authorize::{approved_login, client_redirect};
 use crate::auth::login::{SignedIn, complete_login};
-use crate::auth::session::{csrf_ok, form_page, other_browser_page, same_browser};
+use crate::auth::session::{Step, csrf_ok, form_page};
 use crate::auth::{AuthState, OAuthError};
 use crate::records::{PendingAuthorization, UpstreamUser};
 
@@ -65,39 +65,24 @@ struct DevLoginQuery {
     state: Option<String>,
 }
 
-/// The approved login a development-login request continues, or the page to answer with.
+/// The approved login of this browser a development-login request continues, or the page to
+/// answer with.
 async fn dev_pending(
     state: &AuthState,
+    req: &HttpRequest,
     id: Option<&str>,
 ) -> Result<(String, PendingAuthorization), HttpResponse> {
     if !state.upstream.is_dev() {
         return Err(HttpResponse::NotFound().finish());
     }
-    let Some(id) = id else {
-        return Err(state
-            .pages
-            .error(&OAuthError::invalid_request("no login in progress")));
-    };
-    match load_pending(state, id).await {
-        Ok(Some(p)) if p.approved => Ok((id.to_string(), p)),
-        _ => Err(state.pages.error(&OAuthError::invalid_state(
-            "this login is unknown or has expired",
-        ))),
-    }
+    approved_login(req, state, id, "dev_login").await
 }
 
-async fn page(
-    req: HttpRequest,
-    query: web::Query<DevLoginQuery>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
-    let (id, pending) = match dev_pending(&state, query.state.as_deref()).await {
+async fn page(Step(req, query, state): Step<web::Query<DevLoginQuery>>) -> HttpResponse {
+    let (id, pending) = match dev_pending(&state, &req, query.state.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
     };
-    if !same_browser(&req, &pending) {
-        return other_browser_page(&state, "dev_login");
-    }
     let id = id.as_str();
     let html = state.pages.render(
         "dev_login.html",
@@ -126,19 +111,12 @@ struct DevLoginForm {
 }
 
 /// `POST /dev/login`: the name typed in logs in (after the CSRF and same-browser checks).
-async fn submit(
-    req: HttpRequest,
-    form: web::Form<DevLoginForm>,
-    state: web::Data<AuthState>,
-) -> HttpResponse {
-    let (id, pending) = match dev_pending(&state, form.state.as_deref()).await {
+async fn submit(Step(req, form, state): Step<web::Form<DevLoginForm>>) -> HttpResponse {
+    let (id, pending) = match dev_pending(&state, &req, form.state.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
     };
     let id = id.as_str();
-    if !same_browser(&req, &pending) {
-        return other_browser_page(&state, "dev_login");
-    }
     if !csrf_ok(&req, &pending, form.csrf_token.as_deref()) {
         return state.pages.error(&OAuthError::access_denied(
             "the login form could not be verified (CSRF)",

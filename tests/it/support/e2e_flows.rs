@@ -288,7 +288,7 @@ pub async fn start_server_everything(logs: &Path) -> (Proc, String) {
         .env("PORT", port.to_string());
     let mut proc = Proc::spawn("server-everything", cmd, logs);
     let url = format!("http://127.0.0.1:{port}/mcp");
-    wait_http(&mut proc, &url, None, Duration::from_secs(20)).await;
+    wait_http(&mut proc, &url, None, 20).await;
     (proc, url)
 }
 

@@ -205,9 +205,10 @@ pub fn clean_command(program: &Path) -> Command {
     cmd
 }
 
-/// Polls `url` until it answers with `status` (any status when None), failing fast when the
-/// process behind it dies.
-pub async fn wait_http(proc: &mut Proc, url: &str, status: Option<u16>, limit: Duration) {
+/// Polls `url` until it answers with `status` (any status when None) within `limit_secs`,
+/// failing fast when the process behind it dies.
+pub async fn wait_http(proc: &mut Proc, url: &str, status: Option<u16>, limit_secs: u64) {
+    let limit = Duration::from_secs(limit_secs);
     let start = Instant::now();
     loop {
         proc.assert_alive();

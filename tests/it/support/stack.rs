@@ -181,13 +181,7 @@ impl Stack {
             .envs(opts.auth_env.iter().map(|(k, v)| (k, v)));
         let mut auth = Proc::spawn("mcp-gateway-auth", cmd, &logs);
         let auth_url = format!("http://127.0.0.1:{aport}");
-        wait_http(
-            &mut auth,
-            &format!("{auth_url}/ready"),
-            Some(200),
-            Duration::from_secs(20),
-        )
-        .await;
+        wait_http(&mut auth, &format!("{auth_url}/ready"), Some(200), 20).await;
         procs.push(auth);
 
         // verify's certificate, as an operator makes it (Traefik's forwardAuth speaks HTTP/2 to
@@ -218,13 +212,7 @@ impl Stack {
             };
             let mut verify = Proc::spawn(&name, cmd, &logs);
             let verify_url = format!("http://127.0.0.1:{vport}");
-            wait_http(
-                &mut verify,
-                &format!("{verify_url}/ready"),
-                Some(200),
-                Duration::from_secs(20),
-            )
-            .await;
+            wait_http(&mut verify, &format!("{verify_url}/ready"), Some(200), 20).await;
             procs.push(verify);
             verify_urls.push(verify_url);
         }
@@ -258,13 +246,7 @@ impl Stack {
         let mut mcp = Proc::spawn(name, cmd, &logs);
         let mcp_backend = format!("http://127.0.0.1:{mport}");
         // GET /mcp without a session is a 400: any answer means it is up.
-        wait_http(
-            &mut mcp,
-            &format!("{mcp_backend}/mcp"),
-            None,
-            Duration::from_secs(20),
-        )
-        .await;
+        wait_http(&mut mcp, &format!("{mcp_backend}/mcp"), None, 20).await;
         procs.push(mcp);
 
         let mut stack = Stack {
@@ -424,14 +406,14 @@ impl Stack {
             &mut proc,
             &format!("http://localhost:{port}/.well-known/oauth-protected-resource/mcp"),
             Some(200),
-            Duration::from_secs(30),
+            30,
         )
         .await;
         wait_http(
             &mut proc,
             &format!("http://127.0.0.1:{port}/.well-known/oauth-authorization-server"),
             Some(200),
-            Duration::from_secs(10),
+            10,
         )
         .await;
         self.procs.push(proc);
