@@ -397,10 +397,6 @@ impl AuthServer {
         self.serving.addr
     }
 
-    pub fn state(&self) -> web::Data<AuthState> {
-        self.state.clone()
-    }
-
     /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` and stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (draining, drain) = (

@@ -187,11 +187,6 @@ impl VerifyServer {
         self.serving.addr
     }
 
-    /// Shared state, for tests and the dev server.
-    pub fn state(&self) -> web::Data<VerifyState> {
-        self.state.clone()
-    }
-
     /// Serves until SIGTERM/SIGINT, then drains for `SHUTDOWN_DRAIN` and stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (draining, drain) = (
