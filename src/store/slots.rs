@@ -1,0 +1,238 @@
+//! Redis Cluster's slots, and the buckets the store spreads its keys over there (issue #30;
+//! not yet used by the store: the cluster layout is being built on this).
+//!
+//! A cluster places a key by the CRC16 of its hash tag (the text between the first `{` and the
+//! next `}`, when not empty; else the whole key) modulo 16,384 slots. Keys that must change
+//! together in one script share a tag. The store does not make tags of user-controlled text
+//! (a login, a client id): it hashes the user or client to one of [`BUCKETS`] buckets, and each
+//! bucket has a tag whose slot lies in the bucket's own 1/256 of the slot space. An even
+//! assignment of slots to primaries (what `redis-cli --cluster create` makes) then gives each
+//! primary an even share of buckets, and so of users and clients.
+//!
+//! Opaque values the store must find again from the value alone (a token's `jti`, a refresh
+//! token, a code, a login's `state`) carry their bucket as a prefix: [`Bucket::mint_id`],
+//! [`Bucket::embedded`].
+//!
+//! The tags are permanent: once keys are written under them, another tag for a bucket would
+//! lose them. A test pins the whole table.
+
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+/// Redis Cluster's slot count.
+pub const SLOTS: u16 = 16_384;
+/// How many buckets users and clients are spread over.
+pub const BUCKETS: usize = 256;
+/// Slots in one bucket's share of the slot space.
+const SLOTS_PER_BUCKET: u16 = SLOTS / BUCKETS as u16;
+
+/// CRC16-CCITT (XMODEM: polynomial 0x1021, initial value 0), the checksum Redis Cluster
+/// places keys by.
+pub fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |crc, &byte| {
+        (0..8).fold(crc ^ (u16::from(byte) << 8), |crc, _| {
+            if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            }
+        })
+    })
+}
+
+/// The slot of `key`, as Redis Cluster computes it (hash tags included).
+pub fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16(hashed) % SLOTS
+}
+
+/// One of the [`BUCKETS`] buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Bucket(u8);
+
+impl Bucket {
+    pub const fn new(index: u8) -> Self {
+        Self(index)
+    }
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// A user's bucket, by login (ASCII case aside, as the store keys logins).
+    pub fn of_user(login: &str) -> Self {
+        Self::hashed(b'u', login.to_ascii_lowercase().as_bytes())
+    }
+
+    /// A client's bucket, by client id.
+    pub fn of_client(client_id: &str) -> Self {
+        Self::hashed(b'c', client_id.as_bytes())
+    }
+
+    /// A client address's bucket (second-factor lockouts by network).
+    pub fn of_address(address: &str) -> Self {
+        Self::hashed(b'i', address.as_bytes())
+    }
+
+    /// The bucket of an id: the one it carries ([`Bucket::embedded`]), else one derived from
+    /// the whole id (ids minted before buckets existed).
+    pub fn of_id(id: &str) -> Self {
+        Self::embedded(id).unwrap_or_else(|| Self::hashed(b'x', id.as_bytes()))
+    }
+
+    fn hashed(kind: u8, bytes: &[u8]) -> Self {
+        let digest = Sha256::new()
+            .chain_update([kind, 0])
+            .chain_update(bytes)
+            .finalize();
+        Self(digest[0])
+    }
+
+    /// An id that carries this bucket: `bb.` (two lowercase hex digits and a dot) before
+    /// `random`. base64url has no dot, so an id minted before buckets never looks like one.
+    pub fn mint_id(self, random: &str) -> String {
+        format!("{:02x}.{random}", self.0)
+    }
+
+    /// The bucket an id minted by [`Bucket::mint_id`] carries.
+    pub fn embedded(id: &str) -> Option<Self> {
+        let prefix = id.as_bytes().get(..3)?;
+        if prefix[2] != b'.'
+            || !prefix[..2]
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
+        }
+        std::str::from_utf8(&prefix[..2])
+            .ok()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .map(Self)
+    }
+
+    /// The hash tag of this bucket's keys (without the braces): its slot lies in
+    /// `[64 × bucket, 64 × bucket + 63]`.
+    pub fn tag(self) -> &'static str {
+        &tags()[self.index()]
+    }
+
+    /// The slots this bucket's tag may fall in.
+    pub fn slots(self) -> std::ops::RangeInclusive<u16> {
+        let first = u16::from(self.0) * SLOTS_PER_BUCKET;
+        first..=first + SLOTS_PER_BUCKET - 1
+    }
+}
+
+/// Each bucket's tag: the first of `bb`, `bb0`, `bb1`, … (`bb` the bucket in hex) whose slot
+/// lies in the bucket's share. Computed once (about 65,000 CRC16s of 3-6 bytes).
+fn tags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        (0..BUCKETS)
+            .map(|b| {
+                let bucket = Bucket(b as u8);
+                let base = format!("{b:02x}");
+                std::iter::once(base.clone())
+                    .chain((0u32..).map(|n| format!("{base}{n}")))
+                    .find(|tag| bucket.slots().contains(&(crc16(tag.as_bytes()) % SLOTS)))
+                    .unwrap_or(base)
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_computed_as_redis_cluster_does() {
+        // The CRC16 check value of the XMODEM variant, and slots `CLUSTER KEYSLOT` gives.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        // An empty tag is no tag; only the first `{…}` counts.
+        assert_eq!(slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % SLOTS);
+        assert_eq!(slot(b"foo{{bar}}zap"), crc16(b"{bar") % SLOTS);
+        assert_eq!(slot(b"foo{bar}{zap}"), slot(b"bar"));
+    }
+
+    #[test]
+    fn every_bucket_has_a_tag_in_its_own_share_of_the_slots() {
+        let mut seen = std::collections::HashSet::new();
+        for b in 0..BUCKETS {
+            let bucket = Bucket(b as u8);
+            let tag = bucket.tag();
+            assert!(
+                bucket.slots().contains(&slot(tag.as_bytes())),
+                "bucket {b}: {tag}"
+            );
+            let key = format!("oauth:token:{{{tag}}}:{}", bucket.mint_id("x"));
+            assert!(bucket.slots().contains(&slot(key.as_bytes())), "{key}");
+            assert!(seen.insert(tag), "tag {tag} twice");
+        }
+        // Three primaries with the slot ranges `redis-cli --cluster create` gives them
+        // (0-5460, 5461-10922, 10923-16383) hold a third of the buckets each, within one
+        // (a bucket whose share straddles a boundary goes where its tag falls).
+        let per_primary = [0..=5460u16, 5461..=10922, 10923..=16383].map(|range| {
+            (0..BUCKETS)
+                .filter(|&b| range.contains(&slot(Bucket(b as u8).tag().as_bytes())))
+                .count()
+        });
+        assert_eq!(per_primary.iter().sum::<usize>(), BUCKETS);
+        assert!(
+            per_primary.iter().all(|n| (84..=87).contains(n)),
+            "{per_primary:?}"
+        );
+    }
+
+    #[test]
+    fn the_tag_table_never_changes() {
+        // Keys are written under these tags: another table would lose them.
+        let all: String = (0..BUCKETS)
+            .map(|b| Bucket(b as u8).tag())
+            .collect::<Vec<_>>()
+            .join(",");
+        let digest = crate::token::sha256_b64url(all.as_bytes());
+        assert_eq!(&all[..20], "00357,01372,025,0321");
+        assert_eq!(digest, PINNED_TABLE_DIGEST, "{all}");
+    }
+
+    /// SHA-256 (base64url) of the tags joined by commas, as first computed.
+    const PINNED_TABLE_DIGEST: &str = "0OpP5Bu6Ef82_lrFfBvxKO2guVkZIuRsiH4ou3WzCPk";
+
+    #[test]
+    fn ids_carry_their_bucket_and_old_ids_get_a_stable_one() {
+        let bucket = Bucket::of_user("Alice");
+        assert_eq!(bucket, Bucket::of_user("alice"));
+        let id = bucket.mint_id("Q2xvdWRz");
+        assert_eq!(&id[2..3], ".");
+        assert_eq!(Bucket::embedded(&id), Some(bucket));
+        assert_eq!(Bucket::of_id(&id), bucket);
+        // A base64url id (no dot) has no embedded bucket; its derived one never changes.
+        let legacy = "Q2xvdWRzQXJlTm90SGFzaFRhZ3M";
+        assert_eq!(Bucket::embedded(legacy), None);
+        assert_eq!(Bucket::of_id(legacy), Bucket::of_id(legacy));
+        for not_one in ["7F.x", "7.x", "zz.x", "", "ab"] {
+            assert_eq!(Bucket::embedded(not_one), None, "{not_one}");
+        }
+        // Users, clients and addresses of the same text are unrelated buckets.
+        let text = "acme";
+        let kinds = [
+            Bucket::of_user(text),
+            Bucket::of_client(text),
+            Bucket::of_address(text),
+        ];
+        assert!(kinds[0] != kinds[1] || kinds[1] != kinds[2]);
+    }
+}
