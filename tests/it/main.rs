@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod browser;
 mod cli;
+mod cluster;
 mod dev;
 mod dpop;
 mod e2e;

@@ -82,13 +82,46 @@ pub(super) fn client_with_url(
     )
 }
 
-/// REDIS_URL with its host and port replaced by the primary's (scheme, user, password and
-/// database kept).
-pub(super) fn client_at(
+/// A Redis Cluster client for `REDIS_CLUSTER_NODES`: each seed node with REDIS_URL's scheme,
+/// user and password; TLS material and timeouts as for one server. The client learns the slot
+/// map from any seed, follows MOVED and ASK, and refreshes the map after a failover.
+pub fn cluster_client(
     settings: &crate::config::Settings,
-    host: &str,
-    port: u16,
-) -> StoreResult<redis::Client> {
+    cluster: &crate::config::RedisCluster,
+) -> StoreResult<redis::cluster::ClusterClient> {
+    let nodes = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let (host, port) = node
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                .ok_or_else(|| StoreError::Unavailable(format!("{node:?} is not host:port")))?;
+            node_url(settings, host, port)
+        })
+        .collect::<StoreResult<Vec<String>>>()?;
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(2);
+    let tls = &settings.redis_tls;
+    if !tls.is_empty() {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: tls
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.expose().clone(),
+                }),
+            root_cert: tls.ca.clone(),
+        });
+    }
+    builder.build().map_err(unavailable)
+}
+
+/// REDIS_URL with its host and port replaced (scheme, user, password and database kept).
+fn node_url(settings: &crate::config::Settings, host: &str, port: u16) -> StoreResult<String> {
     let mut url = url::Url::parse(settings.redis_url.expose())
         .map_err(|e| StoreError::Unavailable(format!("REDIS_URL: {e}")))?;
     url.set_host(Some(host))
@@ -96,8 +129,18 @@ pub(super) fn client_at(
             url.set_port(Some(port))
                 .map_err(|_| url::ParseError::InvalidPort)
         })
-        .map_err(|e| StoreError::Unavailable(format!("primary {host}:{port}: {e}")))?;
-    client_with_url(settings, url.as_str()).map_err(unavailable)
+        .map_err(|e| StoreError::Unavailable(format!("node {host}:{port}: {e}")))?;
+    Ok(url.into())
+}
+
+/// REDIS_URL with its host and port replaced by the primary's (scheme, user, password and
+/// database kept).
+pub(super) fn client_at(
+    settings: &crate::config::Settings,
+    host: &str,
+    port: u16,
+) -> StoreResult<redis::Client> {
+    client_with_url(settings, &node_url(settings, host, port)?).map_err(unavailable)
 }
 
 pub(super) fn manager(client: &redis::Client) -> StoreResult<ConnectionManager> {

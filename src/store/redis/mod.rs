@@ -14,7 +14,7 @@ mod scripts;
 pub(crate) mod stream;
 
 use connect::{Follower, Primary, Target, follow, manager, unavailable};
-pub use connect::{SENTINEL_POLL, client_for, primary_client};
+pub use connect::{SENTINEL_POLL, client_for, cluster_client, primary_client};
 use scripts::Scripts;
 
 use super::keys;

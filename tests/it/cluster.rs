@@ -1,0 +1,96 @@
+//! Redis Cluster (issue #30, in progress): a real three-primary cluster started by the test;
+//! the settings, the cluster client the store will use, and the bucket tags' placement.
+
+use mcp_oauth_gateway::config::{ConfigSource, Settings};
+use mcp_oauth_gateway::store::redis::cluster_client;
+use mcp_oauth_gateway::store::slots::{BUCKETS, Bucket, slot};
+
+use crate::support::helpers::rsa_key_b64;
+use crate::support::redis_cluster::RedisCluster;
+
+fn env(extra: &[(&str, &str)]) -> ConfigSource {
+    let mut source = ConfigSource::from_pairs([
+        ("JWT_ALGORITHM", "RS256".to_string()),
+        ("JWT_PRIVATE_KEY_B64", rsa_key_b64().to_string()),
+        ("BASE_DOMAIN", "example.com".to_string()),
+        ("ALLOWED_GITHUB_USERS", "alice".to_string()),
+        // Its host is not used: the nodes are listed apart.
+        ("REDIS_URL", "redis://127.0.0.1:1".to_string()),
+    ]);
+    for (k, v) in extra {
+        source = source.with(*k, *v);
+    }
+    source
+}
+
+#[test]
+fn cluster_nodes_are_checked_and_exclude_sentinel() {
+    let ok = Settings::load(&env(&[("REDIS_CLUSTER_NODES", "a:7000, b:7001")])).unwrap();
+    let cluster = ok.redis_cluster.expect("cluster settings");
+    assert_eq!(cluster.nodes, ["a:7000", "b:7001"]);
+    assert_eq!(cluster.wait_replicas, 1);
+    for (extra, var) in [
+        (
+            vec![("REDIS_CLUSTER_NODES", "a:7000,b")],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            vec![("REDIS_CLUSTER_NODES", "a:70000")],
+            "REDIS_CLUSTER_NODES",
+        ),
+        (
+            vec![
+                ("REDIS_CLUSTER_NODES", "a:7000"),
+                ("REDIS_SENTINELS", "s:26379"),
+            ],
+            "REDIS_CLUSTER_NODES",
+        ),
+    ] {
+        let err = Settings::load(&env(&extra)).expect_err("refused");
+        assert!(err.to_string().contains(var), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_client_reaches_every_slot_and_bucket_tags_spread_over_the_primaries() {
+    let cluster = RedisCluster::start().await;
+    assert_eq!(cluster.primaries().len(), 3);
+    let settings =
+        Settings::load(&env(&[("REDIS_CLUSTER_NODES", &cluster.nodes_setting())])).unwrap();
+    let client = cluster_client(&settings, settings.redis_cluster.as_ref().unwrap()).unwrap();
+    let mut conn = client
+        .get_async_connection()
+        .await
+        .expect("cluster connection");
+
+    // One key per bucket, written and read through the one client: each lands on the primary
+    // owning its slot (MOVED followed), and our slot is the cluster's.
+    for b in 0..BUCKETS {
+        let bucket = Bucket::new(b as u8);
+        let key = format!("oauth:token:{{{}}}:{}", bucket.tag(), bucket.mint_id("x"));
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(b)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let back: usize = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(back, b);
+        if b % 37 == 0 {
+            let theirs = cluster.cli(cluster.ports[0], &["CLUSTER", "KEYSLOT", &key]);
+            assert_eq!(theirs.trim(), slot(key.as_bytes()).to_string(), "{key}");
+        }
+    }
+    // Each primary holds a third of the buckets (within one).
+    for primary in cluster.primaries() {
+        let keys: usize = cluster.cli(primary, &["DBSIZE"]).trim().parse().unwrap();
+        assert!(
+            (84..=87).contains(&keys),
+            "primary {primary}: {keys} buckets"
+        );
+    }
+}

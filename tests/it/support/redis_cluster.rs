@@ -1,0 +1,160 @@
+//! A real Redis Cluster for one test: three primaries and three replicas of `redis-server
+//! --cluster-enabled yes` on loopback, joined by `redis-cli --cluster create`, every node
+//! killed on drop. Ports stay ≤ 55535: each node's cluster bus listens on its port + 10000.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+/// A loopback port, and the one 10,000 above it, both free now (tiny race until the node binds
+/// them; a node that cannot bind exits and the start is retried).
+fn free_port_pair() -> u16 {
+    loop {
+        let port = free_below(45_535);
+        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn free_below(limit: u16) -> u16 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..limit);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed (apt-get install redis-server)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl RedisCluster {
+    /// Three primaries with a replica each, every slot assigned, `cluster_state:ok` on every
+    /// node.
+    pub async fn start() -> Self {
+        for _ in 0..3 {
+            if let Some(cluster) = Self::try_start().await {
+                return cluster;
+            }
+        }
+        panic!("a Redis Cluster did not come up in three tries");
+    }
+
+    async fn try_start() -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..6).map(|_| free_port_pair()).collect();
+        let mut cluster = RedisCluster {
+            ports: ports.clone(),
+            children: Vec::new(),
+            _dir: dir,
+        };
+        for port in &ports {
+            let node_dir = cluster._dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--enable-debug-command", "local"])
+                .args(["--dir", node_dir.to_str().expect("utf-8 temp path")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            cluster.children.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in &ports {
+            while cli(*port, &["PING"]).trim() != "PONG" {
+                if Instant::now() > deadline {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli --cluster create");
+        if !created.success() {
+            return None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Every node sees every slot served, and three primaries each with its replica.
+        while !ports.iter().all(|p| {
+            let info = cli(*p, &["CLUSTER", "INFO"]);
+            info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+        }) || cluster.primaries().len() != 3
+        {
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(cluster)
+    }
+
+    /// `REDIS_CLUSTER_NODES` for this cluster: every node, as an operator lists them.
+    pub fn nodes_setting(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The primaries' ports, as the cluster sees them now.
+    pub fn primaries(&self) -> Vec<u16> {
+        let nodes = cli(self.ports[0], &["CLUSTER", "NODES"]);
+        nodes
+            .lines()
+            .filter(|line| line.split(' ').nth(2).is_some_and(|f| f.contains("master")))
+            .filter_map(|line| {
+                let addr = line.split(' ').nth(1)?;
+                addr.split(['@', ','])
+                    .next()?
+                    .rsplit_once(':')?
+                    .1
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// `redis-cli` against one node (`-c`: following MOVED), for the test's own inspection.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        cli(port, &all)
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
