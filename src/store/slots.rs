@@ -150,6 +150,92 @@ fn tags() -> &'static [String] {
     })
 }
 
+/// What a key family's tag is taken from: the part of the key after its prefix.
+#[derive(Debug, Clone, Copy)]
+enum TagOf {
+    /// An id that carries its bucket, or gets a derived one ([`Bucket::of_id`]).
+    Id,
+    /// A login (`oauth:mfa_recovery:{user}:…`: up to the next `:`).
+    User,
+    /// A client id.
+    Client,
+    /// `{user}:{client}`: the client's (consents go with their client's other keys).
+    Consent,
+    /// `user:{login}` or `ip:{address}` (second-factor lockouts and counters).
+    UserOrAddress,
+    /// One tag for the whole family (the unused-client lists).
+    Global,
+}
+
+/// The key families a cluster places by tag, longest prefix first where one prefix starts
+/// another. Families not listed (`oauth:dpop_jti:`, `oauth:usage:`) are single keys written
+/// alone: their own name places them.
+const FAMILIES: &[(&str, TagOf)] = &[
+    ("oauth:token_revoked:", TagOf::Id),
+    ("oauth:token:", TagOf::Id),
+    ("oauth:user_tokens:", TagOf::User),
+    ("oauth:client_tokens:", TagOf::Client),
+    ("oauth:client_families:", TagOf::Client),
+    ("oauth:client_consents:", TagOf::Client),
+    ("oauth:client_pending:", TagOf::Client),
+    ("oauth:client:", TagOf::Client),
+    ("oauth:consent:", TagOf::Consent),
+    ("oauth:state:mfa:", TagOf::Id),
+    ("oauth:state:", TagOf::Id),
+    ("oauth:code:", TagOf::Id),
+    ("oauth:refresh_lock:", TagOf::Id),
+    ("oauth:refresh:", TagOf::Id),
+    ("oauth:family_revoked:", TagOf::Id),
+    ("oauth:family:", TagOf::Id),
+    ("oauth:user_families:", TagOf::User),
+    ("oauth:grant_result:", TagOf::Id),
+    ("oauth:upstream_answer:", TagOf::Id),
+    ("oauth:assertion_jti:", TagOf::Id),
+    ("oauth:login_id:", TagOf::User),
+    ("oauth:mfa_recovery:", TagOf::User),
+    ("oauth:mfa_used:", TagOf::User),
+    ("oauth:mfa_lock:", TagOf::UserOrAddress),
+    ("oauth:mfa_fail:", TagOf::UserOrAddress),
+    ("oauth:mfa:", TagOf::User),
+    ("oauth:audit_user:", TagOf::User),
+    ("oauth:audit_client:", TagOf::Client),
+    ("oauth:unused_clients", TagOf::Global),
+];
+
+/// The tag of [`TagOf::Global`] families.
+pub const GLOBAL_TAG: &str = "g";
+
+/// A key's name in a cluster: its single-node name with its bucket's tag after the family
+/// prefix (`oauth:token:7f.Q2…` → `oauth:token:{7f12}:7f.Q2…`), so every key of one user, one
+/// client or one grant shares a slot. The tag comes before any text a user chose, so a login
+/// holding `{…}` moves nothing. A name of another family is its own cluster name.
+pub fn cluster_name(key: &str) -> String {
+    let Some((prefix, rest, rule)) = FAMILIES
+        .iter()
+        .find_map(|(prefix, rule)| Some((*prefix, key.strip_prefix(prefix)?, *rule)))
+    else {
+        return key.to_string();
+    };
+    let first = |s: &str| s.split(':').next().unwrap_or_default().to_string();
+    let tag = match rule {
+        TagOf::Id => Bucket::of_id(rest).tag(),
+        TagOf::User => Bucket::of_user(&first(rest)).tag(),
+        TagOf::Client => Bucket::of_client(rest).tag(),
+        TagOf::Consent => Bucket::of_client(rest.split_once(':').map_or(rest, |(_, c)| c)).tag(),
+        TagOf::UserOrAddress => match rest.split_once(':') {
+            Some(("user", login)) => Bucket::of_user(login).tag(),
+            Some((_, address)) => Bucket::of_address(address).tag(),
+            None => Bucket::of_id(rest).tag(),
+        },
+        TagOf::Global => GLOBAL_TAG,
+    };
+    match rule {
+        // `oauth:unused_clients` and `oauth:unused_clients:{address}`.
+        TagOf::Global => format!("{prefix}:{{{tag}}}{rest}"),
+        _ => format!("{prefix}{{{tag}}}:{rest}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +320,71 @@ mod tests {
             Bucket::of_address(text),
         ];
         assert!(kinds[0] != kinds[1] || kinds[1] != kinds[2]);
+    }
+
+    #[test]
+    fn a_users_a_clients_and_a_grants_keys_share_their_slot() {
+        let alice = Bucket::of_user("alice");
+        let jti = alice.mint_id("Q2xvdWRz");
+        let slot_of = |key: &str| slot(cluster_name(key).as_bytes());
+        let home = slot_of(&format!("oauth:token:{jti}"));
+        assert!(alice.slots().contains(&home));
+        // Everything that names the user (any case) or the grant's ids lands there too.
+        for key in [
+            format!("oauth:token_revoked:{jti}"),
+            "oauth:user_tokens:alice".to_string(),
+            "oauth:user_families:alice".to_string(),
+            "oauth:mfa:alice".to_string(),
+            "oauth:mfa_recovery:alice:h4sh".to_string(),
+            "oauth:mfa_used:alice:5123".to_string(),
+            "oauth:mfa_lock:user:alice".to_string(),
+            "oauth:login_id:alice".to_string(),
+            "oauth:audit_user:alice".to_string(),
+            format!("oauth:refresh:{}", alice.mint_id("h")),
+            format!("oauth:family:{}", alice.mint_id("f")),
+            format!("oauth:family_revoked:{}", alice.mint_id("f")),
+            format!("oauth:code:{}", alice.mint_id("c")),
+            format!("oauth:grant_result:{}", alice.mint_id("r")),
+        ] {
+            assert_eq!(slot_of(&key), home, "{key} -> {}", cluster_name(&key));
+        }
+        // A client's keys, its consents included, share the client's slot.
+        let client = "c-123";
+        let theirs = slot_of(&format!("oauth:client:{client}"));
+        for key in [
+            "oauth:client_tokens:c-123",
+            "oauth:client_families:c-123",
+            "oauth:client_consents:c-123",
+            "oauth:client_pending:c-123",
+            "oauth:consent:alice:c-123",
+            "oauth:audit_client:c-123",
+        ] {
+            assert_eq!(slot_of(key), theirs, "{key}");
+        }
+        // State ids carry their bucket, MFA sessions too.
+        let client_bucket = Bucket::of_client(client);
+        for key in [
+            format!("oauth:state:{}", client_bucket.mint_id("s")),
+            format!("oauth:state:mfa:{}", client_bucket.mint_id("m")),
+        ] {
+            assert_eq!(slot_of(&key), theirs, "{key}");
+        }
+        // The unused-client lists are one slot; single keys written alone keep their names.
+        assert_eq!(
+            slot_of("oauth:unused_clients"),
+            slot_of("oauth:unused_clients:a1b2")
+        );
+        assert_eq!(
+            cluster_name("oauth:unused_clients"),
+            "oauth:unused_clients:{g}"
+        );
+        for alone in ["oauth:dpop_jti:x", "oauth:usage:2026120716", "other"] {
+            assert_eq!(cluster_name(alone), alone);
+        }
+        // A login that holds braces cannot choose the slot.
+        let sly = cluster_name("oauth:user_tokens:{x}");
+        assert!(sly.starts_with("oauth:user_tokens:{"), "{sly}");
+        assert_eq!(slot(sly.as_bytes()), slot_of("oauth:user_families:{x}"));
+        assert_ne!(slot(sly.as_bytes()), slot(b"x"));
     }
 }
