@@ -18,8 +18,6 @@
 
 use std::sync::OnceLock;
 
-use sha2::{Digest, Sha256};
-
 /// Redis Cluster's slot count.
 pub const SLOTS: u16 = 16_384;
 /// How many buckets users and clients are spread over.
@@ -89,13 +87,20 @@ impl Bucket {
         Self::embedded(id).unwrap_or_else(|| Self::hashed(b'x', id.as_bytes()))
     }
 
+    /// The first byte of SHA-1(kind, 0, bytes): SHA-1 because the store's Lua scripts must
+    /// compute the same bucket (`redis.sha1hex` is the one hash Redis gives them); a bucket is a
+    /// placement, not a secret, so SHA-1's weaknesses do not matter here.
     fn hashed(kind: u8, bytes: &[u8]) -> Self {
-        let digest = Sha256::new()
-            .chain_update([kind, 0])
-            .chain_update(bytes)
-            .finalize();
-        Self(digest[0])
+        let mut sha1 = sha1_smol::Sha1::new();
+        sha1.update(&[kind, 0]);
+        sha1.update(bytes);
+        Self(sha1.digest().bytes()[0])
     }
+
+    /// The Lua expression that computes [`Bucket::of_user`] etc. in a store script, for a
+    /// string `text` and a one-letter `kind` (`u` user, `c` client, `i` address, `x` id).
+    pub const LUA_HASHED: &'static str =
+        "tonumber(string.sub(redis.sha1hex(kind .. '\\0' .. text), 1, 2), 16)";
 
     /// An id that carries this bucket: `bb.` (two lowercase hex digits and a dot) before
     /// `random`. base64url has no dot, so an id minted before buckets never looks like one.
@@ -294,6 +299,8 @@ mod tests {
         assert_eq!(digest, PINNED_TABLE_DIGEST, "{all}");
     }
 
+    const PINNED_ALICE: usize = 26;
+
     /// SHA-256 (base64url) of the tags joined by commas, as first computed.
     const PINNED_TABLE_DIGEST: &str = "0OpP5Bu6Ef82_lrFfBvxKO2guVkZIuRsiH4ou3WzCPk";
 
@@ -312,6 +319,9 @@ mod tests {
         for not_one in ["7F.x", "7.x", "zz.x", "", "ab"] {
             assert_eq!(Bucket::embedded(not_one), None, "{not_one}");
         }
+        // Pinned: the store's Lua scripts compute the same (tests/it/cluster.rs checks them
+        // against Redis itself).
+        assert_eq!(Bucket::of_user("alice").index(), PINNED_ALICE);
         // Users, clients and addresses of the same text are unrelated buckets.
         let text = "acme";
         let kinds = [

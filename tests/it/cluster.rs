@@ -5,7 +5,7 @@ use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::store::redis::cluster_client;
 use mcp_oauth_gateway::store::slots::{BUCKETS, Bucket, slot};
 
-use crate::support::helpers::rsa_key_b64;
+use crate::support::helpers::{RedisServer, rsa_key_b64};
 use crate::support::redis_cluster::RedisCluster;
 
 fn env(extra: &[(&str, &str)]) -> ConfigSource {
@@ -92,5 +92,44 @@ async fn the_cluster_client_reaches_every_slot_and_bucket_tags_spread_over_the_p
             (84..=87).contains(&keys),
             "primary {primary}: {keys} buckets"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_scripts_compute_the_same_buckets_as_rust() {
+    let redis = RedisServer::start().await;
+    let mut conn = redis.conn().await;
+    let script = redis::Script::new(&format!(
+        "local kind, text = ARGV[1], ARGV[2] return {}",
+        Bucket::LUA_HASHED
+    ));
+    let texts = [
+        "alice",
+        "Bob",
+        "c-123",
+        "203.0.113.7",
+        "",
+        "ünïcode",
+        "a:b{c}",
+    ];
+    for text in texts {
+        for (kind, rust) in [
+            ("u", Bucket::of_user(&text.to_ascii_lowercase())),
+            ("c", Bucket::of_client(text)),
+            ("i", Bucket::of_address(text)),
+        ] {
+            let text = if kind == "u" {
+                text.to_ascii_lowercase()
+            } else {
+                text.to_string()
+            };
+            let lua: usize = script
+                .arg(kind)
+                .arg(&text)
+                .invoke_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(lua, rust.index(), "{kind} {text:?}");
+        }
     }
 }
