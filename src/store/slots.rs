@@ -241,6 +241,68 @@ pub fn cluster_name(key: &str) -> String {
     }
 }
 
+/// [`cluster_name`] in Lua, for the store's scripts: defines `cluster_name(key)` (and the
+/// tables it reads), made from the same family list and tags as the Rust one.
+pub fn lua_cluster_name() -> String {
+    let tags: Vec<String> = (0..BUCKETS)
+        .map(|b| format!("'{}'", Bucket(b as u8).tag()))
+        .collect();
+    let families: Vec<String> = FAMILIES
+        .iter()
+        .map(|(prefix, rule)| {
+            let rule = match rule {
+                TagOf::Id => "id",
+                TagOf::User => "user",
+                TagOf::Client => "client",
+                TagOf::Consent => "consent",
+                TagOf::UserOrAddress => "user_or_address",
+                TagOf::Global => "global",
+            };
+            format!("{{'{prefix}', '{rule}'}}")
+        })
+        .collect();
+    format!(
+        r#"local BUCKET_TAGS = {{[0] = {tags}}}
+local TAGGED_FAMILIES = {{{families}}}
+local function bucket_of(kind, text)
+  return {hashed}
+end
+local function id_bucket(id)
+  if string.match(string.sub(id, 1, 3), '^[0-9a-f][0-9a-f]%.$') then
+    return tonumber(string.sub(id, 1, 2), 16)
+  end
+  return bucket_of('x', id)
+end
+local function cluster_name(key)
+  for _, family in ipairs(TAGGED_FAMILIES) do
+    local prefix, rule = family[1], family[2]
+    if string.sub(key, 1, #prefix) == prefix then
+      local rest = string.sub(key, #prefix + 1)
+      local b
+      if rule == 'global' then return prefix .. ':{{{global}}}' .. rest end
+      if rule == 'id' then b = id_bucket(rest)
+      elseif rule == 'user' then b = bucket_of('u', string.lower(string.match(rest, '^[^:]*')))
+      elseif rule == 'client' then b = bucket_of('c', rest)
+      elseif rule == 'consent' then b = bucket_of('c', string.match(rest, '^[^:]*:(.*)$') or rest)
+      else
+        local kind, who = string.match(rest, '^([^:]*):(.*)$')
+        if kind == 'user' then b = bucket_of('u', string.lower(who))
+        elseif kind then b = bucket_of('i', who)
+        else b = id_bucket(rest) end
+      end
+      return prefix .. '{{' .. BUCKET_TAGS[b] .. '}}:' .. rest
+    end
+  end
+  return key
+end
+"#,
+        tags = tags.join(", "),
+        families = families.join(", "),
+        hashed = Bucket::LUA_HASHED,
+        global = GLOBAL_TAG,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

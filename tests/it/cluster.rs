@@ -3,7 +3,7 @@
 
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::store::redis::cluster_client;
-use mcp_oauth_gateway::store::slots::{BUCKETS, Bucket, slot};
+use mcp_oauth_gateway::store::slots::{BUCKETS, Bucket, cluster_name, lua_cluster_name, slot};
 
 use crate::support::helpers::{RedisServer, rsa_key_b64};
 use crate::support::redis_cluster::RedisCluster;
@@ -132,4 +132,49 @@ async fn lua_scripts_compute_the_same_buckets_as_rust() {
             assert_eq!(lua, rust.index(), "{kind} {text:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_scripts_name_keys_in_a_cluster_as_rust_does() {
+    let redis = RedisServer::start().await;
+    let mut conn = redis.conn().await;
+    let script = redis::Script::new(&format!(
+        "{}\nlocal out = {{}}\nfor i, key in ipairs(ARGV) do out[i] = cluster_name(key) end\nreturn out",
+        lua_cluster_name()
+    ));
+    let alice = Bucket::of_user("alice");
+    let keys: Vec<String> = [
+        format!("oauth:token:{}", alice.mint_id("Q2")),
+        "oauth:token:Q2xvdWRzQXJlTm90".to_string(),
+        format!("oauth:token_revoked:{}", alice.mint_id("Q2")),
+        "oauth:user_tokens:alice".to_string(),
+        "oauth:user_tokens:Alice".to_string(),
+        "oauth:client_tokens:c-1".to_string(),
+        "oauth:client:c-1".to_string(),
+        "oauth:client_pending:c-1".to_string(),
+        "oauth:consent:alice:c-1".to_string(),
+        format!("oauth:state:{}", Bucket::of_client("c-1").mint_id("s")),
+        format!("oauth:state:mfa:{}", Bucket::of_client("c-1").mint_id("m")),
+        "oauth:code:9f86d081884c7d65".to_string(),
+        format!("oauth:refresh:{}", alice.mint_id("h")),
+        "oauth:family:legacyfamily".to_string(),
+        "oauth:mfa_recovery:alice:h4sh".to_string(),
+        "oauth:mfa_lock:user:Alice".to_string(),
+        "oauth:mfa_fail:ip:203.0.113.7".to_string(),
+        "oauth:mfa:alice".to_string(),
+        "oauth:unused_clients".to_string(),
+        "oauth:unused_clients:a1b2".to_string(),
+        "oauth:audit_user:alice".to_string(),
+        "oauth:dpop_jti:x".to_string(),
+        "oauth:usage:2026120716".to_string(),
+        "oauth:user_tokens:{x}".to_string(),
+    ]
+    .to_vec();
+    let mut invocation = script.prepare_invoke();
+    for key in &keys {
+        invocation.arg(key);
+    }
+    let lua: Vec<String> = invocation.invoke_async(&mut conn).await.unwrap();
+    let rust: Vec<String> = keys.iter().map(|k| cluster_name(k)).collect();
+    assert_eq!(lua, rust);
 }
