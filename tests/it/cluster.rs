@@ -1,9 +1,12 @@
 //! Redis Cluster (issue #30, in progress): a real three-primary cluster started by the test;
 //! the settings, the cluster client the store will use, and the bucket tags' placement.
 
+use mcp_oauth_gateway::audit::Events;
+use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::store::redis::cluster_client;
 use mcp_oauth_gateway::store::slots::{BUCKETS, Bucket, cluster_name, lua_cluster_name, slot};
+use mcp_oauth_gateway::store::{RedisStore, Store, StoreError, TokenRecord, keys};
 
 use crate::support::helpers::{RedisServer, rsa_key_b64};
 use crate::support::redis_cluster::RedisCluster;
@@ -177,4 +180,116 @@ async fn lua_scripts_name_keys_in_a_cluster_as_rust_does() {
     let lua: Vec<String> = invocation.invoke_async(&mut conn).await.unwrap();
     let rust: Vec<String> = keys.iter().map(|k| cluster_name(k)).collect();
     assert_eq!(lua, rust);
+}
+
+fn record(jti: &str, user: &str, client: &str, now: i64) -> TokenRecord {
+    TokenRecord {
+        jti: jti.into(),
+        user_id: format!("{user}-id"),
+        username: user.into(),
+        client_id: client.into(),
+        scope: "mcp".into(),
+        audience: vec!["https://mcp.example.com/mcp".into()],
+        issued_at: now,
+        expires_at: now + 600,
+        family_id: None,
+        upstream: None,
+        grant: None,
+        client_ip: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps() {
+    let cluster = RedisCluster::start().await;
+    let settings = Settings::load(&env(&[
+        ("REDIS_CLUSTER_NODES", &cluster.nodes_setting()),
+        ("REDIS_WAIT_REPLICAS", "1"),
+    ]))
+    .unwrap();
+    let store = RedisStore::connect_with(&settings).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never reached the cluster"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut feed = store.subscribe_revocations().await.unwrap();
+    let now = SystemClock.now_unix();
+    // Twelve users over the buckets (so over the primaries), two clients.
+    let users: Vec<String> = (0..12).map(|i| format!("user{i}")).collect();
+    let mut jtis = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let jti = Bucket::of_user(user).mint_id(&format!("jti{i}"));
+        let client = if i % 2 == 0 { "c-even" } else { "c-odd" };
+        store
+            .put_token(&record(&jti, user, client, now), now, &Events::none())
+            .await
+            .unwrap();
+        jtis.push(jti);
+    }
+    let holding: Vec<usize> = cluster
+        .primaries()
+        .into_iter()
+        .map(|p| cluster.cli(p, &["DBSIZE"]).trim().parse().unwrap())
+        .collect();
+    assert!(
+        holding.iter().filter(|n| **n > 0).count() >= 2,
+        "{holding:?}"
+    );
+    for (i, (jti, user)) in jtis.iter().zip(&users).enumerate() {
+        assert!(store.token_is_live(jti).await.unwrap());
+        assert_eq!(store.token(jti).await.unwrap().unwrap().username, *user);
+        let theirs = store
+            .indexed_tokens(&keys::user_tokens(user), now)
+            .await
+            .unwrap();
+        assert_eq!(theirs, vec![jti.clone()]);
+        let client = if i % 2 == 0 { "c-even" } else { "c-odd" };
+        let clients = store
+            .indexed_tokens(&keys::client_tokens(client), now)
+            .await
+            .unwrap();
+        assert!(clients.contains(jti));
+    }
+
+    // A revocation: the record and its index entries go, every node's subscribers hear it.
+    let gone = &jtis[3];
+    assert!(store.revoke_token(gone, &Events::none()).await.unwrap());
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(2), {
+        use futures_util::StreamExt;
+        feed.next()
+    })
+    .await
+    .expect("the revocation is published")
+    .unwrap();
+    assert_eq!(&heard, gone);
+    assert!(!store.token_is_live(gone).await.unwrap());
+    let theirs = store
+        .indexed_tokens(&keys::user_tokens(&users[3]), now)
+        .await
+        .unwrap();
+    assert!(theirs.is_empty());
+    let odd = store
+        .indexed_tokens(&keys::client_tokens("c-odd"), now)
+        .await
+        .unwrap();
+    assert!(!odd.contains(gone) && odd.len() == 5, "{odd:?}");
+    assert!(!store.revoke_token(gone, &Events::none()).await.unwrap());
+    // A revoked jti is never written back (a retried write after its revocation).
+    let again = store
+        .put_token(&record(gone, &users[3], "c-odd", now), now, &Events::none())
+        .await;
+    assert!(again.is_err());
+    assert!(!store.token_is_live(gone).await.unwrap());
+
+    // What is not built for the cluster yet says so, and touches nothing.
+    match store.get("oauth:client:c-odd").await {
+        Err(StoreError::Unavailable(why)) => {
+            assert!(why.contains("not supported on Redis Cluster yet"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

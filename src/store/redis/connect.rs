@@ -9,10 +9,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::store::{StoreError, StoreResult};
 
-/// Where commands go: one server, or the primary the sentinels name right now.
+/// Where commands go: one server, the primary the sentinels name right now, or a cluster.
 pub(super) enum Target {
     Fixed(Box<Primary>),
     Sentinel(Arc<Follower>),
+    /// Redis Cluster (#30: the operations built so far; the others answer unavailable).
+    Cluster(Arc<super::cluster::ClusterLink>),
 }
 
 /// The primary as last named by the sentinels, replaced when they elect another.

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
+mod cluster;
 mod connect;
 mod scripts;
 pub(crate) mod stream;
@@ -39,6 +40,8 @@ pub const FEED_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(2_000);
 pub struct RedisStore {
     target: Target,
     scripts: Scripts,
+    /// The steps of the operations built for Redis Cluster so far.
+    cluster_scripts: cluster::ClusterScripts,
     /// Replicas a grant or revocation must reach before it is answered (Sentinel only).
     wait_replicas: u32,
     /// How much of the audit trail is kept (and whether it is written at all).
@@ -58,6 +61,9 @@ impl RedisStore {
     /// primary from then on.
     pub fn connect_with(settings: &crate::config::Settings) -> StoreResult<Self> {
         let sink = audit::Sink::new(settings.audit.log, crate::clock::system());
+        if let Some(cluster) = &settings.redis_cluster {
+            return Self::cluster(settings, cluster, sink);
+        }
         let Some(sentinel) = settings.redis_sentinel.clone() else {
             let mut store = Self::from_client(client_for(settings).map_err(unavailable)?)?;
             store.wait_replicas = 0;
@@ -80,7 +86,35 @@ impl RedisStore {
         Ok(Self {
             target: Target::Sentinel(follower),
             scripts: Scripts::new(),
+            cluster_scripts: cluster::ClusterScripts::new(),
             wait_replicas: sentinel.wait_replicas,
+            audit: settings.audit.bounds,
+            sink,
+        })
+    }
+
+    /// The store on a Redis Cluster (#30, in progress): connected by a task in the background,
+    /// like the Sentinel follower, so it must be called within a Tokio runtime.
+    fn cluster(
+        settings: &crate::config::Settings,
+        cluster: &crate::config::RedisCluster,
+        sink: audit::Sink,
+    ) -> StoreResult<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            StoreError::Unavailable("Redis Cluster needs a Tokio runtime to connect".into())
+        })?;
+        let client = cluster_client(settings, cluster)?;
+        let (host, port) = cluster.nodes[0]
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| StoreError::Unavailable("REDIS_CLUSTER_NODES".into()))?;
+        let link = cluster::ClusterLink::new(connect::client_at(settings, &host, port)?);
+        runtime.spawn(cluster::join(Arc::downgrade(&link), client));
+        Ok(Self {
+            target: Target::Cluster(link),
+            scripts: Scripts::new(),
+            cluster_scripts: cluster::ClusterScripts::new(),
+            wait_replicas: cluster.wait_replicas,
             audit: settings.audit.bounds,
             sink,
         })
@@ -101,6 +135,7 @@ impl RedisStore {
                 conn,
             })),
             scripts: Scripts::new(),
+            cluster_scripts: cluster::ClusterScripts::new(),
             wait_replicas: 0,
             audit: audit::Bounds::default(),
             sink: audit::Sink::default(),
@@ -176,6 +211,15 @@ impl RedisStore {
                 .ok_or_else(|| {
                     StoreError::Unavailable("no sentinel has named the primary yet".into())
                 }),
+            Target::Cluster(_) => Err(cluster::not_yet("this operation")),
+        }
+    }
+
+    /// The cluster connection, in cluster mode.
+    fn on_cluster(&self) -> Option<StoreResult<redis::cluster_async::ClusterConnection>> {
+        match &self.target {
+            Target::Cluster(link) => Some(link.conn()),
+            _ => None,
         }
     }
 
@@ -235,6 +279,13 @@ fn token_invocation<'a>(
 #[async_trait]
 impl Store for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
+        if let Some(conn) = self.on_cluster() {
+            let _: String = redis::cmd("PING")
+                .query_async(&mut conn?)
+                .await
+                .map_err(unavailable)?;
+            return Ok(());
+        }
         let _: String = redis::cmd("PING")
             .query_async(&mut self.conn()?)
             .await
@@ -243,6 +294,19 @@ impl Store for RedisStore {
     }
 
     async fn put_token(&self, record: &TokenRecord, now: i64, events: &Events) -> StoreResult<()> {
+        if let Some(conn) = self.on_cluster() {
+            let scripts = &self.cluster_scripts;
+            let written = scripts
+                .put_token(&mut conn?, record, now, self.wait_replicas)
+                .await?;
+            if !written {
+                return Err(StoreError::Unavailable(
+                    "this token was revoked while it was written".into(),
+                ));
+            }
+            self.written(events, audit::outcome::WRITTEN);
+            return Ok(());
+        }
         let mut conn = self.conn()?;
         let mut invocation = token_invocation(&self.scripts.put_token, record, now)?;
         let _: i64 = self.audited(&mut invocation, events, &mut conn).await?;
@@ -273,16 +337,28 @@ impl Store for RedisStore {
     }
 
     async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>> {
-        let raw: Option<String> = self
-            .conn()?
-            .get(keys::token(jti))
-            .await
-            .map_err(unavailable)?;
+        let raw: Option<String> = match self.on_cluster() {
+            Some(conn) => conn?
+                .get(cluster::name(&keys::token(jti)))
+                .await
+                .map_err(unavailable)?,
+            None => self
+                .conn()?
+                .get(keys::token(jti))
+                .await
+                .map_err(unavailable)?,
+        };
         raw.map(|json| serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()
     }
 
     async fn token_is_live(&self, jti: &str) -> StoreResult<bool> {
+        if let Some(conn) = self.on_cluster() {
+            return conn?
+                .exists(cluster::name(&keys::token(jti)))
+                .await
+                .map_err(unavailable);
+        }
         self.conn()?
             .exists(keys::token(jti))
             .await
@@ -290,6 +366,14 @@ impl Store for RedisStore {
     }
 
     async fn revoke_token(&self, jti: &str, events: &Events) -> StoreResult<bool> {
+        if let Some(conn) = self.on_cluster() {
+            let scripts = &self.cluster_scripts;
+            let existed = scripts
+                .revoke_token(&mut conn?, jti, self.wait_replicas)
+                .await?;
+            self.written(events, audit::outcome::of_revocation(existed));
+            return Ok(existed);
+        }
         let mut conn = self.conn()?;
         let mut invocation = self.scripts.revoke_token.prepare_invoke();
         invocation.key(keys::token(jti)).arg(jti);
@@ -301,6 +385,12 @@ impl Store for RedisStore {
     }
 
     async fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>> {
+        if let Some(conn) = self.on_cluster() {
+            return conn?
+                .zrangebyscore(cluster::name(index_key), now, "+inf")
+                .await
+                .map_err(unavailable);
+        }
         self.conn()?
             .zrangebyscore(index_key, now, "+inf")
             .await
@@ -315,13 +405,17 @@ impl Store for RedisStore {
                 rx.borrow_and_update();
                 Some(rx)
             }
-            Target::Fixed(_) => None,
+            Target::Fixed(_) | Target::Cluster(_) => None,
         };
-        let mut pubsub =
-            tokio::time::timeout(CONNECT_TIMEOUT, self.primary()?.0.get_async_pubsub())
-                .await
-                .map_err(|_| StoreError::Unavailable("timed out connecting for pub/sub".into()))?
-                .map_err(unavailable)?;
+        // On a cluster, any node hears every PUBLISH (the cluster bus carries it).
+        let client = match &self.target {
+            Target::Cluster(link) => link.seed.clone(),
+            _ => self.primary()?.0,
+        };
+        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out connecting for pub/sub".into()))?
+            .map_err(unavailable)?;
         pubsub
             .subscribe(keys::REVOCATION_CHANNEL)
             .await

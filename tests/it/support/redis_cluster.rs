@@ -101,11 +101,15 @@ impl RedisCluster {
             return None;
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        // Every node sees every slot served, and three primaries each with its replica.
+        // Every node sees every slot served, and three primaries each with its replica in sync.
         while !ports.iter().all(|p| {
             let info = cli(*p, &["CLUSTER", "INFO"]);
             info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
         }) || cluster.primaries().len() != 3
+            || !cluster
+                .primaries()
+                .iter()
+                .all(|p| cli(*p, &["INFO", "replication"]).contains("state=online"))
         {
             if Instant::now() > deadline {
                 return None;

@@ -1,0 +1,245 @@
+//! The store on Redis Cluster (issue #30, in progress): the connection, key names mapped to
+//! their cluster names ([`crate::store::slots::cluster_name`]), and the operations built so far
+//! as ordered single-slot steps (docs/design/redis-cluster.md §2.3). What is not built yet
+//! answers [`StoreError::Unavailable`] naming itself, so nothing runs across slots by accident.
+//!
+//! The steps keep one invariant: an index entry is written before the record it points to, and
+//! removed after the record is gone. A crash between steps leaves at most an index entry whose
+//! record is absent, which every reader already passes over.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+
+use super::unavailable;
+use crate::store::keys;
+use crate::store::slots::cluster_name;
+use crate::store::{StoreError, StoreResult, TokenRecord, seconds_until};
+
+/// The cluster connection (one multiplexed connection a node, the slot map followed through
+/// MOVED/ASK and failovers), made by a task in the background so services start while the
+/// cluster is still coming up, as with one server.
+pub(crate) struct ClusterLink {
+    pub(super) conn: RwLock<Option<ClusterConnection>>,
+    /// A seed node, for the revocation subscription: PUBLISH in a cluster reaches every node.
+    pub(super) seed: redis::Client,
+}
+
+impl ClusterLink {
+    pub(super) fn new(seed: redis::Client) -> Arc<Self> {
+        Arc::new(Self {
+            conn: RwLock::new(None),
+            seed,
+        })
+    }
+
+    pub(super) fn conn(&self) -> StoreResult<ClusterConnection> {
+        self.conn
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("not connected to the cluster yet".into()))
+    }
+}
+
+/// Connects to the cluster, retrying every half second until it answers; the connection then
+/// reconnects by itself.
+pub(super) async fn join(link: Weak<ClusterLink>, client: redis::cluster::ClusterClient) {
+    let mut complained = false;
+    loop {
+        match client.get_async_connection().await {
+            Ok(conn) => {
+                if let Some(link) = link.upgrade() {
+                    *link.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+                    tracing::info!("connected to the Redis cluster");
+                }
+                return;
+            }
+            Err(e) => {
+                if !complained {
+                    tracing::warn!(error = %e, "the Redis cluster does not answer yet; retrying");
+                    complained = true;
+                }
+            }
+        }
+        if link.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A key's name on the cluster.
+pub(super) fn name(key: &str) -> String {
+    cluster_name(key)
+}
+
+/// What an operation not yet built for the cluster answers.
+pub(super) fn not_yet(operation: &str) -> StoreError {
+    StoreError::Unavailable(format!("{operation} is not supported on Redis Cluster yet"))
+}
+
+/// After a write to `key` that must survive a failover: `WAIT` on the primary that holds the
+/// key's slot (the write went over the same connection).
+pub(super) async fn replicated(
+    conn: &mut ClusterConnection,
+    key: &str,
+    replicas: u32,
+) -> StoreResult<()> {
+    if replicas == 0 {
+        return Ok(());
+    }
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(replicas)
+        .arg(super::REPLICA_WAIT.as_millis() as u64);
+    let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+    let acked = conn
+        .route_command(
+            wait,
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+        )
+        .await
+        .map_err(unavailable)?;
+    let acked: i64 = redis::from_redis_value(acked)
+        .map_err(|e| StoreError::Unavailable(format!("WAIT answered {e}")))?;
+    if acked < i64::from(replicas) {
+        return Err(StoreError::Unavailable(format!(
+            "written, but on {acked} of {replicas} replicas of its shard"
+        )));
+    }
+    Ok(())
+}
+
+// KEYS: one index (a sorted set of jti by expiry). ARGV: jti, ttl, exp, now. The index half of
+// PUT_TOKEN, for one index.
+const INDEX_ADD: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"#;
+
+// KEYS: token, its tombstone (one slot: the jti's bucket). ARGV: record JSON, ttl. The record
+// half of PUT_TOKEN: written only when the jti was not revoked meanwhile.
+const TOKEN_HOME: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"#;
+
+// KEYS: token, its tombstone. ARGV: jti, fallback tombstone ttl, channel. The record half of
+// REVOKE_TOKEN: the tombstone (as long as the token would have lived), the record gone, the
+// revocation published (the cluster bus carries it to every node); its user and client, for
+// the index steps after it.
+const REVOKE_HOME: &str = r#"
+local v = redis.call('GET', KEYS[1])
+local left = redis.call('TTL', KEYS[1])
+if left < 1 then left = tonumber(ARGV[2]) end
+redis.call('SET', KEYS[2], '1', 'EX', left)
+local user, client = '', ''
+if v then
+  redis.call('DEL', KEYS[1])
+  local ok, r = pcall(cjson.decode, v)
+  if ok and type(r) == 'table' then
+    if type(r.username) == 'string' then user = string.lower(r.username) end
+    if type(r.client_id) == 'string' then client = r.client_id end
+  end
+end
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+if v then return {1, user, client} end
+return {0, user, client}
+"#;
+
+/// The scripts of the cluster steps.
+pub(super) struct ClusterScripts {
+    index_add: redis::Script,
+    token_home: redis::Script,
+    revoke_home: redis::Script,
+}
+
+impl ClusterScripts {
+    pub(super) fn new() -> Self {
+        Self {
+            index_add: redis::Script::new(INDEX_ADD),
+            token_home: redis::Script::new(TOKEN_HOME),
+            revoke_home: redis::Script::new(REVOKE_HOME),
+        }
+    }
+
+    /// PUT_TOKEN as steps: the client's index, the user's index, then the record in the jti's
+    /// bucket (unless the jti was revoked meanwhile). `Ok(false)`: revoked, not written.
+    pub(super) async fn put_token(
+        &self,
+        conn: &mut ClusterConnection,
+        record: &TokenRecord,
+        now: i64,
+        replicas: u32,
+    ) -> StoreResult<bool> {
+        let ttl = seconds_until(record.expires_at, now);
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for index in [
+            keys::client_tokens(&record.client_id),
+            keys::user_tokens(&record.username),
+        ] {
+            let _: i64 = self
+                .index_add
+                .key(name(&index))
+                .arg(&record.jti)
+                .arg(ttl)
+                .arg(record.expires_at)
+                .arg(now)
+                .invoke_async(conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        let token = name(&keys::token(&record.jti));
+        let written: i64 = self
+            .token_home
+            .key(&token)
+            .key(name(&keys::token_revoked(&record.jti)))
+            .arg(json)
+            .arg(ttl)
+            .invoke_async(conn)
+            .await
+            .map_err(unavailable)?;
+        replicated(conn, &token, replicas).await?;
+        Ok(written == 1)
+    }
+
+    /// REVOKE_TOKEN as steps: the record's step (tombstone, record gone, published), then its
+    /// entries in the user's and the client's indexes. Whether the record existed.
+    pub(super) async fn revoke_token(
+        &self,
+        conn: &mut ClusterConnection,
+        jti: &str,
+        replicas: u32,
+    ) -> StoreResult<bool> {
+        let token = name(&keys::token(jti));
+        let (existed, user, client): (i64, String, String) = self
+            .revoke_home
+            .key(&token)
+            .key(name(&keys::token_revoked(jti)))
+            .arg(jti)
+            .arg(keys::TOKEN_TOMBSTONE_FALLBACK_SECS)
+            .arg(keys::REVOCATION_CHANNEL)
+            .invoke_async(conn)
+            .await
+            .map_err(unavailable)?;
+        replicated(conn, &token, replicas).await?;
+        let indexes = [
+            (!user.is_empty()).then(|| keys::user_tokens(&user)),
+            (!client.is_empty()).then(|| keys::client_tokens(&client)),
+        ];
+        for index in indexes.into_iter().flatten() {
+            let _: i64 = redis::cmd("ZREM")
+                .arg(name(&index))
+                .arg(jti)
+                .query_async(conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(existed == 1)
+    }
+}
