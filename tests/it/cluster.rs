@@ -1,7 +1,7 @@
 //! Redis Cluster (issue #30, in progress): a real three-primary cluster started by the test;
 //! the settings, the cluster client the store will use, and the bucket tags' placement.
 
-use mcp_oauth_gateway::audit::Events;
+use mcp_oauth_gateway::audit::{Actor, Event, Events, Kind, outcome};
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::store::redis::cluster_client;
@@ -255,9 +255,19 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
         assert!(clients.contains(jti));
     }
 
-    // A revocation: the record and its index entries go, every node's subscribers hear it.
+    // A revocation: the record and its index entries go, every node's subscribers hear it, and
+    // its event is written with it, in the stream of the jti's bucket.
     let gone = &jtis[3];
-    assert!(store.revoke_token(gone, &Events::none()).await.unwrap());
+    let revoked = Event::new(Kind::TokenRevoked, Actor::Operator("test".into())).user(&users[3]);
+    let events = Events::none().on(outcome::REVOKED, revoked);
+    assert!(store.revoke_token(gone, &events).await.unwrap());
+    let stream = format!("oauth:audit:{{{}}}", Bucket::of_id(gone).tag());
+    let primary = cluster.ports[0];
+    assert_eq!(
+        cluster.cli(primary, &["XLEN", &stream]).trim(),
+        "1",
+        "{stream}"
+    );
     let heard = tokio::time::timeout(std::time::Duration::from_secs(2), {
         use futures_util::StreamExt;
         feed.next()

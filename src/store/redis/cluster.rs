@@ -121,15 +121,18 @@ if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS
 return 1
 "#;
 
-// KEYS: token, its tombstone (one slot: the jti's bucket). ARGV: record JSON, ttl. The record
+// KEYS: token, its tombstone (one slot: the jti's bucket). ARGV: record JSON, ttl, audit block.
+// The record
 // half of PUT_TOKEN: written only when the jti was not revoked meanwhile.
 const TOKEN_HOME: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+audit('written')
 return 1
 "#;
 
-// KEYS: token, its tombstone. ARGV: jti, fallback tombstone ttl, channel. The record half of
+// KEYS: token, its tombstone. ARGV: jti, fallback tombstone ttl, channel, audit block. The
+// record half of
 // REVOKE_TOKEN: the tombstone (as long as the token would have lived), the record gone, the
 // revocation published (the cluster bus carries it to every node); its user and client, for
 // the index steps after it.
@@ -148,7 +151,11 @@ if v then
   end
 end
 redis.call('PUBLISH', ARGV[3], ARGV[1])
-if v then return {1, user, client} end
+if v then
+  audit('revoked')
+  return {1, user, client}
+end
+audit('missing')
 return {0, user, client}
 "#;
 
@@ -163,22 +170,19 @@ impl ClusterScripts {
     pub(super) fn new() -> Self {
         Self {
             index_add: redis::Script::new(INDEX_ADD),
-            token_home: redis::Script::new(TOKEN_HOME),
-            revoke_home: redis::Script::new(REVOKE_HOME),
+            token_home: super::scripts::cluster_script(TOKEN_HOME),
+            revoke_home: super::scripts::cluster_script(REVOKE_HOME),
         }
     }
 
-    /// PUT_TOKEN as steps: the client's index, the user's index, then the record in the jti's
-    /// bucket (unless the jti was revoked meanwhile). `Ok(false)`: revoked, not written.
-    pub(super) async fn put_token(
+    /// PUT_TOKEN's first steps: the token in its client's index, then in its user's.
+    pub(super) async fn index_token(
         &self,
         conn: &mut ClusterConnection,
         record: &TokenRecord,
         now: i64,
-        replicas: u32,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<()> {
         let ttl = seconds_until(record.expires_at, now);
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         for index in [
             keys::client_tokens(&record.client_id),
             keys::user_tokens(&record.username),
@@ -194,43 +198,55 @@ impl ClusterScripts {
                 .await
                 .map_err(unavailable)?;
         }
+        Ok(())
+    }
+
+    /// PUT_TOKEN's last step, in the jti's bucket (the caller adds the audit block and runs
+    /// it): the record, unless the jti was revoked meanwhile (answers 0). Also the token's
+    /// cluster key, for `WAIT`.
+    pub(super) fn token_home(
+        &self,
+        record: &TokenRecord,
+        now: i64,
+    ) -> StoreResult<(redis::ScriptInvocation<'_>, String)> {
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let token = name(&keys::token(&record.jti));
-        let written: i64 = self
-            .token_home
+        let mut invocation = self.token_home.prepare_invoke();
+        invocation
             .key(&token)
             .key(name(&keys::token_revoked(&record.jti)))
             .arg(json)
-            .arg(ttl)
-            .invoke_async(conn)
-            .await
-            .map_err(unavailable)?;
-        replicated(conn, &token, replicas).await?;
-        Ok(written == 1)
+            .arg(seconds_until(record.expires_at, now));
+        Ok((invocation, token))
     }
 
-    /// REVOKE_TOKEN as steps: the record's step (tombstone, record gone, published), then its
-    /// entries in the user's and the client's indexes. Whether the record existed.
-    pub(super) async fn revoke_token(
-        &self,
-        conn: &mut ClusterConnection,
-        jti: &str,
-        replicas: u32,
-    ) -> StoreResult<bool> {
+    /// REVOKE_TOKEN's first step, in the jti's bucket (the caller adds the audit block and
+    /// runs it): tombstone, record gone, published; answers whether it existed and its user
+    /// and client. Also the token's cluster key, for `WAIT`.
+    pub(super) fn revoke_home(&self, jti: &str) -> (redis::ScriptInvocation<'_>, String) {
         let token = name(&keys::token(jti));
-        let (existed, user, client): (i64, String, String) = self
-            .revoke_home
+        let mut invocation = self.revoke_home.prepare_invoke();
+        invocation
             .key(&token)
             .key(name(&keys::token_revoked(jti)))
             .arg(jti)
             .arg(keys::TOKEN_TOMBSTONE_FALLBACK_SECS)
-            .arg(keys::REVOCATION_CHANNEL)
-            .invoke_async(conn)
-            .await
-            .map_err(unavailable)?;
-        replicated(conn, &token, replicas).await?;
+            .arg(keys::REVOCATION_CHANNEL);
+        (invocation, token)
+    }
+
+    /// REVOKE_TOKEN's last steps, once the record is gone: its entries in the user's and the
+    /// client's indexes.
+    pub(super) async fn unindex_token(
+        &self,
+        conn: &mut ClusterConnection,
+        jti: &str,
+        user: &str,
+        client: &str,
+    ) -> StoreResult<()> {
         let indexes = [
-            (!user.is_empty()).then(|| keys::user_tokens(&user)),
-            (!client.is_empty()).then(|| keys::client_tokens(&client)),
+            (!user.is_empty()).then(|| keys::user_tokens(user)),
+            (!client.is_empty()).then(|| keys::client_tokens(client)),
         ];
         for index in indexes.into_iter().flatten() {
             let _: i64 = redis::cmd("ZREM")
@@ -240,6 +256,6 @@ impl ClusterScripts {
                 .await
                 .map_err(unavailable)?;
         }
-        Ok(existed == 1)
+        Ok(())
     }
 }

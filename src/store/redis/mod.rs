@@ -171,11 +171,11 @@ impl RedisStore {
     }
 
     /// Runs a script with the audit block of `events` appended; its reply.
-    async fn audited<T: redis::FromRedisValue>(
+    async fn audited<T: redis::FromRedisValue, C: redis::aio::ConnectionLike>(
         &self,
         invocation: &mut redis::ScriptInvocation<'_>,
         events: &Events,
-        conn: &mut ConnectionManager,
+        conn: &mut C,
     ) -> StoreResult<T> {
         self.audit_args(invocation, events);
         invocation.invoke_async(conn).await.map_err(unavailable)
@@ -295,11 +295,13 @@ impl Store for RedisStore {
 
     async fn put_token(&self, record: &TokenRecord, now: i64, events: &Events) -> StoreResult<()> {
         if let Some(conn) = self.on_cluster() {
+            let mut conn = conn?;
             let scripts = &self.cluster_scripts;
-            let written = scripts
-                .put_token(&mut conn?, record, now, self.wait_replicas)
-                .await?;
-            if !written {
+            scripts.index_token(&mut conn, record, now).await?;
+            let (mut home, token) = scripts.token_home(record, now)?;
+            let written: i64 = self.audited(&mut home, events, &mut conn).await?;
+            cluster::replicated(&mut conn, &token, self.wait_replicas).await?;
+            if written == 0 {
                 return Err(StoreError::Unavailable(
                     "this token was revoked while it was written".into(),
                 ));
@@ -367,10 +369,15 @@ impl Store for RedisStore {
 
     async fn revoke_token(&self, jti: &str, events: &Events) -> StoreResult<bool> {
         if let Some(conn) = self.on_cluster() {
+            let mut conn = conn?;
             let scripts = &self.cluster_scripts;
-            let existed = scripts
-                .revoke_token(&mut conn?, jti, self.wait_replicas)
+            let (mut home, token) = scripts.revoke_home(jti);
+            let found: (i64, String, String) = self.audited(&mut home, events, &mut conn).await?;
+            cluster::replicated(&mut conn, &token, self.wait_replicas).await?;
+            scripts
+                .unindex_token(&mut conn, jti, &found.1, &found.2)
                 .await?;
+            let existed = found.0 == 1;
             self.written(events, audit::outcome::of_revocation(existed));
             return Ok(existed);
         }

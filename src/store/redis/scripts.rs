@@ -367,6 +367,22 @@ return 1
 "#;
 
 fn script(body: &str) -> redis::Script {
+    redis::Script::new(&with_prelude(body))
+}
+
+/// A script of a step on Redis Cluster: the prelude, with the audit trail written to the stream
+/// of the bucket whose tag the step's first key carries (one stream per bucket, §2.4 of
+/// docs/design/redis-cluster.md); the per-user and per-client index streams are written only
+/// where they share that slot (their writes are `pcall`s: elsewhere they are skipped).
+pub(super) fn cluster_script(body: &str) -> redis::Script {
+    let bucket_stream = format!(
+        "AU = '{}:{{' .. string.match(KEYS[1], '{{([^}}]*)}}') .. '}}'",
+        keys::AUDIT
+    );
+    redis::Script::new(&with_prelude(&format!("{bucket_stream}\n{body}")))
+}
+
+fn with_prelude(body: &str) -> String {
     let fallback = keys::TOKEN_TOMBSTONE_FALLBACK_SECS.to_string();
     let index_cap = crate::audit::INDEX_MAX_EVENTS.to_string();
     let prelude = PRELUDE
@@ -390,7 +406,7 @@ fn script(body: &str) -> redis::Script {
         .replace("{CONSENT}", keys::CONSENT_PREFIX)
         .replace("{CHANNEL}", keys::REVOCATION_CHANNEL)
         .replace("{FAMILY_MESSAGE}", keys::FAMILY_REVOCATION_MESSAGE);
-    redis::Script::new(&format!("{prelude}\n{body}"))
+    format!("{prelude}\n{body}")
 }
 
 pub(super) struct Scripts {

@@ -6,6 +6,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mcp_oauth_gateway::store::slots::{Bucket, slot};
+
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     children: Vec<Child>,
@@ -41,6 +43,47 @@ fn cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli must be installed (apt-get install redis-server)");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A write on `primary` (a key of one of its own slots) that its replica acknowledges within
+/// a second, on one connection.
+fn acknowledged(primary: u16) -> bool {
+    use std::io::Write;
+    let nodes = cli(primary, &["CLUSTER", "NODES"]);
+    let Some(own) = nodes.lines().find(|l| l.contains("myself")) else {
+        return false;
+    };
+    // Its slot ranges (`0-5460`), from the ninth field on.
+    let ranges: Vec<(u16, u16)> = own
+        .split(' ')
+        .skip(8)
+        .filter_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    let Some(tag) = (0..=255u8).map(|b| Bucket::new(b).tag()).find(|t| {
+        ranges
+            .iter()
+            .any(|(a, b)| (*a..=*b).contains(&slot(t.as_bytes())))
+    }) else {
+        return false;
+    };
+    let Ok(mut child) = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &primary.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    if let Some(stdin) = child.stdin.as_mut() {
+        let _ = writeln!(stdin, "SET {{{tag}}}:harness-probe 1\nWAIT 1 1000");
+    }
+    child
+        .wait_with_output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).lines().last() == Some("1"))
 }
 
 impl RedisCluster {
@@ -115,6 +158,15 @@ impl RedisCluster {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // And each replica acknowledges writes (WAIT answers 1), as the store's WAIT expects.
+        for primary in cluster.primaries() {
+            while !acknowledged(primary) {
+                if Instant::now() > deadline {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         Some(cluster)
     }
