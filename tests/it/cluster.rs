@@ -8,7 +8,7 @@ use mcp_oauth_gateway::store::redis::cluster_client;
 use mcp_oauth_gateway::store::slots::{BUCKETS, Bucket, cluster_name, lua_cluster_name, slot};
 use mcp_oauth_gateway::store::{RedisStore, Store, StoreError, TokenRecord, keys};
 
-use crate::support::helpers::{RedisServer, rsa_key_b64};
+use crate::support::helpers::{RedisServer, TokenSpec, Verify, rsa_key_b64};
 use crate::support::redis_cluster::RedisCluster;
 
 fn env(extra: &[(&str, &str)]) -> ConfigSource {
@@ -301,5 +301,34 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
             assert!(why.contains("not supported on Redis Cluster yet"), "{why}")
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_runs_on_a_cluster_and_hears_its_revocations() {
+    let cluster = RedisCluster::start().await;
+    let source = env(&[
+        ("REDIS_CLUSTER_NODES", &cluster.nodes_setting()),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+    ]);
+    let settings = Settings::load(&source).unwrap();
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(RedisStore::connect_with(&settings).unwrap());
+    let verify = Verify::start(&source, store.clone()).await;
+    verify.wait_ready().await;
+    let (token, jti) = verify.mint(&store, TokenSpec::default()).await;
+    assert_eq!(verify.status(&token).await, 200);
+    assert_eq!(verify.status(&token).await, 200, "cached");
+    // Refusals are counted and recorded on the cluster too (a token of nobody's).
+    assert_eq!(verify.status("not.a.token").await, 401);
+    // Revoked from elsewhere: the cached token is refused once the cluster bus carries it.
+    store.revoke_token(&jti, &Events::none()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while verify.status(&token).await != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revocation never reached verify"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -161,6 +161,7 @@ return {0, user, client}
 
 /// The scripts of the cluster steps.
 pub(super) struct ClusterScripts {
+    append_events: redis::Script,
     index_add: redis::Script,
     token_home: redis::Script,
     revoke_home: redis::Script,
@@ -169,10 +170,18 @@ pub(super) struct ClusterScripts {
 impl ClusterScripts {
     pub(super) fn new() -> Self {
         Self {
+            append_events: super::scripts::cluster_script("audit('written')\nreturn 1"),
             index_add: redis::Script::new(INDEX_ADD),
             token_home: super::scripts::cluster_script(TOKEN_HOME),
             revoke_home: super::scripts::cluster_script(REVOKE_HOME),
         }
+    }
+
+    /// APPEND_EVENTS on `stream` (a bucket's audit stream; the caller adds the audit block).
+    pub(super) fn append_events(&self, stream: &str) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.append_events.prepare_invoke();
+        invocation.key(stream);
+        invocation
     }
 
     /// PUT_TOKEN's first steps: the token in its client's index, then in its user's.

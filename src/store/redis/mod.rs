@@ -797,6 +797,26 @@ impl Store for RedisStore {
         if events.is_empty() || !self.audit.enabled {
             return Ok(());
         }
+        if let Some(conn) = self.on_cluster() {
+            // Events that change nothing else go to the stream of their user's bucket (else
+            // their client's), the one their user's other events are in.
+            let mut conn = conn?;
+            let first = events.planned().first().map(|p| &p.event);
+            let bucket = match first {
+                Some(e) if e.user.is_some() => {
+                    crate::store::slots::Bucket::of_user(e.user.as_deref().unwrap_or_default())
+                }
+                Some(e) => crate::store::slots::Bucket::of_client(
+                    e.client_id.as_deref().unwrap_or_default(),
+                ),
+                None => crate::store::slots::Bucket::new(0),
+            };
+            let stream = format!("{}:{{{}}}", keys::AUDIT, bucket.tag());
+            let mut invocation = self.cluster_scripts.append_events(&stream);
+            let _: i64 = self.audited(&mut invocation, events, &mut conn).await?;
+            self.written(events, audit::outcome::WRITTEN);
+            return Ok(());
+        }
         let mut invocation = self.scripts.append_events.prepare_invoke();
         self.write(&mut invocation, events).await
     }
@@ -812,10 +832,12 @@ impl Store for RedisStore {
         }
         pipe.pexpire(&key, self.audit.retention.as_millis().max(1) as i64)
             .ignore();
-        let () = pipe
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
+        // One key: on a cluster the pipeline goes to its one slot.
+        let () = match self.on_cluster() {
+            Some(conn) => pipe.query_async(&mut conn?).await,
+            None => pipe.query_async(&mut self.conn()?).await,
+        }
+        .map_err(unavailable)?;
         Ok(())
     }
 
