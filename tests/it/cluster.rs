@@ -295,8 +295,49 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
     assert!(again.is_err());
     assert!(!store.token_is_live(gone).await.unwrap());
 
+    // Single keys of any family, on their bucket's slot.
+    let ttl = Some(std::time::Duration::from_secs(60));
+    let state = format!("oauth:state:{}", Bucket::of_client("c-odd").mint_id("s"));
+    for key in [state.as_str(), "oauth:login_id:alice", "oauth:dpop_jti:x"] {
+        assert!(store.put_if_absent(key, "1", ttl).await.unwrap());
+        assert!(!store.put_if_absent(key, "2", ttl).await.unwrap());
+        assert_eq!(store.get(key).await.unwrap().as_deref(), Some("1"));
+        assert!(matches!(
+            store.ttl(key).await.unwrap(),
+            mcp_oauth_gateway::store::Ttl::Expires(_)
+        ));
+        assert_eq!(store.take(key).await.unwrap().as_deref(), Some("1"));
+        assert_eq!(store.get(key).await.unwrap(), None);
+    }
+    store.put("oauth:mfa:alice", "{}", None).await.unwrap();
+    assert!(store.delete("oauth:mfa:alice").await.unwrap());
+    let window = std::time::Duration::from_secs(60);
+    assert_eq!(
+        store
+            .incr_within("oauth:mfa_fail:user:alice", window)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .incr_within("oauth:mfa_fail:user:alice", window)
+            .await
+            .unwrap(),
+        2
+    );
+    let tagged = cluster_name("oauth:mfa_fail:user:alice");
+    assert_eq!(
+        cluster.cli(cluster.ports[0], &["GET", &tagged]).trim(),
+        "2",
+        "{tagged}"
+    );
+
     // What is not built for the cluster yet says so, and touches nothing.
-    match store.get("oauth:client:c-odd").await {
+    match store
+        .revoke_family("f", std::time::Duration::from_secs(60), &Events::none())
+        .await
+    {
         Err(StoreError::Unavailable(why)) => {
             assert!(why.contains("not supported on Redis Cluster yet"), "{why}")
         }

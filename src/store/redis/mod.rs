@@ -215,6 +215,15 @@ impl RedisStore {
         }
     }
 
+    /// For a command on one key: the connection, and the key's name there (its cluster name
+    /// on a cluster).
+    fn one_key<'a>(&self, key: &'a str) -> StoreResult<(cluster::Conn, std::borrow::Cow<'a, str>)> {
+        match self.on_cluster() {
+            Some(conn) => Ok((cluster::Conn::Cluster(conn?), cluster::name(key).into())),
+            None => Ok((cluster::Conn::Single(self.conn()?), key.into())),
+        }
+    }
+
     /// The cluster connection, in cluster mode.
     fn on_cluster(&self) -> Option<StoreResult<redis::cluster_async::ClusterConnection>> {
         match &self.target {
@@ -479,15 +488,13 @@ impl Store for RedisStore {
     }
 
     async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
+        let (mut conn, key) = self.one_key(key)?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
+        cmd.arg(&*key).arg(value);
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
-        let _: () = cmd
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
+        let _: () = cmd.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -497,33 +504,35 @@ impl Store for RedisStore {
         value: &str,
         ttl: Option<Duration>,
     ) -> StoreResult<bool> {
+        let (mut conn, key) = self.one_key(key)?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("NX");
+        cmd.arg(&*key).arg(value).arg("NX");
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
-        let reply: Option<String> = cmd
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
+        let reply: Option<String> = cmd.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(reply.is_some())
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<String>> {
-        self.conn()?.get(key).await.map_err(unavailable)
+        let (mut conn, key) = self.one_key(key)?;
+        conn.get(&*key).await.map_err(unavailable)
     }
 
     async fn take(&self, key: &str) -> StoreResult<Option<String>> {
-        self.conn()?.get_del(key).await.map_err(unavailable)
+        let (mut conn, key) = self.one_key(key)?;
+        conn.get_del(&*key).await.map_err(unavailable)
     }
 
     async fn delete(&self, key: &str) -> StoreResult<bool> {
-        let n: i64 = self.conn()?.del(key).await.map_err(unavailable)?;
+        let (mut conn, key) = self.one_key(key)?;
+        let n: i64 = conn.del(&*key).await.map_err(unavailable)?;
         Ok(n > 0)
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Ttl> {
-        let ms: i64 = self.conn()?.pttl(key).await.map_err(unavailable)?;
+        let (mut conn, key) = self.one_key(key)?;
+        let ms: i64 = conn.pttl(&*key).await.map_err(unavailable)?;
         Ok(match ms {
             -2 => Ttl::Missing,
             -1 => Ttl::Persistent,
@@ -858,12 +867,13 @@ impl Store for RedisStore {
     }
 
     async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {
+        let (mut conn, key) = self.one_key(key)?;
         let n: i64 = self
             .scripts
             .incr_within
-            .key(key)
+            .key(&*key)
             .arg(window.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn()?)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         Ok(n.max(0) as u64)
