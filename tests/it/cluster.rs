@@ -4,8 +4,8 @@
 use mcp_oauth_gateway::audit::{Actor, Event, Events, Kind, outcome};
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
+use mcp_oauth_gateway::slots::{BUCKETS, Bucket, cluster_name, lua_cluster_name, slot};
 use mcp_oauth_gateway::store::redis::cluster_client;
-use mcp_oauth_gateway::store::slots::{BUCKETS, Bucket, cluster_name, lua_cluster_name, slot};
 use mcp_oauth_gateway::store::{RedisStore, Store, StoreError, TokenRecord, keys};
 
 use crate::support::helpers::{RedisServer, TokenSpec, Verify, rsa_key_b64};

@@ -1,5 +1,5 @@
 //! The store on Redis Cluster (issue #30, in progress): the connection, key names mapped to
-//! their cluster names ([`crate::store::slots::cluster_name`]), and the operations built so far
+//! their cluster names ([`crate::slots::cluster_name`]), and the operations built so far
 //! as ordered single-slot steps (docs/design/redis-cluster.md §2.3). What is not built yet
 //! answers [`StoreError::Unavailable`] naming itself, so nothing runs across slots by accident.
 //!
@@ -14,8 +14,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
 use super::unavailable;
+use crate::slots::cluster_name;
 use crate::store::keys;
-use crate::store::slots::cluster_name;
 use crate::store::{StoreError, StoreResult, TokenRecord, seconds_until};
 
 /// The cluster connection (one multiplexed connection a node, the slot map followed through

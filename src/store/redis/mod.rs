@@ -813,12 +813,12 @@ impl Store for RedisStore {
             let first = events.planned().first().map(|p| &p.event);
             let bucket = match first {
                 Some(e) if e.user.is_some() => {
-                    crate::store::slots::Bucket::of_user(e.user.as_deref().unwrap_or_default())
+                    crate::slots::Bucket::of_user(e.user.as_deref().unwrap_or_default())
                 }
-                Some(e) => crate::store::slots::Bucket::of_client(
-                    e.client_id.as_deref().unwrap_or_default(),
-                ),
-                None => crate::store::slots::Bucket::new(0),
+                Some(e) => {
+                    crate::slots::Bucket::of_client(e.client_id.as_deref().unwrap_or_default())
+                }
+                None => crate::slots::Bucket::new(0),
             };
             let stream = format!("{}:{{{}}}", keys::AUDIT, bucket.tag());
             let mut invocation = self.cluster_scripts.append_events(&stream);

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mcp_oauth_gateway::store::slots::{Bucket, slot};
+use mcp_oauth_gateway::slots::{Bucket, slot};
 
 pub struct RedisCluster {
     pub ports: Vec<u16>,

@@ -18,6 +18,9 @@
 
 use std::sync::OnceLock;
 
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
 /// Redis Cluster's slot count.
 pub const SLOTS: u16 = 16_384;
 /// How many buckets users and clients are spread over.
@@ -134,6 +137,17 @@ impl Bucket {
     pub fn slots(self) -> std::ops::RangeInclusive<u16> {
         let first = u16::from(self.0) * SLOTS_PER_BUCKET;
         first..=first + SLOTS_PER_BUCKET - 1
+    }
+}
+
+/// The SHA-256 (base64url) a secret value (a refresh token, a code) is stored under, with the
+/// bucket the value carries in front (`7f.<hash>`), so its keys can be placed without the value;
+/// a value minted before buckets hashes as it always did.
+pub fn placed_hash(value: &str) -> String {
+    let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(value));
+    match Bucket::embedded(value) {
+        Some(bucket) => bucket.mint_id(&hash),
+        None => hash,
     }
 }
 
@@ -356,7 +370,7 @@ mod tests {
             .map(|b| Bucket(b as u8).tag())
             .collect::<Vec<_>>()
             .join(",");
-        let digest = crate::token::sha256_b64url(all.as_bytes());
+        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&all));
         assert_eq!(&all[..20], "00357,01372,025,0321");
         assert_eq!(digest, PINNED_TABLE_DIGEST, "{all}");
     }
@@ -384,6 +398,10 @@ mod tests {
         // Pinned: the store's Lua scripts compute the same (tests/it/cluster.rs checks them
         // against Redis itself).
         assert_eq!(Bucket::of_user("alice").index(), PINNED_ALICE);
+        // A secret is stored under its hash, placed in the bucket it carries.
+        assert_eq!(Bucket::embedded(&placed_hash(&id)), Some(bucket));
+        assert_eq!(placed_hash(&id).len(), 3 + 43);
+        assert_eq!(placed_hash(legacy).len(), 43);
         // Users, clients and addresses of the same text are unrelated buckets.
         let text = "acme";
         let kinds = [
