@@ -7,9 +7,6 @@
 //! removed after the record is gone. A crash between steps leaves at most an index entry whose
 //! record is absent, which every reader already passes over.
 
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
-
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
@@ -17,59 +14,6 @@ use super::unavailable;
 use crate::slots::cluster_name;
 use crate::store::keys;
 use crate::store::{StoreError, StoreResult, TokenRecord, seconds_until};
-
-/// The cluster connection (one multiplexed connection a node, the slot map followed through
-/// MOVED/ASK and failovers), made by a task in the background so services start while the
-/// cluster is still coming up, as with one server.
-pub(crate) struct ClusterLink {
-    pub(super) conn: RwLock<Option<ClusterConnection>>,
-    /// A seed node, for the revocation subscription: PUBLISH in a cluster reaches every node.
-    pub(super) seed: redis::Client,
-}
-
-impl ClusterLink {
-    pub(super) fn new(seed: redis::Client) -> Arc<Self> {
-        Arc::new(Self {
-            conn: RwLock::new(None),
-            seed,
-        })
-    }
-
-    pub(super) fn conn(&self) -> StoreResult<ClusterConnection> {
-        self.conn
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| StoreError::Unavailable("not connected to the cluster yet".into()))
-    }
-}
-
-/// Connects to the cluster, retrying every half second until it answers; the connection then
-/// reconnects by itself.
-pub(super) async fn join(link: Weak<ClusterLink>, client: redis::cluster::ClusterClient) {
-    let mut complained = false;
-    loop {
-        match client.get_async_connection().await {
-            Ok(conn) => {
-                if let Some(link) = link.upgrade() {
-                    *link.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
-                    tracing::info!("connected to the Redis cluster");
-                }
-                return;
-            }
-            Err(e) => {
-                if !complained {
-                    tracing::warn!(error = %e, "the Redis cluster does not answer yet; retrying");
-                    complained = true;
-                }
-            }
-        }
-        if link.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 /// A key's name on the cluster.
 pub(super) fn name(key: &str) -> String {

@@ -14,7 +14,7 @@ pub(super) enum Target {
     Fixed(Box<Primary>),
     Sentinel(Arc<Follower>),
     /// Redis Cluster (#30: the operations built so far; the others answer unavailable).
-    Cluster(Arc<super::cluster::ClusterLink>),
+    Cluster(Arc<ClusterLink>),
 }
 
 /// The primary as last named by the sentinels, replaced when they elect another.
@@ -260,5 +260,61 @@ pub(super) async fn follow(
         }
         drop(follower);
         tokio::time::sleep(SENTINEL_POLL).await;
+    }
+}
+
+/// The cluster connection (one multiplexed connection a node, the slot map followed through
+/// MOVED/ASK and failovers), made by a task in the background so services start while the
+/// cluster is still coming up, as with one server.
+pub(crate) struct ClusterLink {
+    pub(super) conn: std::sync::RwLock<Option<redis::cluster_async::ClusterConnection>>,
+    /// A seed node, for the revocation subscription: PUBLISH in a cluster reaches every node.
+    pub(super) seed: redis::Client,
+}
+
+impl ClusterLink {
+    pub(super) fn new(seed: redis::Client) -> Arc<Self> {
+        Arc::new(Self {
+            conn: std::sync::RwLock::new(None),
+            seed,
+        })
+    }
+
+    pub(super) fn conn(&self) -> StoreResult<redis::cluster_async::ClusterConnection> {
+        self.conn
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("not connected to the cluster yet".into()))
+    }
+}
+
+/// Connects to the cluster, retrying every half second until it answers; the connection then
+/// reconnects by itself.
+pub(super) async fn join(
+    link: std::sync::Weak<ClusterLink>,
+    client: redis::cluster::ClusterClient,
+) {
+    let mut complained = false;
+    loop {
+        match client.get_async_connection().await {
+            Ok(conn) => {
+                if let Some(link) = link.upgrade() {
+                    *link.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+                    tracing::info!("connected to the Redis cluster");
+                }
+                return;
+            }
+            Err(e) => {
+                if !complained {
+                    tracing::warn!(error = %e, "the Redis cluster does not answer yet; retrying");
+                    complained = true;
+                }
+            }
+        }
+        if link.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

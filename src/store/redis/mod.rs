@@ -108,8 +108,8 @@ impl RedisStore {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
             .ok_or_else(|| StoreError::Unavailable("REDIS_CLUSTER_NODES".into()))?;
-        let link = cluster::ClusterLink::new(connect::client_at(settings, &host, port)?);
-        runtime.spawn(cluster::join(Arc::downgrade(&link), client));
+        let link = connect::ClusterLink::new(connect::client_at(settings, &host, port)?);
+        runtime.spawn(connect::join(Arc::downgrade(&link), client));
         Ok(Self {
             target: Target::Cluster(link),
             scripts: Scripts::new(),
