@@ -6,9 +6,9 @@ use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::slots::{BUCKETS, Bucket, cluster_name, lua_cluster_name, slot};
 use mcp_oauth_gateway::store::redis::cluster_client;
-use mcp_oauth_gateway::store::{RedisStore, Store, StoreError, TokenRecord, keys};
+use mcp_oauth_gateway::store::{GrantOutcome, RedisStore, Store, StoreError, TokenRecord, keys};
 
-use crate::support::helpers::{RedisServer, TokenSpec, Verify, rsa_key_b64};
+use crate::support::helpers::{RedisServer, TokenSpec, Verify, grant_write, rsa_key_b64};
 use crate::support::redis_cluster::RedisCluster;
 
 fn env(extra: &[(&str, &str)]) -> ConfigSource {
@@ -372,4 +372,107 @@ async fn verify_runs_on_a_cluster_and_hears_its_revocations() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// A store on a fresh cluster, once it answers.
+async fn cluster_store(cluster: &RedisCluster) -> RedisStore {
+    let settings =
+        Settings::load(&env(&[("REDIS_CLUSTER_NODES", &cluster.nodes_setting())])).unwrap();
+    let store = RedisStore::connect_with(&settings).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never reached the cluster"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_redeem_rotate_and_die_of_reuse_on_a_cluster() {
+    use futures_util::StreamExt;
+    let cluster = RedisCluster::start().await;
+    let store = cluster_store(&cluster).await;
+    let mut feed = store.subscribe_revocations().await.unwrap();
+    let now = SystemClock.now_unix();
+    // Ids as auth mints them: the family, its tokens, refresh tokens and code in erin's bucket
+    // (grant_write's user), the client elsewhere.
+    let erin = Bucket::of_user("erin");
+    let id = |s: &str| erin.mint_id(s);
+    let (client, family) = ("c-far", id("F"));
+    let code_key = keys::code(&id("code"));
+    store
+        .put(
+            &code_key,
+            r#"{"client_id":"c-far"}"#,
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let mut first = grant_write(&id("a1"), client, &family, &id("r1"), None);
+    first.redeem_code = Some(code_key.clone());
+    assert_eq!(
+        store.issue_grant(&first, now).await.unwrap(),
+        GrantOutcome::Issued
+    );
+    assert!(store.token_is_live(&id("a1")).await.unwrap());
+    let marker = store.get(&code_key).await.unwrap().unwrap();
+    assert!(marker.contains("redeemed"), "{marker}");
+    // The code again: its family is named, nothing new.
+    let mut again = grant_write(&id("a9"), client, &id("G"), &id("r9"), None);
+    again.redeem_code = Some(code_key.clone());
+    assert_eq!(
+        store.issue_grant(&again, now).await.unwrap(),
+        GrantOutcome::CodeReused {
+            family_id: family.clone()
+        }
+    );
+    assert!(!store.token_is_live(&id("a9")).await.unwrap());
+    // The client's indexes (another slot) were written before the home step.
+    let theirs = store
+        .indexed_tokens(&keys::client_tokens(client), now)
+        .await
+        .unwrap();
+    assert!(theirs.contains(&id("a1")), "{theirs:?}");
+
+    // A rotation, then the first refresh token again: reuse kills the family.
+    let rotate = grant_write(&id("a2"), client, &family, &id("r2"), Some(&id("r1")));
+    assert_eq!(
+        store.issue_grant(&rotate, now).await.unwrap(),
+        GrantOutcome::Issued
+    );
+    let reuse = grant_write(&id("a3"), client, &family, &id("r3"), Some(&id("r1")));
+    assert_eq!(
+        store.issue_grant(&reuse, now).await.unwrap(),
+        GrantOutcome::Reused
+    );
+    for jti in ["a1", "a2", "a3"] {
+        assert!(!store.token_is_live(&id(jti)).await.unwrap(), "{jti}");
+    }
+    let mut heard: Vec<String> = Vec::new();
+    while heard.len() < 2 {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(2), feed.next())
+            .await
+            .expect("revocations are published")
+            .unwrap();
+        heard.push(next);
+    }
+    heard.sort();
+    let mut expected = vec![id("a1"), id("a2")];
+    expected.sort();
+    assert_eq!(heard, expected);
+    let late = grant_write(&id("a4"), client, &family, &id("r4"), Some(&id("r2")));
+    assert_eq!(
+        store.issue_grant(&late, now).await.unwrap(),
+        GrantOutcome::FamilyRevoked
+    );
+    assert!(
+        store
+            .get(&keys::refresh(&id("r2")))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

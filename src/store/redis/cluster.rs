@@ -103,8 +103,75 @@ audit('missing')
 return {0, user, client}
 "#;
 
+// ISSUE_GRANT's home step, in the family's bucket (its code, refresh tokens, tokens and user
+// indexes are there): ISSUE_GRANT without the client's keys, which are steps of their own.
+// KEYS: token, user index, new refresh token, family, family tombstone, user's families, then
+//       (when ARGV says so) the code, the kept result and the rotated refresh token.
+// ARGV: as ISSUE_GRANT (the code and result keys by their cluster names), audit block.
+const ISSUE_HOME: &str = r#"
+local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
+local function done(kind, value, n)
+  audit(kind, n)
+  return {kind, value}
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then return done('revoked', '') end
+if result_key ~= '' then
+  local prior = redis.call('GET', result_key)
+  if prior then return done('replayed', prior) end
+end
+if code_key ~= '' then
+  local v = redis.call('GET', code_key)
+  if not v then return done('missing', '') end
+  local r = decode(v)
+  if r and r.redeemed then return done('code_reused', r.family_id or '') end
+  redis.call('SET', code_key, cjson.encode({redeemed = true, family_id = fid}), 'KEEPTTL')
+end
+if rotate_from ~= '' then
+  local v = redis.call('GET', K(R .. rotate_from))
+  if not v then return done('missing', '') end
+  local r = decode(v)
+  if not r then return done('missing', '') end
+  if r.used then
+    return done('reused', '', revoke_family(r.family_id or fid, ARGV[13]))
+  end
+  r.used = true
+  redis.call('SET', K(R .. rotate_from), cjson.encode(r), 'KEEPTTL')
+  if type(r.rotated_from) == 'string' then redis.call('DEL', K(GR .. r.rotated_from)) end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+redis.call('SET', KEYS[3], ARGV[9], 'EX', ARGV[10])
+local refresh_exp = tonumber(ARGV[7]) + tonumber(ARGV[10])
+redis.call('ZADD', KEYS[4], ARGV[4], 't:' .. ARGV[1])
+redis.call('ZADD', KEYS[4], refresh_exp, 'r:' .. ARGV[8])
+if redis.call('TTL', KEYS[4]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[4], ARGV[10]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[7])
+redis.call('ZADD', KEYS[6], refresh_exp, fid)
+if redis.call('TTL', KEYS[6]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[6], ARGV[10]) end
+if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
+return done('issued', '')
+"#;
+
+// A grant's last step, in the client's slot: an active client never expires (ISSUE_GRANT's
+// tail). KEYS: the registration. ARGV: its lifetime in ms or '', '1' when this was its first
+// grant.
+const RENEW_CLIENT: &str = r#"
+if redis.call('PTTL', KEYS[1]) > 0 then
+  if ARGV[1] ~= '' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  elseif ARGV[2] == '1' then
+    redis.call('PERSIST', KEYS[1])
+  end
+end
+return 1
+"#;
+
 /// The scripts of the cluster steps.
 pub(super) struct ClusterScripts {
+    pub(super) issue_home: redis::Script,
+    renew_client: redis::Script,
     append_events: redis::Script,
     index_add: redis::Script,
     token_home: redis::Script,
@@ -114,11 +181,87 @@ pub(super) struct ClusterScripts {
 impl ClusterScripts {
     pub(super) fn new() -> Self {
         Self {
+            issue_home: super::scripts::cluster_script(ISSUE_HOME),
+            renew_client: redis::Script::new(RENEW_CLIENT),
             append_events: super::scripts::cluster_script("audit('written')\nreturn 1"),
             index_add: redis::Script::new(INDEX_ADD),
             token_home: super::scripts::cluster_script(TOKEN_HOME),
             revoke_home: super::scripts::cluster_script(REVOKE_HOME),
         }
+    }
+
+    /// A grant's first steps, in the client's slot: the token and the family in the client's
+    /// indexes (before the home step makes them usable).
+    pub(super) async fn index_grant(
+        &self,
+        conn: &mut ClusterConnection,
+        grant: &crate::store::GrantWrite,
+        now: i64,
+    ) -> StoreResult<()> {
+        let token = &grant.token;
+        let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
+        for (index, member, ttl, score) in [
+            (
+                keys::client_tokens(&token.client_id),
+                &token.jti,
+                seconds_until(token.expires_at, now),
+                token.expires_at,
+            ),
+            (
+                keys::client_families(&token.client_id),
+                &grant.family_id,
+                refresh_ttl,
+                now + refresh_ttl as i64,
+            ),
+        ] {
+            let _: i64 = self
+                .index_add
+                .key(name(&index))
+                .arg(member)
+                .arg(ttl)
+                .arg(score)
+                .arg(now)
+                .invoke_async(conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// A grant's last steps, once issued: off the unused-registration lists (one slot for
+    /// them all), then the registration renewed in the client's slot.
+    pub(super) async fn renew_client(
+        &self,
+        conn: &mut ClusterConnection,
+        grant: &crate::store::GrantWrite,
+    ) -> StoreResult<()> {
+        let client = &grant.token.client_id;
+        let first: i64 = redis::cmd("ZREM")
+            .arg(name(keys::UNUSED_CLIENTS))
+            .arg(client)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        if let Some(address) = &grant.registered_from {
+            let _: i64 = redis::cmd("ZREM")
+                .arg(name(&keys::unused_clients_from(address)))
+                .arg(client)
+                .query_async(conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        let lifetime = grant
+            .renew_client
+            .map_or(String::new(), |d| d.as_millis().max(1).to_string());
+        let _: i64 = self
+            .renew_client
+            .key(name(&keys::client(client)))
+            .arg(lifetime)
+            .arg(if first == 1 { "1" } else { "" })
+            .invoke_async(conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// APPEND_EVENTS on `stream` (a bucket's audit stream; the caller adds the audit block).

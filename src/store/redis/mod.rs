@@ -199,6 +199,70 @@ impl RedisStore {
         }
     }
 
+    /// ISSUE_GRANT on a cluster, as steps: the client's indexes first, then the home step in
+    /// the family's bucket (everything that makes the grant usable, its event with it), then the
+    /// registration renewed. A retry repeats them; each is idempotent.
+    async fn issue_grant_on_cluster(
+        &self,
+        conn: &mut redis::cluster_async::ClusterConnection,
+        grant: &GrantWrite,
+        now: i64,
+    ) -> StoreResult<GrantOutcome> {
+        let scripts = &self.cluster_scripts;
+        scripts.index_grant(conn, grant, now).await?;
+        let token = &grant.token;
+        let token_json =
+            serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
+        let result = grant.result.as_ref();
+        let code_key = grant.redeem_code.as_deref().map(cluster::name);
+        let result_key = result.map(|r| cluster::name(&r.key));
+        let home = cluster::name(&keys::token(&token.jti));
+        let mut invocation = scripts.issue_home.prepare_invoke();
+        invocation
+            .key(&home)
+            .key(cluster::name(&keys::user_tokens(&token.username)))
+            .key(cluster::name(&keys::refresh(&grant.refresh_hash)))
+            .key(cluster::name(&keys::family(&grant.family_id)))
+            .key(cluster::name(&keys::family_revoked(&grant.family_id)))
+            .key(cluster::name(&keys::user_families(&token.username)));
+        for key in [&code_key, &result_key].into_iter().flatten() {
+            invocation.key(key);
+        }
+        if let Some(hash) = &grant.rotate_from {
+            invocation.key(cluster::name(&keys::refresh(hash)));
+        }
+        invocation
+            .arg(&token.jti)
+            .arg(token_json)
+            .arg(seconds_until(token.expires_at, now))
+            .arg(token.expires_at)
+            .arg(&token.username)
+            .arg(&token.client_id)
+            .arg(now)
+            .arg(&grant.refresh_hash)
+            .arg(&grant.refresh_json)
+            .arg(refresh_ttl)
+            .arg(&grant.family_id)
+            .arg(grant.rotate_from.as_deref().unwrap_or(""))
+            .arg(refresh_ttl)
+            .arg(code_key.as_deref().unwrap_or(""))
+            .arg(result_key.as_deref().unwrap_or(""))
+            .arg(result.map_or("", |r| r.sealed.as_str()))
+            .arg(result.map_or(1, |r| r.ttl.as_millis().max(1) as u64))
+            .arg("");
+        let (kind, value): (String, String) =
+            self.audited(&mut invocation, &grant.events, conn).await?;
+        if matches!(kind.as_str(), "issued" | "reused") {
+            cluster::replicated(conn, &home, self.wait_replicas).await?;
+        }
+        if kind == "issued" {
+            scripts.renew_client(conn, grant).await?;
+        }
+        self.written(&grant.events, &kind);
+        Ok(grant_outcome(&kind, value))
+    }
+
     fn primary(&self) -> StoreResult<(redis::Client, ConnectionManager)> {
         match &self.target {
             Target::Fixed(p) => Ok((p.client.clone(), p.conn.clone())),
@@ -258,6 +322,18 @@ impl RedisStore {
             )));
         }
         Ok(())
+    }
+}
+
+/// What an ISSUE_GRANT script answered.
+fn grant_outcome(kind: &str, value: String) -> GrantOutcome {
+    match kind {
+        "issued" => GrantOutcome::Issued,
+        "replayed" => GrantOutcome::Replayed(value),
+        "reused" => GrantOutcome::Reused,
+        "code_reused" => GrantOutcome::CodeReused { family_id: value },
+        "revoked" => GrantOutcome::FamilyRevoked,
+        _ => GrantOutcome::Missing,
     }
 }
 
@@ -541,6 +617,9 @@ impl Store for RedisStore {
     }
 
     async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome> {
+        if let Some(conn) = self.on_cluster() {
+            return self.issue_grant_on_cluster(&mut conn?, grant, now).await;
+        }
         let mut conn = self.conn()?;
         let token = &grant.token;
         let token_json =
@@ -605,14 +684,7 @@ impl Store for RedisStore {
             self.replicated(&mut conn).await?;
         }
         self.written(&grant.events, &kind);
-        Ok(match kind.as_str() {
-            "issued" => GrantOutcome::Issued,
-            "replayed" => GrantOutcome::Replayed(value),
-            "reused" => GrantOutcome::Reused,
-            "code_reused" => GrantOutcome::CodeReused { family_id: value },
-            "revoked" => GrantOutcome::FamilyRevoked,
-            _ => GrantOutcome::Missing,
-        })
+        Ok(grant_outcome(&kind, value))
     }
 
     async fn revoke_family(

@@ -8,6 +8,7 @@ use crate::store::keys;
 /// Functions every script shares. Key prefixes are substituted from [`keys`] when the
 /// scripts are built, so Lua and Rust name keys identically.
 const PRELUDE: &str = r#"
+{KEY_NAMING}
 local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC, GR, TR =
   '{TOKEN}', '{USER_TOKENS}', '{CLIENT_TOKENS}', '{REFRESH}', '{FAMILY}', '{FAMILY_REVOKED}',
   '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}', '{USER_FAMILIES}', '{CLIENT_CONSENTS}',
@@ -32,16 +33,18 @@ end
 
 -- A tombstone lives as long as the token would have: a restore never writes it back.
 local function revoke_jti(jti)
-  local v = redis.call('GET', T .. jti)
-  local left = redis.call('TTL', T .. jti)
+  local v = redis.call('GET', K(T .. jti))
+  local left = redis.call('TTL', K(T .. jti))
   if left < 1 then left = {TOMBSTONE_FALLBACK} end
-  redis.call('SET', TR .. jti, '1', 'EX', left)
+  redis.call('SET', K(TR .. jti), '1', 'EX', left)
   if v then
-    redis.call('DEL', T .. jti)
+    redis.call('DEL', K(T .. jti))
     local r = decode(v)
     if r then
-      if type(r.username) == 'string' then redis.call('ZREM', U .. string.lower(r.username), jti) end
-      if type(r.client_id) == 'string' then redis.call('ZREM', C .. r.client_id, jti) end
+      -- Index entries go after the record; on a cluster, those of another slot are left to
+      -- readers, who pass over an entry whose record is gone (pcall).
+      if type(r.username) == 'string' then redis.pcall('ZREM', K(U .. string.lower(r.username)), jti) end
+      if type(r.client_id) == 'string' then redis.pcall('ZREM', K(C .. r.client_id), jti) end
     end
   end
   redis.call('PUBLISH', CH, jti)
@@ -87,13 +90,13 @@ local function audit(outcome, n)
 end
 
 local function revoke_family(fid, tombstone_ttl)
-  local members = redis.call('ZRANGE', F .. fid, 0, -1)
+  local members = redis.call('ZRANGE', K(F .. fid), 0, -1)
   for _, m in ipairs(members) do
     local kind, id = string.sub(m, 1, 2), string.sub(m, 3)
-    if kind == 't:' then revoke_jti(id) elseif kind == 'r:' then redis.call('DEL', R .. id) end
+    if kind == 't:' then revoke_jti(id) elseif kind == 'r:' then redis.call('DEL', K(R .. id)) end
   end
-  redis.call('DEL', F .. fid)
-  redis.call('SET', FR .. fid, '1', 'EX', tombstone_ttl)
+  redis.call('DEL', K(F .. fid))
+  redis.call('SET', K(FR .. fid), '1', 'EX', tombstone_ttl)
   redis.call('PUBLISH', CH, '{FAMILY_MESSAGE}' .. fid)
   return #members
 end
@@ -152,7 +155,7 @@ if code_key ~= '' then
   redis.call('SET', code_key, cjson.encode({redeemed = true, family_id = fid}), 'KEEPTTL')
 end
 if rotate_from ~= '' then
-  local v = redis.call('GET', R .. rotate_from)
+  local v = redis.call('GET', K(R .. rotate_from))
   if not v then return done('missing', '') end
   local r = decode(v)
   if not r then return done('missing', '') end
@@ -160,9 +163,9 @@ if rotate_from ~= '' then
     return done('reused', '', revoke_family(r.family_id or fid, ARGV[13]))
   end
   r.used = true
-  redis.call('SET', R .. rotate_from, cjson.encode(r), 'KEEPTTL')
+  redis.call('SET', K(R .. rotate_from), cjson.encode(r), 'KEEPTTL')
   -- Its successor is in use: the predecessor's retry window ends here.
-  if type(r.rotated_from) == 'string' then redis.call('DEL', GR .. r.rotated_from) end
+  if type(r.rotated_from) == 'string' then redis.call('DEL', K(GR .. r.rotated_from)) end
 end
 put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7])
 redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[10])
@@ -312,7 +315,7 @@ end
 while budget > 0 do
   local page = redis.call('ZPOPMIN', KEYS[4], math.min(budget, 100))
   if #page == 0 then break end
-  for i = 1, #page, 2 do redis.call('DEL', CO .. page[i] .. ':' .. cid) end
+  for i = 1, #page, 2 do redis.call('DEL', K(CO .. page[i] .. ':' .. cid)) end
   budget = budget - #page / 2
 end
 while budget > 0 do
@@ -367,8 +370,12 @@ return 1
 "#;
 
 fn script(body: &str) -> redis::Script {
-    redis::Script::new(&with_prelude(body))
+    redis::Script::new(&with_prelude(body, PLAIN_NAMES))
 }
+
+/// How the prelude's functions name the keys they build: as given (one server), or as the
+/// cluster does (`crate::slots::cluster_name`).
+const PLAIN_NAMES: &str = "local function K(k) return k end";
 
 /// A script of a step on Redis Cluster: the prelude, with the audit trail written to the stream
 /// of the bucket whose tag the step's first key carries (one stream per bucket, §2.4 of
@@ -379,13 +386,18 @@ pub(super) fn cluster_script(body: &str) -> redis::Script {
         "AU = '{}:{{' .. string.match(KEYS[1], '{{([^}}]*)}}') .. '}}'",
         keys::AUDIT
     );
-    redis::Script::new(&with_prelude(&format!("{bucket_stream}\n{body}")))
+    let naming = format!(
+        "{}\nlocal function K(k) return cluster_name(k) end",
+        crate::slots::lua_cluster_name()
+    );
+    redis::Script::new(&with_prelude(&format!("{bucket_stream}\n{body}"), &naming))
 }
 
-fn with_prelude(body: &str) -> String {
+fn with_prelude(body: &str, naming: &str) -> String {
     let fallback = keys::TOKEN_TOMBSTONE_FALLBACK_SECS.to_string();
     let index_cap = crate::audit::INDEX_MAX_EVENTS.to_string();
     let prelude = PRELUDE
+        .replace("{KEY_NAMING}", naming)
         .replace("{TOKEN}", keys::TOKEN_PREFIX)
         .replace("{USER_TOKENS}", keys::USER_TOKENS_PREFIX)
         .replace("{CLIENT_TOKENS}", keys::CLIENT_TOKENS_PREFIX)
