@@ -6,7 +6,9 @@ use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::slots::{BUCKETS, Bucket, cluster_name, lua_cluster_name, slot};
 use mcp_oauth_gateway::store::redis::cluster_client;
-use mcp_oauth_gateway::store::{GrantOutcome, RedisStore, Store, StoreError, TokenRecord, keys};
+use mcp_oauth_gateway::store::{
+    Change, GrantOutcome, NewClientWrite, RedisStore, Store, StoreError, TokenRecord, keys,
+};
 
 use crate::support::helpers::{RedisServer, TokenSpec, Verify, grant_write, rsa_key_b64};
 use crate::support::redis_cluster::RedisCluster;
@@ -335,7 +337,12 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
 
     // What is not built for the cluster yet says so, and touches nothing.
     match store
-        .revoke_family("f", std::time::Duration::from_secs(60), &Events::none())
+        .delete_client_step(
+            "c-odd",
+            std::time::Duration::from_secs(60),
+            10,
+            &Events::none(),
+        )
         .await
     {
         Err(StoreError::Unavailable(why)) => {
@@ -474,5 +481,101 @@ async fn grants_redeem_rotate_and_die_of_reuse_on_a_cluster() {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_consents_pending_keys_and_changes_on_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let store = cluster_store(&cluster).await;
+    let now = SystemClock.now_unix();
+    let minute = std::time::Duration::from_secs(60);
+    // Registrations: the unused lists (their own slot) and the registration (the client's),
+    // the oldest past the budget evicted.
+    for (i, id) in ["c-1", "c-2", "c-3"].iter().enumerate() {
+        let registered = store
+            .put_new_client(&NewClientWrite {
+                client_id: id,
+                json: "{}",
+                unused_lifetime: minute,
+                address: Some("a1b2"),
+                budget: 10,
+                budget_per_address: 2,
+                now_ms: now * 1000 + i as i64,
+                events: Events::none(),
+            })
+            .await
+            .unwrap();
+        if i == 2 {
+            assert_eq!(registered.evicted, vec!["c-1".to_string()]);
+        }
+    }
+    assert!(store.get(&keys::client("c-3")).await.unwrap().is_some());
+    assert!(
+        store
+            .drop_unused_client("c-2", minute, &Events::none())
+            .await
+            .unwrap()
+    );
+    assert!(store.get(&keys::client("c-2")).await.unwrap().is_none());
+
+    // A consent (the client's slot, with its index) and a pending key in the user's bucket,
+    // indexed under the client by its cluster name.
+    store
+        .put_consent("Erin", "c-3", "{}", minute, now, &Events::none())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get(&keys::consent("erin", "c-3"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let code = keys::code(&Bucket::of_user("erin").mint_id("h"));
+    store
+        .put_for_client(
+            &code,
+            r#"{"client_id":"c-3"}"#,
+            minute,
+            "c-3",
+            now,
+            &Events::none(),
+        )
+        .await
+        .unwrap();
+    assert!(store.get(&code).await.unwrap().is_some());
+    let pending = cluster.cli(
+        cluster.ports[0],
+        &[
+            "ZRANGE",
+            &cluster_name(&keys::client_pending("c-3")),
+            "0",
+            "-1",
+        ],
+    );
+    assert_eq!(pending.trim(), cluster_name(&code));
+
+    // Audited changes of a client's and a user's keys.
+    let set = Change::Set {
+        key: &keys::client("c-3"),
+        value: r#"{"v":2}"#,
+        ttl: None,
+    };
+    assert!(store.change(&set, &Events::none()).await.unwrap());
+    let once = Change::SetIfAbsent {
+        key: &keys::mfa("erin"),
+        value: "{}",
+        ttl: None,
+    };
+    assert!(store.change(&once, &Events::none()).await.unwrap());
+    assert!(!store.change(&once, &Events::none()).await.unwrap());
+    let gone = Change::Delete {
+        key: &keys::mfa("erin"),
+    };
+    assert!(store.change(&gone, &Events::none()).await.unwrap());
+    assert_eq!(
+        store.get(&keys::client("c-3")).await.unwrap().as_deref(),
+        Some(r#"{"v":2}"#)
     );
 }

@@ -168,9 +168,65 @@ end
 return 1
 "#;
 
+// KEYS: a client's pending index. ARGV: the pending key's cluster name, ttl ms, now (s). The
+// index half of PUT_FOR_CLIENT (its members are cluster names: deleting the client DELs them).
+const PENDING_ADD: &str = r#"
+local ttl_ms, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[1], now + math.ceil(ttl_ms / 1000), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl_ms then redis.call('PEXPIRE', KEYS[1], ttl_ms) end
+return 1
+"#;
+
+// KEYS: a key. ARGV: value, ttl ms, audit block. The record half of PUT_FOR_CLIENT and
+// PUT_NEW_CLIENT, with its event.
+const SET_AUDITED: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+audit('written')
+return 1
+"#;
+
+// KEYS: unused registrations, those of its address (or the first again), one slot ({g}).
+// ARGV: client id, unused lifetime ms, budget, budget per address, now ms. The list half of
+// PUT_NEW_CLIENT: the new registration listed, the oldest past the budgets evicted.
+const UNUSED_ADD: &str = r#"
+local lifetime, now = tonumber(ARGV[2]), tonumber(ARGV[5])
+local evicted = {}
+for _, set in ipairs({KEYS[1], KEYS[2]}) do
+  redis.call('ZADD', set, now, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. (now - lifetime))
+  if redis.call('PTTL', set) < lifetime then redis.call('PEXPIRE', set, lifetime) end
+end
+if KEYS[2] ~= KEYS[1] then
+  local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+  if over > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[2], over)
+    for i = 1, #popped, 2 do
+      redis.call('ZREM', KEYS[1], popped[i])
+      evicted[#evicted + 1] = popped[i]
+    end
+  end
+end
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[1], over)
+  for i = 1, #popped, 2 do evicted[#evicted + 1] = popped[i] end
+end
+return {redis.call('ZCARD', KEYS[1]), evicted}
+"#;
+
 /// The scripts of the cluster steps.
 pub(super) struct ClusterScripts {
+    /// Scripts whose keys share one slot under their cluster names, as they are, with the
+    /// audit trail in their bucket's stream.
+    pub(super) put_consent: redis::Script,
+    pub(super) revoke_family: redis::Script,
+    pub(super) drop_unused_client: redis::Script,
+    pub(super) change: redis::Script,
     pub(super) issue_home: redis::Script,
+    pub(super) pending_add: redis::Script,
+    pub(super) set_audited: redis::Script,
+    pub(super) unused_add: redis::Script,
     renew_client: redis::Script,
     append_events: redis::Script,
     index_add: redis::Script,
@@ -180,8 +236,18 @@ pub(super) struct ClusterScripts {
 
 impl ClusterScripts {
     pub(super) fn new() -> Self {
+        use super::scripts::{
+            CHANGE, DROP_UNUSED_CLIENT, PUT_CONSENT, REVOKE_FAMILY, cluster_script,
+        };
         Self {
-            issue_home: super::scripts::cluster_script(ISSUE_HOME),
+            put_consent: cluster_script(PUT_CONSENT),
+            revoke_family: cluster_script(REVOKE_FAMILY),
+            drop_unused_client: cluster_script(DROP_UNUSED_CLIENT),
+            change: cluster_script(CHANGE),
+            issue_home: cluster_script(ISSUE_HOME),
+            pending_add: redis::Script::new(PENDING_ADD),
+            set_audited: cluster_script(SET_AUDITED),
+            unused_add: redis::Script::new(UNUSED_ADD),
             renew_client: redis::Script::new(RENEW_CLIENT),
             append_events: super::scripts::cluster_script("audit('written')\nreturn 1"),
             index_add: redis::Script::new(INDEX_ADD),

@@ -187,7 +187,9 @@ impl RedisStore {
         invocation: &mut redis::ScriptInvocation<'_>,
         events: &Events,
     ) -> StoreResult<()> {
-        let _: i64 = self.audited(invocation, events, &mut self.conn()?).await?;
+        let _: i64 = self
+            .audited(invocation, events, &mut self.any_conn()?)
+            .await?;
         self.written(events, audit::outcome::WRITTEN);
         Ok(())
     }
@@ -276,6 +278,31 @@ impl RedisStore {
                     StoreError::Unavailable("no sentinel has named the primary yet".into())
                 }),
             Target::Cluster(_) => Err(cluster::not_yet("this operation")),
+        }
+    }
+
+    /// The connection, to one server or to the cluster.
+    fn any_conn(&self) -> StoreResult<cluster::Conn> {
+        match self.on_cluster() {
+            Some(conn) => Ok(cluster::Conn::Cluster(conn?)),
+            None => Ok(cluster::Conn::Single(self.conn()?)),
+        }
+    }
+
+    /// A key's name where the store is (its cluster name on a cluster).
+    fn name(&self, key: &str) -> String {
+        match self.target {
+            Target::Cluster(_) => cluster::name(key),
+            _ => key.to_string(),
+        }
+    }
+
+    /// The script for the mode: `plain` on one server, `cluster` (the same keys, one slot,
+    /// events in the bucket's stream) on a cluster.
+    fn pick<'s>(&self, plain: &'s redis::Script, cluster: &'s redis::Script) -> &'s redis::Script {
+        match self.target {
+            Target::Cluster(_) => cluster,
+            _ => plain,
         }
     }
 
@@ -693,15 +720,29 @@ impl Store for RedisStore {
         tombstone_ttl: Duration,
         events: &Events,
     ) -> StoreResult<usize> {
-        let mut conn = self.conn()?;
-        let mut invocation = self.scripts.revoke_family.prepare_invoke();
+        let script = self.pick(
+            &self.scripts.revoke_family,
+            &self.cluster_scripts.revoke_family,
+        );
+        let mut invocation = script.prepare_invoke();
+        let family = self.name(&keys::family(family_id));
         invocation
-            .key(keys::family(family_id))
-            .key(keys::family_revoked(family_id))
+            .key(&family)
+            .key(self.name(&keys::family_revoked(family_id)))
             .arg(family_id)
             .arg(tombstone_ttl.as_secs().max(1));
-        let n: i64 = self.audited(&mut invocation, events, &mut conn).await?;
-        self.replicated(&mut conn).await?;
+        let n: i64 = match self.any_conn()? {
+            cluster::Conn::Cluster(mut conn) => {
+                let n = self.audited(&mut invocation, events, &mut conn).await?;
+                cluster::replicated(&mut conn, &family, self.wait_replicas).await?;
+                n
+            }
+            cluster::Conn::Single(mut conn) => {
+                let n = self.audited(&mut invocation, events, &mut conn).await?;
+                self.replicated(&mut conn).await?;
+                n
+            }
+        };
         self.written(events, audit::outcome::of_family(n.max(0) as usize));
         Ok(n.max(0) as usize)
     }
@@ -715,10 +756,11 @@ impl Store for RedisStore {
         now: i64,
         events: &Events,
     ) -> StoreResult<()> {
-        let mut invocation = self.scripts.put_consent.prepare_invoke();
+        let script = self.pick(&self.scripts.put_consent, &self.cluster_scripts.put_consent);
+        let mut invocation = script.prepare_invoke();
         invocation
-            .key(keys::consent(user, client_id))
-            .key(keys::client_consents(client_id))
+            .key(self.name(&keys::consent(user, client_id)))
+            .key(self.name(&keys::client_consents(client_id)))
             .arg(json)
             .arg(ttl.as_secs().max(1))
             .arg(user.to_ascii_lowercase())
@@ -735,6 +777,26 @@ impl Store for RedisStore {
         now: i64,
         events: &Events,
     ) -> StoreResult<()> {
+        if let Some(conn) = self.on_cluster() {
+            // The client's index first (another slot), then the key with its event.
+            let (mut conn, key) = (conn?, cluster::name(key));
+            let ttl_ms = ttl.as_millis().max(1) as u64;
+            let _: i64 = self
+                .cluster_scripts
+                .pending_add
+                .key(cluster::name(&keys::client_pending(client_id)))
+                .arg(&key)
+                .arg(ttl_ms)
+                .arg(now)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let mut invocation = self.cluster_scripts.set_audited.prepare_invoke();
+            invocation.key(&key).arg(value).arg(ttl_ms);
+            let _: i64 = self.audited(&mut invocation, events, &mut conn).await?;
+            self.written(events, audit::outcome::WRITTEN);
+            return Ok(());
+        }
         let mut invocation = self.scripts.put_for_client.prepare_invoke();
         invocation
             .key(key)
@@ -746,6 +808,42 @@ impl Store for RedisStore {
     }
 
     async fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient> {
+        if let Some(conn) = self.on_cluster() {
+            // The unused lists first (their own slot), then the registration with its event.
+            let mut conn = conn?;
+            let lists = [
+                cluster::name(keys::UNUSED_CLIENTS),
+                cluster::name(
+                    &client
+                        .address
+                        .map_or(keys::UNUSED_CLIENTS.to_string(), keys::unused_clients_from),
+                ),
+            ];
+            let lifetime = client.unused_lifetime.as_millis().max(1) as u64;
+            let (unused, evicted): (u64, Vec<String>) = self
+                .cluster_scripts
+                .unused_add
+                .key(&lists[0])
+                .key(&lists[1])
+                .arg(client.client_id)
+                .arg(lifetime)
+                .arg(client.budget.max(1))
+                .arg(client.budget_per_address.max(1))
+                .arg(client.now_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let mut invocation = self.cluster_scripts.set_audited.prepare_invoke();
+            invocation
+                .key(cluster::name(&keys::client(client.client_id)))
+                .arg(client.json)
+                .arg(lifetime);
+            let _: i64 = self
+                .audited(&mut invocation, &client.events, &mut conn)
+                .await?;
+            self.written(&client.events, audit::outcome::WRITTEN);
+            return Ok(NewClient { unused, evicted });
+        }
         let mut invocation = self.scripts.put_new_client.prepare_invoke();
         invocation
             .key(keys::client(client.client_id))
@@ -774,12 +872,16 @@ impl Store for RedisStore {
         unused_lifetime: Duration,
         events: &Events,
     ) -> StoreResult<bool> {
-        let mut invocation = self.scripts.drop_unused_client.prepare_invoke();
+        let script = self.pick(
+            &self.scripts.drop_unused_client,
+            &self.cluster_scripts.drop_unused_client,
+        );
+        let mut invocation = script.prepare_invoke();
         invocation
-            .key(keys::client(client_id))
+            .key(self.name(&keys::client(client_id)))
             .arg(unused_lifetime.as_millis().max(1) as u64);
         let n: i64 = self
-            .audited(&mut invocation, events, &mut self.conn()?)
+            .audited(&mut invocation, events, &mut self.any_conn()?)
             .await?;
         self.written(events, audit::outcome::of_drop(n == 1));
         Ok(n == 1)
@@ -855,20 +957,26 @@ impl Store for RedisStore {
     }
 
     async fn change(&self, change: &Change<'_>, events: &Events) -> StoreResult<bool> {
-        let mut invocation = self.scripts.change.prepare_invoke();
+        let mut invocation = self
+            .pick(&self.scripts.change, &self.cluster_scripts.change)
+            .prepare_invoke();
         let ms =
             |ttl: Option<Duration>| ttl.map_or(String::new(), |t| t.as_millis().max(1).to_string());
         match *change {
-            Change::Set { key, value, ttl } => {
-                invocation.key(key).arg("set").arg(value).arg(ms(ttl))
-            }
-            Change::SetIfAbsent { key, value, ttl } => {
-                invocation.key(key).arg("set_nx").arg(value).arg(ms(ttl))
-            }
-            Change::Delete { key } => invocation.key(key).arg("del").arg("").arg(""),
+            Change::Set { key, value, ttl } => invocation
+                .key(self.name(key))
+                .arg("set")
+                .arg(value)
+                .arg(ms(ttl)),
+            Change::SetIfAbsent { key, value, ttl } => invocation
+                .key(self.name(key))
+                .arg("set_nx")
+                .arg(value)
+                .arg(ms(ttl)),
+            Change::Delete { key } => invocation.key(self.name(key)).arg("del").arg("").arg(""),
         };
         let n: i64 = self
-            .audited(&mut invocation, events, &mut self.conn()?)
+            .audited(&mut invocation, events, &mut self.any_conn()?)
             .await?;
         self.written(events, audit::outcome::of_change(n == 1));
         Ok(n == 1)

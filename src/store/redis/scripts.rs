@@ -229,7 +229,7 @@ return {redis.call('ZCARD', KEYS[2]), evicted}
 // KEYS: registration. ARGV: unused lifetime ms, audit block. Deletes it only while it still
 // has no more than its unused lifetime: a first grant renewed it past that, or made it
 // permanent.
-const DROP_UNUSED_CLIENT: &str = r#"
+pub(super) const DROP_UNUSED_CLIENT: &str = r#"
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 and left <= tonumber(ARGV[1]) and redis.call('DEL', KEYS[1]) == 1 then
   audit('revoked')
@@ -240,7 +240,7 @@ return 0
 "#;
 
 // KEYS: consent, client's consent index. ARGV: JSON, ttl, user (lower-case), now, audit block.
-const PUT_CONSENT: &str = r#"
+pub(super) const PUT_CONSENT: &str = r#"
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
@@ -287,7 +287,7 @@ return {'allowed', n}
 
 // KEYS: family, its tombstone (its members are found from the family). ARGV: family id,
 // tombstone ttl, audit block.
-const REVOKE_FAMILY: &str = r#"
+pub(super) const REVOKE_FAMILY: &str = r#"
 local n = revoke_family(ARGV[1], ARGV[2])
 if n > 0 then audit('revoked', n) else audit('empty', 0) end
 return n
@@ -348,7 +348,7 @@ return 1
 
 // KEYS: the key. ARGV: `set`, `set_nx` or `del`, the value, ttl ms or '', audit block. The
 // events of `changed` are written only when the key was set or deleted.
-const CHANGE: &str = r#"
+pub(super) const CHANGE: &str = r#"
 local changed
 if ARGV[1] == 'del' then
   changed = redis.call('DEL', KEYS[1]) == 1
