@@ -579,3 +579,43 @@ async fn registrations_consents_pending_keys_and_changes_on_a_cluster() {
         Some(r#"{"v":2}"#)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_its_refreshes_and_a_revocation_through_the_gateway_on_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(cluster_store(&cluster).await);
+    let nodes = cluster.nodes_setting();
+    let unused = RedisServer::start().await;
+    let extra = [("REDIS_CLUSTER_NODES", nodes.as_str())];
+    let gw =
+        crate::support::gateway::Gateway::start_with_store(unused, store.clone(), &extra).await;
+    // Registration, authorize, consent, GitHub, callback, code, token: all on the cluster.
+    let client = gw.client("none").await;
+    let tokens = gw.tokens(&client).await;
+    assert_eq!(gw.verify.status_of(&tokens).await, 200);
+    let access = tokens["access_token"].as_str().unwrap();
+    let jti = crate::support::jwt_claims(access)["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(Bucket::embedded(&jti), Some(Bucket::of_user("alice")));
+    // Two rotations, then the first refresh token again: the family dies, at verify too.
+    let second = gw.refreshed(&client, &tokens).await;
+    let third = gw.refreshed(&client, &second).await;
+    assert_eq!(gw.verify.status_of(&third).await, 200);
+    let reuse = gw.refresh_of(&client, &tokens).await;
+    assert_eq!(reuse.status(), 400);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while gw.verify.status_of(&third).await != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the family's revocation never reached verify"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A new login, revoked at /revoke.
+    let fresh = gw.tokens(&client).await;
+    let access = fresh["access_token"].as_str().unwrap();
+    assert_eq!(gw.revoke(&client, access).await.status(), 200);
+    gw.revoked_at_verify(&client, access).await;
+}
