@@ -109,48 +109,8 @@ return {0, user, client}
 //       (when ARGV says so) the code, the kept result and the rotated refresh token.
 // ARGV: as ISSUE_GRANT (the code and result keys by their cluster names), audit block.
 const ISSUE_HOME: &str = r#"
-local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
-local function done(kind, value, n)
-  audit(kind, n)
-  return {kind, value}
-end
-if redis.call('EXISTS', KEYS[5]) == 1 then return done('revoked', '') end
-if result_key ~= '' then
-  local prior = redis.call('GET', result_key)
-  if prior then return done('replayed', prior) end
-end
-if code_key ~= '' then
-  local v = redis.call('GET', code_key)
-  if not v then return done('missing', '') end
-  local r = decode(v)
-  if r and r.redeemed then return done('code_reused', r.family_id or '') end
-  redis.call('SET', code_key, cjson.encode({redeemed = true, family_id = fid}), 'KEEPTTL')
-end
-if rotate_from ~= '' then
-  local v = redis.call('GET', K(R .. rotate_from))
-  if not v then return done('missing', '') end
-  local r = decode(v)
-  if not r then return done('missing', '') end
-  if r.used then
-    return done('reused', '', revoke_family(r.family_id or fid, ARGV[13]))
-  end
-  r.used = true
-  redis.call('SET', K(R .. rotate_from), cjson.encode(r), 'KEEPTTL')
-  if type(r.rotated_from) == 'string' then redis.call('DEL', K(GR .. r.rotated_from)) end
-end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-if redis.call('TTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-redis.call('SET', KEYS[3], ARGV[9], 'EX', ARGV[10])
-local refresh_exp = tonumber(ARGV[7]) + tonumber(ARGV[10])
-redis.call('ZADD', KEYS[4], ARGV[4], 't:' .. ARGV[1])
-redis.call('ZADD', KEYS[4], refresh_exp, 'r:' .. ARGV[8])
-if redis.call('TTL', KEYS[4]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[4], ARGV[10]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[7])
-redis.call('ZADD', KEYS[6], refresh_exp, fid)
-if redis.call('TTL', KEYS[6]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[6], ARGV[10]) end
-if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
+local TK, UI, RK, FK, FT, UF = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+{GRANT_HOME}
 return done('issued', '')
 "#;
 
@@ -187,32 +147,13 @@ return 1
 "#;
 
 // KEYS: unused registrations, those of its address (or the first again), one slot ({g}).
-// ARGV: client id, unused lifetime ms, budget, budget per address, now ms. The list half of
+// ARGV: as PUT_NEW_CLIENT (client id, JSON (unused), unused lifetime ms, budget, budget per
+// address, now ms). The list half of
 // PUT_NEW_CLIENT: the new registration listed, the oldest past the budgets evicted.
 const UNUSED_ADD: &str = r#"
-local lifetime, now = tonumber(ARGV[2]), tonumber(ARGV[5])
-local evicted = {}
-for _, set in ipairs({KEYS[1], KEYS[2]}) do
-  redis.call('ZADD', set, now, ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. (now - lifetime))
-  if redis.call('PTTL', set) < lifetime then redis.call('PEXPIRE', set, lifetime) end
-end
-if KEYS[2] ~= KEYS[1] then
-  local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
-  if over > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[2], over)
-    for i = 1, #popped, 2 do
-      redis.call('ZREM', KEYS[1], popped[i])
-      evicted[#evicted + 1] = popped[i]
-    end
-  end
-end
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
-if over > 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[1], over)
-  for i = 1, #popped, 2 do evicted[#evicted + 1] = popped[i] end
-end
-return {redis.call('ZCARD', KEYS[1]), evicted}
+local LIST, LIST_FROM = KEYS[1], KEYS[2]
+{UNUSED_LISTS}
+return {redis.call('ZCARD', LIST), evicted}
 "#;
 
 /// The scripts of the cluster steps.
@@ -244,10 +185,14 @@ impl ClusterScripts {
             revoke_family: cluster_script(REVOKE_FAMILY),
             drop_unused_client: cluster_script(DROP_UNUSED_CLIENT),
             change: cluster_script(CHANGE),
-            issue_home: cluster_script(ISSUE_HOME),
+            issue_home: cluster_script(
+                &ISSUE_HOME.replace("{GRANT_HOME}", super::scripts::GRANT_HOME),
+            ),
             pending_add: redis::Script::new(PENDING_ADD),
             set_audited: cluster_script(SET_AUDITED),
-            unused_add: redis::Script::new(UNUSED_ADD),
+            unused_add: redis::Script::new(
+                &UNUSED_ADD.replace("{UNUSED_LISTS}", super::scripts::UNUSED_LISTS),
+            ),
             renew_client: redis::Script::new(RENEW_CLIENT),
             append_events: super::scripts::cluster_script("audit('written')\nreturn 1"),
             index_add: redis::Script::new(INDEX_ADD),

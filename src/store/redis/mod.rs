@@ -213,9 +213,6 @@ impl RedisStore {
         let scripts = &self.cluster_scripts;
         scripts.index_grant(conn, grant, now).await?;
         let token = &grant.token;
-        let token_json =
-            serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
         let result = grant.result.as_ref();
         let code_key = grant.redeem_code.as_deref().map(cluster::name);
         let result_key = result.map(|r| cluster::name(&r.key));
@@ -234,25 +231,14 @@ impl RedisStore {
         if let Some(hash) = &grant.rotate_from {
             invocation.key(cluster::name(&keys::refresh(hash)));
         }
-        invocation
-            .arg(&token.jti)
-            .arg(token_json)
-            .arg(seconds_until(token.expires_at, now))
-            .arg(token.expires_at)
-            .arg(&token.username)
-            .arg(&token.client_id)
-            .arg(now)
-            .arg(&grant.refresh_hash)
-            .arg(&grant.refresh_json)
-            .arg(refresh_ttl)
-            .arg(&grant.family_id)
-            .arg(grant.rotate_from.as_deref().unwrap_or(""))
-            .arg(refresh_ttl)
-            .arg(code_key.as_deref().unwrap_or(""))
-            .arg(result_key.as_deref().unwrap_or(""))
-            .arg(result.map_or("", |r| r.sealed.as_str()))
-            .arg(result.map_or(1, |r| r.ttl.as_millis().max(1) as u64))
-            .arg("");
+        grant_args(
+            &mut invocation,
+            grant,
+            now,
+            code_key.as_deref(),
+            result_key.as_deref(),
+        )?;
+        invocation.arg("");
         let (kind, value): (String, String) =
             self.audited(&mut invocation, &grant.events, conn).await?;
         if matches!(kind.as_str(), "issued" | "reused") {
@@ -350,6 +336,42 @@ impl RedisStore {
         }
         Ok(())
     }
+}
+
+/// ISSUE_GRANT's arguments but the last (the client's lifetime): the token, the refresh
+/// token and family, the rotation, the code and kept-result keys as named where the script
+/// runs, the kept result.
+fn grant_args(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    grant: &GrantWrite,
+    now: i64,
+    code_key: Option<&str>,
+    result_key: Option<&str>,
+) -> StoreResult<()> {
+    let token = &grant.token;
+    let token_json =
+        serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
+    let result = grant.result.as_ref();
+    invocation
+        .arg(&token.jti)
+        .arg(token_json)
+        .arg(seconds_until(token.expires_at, now))
+        .arg(token.expires_at)
+        .arg(&token.username)
+        .arg(&token.client_id)
+        .arg(now)
+        .arg(&grant.refresh_hash)
+        .arg(&grant.refresh_json)
+        .arg(refresh_ttl)
+        .arg(&grant.family_id)
+        .arg(grant.rotate_from.as_deref().unwrap_or(""))
+        .arg(refresh_ttl)
+        .arg(code_key.unwrap_or(""))
+        .arg(result_key.unwrap_or(""))
+        .arg(result.map_or("", |r| r.sealed.as_str()))
+        .arg(result.map_or(1, |r| r.ttl.as_millis().max(1) as u64));
+    Ok(())
 }
 
 /// What an ISSUE_GRANT script answered.
@@ -649,9 +671,6 @@ impl Store for RedisStore {
         }
         let mut conn = self.conn()?;
         let token = &grant.token;
-        let token_json =
-            serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
         let result = grant.result.as_ref();
         let mut invocation = self.scripts.issue_grant.prepare_invoke();
         invocation
@@ -680,29 +699,18 @@ impl Store for RedisStore {
         if let Some(hash) = &grant.rotate_from {
             invocation.key(keys::refresh(hash));
         }
-        invocation
-            .arg(&token.jti)
-            .arg(token_json)
-            .arg(seconds_until(token.expires_at, now))
-            .arg(token.expires_at)
-            .arg(&token.username)
-            .arg(&token.client_id)
-            .arg(now)
-            .arg(&grant.refresh_hash)
-            .arg(&grant.refresh_json)
-            .arg(refresh_ttl)
-            .arg(&grant.family_id)
-            .arg(grant.rotate_from.as_deref().unwrap_or(""))
-            .arg(refresh_ttl)
-            .arg(grant.redeem_code.as_deref().unwrap_or(""))
-            .arg(result.map_or("", |r| r.key.as_str()))
-            .arg(result.map_or("", |r| r.sealed.as_str()))
-            .arg(result.map_or(1, |r| r.ttl.as_millis().max(1) as u64))
-            .arg(
-                grant
-                    .renew_client
-                    .map_or(String::new(), |d| d.as_millis().max(1).to_string()),
-            );
+        grant_args(
+            &mut invocation,
+            grant,
+            now,
+            grant.redeem_code.as_deref(),
+            result.map(|r| r.key.as_str()),
+        )?;
+        invocation.arg(
+            grant
+                .renew_client
+                .map_or(String::new(), |d| d.as_millis().max(1).to_string()),
+        );
         let (kind, value): (String, String) = self
             .audited(&mut invocation, &grant.events, &mut conn)
             .await?;
@@ -826,6 +834,7 @@ impl Store for RedisStore {
                 .key(&lists[0])
                 .key(&lists[1])
                 .arg(client.client_id)
+                .arg("")
                 .arg(lifetime)
                 .arg(client.budget.max(1))
                 .arg(client.budget_per_address.max(1))

@@ -137,12 +137,42 @@ return r
 //       code key or '', result key or '', sealed result, result ttl ms, client lifetime ms or '',
 //       audit block.
 const ISSUE_GRANT: &str = r#"
+local TK, UI, RK, FK, FT, UF = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
+{GRANT_HOME}
+-- The client's indexes, and an active client never expires: each grant renews a registration
+-- that has a lifetime. Its first grant takes it off the unused list, from its short unused
+-- lifetime to the full one (or none).
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+if redis.call('TTL', KEYS[3]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[7])
+redis.call('ZADD', KEYS[7], refresh_exp, fid)
+if redis.call('TTL', KEYS[7]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[7], ARGV[10]) end
+local first = redis.call('ZREM', KEYS[10], ARGV[6]) == 1
+redis.call('ZREM', KEYS[11], ARGV[6])
+if redis.call('PTTL', KEYS[9]) > 0 then
+  if ARGV[18] ~= '' then
+    redis.call('PEXPIRE', KEYS[9], ARGV[18])
+  elseif first then
+    redis.call('PERSIST', KEYS[9])
+  end
+end
+return done('issued', '')
+"#;
+
+/// A grant's home: the checks (family revoked, a kept answer, the code, the rotated refresh
+/// token) and what makes the grant usable (the token and its user index, the refresh token,
+/// the family and the user's families, the kept answer). ISSUE_GRANT runs it with the client's
+/// part after it; on a cluster it is a step of its own. Reads `TK, UI, RK, FK, FT, UF` (the
+/// token, user index, refresh, family, tombstone and user's families keys); leaves `fid` and
+/// `refresh_exp` set.
+pub(super) const GRANT_HOME: &str = r#"
 local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
 local function done(kind, value, n)
   audit(kind, n)
   return {kind, value}
 end
-if redis.call('EXISTS', KEYS[6]) == 1 then return done('revoked', '') end
+if redis.call('EXISTS', FT) == 1 then return done('revoked', '') end
 if result_key ~= '' then
   local prior = redis.call('GET', result_key)
   if prior then return done('replayed', prior) end
@@ -167,31 +197,19 @@ if rotate_from ~= '' then
   -- Its successor is in use: the predecessor's retry window ends here.
   if type(r.rotated_from) == 'string' then redis.call('DEL', K(GR .. r.rotated_from)) end
 end
-put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7])
-redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[10])
+redis.call('SET', TK, ARGV[2], 'EX', ARGV[3])
+redis.call('ZREMRANGEBYSCORE', UI, '-inf', '(' .. ARGV[7])
+redis.call('ZADD', UI, ARGV[4], ARGV[1])
+if redis.call('TTL', UI) < tonumber(ARGV[3]) then redis.call('EXPIRE', UI, ARGV[3]) end
+redis.call('SET', RK, ARGV[9], 'EX', ARGV[10])
 local refresh_exp = tonumber(ARGV[7]) + tonumber(ARGV[10])
-redis.call('ZADD', KEYS[5], ARGV[4], 't:' .. ARGV[1])
-redis.call('ZADD', KEYS[5], refresh_exp, 'r:' .. ARGV[8])
-if redis.call('TTL', KEYS[5]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[5], ARGV[10]) end
-for _, idx in ipairs({KEYS[7], KEYS[8]}) do
-  redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. ARGV[7])
-  redis.call('ZADD', idx, refresh_exp, fid)
-  if redis.call('TTL', idx) < tonumber(ARGV[10]) then redis.call('EXPIRE', idx, ARGV[10]) end
-end
+redis.call('ZADD', FK, ARGV[4], 't:' .. ARGV[1])
+redis.call('ZADD', FK, refresh_exp, 'r:' .. ARGV[8])
+if redis.call('TTL', FK) < tonumber(ARGV[10]) then redis.call('EXPIRE', FK, ARGV[10]) end
+redis.call('ZREMRANGEBYSCORE', UF, '-inf', '(' .. ARGV[7])
+redis.call('ZADD', UF, refresh_exp, fid)
+if redis.call('TTL', UF) < tonumber(ARGV[10]) then redis.call('EXPIRE', UF, ARGV[10]) end
 if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
--- An active client never expires: each grant renews a registration that has a lifetime.
--- Its first grant takes it off the unused list, from its short unused lifetime to the full
--- one (or none).
-local first = redis.call('ZREM', KEYS[10], ARGV[6]) == 1
-redis.call('ZREM', KEYS[11], ARGV[6])
-if redis.call('PTTL', KEYS[9]) > 0 then
-  if ARGV[18] ~= '' then
-    redis.call('PEXPIRE', KEYS[9], ARGV[18])
-  elseif first then
-    redis.call('PERSIST', KEYS[9])
-  end
-end
-return done('issued', '')
 "#;
 
 // KEYS: registration, unused registrations, those of its address (or the first again).
@@ -199,31 +217,40 @@ return done('issued', '')
 // block. Returns the
 // number unused and the ids taken off past the budgets (the address's oldest first).
 const PUT_NEW_CLIENT: &str = r#"
+local LIST, LIST_FROM = KEYS[2], KEYS[3]
+redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+{UNUSED_LISTS}
+audit('written')
+return {redis.call('ZCARD', LIST), evicted}
+"#;
+
+/// A new registration (ARGV[1]) listed as unused in `LIST` and `LIST_FROM` (its address's, or
+/// `LIST` again) at ARGV[6] (ms), for ARGV[3] ms; the oldest past the budgets (ARGV[4], and
+/// ARGV[5] per address) evicted into `evicted`. PUT_NEW_CLIENT runs it with the registration;
+/// on a cluster it is a step of its own.
+pub(super) const UNUSED_LISTS: &str = r#"
 local lifetime, now = tonumber(ARGV[3]), tonumber(ARGV[6])
-redis.call('SET', KEYS[1], ARGV[2], 'PX', lifetime)
 local evicted = {}
-for _, set in ipairs({KEYS[2], KEYS[3]}) do
+for _, set in ipairs({LIST, LIST_FROM}) do
   redis.call('ZADD', set, now, ARGV[1])
   redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. (now - lifetime))
   if redis.call('PTTL', set) < lifetime then redis.call('PEXPIRE', set, lifetime) end
 end
-if KEYS[3] ~= KEYS[2] then
-  local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
+if LIST_FROM ~= LIST then
+  local over = redis.call('ZCARD', LIST_FROM) - tonumber(ARGV[5])
   if over > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[3], over)
+    local popped = redis.call('ZPOPMIN', LIST_FROM, over)
     for i = 1, #popped, 2 do
-      redis.call('ZREM', KEYS[2], popped[i])
+      redis.call('ZREM', LIST, popped[i])
       evicted[#evicted + 1] = popped[i]
     end
   end
 end
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+local over = redis.call('ZCARD', LIST) - tonumber(ARGV[4])
 if over > 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[2], over)
+  local popped = redis.call('ZPOPMIN', LIST, over)
   for i = 1, #popped, 2 do evicted[#evicted + 1] = popped[i] end
 end
-audit('written')
-return {redis.call('ZCARD', KEYS[2]), evicted}
 "#;
 
 // KEYS: registration. ARGV: unused lifetime ms, audit block. Deletes it only while it still
@@ -444,10 +471,10 @@ impl Scripts {
             put_token: script(PUT_TOKEN),
             put_token_once: script(PUT_TOKEN_ONCE),
             revoke_token: script(REVOKE_TOKEN),
-            issue_grant: script(ISSUE_GRANT),
+            issue_grant: script(&ISSUE_GRANT.replace("{GRANT_HOME}", GRANT_HOME)),
             revoke_family: script(REVOKE_FAMILY),
             delete_client_step: script(DELETE_CLIENT_STEP),
-            put_new_client: script(PUT_NEW_CLIENT),
+            put_new_client: script(&PUT_NEW_CLIENT.replace("{UNUSED_LISTS}", UNUSED_LISTS)),
             drop_unused_client: script(DROP_UNUSED_CLIENT),
             put_for_client: script(PUT_FOR_CLIENT),
             put_consent: script(PUT_CONSENT),
