@@ -7,7 +7,8 @@ use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::slots::{BUCKETS, Bucket, cluster_name, lua_cluster_name, slot};
 use mcp_oauth_gateway::store::redis::cluster_client;
 use mcp_oauth_gateway::store::{
-    Change, GrantOutcome, NewClientWrite, RedisStore, Store, StoreError, TokenRecord, keys,
+    Change, GrantOutcome, NewClientWrite, OnceWrite, RedisStore, Store, StoreError, TokenRecord,
+    keys,
 };
 
 use crate::support::helpers::{RedisServer, TokenSpec, Verify, grant_write, rsa_key_b64};
@@ -296,6 +297,25 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
         .await;
     assert!(again.is_err());
     assert!(!store.token_is_live(gone).await.unwrap());
+
+    // A token spent with an assertion: once (the marker is named in the token's bucket).
+    let erin = Bucket::of_user("erin");
+    let marker = keys::assertion_jti(&erin.mint_id("h4sh"));
+    for (jti, first) in [(erin.mint_id("o1"), true), (erin.mint_id("o2"), false)] {
+        let once = OnceWrite {
+            record: &record(&jti, "erin", "c-m2m", now),
+            key: &marker,
+            ttl: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(
+            store
+                .put_token_once(&once, now, &Events::none())
+                .await
+                .unwrap(),
+            first
+        );
+        assert_eq!(store.token_is_live(&jti).await.unwrap(), first);
+    }
 
     // Single keys of any family, on their bucket's slot.
     let ttl = Some(std::time::Duration::from_secs(60));

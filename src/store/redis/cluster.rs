@@ -156,6 +156,22 @@ local LIST, LIST_FROM = KEYS[1], KEYS[2]
 return {redis.call('ZCARD', LIST), evicted}
 "#;
 
+// KEYS: token, its user index, the once marker (one slot: the token's bucket). ARGV: jti,
+// record JSON, ttl, exp, now, marker ttl ms, audit block. PUT_TOKEN_ONCE's home step: the
+// marker first (a replay writes nothing), then the token and its user index.
+const ONCE_HOME: &str = r#"
+if redis.call('SET', KEYS[3], '1', 'PX', ARGV[6], 'NX') == false then
+  audit('reused')
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+audit('written')
+return 1
+"#;
+
 /// The scripts of the cluster steps.
 pub(super) struct ClusterScripts {
     /// Scripts whose keys share one slot under their cluster names, as they are, with the
@@ -165,6 +181,7 @@ pub(super) struct ClusterScripts {
     pub(super) drop_unused_client: redis::Script,
     pub(super) change: redis::Script,
     pub(super) issue_home: redis::Script,
+    pub(super) once_home: redis::Script,
     pub(super) pending_add: redis::Script,
     pub(super) set_audited: redis::Script,
     pub(super) unused_add: redis::Script,
@@ -185,6 +202,7 @@ impl ClusterScripts {
             revoke_family: cluster_script(REVOKE_FAMILY),
             drop_unused_client: cluster_script(DROP_UNUSED_CLIENT),
             change: cluster_script(CHANGE),
+            once_home: cluster_script(ONCE_HOME),
             issue_home: cluster_script(
                 &ISSUE_HOME.replace("{GRANT_HOME}", super::scripts::GRANT_HOME),
             ),
@@ -282,18 +300,18 @@ impl ClusterScripts {
         invocation
     }
 
-    /// PUT_TOKEN's first steps: the token in its client's index, then in its user's.
+    /// PUT_TOKEN's first steps: the token in its client's index, then (unless `user_too` is
+    /// false: the home step writes it) in its user's.
     pub(super) async fn index_token(
         &self,
         conn: &mut ClusterConnection,
         record: &TokenRecord,
         now: i64,
+        user_too: bool,
     ) -> StoreResult<()> {
         let ttl = seconds_until(record.expires_at, now);
-        for index in [
-            keys::client_tokens(&record.client_id),
-            keys::user_tokens(&record.username),
-        ] {
+        let user = user_too.then(|| keys::user_tokens(&record.username));
+        for index in std::iter::once(keys::client_tokens(&record.client_id)).chain(user) {
             let _: i64 = self
                 .index_add
                 .key(name(&index))

@@ -431,7 +431,7 @@ impl Store for RedisStore {
         if let Some(conn) = self.on_cluster() {
             let mut conn = conn?;
             let scripts = &self.cluster_scripts;
-            scripts.index_token(&mut conn, record, now).await?;
+            scripts.index_token(&mut conn, record, now, true).await?;
             let (mut home, token) = scripts.token_home(record, now)?;
             let written: i64 = self.audited(&mut home, events, &mut conn).await?;
             cluster::replicated(&mut conn, &token, self.wait_replicas).await?;
@@ -457,6 +457,37 @@ impl Store for RedisStore {
         now: i64,
         events: &Events,
     ) -> StoreResult<bool> {
+        if let Some(conn) = self.on_cluster() {
+            // The client's index first, then the marker, the token and its user index in the
+            // token's bucket (the marker is named in it).
+            let mut conn = conn?;
+            let record = once.record;
+            self.cluster_scripts
+                .index_token(&mut conn, record, now, false)
+                .await?;
+            let json =
+                serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let token = cluster::name(&keys::token(&record.jti));
+            let mut invocation = self.cluster_scripts.once_home.prepare_invoke();
+            invocation
+                .key(&token)
+                .key(cluster::name(&keys::user_tokens(&record.username)))
+                .key(cluster::name(once.key))
+                .arg(&record.jti)
+                .arg(json)
+                .arg(seconds_until(record.expires_at, now))
+                .arg(record.expires_at)
+                .arg(now)
+                .arg(once.ttl.as_millis().max(1) as u64);
+            let written: i64 = self.audited(&mut invocation, events, &mut conn).await?;
+            if written == 0 {
+                self.written(events, audit::outcome::REUSED);
+                return Ok(false);
+            }
+            cluster::replicated(&mut conn, &token, self.wait_replicas).await?;
+            self.written(events, audit::outcome::WRITTEN);
+            return Ok(true);
+        }
         let mut conn = self.conn()?;
         let mut invocation = token_invocation(&self.scripts.put_token_once, once.record, now)?;
         invocation
