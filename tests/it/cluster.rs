@@ -317,6 +317,43 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
         assert_eq!(store.token_is_live(&jti).await.unwrap(), first);
     }
 
+    // Second-factor attempts: a user's and an address's counters and locks, other slots;
+    // three allowed, the fourth locks both, then both hold.
+    let counters = [
+        keys::mfa_fail("user", "erin"),
+        keys::mfa_fail("ip", "203.0.113.7"),
+    ];
+    let locks = [
+        keys::mfa_lock("user", "erin"),
+        keys::mfa_lock("ip", "203.0.113.7"),
+    ];
+    let limit = mcp_oauth_gateway::store::AttemptLimit {
+        max: 3,
+        window: std::time::Duration::from_secs(60),
+        lockout: std::time::Duration::from_secs(120),
+    };
+    use mcp_oauth_gateway::store::Attempt;
+    for n in 1..=3 {
+        let attempt = store
+            .reserve_attempt(&counters, &locks, &limit, &Events::none())
+            .await
+            .unwrap();
+        assert_eq!(attempt, Attempt::Allowed { count: n });
+    }
+    for _ in 0..2 {
+        let attempt = store
+            .reserve_attempt(&counters, &locks, &limit, &Events::none())
+            .await
+            .unwrap();
+        assert!(matches!(attempt, Attempt::Locked(_)), "{attempt:?}");
+    }
+    for lock in &locks {
+        assert!(matches!(
+            store.ttl(lock).await.unwrap(),
+            mcp_oauth_gateway::store::Ttl::Expires(_)
+        ));
+    }
+
     // Single keys of any family, on their bucket's slot.
     let ttl = Some(std::time::Duration::from_secs(60));
     let state = format!("oauth:state:{}", Bucket::of_client("c-odd").mint_id("s"));

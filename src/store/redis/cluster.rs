@@ -172,6 +172,32 @@ audit('written')
 return 1
 "#;
 
+// KEYS: a counter and its lock (one slot: a user's, or an address's). ARGV: window ms. The
+// per-slot half of RESERVE_ATTEMPT: locked (how long), or the counter counted.
+const LOCK_OR_COUNT: &str = r#"
+local left = redis.call('PTTL', KEYS[2])
+if left == -1 then return {'locked', -1} end
+if left > 0 then return {'locked', left} end
+local c = redis.call('INCR', KEYS[1])
+if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {'count', c}
+"#;
+
+// KEYS: a counter and its lock. ARGV: lockout ms. Locks and forgets the count, in one step (a
+// concurrent attempt sees the count or the lock, never neither).
+const LOCK: &str = r#"
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+// KEYS: a bucket's audit stream. ARGV: the outcome, audit block. Writes the events planned for
+// that outcome (a step that decided it elsewhere).
+const AUDIT_AS: &str = r#"
+audit(ARGV[1])
+return 1
+"#;
+
 /// The scripts of the cluster steps.
 pub(super) struct ClusterScripts {
     /// Scripts whose keys share one slot under their cluster names, as they are, with the
@@ -182,6 +208,9 @@ pub(super) struct ClusterScripts {
     pub(super) change: redis::Script,
     pub(super) issue_home: redis::Script,
     pub(super) once_home: redis::Script,
+    pub(super) lock_or_count: redis::Script,
+    pub(super) lock: redis::Script,
+    pub(super) audit_as: redis::Script,
     pub(super) pending_add: redis::Script,
     pub(super) set_audited: redis::Script,
     pub(super) unused_add: redis::Script,
@@ -203,6 +232,9 @@ impl ClusterScripts {
             drop_unused_client: cluster_script(DROP_UNUSED_CLIENT),
             change: cluster_script(CHANGE),
             once_home: cluster_script(ONCE_HOME),
+            lock_or_count: redis::Script::new(LOCK_OR_COUNT),
+            lock: redis::Script::new(LOCK),
+            audit_as: cluster_script(AUDIT_AS),
             issue_home: cluster_script(
                 &ISSUE_HOME.replace("{GRANT_HOME}", super::scripts::GRANT_HOME),
             ),

@@ -251,6 +251,89 @@ impl RedisStore {
         Ok(grant_outcome(&kind, value))
     }
 
+    /// RESERVE_ATTEMPT on a cluster, a step per counter and its lock (a user's, an address's:
+    /// other slots): each looks at its lock and counts in one step, so of N guesses sent at
+    /// once only those up to the limit are evaluated; past it, each lock is set as its count
+    /// is forgotten, in one step. Unlike on one server, an attempt refused by the second lock
+    /// has been counted on the first. The events go to the first counter's bucket stream.
+    async fn reserve_attempt_on_cluster(
+        &self,
+        conn: &mut redis::cluster_async::ClusterConnection,
+        counters: &[String],
+        locks: &[String],
+        limit: &AttemptLimit,
+        events: &Events,
+    ) -> StoreResult<Attempt> {
+        let scripts = &self.cluster_scripts;
+        let pairs: Vec<(String, String)> = counters
+            .iter()
+            .zip(locks)
+            .map(|(c, l)| (cluster::name(c), cluster::name(l)))
+            .collect();
+        let lockout = limit.lockout.as_millis().max(1) as u64;
+        let mut count = 0u64;
+        for (counter, lock) in &pairs {
+            let (kind, n): (String, i64) = scripts
+                .lock_or_count
+                .key(counter)
+                .key(lock)
+                .arg(limit.window.as_millis().max(1) as u64)
+                .invoke_async(conn)
+                .await
+                .map_err(unavailable)?;
+            if kind == "locked" {
+                let left = if n < 0 { lockout } else { n as u64 };
+                self.audit_on_cluster(conn, counter, audit::outcome::HELD, events)
+                    .await?;
+                self.written(events, audit::outcome::HELD);
+                return Ok(Attempt::Locked(Duration::from_millis(left)));
+            }
+            count = count.max(n.max(0) as u64);
+        }
+        if count <= limit.max {
+            self.audit_on_cluster(conn, &pairs[0].0, audit::outcome::ALLOWED, events)
+                .await?;
+            self.written(events, audit::outcome::ALLOWED);
+            return Ok(Attempt::Allowed { count });
+        }
+        for (counter, lock) in &pairs {
+            let _: i64 = scripts
+                .lock
+                .key(counter)
+                .key(lock)
+                .arg(lockout)
+                .invoke_async(conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        self.audit_on_cluster(conn, &pairs[0].0, audit::outcome::LOCKED, events)
+            .await?;
+        self.written(events, audit::outcome::LOCKED);
+        Ok(Attempt::Locked(limit.lockout))
+    }
+
+    /// The events of `events` planned for `outcome`, in the stream of `key`'s bucket.
+    async fn audit_on_cluster(
+        &self,
+        conn: &mut redis::cluster_async::ClusterConnection,
+        key: &str,
+        outcome: &str,
+        events: &Events,
+    ) -> StoreResult<()> {
+        if events.is_empty() || !self.audit.enabled {
+            return Ok(());
+        }
+        let tag = key
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map_or(crate::slots::GLOBAL_TAG, |(tag, _)| tag);
+        let stream = format!("{}:{{{tag}}}", keys::AUDIT);
+        let mut invocation = self.cluster_scripts.audit_as.prepare_invoke();
+        invocation.key(stream).arg(outcome);
+        let _: i64 = self.audited(&mut invocation, events, conn).await?;
+        Ok(())
+    }
+
     fn primary(&self) -> StoreResult<(redis::Client, ConnectionManager)> {
         match &self.target {
             Target::Fixed(p) => Ok((p.client.clone(), p.conn.clone())),
@@ -967,6 +1050,11 @@ impl Store for RedisStore {
         limit: &AttemptLimit,
         events: &Events,
     ) -> StoreResult<Attempt> {
+        if let Some(conn) = self.on_cluster() {
+            return self
+                .reserve_attempt_on_cluster(&mut conn?, counters, locks, limit, events)
+                .await;
+        }
         let mut invocation = self.scripts.reserve_attempt.prepare_invoke();
         for key in counters.iter().chain(locks) {
             invocation.key(key);
