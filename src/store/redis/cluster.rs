@@ -10,10 +10,18 @@
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 
+use std::time::Duration;
+
+use super::RedisStore;
+use super::scripts::{grant_args, grant_outcome};
 use super::unavailable;
+use crate::audit::{self, Events};
 use crate::slots::cluster_name;
 use crate::store::keys;
-use crate::store::{StoreError, StoreResult, TokenRecord, seconds_until};
+use crate::store::{
+    Attempt, AttemptLimit, GrantOutcome, GrantWrite, StoreError, StoreResult, TokenRecord,
+    seconds_until,
+};
 
 /// A key's name on the cluster.
 pub(super) fn name(key: &str) -> String {
@@ -451,5 +459,140 @@ impl redis::aio::ConnectionLike for Conn {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+impl RedisStore {
+    /// ISSUE_GRANT on a cluster, as steps: the client's indexes first, then the home step in
+    /// the family's bucket (everything that makes the grant usable, its event with it), then the
+    /// registration renewed. A retry repeats them; each is idempotent.
+    pub(super) async fn issue_grant_on_cluster(
+        &self,
+        conn: &mut redis::cluster_async::ClusterConnection,
+        grant: &GrantWrite,
+        now: i64,
+    ) -> StoreResult<GrantOutcome> {
+        let scripts = &self.cluster_scripts;
+        scripts.index_grant(conn, grant, now).await?;
+        let token = &grant.token;
+        let result = grant.result.as_ref();
+        let code_key = grant.redeem_code.as_deref().map(name);
+        let result_key = result.map(|r| name(&r.key));
+        let home = name(&keys::token(&token.jti));
+        let mut invocation = scripts.issue_home.prepare_invoke();
+        invocation
+            .key(&home)
+            .key(name(&keys::user_tokens(&token.username)))
+            .key(name(&keys::refresh(&grant.refresh_hash)))
+            .key(name(&keys::family(&grant.family_id)))
+            .key(name(&keys::family_revoked(&grant.family_id)))
+            .key(name(&keys::user_families(&token.username)));
+        for key in [&code_key, &result_key].into_iter().flatten() {
+            invocation.key(key);
+        }
+        if let Some(hash) = &grant.rotate_from {
+            invocation.key(name(&keys::refresh(hash)));
+        }
+        grant_args(
+            &mut invocation,
+            grant,
+            now,
+            code_key.as_deref(),
+            result_key.as_deref(),
+        )?;
+        invocation.arg("");
+        let (kind, value): (String, String) =
+            self.audited(&mut invocation, &grant.events, conn).await?;
+        if matches!(kind.as_str(), "issued" | "reused") {
+            replicated(conn, &home, self.wait_replicas).await?;
+        }
+        if kind == "issued" {
+            scripts.renew_client(conn, grant).await?;
+        }
+        self.written(&grant.events, &kind);
+        Ok(grant_outcome(&kind, value))
+    }
+
+    /// RESERVE_ATTEMPT on a cluster, a step per counter and its lock (a user's, an address's:
+    /// other slots): each looks at its lock and counts in one step, so of N guesses sent at
+    /// once only those up to the limit are evaluated; past it, each lock is set as its count
+    /// is forgotten, in one step. Unlike on one server, an attempt refused by the second lock
+    /// has been counted on the first. The events go to the first counter's bucket stream.
+    pub(super) async fn reserve_attempt_on_cluster(
+        &self,
+        conn: &mut redis::cluster_async::ClusterConnection,
+        counters: &[String],
+        locks: &[String],
+        limit: &AttemptLimit,
+        events: &Events,
+    ) -> StoreResult<Attempt> {
+        let scripts = &self.cluster_scripts;
+        let pairs: Vec<(String, String)> = counters
+            .iter()
+            .zip(locks)
+            .map(|(c, l)| (name(c), name(l)))
+            .collect();
+        let lockout = limit.lockout.as_millis().max(1) as u64;
+        let mut count = 0u64;
+        for (counter, lock) in &pairs {
+            let (kind, n): (String, i64) = scripts
+                .lock_or_count
+                .key(counter)
+                .key(lock)
+                .arg(limit.window.as_millis().max(1) as u64)
+                .invoke_async(conn)
+                .await
+                .map_err(unavailable)?;
+            if kind == "locked" {
+                let left = if n < 0 { lockout } else { n as u64 };
+                self.audit_on_cluster(conn, counter, audit::outcome::HELD, events)
+                    .await?;
+                self.written(events, audit::outcome::HELD);
+                return Ok(Attempt::Locked(Duration::from_millis(left)));
+            }
+            count = count.max(n.max(0) as u64);
+        }
+        if count <= limit.max {
+            self.audit_on_cluster(conn, &pairs[0].0, audit::outcome::ALLOWED, events)
+                .await?;
+            self.written(events, audit::outcome::ALLOWED);
+            return Ok(Attempt::Allowed { count });
+        }
+        for (counter, lock) in &pairs {
+            let _: i64 = scripts
+                .lock
+                .key(counter)
+                .key(lock)
+                .arg(lockout)
+                .invoke_async(conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        self.audit_on_cluster(conn, &pairs[0].0, audit::outcome::LOCKED, events)
+            .await?;
+        self.written(events, audit::outcome::LOCKED);
+        Ok(Attempt::Locked(limit.lockout))
+    }
+
+    /// The events of `events` planned for `outcome`, in the stream of `key`'s bucket.
+    pub(super) async fn audit_on_cluster(
+        &self,
+        conn: &mut redis::cluster_async::ClusterConnection,
+        key: &str,
+        outcome: &str,
+        events: &Events,
+    ) -> StoreResult<()> {
+        if events.is_empty() || !self.audit.enabled {
+            return Ok(());
+        }
+        let tag = key
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map_or(crate::slots::GLOBAL_TAG, |(tag, _)| tag);
+        let stream = format!("{}:{{{tag}}}", keys::AUDIT);
+        let mut invocation = self.cluster_scripts.audit_as.prepare_invoke();
+        invocation.key(stream).arg(outcome);
+        let _: i64 = self.audited(&mut invocation, events, conn).await?;
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! substituted from [`crate::store::keys`] when the scripts are built, so Lua and Rust name
 //! keys identically.
 
-use crate::store::keys;
+use crate::store::{GrantOutcome, GrantWrite, StoreError, StoreResult, keys, seconds_until};
 
 /// Functions every script shares. Key prefixes are substituted from [`keys`] when the
 /// scripts are built, so Lua and Rust name keys identically.
@@ -483,5 +483,53 @@ impl Scripts {
             change: script(CHANGE),
             append_events: script(APPEND_EVENTS),
         }
+    }
+}
+
+/// ISSUE_GRANT's arguments but the last (the client's lifetime): the token, the refresh
+/// token and family, the rotation, the code and kept-result keys as named where the script
+/// runs, the kept result.
+pub(super) fn grant_args(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    grant: &GrantWrite,
+    now: i64,
+    code_key: Option<&str>,
+    result_key: Option<&str>,
+) -> StoreResult<()> {
+    let token = &grant.token;
+    let token_json =
+        serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
+    let result = grant.result.as_ref();
+    invocation
+        .arg(&token.jti)
+        .arg(token_json)
+        .arg(seconds_until(token.expires_at, now))
+        .arg(token.expires_at)
+        .arg(&token.username)
+        .arg(&token.client_id)
+        .arg(now)
+        .arg(&grant.refresh_hash)
+        .arg(&grant.refresh_json)
+        .arg(refresh_ttl)
+        .arg(&grant.family_id)
+        .arg(grant.rotate_from.as_deref().unwrap_or(""))
+        .arg(refresh_ttl)
+        .arg(code_key.unwrap_or(""))
+        .arg(result_key.unwrap_or(""))
+        .arg(result.map_or("", |r| r.sealed.as_str()))
+        .arg(result.map_or(1, |r| r.ttl.as_millis().max(1) as u64));
+    Ok(())
+}
+
+/// What an ISSUE_GRANT script answered.
+pub(super) fn grant_outcome(kind: &str, value: String) -> GrantOutcome {
+    match kind {
+        "issued" => GrantOutcome::Issued,
+        "replayed" => GrantOutcome::Replayed(value),
+        "reused" => GrantOutcome::Reused,
+        "code_reused" => GrantOutcome::CodeReused { family_id: value },
+        "revoked" => GrantOutcome::FamilyRevoked,
+        _ => GrantOutcome::Missing,
     }
 }
