@@ -136,14 +136,31 @@ end
 return 1
 "#;
 
-// KEYS: a client's pending index. ARGV: the pending key's cluster name, ttl ms, now (s). The
-// index half of PUT_FOR_CLIENT (its members are cluster names: deleting the client DELs them).
+// KEYS: a client's pending index. ARGV: the pending key's single-server name, ttl ms, now (s).
+// The index half of PUT_FOR_CLIENT (deleting the client DELs each member's cluster name).
 const PENDING_ADD: &str = r#"
 local ttl_ms, now = tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 redis.call('ZADD', KEYS[1], now + math.ceil(ttl_ms / 1000), ARGV[1])
 if redis.call('PTTL', KEYS[1]) < ttl_ms then redis.call('PEXPIRE', KEYS[1], ttl_ms) end
 return 1
+"#;
+
+// KEYS: a client's registration and its four indexes (families, tokens, consents, pending),
+// one slot. ARGV: how many tokens this step revoked, audit block. The last half of a client
+// deletion step, after what the indexes named is gone and its entries removed: the
+// registration goes once all four are empty (`done`), else the step is reported (`step`).
+const DELETE_CLIENT_END: &str = r#"
+local left = 0
+for i = 2, 5 do left = left + redis.call('ZCARD', KEYS[i]) end
+local revoked = tonumber(ARGV[1])
+if left == 0 then
+  redis.call('DEL', KEYS[1])
+  audit('done', revoked)
+else
+  audit('step', revoked)
+end
+return left
 "#;
 
 // KEYS: a key. ARGV: value, ttl ms, audit block. The record half of PUT_FOR_CLIENT and
@@ -222,6 +239,7 @@ pub(super) struct ClusterScripts {
     pub(super) pending_add: redis::Script,
     pub(super) set_audited: redis::Script,
     pub(super) unused_add: redis::Script,
+    pub(super) delete_client_end: redis::Script,
     renew_client: redis::Script,
     append_events: redis::Script,
     index_add: redis::Script,
@@ -247,6 +265,7 @@ impl ClusterScripts {
                 &ISSUE_HOME.replace("{GRANT_HOME}", super::scripts::GRANT_HOME),
             ),
             pending_add: redis::Script::new(PENDING_ADD),
+            delete_client_end: cluster_script(DELETE_CLIENT_END),
             set_audited: cluster_script(SET_AUDITED),
             unused_add: redis::Script::new(
                 &UNUSED_ADD.replace("{UNUSED_LISTS}", super::scripts::UNUSED_LISTS),
@@ -594,5 +613,86 @@ impl RedisStore {
         invocation.key(stream).arg(outcome);
         let _: i64 = self.audited(&mut invocation, events, conn).await?;
         Ok(())
+    }
+
+    /// A client deletion step on a cluster: what the client's indexes name lives in other
+    /// slots (families and tokens in their users' buckets, codes in their users'), so each
+    /// page of an index is read, what it names revoked or deleted where it lives (each an
+    /// idempotent step of its own), then the page's entries removed, and last the registration
+    /// deleted in its own slot once every index is empty. A retry after a timeout finds the
+    /// entries not yet removed and repeats their (idempotent) revocations.
+    pub(super) async fn delete_client_on_cluster(
+        &self,
+        conn: &mut ClusterConnection,
+        client_id: &str,
+        tombstone_ttl: std::time::Duration,
+        budget: usize,
+        events: &Events,
+    ) -> StoreResult<crate::store::DeleteStep> {
+        use redis::AsyncCommands;
+        let indexes = [
+            keys::client_families(client_id),
+            keys::client_tokens(client_id),
+            keys::client_consents(client_id),
+            keys::client_pending(client_id),
+        ];
+        let mut budget = budget.max(1);
+        let mut revoked = 0usize;
+        for (i, index) in indexes.iter().enumerate() {
+            let index = name(index);
+            while budget > 0 {
+                let page: Vec<String> = conn
+                    .zrange(&index, 0, budget.min(100) as isize - 1)
+                    .await
+                    .map_err(unavailable)?;
+                if page.is_empty() {
+                    break;
+                }
+                for member in &page {
+                    budget = budget.saturating_sub(1);
+                    match i {
+                        0 => {
+                            let n = crate::store::Store::revoke_family(
+                                self,
+                                member,
+                                tombstone_ttl,
+                                &Events::none(),
+                            )
+                            .await?;
+                            budget = budget.saturating_sub(n);
+                        }
+                        1 => {
+                            let gone =
+                                crate::store::Store::revoke_token(self, member, &Events::none())
+                                    .await?;
+                            revoked += usize::from(gone);
+                        }
+                        2 => {
+                            let _: i64 = conn
+                                .del(name(&keys::consent(member, client_id)))
+                                .await
+                                .map_err(unavailable)?;
+                        }
+                        _ => {
+                            let _: i64 = conn.del(name(member)).await.map_err(unavailable)?;
+                        }
+                    }
+                }
+                let _: i64 = conn.zrem(&index, &page).await.map_err(unavailable)?;
+            }
+        }
+        let mut end = self.cluster_scripts.delete_client_end.prepare_invoke();
+        end.key(name(&keys::client(client_id)));
+        for index in &indexes {
+            end.key(name(index));
+        }
+        end.arg(revoked);
+        let left: i64 = self.audited(&mut end, events, conn).await?;
+        replicated(conn, &name(&keys::client(client_id)), self.wait_replicas).await?;
+        self.written(events, audit::outcome::of_step(left.max(0) as usize));
+        Ok(crate::store::DeleteStep {
+            revoked,
+            remaining: left.max(0) as usize,
+        })
     }
 }

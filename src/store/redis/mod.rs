@@ -478,13 +478,15 @@ impl Store for RedisStore {
     ) -> StoreResult<()> {
         if let Some(conn) = self.on_cluster() {
             // The client's index first (another slot), then the key with its event.
-            let (mut conn, key) = (conn?, cluster::name(key));
+            // The index holds the key's single-server name, as on one server (so a backup
+            // restores anywhere); deleting the client DELs each under its cluster name.
+            let (mut conn, logical, key) = (conn?, key, cluster::name(key));
             let ttl_ms = ttl.as_millis().max(1) as u64;
             let _: i64 = self
                 .cluster_scripts
                 .pending_add
                 .key(cluster::name(&keys::client_pending(client_id)))
-                .arg(&key)
+                .arg(logical)
                 .arg(ttl_ms)
                 .arg(now)
                 .invoke_async(&mut conn)
@@ -594,6 +596,11 @@ impl Store for RedisStore {
         budget: usize,
         events: &Events,
     ) -> StoreResult<DeleteStep> {
+        if let Some(conn) = self.on_cluster() {
+            return self
+                .delete_client_on_cluster(&mut conn?, client_id, tombstone_ttl, budget, events)
+                .await;
+        }
         let mut conn = self.conn()?;
         let mut invocation = self.scripts.delete_client_step.prepare_invoke();
         // The registration, then the indexes of what was issued to it.
