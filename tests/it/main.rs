@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod cli;
 mod cluster;
+mod cluster_faults;
 mod dev;
 mod dpop;
 mod e2e;

@@ -268,15 +268,18 @@ pub(super) async fn follow(
 /// cluster is still coming up, as with one server.
 pub(crate) struct ClusterLink {
     pub(super) conn: std::sync::RwLock<Option<redis::cluster_async::ClusterConnection>>,
-    /// A seed node, for the revocation subscription: PUBLISH in a cluster reaches every node.
-    pub(super) seed: redis::Client,
+    /// The listed nodes, for the revocation subscription (PUBLISH in a cluster reaches every
+    /// node): the next subscription starts at `next_seed`, moved on past a node that failed.
+    pub(super) seeds: Vec<redis::Client>,
+    pub(super) next_seed: std::sync::atomic::AtomicUsize,
 }
 
 impl ClusterLink {
-    pub(super) fn new(seed: redis::Client) -> Arc<Self> {
+    pub(super) fn new(seeds: Vec<redis::Client>) -> Arc<Self> {
         Arc::new(Self {
             conn: std::sync::RwLock::new(None),
-            seed,
+            seeds,
+            next_seed: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

@@ -19,19 +19,37 @@ pub(super) async fn subscribe(store: &RedisStore) -> StoreResult<RevocationStrea
         }
         Target::Fixed(_) | Target::Cluster(_) => None,
     };
-    // On a cluster, any node hears every PUBLISH (the cluster bus carries it).
-    let client = match &store.target {
-        Target::Cluster(link) => link.seed.clone(),
-        _ => store.primary()?.0,
+    let pubsub = match &store.target {
+        // On a cluster, any node hears every PUBLISH (the cluster bus carries it): the listed
+        // nodes are tried in turn, from the one after the last that failed.
+        Target::Cluster(link) => {
+            use std::sync::atomic::Ordering;
+            let mut last = None;
+            let mut found = None;
+            for _ in 0..link.seeds.len() {
+                let at = link.next_seed.load(Ordering::Relaxed) % link.seeds.len();
+                match subscribed(&link.seeds[at]).await {
+                    Ok(pubsub) => {
+                        found = Some(pubsub);
+                        break;
+                    }
+                    Err(e) => {
+                        link.next_seed.store(at + 1, Ordering::Relaxed);
+                        last = Some(e);
+                    }
+                }
+            }
+            match found {
+                Some(pubsub) => pubsub,
+                None => {
+                    return Err(last.unwrap_or_else(|| {
+                        StoreError::Unavailable("no cluster node listed".into())
+                    }));
+                }
+            }
+        }
+        _ => subscribed(&store.primary()?.0).await?,
     };
-    let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| StoreError::Unavailable("timed out connecting for pub/sub".into()))?
-        .map_err(unavailable)?;
-    pubsub
-        .subscribe(keys::REVOCATION_CHANNEL)
-        .await
-        .map_err(unavailable)?;
     let (mut sink, messages) = pubsub.split();
     let (mut lost, lost_signal) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -81,4 +99,17 @@ pub(super) async fn subscribe(store: &RedisStore) -> StoreResult<RevocationStrea
         })
         .take_until(lost_signal)
         .boxed())
+}
+
+/// A pub/sub connection to `client`'s server, subscribed to the revocation channel.
+async fn subscribed(client: &redis::Client) -> StoreResult<redis::aio::PubSub> {
+    let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| StoreError::Unavailable("timed out connecting for pub/sub".into()))?
+        .map_err(unavailable)?;
+    tokio::time::timeout(CONNECT_TIMEOUT, pubsub.subscribe(keys::REVOCATION_CHANNEL))
+        .await
+        .map_err(|_| StoreError::Unavailable("timed out subscribing".into()))?
+        .map_err(unavailable)?;
+    Ok(pubsub)
 }

@@ -63,11 +63,15 @@ impl RedisStore {
             StoreError::Unavailable("Redis Cluster needs a Tokio runtime to connect".into())
         })?;
         let client = cluster_client(settings, cluster)?;
-        let (host, port) = cluster.nodes[0]
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| StoreError::Unavailable("REDIS_CLUSTER_NODES".into()))?;
-        let link = ClusterLink::new(client_at(settings, &host, port)?);
+        let mut seeds = Vec::with_capacity(cluster.nodes.len());
+        for node in &cluster.nodes {
+            let (host, port) = node
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| StoreError::Unavailable(format!("REDIS_CLUSTER_NODES: {node}")))?;
+            seeds.push(client_at(settings, &host, port)?);
+        }
+        let link = ClusterLink::new(seeds);
         runtime.spawn(join(Arc::downgrade(&link), client));
         Ok(Self {
             target: Target::Cluster(link),

@@ -107,19 +107,7 @@ impl RedisCluster {
             _dir: dir,
         };
         for port in &ports {
-            let node_dir = cluster._dir.path().join(port.to_string());
-            std::fs::create_dir_all(&node_dir).expect("node dir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--enable-debug-command", "local"])
-                .args(["--dir", node_dir.to_str().expect("utf-8 temp path")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (apt-get install redis-server)");
+            let child = cluster.spawn(*port);
             cluster.children.push(child);
         }
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -182,7 +170,7 @@ impl RedisCluster {
 
     /// The primaries' ports, as the cluster sees them now.
     pub fn primaries(&self) -> Vec<u16> {
-        let nodes = cli(self.ports[0], &["CLUSTER", "NODES"]);
+        let nodes = self.nodes();
         nodes
             .lines()
             .filter(|line| line.split(' ').nth(2).is_some_and(|f| f.contains("master")))
@@ -196,6 +184,92 @@ impl RedisCluster {
                     .ok()
             })
             .collect()
+    }
+
+    /// `CLUSTER NODES` as the first node that answers sees it.
+    fn nodes(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| cli(*p, &["CLUSTER", "NODES"]))
+            .find(|out| out.contains("myself"))
+            .unwrap_or_default()
+    }
+
+    /// A node of this cluster on `port`, its files in its own directory (a restart finds its
+    /// `nodes.conf` there and rejoins).
+    fn spawn(&self, port: u16) -> Child {
+        let node_dir = self._dir.path().join(port.to_string());
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "local"])
+            .args(["--dir", node_dir.to_str().expect("utf-8 temp path")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)")
+    }
+
+    /// Starts the node on `port` again after [`RedisCluster::kill`]: it rejoins, as a replica
+    /// of the primary that took its slots.
+    pub fn restart(&mut self, port: u16) {
+        let at = self
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a node of this cluster");
+        self.children[at] = self.spawn(port);
+    }
+
+    /// SIGKILLs the node on `port` (a primary dies; its replica is promoted after the node
+    /// timeout, 2 s).
+    pub fn kill(&mut self, port: u16) {
+        let at = self
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a node of this cluster");
+        let _ = self.children[at].kill();
+        let _ = self.children[at].wait();
+    }
+
+    /// The primary that serves `key`'s slot now.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let wanted = slot(key.as_bytes());
+        let nodes = self.nodes();
+        nodes
+            .lines()
+            .filter(|line| line.split(' ').nth(2).is_some_and(|f| f.contains("master")))
+            .find(|line| {
+                line.split(' ').skip(8).any(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&wanted))
+                })
+            })
+            .and_then(|line| line.split(' ').nth(1)?.split(['@', ',']).next()?.rsplit_once(':')?.1.parse().ok())
+            .expect("every slot is served")
+    }
+
+    /// How many slots the primary on `port` serves now.
+    pub fn slot_count(&self, port: u16) -> usize {
+        let nodes = self.nodes();
+        let needle = format!(":{port}@");
+        nodes
+            .lines()
+            .find(|line| line.split(' ').nth(1).is_some_and(|a| a.contains(&needle)))
+            .map(|line| {
+                line.split(' ')
+                    .skip(8)
+                    .filter_map(|r| {
+                        let (a, b) = r.split_once('-').unwrap_or((r, r));
+                        Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?)
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// `redis-cli` against one node (`-c`: following MOVED), for the test's own inspection.
