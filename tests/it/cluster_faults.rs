@@ -268,7 +268,7 @@ async fn slots_migrated_under_load_lose_no_grant_or_revocation_and_answer_no_wro
     // Every slot of erin's primary moves to another primary while logins, cache misses and
     // revocations go on in them: erin's grants, and the tokens of users on that primary.
     let erin = Bucket::of_user("erin");
-    let source = cluster.primary_of(&erin.tag());
+    let source = cluster.primary_of(erin.tag());
     let slots = cluster.slot_count(source);
     let target = cluster
         .primaries()
@@ -277,11 +277,11 @@ async fn slots_migrated_under_load_lose_no_grant_or_revocation_and_answer_no_wro
         .unwrap();
     let users: Vec<&'static str> = (0..400)
         .map(|i| &*Box::leak(format!("user{i}").into_boxed_str()))
-        .filter(|u| cluster.primary_of(&Bucket::of_user(u).tag()) == source)
+        .filter(|u| cluster.primary_of(Bucket::of_user(u).tag()) == source)
         .take(6)
         .collect();
     assert!(users.len() >= 3, "users on the moving primary: {users:?}");
-    let env = env.with("ALLOWED_GITHUB_USERS", &users.join(","));
+    let env = env.with("ALLOWED_GITHUB_USERS", users.join(","));
     let verify = {
         drop(verify);
         let verify = Verify::start(&env, store.clone()).await;
@@ -352,7 +352,7 @@ async fn slots_migrated_under_load_lose_no_grant_or_revocation_and_answer_no_wro
     }
     let status = reshard.await.unwrap();
     assert!(status.success(), "redis-cli --cluster reshard failed");
-    assert_eq!(cluster.primary_of(&erin.tag()), target);
+    assert_eq!(cluster.primary_of(erin.tag()), target);
     assert_eq!(cluster.slot_count(source), 0);
     assert!(
         answers.iter().all(|s| *s == 200 || *s == 503),
