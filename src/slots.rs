@@ -255,6 +255,30 @@ pub fn cluster_name(key: &str) -> String {
     }
 }
 
+/// A key's single-server name from its cluster name: [`cluster_name`] undone (the tag after
+/// the family prefix taken out), so what operator commands read from a cluster (SCAN pages,
+/// backups) is named as on one server and restores anywhere. A name without a tag is returned
+/// as it is.
+pub fn single_name(key: &str) -> String {
+    let Some((prefix, rule)) = FAMILIES.iter().find(|(prefix, _)| key.starts_with(prefix)) else {
+        return key.to_string();
+    };
+    let rest = &key[prefix.len()..];
+    let untagged = match rule {
+        // `oauth:unused_clients:{g}` and `oauth:unused_clients:{g}:{address}`.
+        TagOf::Global => rest.strip_prefix(&format!(":{{{GLOBAL_TAG}}}")),
+        _ => rest
+            .strip_prefix('{')
+            .and_then(|r| r.split_once("}:"))
+            .filter(|(tag, _)| !tag.contains(['{', '}', ':']))
+            .map(|(_, after)| after),
+    };
+    match untagged {
+        Some(after) => format!("{prefix}{after}"),
+        None => key.to_string(),
+    }
+}
+
 /// [`cluster_name`] in Lua, for the store's scripts: defines `cluster_name(key)` (and the
 /// tables it reads), made from the same family list and tags as the Rust one.
 pub fn lua_cluster_name() -> String {
@@ -320,6 +344,30 @@ end
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_names_undo_cluster_names() {
+        let id = Bucket::of_user("erin").mint_id("Q2xv");
+        for key in [
+            format!("oauth:token:{id}"),
+            format!("oauth:refresh:{id}"),
+            "oauth:user_tokens:Erin".to_string(),
+            "oauth:client_pending:c-1".to_string(),
+            "oauth:consent:erin:c-1".to_string(),
+            "oauth:mfa_fail:user:erin".to_string(),
+            "oauth:mfa_fail:ip:10.0.0.1".to_string(),
+            "oauth:unused_clients".to_string(),
+            "oauth:unused_clients:a1b2".to_string(),
+            "oauth:token:legacy-id".to_string(),
+            "oauth:signing_key".to_string(),
+            "oauth:dpop_jti:x".to_string(),
+        ] {
+            let tagged = cluster_name(&key);
+            assert_eq!(single_name(&tagged), key, "{tagged}");
+            // A single-server name is left as it is.
+            assert_eq!(single_name(&key), key);
+        }
+    }
 
     #[test]
     fn slots_are_computed_as_redis_cluster_does() {

@@ -49,6 +49,28 @@ pub fn client_for(settings: &crate::config::Settings) -> redis::RedisResult<redi
 /// A client for the primary as of now: REDIS_URL's server, or the one the sentinels name (for
 /// the operator commands, which run for moments, not through failovers).
 pub async fn primary_client(settings: &crate::config::Settings) -> StoreResult<redis::Client> {
+    if let Some(cluster) = &settings.redis_cluster {
+        // Any node that answers: what the operator commands need of one node is its pub/sub
+        // (a PUBLISH anywhere in a cluster reaches every node).
+        for node in &cluster.nodes {
+            let Some((host, port)) = node
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            else {
+                continue;
+            };
+            let client = client_at(settings, host, port)?;
+            let answered =
+                tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+                    .await;
+            if matches!(answered, Ok(Ok(_))) {
+                return Ok(client);
+            }
+        }
+        return Err(StoreError::Unavailable(
+            "no node of REDIS_CLUSTER_NODES answers".into(),
+        ));
+    }
     match &settings.redis_sentinel {
         None => client_for(settings).map_err(unavailable),
         Some(sentinel) => {
