@@ -7,10 +7,12 @@ use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::slots::{BUCKETS, Bucket, cluster_name, lua_cluster_name, slot};
 use mcp_oauth_gateway::store::redis::cluster_client;
 use mcp_oauth_gateway::store::{
-    Change, GrantOutcome, NewClientWrite, OnceWrite, RedisStore, Store, TokenRecord, keys,
+    Change, GrantOutcome, NewClientWrite, OnceWrite, RedisStore, Store, keys,
 };
 
-use crate::support::helpers::{RedisServer, TokenSpec, Verify, grant_write, rsa_key_b64};
+use crate::support::helpers::{
+    RedisServer, TokenSpec, Verify, grant_write, rsa_key_b64, token_record,
+};
 use crate::support::redis_cluster::RedisCluster;
 
 fn env(extra: &[(&str, &str)]) -> ConfigSource {
@@ -184,40 +186,11 @@ async fn lua_scripts_name_keys_in_a_cluster_as_rust_does() {
     assert_eq!(lua, rust);
 }
 
-fn record(jti: &str, user: &str, client: &str, now: i64) -> TokenRecord {
-    TokenRecord {
-        jti: jti.into(),
-        user_id: format!("{user}-id"),
-        username: user.into(),
-        client_id: client.into(),
-        scope: "mcp".into(),
-        audience: vec!["https://mcp.example.com/mcp".into()],
-        issued_at: now,
-        expires_at: now + 600,
-        family_id: None,
-        upstream: None,
-        grant: None,
-        client_ip: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps() {
     let cluster = RedisCluster::start().await;
-    let settings = Settings::load(&env(&[
-        ("REDIS_CLUSTER_NODES", &cluster.nodes_setting()),
-        ("REDIS_WAIT_REPLICAS", "1"),
-    ]))
-    .unwrap();
-    let store = RedisStore::connect_with(&settings).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store.ping().await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the store never reached the cluster"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // Writes wait for the shard's replica (REDIS_WAIT_REPLICAS defaults to 1 on a cluster).
+    let store = cluster_store(&cluster).await;
     let mut feed = store.subscribe_revocations().await.unwrap();
     let now = SystemClock.now_unix();
     // Twelve users over the buckets (so over the primaries), two clients.
@@ -227,7 +200,7 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
         let jti = Bucket::of_user(user).mint_id(&format!("jti{i}"));
         let client = if i % 2 == 0 { "c-even" } else { "c-odd" };
         store
-            .put_token(&record(&jti, user, client, now), now, &Events::none())
+            .put_token(&token_record(&jti, user, client, 600), now, &Events::none())
             .await
             .unwrap();
         jtis.push(jti);
@@ -292,7 +265,11 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
     assert!(!store.revoke_token(gone, &Events::none()).await.unwrap());
     // A revoked jti is never written back (a retried write after its revocation).
     let again = store
-        .put_token(&record(gone, &users[3], "c-odd", now), now, &Events::none())
+        .put_token(
+            &token_record(gone, &users[3], "c-odd", 600),
+            now,
+            &Events::none(),
+        )
         .await;
     assert!(again.is_err());
     assert!(!store.token_is_live(gone).await.unwrap());
@@ -302,7 +279,7 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
     let marker = keys::assertion_jti(&erin.mint_id("h4sh"));
     for (jti, first) in [(erin.mint_id("o1"), true), (erin.mint_id("o2"), false)] {
         let once = OnceWrite {
-            record: &record(&jti, "erin", "c-m2m", now),
+            record: &token_record(&jti, "erin", "c-m2m", 600),
             key: &marker,
             ttl: std::time::Duration::from_secs(60),
         };
@@ -626,7 +603,7 @@ async fn registrations_consents_pending_keys_and_changes_on_a_cluster() {
     for user in users {
         let jti = Bucket::of_user(user).mint_id(&format!("t-{user}"));
         store
-            .put_token(&record(&jti, user, "c-3", now), now, &Events::none())
+            .put_token(&token_record(&jti, user, "c-3", 600), now, &Events::none())
             .await
             .unwrap();
     }

@@ -9,8 +9,9 @@ use mcp_oauth_gateway::audit::Events;
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
 use mcp_oauth_gateway::config::{ConfigSource, Settings};
 use mcp_oauth_gateway::slots::{Bucket, cluster_name};
-use mcp_oauth_gateway::store::{GrantOutcome, RedisStore, Store, StoreError, StoreResult, keys};
+use mcp_oauth_gateway::store::{GrantOutcome, RedisStore, Store, StoreError, keys};
 
+use crate::support::failover::{Load, judged, settled};
 use crate::support::helpers::{
     TokenSpec, Verify, grant_write, mint_token, rsa_key_b64, store_code,
 };
@@ -21,46 +22,30 @@ const USERS: [&str; 8] = [
     "erin", "alice", "bob", "carol", "dave", "frank", "grace", "heidi",
 ];
 
-fn env(cluster: &RedisCluster) -> ConfigSource {
-    ConfigSource::from_pairs([
+/// verify and a store on `cluster`, `users` allowed, once both answer.
+async fn served(cluster: &RedisCluster, users: &[&str]) -> (Settings, Arc<dyn Store>, Verify) {
+    let env = ConfigSource::from_pairs([
         ("JWT_ALGORITHM", "RS256".to_string()),
         ("JWT_PRIVATE_KEY_B64", rsa_key_b64().to_string()),
         ("BASE_DOMAIN", "example.com".to_string()),
-        ("ALLOWED_GITHUB_USERS", USERS.join(",")),
+        ("ALLOWED_GITHUB_USERS", users.join(",")),
         ("LISTEN_ADDR", "127.0.0.1:0".to_string()),
         ("REDIS_URL", "redis://127.0.0.1:1".to_string()),
         ("REDIS_CLUSTER_NODES", cluster.nodes_setting()),
         ("REDIS_FAILURE_MODE", "cached".to_string()),
-    ])
-}
-
-/// Retries a store call while the store is unavailable (the failover), up to 30 s.
-async fn settled<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = StoreResult<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{what}: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_primary_killed_under_load_loses_no_grant_or_revocation_and_answers_no_wrong_401() {
-    let mut cluster = RedisCluster::start().await;
-    let env = env(&cluster);
+    ]);
     let settings = Settings::load(&env).unwrap();
     let store: Arc<dyn Store> = Arc::new(RedisStore::connect_with(&settings).unwrap());
     settled("first contact", || store.ping()).await;
     let verify = Verify::start(&env, store.clone()).await;
     verify.wait_ready().await;
+    (settings, store, verify)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_under_load_loses_no_grant_or_revocation_and_answers_no_wrong_401() {
+    let mut cluster = RedisCluster::start().await;
+    let (settings, store, verify) = served(&cluster, &USERS).await;
 
     // erin's shard is the one that dies: her grants, her code and a token of hers revoked.
     let erin = Bucket::of_user("erin");
@@ -70,21 +55,10 @@ async fn a_primary_killed_under_load_loses_no_grant_or_revocation_and_answers_no
     assert_eq!(verify.status(&cached).await, 200);
     let mut fresh = Vec::new();
     for i in 0..240 {
-        let spec = TokenSpec {
-            user: USERS[i % USERS.len()],
-            ..TokenSpec::default()
-        };
+        let spec = TokenSpec::user(USERS[i % USERS.len()]);
         fresh.push(mint_token(&settings, &store, spec).await.0);
     }
-    let (revoked, revoked_jti) = mint_token(
-        &settings,
-        &store,
-        TokenSpec {
-            user: "erin",
-            ..TokenSpec::default()
-        },
-    )
-    .await;
+    let (revoked, revoked_jti) = mint_token(&settings, &store, TokenSpec::user("erin")).await;
     assert_eq!(verify.status(&revoked).await, 200);
     store
         .revoke_token(&revoked_jti, &Events::none())
@@ -115,27 +89,7 @@ async fn a_primary_killed_under_load_loses_no_grant_or_revocation_and_answers_no
 
     // Load while the primary dies: the cached token, and a cache miss each round (a third of
     // them on the dying shard).
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        let verify = Verify {
-            base: verify.base.clone(),
-            settings: settings.clone(),
-        };
-        let cached = cached.clone();
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut fresh = fresh.into_iter();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                seen.push((Instant::now(), true, verify.status(&cached).await));
-                if let Some(token) = fresh.next() {
-                    seen.push((Instant::now(), false, verify.status(&token).await));
-                }
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-            seen
-        })
-    };
+    let load = Load::start(&verify, &cached, fresh);
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.kill(victim);
     let killed = Instant::now();
@@ -154,39 +108,8 @@ async fn a_primary_killed_under_load_loses_no_grant_or_revocation_and_answers_no
     }
     let promoted = promoted.unwrap();
     tokio::time::sleep(Duration::from_secs(7)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = load.await.unwrap();
-
-    let cached_answers: Vec<u16> = seen.iter().filter(|s| s.1).map(|s| s.2).collect();
-    assert!(
-        cached_answers.iter().all(|s| *s == 200),
-        "a cached token keeps 200 through the failover: {cached_answers:?}"
-    );
-    let misses: Vec<(f64, u16)> = seen
-        .iter()
-        .filter(|s| !s.1)
-        .map(|s| (s.0.saturating_duration_since(killed).as_secs_f64(), s.2))
-        .collect();
-    assert!(
-        misses.iter().all(|(_, s)| *s == 200 || *s == 503),
-        "a cache miss gets 200 or 503, never 401 or 403: {misses:?}"
-    );
-    let refused = misses.iter().filter(|(_, s)| *s == 503).count();
-    eprintln!(
-        "cluster failover: replica promoted {:.1} s after the kill; {refused} of {} misses got 503",
-        promoted.duration_since(killed).as_secs_f64(),
-        misses.len()
-    );
-    let back_by = promoted + Duration::from_secs(5);
-    let late: Vec<u16> = seen
-        .iter()
-        .filter(|s| !s.1 && s.0 > back_by)
-        .map(|s| s.2)
-        .collect();
-    assert!(
-        !late.is_empty() && late.iter().all(|s| *s == 200),
-        "misses are served again within 5 s of the promotion: {misses:?}"
-    );
+    let seen = load.stop().await;
+    judged(&seen, killed, promoted, "cluster failover");
 
     // What was done before the kill stays done: the revoked token stays revoked, r1 was
     // rotated (presenting it again is reuse: the family dies, no token is issued), the code
@@ -239,15 +162,7 @@ async fn a_primary_killed_under_load_loses_no_grant_or_revocation_and_answers_no
     // A revocation made now, on the promoted primary, reaches verify (its subscription moved
     // to a live node if it was on the dead one).
     let none = Events::none();
-    let (after, after_jti) = mint_token(
-        &settings,
-        &store,
-        TokenSpec {
-            user: "erin",
-            ..TokenSpec::default()
-        },
-    )
-    .await;
+    let (after, after_jti) = mint_token(&settings, &store, TokenSpec::user("erin")).await;
     assert_eq!(verify.status(&after).await, 200);
     settled("revoke", || store.revoke_token(&after_jti, &none)).await;
     verify
@@ -258,13 +173,6 @@ async fn a_primary_killed_under_load_loses_no_grant_or_revocation_and_answers_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_migrated_under_load_lose_no_grant_or_revocation_and_answer_no_wrong_401() {
     let cluster = RedisCluster::start().await;
-    let env = env(&cluster);
-    let settings = Settings::load(&env).unwrap();
-    let store: Arc<dyn Store> = Arc::new(RedisStore::connect_with(&settings).unwrap());
-    settled("first contact", || store.ping()).await;
-    let verify = Verify::start(&env, store.clone()).await;
-    verify.wait_ready().await;
-
     // Every slot of erin's primary moves to another primary while logins, cache misses and
     // revocations go on in them: erin's grants, and the tokens of users on that primary.
     let erin = Bucket::of_user("erin");
@@ -281,20 +189,11 @@ async fn slots_migrated_under_load_lose_no_grant_or_revocation_and_answer_no_wro
         .take(6)
         .collect();
     assert!(users.len() >= 3, "users on the moving primary: {users:?}");
-    let env = env.with("ALLOWED_GITHUB_USERS", users.join(","));
-    let verify = {
-        drop(verify);
-        let verify = Verify::start(&env, store.clone()).await;
-        verify.wait_ready().await;
-        verify
-    };
+    let (settings, store, verify) = served(&cluster, &users).await;
     // Tokens for cache misses (each checked once) and others to revoke.
     let mut fresh = Vec::new();
     for i in 0..260 {
-        let spec = TokenSpec {
-            user: users[i % users.len()],
-            ..TokenSpec::default()
-        };
+        let spec = TokenSpec::user(users[i % users.len()]);
         fresh.push(mint_token(&settings, &store, spec).await);
     }
     let victims = fresh.split_off(200);

@@ -461,6 +461,13 @@ pub struct Restored {
 
 /// One batch of entries, pipelined: each record written by `RESTORE_RECORD` (only where no
 /// tombstone and no live record stands), each index page merged by `RESTORE_MEMBERS`.
+///
+/// On a cluster a record's index entries and some of its tombstones live in other slots:
+/// first every index entry the batch implies is merged in (each in its own slot; an entry
+/// before its record, as the store writes them) and the tombstones of other slots are looked
+/// at ([`apart`]); then each record not revoked is written with the tombstones of its own
+/// slot. An entry merged for a record that is then not written is left to readers and
+/// `purge-expired`, as the store leaves one after a step that did not finish.
 pub async fn write_batch(
     conn: &mut AdminConn,
     batch: &[(Entry, Option<i64>)],
@@ -469,176 +476,151 @@ pub async fn write_batch(
     created_at_ms: i64,
     tally: &mut Restored,
 ) -> redis::RedisResult<()> {
+    use crate::slots::{cluster_name, slot};
     if batch.is_empty() {
         return Ok(());
     }
-    if conn.is_cluster() {
-        return write_batch_on_cluster(conn, batch, shas, rules, created_at_ms, tally).await;
-    }
+    let cluster = conn.is_cluster();
+    let revoked = if cluster {
+        apart(conn, batch, rules, created_at_ms).await?
+    } else {
+        vec![false; batch.len()]
+    };
     let mut pipe = redis::pipe();
-    for (entry, ttl) in batch {
-        let ttl_ms = ttl.unwrap_or(-1);
-        let stones = rules.tombstones(entry);
-        match entry.kind.as_str() {
-            "string" => {
-                let implied = rules.indexes(entry, created_at_ms);
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(&shas.record)
-                    .arg(1 + stones.len() + implied.len())
-                    .arg(&entry.key)
-                    .arg(&stones);
-                for (index, _, _) in &implied {
-                    cmd.arg(index);
-                }
-                cmd.arg(entry.value.as_str().unwrap_or_default())
-                    .arg(ttl_ms)
-                    .arg(stones.len());
-                for (_, member, score) in &implied {
-                    cmd.arg(member).arg(score);
-                }
-            }
-            "zset" => {
-                let items = entry.items();
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(&shas.members)
-                    .arg(1 + stones.len())
-                    .arg(&entry.key)
-                    .arg(&stones)
-                    .arg(ttl_ms);
-                for pair in items.chunks(2) {
-                    if let [member, score] = pair {
-                        cmd.arg(member).arg(score);
-                    }
-                }
-            }
-            // Not in the gateway's layout; merged in as they are.
-            "set" => {
-                pipe.sadd(&entry.key, entry.items());
-                if ttl_ms > 0 {
-                    pipe.pexpire(&entry.key, ttl_ms).ignore();
-                }
-            }
-            _ => continue,
+    let mut sent = 0;
+    for ((entry, ttl), revoked) in batch.iter().zip(revoked) {
+        if revoked {
+            tally.revoked += 1;
+            continue;
         }
+        let mut stones = rules.tombstones(entry);
+        let implied = if cluster {
+            let home = slot(cluster_name(&entry.key).as_bytes());
+            stones.retain(|stone| slot(cluster_name(stone).as_bytes()) == home);
+            Vec::new()
+        } else if entry.kind == "string" {
+            rules.indexes(entry, created_at_ms)
+        } else {
+            Vec::new()
+        };
+        sent += usize::from(push_restore(
+            &mut pipe, shas, entry, *ttl, &stones, &implied,
+        ));
     }
-    let answers: Vec<redis::Value> = pipe.query_async(conn).await?;
-    for answer in answers {
-        match redis::from_redis_value_ref::<String>(&answer).as_deref() {
-            Ok("kept") => tally.kept += 1,
-            Ok("revoked") => tally.revoked += 1,
-            _ => tally.written += 1,
-        }
+    if sent > 0 {
+        count_restored(pipe.query_async(conn).await?, tally);
     }
     Ok(())
 }
 
-/// [`write_batch`] on a cluster, where a record's index entries and some of its tombstones
-/// live in other slots: first every index entry the batch implies is merged in (each in its
-/// own slot; an entry before its record, as the store writes them) and the tombstones of
-/// other slots are looked at; then each record not revoked is written by `RESTORE_RECORD`
-/// with the tombstones of its own slot, and each index page merged as on one server. An
-/// entry merged for a record that is then not written is left to readers and
-/// `purge-expired`, as the store leaves one after a step that did not finish.
-async fn write_batch_on_cluster(
+/// On a cluster, the part of restoring a batch that lies outside the records' slots: the
+/// index entries each record implies, merged in, and whether a tombstone of another slot
+/// stands for each entry.
+async fn apart(
     conn: &mut AdminConn,
     batch: &[(Entry, Option<i64>)],
-    shas: &RestoreScripts,
     rules: &dyn Layout,
     created_at_ms: i64,
-    tally: &mut Restored,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<Vec<bool>> {
     use crate::slots::{cluster_name, slot};
-    let same_slot =
-        |a: &str, b: &str| slot(cluster_name(a).as_bytes()) == slot(cluster_name(b).as_bytes());
-    // Step 1: the index entries, and the tombstones that cannot be checked with the record.
-    let mut first = redis::pipe();
+    let mut pipe = redis::pipe();
     let mut elsewhere: Vec<Vec<usize>> = Vec::with_capacity(batch.len());
     let mut looked = 0;
     for (entry, ttl) in batch {
-        let mut mine = Vec::new();
         if entry.kind == "string" {
             for (index, member, score) in rules.indexes(entry, created_at_ms) {
-                first
-                    .cmd("ZADD")
+                pipe.cmd("ZADD")
                     .arg(&index)
                     .arg("NX")
                     .arg(score)
                     .arg(member)
                     .ignore();
                 if let Some(ttl) = ttl.filter(|t| *t > 0) {
-                    first.cmd("PEXPIRE").arg(&index).arg(ttl).arg("NX").ignore();
-                    first.cmd("PEXPIRE").arg(&index).arg(ttl).arg("GT").ignore();
+                    pipe.cmd("PEXPIRE").arg(&index).arg(ttl).arg("NX").ignore();
+                    pipe.cmd("PEXPIRE").arg(&index).arg(ttl).arg("GT").ignore();
                 }
             }
         }
+        let home = slot(cluster_name(&entry.key).as_bytes());
+        let mut mine = Vec::new();
         for stone in rules.tombstones(entry) {
-            if !same_slot(&stone, &entry.key) {
-                first.exists(&stone);
+            if slot(cluster_name(&stone).as_bytes()) != home {
+                pipe.exists(&stone);
                 mine.push(looked);
                 looked += 1;
             }
         }
         elsewhere.push(mine);
     }
-    let standing: Vec<bool> = first.query_async(conn).await?;
-    // Step 2: the records and index pages, with the tombstones of their own slot.
-    let mut pipe = redis::pipe();
-    let mut sent = 0;
-    for ((entry, ttl), mine) in batch.iter().zip(&elsewhere) {
-        if mine
-            .iter()
-            .any(|at| standing.get(*at).copied().unwrap_or(false))
-        {
-            tally.revoked += 1;
-            continue;
-        }
-        let ttl_ms = ttl.unwrap_or(-1);
-        let stones: Vec<String> = rules
-            .tombstones(entry)
-            .into_iter()
-            .filter(|stone| same_slot(stone, &entry.key))
-            .collect();
-        match entry.kind.as_str() {
-            "string" => {
-                pipe.cmd("EVALSHA")
-                    .arg(&shas.record)
-                    .arg(1 + stones.len())
-                    .arg(&entry.key)
-                    .arg(&stones)
-                    .arg(entry.value.as_str().unwrap_or_default())
-                    .arg(ttl_ms)
-                    .arg(stones.len());
+    let standing: Vec<bool> = pipe.query_async(conn).await?;
+    Ok(elsewhere
+        .iter()
+        .map(|mine| {
+            mine.iter()
+                .any(|at| standing.get(*at).copied().unwrap_or(false))
+        })
+        .collect())
+}
+
+/// The command that restores `entry` (`ttl`: what is left of it, none for no expiry), given
+/// the tombstones that forbid it and the index entries written with it in one step: a record
+/// by `RESTORE_RECORD`, an index page merged by `RESTORE_MEMBERS`, a set merged as it is.
+/// Returns whether a command was added (entries of other types are left out).
+fn push_restore(
+    pipe: &mut redis::Pipeline,
+    shas: &RestoreScripts,
+    entry: &Entry,
+    ttl: Option<i64>,
+    stones: &[String],
+    implied: &[(String, String, i64)],
+) -> bool {
+    let ttl_ms = ttl.unwrap_or(-1);
+    match entry.kind.as_str() {
+        "string" => {
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(&shas.record)
+                .arg(1 + stones.len() + implied.len())
+                .arg(&entry.key)
+                .arg(stones);
+            for (index, _, _) in implied {
+                cmd.arg(index);
             }
-            "zset" => {
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(&shas.members)
-                    .arg(1 + stones.len())
-                    .arg(&entry.key)
-                    .arg(&stones)
-                    .arg(ttl_ms);
-                for pair in entry.items().chunks(2) {
-                    if let [member, score] = pair {
-                        cmd.arg(member).arg(score);
-                    }
+            cmd.arg(entry.value.as_str().unwrap_or_default())
+                .arg(ttl_ms)
+                .arg(stones.len());
+            for (_, member, score) in implied {
+                cmd.arg(member).arg(score);
+            }
+        }
+        "zset" => {
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(&shas.members)
+                .arg(1 + stones.len())
+                .arg(&entry.key)
+                .arg(stones)
+                .arg(ttl_ms);
+            for pair in entry.items().chunks(2) {
+                if let [member, score] = pair {
+                    cmd.arg(member).arg(score);
                 }
             }
-            "set" => {
-                pipe.sadd(&entry.key, entry.items());
-                if ttl_ms > 0 {
-                    pipe.pexpire(&entry.key, ttl_ms).ignore();
-                }
-            }
-            _ => continue,
         }
-        sent += 1;
+        // Not in the gateway's layout; merged in as they are.
+        "set" => {
+            pipe.sadd(&entry.key, entry.items());
+            if ttl_ms > 0 {
+                pipe.pexpire(&entry.key, ttl_ms).ignore();
+            }
+        }
+        _ => return false,
     }
-    if sent == 0 {
-        return Ok(());
-    }
-    let answers: Vec<redis::Value> = pipe.query_async(conn).await?;
+    true
+}
+
+/// Counts what each restoring command answered.
+fn count_restored(answers: Vec<redis::Value>, tally: &mut Restored) {
     for answer in answers {
         match redis::from_redis_value_ref::<String>(&answer).as_deref() {
             Ok("kept") => tally.kept += 1,
@@ -646,7 +628,6 @@ async fn write_batch_on_cluster(
             _ => tally.written += 1,
         }
     }
-    Ok(())
 }
 
 /// The restore scripts' SHA1s, loaded once.

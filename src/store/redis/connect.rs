@@ -52,14 +52,7 @@ pub async fn primary_client(settings: &crate::config::Settings) -> StoreResult<r
     if let Some(cluster) = &settings.redis_cluster {
         // Any node that answers: what the operator commands need of one node is its pub/sub
         // (a PUBLISH anywhere in a cluster reaches every node).
-        for node in &cluster.nodes {
-            let Some((host, port)) = node
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            else {
-                continue;
-            };
-            let client = client_at(settings, host, port)?;
+        for client in node_clients(settings, cluster)? {
             let answered =
                 tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
                     .await;
@@ -91,19 +84,21 @@ pub(super) fn client_with_url(
     if tls.is_empty() {
         return redis::Client::open(url);
     }
-    redis::Client::build_with_tls(
-        url,
-        redis::TlsCertificates {
-            client_tls: tls
-                .client
-                .as_ref()
-                .map(|(cert, key)| redis::ClientTlsConfig {
-                    client_cert: cert.clone(),
-                    client_key: key.expose().clone(),
-                }),
-            root_cert: tls.ca.clone(),
-        },
-    )
+    redis::Client::build_with_tls(url, certificates(tls))
+}
+
+/// The TLS material of the settings, as the redis crate takes it.
+fn certificates(tls: &crate::config::RedisTls) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.expose().clone(),
+            }),
+        root_cert: tls.ca.clone(),
+    }
 }
 
 /// A Redis Cluster client for `REDIS_CLUSTER_NODES`: each seed node with REDIS_URL's scheme,
@@ -113,7 +108,32 @@ pub fn cluster_client(
     settings: &crate::config::Settings,
     cluster: &crate::config::RedisCluster,
 ) -> StoreResult<redis::cluster::ClusterClient> {
-    let nodes = cluster
+    let nodes = each_node(cluster, |host, port| node_url(settings, host, port))?;
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(2);
+    let tls = &settings.redis_tls;
+    if !tls.is_empty() {
+        builder = builder.certs(certificates(tls));
+    }
+    builder.build().map_err(unavailable)
+}
+
+/// A client for each node of REDIS_CLUSTER_NODES (TLS and ACL as for one server).
+pub(super) fn node_clients(
+    settings: &crate::config::Settings,
+    cluster: &crate::config::RedisCluster,
+) -> StoreResult<Vec<redis::Client>> {
+    each_node(cluster, |host, port| client_at(settings, host, port))
+}
+
+/// `make` for each listed node's host and port.
+fn each_node<T>(
+    cluster: &crate::config::RedisCluster,
+    make: impl Fn(&str, u16) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    cluster
         .nodes
         .iter()
         .map(|node| {
@@ -121,27 +141,9 @@ pub fn cluster_client(
                 .rsplit_once(':')
                 .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
                 .ok_or_else(|| StoreError::Unavailable(format!("{node:?} is not host:port")))?;
-            node_url(settings, host, port)
+            make(host, port)
         })
-        .collect::<StoreResult<Vec<String>>>()?;
-    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
-        .connection_timeout(CONNECT_TIMEOUT)
-        .response_timeout(RESPONSE_TIMEOUT)
-        .retries(2);
-    let tls = &settings.redis_tls;
-    if !tls.is_empty() {
-        builder = builder.certs(redis::TlsCertificates {
-            client_tls: tls
-                .client
-                .as_ref()
-                .map(|(cert, key)| redis::ClientTlsConfig {
-                    client_cert: cert.clone(),
-                    client_key: key.expose().clone(),
-                }),
-            root_cert: tls.ca.clone(),
-        });
-    }
-    builder.build().map_err(unavailable)
+        .collect()
 }
 
 /// REDIS_URL with its host and port replaced (scheme, user, password and database kept).

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 
 use super::connect::{
-    ClusterLink, Follower, Primary, Target, client_at, client_for, cluster_client, follow, join,
-    manager, unavailable,
+    ClusterLink, Follower, Primary, Target, client_for, cluster_client, follow, join, manager,
+    node_clients, unavailable,
 };
 use super::scripts::Scripts;
 use super::{REPLICA_WAIT, RedisStore, cluster};
@@ -63,14 +63,7 @@ impl RedisStore {
             StoreError::Unavailable("Redis Cluster needs a Tokio runtime to connect".into())
         })?;
         let client = cluster_client(settings, cluster)?;
-        let mut seeds = Vec::with_capacity(cluster.nodes.len());
-        for node in &cluster.nodes {
-            let (host, port) = node
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-                .ok_or_else(|| StoreError::Unavailable(format!("REDIS_CLUSTER_NODES: {node}")))?;
-            seeds.push(client_at(settings, &host, port)?);
-        }
+        let seeds = node_clients(settings, cluster)?;
         let link = ClusterLink::new(seeds);
         runtime.spawn(join(Arc::downgrade(&link), client));
         Ok(Self {

@@ -41,6 +41,18 @@ fn entries(file: &Path) -> BTreeMap<String, (String, Vec<String>)> {
     out
 }
 
+/// Two `stats --json` that count the same clients, tokens and families.
+fn same_counts(a: &Value, b: &Value) {
+    for field in [
+        "clients",
+        "live_tokens",
+        "refresh_families",
+        "tokens_per_client",
+    ] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_run_on_a_cluster_and_a_backup_moves_between_one_server_and_a_cluster() {
     let (gw, a, _b, _alice, _bob) = populated().await;
@@ -66,14 +78,7 @@ async fn operator_commands_run_on_a_cluster_and_a_backup_moves_between_one_serve
     );
     assert_eq!(before, after, "the same values on the cluster");
     let stats_cluster = json(&run(&["--json", "stats"]));
-    for field in [
-        "clients",
-        "live_tokens",
-        "refresh_families",
-        "tokens_per_client",
-    ] {
-        assert_eq!(stats_cluster[field], stats_single[field], "{field}");
-    }
+    same_counts(&stats_cluster, &stats_single);
     assert!(stats_cluster["live_tokens"].as_u64().unwrap() >= 2);
     let listed = ok(&run(&["tokens", "list", "--json", "--user", "alice"]));
     assert!(listed.lines().count() >= 1, "{listed}");
@@ -112,14 +117,7 @@ async fn operator_commands_run_on_a_cluster_and_a_backup_moves_between_one_serve
     backup(&gw, dir.path(), &back);
     assert_eq!(entries(&back), entries(&deleted));
     let stats_back = json(&cli(&gw, dir.path(), &["--json", "stats"]));
-    for field in [
-        "clients",
-        "live_tokens",
-        "refresh_families",
-        "tokens_per_client",
-    ] {
-        assert_eq!(stats_back[field], stats_deleted[field], "{field}");
-    }
+    same_counts(&stats_back, &stats_deleted);
 
     // The audit trail is not read from a cluster yet, and says so.
     let audit = run(&["audit", "--json"]);

@@ -21,6 +21,7 @@ pub mod document_host;
 pub mod dpop;
 pub mod e2e_flows;
 pub mod enterprise_idp;
+pub mod failover;
 pub mod fake_github;
 pub mod gateway;
 pub mod helpers;

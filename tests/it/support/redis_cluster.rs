@@ -213,25 +213,25 @@ impl RedisCluster {
             .expect("redis-server must be installed (apt-get install redis-server)")
     }
 
+    /// The index of the node on `port`.
+    fn at(&self, port: u16) -> usize {
+        self.ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a node of this cluster")
+    }
+
     /// Starts the node on `port` again after [`RedisCluster::kill`]: it rejoins, as a replica
     /// of the primary that took its slots.
     pub fn restart(&mut self, port: u16) {
-        let at = self
-            .ports
-            .iter()
-            .position(|p| *p == port)
-            .expect("a node of this cluster");
+        let at = self.at(port);
         self.children[at] = self.spawn(port);
     }
 
     /// SIGKILLs the node on `port` (a primary dies; its replica is promoted after the node
     /// timeout, 2 s).
     pub fn kill(&mut self, port: u16) {
-        let at = self
-            .ports
-            .iter()
-            .position(|p| *p == port)
-            .expect("a node of this cluster");
+        let at = self.at(port);
         let _ = self.children[at].kill();
         let _ = self.children[at].wait();
     }
