@@ -64,12 +64,15 @@ pub(super) async fn replicated(
     Ok(())
 }
 
-// KEYS: one index (a sorted set of jti by expiry). ARGV: jti, ttl, exp, now. The index half of
-// PUT_TOKEN, for one index.
+// KEYS: indexes of one slot (sorted sets of members by expiry). ARGV: now, then member, ttl and
+// expiry for each index. The index half of PUT_TOKEN, and a grant's client indexes in one step.
 const INDEX_ADD: &str = r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+for i = 1, #KEYS do
+  local member, ttl, exp = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[1])
+  redis.call('ZADD', KEYS[i], exp, member)
+  if redis.call('TTL', KEYS[i]) < tonumber(ttl) then redis.call('EXPIRE', KEYS[i], ttl) end
+end
 return 1
 "#;
 
@@ -288,31 +291,19 @@ impl ClusterScripts {
     ) -> StoreResult<()> {
         let token = &grant.token;
         let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
-        for (index, member, ttl, score) in [
-            (
-                keys::client_tokens(&token.client_id),
-                &token.jti,
-                seconds_until(token.expires_at, now),
-                token.expires_at,
-            ),
-            (
-                keys::client_families(&token.client_id),
-                &grant.family_id,
-                refresh_ttl,
-                now + refresh_ttl as i64,
-            ),
-        ] {
-            let _: i64 = self
-                .index_add
-                .key(name(&index))
-                .arg(member)
-                .arg(ttl)
-                .arg(score)
-                .arg(now)
-                .invoke_async(conn)
-                .await
-                .map_err(unavailable)?;
-        }
+        // Both in the client's slot: one step.
+        let mut invocation = self.index_add.prepare_invoke();
+        invocation
+            .key(name(&keys::client_tokens(&token.client_id)))
+            .key(name(&keys::client_families(&token.client_id)))
+            .arg(now)
+            .arg(&token.jti)
+            .arg(seconds_until(token.expires_at, now))
+            .arg(token.expires_at)
+            .arg(&grant.family_id)
+            .arg(refresh_ttl)
+            .arg(now + refresh_ttl as i64);
+        let _: i64 = invocation.invoke_async(conn).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -324,20 +315,14 @@ impl ClusterScripts {
         grant: &crate::store::GrantWrite,
     ) -> StoreResult<()> {
         let client = &grant.token.client_id;
-        let first: i64 = redis::cmd("ZREM")
-            .arg(name(keys::UNUSED_CLIENTS))
-            .arg(client)
-            .query_async(conn)
-            .await
-            .map_err(unavailable)?;
+        // Both lists share the global tag: one pipeline on one slot.
+        let mut off = redis::pipe();
+        off.zrem(name(keys::UNUSED_CLIENTS), client);
         if let Some(address) = &grant.registered_from {
-            let _: i64 = redis::cmd("ZREM")
-                .arg(name(&keys::unused_clients_from(address)))
-                .arg(client)
-                .query_async(conn)
-                .await
-                .map_err(unavailable)?;
+            off.zrem(name(&keys::unused_clients_from(address)), client)
+                .ignore();
         }
+        let (first,): (i64,) = off.query_async(conn).await.map_err(unavailable)?;
         let lifetime = grant
             .renew_client
             .map_or(String::new(), |d| d.as_millis().max(1).to_string());
@@ -374,10 +359,10 @@ impl ClusterScripts {
             let _: i64 = self
                 .index_add
                 .key(name(&index))
+                .arg(now)
                 .arg(&record.jti)
                 .arg(ttl)
                 .arg(record.expires_at)
-                .arg(now)
                 .invoke_async(conn)
                 .await
                 .map_err(unavailable)?;
