@@ -1,5 +1,5 @@
 //! Redis Cluster's slots, and the buckets the store spreads its keys over there (issue #30;
-//! not yet used by the store: the cluster layout is being built on this).
+//! docs/redis.md "Redis Cluster" is the layout's contract).
 //!
 //! A cluster places a key by the CRC16 of its hash tag (the text between the first `{` and the
 //! next `}`, when not empty; else the whole key) modulo 16,384 slots. Keys that must change
