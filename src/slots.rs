@@ -282,10 +282,13 @@ pub fn single_name(key: &str) -> String {
 /// [`cluster_name`] in Lua, for the store's scripts: defines `cluster_name(key)` (and the
 /// tables it reads), made from the same family list and tags as the Rust one.
 pub fn lua_cluster_name() -> String {
-    let tags: Vec<String> = (0..BUCKETS)
-        .map(|b| format!("'{}'", Bucket(b as u8).tag()))
+    // Constants only: a script's body runs on every call, and a table constructor of 256 tags
+    // would be built each time; string constants cost nothing until read. Each tag is padded
+    // to TAG_WIDTH characters; families are `prefix=rule;` pairs, longest prefix first.
+    let tags: String = (0..BUCKETS)
+        .map(|b| format!("{:<width$}", Bucket(b as u8).tag(), width = TAG_WIDTH))
         .collect();
-    let families: Vec<String> = FAMILIES
+    let families: String = FAMILIES
         .iter()
         .map(|(prefix, rule)| {
             let rule = match rule {
@@ -296,12 +299,15 @@ pub fn lua_cluster_name() -> String {
                 TagOf::UserOrAddress => "user_or_address",
                 TagOf::Global => "global",
             };
-            format!("{{'{prefix}', '{rule}'}}")
+            format!("{prefix}={rule};")
         })
         .collect();
     format!(
-        r#"local BUCKET_TAGS = {{[0] = {tags}}}
-local TAGGED_FAMILIES = {{{families}}}
+        r#"local BUCKET_TAGS = '{tags}'
+local TAGGED_FAMILIES = '{families}'
+local function bucket_tag(b)
+  return string.match(string.sub(BUCKET_TAGS, {width} * b + 1, {width} * b + {width}), '^%S+')
+end
 local function bucket_of(kind, text)
   return {hashed}
 end
@@ -312,8 +318,7 @@ local function id_bucket(id)
   return bucket_of('x', id)
 end
 local function cluster_name(key)
-  for _, family in ipairs(TAGGED_FAMILIES) do
-    local prefix, rule = family[1], family[2]
+  for prefix, rule in string.gmatch(TAGGED_FAMILIES, '([^=;]+)=([^;]+);') do
     if string.sub(key, 1, #prefix) == prefix then
       local rest = string.sub(key, #prefix + 1)
       local b
@@ -328,22 +333,32 @@ local function cluster_name(key)
         elseif kind then b = bucket_of('i', who)
         else b = id_bucket(rest) end
       end
-      return prefix .. '{{' .. BUCKET_TAGS[b] .. '}}:' .. rest
+      return prefix .. '{{' .. bucket_tag(b) .. '}}:' .. rest
     end
   end
   return key
 end
 "#,
-        tags = tags.join(", "),
-        families = families.join(", "),
+        width = TAG_WIDTH,
         hashed = Bucket::LUA_HASHED,
         global = GLOBAL_TAG,
     )
 }
 
+/// The width each tag is padded to in the Lua table of tags (every tag is shorter).
+const TAG_WIDTH: usize = 8;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_tag_fits_the_lua_table() {
+        for b in 0..BUCKETS {
+            let tag = Bucket(b as u8).tag();
+            assert!(tag.len() < TAG_WIDTH && !tag.contains(' '), "{tag}");
+        }
+    }
 
     #[test]
     fn single_names_undo_cluster_names() {
