@@ -52,6 +52,14 @@ fn cluster_nodes_are_checked_and_exclude_sentinel() {
             ],
             "REDIS_CLUSTER_NODES",
         ),
+        // Webhooks read the trail as one stream; a cluster's is a stream per bucket.
+        (
+            vec![
+                ("REDIS_CLUSTER_NODES", "a:7000"),
+                ("AUDIT_WEBHOOK_URL", "https://hooks.example.com/x"),
+            ],
+            "AUDIT_WEBHOOK_URL",
+        ),
     ] {
         let err = Settings::load(&env(&extra)).expect_err("refused");
         assert!(err.to_string().contains(var), "{err}");
