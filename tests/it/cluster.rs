@@ -727,3 +727,51 @@ async fn a_login_its_refreshes_and_a_revocation_through_the_gateway_on_a_cluster
     assert_eq!(gw.revoke(&client, access).await.status(), 200);
     gw.revoked_at_verify(&client, access).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_confirmed_writes_shares_its_waits() {
+    // 300 tokens of one user at once (one slot), each confirmed on the shard's replica
+    // (REDIS_WAIT_REPLICAS defaults to 1): one WAIT per write would queue them past the
+    // response timeout on the one connection to that primary; shared WAITs confirm them all.
+    let cluster = RedisCluster::start().await;
+    let store = std::sync::Arc::new(cluster_store(&cluster).await);
+    let now = SystemClock.now_unix();
+    let erin = Bucket::of_user("erin");
+    let primary = cluster.primary_of(erin.tag());
+    cluster.cli(primary, &["CONFIG", "RESETSTAT"]);
+    let writes = (0..300).map(|i| {
+        let store = store.clone();
+        let jti = erin.mint_id(&format!("burst{i}"));
+        async move {
+            store
+                .put_token(
+                    &token_record(&jti, "erin", "c-burst", 600),
+                    now,
+                    &Events::none(),
+                )
+                .await
+                .map(|()| jti)
+        }
+    });
+    let written = futures_util::future::join_all(writes).await;
+    let failed: Vec<_> = written.iter().filter_map(|w| w.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 300 failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    for jti in written.into_iter().flatten() {
+        assert!(store.token_is_live(&jti).await.unwrap(), "{jti}");
+    }
+    let stats = cluster.cli(primary, &["INFO", "commandstats"]);
+    let waits: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (1..100).contains(&waits),
+        "300 writes at once were confirmed by {waits} WAITs (one each would be 300)"
+    );
+}

@@ -514,7 +514,7 @@ impl RedisStore {
         let (kind, value): (String, String) =
             self.audited(&mut invocation, &grant.events, conn).await?;
         if matches!(kind.as_str(), "issued" | "reused") {
-            replicated(conn, &home, self.wait_replicas).await?;
+            self.replicated_on(conn, &home).await?;
         }
         if kind == "issued" {
             scripts.renew_client(conn, grant).await?;
@@ -679,7 +679,8 @@ impl RedisStore {
         }
         end.arg(revoked);
         let left: i64 = self.audited(&mut end, events, conn).await?;
-        replicated(conn, &name(&keys::client(client_id)), self.wait_replicas).await?;
+        self.replicated_on(conn, &name(&keys::client(client_id)))
+            .await?;
         self.written(events, audit::outcome::of_step(left.max(0) as usize));
         Ok(crate::store::DeleteStep {
             revoked,

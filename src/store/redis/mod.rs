@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 
 mod cluster;
+mod confirm;
 mod connect;
 mod feed;
 mod route;
@@ -47,6 +48,8 @@ pub struct RedisStore {
     /// How much of the audit trail is kept (and whether it is written at all).
     audit: audit::Bounds,
     sink: audit::Sink,
+    /// The `WAIT`s concurrent writes share (confirm.rs).
+    waits: confirm::Waits,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -164,7 +167,7 @@ impl Store for RedisStore {
             scripts.index_token(&mut conn, record, now, true).await?;
             let (mut home, token) = scripts.token_home(record, now)?;
             let written: i64 = self.audited(&mut home, events, &mut conn).await?;
-            cluster::replicated(&mut conn, &token, self.wait_replicas).await?;
+            self.replicated_on(&mut conn, &token).await?;
             if written == 0 {
                 return Err(StoreError::Unavailable(
                     "this token was revoked while it was written".into(),
@@ -214,7 +217,7 @@ impl Store for RedisStore {
                 self.written(events, audit::outcome::REUSED);
                 return Ok(false);
             }
-            cluster::replicated(&mut conn, &token, self.wait_replicas).await?;
+            self.replicated_on(&mut conn, &token).await?;
             self.written(events, audit::outcome::WRITTEN);
             return Ok(true);
         }
@@ -268,7 +271,7 @@ impl Store for RedisStore {
             let scripts = &self.cluster_scripts;
             let (mut home, token) = scripts.revoke_home(jti);
             let found: (i64, String, String) = self.audited(&mut home, events, &mut conn).await?;
-            cluster::replicated(&mut conn, &token, self.wait_replicas).await?;
+            self.replicated_on(&mut conn, &token).await?;
             scripts
                 .unindex_token(&mut conn, jti, &found.1, &found.2)
                 .await?;
@@ -433,7 +436,7 @@ impl Store for RedisStore {
         let n: i64 = match self.any_conn()? {
             cluster::Conn::Cluster(mut conn) => {
                 let n = self.audited(&mut invocation, events, &mut conn).await?;
-                cluster::replicated(&mut conn, &family, self.wait_replicas).await?;
+                self.replicated_on(&mut conn, &family).await?;
                 n
             }
             cluster::Conn::Single(mut conn) => {

@@ -49,6 +49,7 @@ impl RedisStore {
             wait_replicas: sentinel.wait_replicas,
             audit: settings.audit.bounds,
             sink,
+            waits: Default::default(),
         })
     }
 
@@ -73,6 +74,7 @@ impl RedisStore {
             wait_replicas: cluster.wait_replicas,
             audit: settings.audit.bounds,
             sink,
+            waits: Default::default(),
         })
     }
 
@@ -95,6 +97,7 @@ impl RedisStore {
             wait_replicas: 0,
             audit: audit::Bounds::default(),
             sink: audit::Sink::default(),
+            waits: Default::default(),
         })
     }
 
@@ -177,6 +180,9 @@ impl RedisStore {
         if self.wait_replicas == 0 {
             return Ok(());
         }
+        // Each write its own WAIT, on the connection it was written on: with Sentinel that
+        // connection follows one primary, and a WAIT on another (after a failover) would say
+        // nothing about this write. (On a cluster concurrent writes share WAITs: confirm.rs.)
         let acked: i64 = redis::cmd("WAIT")
             .arg(self.wait_replicas)
             .arg(REPLICA_WAIT.as_millis() as u64)
@@ -191,5 +197,21 @@ impl RedisStore {
             )));
         }
         Ok(())
+    }
+
+    /// [`RedisStore::replicated`] on a cluster, after a write to `key` (its cluster name):
+    /// `WAIT` on the primary of its slot, shared by the writes to that slot meanwhile.
+    pub(super) async fn replicated_on(
+        &self,
+        conn: &mut redis::cluster_async::ClusterConnection,
+        key: &str,
+    ) -> StoreResult<()> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let group = self.waits.slot(crate::slots::slot(key.as_bytes()));
+        group
+            .confirm(|| cluster::replicated(conn, key, self.wait_replicas))
+            .await
     }
 }
