@@ -131,7 +131,7 @@ def start_cluster(work, procs):
     while time.time() < deadline:
         infos = [Redis(p).cmd("CLUSTER", "INFO") for p in ports]
         if all("cluster_state:ok" in i for i in infos) and len(primaries(ports[0])) == PRIMARIES:
-            synced = all(Redis(p).info("replication").get("connected_slaves") == "1"
+            synced = all("state=online" in Redis(p).info("replication").get("slave0", "")
                          for p in primaries(ports[0]))
             if synced:
                 return ports
