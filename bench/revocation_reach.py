@@ -12,8 +12,13 @@ Halfway through, the revocation subscription of one replica is cut (CLIENT KILL 
 pub/sub connection); that replica must resubscribe and clear its cache (feed lost). At the
 end every revoked token is sent to every replica once more: none may be answered 200.
 
+With CLUSTER=3 the store is a Redis Cluster (3 primaries + 3 replicas): each revocation is
+sent to the primary that serves the token's slot (the record deleted and the jti published
+there, as the store's step does), and the cluster bus carries it to the node each replica
+subscribed to; the cut subscription is one replica's on whichever node it is.
+
 Usage: revocation_reach.py  (environment from the shell script: TARGET_DIR, TOKENS,
-       REPLICAS, RESULTS, KEEP_TMP)
+       REPLICAS, CLUSTER, RESULTS, KEEP_TMP)
 """
 
 import base64
@@ -27,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from store_scale import (  # noqa: E402
-    free_port, gateway_env, in_scratch, log, run_heading, start_redis, wait_http,
+    Redis, free_port, gateway_env, in_scratch, log, run_heading, start_redis, wait_http,
 )
 
 TARGET = os.environ.get("TARGET_DIR", "target") + "/release"
@@ -59,9 +64,27 @@ def main():
     return in_scratch("revocation-reach.", run)
 
 
+CLUSTER = int(os.environ.get("CLUSTER", "0") or 0)
+
+
 def run(work, procs):
-    redis_port, r = start_redis(work, procs)
-    env = gateway_env(redis_port)
+    if CLUSTER:
+        import store_scale_cluster as sc
+        sc.PRIMARIES = CLUSTER
+        nodes = sc.start_cluster(work, procs)
+        env = gateway_env(nodes[0])
+        env["REDIS_URL"] = "redis://127.0.0.1:1"
+        env["REDIS_CLUSTER_NODES"] = ",".join(f"127.0.0.1:{p}" for p in nodes)
+        owner = sc.owner_table(nodes[0])
+        alice = sc.TAGS[sc.bucket("u", "alice")]
+        token_key = lambda jti: f"oauth:token:{{{alice}}}:{jti}"  # noqa: E731
+        r = Redis(owner[sc.slot(token_key("x"))])
+        subscribers = [Redis(p) for p in nodes]
+    else:
+        redis_port, r = start_redis(work, procs)
+        env = gateway_env(redis_port)
+        token_key = lambda jti: f"oauth:token:{jti}"  # noqa: E731
+        subscribers = [r]
     ports = []
     for i in range(REPLICAS):
         port = free_port()
@@ -117,14 +140,15 @@ def run(work, procs):
     killed_at = None
     for i, (token, jti) in enumerate(zip(tokens, jtis)):
         if i == TOKENS // 2:
-            clients = r.cmd("CLIENT", "LIST", "TYPE", "pubsub")
-            first = next(line for line in clients.splitlines() if line)
+            node, first = next((n, line) for n in subscribers
+                               for line in n.cmd("CLIENT", "LIST", "TYPE", "pubsub").splitlines()
+                               if line)
             cid = first.split("id=")[1].split()[0]
-            r.cmd("CLIENT", "KILL", "ID", cid)
+            node.cmd("CLIENT", "KILL", "ID", cid)
             killed_at = i
         t0 = time.monotonic()
         r.cmd("MULTI")
-        r.cmd("DEL", f"oauth:token:{jti}")
+        r.cmd("DEL", token_key(jti))
         r.cmd("PUBLISH", "oauth:revocations", jti)
         r.cmd("EXEC")
         for p in pollers:
@@ -158,8 +182,10 @@ def run(work, procs):
     p99 = pct(reach_ms, 99)
     heading, tree = run_heading("Revocation reach")
     lines = heading + [
-        f"- `bash bench/revocation-reach.sh` ({TOKENS} cached tokens, {REPLICAS} verify "
-        f"replicas on one Redis), tree {tree}, nproc={os.cpu_count()}",
+        f"- `{'CLUSTER=%d ' % CLUSTER if CLUSTER else ''}bash bench/revocation-reach.sh` "
+        f"({TOKENS} cached tokens, {REPLICAS} verify replicas on "
+        f"{'a Redis Cluster of %d primaries + %d replicas' % (CLUSTER, CLUSTER) if CLUSTER else 'one Redis'}), "
+        f"tree {tree}, nproc={os.cpu_count()}",
         f"- reach (revocation sent → the last replica refuses), all {len(reach_ms)}: "
         f"{summary(reach_ms)} — target p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'}",
         f"- the first {len(before)}: {summary(before)}",

@@ -52,6 +52,7 @@ pub mod records;
 pub mod rfc3986;
 pub mod seal;
 pub mod service;
+pub mod slots;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

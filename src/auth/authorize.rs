@@ -205,7 +205,7 @@ async fn authorize(
         resource: resource.as_deref().unwrap_or(&state.settings.issuer),
     };
     let remembered = consent.as_ref().is_some_and(|c| c.covers(request));
-    let id = random_token();
+    let id = crate::slots::Bucket::of_client(&client.client_id).mint_id(&random_token());
     let mut pending = PendingAuthorization {
         client_id: client.client_id.clone(),
         redirect_uri,

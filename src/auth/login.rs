@@ -245,7 +245,8 @@ pub async fn issue_code(
     upstream: Option<String>,
 ) -> HttpResponse {
     let client_state = pending.state.as_deref();
-    let code = random_token();
+    // In its user's bucket, as the family it is redeemed into.
+    let code = crate::slots::Bucket::of_user(&user.login).mint_id(&random_token());
     let record = CodeRecord {
         client_id: pending.client_id.clone(),
         redirect_uri: pending.redirect_uri.clone(),
@@ -335,7 +336,7 @@ pub async fn begin_second_factor(
     method: &str,
     upstream: Option<String>,
 ) -> HttpResponse {
-    let id = random_token();
+    let id = crate::slots::Bucket::of_client(&authorization.client_id).mint_id(&random_token());
     let pending = MfaPending {
         authorization,
         user,

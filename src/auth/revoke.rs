@@ -10,7 +10,7 @@ use super::error::track;
 use super::{AuthState, OAuthError};
 use crate::audit::{Event, Events, Kind, outcome};
 use crate::records::{ClientRecord, RefreshRecord};
-use crate::token::{AccessClaims, ValidationPolicy, sha256_b64url, validate};
+use crate::token::{AccessClaims, ValidationPolicy, validate};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/revoke", web::post().to(revoke))
@@ -32,7 +32,7 @@ async fn identify(state: &AuthState, token: &str) -> Result<Known, OAuthError> {
         }
         return Ok(Known::Unknown);
     }
-    let hash = sha256_b64url(token.as_bytes());
+    let hash = crate::slots::placed_hash(token);
     Ok(
         match crate::records::unreadable_as_none(
             RefreshRecord::load(state.store.as_ref(), &hash).await,

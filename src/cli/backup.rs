@@ -156,7 +156,7 @@ pub async fn backup(cli: &Cli, out: Option<&Path>) -> CliResult {
 
     let read_family_sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(READ_FAMILY)
+        .arg(format!("{}{READ_FAMILY}", admin.conn.naming()))
         .query_async(&mut admin.conn)
         .await
         .map_err(redis_failed)?;

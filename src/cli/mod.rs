@@ -220,13 +220,16 @@ impl Cli {
         let settings = &settings;
         let store = RedisStore::connect_with(settings)
             .map_err(|e| CliError::Failed(format!("cannot use REDIS_URL: {e}")))?;
-        if settings.redis_sentinel.is_some() {
+        // Sentinel and Cluster connect in the background: wait until the store answers.
+        if settings.redis_sentinel.is_some() || settings.redis_cluster.is_some() {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
             while store.ping().await.is_err() {
                 if std::time::Instant::now() > deadline {
-                    return Err(CliError::Failed(
-                        "no sentinel named the Redis primary within 5 s".into(),
-                    ));
+                    return Err(CliError::Failed(if settings.redis_cluster.is_some() {
+                        "the Redis cluster did not answer within 5 s".into()
+                    } else {
+                        "no sentinel named the Redis primary within 5 s".into()
+                    }));
                 }
                 tokio::time::sleep(crate::store::redis::SENTINEL_POLL / 5).await;
             }

@@ -1,4 +1,4 @@
-//! How to reach Redis beyond `REDIS_URL`: TLS material and Sentinel.
+//! How to reach Redis beyond `REDIS_URL`: TLS material, Sentinel and Redis Cluster.
 
 use super::{ConfigError, Raw, Secret};
 
@@ -72,21 +72,8 @@ impl RedisSentinel {
         let Some(list) = raw.get("REDIS_SENTINELS").filter(|v| !v.trim().is_empty()) else {
             return Ok(None);
         };
-        let mut sentinels = Vec::new();
-        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let ok = item
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !ok {
-                return Err(ConfigError::new(
-                    "REDIS_SENTINELS",
-                    format!("{item:?} is not host:port"),
-                ));
-            }
-            sentinels.push(item.to_string());
-        }
         Ok(Some(Self {
-            sentinels,
+            sentinels: host_ports("REDIS_SENTINELS", list)?,
             master: raw
                 .get("REDIS_SENTINEL_MASTER")
                 .unwrap_or("mymaster")
@@ -97,4 +84,55 @@ impl RedisSentinel {
             wait_replicas: raw.number_u32("REDIS_WAIT_REPLICAS", 1)?,
         }))
     }
+}
+
+/// Redis Cluster (`REDIS_CLUSTER_NODES`): the nodes to learn the cluster's shape from (any of
+/// them will do; the client finds the rest and follows MOVED/ASK). REDIS_URL then gives only the
+/// scheme, user and password (its host is not used; a cluster has no databases but 0).
+#[derive(Debug, Clone)]
+pub struct RedisCluster {
+    /// `host:port` of each seed node.
+    pub nodes: Vec<String>,
+    /// Replicas a grant or revocation must reach before it is answered (`REDIS_WAIT_REPLICAS`,
+    /// default 1), as with Sentinel.
+    pub wait_replicas: u32,
+}
+
+impl RedisCluster {
+    pub(super) fn load(raw: &Raw) -> Result<Option<Self>, ConfigError> {
+        let Some(list) = raw
+            .get("REDIS_CLUSTER_NODES")
+            .filter(|v| !v.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        if raw
+            .get("REDIS_SENTINELS")
+            .is_some_and(|v| !v.trim().is_empty())
+        {
+            return Err(ConfigError::new(
+                "REDIS_CLUSTER_NODES",
+                "cannot be combined with REDIS_SENTINELS (a cluster fails over by itself)",
+            ));
+        }
+        Ok(Some(Self {
+            nodes: host_ports("REDIS_CLUSTER_NODES", list)?,
+            wait_replicas: raw.number_u32("REDIS_WAIT_REPLICAS", 1)?,
+        }))
+    }
+}
+
+/// A comma-separated list of `host:port`, each checked.
+fn host_ports(var: &str, list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut items = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let ok = item
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(ConfigError::new(var, format!("{item:?} is not host:port")));
+        }
+        items.push(item.to_string());
+    }
+    Ok(items)
 }

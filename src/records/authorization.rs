@@ -191,7 +191,7 @@ impl CodeRecord {
     ) -> StoreResult<()> {
         store
             .put_for_client(
-                &keys::code(&sha256_b64url(code.as_bytes())),
+                &keys::code(&crate::slots::placed_hash(code)),
                 &super::encode(self)?,
                 CODE_LIFETIME,
                 &self.client_id,

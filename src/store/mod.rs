@@ -7,6 +7,7 @@ pub mod admin;
 pub mod keys;
 pub mod memory;
 pub mod redis;
+
 pub mod trail;
 
 use std::time::Duration;

@@ -70,7 +70,8 @@ pub fn mint(
         exp: now.saturating_add(lifetime),
         iat: now,
         nbf: None,
-        jti: super::random_id(16),
+        // In its user's bucket (a grant's family is too), so its keys share a slot there.
+        jti: crate::slots::Bucket::of_user(&request.username).mint_id(&super::random_id(16)),
         client_id: request.client_id,
         scope: request.scope,
         username: request.username,

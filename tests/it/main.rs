@@ -8,6 +8,8 @@ mod audit;
 mod auth;
 mod browser;
 mod cli;
+mod cluster;
+mod cluster_faults;
 mod dev;
 mod dpop;
 mod e2e;

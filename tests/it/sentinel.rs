@@ -13,6 +13,7 @@ use mcp_oauth_gateway::config::ConfigSource;
 use mcp_oauth_gateway::store::{GrantOutcome, RedisStore, Store};
 
 use crate::support::dev_gateway::ChildGuard;
+use crate::support::failover::{Load, judged, settled};
 use crate::support::helpers::*;
 
 /// A redis-server (data node or sentinel), killed on drop.
@@ -119,24 +120,6 @@ async fn named_primary(sentinel: u16) -> Option<u16> {
     addr.map(|(_, port)| port)
 }
 
-/// Retries a store call while the store is unavailable (the failover), up to 15 s.
-async fn settled<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = mcp_oauth_gateway::store::StoreResult<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{what}: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocation() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,26 +212,7 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
     );
 
     // Load while the primary dies: the cached token and a new token every time.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (stop, verify_base, cached) = (stop.clone(), verify.base.clone(), cached.clone());
-        let verify = Verify {
-            base: verify_base,
-            settings: settings.clone(),
-        };
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut fresh = fresh.into_iter();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                seen.push((Instant::now(), true, verify.status(&cached).await));
-                if let Some(token) = fresh.next() {
-                    seen.push((Instant::now(), false, verify.status(&token).await));
-                }
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-            seen
-        })
-    };
+    let load = Load::start(&verify, &cached, fresh);
     tokio::time::sleep(Duration::from_millis(500)).await;
     primary.take(); // SIGKILL
     let killed = Instant::now();
@@ -268,45 +232,8 @@ async fn a_sentinel_failover_keeps_cached_tokens_and_loses_no_grant_or_revocatio
     }
     let elected = elected.unwrap();
     tokio::time::sleep(Duration::from_secs(7)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = load.await.unwrap();
-
-    let cached_answers: Vec<u16> = seen.iter().filter(|s| s.1).map(|s| s.2).collect();
-    assert!(
-        cached_answers.iter().all(|s| *s == 200),
-        "a cached token must keep 200 through the failover: {cached_answers:?}"
-    );
-    let misses: Vec<(f64, u16)> = seen
-        .iter()
-        .filter(|s| !s.1)
-        .map(|s| (s.0.saturating_duration_since(killed).as_secs_f64(), s.2))
-        .collect();
-    assert!(
-        misses.iter().all(|(_, s)| *s == 200 || *s == 503),
-        "a cache miss gets 200 or 503, never 401: {misses:?}"
-    );
-    let refused = misses.iter().filter(|(_, s)| *s == 503).count();
-    let last_503 = misses
-        .iter()
-        .filter(|(_, s)| *s == 503)
-        .map(|(t, _)| *t)
-        .fold(0.0, f64::max);
-    eprintln!(
-        "failover: elected {:.1} s after the kill; {refused} of {} misses got 503, the last {last_503:.1} s after the kill",
-        elected.duration_since(killed).as_secs_f64(),
-        misses.len()
-    );
-    let back_by = elected + Duration::from_secs(5);
-    let late: Vec<u16> = seen
-        .iter()
-        .filter(|s| !s.1 && s.0 > back_by)
-        .map(|s| s.2)
-        .collect();
-    assert!(
-        !late.is_empty() && late.iter().all(|s| *s == 200),
-        "misses are served again within 5 s of the election (election {:.1} s after the kill): {misses:?}",
-        elected.duration_since(killed).as_secs_f64()
-    );
+    let seen = load.stop().await;
+    judged(&seen, killed, elected, "sentinel failover");
 
     // A revocation made now, on the new primary, reaches verify. (A retry after a write
     // that was not yet confirmed by a replica finds the token gone: revoking is idempotent.)

@@ -7,11 +7,9 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use mcp_oauth_gateway::audit::Events;
 use mcp_oauth_gateway::clock::{Clock, SystemClock};
-use mcp_oauth_gateway::store::{
-    GrantOutcome, GrantResult, GrantWrite, MemoryStore, Store, TokenRecord, Ttl,
-};
+use mcp_oauth_gateway::store::{GrantOutcome, GrantResult, GrantWrite, MemoryStore, Store, Ttl};
 
-use crate::support::helpers::{RedisServer, grant_write, store_code};
+use crate::support::helpers::{RedisServer, grant_write, store_code, token_record};
 
 /// Runs `body` against a fresh Redis-backed store and a fresh in-memory store.
 macro_rules! contract {
@@ -44,7 +42,7 @@ async fn put_token(
     expires_in: i64,
     now: i64,
 ) {
-    let record = record(jti, user, client, expires_in);
+    let record = token_record(jti, user, client, expires_in);
     store
         .put_token(&record, now, &Events::none())
         .await
@@ -57,24 +55,6 @@ async fn issue(store: &dyn Store, write: &GrantWrite, now: i64) -> GrantOutcome 
 
 async fn indexed(store: &dyn Store, index: &str, now: i64) -> Vec<String> {
     store.indexed_tokens(index, now).await.unwrap()
-}
-
-fn record(jti: &str, user: &str, client: &str, expires_in: i64) -> TokenRecord {
-    let now = SystemClock.now_unix();
-    TokenRecord {
-        jti: jti.into(),
-        user_id: format!("{user}-id"),
-        username: user.into(),
-        client_id: client.into(),
-        scope: "mcp".into(),
-        audience: vec!["https://mcp.example.com/mcp".into()],
-        issued_at: now,
-        expires_at: now + expires_in,
-        family_id: None,
-        upstream: None,
-        grant: None,
-        client_ip: None,
-    }
 }
 
 contract!(values_with_ttl_expire, |store| {

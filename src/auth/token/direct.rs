@@ -156,7 +156,9 @@ pub async fn issue(
         None => state.store.put_token(&token, now, &events).await?,
         Some(once) => {
             let hash = sha256_b64url(format!("{}\n{}", once.issuer, once.jti).as_bytes());
-            let key = keys::assertion_jti(&hash);
+            // In the token's bucket (its subject's: the same for every replay), so the marker
+            // and the token are written in one step on a cluster too.
+            let key = keys::assertion_jti(&crate::slots::Bucket::of_id(&token.jti).mint_id(&hash));
             // Used until it could no longer pass: past its exp and the skew allowed.
             let ttl = std::time::Duration::from_secs(
                 (once.exp - now).max(0) as u64 + crate::auth::trusted::LEEWAY as u64 + 1,

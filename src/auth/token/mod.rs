@@ -29,8 +29,9 @@ use crate::policy::Scope;
 use crate::records::{
     Binding, ClientRecord, CodeRecord, RedeemedCode, RefreshRecord, StoredCode, UpstreamSession,
 };
+use crate::slots::{Bucket, placed_hash};
 use crate::store::{GrantOutcome, GrantResult, GrantWrite, StoreError, TokenRecord, keys};
-use crate::token::{MintRequest, mint, random_token, sha256_b64url};
+use crate::token::{MintRequest, mint, random_token};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/token", web::post().to(token));
@@ -201,7 +202,7 @@ async fn authorization_code(
         redirect_uri,
         resource,
     } = exchange;
-    let code_hash = sha256_b64url(code.as_bytes());
+    let code_hash = placed_hash(code);
     let code_key = keys::code(&code_hash);
     // Only the identical request reads a kept answer back: the same code, verifier, redirect
     // URI and resource (and, when it opens, the same client).
@@ -251,13 +252,15 @@ async fn authorization_code(
             return Err(e);
         }
     };
+    // The family's bucket is its user's: its tokens and refresh tokens are minted in it.
+    let family_id = Bucket::of_user(&record.user.login).mint_id(&random_token());
     let grant = Grant {
         user: record.user,
         ceiling: record.scope.clone(),
         scope: record.scope,
         resource,
         amr: record.amr,
-        family_id: random_token(),
+        family_id,
         rotate_from: None,
         redeem_code: Some(code_key),
         bound: Binding::default(),
@@ -398,7 +401,7 @@ async fn refresh(
 ) -> Result<HttpResponse, OAuthError> {
     let (state, req, client) = (grant.state, grant.req, grant.client);
     let presented = request.refresh_token;
-    let hash = sha256_b64url(presented.as_bytes());
+    let hash = placed_hash(presented);
     let record = match RefreshRecord::load(state.store.as_ref(), &hash).await {
         Ok(Some(record)) => record,
         Err(StoreError::Corrupt(_)) => {
@@ -604,8 +607,8 @@ async fn issue(
         now,
     )
     .map_err(signing_failed)?;
-    let refresh_token = random_token();
-    let refresh_hash = sha256_b64url(refresh_token.as_bytes());
+    let refresh_token = Bucket::of_id(&grant.family_id).mint_id(&random_token());
+    let refresh_hash = placed_hash(&refresh_token);
     let refresh_expires_at = now + settings.refresh_token_lifetime.as_secs() as i64;
     let refresh_record = RefreshRecord {
         family_id: grant.family_id.clone(),

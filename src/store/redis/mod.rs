@@ -1,21 +1,23 @@
 //! The production store on Redis: a multiplexed `ConnectionManager` for commands (one socket,
 //! pipelined, reconnecting), a dedicated connection per revocation subscription.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
+mod cluster;
+mod confirm;
 mod connect;
+mod feed;
+mod route;
 mod scripts;
 pub(crate) mod stream;
 
-use connect::{Follower, Primary, Target, follow, manager, unavailable};
-pub use connect::{SENTINEL_POLL, client_for, primary_client};
+pub use connect::{SENTINEL_POLL, client_for, cluster_client, primary_client};
+use connect::{Target, unavailable};
 use scripts::Scripts;
+use scripts::{grant_args, grant_outcome};
 
 use super::keys;
 use super::{
@@ -39,11 +41,15 @@ pub const FEED_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(2_000);
 pub struct RedisStore {
     target: Target,
     scripts: Scripts,
+    /// The steps of the operations built for Redis Cluster so far.
+    cluster_scripts: cluster::ClusterScripts,
     /// Replicas a grant or revocation must reach before it is answered (Sentinel only).
     wait_replicas: u32,
     /// How much of the audit trail is kept (and whether it is written at all).
     audit: audit::Bounds,
     sink: audit::Sink,
+    /// The `WAIT`s concurrent writes share (confirm.rs).
+    waits: confirm::Waits,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -53,60 +59,6 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// The store for the settings (TLS, ACL and Sentinel included), prepared without
-    /// connecting. With Sentinel it must be called within a Tokio runtime: a task follows the
-    /// primary from then on.
-    pub fn connect_with(settings: &crate::config::Settings) -> StoreResult<Self> {
-        let sink = audit::Sink::new(settings.audit.log, crate::clock::system());
-        let Some(sentinel) = settings.redis_sentinel.clone() else {
-            let mut store = Self::from_client(client_for(settings).map_err(unavailable)?)?;
-            store.wait_replicas = 0;
-            store.audit = settings.audit.bounds;
-            store.sink = sink;
-            return Ok(store);
-        };
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            StoreError::Unavailable("Sentinel needs a Tokio runtime to follow the primary".into())
-        })?;
-        let follower = Arc::new(Follower {
-            current: std::sync::RwLock::new(None),
-            epoch: tokio::sync::watch::channel(0).0,
-        });
-        runtime.spawn(follow(
-            Arc::downgrade(&follower),
-            settings.clone(),
-            sentinel.clone(),
-        ));
-        Ok(Self {
-            target: Target::Sentinel(follower),
-            scripts: Scripts::new(),
-            wait_replicas: sentinel.wait_replicas,
-            audit: settings.audit.bounds,
-            sink,
-        })
-    }
-
-    /// Prepares the store without connecting: services start while Redis is still coming up
-    /// and report not-ready until it answers.
-    pub fn connect(url: &str) -> StoreResult<Self> {
-        Self::from_client(redis::Client::open(url).map_err(unavailable)?)
-    }
-
-    fn from_client(client: redis::Client) -> StoreResult<Self> {
-        let conn = manager(&client)?;
-        Ok(Self {
-            target: Target::Fixed(Box::new(Primary {
-                addr: (String::new(), 0),
-                client,
-                conn,
-            })),
-            scripts: Scripts::new(),
-            wait_replicas: 0,
-            audit: audit::Bounds::default(),
-            sink: audit::Sink::default(),
-        })
-    }
-
     /// The same store with other audit bounds (tests of trimming, benches with it off).
     pub fn with_audit(mut self, bounds: audit::Bounds) -> Self {
         self.audit = bounds;
@@ -136,11 +88,11 @@ impl RedisStore {
     }
 
     /// Runs a script with the audit block of `events` appended; its reply.
-    async fn audited<T: redis::FromRedisValue>(
+    async fn audited<T: redis::FromRedisValue, C: redis::aio::ConnectionLike>(
         &self,
         invocation: &mut redis::ScriptInvocation<'_>,
         events: &Events,
-        conn: &mut ConnectionManager,
+        conn: &mut C,
     ) -> StoreResult<T> {
         self.audit_args(invocation, events);
         invocation.invoke_async(conn).await.map_err(unavailable)
@@ -152,7 +104,9 @@ impl RedisStore {
         invocation: &mut redis::ScriptInvocation<'_>,
         events: &Events,
     ) -> StoreResult<()> {
-        let _: i64 = self.audited(invocation, events, &mut self.conn()?).await?;
+        let _: i64 = self
+            .audited(invocation, events, &mut self.any_conn()?)
+            .await?;
         self.written(events, audit::outcome::WRITTEN);
         Ok(())
     }
@@ -162,49 +116,6 @@ impl RedisStore {
         if self.audit.enabled && !events.is_empty() {
             self.sink.written(events.emitted(outcome));
         }
-    }
-
-    fn primary(&self) -> StoreResult<(redis::Client, ConnectionManager)> {
-        match &self.target {
-            Target::Fixed(p) => Ok((p.client.clone(), p.conn.clone())),
-            Target::Sentinel(f) => f
-                .current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .map(|p| (p.client.clone(), p.conn.clone()))
-                .ok_or_else(|| {
-                    StoreError::Unavailable("no sentinel has named the primary yet".into())
-                }),
-        }
-    }
-
-    fn conn(&self) -> StoreResult<ConnectionManager> {
-        self.primary().map(|(_, conn)| conn)
-    }
-
-    /// After a write that must survive a failover (a grant, a revocation): waits until
-    /// `wait_replicas` replicas have it (Sentinel only). If they do not within a second, the
-    /// write may still be lost, so the caller is told the store is unavailable: a retry is
-    /// safe (grants answer a retry with the same tokens; revocations are idempotent).
-    async fn replicated(&self, conn: &mut ConnectionManager) -> StoreResult<()> {
-        if self.wait_replicas == 0 {
-            return Ok(());
-        }
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(self.wait_replicas)
-            .arg(REPLICA_WAIT.as_millis() as u64)
-            .query_async(conn)
-            .await
-            .map_err(unavailable)?;
-        if acked < i64::from(self.wait_replicas) {
-            return Err(StoreError::Unavailable(format!(
-                "written, but on {acked} of {} replicas after {} ms",
-                self.wait_replicas,
-                REPLICA_WAIT.as_millis()
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -235,6 +146,13 @@ fn token_invocation<'a>(
 #[async_trait]
 impl Store for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
+        if let Some(conn) = self.on_cluster() {
+            let _: String = redis::cmd("PING")
+                .query_async(&mut conn?)
+                .await
+                .map_err(unavailable)?;
+            return Ok(());
+        }
         let _: String = redis::cmd("PING")
             .query_async(&mut self.conn()?)
             .await
@@ -243,6 +161,21 @@ impl Store for RedisStore {
     }
 
     async fn put_token(&self, record: &TokenRecord, now: i64, events: &Events) -> StoreResult<()> {
+        if let Some(conn) = self.on_cluster() {
+            let mut conn = conn?;
+            let scripts = &self.cluster_scripts;
+            scripts.index_token(&mut conn, record, now, true).await?;
+            let (mut home, token) = scripts.token_home(record, now)?;
+            let written: i64 = self.audited(&mut home, events, &mut conn).await?;
+            self.replicated_on(&mut conn, &token).await?;
+            if written == 0 {
+                return Err(StoreError::Unavailable(
+                    "this token was revoked while it was written".into(),
+                ));
+            }
+            self.written(events, audit::outcome::WRITTEN);
+            return Ok(());
+        }
         let mut conn = self.conn()?;
         let mut invocation = token_invocation(&self.scripts.put_token, record, now)?;
         let _: i64 = self.audited(&mut invocation, events, &mut conn).await?;
@@ -257,6 +190,37 @@ impl Store for RedisStore {
         now: i64,
         events: &Events,
     ) -> StoreResult<bool> {
+        if let Some(conn) = self.on_cluster() {
+            // The client's index first, then the marker, the token and its user index in the
+            // token's bucket (the marker is named in it).
+            let mut conn = conn?;
+            let record = once.record;
+            self.cluster_scripts
+                .index_token(&mut conn, record, now, false)
+                .await?;
+            let json =
+                serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let token = cluster::name(&keys::token(&record.jti));
+            let mut invocation = self.cluster_scripts.once_home.prepare_invoke();
+            invocation
+                .key(&token)
+                .key(cluster::name(&keys::user_tokens(&record.username)))
+                .key(cluster::name(once.key))
+                .arg(&record.jti)
+                .arg(json)
+                .arg(seconds_until(record.expires_at, now))
+                .arg(record.expires_at)
+                .arg(now)
+                .arg(once.ttl.as_millis().max(1) as u64);
+            let written: i64 = self.audited(&mut invocation, events, &mut conn).await?;
+            if written == 0 {
+                self.written(events, audit::outcome::REUSED);
+                return Ok(false);
+            }
+            self.replicated_on(&mut conn, &token).await?;
+            self.written(events, audit::outcome::WRITTEN);
+            return Ok(true);
+        }
         let mut conn = self.conn()?;
         let mut invocation = token_invocation(&self.scripts.put_token_once, once.record, now)?;
         invocation
@@ -273,16 +237,28 @@ impl Store for RedisStore {
     }
 
     async fn token(&self, jti: &str) -> StoreResult<Option<TokenRecord>> {
-        let raw: Option<String> = self
-            .conn()?
-            .get(keys::token(jti))
-            .await
-            .map_err(unavailable)?;
+        let raw: Option<String> = match self.on_cluster() {
+            Some(conn) => conn?
+                .get(cluster::name(&keys::token(jti)))
+                .await
+                .map_err(unavailable)?,
+            None => self
+                .conn()?
+                .get(keys::token(jti))
+                .await
+                .map_err(unavailable)?,
+        };
         raw.map(|json| serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()
     }
 
     async fn token_is_live(&self, jti: &str) -> StoreResult<bool> {
+        if let Some(conn) = self.on_cluster() {
+            return conn?
+                .exists(cluster::name(&keys::token(jti)))
+                .await
+                .map_err(unavailable);
+        }
         self.conn()?
             .exists(keys::token(jti))
             .await
@@ -290,6 +266,19 @@ impl Store for RedisStore {
     }
 
     async fn revoke_token(&self, jti: &str, events: &Events) -> StoreResult<bool> {
+        if let Some(conn) = self.on_cluster() {
+            let mut conn = conn?;
+            let scripts = &self.cluster_scripts;
+            let (mut home, token) = scripts.revoke_home(jti);
+            let found: (i64, String, String) = self.audited(&mut home, events, &mut conn).await?;
+            self.replicated_on(&mut conn, &token).await?;
+            scripts
+                .unindex_token(&mut conn, jti, &found.1, &found.2)
+                .await?;
+            let existed = found.0 == 1;
+            self.written(events, audit::outcome::of_revocation(existed));
+            return Ok(existed);
+        }
         let mut conn = self.conn()?;
         let mut invocation = self.scripts.revoke_token.prepare_invoke();
         invocation.key(keys::token(jti)).arg(jti);
@@ -301,6 +290,12 @@ impl Store for RedisStore {
     }
 
     async fn indexed_tokens(&self, index_key: &str, now: i64) -> StoreResult<Vec<String>> {
+        if let Some(conn) = self.on_cluster() {
+            return conn?
+                .zrangebyscore(cluster::name(index_key), now, "+inf")
+                .await
+                .map_err(unavailable);
+        }
         self.conn()?
             .zrangebyscore(index_key, now, "+inf")
             .await
@@ -308,85 +303,17 @@ impl Store for RedisStore {
     }
 
     async fn subscribe_revocations(&self) -> StoreResult<RevocationStream> {
-        // Watched from before the primary is read: a change from here on ends the stream.
-        let mut moved = match &self.target {
-            Target::Sentinel(f) => {
-                let mut rx = f.epoch.subscribe();
-                rx.borrow_and_update();
-                Some(rx)
-            }
-            Target::Fixed(_) => None,
-        };
-        let mut pubsub =
-            tokio::time::timeout(CONNECT_TIMEOUT, self.primary()?.0.get_async_pubsub())
-                .await
-                .map_err(|_| StoreError::Unavailable("timed out connecting for pub/sub".into()))?
-                .map_err(unavailable)?;
-        pubsub
-            .subscribe(keys::REVOCATION_CHANNEL)
-            .await
-            .map_err(unavailable)?;
-        let (mut sink, messages) = pubsub.split();
-        let (mut lost, lost_signal) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(FEED_HEARTBEAT_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let primary_moved = async {
-                    match moved.as_mut() {
-                        Some(rx) => {
-                            let _ = rx.changed().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    // The subscriber dropped the stream: nothing left to watch.
-                    _ = lost.closed() => return,
-                    _ = tick.tick() => {}
-                    // Subscribed to a server that is no longer the primary: its messages
-                    // stop, so the subscriber must resubscribe (and assume it missed some).
-                    _ = primary_moved => {
-                        tracing::warn!("the Redis primary changed: resubscribing to revocations");
-                        let _ = lost.send(());
-                        return;
-                    }
-                }
-                let pong =
-                    tokio::time::timeout(FEED_HEARTBEAT_TIMEOUT, sink.ping::<redis::Value>()).await;
-                if !matches!(pong, Ok(Ok(_))) {
-                    tracing::warn!(
-                        timeout_ms = FEED_HEARTBEAT_TIMEOUT.as_millis() as u64,
-                        "revocation subscription did not answer its heartbeat: treating it as lost"
-                    );
-                    let _ = lost.send(());
-                    return;
-                }
-            }
-        });
-        Ok(messages
-            .filter_map(|msg| async move {
-                // Family messages and markers are for backups and restores; a family's tokens
-                // are announced one by one.
-                msg.get_payload::<String>().ok().filter(|p| {
-                    !p.starts_with(keys::FAMILY_REVOCATION_MESSAGE)
-                        && !p.starts_with(keys::MARKER_MESSAGE)
-                })
-            })
-            .take_until(lost_signal)
-            .boxed())
+        feed::subscribe(self).await
     }
 
     async fn put(&self, key: &str, value: &str, ttl: Option<Duration>) -> StoreResult<()> {
+        let (mut conn, key) = self.one_key(key)?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
+        cmd.arg(&*key).arg(value);
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
-        let _: () = cmd
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
+        let _: () = cmd.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -396,33 +323,35 @@ impl Store for RedisStore {
         value: &str,
         ttl: Option<Duration>,
     ) -> StoreResult<bool> {
+        let (mut conn, key) = self.one_key(key)?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("NX");
+        cmd.arg(&*key).arg(value).arg("NX");
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
-        let reply: Option<String> = cmd
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
+        let reply: Option<String> = cmd.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(reply.is_some())
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<String>> {
-        self.conn()?.get(key).await.map_err(unavailable)
+        let (mut conn, key) = self.one_key(key)?;
+        conn.get(&*key).await.map_err(unavailable)
     }
 
     async fn take(&self, key: &str) -> StoreResult<Option<String>> {
-        self.conn()?.get_del(key).await.map_err(unavailable)
+        let (mut conn, key) = self.one_key(key)?;
+        conn.get_del(&*key).await.map_err(unavailable)
     }
 
     async fn delete(&self, key: &str) -> StoreResult<bool> {
-        let n: i64 = self.conn()?.del(key).await.map_err(unavailable)?;
+        let (mut conn, key) = self.one_key(key)?;
+        let n: i64 = conn.del(&*key).await.map_err(unavailable)?;
         Ok(n > 0)
     }
 
     async fn ttl(&self, key: &str) -> StoreResult<Ttl> {
-        let ms: i64 = self.conn()?.pttl(key).await.map_err(unavailable)?;
+        let (mut conn, key) = self.one_key(key)?;
+        let ms: i64 = conn.pttl(&*key).await.map_err(unavailable)?;
         Ok(match ms {
             -2 => Ttl::Missing,
             -1 => Ttl::Persistent,
@@ -431,11 +360,11 @@ impl Store for RedisStore {
     }
 
     async fn issue_grant(&self, grant: &GrantWrite, now: i64) -> StoreResult<GrantOutcome> {
+        if let Some(conn) = self.on_cluster() {
+            return self.issue_grant_on_cluster(&mut conn?, grant, now).await;
+        }
         let mut conn = self.conn()?;
         let token = &grant.token;
-        let token_json =
-            serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
         let result = grant.result.as_ref();
         let mut invocation = self.scripts.issue_grant.prepare_invoke();
         invocation
@@ -464,29 +393,18 @@ impl Store for RedisStore {
         if let Some(hash) = &grant.rotate_from {
             invocation.key(keys::refresh(hash));
         }
-        invocation
-            .arg(&token.jti)
-            .arg(token_json)
-            .arg(seconds_until(token.expires_at, now))
-            .arg(token.expires_at)
-            .arg(&token.username)
-            .arg(&token.client_id)
-            .arg(now)
-            .arg(&grant.refresh_hash)
-            .arg(&grant.refresh_json)
-            .arg(refresh_ttl)
-            .arg(&grant.family_id)
-            .arg(grant.rotate_from.as_deref().unwrap_or(""))
-            .arg(refresh_ttl)
-            .arg(grant.redeem_code.as_deref().unwrap_or(""))
-            .arg(result.map_or("", |r| r.key.as_str()))
-            .arg(result.map_or("", |r| r.sealed.as_str()))
-            .arg(result.map_or(1, |r| r.ttl.as_millis().max(1) as u64))
-            .arg(
-                grant
-                    .renew_client
-                    .map_or(String::new(), |d| d.as_millis().max(1).to_string()),
-            );
+        grant_args(
+            &mut invocation,
+            grant,
+            now,
+            grant.redeem_code.as_deref(),
+            result.map(|r| r.key.as_str()),
+        )?;
+        invocation.arg(
+            grant
+                .renew_client
+                .map_or(String::new(), |d| d.as_millis().max(1).to_string()),
+        );
         let (kind, value): (String, String) = self
             .audited(&mut invocation, &grant.events, &mut conn)
             .await?;
@@ -495,14 +413,7 @@ impl Store for RedisStore {
             self.replicated(&mut conn).await?;
         }
         self.written(&grant.events, &kind);
-        Ok(match kind.as_str() {
-            "issued" => GrantOutcome::Issued,
-            "replayed" => GrantOutcome::Replayed(value),
-            "reused" => GrantOutcome::Reused,
-            "code_reused" => GrantOutcome::CodeReused { family_id: value },
-            "revoked" => GrantOutcome::FamilyRevoked,
-            _ => GrantOutcome::Missing,
-        })
+        Ok(grant_outcome(&kind, value))
     }
 
     async fn revoke_family(
@@ -511,15 +422,29 @@ impl Store for RedisStore {
         tombstone_ttl: Duration,
         events: &Events,
     ) -> StoreResult<usize> {
-        let mut conn = self.conn()?;
-        let mut invocation = self.scripts.revoke_family.prepare_invoke();
+        let script = self.pick(
+            &self.scripts.revoke_family,
+            &self.cluster_scripts.revoke_family,
+        );
+        let mut invocation = script.prepare_invoke();
+        let family = self.name(&keys::family(family_id));
         invocation
-            .key(keys::family(family_id))
-            .key(keys::family_revoked(family_id))
+            .key(&family)
+            .key(self.name(&keys::family_revoked(family_id)))
             .arg(family_id)
             .arg(tombstone_ttl.as_secs().max(1));
-        let n: i64 = self.audited(&mut invocation, events, &mut conn).await?;
-        self.replicated(&mut conn).await?;
+        let n: i64 = match self.any_conn()? {
+            cluster::Conn::Cluster(mut conn) => {
+                let n = self.audited(&mut invocation, events, &mut conn).await?;
+                self.replicated_on(&mut conn, &family).await?;
+                n
+            }
+            cluster::Conn::Single(mut conn) => {
+                let n = self.audited(&mut invocation, events, &mut conn).await?;
+                self.replicated(&mut conn).await?;
+                n
+            }
+        };
         self.written(events, audit::outcome::of_family(n.max(0) as usize));
         Ok(n.max(0) as usize)
     }
@@ -533,10 +458,11 @@ impl Store for RedisStore {
         now: i64,
         events: &Events,
     ) -> StoreResult<()> {
-        let mut invocation = self.scripts.put_consent.prepare_invoke();
+        let script = self.pick(&self.scripts.put_consent, &self.cluster_scripts.put_consent);
+        let mut invocation = script.prepare_invoke();
         invocation
-            .key(keys::consent(user, client_id))
-            .key(keys::client_consents(client_id))
+            .key(self.name(&keys::consent(user, client_id)))
+            .key(self.name(&keys::client_consents(client_id)))
             .arg(json)
             .arg(ttl.as_secs().max(1))
             .arg(user.to_ascii_lowercase())
@@ -553,6 +479,28 @@ impl Store for RedisStore {
         now: i64,
         events: &Events,
     ) -> StoreResult<()> {
+        if let Some(conn) = self.on_cluster() {
+            // The client's index first (another slot), then the key with its event.
+            // The index holds the key's single-server name, as on one server (so a backup
+            // restores anywhere); deleting the client DELs each under its cluster name.
+            let (mut conn, logical, key) = (conn?, key, cluster::name(key));
+            let ttl_ms = ttl.as_millis().max(1) as u64;
+            let _: i64 = self
+                .cluster_scripts
+                .pending_add
+                .key(cluster::name(&keys::client_pending(client_id)))
+                .arg(logical)
+                .arg(ttl_ms)
+                .arg(now)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let mut invocation = self.cluster_scripts.set_audited.prepare_invoke();
+            invocation.key(&key).arg(value).arg(ttl_ms);
+            let _: i64 = self.audited(&mut invocation, events, &mut conn).await?;
+            self.written(events, audit::outcome::WRITTEN);
+            return Ok(());
+        }
         let mut invocation = self.scripts.put_for_client.prepare_invoke();
         invocation
             .key(key)
@@ -564,6 +512,43 @@ impl Store for RedisStore {
     }
 
     async fn put_new_client(&self, client: &NewClientWrite<'_>) -> StoreResult<NewClient> {
+        if let Some(conn) = self.on_cluster() {
+            // The unused lists first (their own slot), then the registration with its event.
+            let mut conn = conn?;
+            let lists = [
+                cluster::name(keys::UNUSED_CLIENTS),
+                cluster::name(
+                    &client
+                        .address
+                        .map_or(keys::UNUSED_CLIENTS.to_string(), keys::unused_clients_from),
+                ),
+            ];
+            let lifetime = client.unused_lifetime.as_millis().max(1) as u64;
+            let (unused, evicted): (u64, Vec<String>) = self
+                .cluster_scripts
+                .unused_add
+                .key(&lists[0])
+                .key(&lists[1])
+                .arg(client.client_id)
+                .arg("")
+                .arg(lifetime)
+                .arg(client.budget.max(1))
+                .arg(client.budget_per_address.max(1))
+                .arg(client.now_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let mut invocation = self.cluster_scripts.set_audited.prepare_invoke();
+            invocation
+                .key(cluster::name(&keys::client(client.client_id)))
+                .arg(client.json)
+                .arg(lifetime);
+            let _: i64 = self
+                .audited(&mut invocation, &client.events, &mut conn)
+                .await?;
+            self.written(&client.events, audit::outcome::WRITTEN);
+            return Ok(NewClient { unused, evicted });
+        }
         let mut invocation = self.scripts.put_new_client.prepare_invoke();
         invocation
             .key(keys::client(client.client_id))
@@ -592,12 +577,16 @@ impl Store for RedisStore {
         unused_lifetime: Duration,
         events: &Events,
     ) -> StoreResult<bool> {
-        let mut invocation = self.scripts.drop_unused_client.prepare_invoke();
+        let script = self.pick(
+            &self.scripts.drop_unused_client,
+            &self.cluster_scripts.drop_unused_client,
+        );
+        let mut invocation = script.prepare_invoke();
         invocation
-            .key(keys::client(client_id))
+            .key(self.name(&keys::client(client_id)))
             .arg(unused_lifetime.as_millis().max(1) as u64);
         let n: i64 = self
-            .audited(&mut invocation, events, &mut self.conn()?)
+            .audited(&mut invocation, events, &mut self.any_conn()?)
             .await?;
         self.written(events, audit::outcome::of_drop(n == 1));
         Ok(n == 1)
@@ -610,6 +599,11 @@ impl Store for RedisStore {
         budget: usize,
         events: &Events,
     ) -> StoreResult<DeleteStep> {
+        if let Some(conn) = self.on_cluster() {
+            return self
+                .delete_client_on_cluster(&mut conn?, client_id, tombstone_ttl, budget, events)
+                .await;
+        }
         let mut conn = self.conn()?;
         let mut invocation = self.scripts.delete_client_step.prepare_invoke();
         // The registration, then the indexes of what was issued to it.
@@ -643,6 +637,11 @@ impl Store for RedisStore {
         limit: &AttemptLimit,
         events: &Events,
     ) -> StoreResult<Attempt> {
+        if let Some(conn) = self.on_cluster() {
+            return self
+                .reserve_attempt_on_cluster(&mut conn?, counters, locks, limit, events)
+                .await;
+        }
         let mut invocation = self.scripts.reserve_attempt.prepare_invoke();
         for key in counters.iter().chain(locks) {
             invocation.key(key);
@@ -673,20 +672,26 @@ impl Store for RedisStore {
     }
 
     async fn change(&self, change: &Change<'_>, events: &Events) -> StoreResult<bool> {
-        let mut invocation = self.scripts.change.prepare_invoke();
+        let mut invocation = self
+            .pick(&self.scripts.change, &self.cluster_scripts.change)
+            .prepare_invoke();
         let ms =
             |ttl: Option<Duration>| ttl.map_or(String::new(), |t| t.as_millis().max(1).to_string());
         match *change {
-            Change::Set { key, value, ttl } => {
-                invocation.key(key).arg("set").arg(value).arg(ms(ttl))
-            }
-            Change::SetIfAbsent { key, value, ttl } => {
-                invocation.key(key).arg("set_nx").arg(value).arg(ms(ttl))
-            }
-            Change::Delete { key } => invocation.key(key).arg("del").arg("").arg(""),
+            Change::Set { key, value, ttl } => invocation
+                .key(self.name(key))
+                .arg("set")
+                .arg(value)
+                .arg(ms(ttl)),
+            Change::SetIfAbsent { key, value, ttl } => invocation
+                .key(self.name(key))
+                .arg("set_nx")
+                .arg(value)
+                .arg(ms(ttl)),
+            Change::Delete { key } => invocation.key(self.name(key)).arg("del").arg("").arg(""),
         };
         let n: i64 = self
-            .audited(&mut invocation, events, &mut self.conn()?)
+            .audited(&mut invocation, events, &mut self.any_conn()?)
             .await?;
         self.written(events, audit::outcome::of_change(n == 1));
         Ok(n == 1)
@@ -694,6 +699,26 @@ impl Store for RedisStore {
 
     async fn append_events(&self, events: &Events) -> StoreResult<()> {
         if events.is_empty() || !self.audit.enabled {
+            return Ok(());
+        }
+        if let Some(conn) = self.on_cluster() {
+            // Events that change nothing else go to the stream of their user's bucket (else
+            // their client's), the one their user's other events are in.
+            let mut conn = conn?;
+            let first = events.planned().first().map(|p| &p.event);
+            let bucket = match first {
+                Some(e) if e.user.is_some() => {
+                    crate::slots::Bucket::of_user(e.user.as_deref().unwrap_or_default())
+                }
+                Some(e) => {
+                    crate::slots::Bucket::of_client(e.client_id.as_deref().unwrap_or_default())
+                }
+                None => crate::slots::Bucket::new(0),
+            };
+            let stream = format!("{}:{{{}}}", keys::AUDIT, bucket.tag());
+            let mut invocation = self.cluster_scripts.append_events(&stream);
+            let _: i64 = self.audited(&mut invocation, events, &mut conn).await?;
+            self.written(events, audit::outcome::WRITTEN);
             return Ok(());
         }
         let mut invocation = self.scripts.append_events.prepare_invoke();
@@ -711,10 +736,12 @@ impl Store for RedisStore {
         }
         pipe.pexpire(&key, self.audit.retention.as_millis().max(1) as i64)
             .ignore();
-        let () = pipe
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(unavailable)?;
+        // One key: on a cluster the pipeline goes to its one slot.
+        let () = match self.on_cluster() {
+            Some(conn) => pipe.query_async(&mut conn?).await,
+            None => pipe.query_async(&mut self.conn()?).await,
+        }
+        .map_err(unavailable)?;
         Ok(())
     }
 
@@ -735,12 +762,13 @@ impl Store for RedisStore {
     }
 
     async fn incr_within(&self, key: &str, window: Duration) -> StoreResult<u64> {
+        let (mut conn, key) = self.one_key(key)?;
         let n: i64 = self
             .scripts
             .incr_within
-            .key(key)
+            .key(&*key)
             .arg(window.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn()?)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
         Ok(n.max(0) as u64)

@@ -3,11 +3,12 @@
 //! substituted from [`crate::store::keys`] when the scripts are built, so Lua and Rust name
 //! keys identically.
 
-use crate::store::keys;
+use crate::store::{GrantOutcome, GrantWrite, StoreError, StoreResult, keys, seconds_until};
 
 /// Functions every script shares. Key prefixes are substituted from [`keys`] when the
 /// scripts are built, so Lua and Rust name keys identically.
 const PRELUDE: &str = r#"
+{KEY_NAMING}
 local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC, GR, TR =
   '{TOKEN}', '{USER_TOKENS}', '{CLIENT_TOKENS}', '{REFRESH}', '{FAMILY}', '{FAMILY_REVOKED}',
   '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}', '{USER_FAMILIES}', '{CLIENT_CONSENTS}',
@@ -32,16 +33,18 @@ end
 
 -- A tombstone lives as long as the token would have: a restore never writes it back.
 local function revoke_jti(jti)
-  local v = redis.call('GET', T .. jti)
-  local left = redis.call('TTL', T .. jti)
+  local v = redis.call('GET', K(T .. jti))
+  local left = redis.call('TTL', K(T .. jti))
   if left < 1 then left = {TOMBSTONE_FALLBACK} end
-  redis.call('SET', TR .. jti, '1', 'EX', left)
+  redis.call('SET', K(TR .. jti), '1', 'EX', left)
   if v then
-    redis.call('DEL', T .. jti)
+    redis.call('DEL', K(T .. jti))
     local r = decode(v)
     if r then
-      if type(r.username) == 'string' then redis.call('ZREM', U .. string.lower(r.username), jti) end
-      if type(r.client_id) == 'string' then redis.call('ZREM', C .. r.client_id, jti) end
+      -- Index entries go after the record; on a cluster, those of another slot are left to
+      -- readers, who pass over an entry whose record is gone (pcall).
+      if type(r.username) == 'string' then redis.pcall('ZREM', K(U .. string.lower(r.username)), jti) end
+      if type(r.client_id) == 'string' then redis.pcall('ZREM', K(C .. r.client_id), jti) end
     end
   end
   redis.call('PUBLISH', CH, jti)
@@ -87,13 +90,13 @@ local function audit(outcome, n)
 end
 
 local function revoke_family(fid, tombstone_ttl)
-  local members = redis.call('ZRANGE', F .. fid, 0, -1)
+  local members = redis.call('ZRANGE', K(F .. fid), 0, -1)
   for _, m in ipairs(members) do
     local kind, id = string.sub(m, 1, 2), string.sub(m, 3)
-    if kind == 't:' then revoke_jti(id) elseif kind == 'r:' then redis.call('DEL', R .. id) end
+    if kind == 't:' then revoke_jti(id) elseif kind == 'r:' then redis.call('DEL', K(R .. id)) end
   end
-  redis.call('DEL', F .. fid)
-  redis.call('SET', FR .. fid, '1', 'EX', tombstone_ttl)
+  redis.call('DEL', K(F .. fid))
+  redis.call('SET', K(FR .. fid), '1', 'EX', tombstone_ttl)
   redis.call('PUBLISH', CH, '{FAMILY_MESSAGE}' .. fid)
   return #members
 end
@@ -134,51 +137,17 @@ return r
 //       code key or '', result key or '', sealed result, result ttl ms, client lifetime ms or '',
 //       audit block.
 const ISSUE_GRANT: &str = r#"
-local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
-local function done(kind, value, n)
-  audit(kind, n)
-  return {kind, value}
-end
-if redis.call('EXISTS', KEYS[6]) == 1 then return done('revoked', '') end
-if result_key ~= '' then
-  local prior = redis.call('GET', result_key)
-  if prior then return done('replayed', prior) end
-end
-if code_key ~= '' then
-  local v = redis.call('GET', code_key)
-  if not v then return done('missing', '') end
-  local r = decode(v)
-  if r and r.redeemed then return done('code_reused', r.family_id or '') end
-  redis.call('SET', code_key, cjson.encode({redeemed = true, family_id = fid}), 'KEEPTTL')
-end
-if rotate_from ~= '' then
-  local v = redis.call('GET', R .. rotate_from)
-  if not v then return done('missing', '') end
-  local r = decode(v)
-  if not r then return done('missing', '') end
-  if r.used then
-    return done('reused', '', revoke_family(r.family_id or fid, ARGV[13]))
-  end
-  r.used = true
-  redis.call('SET', R .. rotate_from, cjson.encode(r), 'KEEPTTL')
-  -- Its successor is in use: the predecessor's retry window ends here.
-  if type(r.rotated_from) == 'string' then redis.call('DEL', GR .. r.rotated_from) end
-end
-put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7])
-redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[10])
-local refresh_exp = tonumber(ARGV[7]) + tonumber(ARGV[10])
-redis.call('ZADD', KEYS[5], ARGV[4], 't:' .. ARGV[1])
-redis.call('ZADD', KEYS[5], refresh_exp, 'r:' .. ARGV[8])
-if redis.call('TTL', KEYS[5]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[5], ARGV[10]) end
-for _, idx in ipairs({KEYS[7], KEYS[8]}) do
-  redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. ARGV[7])
-  redis.call('ZADD', idx, refresh_exp, fid)
-  if redis.call('TTL', idx) < tonumber(ARGV[10]) then redis.call('EXPIRE', idx, ARGV[10]) end
-end
-if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
--- An active client never expires: each grant renews a registration that has a lifetime.
--- Its first grant takes it off the unused list, from its short unused lifetime to the full
--- one (or none).
+local TK, UI, RK, FK, FT, UF = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
+{GRANT_HOME}
+-- The client's indexes, and an active client never expires: each grant renews a registration
+-- that has a lifetime. Its first grant takes it off the unused list, from its short unused
+-- lifetime to the full one (or none).
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+if redis.call('TTL', KEYS[3]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[7])
+redis.call('ZADD', KEYS[7], refresh_exp, fid)
+if redis.call('TTL', KEYS[7]) < tonumber(ARGV[10]) then redis.call('EXPIRE', KEYS[7], ARGV[10]) end
 local first = redis.call('ZREM', KEYS[10], ARGV[6]) == 1
 redis.call('ZREM', KEYS[11], ARGV[6])
 if redis.call('PTTL', KEYS[9]) > 0 then
@@ -191,42 +160,103 @@ end
 return done('issued', '')
 "#;
 
+/// A grant's home: the checks (family revoked, a kept answer, the code, the rotated refresh
+/// token) and what makes the grant usable (the token and its user index, the refresh token,
+/// the family and the user's families, the kept answer). ISSUE_GRANT runs it with the client's
+/// part after it; on a cluster it is a step of its own. Reads `TK, UI, RK, FK, FT, UF` (the
+/// token, user index, refresh, family, tombstone and user's families keys); leaves `fid` and
+/// `refresh_exp` set.
+pub(super) const GRANT_HOME: &str = r#"
+local fid, rotate_from, code_key, result_key = ARGV[11], ARGV[12], ARGV[14], ARGV[15]
+local function done(kind, value, n)
+  audit(kind, n)
+  return {kind, value}
+end
+if redis.call('EXISTS', FT) == 1 then return done('revoked', '') end
+if result_key ~= '' then
+  local prior = redis.call('GET', result_key)
+  if prior then return done('replayed', prior) end
+end
+if code_key ~= '' then
+  local v = redis.call('GET', code_key)
+  if not v then return done('missing', '') end
+  local r = decode(v)
+  if r and r.redeemed then return done('code_reused', r.family_id or '') end
+  redis.call('SET', code_key, cjson.encode({redeemed = true, family_id = fid}), 'KEEPTTL')
+end
+if rotate_from ~= '' then
+  local v = redis.call('GET', K(R .. rotate_from))
+  if not v then return done('missing', '') end
+  local r = decode(v)
+  if not r then return done('missing', '') end
+  if r.used then
+    return done('reused', '', revoke_family(r.family_id or fid, ARGV[13]))
+  end
+  r.used = true
+  redis.call('SET', K(R .. rotate_from), cjson.encode(r), 'KEEPTTL')
+  -- Its successor is in use: the predecessor's retry window ends here.
+  if type(r.rotated_from) == 'string' then redis.call('DEL', K(GR .. r.rotated_from)) end
+end
+redis.call('SET', TK, ARGV[2], 'EX', ARGV[3])
+redis.call('ZREMRANGEBYSCORE', UI, '-inf', '(' .. ARGV[7])
+redis.call('ZADD', UI, ARGV[4], ARGV[1])
+if redis.call('TTL', UI) < tonumber(ARGV[3]) then redis.call('EXPIRE', UI, ARGV[3]) end
+redis.call('SET', RK, ARGV[9], 'EX', ARGV[10])
+local refresh_exp = tonumber(ARGV[7]) + tonumber(ARGV[10])
+redis.call('ZADD', FK, ARGV[4], 't:' .. ARGV[1])
+redis.call('ZADD', FK, refresh_exp, 'r:' .. ARGV[8])
+if redis.call('TTL', FK) < tonumber(ARGV[10]) then redis.call('EXPIRE', FK, ARGV[10]) end
+redis.call('ZREMRANGEBYSCORE', UF, '-inf', '(' .. ARGV[7])
+redis.call('ZADD', UF, refresh_exp, fid)
+if redis.call('TTL', UF) < tonumber(ARGV[10]) then redis.call('EXPIRE', UF, ARGV[10]) end
+if result_key ~= '' then redis.call('SET', result_key, ARGV[16], 'PX', ARGV[17]) end
+"#;
+
 // KEYS: registration, unused registrations, those of its address (or the first again).
 // ARGV: client id, JSON, unused lifetime ms, budget, budget per address, now ms, audit
 // block. Returns the
 // number unused and the ids taken off past the budgets (the address's oldest first).
 const PUT_NEW_CLIENT: &str = r#"
+local LIST, LIST_FROM = KEYS[2], KEYS[3]
+redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+{UNUSED_LISTS}
+audit('written')
+return {redis.call('ZCARD', LIST), evicted}
+"#;
+
+/// A new registration (ARGV[1]) listed as unused in `LIST` and `LIST_FROM` (its address's, or
+/// `LIST` again) at ARGV[6] (ms), for ARGV[3] ms; the oldest past the budgets (ARGV[4], and
+/// ARGV[5] per address) evicted into `evicted`. PUT_NEW_CLIENT runs it with the registration;
+/// on a cluster it is a step of its own.
+pub(super) const UNUSED_LISTS: &str = r#"
 local lifetime, now = tonumber(ARGV[3]), tonumber(ARGV[6])
-redis.call('SET', KEYS[1], ARGV[2], 'PX', lifetime)
 local evicted = {}
-for _, set in ipairs({KEYS[2], KEYS[3]}) do
+for _, set in ipairs({LIST, LIST_FROM}) do
   redis.call('ZADD', set, now, ARGV[1])
   redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. (now - lifetime))
   if redis.call('PTTL', set) < lifetime then redis.call('PEXPIRE', set, lifetime) end
 end
-if KEYS[3] ~= KEYS[2] then
-  local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
+if LIST_FROM ~= LIST then
+  local over = redis.call('ZCARD', LIST_FROM) - tonumber(ARGV[5])
   if over > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[3], over)
+    local popped = redis.call('ZPOPMIN', LIST_FROM, over)
     for i = 1, #popped, 2 do
-      redis.call('ZREM', KEYS[2], popped[i])
+      redis.call('ZREM', LIST, popped[i])
       evicted[#evicted + 1] = popped[i]
     end
   end
 end
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+local over = redis.call('ZCARD', LIST) - tonumber(ARGV[4])
 if over > 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[2], over)
+  local popped = redis.call('ZPOPMIN', LIST, over)
   for i = 1, #popped, 2 do evicted[#evicted + 1] = popped[i] end
 end
-audit('written')
-return {redis.call('ZCARD', KEYS[2]), evicted}
 "#;
 
 // KEYS: registration. ARGV: unused lifetime ms, audit block. Deletes it only while it still
 // has no more than its unused lifetime: a first grant renewed it past that, or made it
 // permanent.
-const DROP_UNUSED_CLIENT: &str = r#"
+pub(super) const DROP_UNUSED_CLIENT: &str = r#"
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 and left <= tonumber(ARGV[1]) and redis.call('DEL', KEYS[1]) == 1 then
   audit('revoked')
@@ -237,7 +267,7 @@ return 0
 "#;
 
 // KEYS: consent, client's consent index. ARGV: JSON, ttl, user (lower-case), now, audit block.
-const PUT_CONSENT: &str = r#"
+pub(super) const PUT_CONSENT: &str = r#"
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
@@ -284,7 +314,7 @@ return {'allowed', n}
 
 // KEYS: family, its tombstone (its members are found from the family). ARGV: family id,
 // tombstone ttl, audit block.
-const REVOKE_FAMILY: &str = r#"
+pub(super) const REVOKE_FAMILY: &str = r#"
 local n = revoke_family(ARGV[1], ARGV[2])
 if n > 0 then audit('revoked', n) else audit('empty', 0) end
 return n
@@ -312,7 +342,7 @@ end
 while budget > 0 do
   local page = redis.call('ZPOPMIN', KEYS[4], math.min(budget, 100))
   if #page == 0 then break end
-  for i = 1, #page, 2 do redis.call('DEL', CO .. page[i] .. ':' .. cid) end
+  for i = 1, #page, 2 do redis.call('DEL', K(CO .. page[i] .. ':' .. cid)) end
   budget = budget - #page / 2
 end
 while budget > 0 do
@@ -345,7 +375,7 @@ return 1
 
 // KEYS: the key. ARGV: `set`, `set_nx` or `del`, the value, ttl ms or '', audit block. The
 // events of `changed` are written only when the key was set or deleted.
-const CHANGE: &str = r#"
+pub(super) const CHANGE: &str = r#"
 local changed
 if ARGV[1] == 'del' then
   changed = redis.call('DEL', KEYS[1]) == 1
@@ -367,9 +397,34 @@ return 1
 "#;
 
 fn script(body: &str) -> redis::Script {
+    redis::Script::new(&with_prelude(body, PLAIN_NAMES))
+}
+
+/// How the prelude's functions name the keys they build: as given (one server), or as the
+/// cluster does (`crate::slots::cluster_name`).
+const PLAIN_NAMES: &str = "local function K(k) return k end";
+
+/// A script of a step on Redis Cluster: the prelude, with the audit trail written to the stream
+/// of the bucket whose tag the step's first key carries (one stream per bucket, §2.4 of
+/// docs/design/redis-cluster.md); the per-user and per-client index streams are written only
+/// where they share that slot (their writes are `pcall`s: elsewhere they are skipped).
+pub(super) fn cluster_script(body: &str) -> redis::Script {
+    let bucket_stream = format!(
+        "AU = '{}:{{' .. string.match(KEYS[1], '{{([^}}]*)}}') .. '}}'",
+        keys::AUDIT
+    );
+    let naming = format!(
+        "{}\nlocal function K(k) return cluster_name(k) end",
+        crate::slots::lua_cluster_name()
+    );
+    redis::Script::new(&with_prelude(&format!("{bucket_stream}\n{body}"), &naming))
+}
+
+fn with_prelude(body: &str, naming: &str) -> String {
     let fallback = keys::TOKEN_TOMBSTONE_FALLBACK_SECS.to_string();
     let index_cap = crate::audit::INDEX_MAX_EVENTS.to_string();
     let prelude = PRELUDE
+        .replace("{KEY_NAMING}", naming)
         .replace("{TOKEN}", keys::TOKEN_PREFIX)
         .replace("{USER_TOKENS}", keys::USER_TOKENS_PREFIX)
         .replace("{CLIENT_TOKENS}", keys::CLIENT_TOKENS_PREFIX)
@@ -390,7 +445,7 @@ fn script(body: &str) -> redis::Script {
         .replace("{CONSENT}", keys::CONSENT_PREFIX)
         .replace("{CHANNEL}", keys::REVOCATION_CHANNEL)
         .replace("{FAMILY_MESSAGE}", keys::FAMILY_REVOCATION_MESSAGE);
-    redis::Script::new(&format!("{prelude}\n{body}"))
+    format!("{prelude}\n{body}")
 }
 
 pub(super) struct Scripts {
@@ -416,10 +471,10 @@ impl Scripts {
             put_token: script(PUT_TOKEN),
             put_token_once: script(PUT_TOKEN_ONCE),
             revoke_token: script(REVOKE_TOKEN),
-            issue_grant: script(ISSUE_GRANT),
+            issue_grant: script(&ISSUE_GRANT.replace("{GRANT_HOME}", GRANT_HOME)),
             revoke_family: script(REVOKE_FAMILY),
             delete_client_step: script(DELETE_CLIENT_STEP),
-            put_new_client: script(PUT_NEW_CLIENT),
+            put_new_client: script(&PUT_NEW_CLIENT.replace("{UNUSED_LISTS}", UNUSED_LISTS)),
             drop_unused_client: script(DROP_UNUSED_CLIENT),
             put_for_client: script(PUT_FOR_CLIENT),
             put_consent: script(PUT_CONSENT),
@@ -428,5 +483,53 @@ impl Scripts {
             change: script(CHANGE),
             append_events: script(APPEND_EVENTS),
         }
+    }
+}
+
+/// ISSUE_GRANT's arguments but the last (the client's lifetime): the token, the refresh
+/// token and family, the rotation, the code and kept-result keys as named where the script
+/// runs, the kept result.
+pub(super) fn grant_args(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    grant: &GrantWrite,
+    now: i64,
+    code_key: Option<&str>,
+    result_key: Option<&str>,
+) -> StoreResult<()> {
+    let token = &grant.token;
+    let token_json =
+        serde_json::to_string(token).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let refresh_ttl = seconds_until(grant.refresh_expires_at, now);
+    let result = grant.result.as_ref();
+    invocation
+        .arg(&token.jti)
+        .arg(token_json)
+        .arg(seconds_until(token.expires_at, now))
+        .arg(token.expires_at)
+        .arg(&token.username)
+        .arg(&token.client_id)
+        .arg(now)
+        .arg(&grant.refresh_hash)
+        .arg(&grant.refresh_json)
+        .arg(refresh_ttl)
+        .arg(&grant.family_id)
+        .arg(grant.rotate_from.as_deref().unwrap_or(""))
+        .arg(refresh_ttl)
+        .arg(code_key.unwrap_or(""))
+        .arg(result_key.unwrap_or(""))
+        .arg(result.map_or("", |r| r.sealed.as_str()))
+        .arg(result.map_or(1, |r| r.ttl.as_millis().max(1) as u64));
+    Ok(())
+}
+
+/// What an ISSUE_GRANT script answered.
+pub(super) fn grant_outcome(kind: &str, value: String) -> GrantOutcome {
+    match kind {
+        "issued" => GrantOutcome::Issued,
+        "replayed" => GrantOutcome::Replayed(value),
+        "reused" => GrantOutcome::Reused,
+        "code_reused" => GrantOutcome::CodeReused { family_id: value },
+        "revoked" => GrantOutcome::FamilyRevoked,
+        _ => GrantOutcome::Missing,
     }
 }

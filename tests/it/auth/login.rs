@@ -166,7 +166,12 @@ async fn a_code_works_once_for_its_client_redirect_and_verifier() {
     // Codes are stored hashed and live at most ten minutes.
     let (code, _) = gw.code_for(&client, &[]).await;
     let mut conn = gw.redis.conn().await;
-    let key = format!("oauth:code:{}", sha256_b64url(code.as_bytes()));
+    // Under its SHA-256, with the bucket the code carries in front (it places the key).
+    let key = format!(
+        "oauth:code:{}",
+        mcp_oauth_gateway::slots::placed_hash(&code)
+    );
+    assert!(key.ends_with(&sha256_b64url(code.as_bytes())), "{key}");
     let ttl: i64 = conn.ttl(&key).await.unwrap();
     assert!(ttl > 0 && ttl <= 600, "code TTL {ttl}");
     let plain: Option<String> = conn.get(format!("oauth:code:{code}")).await.unwrap();

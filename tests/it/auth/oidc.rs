@@ -187,7 +187,7 @@ async fn our_refresh_refreshes_upstream_and_ends_when_the_user_is_disabled_or_le
     let other_refresh = t_other["refresh_token"].as_str().unwrap();
     let key = format!(
         "oauth:refresh:{}",
-        mcp_oauth_gateway::token::sha256_b64url(other_refresh.as_bytes())
+        mcp_oauth_gateway::slots::placed_hash(other_refresh)
     );
     let mut conn = gw.redis.conn().await;
     let json: String = redis::cmd("GET")

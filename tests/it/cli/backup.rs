@@ -389,7 +389,7 @@ async fn a_restore_while_the_gateway_serves_never_undoes_a_revocation() {
     // What was not revoked is there.
     assert!(store.token_is_live(&format!("j{}", n - 1)).await.unwrap());
     // The rotated-out refresh token stays used; the current one goes on.
-    let hash = mcp_oauth_gateway::token::sha256_b64url(old_refresh.as_bytes());
+    let hash = mcp_oauth_gateway::slots::placed_hash(old_refresh);
     let record: Value = serde_json::from_str(
         &store
             .get(&format!("oauth:refresh:{hash}"))

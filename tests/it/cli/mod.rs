@@ -4,6 +4,7 @@
 
 mod backup;
 mod clients;
+mod cluster;
 mod general;
 mod keys;
 mod login;

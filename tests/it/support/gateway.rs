@@ -29,6 +29,17 @@ impl Gateway {
 
     /// [`Gateway::start`] on a Redis the test has prepared.
     pub async fn start_on(redis: RedisServer, extra: &[(&str, &str)]) -> Self {
+        let store = redis.store();
+        Self::start_with_store(redis, store, extra).await
+    }
+
+    /// [`Gateway::start_on`] with another store than `redis`'s (a Redis Cluster's): the
+    /// services keep their data there; `redis` is only the test's to look at.
+    pub async fn start_with_store(
+        redis: RedisServer,
+        store: std::sync::Arc<dyn mcp_oauth_gateway::store::Store>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let github = FakeGithub::start();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
@@ -47,10 +58,10 @@ impl Gateway {
         }
         let settings = settings(&source);
         let upstream = Upstreams::from_settings(&settings).unwrap();
-        let state = AuthState::new(settings, redis.store(), clock::system(), upstream).unwrap();
+        let state = AuthState::new(settings, store.clone(), clock::system(), upstream).unwrap();
         let auth = AuthServer::from_listener(listener, state).unwrap();
         tokio::spawn(auth.run_until_stopped());
-        let verify = Verify::start(&source, redis.store()).await;
+        let verify = Verify::start(&source, store).await;
         Gateway {
             issuer,
             verify,

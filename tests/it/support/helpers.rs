@@ -569,6 +569,14 @@ pub struct TokenSpec {
 }
 
 impl TokenSpec {
+    /// `user`'s token, otherwise the default.
+    pub fn user(user: &'static str) -> Self {
+        Self {
+            user,
+            ..Self::default()
+        }
+    }
+
     /// alice's token bound to the DPoP key with thumbprint `jkt`.
     pub fn dpop(jkt: String) -> Self {
         Self {
@@ -748,4 +756,23 @@ pub async fn store_code(
         .put_for_client(&key, &record, ttl, client, now, events)
         .await
         .unwrap();
+}
+
+/// A token record of `user` for `client`, issued now, expiring in `expires_in` seconds.
+pub fn token_record(jti: &str, user: &str, client: &str, expires_in: i64) -> TokenRecord {
+    let now = clock::SystemClock.now_unix();
+    TokenRecord {
+        jti: jti.into(),
+        user_id: format!("{user}-id"),
+        username: user.into(),
+        client_id: client.into(),
+        scope: "mcp".into(),
+        audience: vec!["https://mcp.example.com/mcp".into()],
+        issued_at: now,
+        expires_at: now + expires_in,
+        family_id: None,
+        upstream: None,
+        grant: None,
+        client_ip: None,
+    }
 }

@@ -9,6 +9,7 @@
 //! | [`dev_gateway`] | `mcp-gateway dev` as a child process |
 //! | [`oidc_provider`] | a real OpenID Connect provider (`e2e/oidc-provider.mjs`) with test controls |
 //! | [`stack`] | the deployed shape: a real proxy (Traefik, Caddy, nginx) in front of auth, verify and an MCP server |
+//! | [`redis_cluster`] | a real Redis Cluster (three primaries, three replicas) on loopback |
 //! | [`procs`] | the child processes: tools' paths, a process killed on drop, bounded waits and runs |
 //! | [`e2e_flows`] | the end-to-end steps several tests share (challenge, SDK login and tool call, scripts) |
 //!
@@ -20,12 +21,14 @@ pub mod document_host;
 pub mod dpop;
 pub mod e2e_flows;
 pub mod enterprise_idp;
+pub mod failover;
 pub mod fake_github;
 pub mod gateway;
 pub mod helpers;
 pub mod lying_provider;
 pub mod oidc_provider;
 pub mod procs;
+pub mod redis_cluster;
 pub mod stack;
 
 /// A response header as text ("" when absent).

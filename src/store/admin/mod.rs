@@ -7,8 +7,10 @@
 //! ([`crate::records::layout`]), handed in as [`Layout`].
 
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
+
+mod link;
+pub use link::AdminConn;
 
 use super::{StoreError, StoreResult, keys};
 
@@ -19,14 +21,28 @@ fn failed(e: redis::RedisError) -> StoreError {
 /// Keys asked for per SCAN call, members per index page, keys per pipelined batch.
 pub const SCAN_PAGE: usize = 500;
 
-/// A direct connection to the primary for the operator commands: inspection and
-/// keyspace-wide work, page by page.
+/// A direct connection to the primary (or the cluster) for the operator commands: inspection
+/// and keyspace-wide work, page by page.
 pub struct Admin {
-    pub conn: MultiplexedConnection,
+    pub conn: AdminConn,
 }
 
 impl Admin {
     pub async fn connect(settings: &crate::config::Settings) -> StoreResult<Self> {
+        if let Some(cluster) = &settings.redis_cluster {
+            let client = crate::store::redis::cluster_client(settings, cluster)?;
+            let conn = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                client.get_async_connection(),
+            )
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("the Redis cluster did not answer within 5 s".into())
+            })?
+            .map_err(|e| StoreError::Unavailable(format!("cannot reach the Redis cluster: {e}")))?;
+            let conn = AdminConn::cluster(conn).await.map_err(failed)?;
+            return Ok(Self { conn });
+        }
         let client = crate::store::redis::primary_client(settings)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot reach Redis: {e}")))?;
@@ -41,7 +57,9 @@ impl Admin {
         .await
         .map_err(|_| StoreError::Unavailable("Redis did not answer within 5 s".into()))?
         .map_err(|e| StoreError::Unavailable(format!("cannot reach Redis: {e}")))?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: AdminConn::Single(conn),
+        })
     }
 
     /// The next page of keys matching `pattern` from `cursor` (start with 0): `(next cursor,
@@ -52,13 +70,8 @@ impl Admin {
         cursor: u64,
         pattern: &str,
     ) -> StoreResult<(u64, Vec<String>)> {
-        redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(SCAN_PAGE)
-            .query_async(&mut self.conn)
+        self.conn
+            .scan(cursor, pattern, SCAN_PAGE)
             .await
             .map_err(failed)
     }
@@ -94,7 +107,17 @@ impl Admin {
     pub async fn values(&mut self, keys: &[String]) -> StoreResult<Vec<Option<String>>> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(500) {
-            let values: Vec<Option<String>> = self.conn.mget(chunk).await.map_err(failed)?;
+            let values: Vec<Option<String>> = if self.conn.is_cluster() {
+                // Keys of many slots: one GET each (sent together).
+                let mut gets = redis::pipe();
+                for key in chunk {
+                    gets.get(key);
+                }
+                gets.query_async(&mut self.conn).await
+            } else {
+                self.conn.mget(chunk).await
+            }
+            .map_err(failed)?;
             out.extend(values);
         }
         Ok(out)
@@ -110,10 +133,7 @@ impl Admin {
 
     /// How many keys the database holds (the total a keyspace walk's progress counts to).
     pub async fn dbsize(&mut self) -> StoreResult<u64> {
-        redis::cmd("DBSIZE")
-            .query_async(&mut self.conn)
-            .await
-            .map_err(failed)
+        self.conn.dbsize().await.map_err(failed)
     }
 
     /// Members of a sorted set.
@@ -189,24 +209,20 @@ pub struct Purged {
 
 /// One SCAN page of `oauth:*` keys: the next cursor (0 at the end) and the keys.
 pub async fn scan_page(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut AdminConn,
     cursor: u64,
     count: usize,
 ) -> redis::RedisResult<(u64, Vec<String>)> {
-    redis::cmd("SCAN")
-        .arg(cursor)
-        .arg("MATCH")
-        .arg(format!("{}*", keys::PREFIX))
-        .arg("COUNT")
-        .arg(count)
-        .query_async(conn)
+    conn.scan(cursor, &format!("{}*", keys::PREFIX), count)
         .await
 }
 
 /// A refresh family read in one step: its members with their scores and its TTL, and every
 /// refresh record it names with its value and TTL. Read apart, a family could be caught half
 /// way through a rotation (two unused refresh tokens, or none); read whole it has exactly one,
-/// the newest. KEYS: the family. ARGV: the refresh-record prefix.
+/// the newest. KEYS: the family. ARGV: the refresh-record prefix. Loaded after
+/// [`AdminConn::naming`] (`N`: a record's name where it is; its single-server name is
+/// returned). On a cluster the records share their family's slot (their ids carry its bucket).
 pub const READ_FAMILY: &str = r#"
 local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local ttl = redis.call('PTTL', KEYS[1])
@@ -215,11 +231,11 @@ for i = 1, #members, 2 do
   local m = members[i]
   if string.sub(m, 1, 2) == 'r:' then
     local k = ARGV[1] .. string.sub(m, 3)
-    local v = redis.call('GET', k)
+    local v = redis.call('GET', N(k))
     if v then
       records[#records + 1] = k
       records[#records + 1] = v
-      records[#records + 1] = redis.call('PTTL', k)
+      records[#records + 1] = redis.call('PTTL', N(k))
     end
   end
 end
@@ -230,7 +246,7 @@ return {members, ttl, records}
 /// page's refresh families, each read whole ([`READ_FAMILY`]; refresh records are written with
 /// their family, never on their own). A key that vanished between SCAN and read is skipped.
 pub async fn read_batch(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut AdminConn,
     page: &[String],
     read_family_sha: &str,
 ) -> redis::RedisResult<Vec<Entry>> {
@@ -337,7 +353,7 @@ pub async fn read_batch(
 /// The families of a page, each read whole in one script call (pipelined together), as
 /// entries: the family (a line per [`ZSET_PAGE`] members) and then its refresh records.
 async fn read_families(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut AdminConn,
     families: &[&String],
     sha: &str,
 ) -> redis::RedisResult<Vec<Entry>> {
@@ -445,66 +461,166 @@ pub struct Restored {
 
 /// One batch of entries, pipelined: each record written by `RESTORE_RECORD` (only where no
 /// tombstone and no live record stands), each index page merged by `RESTORE_MEMBERS`.
+///
+/// On a cluster a record's index entries and some of its tombstones live in other slots:
+/// first every index entry the batch implies is merged in (each in its own slot; an entry
+/// before its record, as the store writes them) and the tombstones of other slots are looked
+/// at ([`apart`]); then each record not revoked is written with the tombstones of its own
+/// slot. An entry merged for a record that is then not written is left to readers and
+/// `purge-expired`, as the store leaves one after a step that did not finish.
 pub async fn write_batch(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut AdminConn,
     batch: &[(Entry, Option<i64>)],
     shas: &RestoreScripts,
     rules: &dyn Layout,
     created_at_ms: i64,
     tally: &mut Restored,
 ) -> redis::RedisResult<()> {
+    use crate::slots::{cluster_name, slot};
     if batch.is_empty() {
         return Ok(());
     }
+    let cluster = conn.is_cluster();
+    let revoked = if cluster {
+        apart(conn, batch, rules, created_at_ms).await?
+    } else {
+        vec![false; batch.len()]
+    };
     let mut pipe = redis::pipe();
+    let mut sent = 0;
+    for ((entry, ttl), revoked) in batch.iter().zip(revoked) {
+        if revoked {
+            tally.revoked += 1;
+            continue;
+        }
+        let mut stones = rules.tombstones(entry);
+        let implied = if cluster {
+            let home = slot(cluster_name(&entry.key).as_bytes());
+            stones.retain(|stone| slot(cluster_name(stone).as_bytes()) == home);
+            Vec::new()
+        } else if entry.kind == "string" {
+            rules.indexes(entry, created_at_ms)
+        } else {
+            Vec::new()
+        };
+        sent += usize::from(push_restore(
+            &mut pipe, shas, entry, *ttl, &stones, &implied,
+        ));
+    }
+    if sent > 0 {
+        count_restored(pipe.query_async(conn).await?, tally);
+    }
+    Ok(())
+}
+
+/// On a cluster, the part of restoring a batch that lies outside the records' slots: the
+/// index entries each record implies, merged in, and whether a tombstone of another slot
+/// stands for each entry.
+async fn apart(
+    conn: &mut AdminConn,
+    batch: &[(Entry, Option<i64>)],
+    rules: &dyn Layout,
+    created_at_ms: i64,
+) -> redis::RedisResult<Vec<bool>> {
+    use crate::slots::{cluster_name, slot};
+    let mut pipe = redis::pipe();
+    let mut elsewhere: Vec<Vec<usize>> = Vec::with_capacity(batch.len());
+    let mut looked = 0;
     for (entry, ttl) in batch {
-        let ttl_ms = ttl.unwrap_or(-1);
-        let stones = rules.tombstones(entry);
-        match entry.kind.as_str() {
-            "string" => {
-                let implied = rules.indexes(entry, created_at_ms);
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(&shas.record)
-                    .arg(1 + stones.len() + implied.len())
-                    .arg(&entry.key)
-                    .arg(&stones);
-                for (index, _, _) in &implied {
-                    cmd.arg(index);
+        if entry.kind == "string" {
+            for (index, member, score) in rules.indexes(entry, created_at_ms) {
+                pipe.cmd("ZADD")
+                    .arg(&index)
+                    .arg("NX")
+                    .arg(score)
+                    .arg(member)
+                    .ignore();
+                if let Some(ttl) = ttl.filter(|t| *t > 0) {
+                    pipe.cmd("PEXPIRE").arg(&index).arg(ttl).arg("NX").ignore();
+                    pipe.cmd("PEXPIRE").arg(&index).arg(ttl).arg("GT").ignore();
                 }
-                cmd.arg(entry.value.as_str().unwrap_or_default())
-                    .arg(ttl_ms)
-                    .arg(stones.len());
-                for (_, member, score) in &implied {
+            }
+        }
+        let home = slot(cluster_name(&entry.key).as_bytes());
+        let mut mine = Vec::new();
+        for stone in rules.tombstones(entry) {
+            if slot(cluster_name(&stone).as_bytes()) != home {
+                pipe.exists(&stone);
+                mine.push(looked);
+                looked += 1;
+            }
+        }
+        elsewhere.push(mine);
+    }
+    let standing: Vec<bool> = pipe.query_async(conn).await?;
+    Ok(elsewhere
+        .iter()
+        .map(|mine| {
+            mine.iter()
+                .any(|at| standing.get(*at).copied().unwrap_or(false))
+        })
+        .collect())
+}
+
+/// The command that restores `entry` (`ttl`: what is left of it, none for no expiry), given
+/// the tombstones that forbid it and the index entries written with it in one step: a record
+/// by `RESTORE_RECORD`, an index page merged by `RESTORE_MEMBERS`, a set merged as it is.
+/// Returns whether a command was added (entries of other types are left out).
+fn push_restore(
+    pipe: &mut redis::Pipeline,
+    shas: &RestoreScripts,
+    entry: &Entry,
+    ttl: Option<i64>,
+    stones: &[String],
+    implied: &[(String, String, i64)],
+) -> bool {
+    let ttl_ms = ttl.unwrap_or(-1);
+    match entry.kind.as_str() {
+        "string" => {
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(&shas.record)
+                .arg(1 + stones.len() + implied.len())
+                .arg(&entry.key)
+                .arg(stones);
+            for (index, _, _) in implied {
+                cmd.arg(index);
+            }
+            cmd.arg(entry.value.as_str().unwrap_or_default())
+                .arg(ttl_ms)
+                .arg(stones.len());
+            for (_, member, score) in implied {
+                cmd.arg(member).arg(score);
+            }
+        }
+        "zset" => {
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(&shas.members)
+                .arg(1 + stones.len())
+                .arg(&entry.key)
+                .arg(stones)
+                .arg(ttl_ms);
+            for pair in entry.items().chunks(2) {
+                if let [member, score] = pair {
                     cmd.arg(member).arg(score);
                 }
             }
-            "zset" => {
-                let items = entry.items();
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(&shas.members)
-                    .arg(1 + stones.len())
-                    .arg(&entry.key)
-                    .arg(&stones)
-                    .arg(ttl_ms);
-                for pair in items.chunks(2) {
-                    if let [member, score] = pair {
-                        cmd.arg(member).arg(score);
-                    }
-                }
-            }
-            // Not in the gateway's layout; merged in as they are.
-            "set" => {
-                pipe.sadd(&entry.key, entry.items());
-                if ttl_ms > 0 {
-                    pipe.pexpire(&entry.key, ttl_ms).ignore();
-                }
-            }
-            _ => continue,
         }
+        // Not in the gateway's layout; merged in as they are.
+        "set" => {
+            pipe.sadd(&entry.key, entry.items());
+            if ttl_ms > 0 {
+                pipe.pexpire(&entry.key, ttl_ms).ignore();
+            }
+        }
+        _ => return false,
     }
-    let answers: Vec<redis::Value> = pipe.query_async(conn).await?;
+    true
+}
+
+/// Counts what each restoring command answered.
+fn count_restored(answers: Vec<redis::Value>, tally: &mut Restored) {
     for answer in answers {
         match redis::from_redis_value_ref::<String>(&answer).as_deref() {
             Ok("kept") => tally.kept += 1,
@@ -512,7 +628,6 @@ pub async fn write_batch(
             _ => tally.written += 1,
         }
     }
-    Ok(())
 }
 
 /// The restore scripts' SHA1s, loaded once.
@@ -522,7 +637,7 @@ pub struct RestoreScripts {
 }
 
 impl RestoreScripts {
-    pub async fn load(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<Self> {
+    pub async fn load(conn: &mut AdminConn) -> redis::RedisResult<Self> {
         let load = |body: &'static str| {
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(body);
