@@ -148,6 +148,23 @@ class Probe(threading.Thread):
         return sum(1 for (t, _) in self.samples if start <= t <= end)
 
 
+def verify_probe(port, token):
+    """A probe asking verify about `token` every 2 ms, and the statuses it counts."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    statuses = {}
+
+    def once():
+        conn.request("GET", "/verify", headers={
+            "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "http",
+            "X-Forwarded-Host": "mcp.localhost", "X-Forwarded-Uri": "/mcp",
+            "X-Forwarded-Method": "POST"})
+        answer = conn.getresponse()
+        answer.read()
+        statuses[answer.status] = statuses.get(answer.status, 0) + 1
+
+    return Probe(once, 0.002), statuses
+
+
 def resp(*args):
     out = [f"*{len(args)}\r\n"]
     for a in args:
@@ -409,19 +426,7 @@ def run(work, procs):
 
     ping_conn = Redis(redis_port)
     ping = Probe(lambda: ping_conn.cmd("PING"), 0.001)
-    verify_conn = http.client.HTTPConnection("127.0.0.1", verify_port, timeout=30)
-    statuses = {}
-
-    def verify_once():
-        verify_conn.request("GET", "/verify", headers={
-            "Authorization": f"Bearer {probe_token}", "X-Forwarded-Proto": "http",
-            "X-Forwarded-Host": "mcp.localhost", "X-Forwarded-Uri": "/mcp",
-            "X-Forwarded-Method": "POST"})
-        resp = verify_conn.getresponse()
-        resp.read()
-        statuses[resp.status] = statuses.get(resp.status, 0) + 1
-
-    verify = Probe(verify_once, 0.002)
+    verify, statuses = verify_probe(verify_port, probe_token)
     ping.start()
     verify.start()
     time.sleep(1)

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import store_scale as base  # noqa: E402
 from store_scale import (  # noqa: E402
     Probe, Redis, free_port, gateway_env, in_scratch, log, resp, run_cli, run_heading,
-    wait_http,
+    verify_probe, wait_http,
 )
 
 N, USERS, CLIENTS = base.N, base.USERS, base.CLIENTS
@@ -304,20 +304,7 @@ def operator_commands(s):
         [f"{TARGET}/mcp-gateway", "tokens", "mint", "--user-id", "1", "--user", "probe",
          "--client-id", "probe", "--scope", "mcp", "--resource", "http://mcp.localhost/mcp"],
         env=env, capture_output=True, text=True, check=True).stdout.strip()
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", s["verify_port"], timeout=30)
-    statuses = {}
-
-    def verify_once():
-        conn.request("GET", "/verify", headers={
-            "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "http",
-            "X-Forwarded-Host": "mcp.localhost", "X-Forwarded-Uri": "/mcp",
-            "X-Forwarded-Method": "POST"})
-        answer = conn.getresponse()
-        answer.read()
-        statuses[answer.status] = statuses.get(answer.status, 0) + 1
-
-    verify = Probe(verify_once, 0.002)
+    verify, statuses = verify_probe(s["verify_port"], token)
     for p in pings + [verify]:
         p.start()
     time.sleep(1)

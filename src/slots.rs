@@ -221,7 +221,7 @@ const FAMILIES: &[(&str, TagOf)] = &[
     ("oauth:unused_clients", TagOf::Global),
 ];
 
-/// The tag of [`TagOf::Global`] families.
+/// The one tag of the families placed together (the unused-client lists).
 pub const GLOBAL_TAG: &str = "g";
 
 /// A key's name in a cluster: its single-node name with its bucket's tag after the family

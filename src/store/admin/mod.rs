@@ -465,7 +465,7 @@ pub struct Restored {
 /// On a cluster a record's index entries and some of its tombstones live in other slots:
 /// first every index entry the batch implies is merged in (each in its own slot; an entry
 /// before its record, as the store writes them) and the tombstones of other slots are looked
-/// at ([`apart`]); then each record not revoked is written with the tombstones of its own
+/// at (`apart`); then each record not revoked is written with the tombstones of its own
 /// slot. An entry merged for a record that is then not written is left to readers and
 /// `purge-expired`, as the store leaves one after a step that did not finish.
 pub async fn write_batch(
