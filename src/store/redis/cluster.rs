@@ -188,14 +188,8 @@ return {redis.call('ZCARD', LIST), evicted}
 // record JSON, ttl, exp, now, marker ttl ms, audit block. PUT_TOKEN_ONCE's home step: the
 // marker first (a replay writes nothing), then the token and its user index.
 const ONCE_HOME: &str = r#"
-if redis.call('SET', KEYS[3], '1', 'PX', ARGV[6], 'NX') == false then
-  audit('reused')
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-if redis.call('TTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+if not first_use(KEYS[3], ARGV[6]) then return 0 end
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {KEYS[2]})
 audit('written')
 return 1
 "#;

@@ -21,10 +21,11 @@ local function decode(v)
   return nil
 end
 
--- The token's key and its user and client indexes are the caller's KEYS[1..3].
-local function put_token(jti, json, ttl, exp, now)
+-- The token's key is the caller's KEYS[1]; `indexes` are the index keys it is entered in
+-- (its user's and client's, or on a cluster those of the token's slot).
+local function put_token(jti, json, ttl, exp, now, indexes)
   redis.call('SET', KEYS[1], json, 'EX', ttl)
-  for _, idx in ipairs({KEYS[2], KEYS[3]}) do
+  for _, idx in ipairs(indexes) do
     redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. now)
     redis.call('ZADD', idx, exp, jti)
     if redis.call('TTL', idx) < tonumber(ttl) then redis.call('EXPIRE', idx, ttl) end
@@ -89,6 +90,15 @@ local function audit(outcome, n)
   end
 end
 
+-- Sets the once marker `key` for `ttl_ms`; false (and the `reused` events) when it was set.
+local function first_use(key, ttl_ms)
+  if redis.call('SET', key, '1', 'PX', ttl_ms, 'NX') == false then
+    audit('reused')
+    return false
+  end
+  return true
+end
+
 local function revoke_family(fid, tombstone_ttl)
   local members = redis.call('ZRANGE', K(F .. fid), 0, -1)
   for _, m in ipairs(members) do
@@ -104,7 +114,7 @@ end
 
 // KEYS: token, user index, client index. ARGV: jti, record JSON, ttl, exp, now, audit block.
 const PUT_TOKEN: &str = r#"
-put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {KEYS[2], KEYS[3]})
 audit('written')
 return 1
 "#;
@@ -112,11 +122,8 @@ return 1
 // KEYS: token, user index, client index, once marker. ARGV: jti, record JSON, ttl, exp, now,
 //       marker ttl ms, audit block.
 const PUT_TOKEN_ONCE: &str = r#"
-if redis.call('SET', KEYS[4], '1', 'PX', ARGV[6], 'NX') == false then
-  audit('reused')
-  return 0
-end
-put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+if not first_use(KEYS[4], ARGV[6]) then return 0 end
+put_token(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {KEYS[2], KEYS[3]})
 audit('written')
 return 1
 "#;
