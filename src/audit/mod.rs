@@ -194,6 +194,9 @@ impl Default for Bounds {
 pub const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
 /// `AUDIT_RETENTION` unless set: 30 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+/// The fewest events one bucket's stream keeps on a Redis Cluster, whose trail is a stream per
+/// bucket sharing `AUDIT_MAX_EVENTS` (docs/redis.md).
+pub const MIN_PER_BUCKET: u64 = 1_000;
 /// How many entries a per-user or per-client index stream keeps (the newest).
 pub const INDEX_MAX_EVENTS: u64 = 10_000;
 

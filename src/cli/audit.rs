@@ -323,8 +323,8 @@ async fn follow(
 ) -> CliResult {
     loop {
         let page = admin.audit_after(source, after, PAGE).await?;
-        if let Some(last) = page.events.last() {
-            after.clone_from(&last.id);
+        if let Some(last) = &page.last {
+            after.clone_from(last);
         }
         for stored in page.events.iter().filter(|s| filter.admits(s)) {
             audit_row(out, stored)?;

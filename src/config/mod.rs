@@ -608,14 +608,6 @@ impl Settings {
                 ipv6_prefix: prefix_length(raw, "RATE_LIMIT_IPV6_PREFIX", 64)?,
             },
         };
-        if settings.redis_cluster.is_some() && !settings.audit.webhooks.is_empty() {
-            // The webhooks read the trail through one consumer group; on a cluster the trail
-            // is a stream per bucket, which they do not read yet.
-            return Err(ConfigError::new(
-                "AUDIT_WEBHOOK_URL",
-                "is not supported with REDIS_CLUSTER_NODES yet (use AUDIT_LOG to ship the audit events)",
-            ));
-        }
         if settings.dpop_nonce && settings.dpop_nonces().is_none() {
             return Err(ConfigError::new(
                 "DPOP_NONCE",

@@ -196,6 +196,12 @@ pub const AUDIT: &str = "oauth:audit";
 pub const AUDIT_USER_PREFIX: &str = "oauth:audit_user:";
 pub const AUDIT_CLIENT_PREFIX: &str = "oauth:audit_client:";
 
+/// A bucket's stream of the trail on a Redis Cluster (`oauth:audit:{7f12}`): the trail there
+/// is one stream per bucket, each written by the steps of its slot.
+pub fn audit_bucket(bucket: crate::slots::Bucket) -> String {
+    format!("{AUDIT}:{{{}}}", bucket.tag())
+}
+
 pub fn audit_user(login: &str) -> String {
     format!("{AUDIT_USER_PREFIX}{}", login.to_ascii_lowercase())
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod keys;
+pub mod lanes;
 pub mod memory;
 pub mod redis;
 

@@ -220,6 +220,61 @@ audit(ARGV[1])
 return 1
 "#;
 
+/// A step's answer, `{FOLLOW, reply}`: the index entries it left to its caller (key, type,
+/// stream, id, four strings each) and its own reply (nil when the step returned nothing).
+pub(super) fn step_reply(answer: redis::Value) -> (Vec<String>, redis::Value) {
+    let redis::Value::Array(mut parts) = answer else {
+        return (Vec::new(), answer);
+    };
+    let reply = if parts.len() > 1 {
+        parts.remove(1)
+    } else {
+        redis::Value::Nil
+    };
+    let follow = parts
+        .into_iter()
+        .next()
+        .and_then(|f| redis::from_redis_value::<Vec<String>>(f).ok())
+        .unwrap_or_default();
+    (follow, reply)
+}
+
+/// Writes the index entries a step could not write in its slot: each in its own index's slot,
+/// naming its event (the bucket's stream and the id there). Best effort, like every index
+/// entry: one that fails leaves the event in the trail, only harder to find by user or client.
+pub(super) async fn index_elsewhere<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    follow: &[String],
+    retention: std::time::Duration,
+) {
+    for entry in follow.chunks_exact(4) {
+        let [key, kind, stream, id] = entry else {
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD")
+            .arg(key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(audit::INDEX_MAX_EVENTS)
+            .arg("*")
+            .arg("t")
+            .arg(kind)
+            .arg("s")
+            .arg(stream)
+            .arg("i")
+            .arg(id)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(key)
+            .arg(retention.as_millis().max(1) as u64)
+            .ignore();
+        if let Err(e) = pipe.query_async::<()>(conn).await {
+            tracing::warn!(error = %e, index = %key, "an audit index entry was not written");
+        }
+    }
+}
+
 /// The scripts of the cluster steps.
 pub(super) struct ClusterScripts {
     /// Scripts whose keys share one slot under their cluster names, as they are, with the

@@ -83,11 +83,23 @@ impl RedisStore {
         }
         invocation
             .arg(planned.len())
-            .arg(self.audit.max_events.max(1))
+            .arg(self.events_per_stream())
             .arg(self.audit.retention.as_millis().max(1) as u64);
     }
 
-    /// Runs a script with the audit block of `events` appended; its reply.
+    /// How many events one trail stream keeps: all of `AUDIT_MAX_EVENTS` on one server; on a
+    /// cluster, whose trail is a stream per bucket, its share (at least `audit::MIN_PER_BUCKET`).
+    fn events_per_stream(&self) -> u64 {
+        let max = self.audit.max_events.max(1);
+        match self.target {
+            Target::Cluster(_) => (max / crate::slots::BUCKETS as u64).max(audit::MIN_PER_BUCKET),
+            _ => max,
+        }
+    }
+
+    /// Runs a script with the audit block of `events` appended; its reply. On a cluster a
+    /// step answers `{FOLLOW, reply}` (scripts.rs): the index entries it could not write in
+    /// its own slot are written here, each in its own, before the reply is read.
     async fn audited<T: redis::FromRedisValue, C: redis::aio::ConnectionLike>(
         &self,
         invocation: &mut redis::ScriptInvocation<'_>,
@@ -95,7 +107,13 @@ impl RedisStore {
         conn: &mut C,
     ) -> StoreResult<T> {
         self.audit_args(invocation, events);
-        invocation.invoke_async(conn).await.map_err(unavailable)
+        if !matches!(self.target, Target::Cluster(_)) {
+            return invocation.invoke_async(conn).await.map_err(unavailable);
+        }
+        let answer: redis::Value = invocation.invoke_async(conn).await.map_err(unavailable)?;
+        let (follow, reply) = cluster::step_reply(answer);
+        cluster::index_elsewhere(conn, &follow, self.audit.retention).await;
+        redis::from_redis_value(reply).map_err(|e| StoreError::Unavailable(format!("Redis: {e}")))
     }
 
     /// Runs a script whose events are written whatever it finds.
@@ -715,7 +733,7 @@ impl Store for RedisStore {
                 }
                 None => crate::slots::Bucket::new(0),
             };
-            let stream = format!("{}:{{{}}}", keys::AUDIT, bucket.tag());
+            let stream = keys::audit_bucket(bucket);
             let mut invocation = self.cluster_scripts.append_events(&stream);
             let _: i64 = self.audited(&mut invocation, events, &mut conn).await?;
             self.written(events, audit::outcome::WRITTEN);
@@ -746,15 +764,24 @@ impl Store for RedisStore {
     }
 
     async fn audit_deliveries(&self, read: &GroupRead<'_>) -> StoreResult<Vec<audit::Stored>> {
-        stream::deliveries(&mut self.conn()?, read).await
+        if let Some(conn) = self.on_cluster() {
+            return stream::lane_deliveries(conn?, read).await;
+        }
+        stream::deliveries(&mut self.conn()?, keys::AUDIT, read).await
     }
 
     async fn audit_ack(&self, group: &str, ids: &[String]) -> StoreResult<()> {
-        stream::ack(&mut self.conn()?, group, ids).await
+        if let Some(conn) = self.on_cluster() {
+            return stream::lane_ack(&mut conn?, group, ids).await;
+        }
+        stream::ack(&mut self.conn()?, keys::AUDIT, group, ids).await
     }
 
     async fn audit_backlog(&self, group: &str) -> StoreResult<u64> {
-        stream::backlog(&mut self.conn()?, group).await
+        if let Some(conn) = self.on_cluster() {
+            return stream::lane_backlog(conn?, group).await;
+        }
+        stream::backlog(&mut self.conn()?, keys::AUDIT, group).await
     }
 
     fn audit_sink(&self) -> &audit::Sink {

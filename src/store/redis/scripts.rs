@@ -14,6 +14,8 @@ local T, U, C, R, F, FR, CF, CL, CO, CH, UF, CC, GR, TR =
   '{CLIENT_FAMILIES}', '{CLIENT}', '{CONSENT}', '{CHANNEL}', '{USER_FAMILIES}', '{CLIENT_CONSENTS}',
   '{GRANT_RESULT}', '{TOKEN_REVOKED}'
 local AU, AUU, AUC = '{AUDIT}', '{AUDIT_USER}', '{AUDIT_CLIENT}'
+-- The index entries a step could not write in its own slot (on a cluster): key, type, stream, id.
+local FOLLOW = {}
 
 local function decode(v)
   local ok, r = pcall(cjson.decode, v)
@@ -82,8 +84,18 @@ local function audit(outcome, n)
         local who = ARGV[at + 1 + j]
         if who ~= '' then
           -- An index is a convenience: its failure never undoes the change or its event.
-          redis.pcall('XADD', index .. who, 'MAXLEN', '~', {AUDIT_INDEX_CAP}, id, 't', ARGV[at + 1])
-          redis.pcall('PEXPIRE', index .. who, keep)
+          local key = K(index .. who)
+          if not ON_CLUSTER then
+            redis.pcall('XADD', key, 'MAXLEN', '~', {AUDIT_INDEX_CAP}, id, 't', ARGV[at + 1])
+            redis.pcall('PEXPIRE', key, keep)
+          elseif string.match(key, '{[^}]*}') == string.match(AU, '{[^}]*}') then
+            -- On a cluster an entry names its event: the bucket's stream and the id there.
+            redis.pcall('XADD', key, 'MAXLEN', '~', {AUDIT_INDEX_CAP}, '*', 't', ARGV[at + 1], 's', AU, 'i', id)
+            redis.pcall('PEXPIRE', key, keep)
+          else
+            -- In another slot: the caller writes it after the script (FOLLOW is returned).
+            for _, v in ipairs({key, ARGV[at + 1], AU, id}) do FOLLOW[#FOLLOW + 1] = v end
+          end
         end
       end
     end
@@ -409,7 +421,7 @@ fn script(body: &str) -> redis::Script {
 
 /// How the prelude's functions name the keys they build: as given (one server), or as the
 /// cluster does (`crate::slots::cluster_name`).
-const PLAIN_NAMES: &str = "local function K(k) return k end";
+const PLAIN_NAMES: &str = "local ON_CLUSTER = false\nlocal function K(k) return k end";
 
 /// A script of a step on Redis Cluster: the prelude, with the audit trail written to the stream
 /// of the bucket whose tag the step's first key carries (one stream per bucket, §2.4 of
@@ -421,10 +433,17 @@ pub(super) fn cluster_script(body: &str) -> redis::Script {
         keys::AUDIT
     );
     let naming = format!(
-        "{}\nlocal function K(k) return cluster_name(k) end",
+        "{}\nlocal ON_CLUSTER = true\nlocal function K(k) return cluster_name(k) end",
         crate::slots::lua_cluster_name()
     );
-    redis::Script::new(&with_prelude(&format!("{bucket_stream}\n{body}"), &naming))
+    // The body runs as a function so that every step answers `{FOLLOW, its reply}` (see
+    // `RedisStore::step_reply`).
+    redis::Script::new(&with_prelude(
+        &format!(
+            "{bucket_stream}\nlocal function step()\n{body}\nend\nlocal reply = step()\nreturn {{FOLLOW, reply}}"
+        ),
+        &naming,
+    ))
 }
 
 fn with_prelude(body: &str, naming: &str) -> String {

@@ -1,22 +1,24 @@
 //! The audit trail's stream as the webhook consumer groups read it (`XREADGROUP`,
 //! `XAUTOCLAIM`, `XACK`, `XINFO GROUPS`), and stream replies parsed into events.
 
-use redis::aio::ConnectionManager;
+use redis::aio::ConnectionLike;
 
 use super::unavailable;
 use crate::audit;
-use crate::store::{GroupRead, StoreResult, keys};
+use crate::store::lanes::{At, LANES, lane_stream};
+use crate::store::{GroupRead, StoreResult};
 
 /// What [`crate::store::Store::audit_deliveries`] reads for a consumer.
-pub(super) async fn deliveries(
-    conn: &mut ConnectionManager,
+pub(super) async fn deliveries<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
     read: &GroupRead<'_>,
 ) -> StoreResult<Vec<audit::Stored>> {
-    let own = match group_read(conn, read, "0").await {
+    let own = match group_read(conn, stream, read, "0").await {
         Err(e) if e.code() == Some("NOGROUP") => {
             let created: redis::RedisResult<()> = redis::cmd("XGROUP")
                 .arg("CREATE")
-                .arg(keys::AUDIT)
+                .arg(stream)
                 .arg(read.group)
                 .arg("$")
                 .arg("MKSTREAM")
@@ -29,10 +31,10 @@ pub(super) async fn deliveries(
         }
         other => other.map_err(unavailable)?,
     };
-    let mut found = delivered_or_lost(conn, read.group, own).await?;
+    let mut found = delivered_or_lost(conn, stream, read.group, own).await?;
     if found.is_empty() {
         let claimed: redis::Value = redis::cmd("XAUTOCLAIM")
-            .arg(keys::AUDIT)
+            .arg(stream)
             .arg(read.group)
             .arg(read.consumer)
             .arg(read.claim_idle.as_millis() as u64)
@@ -43,21 +45,106 @@ pub(super) async fn deliveries(
             .await
             .map_err(unavailable)?;
         let (entries, deleted) = autoclaimed(claimed);
-        ack(conn, read.group, &deleted).await?;
-        found = delivered_or_lost(conn, read.group, entries).await?;
+        ack(conn, stream, read.group, &deleted).await?;
+        found = delivered_or_lost(conn, stream, read.group, entries).await?;
     }
     if found.is_empty() {
-        let fresh = group_read(conn, read, ">").await.map_err(unavailable)?;
-        found = delivered_or_lost(conn, read.group, fresh).await?;
+        let fresh = group_read(conn, stream, read, ">")
+            .await
+            .map_err(unavailable)?;
+        found = delivered_or_lost(conn, stream, read.group, fresh).await?;
     }
     Ok(found)
 }
 
+/// [`deliveries`] on a cluster: the same consumer group on every lane of the trail
+/// (crate::store::lanes), read concurrently, merged in the trail's order, ids as `ms-seq@lane`.
+/// A lane that cannot be read now (its primary failing over) is read on a later round.
+pub(super) async fn lane_deliveries<C: ConnectionLike + Clone + Send>(
+    conn: C,
+    read: &GroupRead<'_>,
+) -> StoreResult<Vec<audit::Stored>> {
+    use futures_util::StreamExt;
+    let rounds: Vec<StoreResult<Vec<(At, audit::Stored)>>> = futures_util::stream::iter(0..LANES)
+        .map(|lane| {
+            let mut conn = conn.clone();
+            async move {
+                let found = deliveries(&mut conn, &lane_stream(lane), read).await?;
+                Ok(found
+                    .into_iter()
+                    .filter_map(|stored| Some((At::new(&stored.id, lane)?, stored)))
+                    .collect())
+            }
+        })
+        .buffer_unordered(LANES_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut found = Vec::new();
+    let mut failure = None;
+    for round in rounds {
+        match round {
+            Ok(lane) => found.extend(lane),
+            Err(e) => failure = Some(e),
+        }
+    }
+    if let (true, Some(e)) = (found.is_empty(), failure) {
+        return Err(e);
+    }
+    found.sort_by_key(|(at, _)| *at);
+    Ok(found
+        .into_iter()
+        .map(|(at, mut stored)| {
+            stored.id = at.text();
+            stored
+        })
+        .collect())
+}
+
+/// [`ack`] on a cluster: each id (`ms-seq@lane`) acknowledged in its lane.
+pub(super) async fn lane_ack<C: ConnectionLike>(
+    conn: &mut C,
+    group: &str,
+    ids: &[String],
+) -> StoreResult<()> {
+    let mut by_lane: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    for at in ids.iter().filter_map(|id| At::parse(id)) {
+        by_lane.entry(at.lane).or_default().push(at.id());
+    }
+    for (lane, ids) in by_lane {
+        ack(conn, &lane_stream(lane), group, &ids).await?;
+    }
+    Ok(())
+}
+
+/// [`backlog`] on a cluster: every lane's, read concurrently.
+pub(super) async fn lane_backlog<C: ConnectionLike + Clone + Send>(
+    conn: C,
+    group: &str,
+) -> StoreResult<u64> {
+    use futures_util::StreamExt;
+    let lanes: Vec<StoreResult<u64>> = futures_util::stream::iter(0..LANES)
+        .map(|lane| {
+            let mut conn = conn.clone();
+            async move { backlog(&mut conn, &lane_stream(lane), group).await }
+        })
+        .buffer_unordered(LANES_IN_FLIGHT)
+        .collect()
+        .await;
+    lanes.into_iter().sum()
+}
+
+/// Lanes read at once by [`lane_deliveries`].
+const LANES_IN_FLIGHT: usize = 32;
+
 /// Entries `group` has not acknowledged or not read yet.
-pub(super) async fn backlog(conn: &mut ConnectionManager, group: &str) -> StoreResult<u64> {
+pub(super) async fn backlog<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+    group: &str,
+) -> StoreResult<u64> {
     let groups: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
         .arg("GROUPS")
-        .arg(keys::AUDIT)
+        .arg(stream)
         .query_async(conn)
         .await;
     let groups = match groups {
@@ -77,8 +164,9 @@ pub(super) async fn backlog(conn: &mut ConnectionManager, group: &str) -> StoreR
 
 /// Splits entries a group read into those still in the trail and those it has trimmed
 /// (read as entries without fields), which are acknowledged: there is nothing left to send.
-async fn delivered_or_lost(
-    conn: &mut ConnectionManager,
+async fn delivered_or_lost<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
     group: &str,
     entries: Vec<(String, Option<audit::Stored>)>,
 ) -> StoreResult<Vec<audit::Stored>> {
@@ -95,15 +183,16 @@ async fn delivered_or_lost(
             lost = lost.len(),
             "audit events trimmed before a webhook delivered them"
         );
-        ack(conn, group, &lost).await?;
+        ack(conn, stream, group, &lost).await?;
     }
     Ok(kept)
 }
 
-/// `XREADGROUP … STREAMS oauth:audit {from}`: `0` re-reads the consumer's pending entries,
+/// `XREADGROUP … STREAMS {stream} {from}`: `0` re-reads the consumer's pending entries,
 /// `>` reads new ones.
-async fn group_read(
-    conn: &mut ConnectionManager,
+async fn group_read<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
     read: &GroupRead<'_>,
     from: &str,
 ) -> redis::RedisResult<Vec<(String, Option<audit::Stored>)>> {
@@ -114,7 +203,7 @@ async fn group_read(
         .arg("COUNT")
         .arg(read.count)
         .arg("STREAMS")
-        .arg(keys::AUDIT)
+        .arg(stream)
         .arg(from)
         .query_async(conn)
         .await?;
@@ -137,8 +226,9 @@ async fn group_read(
         .collect())
 }
 
-pub(super) async fn ack(
-    conn: &mut ConnectionManager,
+pub(super) async fn ack<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
     group: &str,
     ids: &[String],
 ) -> StoreResult<()> {
@@ -146,7 +236,7 @@ pub(super) async fn ack(
         return Ok(());
     }
     let _: i64 = redis::cmd("XACK")
-        .arg(keys::AUDIT)
+        .arg(stream)
         .arg(group)
         .arg(ids)
         .query_async(conn)
@@ -199,6 +289,28 @@ pub(crate) fn entries_of(value: redis::Value) -> Vec<(String, Option<audit::Stor
             let id = text(parts.remove(0))?;
             let stored = audit::Stored::from_fields(&id, &flat_fields(fields));
             Some((id, stored))
+        })
+        .collect()
+}
+
+/// The entries of an index stream on a cluster: each entry's id and the event it names (the
+/// stream of the event's lane and its id there, fields `s` and `i`).
+pub(crate) fn pointers_of(value: redis::Value) -> Vec<(String, (String, String))> {
+    let redis::Value::Array(entries) = value else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(mut parts) = entry else {
+                return None;
+            };
+            if parts.len() < 2 {
+                return None;
+            }
+            let mut fields = fields_of(parts.remove(1));
+            let id = text(parts.remove(0))?;
+            Some((id, (fields.remove("s")?, fields.remove("i")?)))
         })
         .collect()
 }

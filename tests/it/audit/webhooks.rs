@@ -140,6 +140,53 @@ async fn two_replicas_deliver_each_event_once_and_a_stopped_one_loses_nothing() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_events_of_every_bucket_reach_the_receiver_once() {
+    use crate::support::redis_cluster::RedisCluster;
+    let cluster = RedisCluster::start().await;
+    let store: std::sync::Arc<dyn mcp_oauth_gateway::store::Store> =
+        std::sync::Arc::new(crate::cluster::cluster_store(&cluster).await);
+    let nodes = cluster.nodes_setting();
+    let mut receiver = Receiver::start().await;
+    let mut env = hooked(&receiver);
+    env.push(("REDIS_CLUSTER_NODES", nodes));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gw = Gateway::start_with_store(RedisServer::start().await, store, &env).await;
+    // The receiver's consumer group is created on every bucket's stream in its first round;
+    // as on one server, it sends what is written from then on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Reuse by two users: their events are in their buckets' streams, on any primary.
+    let a = gw.client("none").await;
+    reuse(&gw, &a).await;
+    gw.github.sign_in_as("bob");
+    let b = gw.client("none").await;
+    reuse(&gw, &b).await;
+    let received = receiver.settled(2, Duration::from_secs(20)).await;
+    assert_each_once(&received, 2);
+    // Down, then up: what was written meanwhile comes once, the old ones not again.
+    receiver.down().await;
+    reuse(&gw, &b).await;
+    gw.github.sign_in_as("alice");
+    reuse(&gw, &a).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    receiver.up().await;
+    let received = receiver.settled(4, Duration::from_secs(40)).await;
+    assert_each_once(&received, 4);
+    let users: HashSet<String> = received
+        .iter()
+        .map(|r| r.json()["user"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(users.len(), 2, "{users:?}");
+    for hook in &received {
+        let id = hook.header("x-gateway-event-id").unwrap();
+        assert!(
+            id.contains('@'),
+            "a cluster event id names its bucket: {id}"
+        );
+        assert_eq!(hook.json()["id"], id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_receivers_get_text() {
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&[
