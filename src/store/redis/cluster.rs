@@ -76,12 +76,12 @@ end
 return 1
 "#;
 
-// KEYS: token, its tombstone (one slot: the jti's bucket). ARGV: record JSON, ttl, audit block.
-// The record
-// half of PUT_TOKEN: written only when the jti was not revoked meanwhile.
+// KEYS: token, its tombstone (one slot: the jti's bucket), and its user's index when that is in
+// the same slot. ARGV: record JSON, ttl, jti, exp, now, audit block. The record half of
+// PUT_TOKEN: written only when the jti was not revoked meanwhile.
 const TOKEN_HOME: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+put_token(ARGV[3], ARGV[1], ARGV[2], ARGV[4], ARGV[5], {KEYS[3]})
 audit('written')
 return 1
 "#;
@@ -426,15 +426,23 @@ impl ClusterScripts {
         &self,
         record: &TokenRecord,
         now: i64,
+        with_user_index: bool,
     ) -> StoreResult<(redis::ScriptInvocation<'_>, String)> {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let token = name(&keys::token(&record.jti));
         let mut invocation = self.token_home.prepare_invoke();
         invocation
             .key(&token)
-            .key(name(&keys::token_revoked(&record.jti)))
+            .key(name(&keys::token_revoked(&record.jti)));
+        if with_user_index {
+            invocation.key(name(&keys::user_tokens(&record.username)));
+        }
+        invocation
             .arg(json)
-            .arg(seconds_until(record.expires_at, now));
+            .arg(seconds_until(record.expires_at, now))
+            .arg(&record.jti)
+            .arg(record.expires_at)
+            .arg(now);
         Ok((invocation, token))
     }
 

@@ -72,14 +72,24 @@ impl RedisStore {
         } else {
             &[]
         };
+        let on_cluster = matches!(self.target, Target::Cluster(_));
         for p in planned {
             let e = &p.event;
-            invocation
-                .arg(p.when.as_str())
-                .arg(&e.kind)
-                .arg(e.user.as_deref().unwrap_or(""))
-                .arg(e.client_id.as_deref().unwrap_or(""))
-                .arg(e.to_json());
+            invocation.arg(p.when.as_str()).arg(&e.kind);
+            if on_cluster {
+                // The index streams by their cluster names (the scripts need not hash them).
+                let index = |who: Option<&str>, key: fn(&str) -> String| {
+                    who.map_or(String::new(), |w| cluster::name(&key(w)))
+                };
+                invocation
+                    .arg(index(e.user.as_deref(), keys::audit_user))
+                    .arg(index(e.client_id.as_deref(), keys::audit_client));
+            } else {
+                invocation
+                    .arg(e.user.as_deref().unwrap_or(""))
+                    .arg(e.client_id.as_deref().unwrap_or(""));
+            }
+            invocation.arg(e.to_json());
         }
         invocation
             .arg(planned.len())
@@ -182,8 +192,14 @@ impl Store for RedisStore {
         if let Some(conn) = self.on_cluster() {
             let mut conn = conn?;
             let scripts = &self.cluster_scripts;
-            scripts.index_token(&mut conn, record, now, true).await?;
-            let (mut home, token) = scripts.token_home(record, now)?;
+            // A jti minted for its user shares the user's slot: the user's index is then
+            // written in the home step, else in a step of its own before it.
+            let together = crate::slots::Bucket::of_id(&record.jti)
+                == crate::slots::Bucket::of_user(&record.username);
+            scripts
+                .index_token(&mut conn, record, now, !together)
+                .await?;
+            let (mut home, token) = scripts.token_home(record, now, together)?;
             let written: i64 = self.audited(&mut home, events, &mut conn).await?;
             self.replicated_on(&mut conn, &token).await?;
             if written == 0 {

@@ -55,7 +55,7 @@ local function revoke_jti(jti)
 end
 
 -- The audit block is ARGV's tail: per event its condition ('*' or an outcome), type, user,
--- client and JSON, then the number of events, the length cap and the retention in ms. The
+-- client (on a cluster: their index streams' names) and JSON, then the number of events, the length cap and the retention in ms. The
 -- events whose condition is `outcome` (or '*') are appended with the change, `n` (a count the
 -- script found) beside them; the trail is trimmed by length and age on the way, by whole
 -- stream nodes (never a walk). The per-user and per-client index streams hold the same ids.
@@ -83,9 +83,11 @@ local function audit(outcome, n)
       for j, index in ipairs({AUU, AUC}) do
         local who = ARGV[at + 1 + j]
         if who ~= '' then
-          -- An index is a convenience: its failure never undoes the change or its event.
-          local key = K(index .. who)
+          -- An index is a convenience: its failure never undoes the change or its event. On
+          -- a cluster the caller passes the index's cluster name rather than the login or id.
+          local key = who
           if not ON_CLUSTER then
+            key = index .. who
             redis.pcall('XADD', key, 'MAXLEN', '~', {AUDIT_INDEX_CAP}, id, 't', ARGV[at + 1])
             redis.pcall('PEXPIRE', key, keep)
           elseif string.match(key, '{[^}]*}') == string.match(AU, '{[^}]*}') then
