@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod cluster_faults;
+mod cluster_flows;
 mod dev;
 mod dpop;
 mod e2e;
