@@ -18,7 +18,7 @@
 #
 # Usage:   bash bench/store-scale.sh            CLUSTER=3 bash bench/store-scale.sh
 # Env:     N=1000000 USERS=1000 CLIENTS=100 SKIP_BUILD=1 KEEP_TMP=1 VERIFY_MEMORY=0
-#          CLUSTER=3 MINT_EACH=1500
+#          CLUSTER=3 MINT_USERS=48 MINT_EACH=375 SPLIT_EACH=3000
 # Results are printed and appended to bench/RESULTS.md.
 set -euo pipefail
 

@@ -9,10 +9,13 @@ with a replica; REDIS_WAIT_REPLICAS=0 on both, so the store's own work is compar
 - N live tokens loaded in the store's layout (ids carry their user's bucket; on the cluster
   every key under its cluster name, sent to the primary that serves its slot): bytes per
   token, and each primary's share of keys and memory;
-- issuance through the real store (`mcp-gateway tokens mint` for 12 users): Redis µs per
+- issuance through the real store (`mcp-gateway tokens mint` for 48 users, each with a client
+  of their own), then each script on its own (one user and one client on two primaries): Redis
+  µs per
   script call and per token on each primary (INFO commandstats), commands (round trips) per
   token, each primary's share of the commands;
-- the operator commands (stats, tokens list, tokens list --user, backup, tokens
+- the operator commands (stats, tokens list, tokens list --user, audit --out of the whole
+  trail, audit --client through its index, backup, tokens
   purge-expired, clients delete --complete, restore) with a PING probe on every primary every
   millisecond and a verify probe (cache off) every 2 ms: wall time and the longest stall;
 - cross-slot errors on every primary (INFO errorstats).
@@ -24,6 +27,7 @@ Usage: store_scale_cluster.py  (environment from bench/store-scale.sh: TARGET_DI
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -38,8 +42,12 @@ from store_scale import (  # noqa: E402
 N, USERS, CLIENTS = base.N, base.USERS, base.CLIENTS
 PRIMARIES = int(os.environ.get("CLUSTER", "3"))
 TARGET = base.TARGET
-MINT_USERS = [f"minter{i}" for i in range(12)]
-MINT_EACH = int(os.environ.get("MINT_EACH", "1500"))
+MINT_USERS = [f"minter{i}" for i in range(int(os.environ.get("MINT_USERS", "48")))]
+MINT_EACH = int(os.environ.get("MINT_EACH", "375"))
+# Tokens minted for one user and one client placed on two different primaries, to measure
+# each step's script on its own.
+SPLIT_EACH = int(os.environ.get("SPLIT_EACH", "3000"))
+SPLIT_ROUNDS = 3
 
 
 # --- the store's cluster layout, as src/slots.rs computes it --------------------------------
@@ -230,6 +238,15 @@ def stats_of(port):
     }
 
 
+def command_stats(port):
+    """{command: (calls, usec)} from INFO commandstats."""
+    out = {}
+    for name, value in Redis(port).info("commandstats").items():
+        fields = dict(kv.split("=") for kv in value.split(","))
+        out[name.removeprefix("cmdstat_")] = (int(fields["calls"]), int(fields["usec"]))
+    return out
+
+
 def share(values):
     total = sum(values) or 1
     return [100 * v / total for v in values]
@@ -285,16 +302,55 @@ def issuance(s):
         Redis(p).cmd("CONFIG", "RESETSTAT")
     cpu = [stats_of(p)["cpu"] for p in s["prims"]]
     t0 = time.monotonic()
-    for user in MINT_USERS:
+    # Each user with a client of their own, as logins spread over clients in use: one
+    # client for every token would put every client-index step on one primary.
+    for i, user in enumerate(MINT_USERS):
         subprocess.run(
             [f"{TARGET}/mcp-gateway", "tokens", "mint", "--count", str(MINT_EACH), "--user-id",
-             "7", "--user", user, "--client-id", "issuance", "--scope", "mcp"],
+             "7", "--user", user, "--client-id", f"issuance-{i}", "--scope", "mcp"],
             env=s["env"], stdout=subprocess.DEVNULL, check=True)
     seconds = time.monotonic() - t0
     after = [stats_of(p) for p in s["prims"]]
     for x, before in zip(after, cpu):
         x["cpu_us"] = (x["cpu"] - before) * 1e6
     return after, seconds
+
+
+def split_steps(s, cluster):
+    """Each script of a token's issuance on its own: SPLIT_EACH tokens of one user and one
+    client whose buckets are on two different primaries (on one primary: the same pair), so
+    one primary runs only the home steps and the other only the client's steps. Returns
+    {step: µs per call} and the follow-up's µs per token."""
+    user, client = "splituser", None
+    if cluster:
+        owners = owner_table(s["prims"][0])
+        home = owners[slot("{" + TAGS[bucket("u", user)] + "}")]
+        for n in range(1000):
+            candidate = f"splitclient{n}"
+            if owners[slot("{" + TAGS[bucket("c", candidate)] + "}")] != home:
+                client = candidate
+                break
+        other = owners[slot("{" + TAGS[bucket("c", client)] + "}")]
+    else:
+        client, home, other = "splitclient0", s["prims"][0], s["prims"][0]
+    for p in s["prims"]:
+        Redis(p).cmd("CONFIG", "RESETSTAT")
+    subprocess.run(
+        [f"{TARGET}/mcp-gateway", "tokens", "mint", "--count", str(SPLIT_EACH), "--user-id",
+         "7", "--user", user, "--client-id", client, "--scope", "mcp"],
+        env=s["env"], stdout=subprocess.DEVNULL, check=True)
+    at_home, at_client = command_stats(home), command_stats(other)
+
+    def per_call(stats, name):
+        calls, usec = stats.get(name, (0, 0))
+        return usec / calls if calls else 0.0
+
+    out = {"home": per_call(at_home, "evalsha")}
+    if cluster:
+        out["client"] = per_call(at_client, "evalsha")
+        usec = sum(at_client.get(c, (0, 0))[1] for c in ("xadd", "pexpire"))
+        out["follow"] = usec / SPLIT_EACH
+    return out
 
 
 def operator_commands(s):
@@ -314,6 +370,10 @@ def operator_commands(s):
     def count_rows(stdout):
         return sum(1 for line in stdout if line.startswith("  {"))
 
+    def exported(stdout):
+        said = stdout.read()
+        return int(said.split("exported ", 1)[1].split(" ", 1)[0])
+
     def flush():
         # Before the measured window, as an operator restores into an empty store.
         for p in s["prims"]:
@@ -330,6 +390,13 @@ def operator_commands(s):
         ("tokens list --user", lambda: run_cli(["--json", "tokens", "list", "--user", "user1"],
                                                env, check_output=count_rows),
          lambda n: n == N // USERS),
+        # The audit trail (the issuance's events and more): exported whole, then one
+        # client's events through its index.
+        ("audit --out", lambda: run_cli(["audit", "--out", f"{s['work']}/trail.jsonl"], env,
+                                        check_output=exported), lambda n: n >= MINT_EACH * len(MINT_USERS)),
+        ("audit --client", lambda: run_cli(["--json", "audit", "--client", "issuance-0"], env,
+                                           check_output=lambda out: sum(1 for _ in out)),
+         lambda n: n >= MINT_EACH),
         ("backup", lambda: run_cli(["backup", "--out", backup_file], env), lambda _: True),
         ("tokens purge-expired", lambda: run_cli(["--json", "tokens", "purge-expired"], env,
                                                  check_output=json.load), lambda _: True),
@@ -363,9 +430,18 @@ def run(work, procs):
         s = setup(work, procs, cluster)
         s["work"] = work
         s["issue"], s["mint_s"] = issuance(s)
+        results[cluster] = s
+    # Each script on its own, one store then the other, three rounds: the median of each.
+    rounds = {False: [], True: []}
+    for _ in range(SPLIT_ROUNDS):
+        for cluster in (False, True):
+            rounds[cluster].append(split_steps(results[cluster], cluster))
+    for cluster, s in results.items():
+        s["split"] = {k: statistics.median(r[k] for r in rounds[cluster]) for k in rounds[cluster][0]}
+        s["split_rounds"] = rounds[cluster]
+    for cluster, s in results.items():
         s["ops"], s["statuses"] = operator_commands(s)
         s["crossslot"] = sum(stats_of(p)["crossslot"] for p in s["prims"])
-        results[cluster] = s
     one, many = results[False], results[True]
     minted = MINT_EACH * len(MINT_USERS)
 
@@ -400,6 +476,16 @@ def run(work, procs):
         + ", ".join(f"{x:.1f} %" for x in share([x['calls'] for x in many['issue']]))
         + f"; issuance took {one['mint_s']:.1f} s on one primary, {many['mint_s']:.1f} s on the "
         f"cluster (RS256 signing and the CLI dominate)",
+        f"- each script on its own ({SPLIT_EACH} tokens of one user and one client on two "
+        f"primaries, {SPLIT_ROUNDS} rounds alternating one primary and the cluster, median; "
+        f"INFO commandstats, µs per call; home step per round "
+        + ", ".join(f"{r['home']:.1f}/{c['home']:.1f}" for r, c in
+                    zip(one['split_rounds'], many['split_rounds']))
+        + f" one/cluster): one primary PUT_TOKEN "
+        f"{one['split']['home']:.2f}; cluster home step (record, user index, event) "
+        f"{many['split']['home']:.2f} ({many['split']['home'] / max(one['split']['home'], 1e-9):.2f}×), "
+        f"client step (its index) {many['split']['client']:.2f}, and the client's audit index "
+        f"entry after them (XADD, PEXPIRE) {many['split']['follow']:.2f} µs per token",
         f"- cross-slot errors: one primary {one['crossslot']}, cluster {many['crossslot']}",
         f"- verify probe answers: one primary {dict(sorted(one['statuses'].items()))}, cluster "
         f"{dict(sorted(many['statuses'].items()))} (401 while restore had not yet brought the "

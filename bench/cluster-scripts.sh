@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# bench/cluster-scripts.sh — each store script's own Redis time on Redis Cluster against one
+# server (#30): the same `mcp-gateway tokens mint` on a plain redis-server and on a one-node
+# cluster, alternating rounds, every command timed by SLOWLOG (bench/cluster_scripts.py).
+#
+# Target (reported, never asserted): a token's home step on the cluster within 10 % of
+# PUT_TOKEN's time on one server.
+#
+# Usage:   bash bench/cluster-scripts.sh
+# Env:     TOKENS=3000 ROUNDS=3 SKIP_BUILD=1 KEEP_TMP=1
+# Results are printed and appended to bench/RESULTS.md.
+set -euo pipefail
+
+source "$(dirname "${BASH_SOURCE[0]}")/python-bench.sh"
+python_bench cluster-scripts cluster_scripts.py redis-server
