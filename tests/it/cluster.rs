@@ -367,6 +367,40 @@ async fn tokens_are_recorded_found_and_revoked_on_a_cluster_in_single_slot_steps
         "2",
         "{tagged}"
     );
+    // An index lives as long as its longest entry: a longer token lengthens it, a shorter
+    // one leaves it.
+    let ttl_of = |key: &str| {
+        let name = cluster_name(key);
+        let port = cluster.primary_of(&name);
+        cluster
+            .cli(port, &["TTL", &name])
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let client_index = keys::client_tokens("c-even");
+    assert!((590..=600).contains(&ttl_of(&client_index)));
+    let long = Bucket::of_user("user0").mint_id("long");
+    store
+        .put_token(
+            &token_record(&long, "user0", "c-even", 3_600),
+            now,
+            &Events::none(),
+        )
+        .await
+        .unwrap();
+    assert!((3_590..=3_600).contains(&ttl_of(&client_index)));
+    let short = Bucket::of_user("user0").mint_id("short");
+    store
+        .put_token(
+            &token_record(&short, "user0", "c-even", 60),
+            now,
+            &Events::none(),
+        )
+        .await
+        .unwrap();
+    assert!((3_590..=3_600).contains(&ttl_of(&client_index)));
+    assert!((3_590..=3_600).contains(&ttl_of(&keys::user_tokens("user0"))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
