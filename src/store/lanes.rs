@@ -5,6 +5,7 @@
 //! webhooks send as the event id.
 
 use super::keys;
+use crate::audit::Stored;
 
 /// The lanes of a cluster's trail: one per bucket, then the global one.
 pub const LANES: usize = crate::slots::BUCKETS + 1;
@@ -64,4 +65,16 @@ impl At {
             format!("{}@{:02x}", self.id(), self.lane)
         }
     }
+}
+
+/// The events of entries read from the lanes, in the order given, each with its place as its
+/// id (entries without an event, trimmed or not ours, left out).
+pub fn events_at(read: Vec<(At, Option<Stored>)>) -> Vec<Stored> {
+    read.into_iter()
+        .filter_map(|(at, stored)| {
+            let mut stored = stored?;
+            stored.id = at.text();
+            Some(stored)
+        })
+        .collect()
 }

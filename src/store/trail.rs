@@ -4,7 +4,7 @@
 //! streams (the same ids as `oauth:audit`), never by walking everyone's.
 
 use super::admin::Admin;
-use super::lanes::{At, LANES, lane_of_stream, lane_stream};
+use super::lanes::{At, LANES, events_at, lane_of_stream, lane_stream};
 use super::{StoreError, StoreResult, keys};
 use crate::audit::Stored;
 
@@ -48,6 +48,27 @@ impl Window {
             .map_or("+".to_string(), |ms| format!("{ms}-18446744073709551615"));
         (oldest, newest)
     }
+
+    /// `XREVRANGE` (newest first) or `XRANGE` of `key` within the window, after `cursor` (an
+    /// id, excluded) when there is one, `count` entries at most.
+    fn range(
+        &self,
+        key: &str,
+        cursor: Option<&str>,
+        count: usize,
+        newest_first: bool,
+    ) -> redis::Cmd {
+        let (oldest, newest) = self.bounds();
+        let (command, first, last) = match (newest_first, cursor) {
+            (true, Some(c)) => ("XREVRANGE", format!("({c}"), oldest),
+            (true, None) => ("XREVRANGE", newest, oldest),
+            (false, Some(c)) => ("XRANGE", format!("({c}"), newest),
+            (false, None) => ("XRANGE", oldest, newest),
+        };
+        let mut cmd = redis::cmd(command);
+        cmd.arg(key).arg(first).arg(last).arg("COUNT").arg(count);
+        cmd
+    }
 }
 
 /// One page of events and where the next page starts (none at the end).
@@ -80,19 +101,8 @@ impl Admin {
                 }
             };
         }
-        let (oldest, newest) = window.bounds();
-        let (command, first, last) = match (newest_first, cursor) {
-            (true, Some(c)) => ("XREVRANGE", format!("({c}"), oldest),
-            (true, None) => ("XREVRANGE", newest, oldest),
-            (false, Some(c)) => ("XRANGE", format!("({c}"), newest),
-            (false, None) => ("XRANGE", oldest, newest),
-        };
-        let reply: redis::Value = redis::cmd(command)
-            .arg(source.key())
-            .arg(&first)
-            .arg(&last)
-            .arg("COUNT")
-            .arg(count.max(1))
+        let reply: redis::Value = window
+            .range(&source.key(), cursor, count.max(1), newest_first)
             .query_async(&mut self.conn)
             .await
             .map_err(failed)?;
@@ -283,14 +293,7 @@ impl Admin {
             );
         }
         read.sort_by_key(|(at, _)| *at);
-        let events = read
-            .into_iter()
-            .filter_map(|(at, stored)| {
-                let mut stored = stored?;
-                stored.id = at.text();
-                Some(stored)
-            })
-            .collect();
+        let events = events_at(read);
         let last = Some(format!("{LANES_PREFIX}{}", ids.join(",")));
         Ok(Page {
             events,
@@ -322,6 +325,9 @@ impl Admin {
         };
         // `a` comes before `b` in this page's order.
         let before = |a: &At, b: &At| if newest_first { a > b } else { a < b };
+        let order = |a: &At, b: &At| {
+            if newest_first { b.cmp(a) } else { a.cmp(b) }
+        };
         let mut lanes: Vec<Lane> = (0..LANES)
             .map(|lane| {
                 let from = match cursor {
@@ -348,13 +354,7 @@ impl Admin {
                     .flat_map(|l| l.read.iter().map(|(at, _)| *at))
                     .collect();
                 if all.len() >= count {
-                    let (_, kth, _) = all.select_nth_unstable_by(count - 1, |a, b| {
-                        if before(a, b) {
-                            std::cmp::Ordering::Less
-                        } else {
-                            std::cmp::Ordering::Greater
-                        }
-                    });
+                    let (_, kth, _) = all.select_nth_unstable_by(count - 1, order);
                     Some(*kth)
                 } else {
                     None
@@ -401,24 +401,11 @@ impl Admin {
         }
         let mut read: Vec<(At, Option<Stored>)> =
             lanes.into_iter().flat_map(|lane| lane.read).collect();
-        read.sort_by(|(a, _), (b, _)| {
-            if before(a, b) {
-                std::cmp::Ordering::Less
-            } else {
-                std::cmp::Ordering::Greater
-            }
-        });
+        read.sort_by(|(a, _), (b, _)| order(a, b));
         read.truncate(count);
         let last = read.last().map(|(at, _)| at.text());
         let next = (read.len() >= count).then(|| last.clone()).flatten();
-        let events = read
-            .into_iter()
-            .filter_map(|(at, stored)| {
-                let mut stored = stored?;
-                stored.id = at.text();
-                Some(stored)
-            })
-            .collect();
+        let events = events_at(read);
         Ok(Page { events, next, last })
     }
 
@@ -433,19 +420,8 @@ impl Admin {
         newest_first: bool,
     ) -> StoreResult<Page> {
         let count = count.max(1);
-        let (oldest, newest) = window.bounds();
-        let (command, first, last) = match (newest_first, cursor) {
-            (true, Some(c)) => ("XREVRANGE", format!("({c}"), oldest),
-            (true, None) => ("XREVRANGE", newest, oldest),
-            (false, Some(c)) => ("XRANGE", format!("({c}"), newest),
-            (false, None) => ("XRANGE", oldest, newest),
-        };
-        let reply: redis::Value = redis::cmd(command)
-            .arg(source.key())
-            .arg(&first)
-            .arg(&last)
-            .arg("COUNT")
-            .arg(count)
+        let reply: redis::Value = window
+            .range(&source.key(), cursor, count, newest_first)
             .query_async(&mut self.conn)
             .await
             .map_err(failed)?;

@@ -5,7 +5,7 @@ use redis::aio::ConnectionLike;
 
 use super::unavailable;
 use crate::audit;
-use crate::store::lanes::{At, LANES, lane_stream};
+use crate::store::lanes::{At, LANES, events_at, lane_stream};
 use crate::store::{GroupRead, StoreResult};
 
 /// What [`crate::store::Store::audit_deliveries`] reads for a consumer.
@@ -91,13 +91,12 @@ pub(super) async fn lane_deliveries<C: ConnectionLike + Clone + Send>(
         return Err(e);
     }
     found.sort_by_key(|(at, _)| *at);
-    Ok(found
-        .into_iter()
-        .map(|(at, mut stored)| {
-            stored.id = at.text();
-            stored
-        })
-        .collect())
+    Ok(events_at(
+        found
+            .into_iter()
+            .map(|(at, stored)| (at, Some(stored)))
+            .collect(),
+    ))
 }
 
 /// [`ack`] on a cluster: each id (`ms-seq@lane`) acknowledged in its lane.
@@ -269,26 +268,10 @@ fn autoclaimed(reply: redis::Value) -> (Vec<(String, Option<audit::Stored>)>, Ve
 /// Stream entries (`[[id, [field, value, …]] …]`) as events; an entry the trail trimmed
 /// (no fields) is `None`.
 pub(crate) fn entries_of(value: redis::Value) -> Vec<(String, Option<audit::Stored>)> {
-    let redis::Value::Array(entries) = value else {
-        return Vec::new();
-    };
-    entries
-        .into_iter()
-        .filter_map(|entry| {
-            let redis::Value::Array(mut parts) = entry else {
-                return None;
-            };
-            if parts.is_empty() {
-                return None;
-            }
-            let fields = if parts.len() > 1 {
-                parts.remove(1)
-            } else {
-                redis::Value::Nil
-            };
-            let id = text(parts.remove(0))?;
+    id_and_fields(value)
+        .map(|(id, fields)| {
             let stored = audit::Stored::from_fields(&id, &flat_fields(fields));
-            Some((id, stored))
+            (id, stored)
         })
         .collect()
 }
@@ -296,23 +279,34 @@ pub(crate) fn entries_of(value: redis::Value) -> Vec<(String, Option<audit::Stor
 /// The entries of an index stream on a cluster: each entry's id and the event it names (the
 /// stream of the event's lane and its id there, fields `s` and `i`).
 pub(crate) fn pointers_of(value: redis::Value) -> Vec<(String, (String, String))> {
-    let redis::Value::Array(entries) = value else {
-        return Vec::new();
-    };
-    entries
-        .into_iter()
-        .filter_map(|entry| {
-            let redis::Value::Array(mut parts) = entry else {
-                return None;
-            };
-            if parts.len() < 2 {
-                return None;
-            }
-            let mut fields = fields_of(parts.remove(1));
-            let id = text(parts.remove(0))?;
+    id_and_fields(value)
+        .filter_map(|(id, fields)| {
+            let mut fields = fields_of(fields);
             Some((id, (fields.remove("s")?, fields.remove("i")?)))
         })
         .collect()
+}
+
+/// A stream reply's entries as (id, fields), the fields nil for an entry without any.
+fn id_and_fields(value: redis::Value) -> impl Iterator<Item = (String, redis::Value)> {
+    let entries = match value {
+        redis::Value::Array(entries) => entries,
+        _ => Vec::new(),
+    };
+    entries.into_iter().filter_map(|entry| {
+        let redis::Value::Array(mut parts) = entry else {
+            return None;
+        };
+        if parts.is_empty() {
+            return None;
+        }
+        let fields = if parts.len() > 1 {
+            parts.remove(1)
+        } else {
+            redis::Value::Nil
+        };
+        Some((text(parts.remove(0))?, fields))
+    })
 }
 
 /// A flat `[k, v, k, v …]` reply (or a RESP3 map) as text pairs.
