@@ -448,6 +448,43 @@ pub(crate) async fn cluster_store(cluster: &RedisCluster) -> RedisStore {
     store
 }
 
+/// The gateway (auth and verify) with its store on `cluster` (`extra` settings besides), and
+/// that store.
+pub(crate) async fn gateway_on(
+    cluster: &RedisCluster,
+    extra: &[(&str, &str)],
+) -> (crate::support::gateway::Gateway, std::sync::Arc<dyn Store>) {
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(cluster_store(cluster).await);
+    let nodes = cluster.nodes_setting();
+    let mut env = vec![("REDIS_CLUSTER_NODES", nodes.as_str())];
+    env.extend_from_slice(extra);
+    let unused = RedisServer::start().await;
+    let gw = crate::support::gateway::Gateway::start_with_store(unused, store.clone(), &env).await;
+    (gw, store)
+}
+
+/// Two rotations of `tokens`, then its first refresh token again (past its retry window):
+/// refused, and the family dies at verify too.
+pub(crate) async fn reuse_kills_the_family(
+    gw: &crate::support::gateway::Gateway,
+    client: &serde_json::Value,
+    tokens: &serde_json::Value,
+) {
+    let second = gw.refreshed(client, tokens).await;
+    let third = gw.refreshed(client, &second).await;
+    assert_eq!(gw.verify.status_of(&third).await, 200);
+    let reuse = gw.refresh_of(client, tokens).await;
+    assert_eq!(reuse.status(), 400);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while gw.verify.status_of(&third).await != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the family's revocation never reached verify"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_redeem_rotate_and_die_of_reuse_on_a_cluster() {
     use futures_util::StreamExt;
@@ -717,12 +754,7 @@ async fn registrations_consents_pending_keys_and_changes_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_its_refreshes_and_a_revocation_through_the_gateway_on_a_cluster() {
     let cluster = RedisCluster::start().await;
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(cluster_store(&cluster).await);
-    let nodes = cluster.nodes_setting();
-    let unused = RedisServer::start().await;
-    let extra = [("REDIS_CLUSTER_NODES", nodes.as_str())];
-    let gw =
-        crate::support::gateway::Gateway::start_with_store(unused, store.clone(), &extra).await;
+    let (gw, _) = gateway_on(&cluster, &[]).await;
     // Registration, authorize, consent, GitHub, callback, code, token: all on the cluster.
     let client = gw.client("none").await;
     let tokens = gw.tokens(&client).await;
@@ -734,19 +766,7 @@ async fn a_login_its_refreshes_and_a_revocation_through_the_gateway_on_a_cluster
         .to_string();
     assert_eq!(Bucket::embedded(&jti), Some(Bucket::of_user("alice")));
     // Two rotations, then the first refresh token again: the family dies, at verify too.
-    let second = gw.refreshed(&client, &tokens).await;
-    let third = gw.refreshed(&client, &second).await;
-    assert_eq!(gw.verify.status_of(&third).await, 200);
-    let reuse = gw.refresh_of(&client, &tokens).await;
-    assert_eq!(reuse.status(), 400);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while gw.verify.status_of(&third).await != 401 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the family's revocation never reached verify"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    reuse_kills_the_family(&gw, &client, &tokens).await;
     // A new login, revoked at /revoke.
     let fresh = gw.tokens(&client).await;
     let access = fresh["access_token"].as_str().unwrap();

@@ -6,38 +6,19 @@
 
 use serde_json::Value;
 
-use crate::mfa::{code_now, enrolment_secret, mfa_page, post_code, to_mfa};
+use crate::mfa::{
+    code_now, continue_after_codes, enrolment_secret, mfa_page, post_code, recovery_codes, redeem,
+    to_mfa,
+};
 use crate::support::document_host::{CALLBACK, DocumentHost, document_client};
-use crate::support::gateway::{Gateway, REDIRECT, location, query};
 use crate::support::helpers::*;
 use crate::support::jwt_claims;
 use crate::support::redis_cluster::RedisCluster;
 
-/// The gateway with its store on `cluster` (`extra` settings besides).
-async fn gateway_on(cluster: &RedisCluster, extra: &[(&str, &str)]) -> Gateway {
-    let store: std::sync::Arc<dyn mcp_oauth_gateway::store::Store> =
-        std::sync::Arc::new(crate::cluster::cluster_store(cluster).await);
-    let nodes = cluster.nodes_setting();
-    let mut env = vec![("REDIS_CLUSTER_NODES", nodes.as_str())];
-    env.extend_from_slice(extra);
-    Gateway::start_with_store(RedisServer::start().await, store, &env).await
-}
-
-/// The code the second factor's answer redirects with, exchanged: the token answer.
-async fn redeem(gw: &Gateway, client: &Value, resp: reqwest::Response, verifier: &str) -> Value {
-    assert_eq!(resp.status(), 302);
-    let to = url::Url::parse(&location(&resp)).unwrap();
-    assert!(to.as_str().starts_with(REDIRECT));
-    let code = query(&to, "code").expect("a code after the second factor");
-    let resp = gw.redeem(client, &code, verifier).await;
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_factor_enrols_refuses_replays_and_locks_out_on_a_cluster() {
     let cluster = RedisCluster::start().await;
-    let gw = gateway_on(
+    let (gw, _) = crate::cluster::gateway_on(
         &cluster,
         &[
             ("TOKEN_MFA_REQUIRED", "true"),
@@ -59,28 +40,9 @@ async fn the_second_factor_enrols_refuses_replays_and_locks_out_on_a_cluster() {
     let resp = post_code(&gw, &b, &html, "code", &code_now(&secret, 0)).await;
     assert_eq!(resp.status(), 200);
     let recovery_page = resp.text().await.unwrap();
-    let codes: Vec<String> = recovery_page
-        .split("<li>")
-        .skip(1)
-        .map(|s| s.split("</li>").next().unwrap().to_string())
-        .collect();
+    let codes = recovery_codes(&recovery_page);
     assert_eq!(codes.len(), 10);
-    let form = [
-        (
-            "session",
-            crate::support::gateway::hidden(&recovery_page, "session"),
-        ),
-        (
-            "csrf_token",
-            crate::support::gateway::hidden(&recovery_page, "csrf_token"),
-        ),
-    ];
-    let resp = b
-        .post(gw.url("/mfa/continue"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let resp = continue_after_codes(&gw, &b, &recovery_page).await;
     let tokens = redeem(&gw, &client, resp, &verifier).await;
     let claims = jwt_claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(claims["amr"], serde_json::json!(["github", "otp"]));
@@ -128,26 +90,15 @@ async fn a_client_logs_in_and_refreshes_with_its_metadata_document_on_a_cluster(
     let id = host.publish("/oauth/client.json", &[CALLBACK], "max-age=3600");
     let cluster = RedisCluster::start().await;
     let ca = host.ca_file.to_string_lossy().to_string();
-    let gw = gateway_on(&cluster, &[("CIMD_TEST_LOOPBACK_CA", ca.as_str())]).await;
+    let (gw, _) =
+        crate::cluster::gateway_on(&cluster, &[("CIMD_TEST_LOOPBACK_CA", ca.as_str())]).await;
     let client = document_client(&id);
     let tokens = gw.tokens(&client).await;
     let claims = jwt_claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(claims["client_id"], id);
     assert_eq!(gw.verify.status_of(&tokens).await, 200);
-    // Two rotations, then the first refresh token again (past its retry window): the family
-    // dies, at verify too.
-    let second = gw.refreshed(&client, &tokens).await;
-    let third = gw.refreshed(&client, &second).await;
-    assert_eq!(gw.verify.status_of(&third).await, 200);
-    assert_eq!(gw.refresh_of(&client, &tokens).await.status(), 400);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while gw.verify.status_of(&third).await != 401 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the family's revocation never reached verify"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Two rotations, then the first refresh token again: the family dies, at verify too.
+    crate::cluster::reuse_kills_the_family(&gw, &client, &tokens).await;
     // One fetch served the logins (cached for its max-age), and the trail says who it was.
     assert_eq!(host.hits("/oauth/client.json"), 1);
     let dir = tempfile::tempdir().unwrap();

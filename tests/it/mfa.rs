@@ -86,6 +86,31 @@ pub async fn mfa_gateway(extra: &[(&str, &str)]) -> (Gateway, Value) {
     (gw, client)
 }
 
+/// The recovery codes the enrolment shows once.
+pub fn recovery_codes(page: &str) -> Vec<String> {
+    page.split("<li>")
+        .skip(1)
+        .map(|s| s.split("</li>").next().unwrap().to_string())
+        .collect()
+}
+
+/// "Continue" on the recovery codes' page: the login goes on to the client.
+pub async fn continue_after_codes(
+    gw: &Gateway,
+    b: &reqwest::Client,
+    page: &str,
+) -> reqwest::Response {
+    let form = [
+        ("session", hidden(page, "session")),
+        ("csrf_token", hidden(page, "csrf_token")),
+    ];
+    b.post(gw.url("/mfa/continue"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
 pub async fn post_code(
     gw: &Gateway,
     b: &reqwest::Client,
@@ -101,7 +126,13 @@ pub async fn post_code(
     b.post(gw.url("/mfa")).form(&form).send().await.unwrap()
 }
 
-async fn redeem(gw: &Gateway, client: &Value, resp: reqwest::Response, verifier: &str) -> Value {
+/// The code the second factor's answer redirects with, exchanged: the token answer.
+pub async fn redeem(
+    gw: &Gateway,
+    client: &Value,
+    resp: reqwest::Response,
+    verifier: &str,
+) -> Value {
     assert_eq!(resp.status(), 302);
     let to = url::Url::parse(&location(&resp)).unwrap();
     assert!(to.as_str().starts_with(REDIRECT));
@@ -134,22 +165,9 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
     let resp = post_code(&gw, &b, &html, "code", &code_now(&secret, 0)).await;
     assert_eq!(resp.status(), 200);
     let recovery_page = resp.text().await.unwrap();
-    let codes: Vec<String> = recovery_page
-        .split("<li>")
-        .skip(1)
-        .map(|s| s.split("</li>").next().unwrap().to_string())
-        .collect();
+    let codes = recovery_codes(&recovery_page);
     assert_eq!(codes.len(), 10);
-    let form = [
-        ("session", hidden(&recovery_page, "session")),
-        ("csrf_token", hidden(&recovery_page, "csrf_token")),
-    ];
-    let resp = b
-        .post(gw.url("/mfa/continue"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let resp = continue_after_codes(&gw, &b, &recovery_page).await;
     let tokens = redeem(&gw, &client, resp, &verifier).await;
     let claims = jwt_claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(claims["amr"], serde_json::json!(["github", "otp"]));

@@ -1,7 +1,6 @@
 //! `mcp-gateway audit`, `usage` and `trace` as an operator runs them, against a trail real
 //! logins wrote; `tokens list`'s new columns; progress only on a terminal.
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use serde_json::Value;
 
 use crate::cli::{cli, cli_command, ok};
 use crate::support::gateway::*;
+use crate::support::helpers::stdout_lines;
 
 /// JSON Lines output, one value a line.
 fn lines(out: &str) -> Vec<Value> {
@@ -162,13 +162,7 @@ async fn audit_follow_prints_new_events_as_they_come() {
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut rx = stdout_lines(&mut child);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let client = gw.client("none").await;
     let line = tokio::time::timeout(Duration::from_secs(5), rx.recv())

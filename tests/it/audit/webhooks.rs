@@ -143,14 +143,10 @@ async fn two_replicas_deliver_each_event_once_and_a_stopped_one_loses_nothing() 
 async fn on_a_cluster_events_of_every_bucket_reach_the_receiver_once() {
     use crate::support::redis_cluster::RedisCluster;
     let cluster = RedisCluster::start().await;
-    let store: std::sync::Arc<dyn mcp_oauth_gateway::store::Store> =
-        std::sync::Arc::new(crate::cluster::cluster_store(&cluster).await);
-    let nodes = cluster.nodes_setting();
     let mut receiver = Receiver::start().await;
-    let mut env = hooked(&receiver);
-    env.push(("REDIS_CLUSTER_NODES", nodes));
+    let env = hooked(&receiver);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let gw = Gateway::start_with_store(RedisServer::start().await, store, &env).await;
+    let (gw, _) = crate::cluster::gateway_on(&cluster, &env).await;
     // The receiver's consumer group is created on every bucket's stream in its first round;
     // as on one server, it sends what is written from then on.
     tokio::time::sleep(Duration::from_secs(2)).await;

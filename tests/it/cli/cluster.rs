@@ -136,15 +136,7 @@ fn events(out: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_reads_a_clusters_trail_merged_from_its_buckets_by_user_and_by_client() {
     let cluster = RedisCluster::start().await;
-    let store: Arc<dyn Store> = Arc::new(crate::cluster::cluster_store(&cluster).await);
-    let nodes = cluster.nodes_setting();
-    let unused = RedisServer::start().await;
-    let gw = Gateway::start_with_store(
-        unused,
-        store.clone(),
-        &[("REDIS_CLUSTER_NODES", nodes.as_str())],
-    )
-    .await;
+    let (gw, store) = crate::cluster::gateway_on(&cluster, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| on_cluster(&gw, &cluster, dir.path(), args);
 
@@ -281,31 +273,16 @@ fn in_time_order(events: &[Value], newest_first: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_follow_on_a_cluster_prints_events_of_any_bucket_as_they_come() {
-    use std::io::{BufRead, BufReader};
     let cluster = RedisCluster::start().await;
-    let store: Arc<dyn Store> = Arc::new(crate::cluster::cluster_store(&cluster).await);
-    let nodes = cluster.nodes_setting();
-    let unused = RedisServer::start().await;
-    let gw = Gateway::start_with_store(
-        unused,
-        store.clone(),
-        &[("REDIS_CLUSTER_NODES", nodes.as_str())],
-    )
-    .await;
+    let (gw, store) = crate::cluster::gateway_on(&cluster, &[]).await;
     let mut child = cli_command(&gw, &["audit", "--json", "--follow", "--type", "purge"])
         .env("REDIS_URL", "redis://127.0.0.1:1")
-        .env("REDIS_CLUSTER_NODES", &nodes)
+        .env("REDIS_CLUSTER_NODES", cluster.nodes_setting())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut rx = stdout_lines(&mut child);
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     // Events of 40 users, so in most buckets' streams, each printed once, in order.
     for i in 0..40 {

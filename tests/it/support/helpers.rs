@@ -776,3 +776,16 @@ pub fn token_record(jti: &str, user: &str, client: &str, expires_in: i64) -> Tok
         client_ip: None,
     }
 }
+
+/// The lines `child` prints on its stdout (piped), as they come.
+pub fn stdout_lines(child: &mut Child) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
