@@ -6,10 +6,7 @@
 
 use serde_json::Value;
 
-use crate::mfa::{
-    code_now, continue_after_codes, enrolment_secret, mfa_page, post_code, recovery_codes, redeem,
-    to_mfa,
-};
+use crate::mfa::{code_now, enrol, mfa_page, post_code, redeem, to_mfa};
 use crate::support::document_host::{CALLBACK, DocumentHost, document_client};
 use crate::support::helpers::*;
 use crate::support::jwt_claims;
@@ -33,19 +30,7 @@ async fn the_second_factor_enrols_refuses_replays_and_locks_out_on_a_cluster() {
     // codes shown once, the login completed with `otp`.
     let (b, mfa_url, verifier) = to_mfa(&gw, &client).await;
     let html = body_text(b.get(&mfa_url)).await;
-    let secret = enrolment_secret(&html);
-    let resp = post_code(&gw, &b, &html, "code", "000000").await;
-    assert_eq!(resp.status(), 400);
-    let html = resp.text().await.unwrap();
-    let resp = post_code(&gw, &b, &html, "code", &code_now(&secret, 0)).await;
-    assert_eq!(resp.status(), 200);
-    let recovery_page = resp.text().await.unwrap();
-    let codes = recovery_codes(&recovery_page);
-    assert_eq!(codes.len(), 10);
-    let resp = continue_after_codes(&gw, &b, &recovery_page).await;
-    let tokens = redeem(&gw, &client, resp, &verifier).await;
-    let claims = jwt_claims(tokens["access_token"].as_str().unwrap());
-    assert_eq!(claims["amr"], serde_json::json!(["github", "otp"]));
+    let (secret, codes, tokens) = enrol(&gw, &client, &b, &html, &verifier).await;
     assert_eq!(gw.verify.status_of(&tokens).await, 200);
 
     // The next login: the code just used is refused (the same window), the next one works.

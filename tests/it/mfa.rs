@@ -86,6 +86,32 @@ pub async fn mfa_gateway(extra: &[(&str, &str)]) -> (Gateway, Value) {
     (gw, client)
 }
 
+/// The enrolment on its page `html`: a wrong code refused, the right one accepted, the ten
+/// recovery codes shown, the login completed with `otp`. The secret, the codes and the tokens.
+pub async fn enrol(
+    gw: &Gateway,
+    client: &Value,
+    b: &reqwest::Client,
+    html: &str,
+    verifier: &str,
+) -> (Vec<u8>, Vec<String>, Value) {
+    let secret = enrolment_secret(html);
+    let resp = post_code(gw, b, html, "code", "000000").await;
+    assert_eq!(resp.status(), 400);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("not right"));
+    let resp = post_code(gw, b, &html, "code", &code_now(&secret, 0)).await;
+    assert_eq!(resp.status(), 200);
+    let recovery_page = resp.text().await.unwrap();
+    let codes = recovery_codes(&recovery_page);
+    assert_eq!(codes.len(), 10);
+    let resp = continue_after_codes(gw, b, &recovery_page).await;
+    let tokens = redeem(gw, client, resp, verifier).await;
+    let claims = jwt_claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], serde_json::json!(["github", "otp"]));
+    (secret, codes, tokens)
+}
+
 /// The recovery codes the enrolment shows once.
 pub fn recovery_codes(page: &str) -> Vec<String> {
     page.split("<li>")
@@ -156,21 +182,8 @@ async fn enrolment_then_verification_with_codes_and_recovery_codes() {
     assert!(csp.contains("frame-ancestors 'none'"));
     let html = page.text().await.unwrap();
     assert!(html.contains("<svg"), "QR code inline");
-    let secret = enrolment_secret(&html);
+    let (secret, codes, tokens) = enrol(&gw, &client, &b, &html, &verifier).await;
     assert_eq!(secret.len(), 20);
-    let resp = post_code(&gw, &b, &html, "code", "000000").await;
-    assert_eq!(resp.status(), 400);
-    let html = resp.text().await.unwrap();
-    assert!(html.contains("not right"));
-    let resp = post_code(&gw, &b, &html, "code", &code_now(&secret, 0)).await;
-    assert_eq!(resp.status(), 200);
-    let recovery_page = resp.text().await.unwrap();
-    let codes = recovery_codes(&recovery_page);
-    assert_eq!(codes.len(), 10);
-    let resp = continue_after_codes(&gw, &b, &recovery_page).await;
-    let tokens = redeem(&gw, &client, resp, &verifier).await;
-    let claims = jwt_claims(tokens["access_token"].as_str().unwrap());
-    assert_eq!(claims["amr"], serde_json::json!(["github", "otp"]));
 
     // At rest: the secret is sealed, the recovery codes hashed.
     let mut conn = gw.redis.conn().await;
